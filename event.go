@@ -1,0 +1,105 @@
+package herald
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"time"
+)
+
+// Event limits.
+const (
+	MaxEventTypeLen      = 200
+	MaxEventKeyLen       = 512
+	MaxIdempotencyKeyLen = 512
+	MaxEventIDLen        = 128
+	MaxHeaders           = 32
+	MaxHeaderNameLen     = 64
+	MaxHeaderValueLen    = 1024
+	MaxContentTypeLen    = 200
+)
+
+// Event is one message in a topic's log. The payload is opaque: it is stored
+// and delivered byte for byte with its ContentType.
+type Event struct {
+	ID             string            // unique per topic; server-assigned UUIDv7 unless the producer gives one
+	Topic          string            // the topic's name
+	Seq            int64             // per topic, gap-free, increasing; assigned at commit
+	Type           string            // producer-defined event type, e.g. "order.created"
+	Key            string            // ordering and aggregation key
+	IdempotencyKey string            // dedup key within the topic's dedup window
+	ContentType    string            // the payload's media type
+	Headers        map[string]string // producer headers carried to deliveries
+	Payload        []byte
+	Time           time.Time // when Herald accepted it, UTC
+}
+
+// AppendResult is the outcome of appending one event.
+type AppendResult struct {
+	ID        string // the stored event's id; for a duplicate, the first event's id
+	Seq       int64  // its seq; for a duplicate, the first event's seq
+	Duplicate bool   // the idempotency key was seen within the dedup window; nothing was stored
+	Err       error  // non-nil: this event was not stored (for example CodeNotFound: no such topic)
+}
+
+// ValidateEvent checks the producer-set metadata of e against the limits.
+// It does not check the payload size, which is the topic's to set.
+func ValidateEvent(e *Event) error {
+	switch {
+	case len(e.ID) > MaxEventIDLen:
+		return FieldErrorf("id", "event id is %d bytes; the limit is %d", len(e.ID), MaxEventIDLen)
+	case !printable(e.ID):
+		return FieldErrorf("id", "event id must be printable ASCII without spaces")
+	case len(e.Type) > MaxEventTypeLen:
+		return FieldErrorf("type", "event type is %d bytes; the limit is %d", len(e.Type), MaxEventTypeLen)
+	case !printable(e.Type):
+		return FieldErrorf("type", "event type must be printable ASCII without spaces")
+	case len(e.Key) > MaxEventKeyLen:
+		return FieldErrorf("key", "event key is %d bytes; the limit is %d", len(e.Key), MaxEventKeyLen)
+	case len(e.IdempotencyKey) > MaxIdempotencyKeyLen:
+		return FieldErrorf("idempotency_key", "idempotency key is %d bytes; the limit is %d", len(e.IdempotencyKey), MaxIdempotencyKeyLen)
+	case len(e.ContentType) > MaxContentTypeLen:
+		return FieldErrorf("content_type", "content type is %d bytes; the limit is %d", len(e.ContentType), MaxContentTypeLen)
+	case len(e.Headers) > MaxHeaders:
+		return FieldErrorf("headers", "%d headers; the limit is %d", len(e.Headers), MaxHeaders)
+	}
+	for k, v := range e.Headers {
+		if k == "" || len(k) > MaxHeaderNameLen || !printable(k) {
+			return FieldErrorf("headers", "header name %q must be 1 to %d printable ASCII bytes", k, MaxHeaderNameLen)
+		}
+		if len(v) > MaxHeaderValueLen {
+			return FieldErrorf("headers", "header %q value is %d bytes; the limit is %d", k, len(v), MaxHeaderValueLen)
+		}
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// NewID returns a UUIDv7 string: 48 bits of Unix milliseconds, then random
+// bits, so ids sort roughly by time and index well.
+func NewID(now time.Time) string {
+	var u [16]byte
+	_, _ = rand.Read(u[6:]) // crypto/rand.Read never fails
+	binary.BigEndian.PutUint64(u[0:8], uint64(now.UnixMilli())<<16|uint64(binary.BigEndian.Uint16(u[6:8])))
+	u[6] = 0x70 | u[6]&0x0f // version 7
+	u[8] = 0x80 | u[8]&0x3f // RFC 9562 variant
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], u[10:])
+	return string(s[:])
+}
