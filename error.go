@@ -14,18 +14,18 @@ type Code string
 // The codes. Their string values are part of the API: they end the problem
 // type URI (for example https://herald.dev/problems/not-found).
 const (
-	CodeInvalid      Code = "invalid"       // the input is malformed or out of range
-	CodeUnauthorized Code = "unauthorized"  // no credentials, or unknown ones
-	CodeForbidden    Code = "forbidden"     // credentials lack the scope
-	CodeNotFound     Code = "not-found"     // the named thing does not exist
-	CodeConflict     Code = "conflict"      // the state does not allow it
-	CodeTooLarge     Code = "too-large"     // a body or payload over its limit
-	CodeRateLimited  Code = "rate-limited"  // too many requests; try later
-	CodeUnavailable  Code = "unavailable"   // shutting down or overloaded; try later
-	CodeInternal     Code = "internal"      // a bug or an outside failure
-	CodeUnsupported  Code = "unsupported"   // a media type or feature not accepted
-	CodeGone         Code = "gone"          // existed once, no longer retained
-	CodeTimeout      Code = "timeout"       // the operation ran past its deadline
+	CodeInvalid      Code = "invalid"      // the input is malformed or out of range
+	CodeUnauthorized Code = "unauthorized" // no credentials, or unknown ones
+	CodeForbidden    Code = "forbidden"    // credentials lack the scope
+	CodeNotFound     Code = "not-found"    // the named thing does not exist
+	CodeConflict     Code = "conflict"     // the state does not allow it
+	CodeTooLarge     Code = "too-large"    // a body or payload over its limit
+	CodeRateLimited  Code = "rate-limited" // too many requests; try later
+	CodeUnavailable  Code = "unavailable"  // shutting down or overloaded; try later
+	CodeInternal     Code = "internal"     // a bug or an outside failure
+	CodeUnsupported  Code = "unsupported"  // a media type or feature not accepted
+	CodeGone         Code = "gone"         // existed once, no longer retained
+	CodeTimeout      Code = "timeout"      // the operation ran past its deadline
 )
 
 // Error is a failure reported to a caller. Code picks the status and problem
