@@ -21,6 +21,9 @@ func ParseDuration(s string) (time.Duration, error) {
 	d := time.Duration(n) * 24 * time.Hour
 	if rest != "" {
 		r, err := time.ParseDuration(rest)
+		if err == nil && r < 0 || strings.HasPrefix(rest, "+") {
+			err = &time.ParseError{Layout: "duration", Value: s, Message: ": invalid duration after the days"}
+		}
 		if err != nil {
 			return 0, err
 		}

@@ -1,0 +1,365 @@
+package herald
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// SubscriptionState is where a subscription is in its life.
+type SubscriptionState string
+
+// The states. Only active subscriptions are dispatched; events published in
+// any other state are kept for the subscription (its cursors stay put) until
+// retention removes them.
+const (
+	StatePending  SubscriptionState = "pending"  // waiting for the endpoint to answer the verification challenge
+	StateActive   SubscriptionState = "active"   // delivering
+	StatePaused   SubscriptionState = "paused"   // stopped by its owner; resume continues where it stopped
+	StateDisabled SubscriptionState = "disabled" // stopped by Herald: 410 Gone or failing too long; resume re-enables
+	StateFailed   SubscriptionState = "failed"   // verification was not answered before its deadline
+)
+
+// Verification modes for a new webhook subscription.
+const (
+	VerifyChallenge = "challenge" // the default: the endpoint must echo a signed challenge
+	VerifyNone      = "none"      // admin only: trusted internal endpoints
+)
+
+// Subscription limits and defaults.
+const (
+	MaxURLLen              = 2048
+	MaxDescriptionLen      = 1024
+	MaxSubscriptionHeaders = 20
+	DefaultTimeout         = 15 * time.Second
+	MaxTimeout             = 60 * time.Second
+	DefaultMaxInFlight     = 16
+	MaxMaxInFlight         = 1024
+	MaxRateLimit           = 100000
+	DefaultVerifyDeadline  = 24 * time.Hour
+	DefaultDisableAfter    = 5 * 24 * time.Hour
+	DefaultRotationGrace   = 24 * time.Hour
+)
+
+// RetryPolicy is a subscription's retry schedule: exponential backoff
+// (factor 3) with ±20% jitter from Initial up to Max between attempts,
+// MaxAttempts tries in all (the first delivery counts as attempt 1). After
+// the last, the event is a dead letter for the subscription.
+//
+// The default (15 attempts, 5s initial, 4h max) waits about 5s, 15s, 45s,
+// 2m15s, 6m45s, 20m, 1h, 3h, then 4h six times: the last try comes about
+// 28 hours after the first.
+type RetryPolicy struct {
+	MaxAttempts int
+	Initial     time.Duration
+	Max         time.Duration
+}
+
+// DefaultRetryPolicy is the schedule of a subscription that sets none.
+var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 15, Initial: 5 * time.Second, Max: 4 * time.Hour}
+
+// Retry policy bounds.
+const (
+	MaxRetryAttempts = 100
+	MinRetryInitial  = 10 * time.Millisecond
+	MaxRetryMax      = 7 * 24 * time.Hour
+)
+
+// WithDefaults fills zero fields from DefaultRetryPolicy.
+func (p RetryPolicy) WithDefaults() RetryPolicy {
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = DefaultRetryPolicy.MaxAttempts
+	}
+	if p.Initial == 0 {
+		p.Initial = DefaultRetryPolicy.Initial
+	}
+	if p.Max == 0 {
+		p.Max = max(DefaultRetryPolicy.Max, p.Initial)
+	}
+	return p
+}
+
+// Validate checks the bounds; errors name the field.
+func (p RetryPolicy) Validate() error {
+	switch {
+	case p.MaxAttempts < 1 || p.MaxAttempts > MaxRetryAttempts:
+		return FieldErrorf("retry.max_attempts", "retry.max_attempts must be between 1 and %d, got %d", MaxRetryAttempts, p.MaxAttempts)
+	case p.Initial < MinRetryInitial || p.Initial > MaxRetryMax:
+		return FieldErrorf("retry.initial", "retry.initial must be between %s and %s, got %s", MinRetryInitial, FormatDuration(MaxRetryMax), p.Initial)
+	case p.Max < p.Initial || p.Max > MaxRetryMax:
+		return FieldErrorf("retry.max", "retry.max must be between retry.initial and %s, got %s", FormatDuration(MaxRetryMax), p.Max)
+	}
+	return nil
+}
+
+// Delay returns the wait after the given failed attempt (1-based). rnd is a
+// uniform random number in [0, 1) for the jitter, which spreads the retries
+// of many events that failed together.
+func (p RetryPolicy) Delay(attempt int, rnd float64) time.Duration {
+	d := float64(p.Initial)
+	for i := 1; i < attempt && d < float64(p.Max); i++ {
+		d *= 3
+	}
+	d = min(d, float64(p.Max))
+	return time.Duration(d * (0.8 + 0.4*rnd))
+}
+
+// Subscription routes the events of a topic, or of every topic matching a
+// pattern, to a webhook endpoint.
+type Subscription struct {
+	ID          string // "sub_..."
+	Topic       string // a topic name or a pattern ("orders.*", "orders.>")
+	URL         string
+	Description string
+	Filter      json.RawMessage   // canonical filter JSON (package filter); nil = everything
+	Headers     map[string]string // static request headers
+	Retry       RetryPolicy
+	Timeout     time.Duration
+	MaxInFlight int
+	RateLimit   float64 // requests per second; 0 = unlimited
+	Ordered     bool    // per-key FIFO
+	// ExpiresAfterIdle removes the subscription after this long with no
+	// matching event and no API activity; 0 = never.
+	ExpiresAfterIdle time.Duration
+
+	State       SubscriptionState
+	StateReason string // why it is disabled, failed or paused, for people
+
+	// Secrets sign requests. Secret is current; PreviousSecret keeps signing
+	// too until PreviousExpiresAt, so receivers can roll over.
+	Secret            string
+	PreviousSecret    string
+	PreviousExpiresAt time.Time
+
+	// Verification: the challenge token sent to the endpoint, the time it
+	// must be answered by, and when the next challenge request is due.
+	Challenge       string
+	VerifyDeadline  time.Time
+	NextChallengeAt time.Time
+	ChallengeTries  int
+
+	OwnerKeyID     string // the API key that created it ("" when auth is off)
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	LastActivityAt time.Time // API activity or a matching event
+	LastSuccessAt  time.Time
+	FailingSince   time.Time // first failure after the last success; zero when healthy
+}
+
+// Cursor is a subscription's position in one topic's log: every event with
+// seq <= Seq is settled (delivered, filtered out, in the retry set or dead).
+type Cursor struct {
+	Topic string
+	Seq   int64
+}
+
+// Retry is an event waiting in a subscription's durable retry set.
+type Retry struct {
+	SubscriptionID string
+	Topic          string
+	Seq            int64
+	EventID        string
+	Key            string    // the event key, for ordered subscriptions
+	Attempt        int       // attempts made so far
+	DueAt          time.Time // zero: blocked behind an earlier event with the same key (ordered)
+	LastError      string
+}
+
+// DeadLetter is an event that used up its retries for one subscription.
+type DeadLetter struct {
+	SubscriptionID string
+	Topic          string
+	Seq            int64
+	EventID        string
+	Key            string
+	Attempts       int
+	LastError      string
+	DeadAt         time.Time
+}
+
+// Outcome of one delivery attempt.
+type Outcome string
+
+// Attempt outcomes.
+const (
+	OutcomeSuccess Outcome = "success"
+	OutcomeFailure Outcome = "failure"
+)
+
+// Attempt records one try to deliver one event to one subscription.
+type Attempt struct {
+	ID             int64 // assigned by the store, increasing
+	SubscriptionID string
+	Topic          string
+	Seq            int64
+	EventID        string
+	Attempt        int
+	Time           time.Time
+	Outcome        Outcome
+	StatusCode     int // 0 when no response
+	Latency        time.Duration
+	Error          string
+	Response       string // at most 1 KiB of the response body
+}
+
+// AttemptFilter selects attempts to list.
+type AttemptFilter struct {
+	EventID  string
+	Outcome  Outcome // "" = any
+	BeforeID int64   // page: attempts with ID < BeforeID; 0 = newest
+	Limit    int
+}
+
+// SubscriptionFilter selects subscriptions to list.
+type SubscriptionFilter struct {
+	After string            // page: IDs after this one; "" = first page
+	Limit int               //
+	State SubscriptionState // "" = any
+	Owner string            // "" = any owner
+}
+
+// Settlement is what a dispatcher records after delivering a set of events:
+// new cursor positions, retry-set changes and dead letters, written in one
+// transaction under the subscription's lease epoch.
+type Settlement struct {
+	Cursors []Cursor // advance only: a Seq at or below the stored one is ignored
+	// AddRetries inserts retries. A row with the same (topic, seq) is
+	// replaced by a due one (the next attempt of a retry) and kept when the
+	// new one is blocked (an event read again after a restart).
+	AddRetries  []Retry
+	DoneRetries []Cursor     // (topic, seq) pairs delivered from the retry set: remove them
+	DeadLetters []DeadLetter // insert (replacing), and remove the same (topic, seq) from the retry set
+	// UnblockKeys heals ordered chains, applied after the changes above:
+	// for each (topic, key) that has retries but none due, the lowest-seq
+	// blocked one becomes due at UnblockAt. So a key with retries always
+	// has exactly one due.
+	UnblockKeys []RetryKey
+	UnblockAt   time.Time
+
+	Attempts []Attempt // append to the attempt log
+
+	LastSuccess  time.Time // if not zero: set LastSuccessAt and clear FailingSince
+	FailingSince time.Time // if not zero and no failure run is recorded: start one
+	Activity     time.Time // if not zero: set LastActivityAt
+}
+
+// Empty reports whether the settlement changes nothing.
+func (s *Settlement) Empty() bool {
+	return len(s.Cursors) == 0 && len(s.AddRetries) == 0 && len(s.DoneRetries) == 0 &&
+		len(s.UnblockKeys) == 0 && len(s.DeadLetters) == 0 && len(s.Attempts) == 0 &&
+		s.LastSuccess.IsZero() && s.FailingSince.IsZero() && s.Activity.IsZero()
+}
+
+// RetryKey names an ordered chain: the retries of one key in one topic.
+type RetryKey struct {
+	Topic string
+	Key   string
+}
+
+// SettleItem is one subscription's settlement under its lease epoch.
+type SettleItem struct {
+	SubscriptionID string
+	Epoch          int64
+	Settlement
+}
+
+// StartPosition is where a new subscription starts in the topics it matches.
+type StartPosition struct {
+	Earliest bool      // from the first retained event
+	Seq      int64     // if > 0: after this seq (single-topic subscriptions only)
+	Time     time.Time // if not zero: from the first event at or after this time
+}
+
+// SubscriptionStore keeps subscriptions and their delivery state: cursors,
+// the durable retry set, dead letters, the attempt log and dispatch leases.
+//
+// Writes a dispatcher makes (Settle) carry the epoch of its lease on the
+// subscription; a write with a stale epoch fails with CodeConflict and
+// changes nothing, so a node that lost a subscription cannot move its
+// cursors. Errors that callers act on carry CodeNotFound or CodeConflict.
+type SubscriptionStore interface {
+	// CreateSubscription stores a new subscription and sets its cursors in
+	// every existing topic it matches: at the topic's head seq by default,
+	// before the first retained event with start.Earliest, after start.Seq,
+	// or before the first event at or after start.Time. Topics created later
+	// have no cursor and start from their first event. CodeConflict if the
+	// ID exists.
+	CreateSubscription(ctx context.Context, s Subscription, start StartPosition) error
+
+	// GetSubscription returns the subscription, or CodeNotFound.
+	GetSubscription(ctx context.Context, id string) (Subscription, error)
+
+	// ListSubscriptions returns subscriptions in ID order.
+	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]Subscription, error)
+
+	// UpdateSubscription replaces the stored subscription's fields except
+	// ID, Topic, CreatedAt and OwnerKeyID. CodeNotFound if missing.
+	UpdateSubscription(ctx context.Context, s Subscription) error
+
+	// DeleteSubscription removes the subscription with its cursors,
+	// retries, dead letters, attempts and lease. CodeNotFound if missing.
+	DeleteSubscription(ctx context.Context, id string) error
+
+	// Cursors returns the subscription's cursors.
+	Cursors(ctx context.Context, id string) ([]Cursor, error)
+
+	// AcquireLease gives node the right to dispatch the subscription until
+	// now+ttl and returns the lease epoch. If node already holds an
+	// unexpired lease it is extended with the same epoch; if another node
+	// holds one, CodeConflict; otherwise the epoch increases by one.
+	// CodeNotFound if the subscription does not exist.
+	AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error)
+
+	// ReleaseLease ends node's lease if it still holds it with this epoch.
+	ReleaseLease(ctx context.Context, id, node string, epoch int64) error
+
+	// Settle applies the settlements of many subscriptions in one
+	// transaction and returns one error per item: nil when applied,
+	// CodeConflict when the item's epoch is not the subscription's current
+	// lease epoch, CodeNotFound when the subscription is gone; such an item
+	// changes nothing while the others apply. A non-nil second result means
+	// nothing was applied.
+	Settle(ctx context.Context, items []SettleItem) ([]error, error)
+
+	// DueRetries returns up to limit retries of the subscription with
+	// DueAt <= now (blocked ones excluded), earliest due first, and the
+	// DueAt of the earliest due retry not returned (zero if none).
+	DueRetries(ctx context.Context, id string, now time.Time, limit int) ([]Retry, time.Time, error)
+
+	// RetryKeys returns every retry of the subscription that has a key, in
+	// (topic, seq) order, so an ordered dispatcher can rebuild its per-key
+	// chains after it starts.
+	RetryKeys(ctx context.Context, id string) ([]Retry, error)
+
+	// CountRetries returns the size of the subscription's retry set.
+	CountRetries(ctx context.Context, id string) (int64, error)
+
+	// ScheduleReplay puts every retained event of the topic with
+	// fromSeq <= seq <= toSeq in the subscription's retry set, due at now
+	// with Attempt 0 (an event already there is left as it is). It returns
+	// how many it added; at most limit.
+	ScheduleReplay(ctx context.Context, id, topic string, fromSeq, toSeq int64, now time.Time, limit int) (int64, error)
+
+	// ListDeadLetters returns the subscription's dead letters in
+	// (topic, seq) order after the given position ("" topic: from the start).
+	ListDeadLetters(ctx context.Context, id string, after Cursor, limit int) ([]DeadLetter, error)
+
+	// RedriveDeadLetters moves dead letters back into the retry set, due at
+	// now with Attempt 0: those with the given event ids, or all when ids is
+	// nil. It returns how many moved.
+	RedriveDeadLetters(ctx context.Context, id string, eventIDs []string, now time.Time) (int64, error)
+
+	// DeleteDeadLetters removes dead letters with the given event ids, or
+	// all when ids is nil, and returns how many.
+	DeleteDeadLetters(ctx context.Context, id string, eventIDs []string) (int64, error)
+
+	// CountDeadLetters returns how many dead letters the subscription has.
+	CountDeadLetters(ctx context.Context, id string) (int64, error)
+
+	// ListAttempts returns the subscription's attempts, newest first.
+	ListAttempts(ctx context.Context, id string, f AttemptFilter) ([]Attempt, error)
+
+	// PruneAttempts deletes up to limit attempts older than before and
+	// returns how many.
+	PruneAttempts(ctx context.Context, before time.Time, limit int) (int64, error)
+}
