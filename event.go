@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Event limits.
@@ -56,10 +58,16 @@ func ValidateEvent(e *Event) error {
 		return FieldErrorf("type", "event type must be printable ASCII without spaces")
 	case len(e.Key) > MaxEventKeyLen:
 		return FieldErrorf("key", "event key is %d bytes; the limit is %d", len(e.Key), MaxEventKeyLen)
+	case !cleanText(e.Key):
+		return FieldErrorf("key", "event key must be valid UTF-8 without NUL bytes")
 	case len(e.IdempotencyKey) > MaxIdempotencyKeyLen:
 		return FieldErrorf("idempotency_key", "idempotency key is %d bytes; the limit is %d", len(e.IdempotencyKey), MaxIdempotencyKeyLen)
+	case !cleanText(e.IdempotencyKey):
+		return FieldErrorf("idempotency_key", "idempotency key must be valid UTF-8 without NUL bytes")
 	case len(e.ContentType) > MaxContentTypeLen:
 		return FieldErrorf("content_type", "content type is %d bytes; the limit is %d", len(e.ContentType), MaxContentTypeLen)
+	case !cleanText(e.ContentType):
+		return FieldErrorf("content_type", "content type must be valid UTF-8 without NUL bytes")
 	case len(e.Headers) > MaxHeaders:
 		return FieldErrorf("headers", "%d headers; the limit is %d", len(e.Headers), MaxHeaders)
 	}
@@ -70,9 +78,15 @@ func ValidateEvent(e *Event) error {
 		if len(v) > MaxHeaderValueLen {
 			return FieldErrorf("headers", "header %q value is %d bytes; the limit is %d", k, len(v), MaxHeaderValueLen)
 		}
+		if !cleanText(v) {
+			return FieldErrorf("headers", "header %q value must be valid UTF-8 without NUL bytes", k)
+		}
 	}
 	return nil
 }
+
+// cleanText reports whether s can be stored as text by every store.
+func cleanText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -1,0 +1,516 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// lockTopicsSQL resolves the names of an Append and locks their rows in id
+// order. Every Append locks in the same order, so two batches that touch
+// the same topics queue behind each other instead of deadlocking. The lock
+// is FOR NO KEY UPDATE, the one the head_seq update takes anyway; it does
+// not block readers.
+const lockTopicsSQL = `SELECT id, name, head_seq, dedup_window FROM topics
+	WHERE name = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE`
+
+// dedupLookupSQL reads the stored idempotency keys of an Append. It runs
+// after lockTopicsSQL in the same transaction: every writer of a topic's
+// keys holds that topic's row lock, so the statement's snapshot (taken
+// after the lock was granted) sees every key committed before.
+const dedupLookupSQL = `SELECT t.name, d.idem_key, d.event_id, d.seq, d.time_ns
+	FROM unnest($1::text[], $2::text[]) AS v(name, idem_key)
+	JOIN topics t ON t.name = v.name
+	JOIN dedup d ON d.topic_id = t.id AND d.idem_key = v.idem_key`
+
+// allocSeqsSQL allocates n seqs on a topic whose row the transaction has
+// locked; it returns the new head, the last of them.
+const allocSeqsSQL = `UPDATE topics SET head_seq = head_seq + $2 WHERE id = $1 RETURNING head_seq`
+
+// insertEventsSQL writes many events in one statement, one array per column.
+const insertEventsSQL = `INSERT INTO events
+	(topic_id, seq, id, time_ns, event_type, event_key, idem_key, content_type, headers, payload)
+	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
+		$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::bytea[])`
+
+// eventCopyColumns are the columns COPY writes, in the order of eventRows.
+var eventCopyColumns = []string{"topic_id", "seq", "id", "time_ns", "event_type", "event_key", "idem_key", "content_type", "headers", "payload"}
+
+// putDedupSQL records idempotency keys. A key already there has expired (or
+// the event would have been a duplicate): its row now names the new event.
+const putDedupSQL = `INSERT INTO dedup (topic_id, idem_key, event_id, seq, time_ns)
+	SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+	ON CONFLICT (topic_id, idem_key) DO UPDATE
+	SET event_id = excluded.event_id, seq = excluded.seq, time_ns = excluded.time_ns`
+
+// writeTimeout bounds the write-and-commit round trip of an Append, which
+// does not stop when the caller's context ends (see Append). Past it, the
+// outcome is unknown: the error says so.
+const writeTimeout = 30 * time.Second
+
+// appendTopic is the state of one topic during an Append.
+type appendTopic struct {
+	id     int64
+	head   int64 // seq of the newest event, including this call's so far
+	locked int64 // head_seq when the row was locked
+	window int64 // dedup window, nanoseconds
+}
+
+type dedupKey struct {
+	topic string
+	key   string
+}
+
+type dedupEntry struct {
+	id   string
+	seq  int64
+	time int64
+}
+
+// eventRows holds the rows of an Append column by column, the shape both
+// INSERT ... unnest and COPY take.
+type eventRows struct {
+	topicID, seq, time                 []int64
+	id, typ, key, idemKey, contentType []string
+	headers, payload                   [][]byte
+}
+
+func (r *eventRows) add(topicID, seq int64, e *herald.Event, headers []byte) {
+	r.topicID = append(r.topicID, topicID)
+	r.seq = append(r.seq, seq)
+	r.id = append(r.id, e.ID)
+	r.time = append(r.time, e.Time.UnixNano())
+	r.typ = append(r.typ, e.Type)
+	r.key = append(r.key, e.Key)
+	r.idemKey = append(r.idemKey, e.IdempotencyKey)
+	r.contentType = append(r.contentType, e.ContentType)
+	r.headers = append(r.headers, headers)
+	payload := e.Payload
+	if payload == nil {
+		payload = []byte{} // NULL is not a payload; the empty one is
+	}
+	r.payload = append(r.payload, payload)
+}
+
+func (r *eventRows) len() int { return len(r.seq) }
+
+// commitFailed reports a failed write-and-commit round trip. When the
+// server answered with an error the transaction was rolled back; when it
+// did not answer, the COMMIT may have been applied before the connection
+// failed, and the caller must not assume either way.
+func (s *Store) commitFailed(err error) error {
+	err = s.fail("append: commit", err)
+	if _, answered := errors.AsType[*pgconn.PgError](err); !answered {
+		if e, ok := errors.AsType[*herald.Error](err); ok {
+			e.Message = "the store did not confirm the commit; the events may or may not have been stored"
+		}
+	}
+	return err
+}
+
+// rollback ends the failed transaction on conn, if one is open, so the
+// connection can go back to the pool; if it cannot, it closes the
+// connection, which ends the transaction too, and the pool drops it.
+func rollback(conn *pgxpool.Conn) {
+	pc := conn.Conn().PgConn()
+	if pc.IsClosed() || pc.TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		_ = conn.Conn().Close(ctx)
+	}
+}
+
+// copySource adapts eventRows to pgx.CopyFromSource.
+type copySource struct {
+	rows *eventRows
+	i    int
+}
+
+func (c *copySource) Next() bool { c.i++; return c.i <= c.rows.len() }
+func (c *copySource) Err() error { return nil }
+func (c *copySource) Values() ([]any, error) {
+	r, i := c.rows, c.i-1
+	var headers any
+	if r.headers[i] != nil {
+		headers = json.RawMessage(r.headers[i])
+	}
+	return []any{r.topicID[i], r.seq[i], r.id[i], r.time[i], r.typ[i], r.key[i], r.idemKey[i], r.contentType[i], headers, r.payload[i]}, nil
+}
+
+// checkEvent reports why the store cannot take e, if it cannot. Besides
+// the Store contract's preconditions, text must be valid UTF-8 without NUL
+// bytes: PostgreSQL rejects anything else, and one such event must not
+// fail the batch it was grouped with.
+func checkEvent(e *herald.Event) error {
+	switch {
+	case e == nil:
+		return herald.FieldErrorf("event", "the event is missing")
+	case e.ID == "":
+		return herald.FieldErrorf("id", "the event id is empty")
+	case e.Topic == "":
+		return herald.FieldErrorf("topic", "the event topic is empty")
+	case e.Time.IsZero() || !inNanosRange(e.Time):
+		return herald.FieldErrorf("time", "the event time must be set, between %s and %s", minTime.UTC(), maxTime.UTC())
+	}
+	if err := herald.ValidateEvent(e); err != nil {
+		return err
+	}
+	switch {
+	case !validText(e.Key):
+		return herald.FieldErrorf("key", "the event key must be valid UTF-8 without NUL bytes")
+	case !validText(e.IdempotencyKey):
+		return herald.FieldErrorf("idempotency_key", "the idempotency key must be valid UTF-8 without NUL bytes")
+	case !validText(e.ContentType):
+		return herald.FieldErrorf("content_type", "the content type must be valid UTF-8 without NUL bytes")
+	}
+	for k, v := range e.Headers {
+		if !validText(v) {
+			return herald.FieldErrorf("headers", "header %q must be valid UTF-8 without NUL bytes", k)
+		}
+	}
+	return nil
+}
+
+// Append commits the events in one transaction and returns one result per
+// event, in order, after the commit is durable. See herald.Store.
+//
+// An event the store cannot take (a missing ID, Topic or Time, invalid
+// metadata, or text that is not valid UTF-8 or holds NUL bytes) gets Err
+// with CodeInvalid and is not stored; the other events are. An event whose
+// topic does not exist gets CodeNotFound.
+//
+// The transaction locks the rows of the batch's topics in id order, reads
+// their stored idempotency keys, then allocates seqs by incrementing each
+// topic's head_seq and writes the events and keys. Concurrent appends to a
+// topic, from any node, queue on its row lock for the length of one
+// transaction; seqs stay gap-free because a rolled-back transaction also
+// rolls back its increment. It takes two round trips to the server, each
+// a pipelined batch: begin, lock and look up keys; then allocate, write
+// and commit.
+//
+// The caller's context can cancel the first round trip (waiting for a
+// topic lock, say), after which nothing is stored. It does not cancel the
+// second, which carries the COMMIT: Append waits up to writeTimeout for
+// its outcome. When the connection fails during that round trip the
+// outcome cannot be known; the error's message says that the events may
+// have been stored.
+func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	results := make([]herald.AppendResult, len(events))
+	var names []string
+	var dedupNames, dedupKeys []string
+	seenName := make(map[string]bool)
+	seenKey := make(map[dedupKey]bool)
+	for i, e := range events {
+		if err := checkEvent(e); err != nil {
+			results[i].Err = err
+			continue
+		}
+		if !validText(e.Topic) {
+			results[i].Err = topicNotFound(e.Topic) // no stored topic has this name
+			continue
+		}
+		if !seenName[e.Topic] {
+			seenName[e.Topic] = true
+			names = append(names, e.Topic)
+		}
+		if k := (dedupKey{e.Topic, e.IdempotencyKey}); k.key != "" && !seenKey[k] {
+			seenKey[k] = true
+			dedupNames = append(dedupNames, k.topic)
+			dedupKeys = append(dedupKeys, k.key)
+		}
+	}
+	if len(names) == 0 {
+		return results, nil
+	}
+
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, s.fail("append: acquire a connection", err)
+	}
+	defer conn.Release()
+	committed := false
+	defer func() {
+		if !committed {
+			rollback(conn)
+		}
+	}()
+
+	// Round trip 1: begin, lock the topics, read their stored keys.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	topics := make(map[string]*appendTopic, len(names))
+	b.Queue(lockTopicsSQL, names).Query(func(rows pgx.Rows) error {
+		var id, head, window int64
+		var name string
+		_, err := pgx.ForEachRow(rows, []any{&id, &name, &head, &window}, func() error {
+			topics[name] = &appendTopic{id: id, head: head, locked: head, window: window}
+			return nil
+		})
+		return err
+	})
+	stored := make(map[dedupKey]dedupEntry)
+	if len(dedupKeys) > 0 {
+		b.Queue(dedupLookupSQL, dedupNames, dedupKeys).Query(func(rows pgx.Rows) error {
+			var k dedupKey
+			var d dedupEntry
+			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key, &d.id, &d.seq, &d.time}, func() error {
+				stored[k] = d
+				return nil
+			})
+			return err
+		})
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, s.fail("append: lock topics", err)
+	}
+
+	// Decide each event: not found, duplicate, or stored with the next seq.
+	var rows eventRows
+	var dedupRows struct {
+		topicID, seq, time []int64
+		key, eventID       []string
+	}
+	newKeys := make(map[dedupKey]int) // index in dedupRows, so a key written twice keeps the last
+	for i, e := range events {
+		if results[i].Err != nil {
+			continue
+		}
+		t := topics[e.Topic]
+		if t == nil {
+			results[i].Err = topicNotFound(e.Topic)
+			continue
+		}
+		at := e.Time.UnixNano()
+		k := dedupKey{e.Topic, e.IdempotencyKey}
+		if k.key != "" && t.window > 0 {
+			if d, ok := stored[k]; ok && at-d.time < t.window {
+				results[i] = herald.AppendResult{ID: d.id, Seq: d.seq, Duplicate: true}
+				continue
+			}
+		}
+		headers, err := encodeHeaders(e.Headers)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		t.head++
+		rows.add(t.id, t.head, e, headers)
+		results[i] = herald.AppendResult{ID: e.ID, Seq: t.head}
+		if k.key != "" && t.window > 0 {
+			d := dedupEntry{id: e.ID, seq: t.head, time: at}
+			stored[k] = d // a later event of this call with the key is a duplicate
+			if j, ok := newKeys[k]; ok {
+				dedupRows.eventID[j], dedupRows.seq[j], dedupRows.time[j] = d.id, d.seq, d.time
+			} else {
+				newKeys[k] = len(dedupRows.key)
+				dedupRows.topicID = append(dedupRows.topicID, t.id)
+				dedupRows.key = append(dedupRows.key, k.key)
+				dedupRows.eventID = append(dedupRows.eventID, d.id)
+				dedupRows.seq = append(dedupRows.seq, d.seq)
+				dedupRows.time = append(dedupRows.time, d.time)
+			}
+		}
+	}
+
+	// Round trip 2: allocate the seqs, write events and keys, commit. The
+	// COMMIT is sent with the writes, so from here on the caller's
+	// cancellation is ignored: the answer must say whether the events were
+	// stored, and only waiting for the server tells. The writes wait for
+	// no lock an append takes; writeTimeout bounds a server that hangs.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	w := &pgx.Batch{}
+	useCopy := s.copyFrom > 0 && rows.len() >= s.copyFrom
+	if rows.len() > 0 {
+		touched := make([]*appendTopic, 0, len(topics))
+		for _, t := range topics {
+			if t.head > t.locked {
+				touched = append(touched, t)
+			}
+		}
+		slices.SortFunc(touched, func(a, b *appendTopic) int { return cmp.Compare(a.id, b.id) })
+		for _, t := range touched {
+			w.Queue(allocSeqsSQL, t.id, t.head-t.locked).QueryRow(func(row pgx.Row) error {
+				var head int64
+				if err := row.Scan(&head); err != nil {
+					return err
+				}
+				if head != t.head {
+					// Impossible while the row lock is held; refuse rather
+					// than write seqs that may collide or leave a gap.
+					return fmt.Errorf("topic %d: head_seq moved under the row lock: want %d, got %d", t.id, t.head, head)
+				}
+				return nil
+			})
+		}
+		if !useCopy {
+			w.Queue(insertEventsSQL, rows.topicID, rows.seq, rows.id, rows.time, rows.typ,
+				rows.key, rows.idemKey, rows.contentType, rows.headers, rows.payload)
+		}
+		if len(dedupRows.key) > 0 {
+			w.Queue(putDedupSQL, dedupRows.topicID, dedupRows.key, dedupRows.eventID, dedupRows.seq, dedupRows.time)
+		}
+	}
+	if useCopy {
+		if err := conn.SendBatch(wctx, w).Close(); err != nil {
+			return nil, s.fail("append: write events", err)
+		}
+		if useCopy {
+			if _, err := conn.CopyFrom(wctx, pgx.Identifier{"events"}, eventCopyColumns, &copySource{rows: &rows}); err != nil {
+				return nil, s.fail("append: copy events", err)
+			}
+		}
+		w = &pgx.Batch{}
+	}
+	// COMMIT rides in the batch: if a statement before it fails, the
+	// server skips the rest of the batch and the transaction is left
+	// aborted, for rollback.
+	w.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("commit ended in %q", tag)
+		}
+		committed = true
+		return nil
+	})
+	if err := conn.SendBatch(wctx, w).Close(); err != nil {
+		return nil, s.commitFailed(err)
+	}
+
+	for i, e := range events {
+		if r := results[i]; r.Err == nil && !r.Duplicate {
+			e.Seq = r.Seq
+		}
+	}
+	return results, nil
+}
+
+// encodeHeaders returns the JSON object of the headers, or nil (stored as
+// NULL) for none, so a nil map reads back nil.
+func encodeHeaders(h map[string]string) ([]byte, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, herald.FieldErrorf("headers", "the headers cannot be encoded: %v", err)
+	}
+	return b, nil
+}
+
+// eventColumns are read by scanEvent.
+const eventColumns = `e.seq, e.id, e.time_ns, e.event_type, e.event_key, e.idem_key, e.content_type, e.headers, e.payload`
+
+func scanEvent(row pgx.Row, topic string) (herald.Event, error) {
+	e := herald.Event{Topic: topic}
+	var at int64
+	var headers []byte
+	if err := row.Scan(&e.Seq, &e.ID, &at, &e.Type, &e.Key, &e.IdempotencyKey, &e.ContentType, &headers, &e.Payload); err != nil {
+		return herald.Event{}, err
+	}
+	e.Time = fromNanos(at)
+	if headers != nil {
+		if err := json.Unmarshal(headers, &e.Headers); err != nil {
+			return herald.Event{}, fmt.Errorf("event %d headers: %w", e.Seq, err)
+		}
+	}
+	return e, nil
+}
+
+// ReadEvents returns up to limit events of the topic with seq > afterSeq,
+// in seq order: one range scan of the events primary key. An unknown topic
+// yields no events and no error; a limit below 1 fails with CodeInvalid.
+func (s *Store) ReadEvents(ctx context.Context, topic string, afterSeq int64, limit int) ([]herald.Event, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if limit < 1 {
+		return nil, herald.FieldErrorf("limit", "limit must be at least 1, got %d", limit)
+	}
+	if !validText(topic) {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM topics t JOIN events e ON e.topic_id = t.id
+		WHERE t.name = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3`, topic, afterSeq, limit)
+	if err != nil {
+		return nil, s.fail("read events", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (herald.Event, error) { return scanEvent(row, topic) })
+	if err != nil {
+		return nil, s.fail("read events", err)
+	}
+	return out, nil
+}
+
+// GetEvent returns the event of the topic with the id (the newest one if a
+// producer reused an id outside the dedup window), or CodeNotFound.
+func (s *Store) GetEvent(ctx context.Context, topic, id string) (herald.Event, error) {
+	if err := s.checkOpen(); err != nil {
+		return herald.Event{}, err
+	}
+	if !validText(topic) || !validText(id) {
+		return herald.Event{}, eventNotFound(topic, id)
+	}
+	e, err := scanEvent(s.pool.QueryRow(ctx, `SELECT `+eventColumns+` FROM topics t JOIN events e ON e.topic_id = t.id
+		WHERE t.name = $1 AND e.id = $2 ORDER BY e.seq DESC LIMIT 1`, topic, id), topic)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return herald.Event{}, eventNotFound(topic, id)
+	}
+	if err != nil {
+		return herald.Event{}, s.fail("get event", err)
+	}
+	return e, nil
+}
+
+func eventNotFound(topic, id string) error {
+	return &herald.Error{Code: herald.CodeNotFound, Field: "id", Message: "event " + id + " does not exist in topic " + topic}
+}
+
+// SeqAtTime returns the seq of the first retained event of the topic whose
+// Time is at or after t, or HeadSeq+1 when there is none; CodeNotFound for
+// an unknown topic. The planner answers from the events_by_time index or
+// from the front of the primary key, whichever it expects to read less of.
+func (s *Store) SeqAtTime(ctx context.Context, topic string, t time.Time) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if !validText(topic) {
+		return 0, topicNotFound(topic)
+	}
+	// Times outside the stored range are before or after every event.
+	var at int64
+	switch {
+	case t.Before(minTime):
+		at = minTime.UnixNano()
+	case t.After(maxTime):
+		at = maxTime.UnixNano()
+	default:
+		at = t.UnixNano()
+	}
+	var seq int64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(
+			(SELECT min(e.seq) FROM events e WHERE e.topic_id = t.id AND e.time_ns >= $2),
+			t.head_seq + 1)
+		FROM topics t WHERE t.name = $1`, topic, at).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, topicNotFound(topic)
+	}
+	if err != nil {
+		return 0, s.fail("seq at time", err)
+	}
+	return seq, nil
+}

@@ -1,0 +1,25 @@
+package postgres
+
+import (
+	"testing"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/store/storetest"
+)
+
+// TestConformance runs the Store conformance suite, each subtest on a
+// fresh schema of HERALD_TEST_POSTGRES.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) herald.Store { return newTestStore(t) })
+}
+
+// TestConformanceCopy runs the suite again with every Append writing its
+// events by COPY, the path large batches take, which the suite's small
+// batches would otherwise never reach.
+func TestConformanceCopy(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) herald.Store {
+		s := newTestStore(t)
+		s.copyFrom = 1
+		return s
+	})
+}

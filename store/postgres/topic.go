@@ -1,0 +1,134 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/jackc/pgx/v5"
+)
+
+// topicColumns are read by scanTopic. FirstSeq is the smallest retained
+// seq: one probe at the front of the topic's range of the events primary
+// key, in the same snapshot as head_seq.
+const topicColumns = `t.name, t.retention, t.max_event_bytes, t.dedup_window, t.created_at, t.updated_at, t.head_seq,
+	coalesce((SELECT e.seq FROM events e WHERE e.topic_id = t.id ORDER BY e.seq LIMIT 1), 0)`
+
+// scanTopic reads the topicColumns of row, then any extra columns into
+// extra.
+func scanTopic(row pgx.Row, extra ...any) (herald.Topic, error) {
+	var t herald.Topic
+	var retention, window, created, updated int64
+	var maxBytes int32
+	dest := append([]any{&t.Name, &retention, &maxBytes, &window, &created, &updated, &t.HeadSeq, &t.FirstSeq}, extra...)
+	err := row.Scan(dest...)
+	t.Retention, t.DedupWindow = time.Duration(retention), time.Duration(window)
+	t.MaxEventBytes = int(maxBytes)
+	t.CreatedAt, t.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return t, err
+}
+
+// PutTopic creates the topic or updates its settings in one statement, so
+// nodes creating the same topic at once both succeed and exactly one of
+// them reports it created. A zero CreatedAt or UpdatedAt is set to the
+// current time. Invalid settings fail with CodeInvalid.
+func (s *Store) PutTopic(ctx context.Context, t herald.Topic) (herald.Topic, bool, error) {
+	if err := s.checkOpen(); err != nil {
+		return herald.Topic{}, false, err
+	}
+	if err := t.Validate(); err != nil {
+		return herald.Topic{}, false, err
+	}
+	if t.UpdatedAt.IsZero() {
+		t.UpdatedAt = time.Now()
+	}
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = t.UpdatedAt
+	}
+	if !inNanosRange(t.CreatedAt) || !inNanosRange(t.UpdatedAt) {
+		return herald.Topic{}, false, herald.FieldErrorf("updated_at", "topic times must be between %s and %s", minTime.UTC(), maxTime.UTC())
+	}
+	// xmax is 0 on a row version that this statement inserted, and the
+	// locking transaction's id on one it updated.
+	row := s.pool.QueryRow(ctx, `INSERT INTO topics AS t (name, retention, max_event_bytes, dedup_window, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (name) DO UPDATE SET retention = excluded.retention, max_event_bytes = excluded.max_event_bytes,
+			dedup_window = excluded.dedup_window, updated_at = excluded.updated_at
+		RETURNING `+topicColumns+`, t.xmax = 0`,
+		t.Name, int64(t.Retention), int32(t.MaxEventBytes), int64(t.DedupWindow), nanos(t.CreatedAt), nanos(t.UpdatedAt))
+	var created bool
+	out, err := scanTopic(row, &created)
+	if err != nil {
+		return herald.Topic{}, false, s.fail("put topic", err)
+	}
+	return out, created, nil
+}
+
+// GetTopic returns the topic with its statistics, or CodeNotFound.
+func (s *Store) GetTopic(ctx context.Context, name string) (herald.Topic, error) {
+	if err := s.checkOpen(); err != nil {
+		return herald.Topic{}, err
+	}
+	if !validText(name) {
+		return herald.Topic{}, topicNotFound(name)
+	}
+	t, err := scanTopic(s.pool.QueryRow(ctx, `SELECT `+topicColumns+` FROM topics t WHERE t.name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return herald.Topic{}, topicNotFound(name)
+	}
+	if err != nil {
+		return herald.Topic{}, s.fail("get topic", err)
+	}
+	return t, nil
+}
+
+// ListTopics returns up to limit topics whose names sort after the given
+// name in byte order, with statistics. A limit below 1 fails with
+// CodeInvalid.
+func (s *Store) ListTopics(ctx context.Context, after string, limit int) ([]herald.Topic, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if limit < 1 {
+		return nil, herald.FieldErrorf("limit", "limit must be at least 1, got %d", limit)
+	}
+	if !validText(after) {
+		return nil, herald.FieldErrorf("after", "the page cursor is not a topic name")
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+topicColumns+` FROM topics t WHERE t.name > $1 ORDER BY t.name LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, s.fail("list topics", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (herald.Topic, error) { return scanTopic(row) })
+	if err != nil {
+		return nil, s.fail("list topics", err)
+	}
+	return out, nil
+}
+
+// DeleteTopic removes the topic at once: its events and dedup keys become
+// unreachable immediately (a topic created again gets a new id and starts
+// at seq 1), and Prune deletes their rows in short transactions later, so
+// deleting a large topic does not hold a long transaction. It waits for
+// appends to the topic in flight on any node to commit.
+func (s *Store) DeleteTopic(ctx context.Context, name string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if !validText(name) {
+		return topicNotFound(name)
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var id int64
+		if err := tx.QueryRow(ctx, `DELETE FROM topics WHERE name = $1 RETURNING id`, name).Scan(&id); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return topicNotFound(name)
+			}
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO dead_topics (id) VALUES ($1)`, id)
+		return err
+	})
+	return s.fail("delete topic", err)
+}
