@@ -303,6 +303,9 @@ type SubscriptionStore interface {
 	// Cursors returns the subscription's cursors.
 	Cursors(ctx context.Context, id string) ([]Cursor, error)
 
+	// DeleteTopic (Store) also removes every subscription's cursor, retries
+	// and dead letters in that topic: a topic created again starts clean.
+
 	// AcquireLease gives node the right to dispatch the subscription until
 	// now+ttl and returns the lease epoch. If node already holds an
 	// unexpired lease it is extended with the same epoch; if another node
@@ -314,7 +317,12 @@ type SubscriptionStore interface {
 	ReleaseLease(ctx context.Context, id, node string, epoch int64) error
 
 	// Settle applies the settlements of many subscriptions in one
-	// transaction and returns one error per item: nil when applied,
+	// transaction, items in order, and within an item in this order:
+	// Cursors, AddRetries, DoneRetries, DeadLetters, UnblockKeys, Attempts,
+	// then LastSuccess (sets LastSuccessAt, clears FailingSince), then
+	// FailingSince (sets it when it is zero), then Activity. It never
+	// changes UpdatedAt, which marks changes of configuration and state.
+	// It returns one error per item: nil when applied,
 	// CodeConflict when the item's epoch is not the subscription's current
 	// lease epoch, CodeNotFound when the subscription is gone; such an item
 	// changes nothing while the others apply. A non-nil second result means
