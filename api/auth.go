@@ -1,0 +1,200 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+const (
+	// keyCacheTTL is how long a key looked up in the store is trusted
+	// without asking again. A key deleted through another node stays usable
+	// here for at most this long; one deleted through this server is
+	// dropped at once.
+	keyCacheTTL = 5 * time.Second
+	// keyCacheSize bounds the cached keys.
+	keyCacheSize = 1024
+	// maxBearerLen bounds the credential we hash; real secrets are 48 bytes.
+	maxBearerLen = 256
+)
+
+// principal is the caller of a request, as established by authenticate.
+type principal struct {
+	keyID  string // "" for the bootstrap admin and insecure mode
+	scopes herald.Scopes
+}
+
+var adminPrincipal = &principal{scopes: herald.Scopes{{Action: herald.ActionAdmin}}}
+
+func principalFrom(ctx context.Context) *principal {
+	p, _ := ctx.Value(principalKey).(*principal)
+	return p
+}
+
+// errBadCredentials is the single answer to any unusable key: unknown,
+// expired, or malformed look the same, so a caller cannot probe which keys
+// exist.
+var errBadCredentials = herald.Errorf(herald.CodeUnauthorized, "the API key is not valid")
+
+// authenticate establishes the caller from the Bearer key and, for admin
+// routes, checks the admin scope. Other routes check their topic scope in
+// the handler through authorize.
+func (s *Server) authenticate(acc access, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.principal(r)
+		if err == nil && acc == adminOnly && !p.scopes.IsAdmin() {
+			err = herald.Errorf(herald.CodeForbidden, "this operation needs the admin scope")
+		}
+		if err != nil {
+			writeProblem(w, r, s.log, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})
+}
+
+func (s *Server) principal(r *http.Request) (*principal, error) {
+	if s.cfg.InsecureNoAuth {
+		return adminPrincipal, nil
+	}
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return nil, herald.Errorf(herald.CodeUnauthorized, "an API key is required: Authorization: Bearer <key>")
+	}
+	scheme, secret, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the Authorization header must use the Bearer scheme")
+	}
+	secret = strings.TrimSpace(secret)
+	if secret == "" || len(secret) > maxBearerLen {
+		return nil, errBadCredentials
+	}
+	hash := sha256.Sum256([]byte(secret))
+	if len(s.cfg.AdminKeyHash) == sha256.Size && subtle.ConstantTimeCompare(hash[:], s.cfg.AdminKeyHash) == 1 {
+		return adminPrincipal, nil
+	}
+	k, err := s.keys.lookup(r.Context(), hash)
+	if herald.IsCode(err, herald.CodeNotFound) {
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if k.Expired(s.now()) {
+		return nil, errBadCredentials
+	}
+	return &principal{keyID: k.ID, scopes: k.Scopes}, nil
+}
+
+// authorize checks that the caller may take the action on the topic.
+func authorize(r *http.Request, a herald.Action, topic string) error {
+	p := principalFrom(r.Context())
+	if p != nil && p.scopes.Allows(a, topic) {
+		return nil
+	}
+	return herald.Errorf(herald.CodeForbidden, "the API key has no %s scope for topic %q", a, topic)
+}
+
+// keyLookup is the part of the store the key cache reads.
+type keyLookup interface {
+	KeyByHash(ctx context.Context, hash []byte) (herald.APIKey, error)
+}
+
+// keyCache remembers keys found in the store for a few seconds, so a busy
+// producer costs one store read per TTL rather than one per request. It
+// keeps only found keys: a key created anywhere works at once.
+type keyCache struct {
+	store keyLookup
+	ttl   time.Duration
+	size  int
+	now   func() time.Time
+
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]cachedKey
+	// gen counts forget calls: a lookup that raced a delete does not put
+	// the deleted key back.
+	gen uint64
+}
+
+type cachedKey struct {
+	key     herald.APIKey
+	fetched time.Time
+}
+
+func newKeyCache(store keyLookup, ttl time.Duration, size int, now func() time.Time) *keyCache {
+	return &keyCache{store: store, ttl: ttl, size: size, now: now, entries: make(map[[sha256.Size]byte]cachedKey)}
+}
+
+// lookup returns the key with the hash, from the cache when fresh, else from
+// the store (CodeNotFound when there is none).
+func (c *keyCache) lookup(ctx context.Context, hash [sha256.Size]byte) (herald.APIKey, error) {
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.entries[hash]
+	gen := c.gen
+	c.mu.Unlock()
+	if ok && now.Sub(e.fetched) < c.ttl {
+		return e.key, nil
+	}
+	k, err := c.store.KeyByHash(ctx, hash[:])
+	if err != nil {
+		if herald.IsCode(err, herald.CodeNotFound) {
+			c.mu.Lock()
+			delete(c.entries, hash)
+			c.mu.Unlock()
+		}
+		return herald.APIKey{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return k, nil // a key was deleted meanwhile; maybe this one: ask again next time
+	}
+	if len(c.entries) >= c.size {
+		c.evict(now)
+	}
+	c.entries[hash] = cachedKey{key: k, fetched: now}
+	return k, nil
+}
+
+// evict makes room: stale entries go first, then arbitrary ones until a
+// quarter of the cache is free. c.mu is held.
+func (c *keyCache) evict(now time.Time) {
+	for h, e := range c.entries {
+		if now.Sub(e.fetched) >= c.ttl {
+			delete(c.entries, h)
+		}
+	}
+	for h := range c.entries {
+		if len(c.entries) < c.size*3/4 {
+			break
+		}
+		delete(c.entries, h)
+	}
+}
+
+// forget drops the key with the id, so a key deleted through this server is
+// refused from the next request on.
+func (c *keyCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for h, e := range c.entries {
+		if e.key.ID == id {
+			delete(c.entries, h)
+		}
+	}
+}
+
+// len reports the number of cached keys (for tests).
+func (c *keyCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/heraldhq/herald"
+)
+
+// CloudEvents media types (HTTP protocol binding 1.0).
+const (
+	ceStructuredType = "application/cloudevents+json"
+	ceBatchType      = "application/cloudevents-batch+json"
+	ceHeaderPrefix   = "Ce-" // canonical form of "ce-"
+)
+
+// ceStructuredLimit is the body limit of a structured-mode publish: room
+// for the payload as base64 plus the envelope's attributes. The decoded
+// payload is then held to the topic's own limit.
+func ceStructuredLimit(maxEventBytes int) int64 {
+	return (int64(maxEventBytes)+2)/3*4 + 64<<10
+}
+
+// applyBinaryCloudEvent maps CloudEvents binary-mode headers onto e: ce-id
+// to ID, ce-type to Type, ce-subject to Key, and every other ce-* attribute
+// to a header named "ce-<attr>". Values are percent-decoded as the HTTP
+// binding requires. It reports whether any ce-* header was present.
+func applyBinaryCloudEvent(h http.Header, e *herald.Event) (bool, error) {
+	found := false
+	for name, values := range h {
+		attr, ok := strings.CutPrefix(name, ceHeaderPrefix)
+		if !ok || len(values) == 0 {
+			continue
+		}
+		found = true
+		attr = strings.ToLower(attr)
+		v, err := url.PathUnescape(strings.Join(values, ","))
+		if err != nil {
+			return found, &herald.Error{Code: herald.CodeInvalid, Field: "ce-" + attr,
+				Message: "header ce-" + attr + " has a malformed percent-encoding", Err: err}
+		}
+		switch attr {
+		case "id":
+			e.ID = v
+		case "type":
+			e.Type = v
+		case "subject":
+			e.Key = v
+		default:
+			setHeader(e, "ce-"+attr, v)
+		}
+	}
+	return found, nil
+}
+
+// parseStructuredCloudEvent reads a CloudEvents structured-mode JSON body:
+// id, type, subject (to Key), data (payload = the value's raw JSON bytes,
+// content type datacontenttype or application/json) or data_base64
+// (payload = the decoded bytes, content type datacontenttype or
+// application/octet-stream). Other attributes become headers "ce-<attr>",
+// strings as they are and other values as compact JSON text; null
+// attributes are absent. Errors are CodeInvalid naming the attribute.
+func parseStructuredCloudEvent(body []byte) (*herald.Event, error) {
+	var attrs map[string]json.RawMessage
+	if err := unmarshalStrict(body, &attrs, ""); err != nil {
+		return nil, err
+	}
+	if attrs == nil {
+		return nil, herald.Errorf(herald.CodeInvalid, "a structured CloudEvent must be a JSON object")
+	}
+	e := &herald.Event{}
+	var contentType string
+	var data json.RawMessage
+	var dataBase64 *string
+	for name, raw := range attrs {
+		if isJSONNull(raw) {
+			continue
+		}
+		if !validCEAttrName(name) {
+			return nil, herald.FieldErrorf(name, "CloudEvents attribute names are lower-case letters and digits, got %q", name)
+		}
+		var err error
+		switch name {
+		case "data":
+			data = raw
+		case "data_base64":
+			var b64 string
+			b64, err = ceString(name, raw)
+			dataBase64 = &b64
+		case "id":
+			e.ID, err = ceString(name, raw)
+		case "type":
+			e.Type, err = ceString(name, raw)
+		case "subject":
+			e.Key, err = ceString(name, raw)
+		case "datacontenttype":
+			contentType, err = ceString(name, raw)
+		default:
+			var v string
+			v, err = ceText(name, raw)
+			setHeader(e, "ce-"+name, v)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case data != nil && dataBase64 != nil:
+		return nil, herald.FieldErrorf("data", "data and data_base64 are mutually exclusive")
+	case data != nil:
+		e.Payload = []byte(data)
+		e.ContentType = cmp.Or(contentType, "application/json")
+	case dataBase64 != nil:
+		b, err := decodeBase64(*dataBase64)
+		if err != nil {
+			return nil, &herald.Error{Code: herald.CodeInvalid, Field: "data_base64", Message: "data_base64 is not valid base64", Err: err}
+		}
+		e.Payload = b
+		e.ContentType = cmp.Or(contentType, "application/octet-stream")
+	default:
+		e.Payload = []byte{}
+		e.ContentType = cmp.Or(contentType, "application/octet-stream")
+	}
+	return e, nil
+}
+
+// ceText returns a string attribute's value, or another JSON value as its
+// compact JSON text.
+func ceText(name string, raw json.RawMessage) (string, error) {
+	if len(raw) > 0 && raw[0] == '"' {
+		return ceString(name, raw)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return "", &herald.Error{Code: herald.CodeInvalid, Field: name, Message: "attribute " + name + " is not valid JSON", Err: err}
+	}
+	return buf.String(), nil
+}
+
+func ceString(name string, raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", &herald.Error{Code: herald.CodeInvalid, Field: name, Message: "attribute " + name + " must be a string", Err: err}
+	}
+	return s, nil
+}
+
+func isJSONNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// validCEAttrName accepts CloudEvents attribute names: lower-case letters
+// and digits, plus the JSON format's data_base64.
+func validCEAttrName(name string) bool {
+	if name == "data_base64" {
+		return true
+	}
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeBase64 accepts standard base64, padded or not.
+func decodeBase64(s string) ([]byte, error) {
+	if strings.HasSuffix(s, "=") || len(s)%4 == 0 {
+		return base64.StdEncoding.DecodeString(s)
+	}
+	return base64.RawStdEncoding.DecodeString(s)
+}
+
+func setHeader(e *herald.Event, name, value string) {
+	if e.Headers == nil {
+		e.Headers = make(map[string]string)
+	}
+	e.Headers[name] = value
+}

@@ -1,0 +1,81 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald"
+)
+
+// FuzzStructuredCloudEvent feeds arbitrary bodies to the structured-mode
+// parser: it must never panic, must fail only with CodeInvalid, and what it
+// accepts must be a usable event.
+func FuzzStructuredCloudEvent(f *testing.F) {
+	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"/s","type":"t","subject":"k","data":{"a":1}}`))
+	f.Add([]byte(`{"data_base64":"AAEC","datacontenttype":"x/y","ext":[1,{"b":null}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e, err := parseStructuredCloudEvent(body)
+		if err != nil {
+			he, ok := errors.AsType[*herald.Error](err)
+			if !ok || he.Code != herald.CodeInvalid {
+				t.Fatalf("error %v is not a CodeInvalid *herald.Error", err)
+			}
+			return
+		}
+		if e.Payload == nil || e.ContentType == "" {
+			t.Fatalf("accepted event without payload or content type: %+v", e)
+		}
+		// data is taken as its raw JSON bytes, which must then be JSON.
+		var attrs map[string]json.RawMessage
+		if json.Unmarshal(body, &attrs) == nil && attrs["data"] != nil && !isJSONNull(attrs["data"]) && !json.Valid(e.Payload) {
+			t.Fatalf("data payload %q is not JSON", e.Payload)
+		}
+		for k, v := range e.Headers {
+			if len(k) < 4 || k[:3] != "ce-" {
+				t.Fatalf("header %q is not a ce- attribute", k)
+			}
+			if !utf8.ValidString(v) && utf8.Valid(body) {
+				t.Fatalf("header %q value %q is not UTF-8 though the body is", k, v)
+			}
+		}
+	})
+}
+
+// FuzzDecodeBatch feeds arbitrary bodies to the batch decoder: it must
+// never panic, must fail only with CodeInvalid or CodeTooLarge naming a
+// field, and every event it accepts must pass the limits.
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add([]byte(`{"events":[{"type":"a","data":{"x":1}},{"data_base64":"AAE="}]}`), 64)
+	f.Add([]byte(`{"events":[{"id":"x","headers":{"A":"b"},"idempotency_key":"i","content_type":"t/p"}]}`), 1)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte, maxBytes int) {
+		if maxBytes < 1 || maxBytes > herald.MaxEventBytesLimit {
+			maxBytes = herald.DefaultMaxEventBytes
+		}
+		events, err := decodeBatch(body, maxBytes, now)
+		if err != nil {
+			he, ok := errors.AsType[*herald.Error](err)
+			if !ok || (he.Code != herald.CodeInvalid && he.Code != herald.CodeTooLarge) {
+				t.Fatalf("error %v is not an invalid or too-large *herald.Error", err)
+			}
+			return
+		}
+		if len(events) < 1 || len(events) > maxBatchEvents {
+			t.Fatalf("accepted %d events", len(events))
+		}
+		for i, e := range events {
+			if e.ID == "" || !e.Time.Equal(now) || e.ContentType == "" || e.Payload == nil {
+				t.Fatalf("event %d incomplete: %+v", i, e)
+			}
+			if len(e.Payload) > maxBytes {
+				t.Fatalf("event %d payload %d bytes over %d", i, len(e.Payload), maxBytes)
+			}
+			if err := herald.ValidateEvent(e); err != nil {
+				t.Fatalf("event %d accepted but invalid: %v", i, err)
+			}
+		}
+	})
+}

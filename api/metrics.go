@@ -1,0 +1,53 @@
+package api
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the API's Prometheus collectors. Labels come from bounded
+// sets: route patterns and status codes.
+type metrics struct {
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	published  prometheus.Counter
+	duplicates prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
+		requests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_http_requests_total",
+			Help: "HTTP requests answered, by route pattern and status code.",
+		}, []string{"route", "code"})),
+		duration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_http_request_duration_seconds",
+			Help:    "Time to answer HTTP requests, by route pattern.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"})),
+		published: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_events_published_total",
+			Help: "Events committed through the API (duplicates excluded).",
+		})),
+		duplicates: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_events_duplicate_total",
+			Help: "Publishes answered with an earlier event because their idempotency key was seen.",
+		})),
+	}
+}
+
+// register adds c to reg, or returns the collector already registered
+// under the same description (a second Server on one registry shares the
+// first one's collectors instead of panicking).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic("api: register metric: " + err.Error()) // a programming error: conflicting definitions
+	}
+	return c
+}

@@ -1,0 +1,127 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/heraldhq/herald"
+)
+
+// problemTypeBase starts every problem type URI; the herald.Code ends it.
+const problemTypeBase = "https://herald.dev/problems/"
+
+// problemContentType is the media type of every error response (RFC 9457).
+const problemContentType = "application/problem+json"
+
+// codeMethodNotAllowed is the API's own code for a known path asked with
+// the wrong method (405); no other layer reports it, so it is not in herald.
+const codeMethodNotAllowed herald.Code = "method-not-allowed"
+
+// codeStatus maps each herald.Code to its HTTP status and fixed title. A code
+// not listed here is treated as internal.
+var codeStatus = map[herald.Code]struct {
+	status int
+	title  string
+}{
+	herald.CodeInvalid:      {http.StatusBadRequest, "Invalid request"},
+	herald.CodeUnauthorized: {http.StatusUnauthorized, "Unauthorized"},
+	herald.CodeForbidden:    {http.StatusForbidden, "Forbidden"},
+	herald.CodeNotFound:     {http.StatusNotFound, "Not found"},
+	herald.CodeConflict:     {http.StatusConflict, "Conflict"},
+	herald.CodeGone:         {http.StatusGone, "Gone"},
+	herald.CodeTooLarge:     {http.StatusRequestEntityTooLarge, "Content too large"},
+	herald.CodeUnsupported:  {http.StatusUnsupportedMediaType, "Unsupported media type"},
+	herald.CodeRateLimited:  {http.StatusTooManyRequests, "Too many requests"},
+	herald.CodeInternal:     {http.StatusInternalServerError, "Internal error"},
+	herald.CodeUnavailable:  {http.StatusServiceUnavailable, "Service unavailable"},
+	herald.CodeTimeout:      {http.StatusGatewayTimeout, "Timeout"},
+	codeMethodNotAllowed:    {http.StatusMethodNotAllowed, "Method not allowed"},
+}
+
+// internalDetail is the only detail an internal error ever shows; the cause
+// is in the log under the same request id.
+const internalDetail = "internal error; the server log has the cause under this request id"
+
+// problem is the RFC 9457 body, with Herald's field and request_id members.
+type problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail"`
+	Field     string `json:"field,omitempty"`
+	RequestID string `json:"request_id"`
+}
+
+// problemFor turns any error into the problem the caller sees. Only
+// *herald.Error carries caller-safe text; anything else, and any internal
+// code, becomes a generic 500.
+func problemFor(err error) (problem, herald.Code) {
+	e, ok := errors.AsType[*herald.Error](err)
+	if ok {
+		if cs, known := codeStatus[e.Code]; known && e.Code != herald.CodeInternal {
+			detail := e.Message
+			if detail == "" {
+				detail = cs.title
+			}
+			return problem{
+				Type:   problemTypeBase + string(e.Code),
+				Title:  cs.title,
+				Status: cs.status,
+				Detail: detail,
+				Field:  e.Field,
+			}, e.Code
+		}
+	}
+	cs := codeStatus[herald.CodeInternal]
+	return problem{
+		Type:   problemTypeBase + string(herald.CodeInternal),
+		Title:  cs.title,
+		Status: cs.status,
+		Detail: internalDetail,
+	}, herald.CodeInternal
+}
+
+// writeProblem is the one place that writes application/problem+json. It
+// logs the error once when the server is at fault: internal errors at Error
+// level with the cause, other 5xx with a cause at Warn. A failure caused by
+// the client going away is logged at Debug only.
+func writeProblem(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	p, code := problemFor(err)
+	p.RequestID = requestIDFrom(r.Context())
+
+	switch {
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		log.LogAttrs(r.Context(), slog.LevelDebug, "request canceled by client",
+			slog.String("request_id", p.RequestID), slog.String("err", err.Error()))
+	case code == herald.CodeInternal:
+		log.LogAttrs(r.Context(), slog.LevelError, "internal error",
+			slog.String("request_id", p.RequestID), slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.String("err", err.Error()))
+	case p.Status >= 500 && errors.Unwrap(err) != nil:
+		log.LogAttrs(r.Context(), slog.LevelWarn, "request failed",
+			slog.String("request_id", p.RequestID), slog.String("code", string(code)),
+			slog.String("err", err.Error()))
+	}
+
+	sendProblem(w, r, p, code)
+}
+
+// sendProblem writes p as the response, adding the request id.
+func sendProblem(w http.ResponseWriter, r *http.Request, p problem, code herald.Code) {
+	p.RequestID = requestIDFrom(r.Context())
+	body, mErr := marshalJSON(p)
+	if mErr != nil { // cannot happen: every member is a string or an int
+		body = []byte(`{"type":"` + problemTypeBase + `internal","status":500}` + "\n")
+	}
+	h := w.Header()
+	h.Set("Content-Type", problemContentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	if code == herald.CodeUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="herald"`)
+	}
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(body) // the client may be gone; nothing to do
+}

@@ -1,0 +1,311 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+// Publish limits.
+const (
+	// maxBatchBody bounds the whole body of a batch publish.
+	maxBatchBody = 16 << 20
+	// maxBatchEvents bounds the events of one batch publish.
+	maxBatchEvents = 1000
+	// defaultContentType is stored when a publish names none.
+	defaultContentType = "application/octet-stream"
+	// producerHeaderPrefix starts the request headers carried as event
+	// headers, in Go's canonical form.
+	producerHeaderPrefix = "Herald-Header-"
+)
+
+// publishResultJSON answers a single publish.
+type publishResultJSON struct {
+	ID        string `json:"id"`
+	Topic     string `json:"topic"`
+	Seq       int64  `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
+	name, t, err := s.publishTarget(r)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+
+	var e *herald.Event
+	switch ct := r.Header.Get("Content-Type"); mediaType(ct) {
+	case ceStructuredType:
+		body, err := readBody(w, r, ceStructuredLimit(t.MaxEventBytes))
+		if err != nil {
+			return err
+		}
+		if e, err = parseStructuredCloudEvent(body); err != nil {
+			return err
+		}
+		if len(e.Payload) > t.MaxEventBytes {
+			return &herald.Error{Code: herald.CodeTooLarge, Field: "data",
+				Message: fmt.Sprintf("the event data is %d bytes; topic %q takes at most %d", len(e.Payload), name, t.MaxEventBytes)}
+		}
+	case ceBatchType:
+		return herald.Errorf(herald.CodeUnsupported, "CloudEvents batch mode is not accepted here; use POST /v1/topics/{topic}/events:batch")
+	default:
+		body, err := readBody(w, r, int64(t.MaxEventBytes))
+		if herald.IsCode(err, herald.CodeTooLarge) {
+			return herald.Errorf(herald.CodeTooLarge, "the payload is over the limit of topic %q: %d bytes", name, t.MaxEventBytes)
+		}
+		if err != nil {
+			return err
+		}
+		e = &herald.Event{Payload: body, ContentType: cmp.Or(strings.TrimSpace(ct), defaultContentType)}
+		if _, err := applyBinaryCloudEvent(r.Header, e); err != nil {
+			return err
+		}
+	}
+	if err := applyHeraldHeaders(r.Header, e); err != nil {
+		return err
+	}
+	e.Topic, e.Time = name, now
+	if e.ID == "" {
+		e.ID = herald.NewID(now)
+	}
+	if err := herald.ValidateEvent(e); err != nil {
+		return err
+	}
+
+	results, err := s.append(r.Context(), []*herald.Event{e})
+	if err != nil {
+		return err
+	}
+	res := results[0]
+	out := publishResultJSON{ID: res.ID, Topic: name, Seq: res.Seq, Duplicate: res.Duplicate}
+	if res.Duplicate {
+		return writeJSON(w, http.StatusOK, out)
+	}
+	w.Header().Set("Location", "/v1/topics/"+url.PathEscape(name)+"/events/"+url.PathEscape(res.ID))
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+// publishTarget checks the topic name and the caller's publish scope, and
+// returns the topic, creating it when auto-create is on.
+func (s *Server) publishTarget(r *http.Request) (string, herald.Topic, error) {
+	name, err := topicName(r)
+	if err != nil {
+		return name, herald.Topic{}, err
+	}
+	if err := authorize(r, herald.ActionPublish, name); err != nil {
+		return name, herald.Topic{}, err
+	}
+	if herald.IsSystemTopic(name) {
+		return name, herald.Topic{}, errReserved(name)
+	}
+	t, err := s.topics.Get(r.Context(), name)
+	if herald.IsCode(err, herald.CodeNotFound) && s.cfg.AutoCreateTopics {
+		t, _, err = s.topics.Put(r.Context(), herald.Topic{Name: name}.WithDefaults())
+	}
+	return name, t, err
+}
+
+// applyHeraldHeaders sets the metadata given in Herald's own request
+// headers. They win over CloudEvents attributes of the same meaning.
+func applyHeraldHeaders(h http.Header, e *herald.Event) error {
+	if v := h.Get("Herald-Event-Id"); v != "" {
+		e.ID = v
+	}
+	if v := h.Get("Herald-Event-Type"); v != "" {
+		e.Type = v
+	}
+	if v := h.Get("Herald-Event-Key"); v != "" {
+		e.Key = v
+	}
+	if v := h.Get("Idempotency-Key"); v != "" {
+		e.IdempotencyKey = v
+	}
+	for name, values := range h {
+		hn, ok := strings.CutPrefix(name, producerHeaderPrefix)
+		if !ok {
+			continue
+		}
+		if hn == "" {
+			return herald.FieldErrorf("headers", "header %s needs a name after the prefix", producerHeaderPrefix)
+		}
+		setHeader(e, hn, strings.Join(values, ", "))
+	}
+	return nil
+}
+
+// append commits the events and counts what was stored and deduplicated. A
+// per-event failure is returned as the error: a request's events share one
+// topic, so they fail together.
+func (s *Server) append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
+	results, err := s.appender.Append(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	if len(results) != len(events) {
+		return nil, fmt.Errorf("append of %d events returned %d results", len(events), len(results))
+	}
+	var firstErr error
+	for _, res := range results {
+		switch {
+		case res.Err != nil:
+			firstErr = cmp.Or(firstErr, res.Err)
+		case res.Duplicate:
+			s.metrics.duplicates.Inc()
+		default:
+			s.metrics.published.Inc()
+		}
+	}
+	return results, firstErr
+}
+
+// batchRequest is the body of a batch publish. Events are decoded one by
+// one so errors can name their index.
+type batchRequest struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// batchEvent is one event of a batch publish.
+type batchEvent struct {
+	ID             string            `json:"id"`
+	Type           string            `json:"type"`
+	Key            string            `json:"key"`
+	IdempotencyKey string            `json:"idempotency_key"`
+	ContentType    string            `json:"content_type"`
+	Headers        map[string]string `json:"headers"`
+	Data           json.RawMessage   `json:"data"`
+	DataBase64     *string           `json:"data_base64"`
+}
+
+type batchResultJSON struct {
+	Events []batchItemJSON `json:"events"`
+}
+
+type batchItemJSON struct {
+	ID        string `json:"id"`
+	Seq       int64  `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
+	name, t, err := s.publishTarget(r)
+	if err != nil {
+		return err
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSONMediaType(ct) {
+		return herald.Errorf(herald.CodeUnsupported, "a batch body must be application/json, not %q", ct)
+	}
+	body, err := readBody(w, r, maxBatchBody)
+	if err != nil {
+		return err
+	}
+	events, err := decodeBatch(body, t.MaxEventBytes, s.now().UTC())
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		e.Topic = name
+	}
+	results, err := s.append(r.Context(), events)
+	if err != nil {
+		return err
+	}
+	out := batchResultJSON{Events: make([]batchItemJSON, len(results))}
+	status := http.StatusOK
+	for i, res := range results {
+		out.Events[i] = batchItemJSON{ID: res.ID, Seq: res.Seq, Duplicate: res.Duplicate}
+		if !res.Duplicate {
+			status = http.StatusCreated
+		}
+	}
+	return writeJSON(w, status, out)
+}
+
+// decodeBatch parses a batch body into events stamped with now, each
+// checked against the metadata limits and the topic's payload limit. Errors
+// name the field as "events[3].data".
+func decodeBatch(body []byte, maxEventBytes int, now time.Time) ([]*herald.Event, error) {
+	var req batchRequest
+	if err := unmarshalStrict(body, &req, ""); err != nil {
+		return nil, err
+	}
+	switch {
+	case req.Events == nil:
+		return nil, herald.FieldErrorf("events", "events is required: a list of 1 to %d events", maxBatchEvents)
+	case len(req.Events) == 0:
+		return nil, herald.FieldErrorf("events", "events is empty; send 1 to %d events", maxBatchEvents)
+	case len(req.Events) > maxBatchEvents:
+		return nil, herald.FieldErrorf("events", "%d events; the limit is %d per request", len(req.Events), maxBatchEvents)
+	}
+	events := make([]*herald.Event, len(req.Events))
+	for i, raw := range req.Events {
+		prefix := fmt.Sprintf("events[%d]", i)
+		e, err := decodeBatchEvent(raw, prefix, maxEventBytes)
+		if err != nil {
+			return nil, err
+		}
+		e.Time = now
+		if e.ID == "" {
+			e.ID = herald.NewID(now)
+		}
+		events[i] = e
+	}
+	return events, nil
+}
+
+func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*herald.Event, error) {
+	if isJSONNull(raw) {
+		return nil, herald.FieldErrorf(prefix, "%s must be an event object, not null", prefix)
+	}
+	var be batchEvent
+	if err := unmarshalStrict(raw, &be, prefix+"."); err != nil {
+		return nil, err
+	}
+	e := &herald.Event{
+		ID:             be.ID,
+		Type:           be.Type,
+		Key:            be.Key,
+		IdempotencyKey: be.IdempotencyKey,
+		ContentType:    be.ContentType,
+		Headers:        be.Headers,
+	}
+	field := prefix + ".data"
+	switch {
+	case be.Data != nil && be.DataBase64 != nil:
+		return nil, herald.FieldErrorf(field, "data and data_base64 are mutually exclusive")
+	case be.Data != nil:
+		e.Payload = []byte(be.Data)
+		e.ContentType = cmp.Or(e.ContentType, "application/json")
+	case be.DataBase64 != nil:
+		field = prefix + ".data_base64"
+		b, err := decodeBase64(*be.DataBase64)
+		if err != nil {
+			return nil, &herald.Error{Code: herald.CodeInvalid, Field: field, Message: "data_base64 is not valid base64", Err: err}
+		}
+		e.Payload = b
+		e.ContentType = cmp.Or(e.ContentType, defaultContentType)
+	default:
+		e.Payload = []byte{}
+		e.ContentType = cmp.Or(e.ContentType, defaultContentType)
+	}
+	if len(e.Payload) > maxEventBytes {
+		return nil, &herald.Error{Code: herald.CodeTooLarge, Field: field,
+			Message: fmt.Sprintf("%s is %d bytes; the topic takes at most %d", field, len(e.Payload), maxEventBytes)}
+	}
+	if err := herald.ValidateEvent(e); err != nil {
+		if he, ok := errors.AsType[*herald.Error](err); ok && he.Field != "" {
+			return nil, &herald.Error{Code: he.Code, Field: prefix + "." + he.Field, Message: prefix + ": " + he.Message}
+		}
+		return nil, err
+	}
+	return e, nil
+}

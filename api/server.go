@@ -1,0 +1,223 @@
+// Package api serves Herald's HTTP API under /v1: topics, publishing
+// (plain, CloudEvents and batch), reading events back, API keys, and the
+// operational endpoints /healthz, /readyz, /metrics and /v1/openapi.json.
+//
+// Errors are RFC 9457 problems written by one function (problem.go), so a
+// status never depends on which handler failed. Every route is listed in the
+// embedded OpenAPI document, and a test keeps the two in step.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+)
+
+// Config holds the API's settings. The zero value requires API keys and
+// does not create topics on publish.
+type Config struct {
+	// InsecureNoAuth treats every request as admin. For local development
+	// only.
+	InsecureNoAuth bool
+	// AutoCreateTopics makes a publish to an unknown topic create it with
+	// the default settings (never a reserved "herald." topic).
+	AutoCreateTopics bool
+	// AdminKeyHash, when set, is the SHA-256 (herald.HashKeySecret) of a
+	// bootstrap secret that is accepted as an admin key without being in
+	// the store.
+	AdminKeyHash []byte
+	// Version is reported by /healthz.
+	Version string
+}
+
+// Appender commits events durably and returns one result per event, in
+// order (engine.Committer implements it). All events of one call are
+// committed in one transaction, which makes batch publishes all or nothing.
+type Appender interface {
+	Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error)
+}
+
+// Topics is a cached view of the topics over the store (engine.Topics
+// implements it). The API reads a topic's settings through it on every
+// publish, and changes topics only through it so the cache stays true.
+type Topics interface {
+	// Get returns the topic's settings, or CodeNotFound.
+	Get(ctx context.Context, name string) (herald.Topic, error)
+	// Put creates or updates the topic and reports whether it was created.
+	Put(ctx context.Context, t herald.Topic) (herald.Topic, bool, error)
+	// Delete removes the topic and its events, or returns CodeNotFound.
+	Delete(ctx context.Context, name string) error
+}
+
+// Deps are the parts the API runs on. Store, Topics and Appender are
+// required; a nil Logger discards, a nil Registry gets a private one.
+type Deps struct {
+	Store    herald.Store // reads, keys, topic lists, Ping
+	Topics   Topics
+	Appender Appender // the group committer
+	Logger   *slog.Logger
+	// Registry receives the API's metrics and is what /metrics serves.
+	Registry *prometheus.Registry
+}
+
+// Server is the HTTP API. It owns no goroutines: create it with New, serve
+// Handler with an http.Server, and flip SetReady around start and shutdown.
+// Its methods are safe for concurrent use.
+type Server struct {
+	cfg      Config
+	store    herald.Store
+	topics   Topics
+	appender Appender
+	log      *slog.Logger
+	metrics  *metrics
+	// metricsHandler serves Deps.Registry at /metrics.
+	metricsHandler http.Handler
+	keys           *keyCache
+	now            func() time.Time
+
+	mux     *http.ServeMux
+	routes  []route // registered routes, in registration order
+	handler http.Handler
+	ready   atomic.Bool
+}
+
+// New returns a server over deps. It starts nothing and is not ready until
+// SetReady(true). It registers the API's metrics on deps.Registry (a second
+// Server on the same registry shares them) and panics only if the registry
+// holds different collectors under the same names, a wiring bug.
+func New(cfg Config, deps Deps) *Server {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg:      cfg,
+		store:    deps.Store,
+		topics:   deps.Topics,
+		appender: deps.Appender,
+		log:      log,
+		metrics:  newMetrics(reg),
+		now:      time.Now,
+		mux:      http.NewServeMux(),
+	}
+	s.metricsHandler = newMetricsHandler(reg, log)
+	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyCacheSize, s.now)
+	s.registerRoutes()
+	s.handler = s.withRequestID(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch))))
+	return s
+}
+
+// Handler returns the whole API: every route behind the request id, access
+// log and metrics, panic recovery and auth middleware.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// SetReady sets what /readyz answers: 503 until true. Main sets it true once
+// serving and false when shutdown begins, so load balancers drain the node.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// access says who may call a route.
+type access int
+
+const (
+	public        access = iota // no credentials needed
+	authenticated               // any valid key; the handler checks scopes
+	adminOnly                   // a key with the admin scope
+)
+
+// route is a registered pattern and who may call it.
+type route struct {
+	pattern string
+	access  access
+}
+
+// handlerFunc is the shape of every API handler: an error is written as a
+// problem by the adapter, after nothing else was written.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) registerRoutes() {
+	s.handle("GET /healthz", public, s.healthz)
+	s.handle("GET /readyz", public, s.readyz)
+	s.handle("GET /metrics", public, s.serveMetrics)
+	s.handle("GET /v1/openapi.json", public, s.openAPI)
+
+	s.handle("GET /v1/topics", authenticated, s.listTopics)
+	s.handle("GET /v1/topics/{topic}", authenticated, s.getTopic)
+	s.handle("PUT /v1/topics/{topic}", adminOnly, s.putTopic)
+	s.handle("DELETE /v1/topics/{topic}", adminOnly, s.deleteTopic)
+
+	s.handle("POST /v1/topics/{topic}/events", authenticated, s.publish)
+	s.handle("POST /v1/topics/{topic}/events:batch", authenticated, s.publishBatch)
+	s.handle("GET /v1/topics/{topic}/events", authenticated, s.listEvents)
+	s.handle("GET /v1/topics/{topic}/events/{id}", authenticated, s.getEvent)
+
+	s.handle("POST /v1/keys", adminOnly, s.createKey)
+	s.handle("GET /v1/keys", adminOnly, s.listKeys)
+	s.handle("DELETE /v1/keys/{id}", adminOnly, s.deleteKey)
+}
+
+// handle registers h behind auth and the problem adapter.
+func (s *Server) handle(pattern string, acc access, h handlerFunc) {
+	s.routes = append(s.routes, route{pattern, acc})
+	var next http.Handler = s.adapt(h)
+	if acc != public {
+		next = s.authenticate(acc, next)
+	}
+	s.mux.Handle(pattern, next)
+}
+
+// adapt turns a handlerFunc into an http.Handler: the single place where a
+// returned error becomes a problem response.
+func (s *Server) adapt(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeProblem(w, r, s.log, err)
+		}
+	})
+}
+
+// dispatch hands the request to the mux, answering unknown routes (404)
+// and wrong methods (405) with problems instead of the mux's plain text.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// The mux's own answer says whether the path exists for other methods.
+	probe := &probeWriter{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		writeProblem(w, r, s.log, &herald.Error{Code: codeMethodNotAllowed,
+			Message: "method " + r.Method + " is not allowed here; allowed: " + probe.header.Get("Allow")})
+		return
+	}
+	writeProblem(w, r, s.log, herald.Errorf(herald.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// probeWriter records what the mux's fallback handler would answer.
+type probeWriter struct {
+	header http.Header
+	status int
+}
+
+func (p *probeWriter) Header() http.Header { return p.header }
+func (p *probeWriter) WriteHeader(status int) {
+	if p.status == 0 {
+		p.status = status
+	}
+}
+func (p *probeWriter) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
+}

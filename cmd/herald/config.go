@@ -1,0 +1,446 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald"
+)
+
+// Config is the configuration of `herald serve` and `herald migrate`. Every
+// field is one setting with one name in three forms: the flag -name, the
+// environment variable HERALD_NAME and the config file key name (see
+// settings and ParseConfig). DefaultConfig holds the defaults; Validate
+// checks a Config built by hand, as end-to-end tests do.
+type Config struct {
+	Addr                     string        // addr: HTTP listen address, host:port
+	DataDir                  string        // data-dir: directory for the SQLite database and other local state
+	DatabaseURL              Secret        // database-url: "" = SQLite in DataDir; postgres://... for PostgreSQL
+	AdminKey                 Secret        // admin-key: a bootstrap key with the admin scope; "" = none
+	LogLevel                 slog.Level    // log-level: debug, info, warn or error
+	LogFormat                string        // log-format: "text" or "json"
+	InsecureNoAuth           bool          // insecure-no-auth: treat every request as admin
+	AutoCreateTopics         bool          // auto-create-topics: publishing to an unknown topic creates it
+	AllowPrivateDestinations bool          // allow-private-destinations: let webhooks reach private and loopback addresses
+	ShutdownTimeout          time.Duration // shutdown-timeout: how long a graceful shutdown may take
+	RetentionCheckInterval   time.Duration // retention-check-interval: how often expired events are pruned
+}
+
+// settings is the table of every setting: one entry per Config field. The
+// name is the file key; the flag and the environment variable derive from
+// it (flagName, envName). def is the default in the text form a user would
+// write; want says what is accepted, for error messages.
+func settings() []setting {
+	return []setting{
+		{"addr", ":8480", "HTTP listen address (host:port)", `host:port, such as ":8480" or "127.0.0.1:8480"`, func(c *Config) binding { return textField(&c.Addr, validAddr) }},
+		{"data-dir", "./herald-data", "directory for the SQLite database and other local state", "a non-empty path", func(c *Config) binding { return textField(&c.DataDir, nonEmpty) }},
+		{"database-url", "", `the database: "" for SQLite in data-dir, sqlite:PATH, or a postgres:// URL`, `"" (SQLite in data-dir), sqlite:PATH, or a postgres:// or postgresql:// URL`, func(c *Config) binding { return secretField(&c.DatabaseURL, validDatabaseURL) }},
+		{"admin-key", "", `an API key accepted with the admin scope, at least 16 characters; "" for none`, `"" or at least 16 characters without spaces (make one with: openssl rand -base64 32)`, func(c *Config) binding { return secretField(&c.AdminKey, validAdminKey) }},
+		{"log-level", "info", "least severe level logged: debug, info, warn or error", "debug, info, warn or error", func(c *Config) binding { return levelField(&c.LogLevel) }},
+		{"log-format", "text", "log format: text or json", "text or json", func(c *Config) binding { return textField(&c.LogFormat, oneOf("text", "json")) }},
+		{"insecure-no-auth", "false", "treat every request as admin, with no API key (local development only)", "true or false", func(c *Config) binding { return boolField(&c.InsecureNoAuth) }},
+		{"auto-create-topics", "false", "create unknown topics with default settings on first publish", "true or false", func(c *Config) binding { return boolField(&c.AutoCreateTopics) }},
+		{"allow-private-destinations", "false", "let webhooks reach private, loopback and link-local addresses", "true or false", func(c *Config) binding { return boolField(&c.AllowPrivateDestinations) }},
+		{"shutdown-timeout", "30s", "how long a graceful shutdown may take before work is abandoned", "a duration above zero, such as 30s or 2m", func(c *Config) binding { return durationField(&c.ShutdownTimeout, atLeast(time.Nanosecond)) }},
+		{"retention-check-interval", "1m", "how often events past their topic's retention are pruned", "a duration of at least 1s, such as 1m or 1h", func(c *Config) binding { return durationField(&c.RetentionCheckInterval, atLeast(time.Second)) }},
+	}
+}
+
+// Secret is a setting that must not be shown: a password-bearing URL, a
+// key. Its String, GoString, LogValue and MarshalText redact it, so printing
+// or logging a Config does not leak it. Use string(s) for the value.
+type Secret string
+
+const redacted = "[redacted]"
+
+// String returns "[redacted]", or "" for an empty secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString redacts for %#v.
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// LogValue redacts for log/slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText redacts for encoding/json and other encoders.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// DefaultConfig returns the configuration with every setting at its
+// default: SQLite in ./herald-data, port 8480, API keys required.
+func DefaultConfig() Config {
+	var c Config
+	for _, s := range settings() {
+		if err := s.bind(&c).set(s.def); err != nil {
+			panic(fmt.Sprintf("setting %s: default %q: %v", s.name, s.def, err)) // a bug in the table; a test catches it
+		}
+	}
+	return c
+}
+
+// Validate checks every setting of c and reports every problem at once
+// (errors.Join), each naming the setting, its value and what is accepted.
+func (c Config) Validate() error {
+	var errs []error
+	for _, s := range settings() {
+		if b := s.bind(&c); !b.valid() {
+			errs = append(errs, s.problem(b.text(), b.secret(), ""))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseConfig builds the configuration from the command-line arguments
+// after the verb, the environment (read through getenv) and the config
+// file, in that order of precedence, over the defaults. It writes nothing
+// unless args ask for help (-h), when it writes the usage to stderr and
+// returns flag.ErrHelp.
+//
+// The config file is named by -config PATH or HERALD_CONFIG. It holds one
+// "key = value" per line, where key is a setting's name (addr,
+// shutdown-timeout, webhook.timeout...). Blank lines and lines whose first
+// non-blank character is # are ignored; there are no comments after a
+// value, since '#' may be part of one. Spaces around key and value are
+// trimmed; a value may be written in double quotes, with Go escapes, to keep
+// spaces or to be empty. Unknown keys and repeated keys are errors.
+//
+// An environment variable set to "" counts as unset. Every problem (a flag
+// that does not exist, an unknown file key, a value that does not parse or
+// is out of range) is reported at once, joined; the error is a usage error,
+// so run exits 2 on it when serveCommand returns it unchanged or wrapped.
+func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	table := settings()
+	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fromFlags := map[string]string{}
+	for _, s := range table {
+		fs.Var(&rawFlag{name: s.name, into: fromFlags, isBool: s.bind(new(Config)).isBool()}, flagName(s.name), s.usage)
+	}
+	var configPath string
+	fs.StringVar(&configPath, "config", "", "read settings from this file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeConfigUsage(stderr, table)
+			return Config{}, flag.ErrHelp
+		}
+		return Config{}, usageErrorf("%v (see -h for the settings)", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, usageErrorf("unexpected argument %q: settings are flags, such as -addr :8480 (see -h)", fs.Arg(0))
+	}
+
+	var errs []error
+	configSource := "-config"
+	if configPath == "" {
+		configPath, configSource = getenv("HERALD_CONFIG"), "HERALD_CONFIG"
+	}
+	var fromFile map[string]fileValue
+	if configPath != "" {
+		var err error
+		if fromFile, err = readConfigFile(configPath, configSource, table); err != nil {
+			errs = append(errs, err) // fromFile still holds the good lines
+		}
+	}
+
+	var c Config
+	for _, s := range table {
+		text, source := s.def, "default"
+		if v, ok := fromFile[s.name]; ok {
+			text, source = v.text, fmt.Sprintf("%s:%d", configPath, v.line)
+		}
+		if v := getenv(envName(s.name)); v != "" {
+			text, source = v, envName(s.name)
+		}
+		if v, ok := fromFlags[s.name]; ok {
+			text, source = v, "-"+flagName(s.name)
+		}
+		b := s.bind(&c)
+		if err := b.set(text); err != nil || !b.valid() {
+			errs = append(errs, s.problem(text, b.secret(), source))
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, &usageError{err: errors.Join(errs...)}
+	}
+	return c, nil
+}
+
+// setting is one row of the settings table.
+type setting struct {
+	name  string                  // the file key; see flagName and envName
+	def   string                  // the default, as text
+	usage string                  // one line for -h
+	want  string                  // what is accepted, for error messages
+	bind  func(c *Config) binding // the field of c this setting sets
+}
+
+func flagName(name string) string { return name }
+
+func envName(name string) string {
+	return "HERALD_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(name))
+}
+
+// problem describes an unaccepted value: the setting, the value (redacted
+// for secrets), where it came from and what is accepted.
+func (s setting) problem(text string, secret bool, source string) error {
+	value := strconv.Quote(text)
+	if secret && text != "" {
+		value = fmt.Sprintf("%s (%d characters)", redacted, utf8.RuneCountInString(text))
+	}
+	from := ""
+	if source != "" {
+		from = " (from " + source + ")"
+	}
+	return fmt.Errorf("%s = %s%s is not accepted: want %s", s.name, value, from, s.want)
+}
+
+// binding connects a setting to its Config field.
+type binding interface {
+	set(text string) error // parse text into the field
+	text() string          // the field's value as text
+	valid() bool           // whether the field's value is accepted
+	secret() bool          // whether the value must not be shown
+	isBool() bool          // whether the flag may be given without a value
+	addr() any             // the field's address, for tests
+}
+
+type field[T any] struct {
+	p      *T
+	parse  func(string) (T, error)
+	format func(T) string
+	ok     func(T) bool // nil: every value that parses
+}
+
+func (f field[T]) set(text string) error {
+	v, err := f.parse(text)
+	if err != nil {
+		return err
+	}
+	*f.p = v
+	return nil
+}
+
+func (f field[T]) text() string { return f.format(*f.p) }
+func (f field[T]) valid() bool  { return f.ok == nil || f.ok(*f.p) }
+func (f field[T]) addr() any    { return f.p }
+func (f field[T]) secret() bool { _, ok := any(f.p).(*Secret); return ok }
+func (f field[T]) isBool() bool { _, ok := any(f.p).(*bool); return ok }
+
+func textField(p *string, ok func(string) bool) binding {
+	return field[string]{p: p, parse: func(s string) (string, error) { return s, nil }, format: func(s string) string { return s }, ok: ok}
+}
+
+func secretField(p *Secret, ok func(string) bool) binding {
+	return field[Secret]{p: p, parse: func(s string) (Secret, error) { return Secret(s), nil },
+		format: func(s Secret) string { return string(s) }, ok: func(s Secret) bool { return ok(string(s)) }}
+}
+
+func boolField(p *bool) binding {
+	return field[bool]{p: p, parse: strconv.ParseBool, format: strconv.FormatBool}
+}
+
+func durationField(p *time.Duration, ok func(time.Duration) bool) binding {
+	return field[time.Duration]{p: p, parse: herald.ParseDuration, format: herald.FormatDuration, ok: ok}
+}
+
+func levelField(p *slog.Level) binding {
+	return field[slog.Level]{p: p, parse: parseLevel, format: func(l slog.Level) string { return strings.ToLower(l.String()) },
+		ok: func(l slog.Level) bool { _, err := parseLevel(strings.ToLower(l.String())); return err == nil }}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q", s)
+}
+
+func validAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func nonEmpty(s string) bool { return strings.TrimSpace(s) != "" }
+
+func oneOf(values ...string) func(string) bool {
+	return func(s string) bool {
+		for _, v := range values {
+			if s == v {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func atLeast(least time.Duration) func(time.Duration) bool {
+	return func(d time.Duration) bool { return d >= least }
+}
+
+func validDatabaseURL(s string) bool {
+	if s == "" {
+		return true
+	}
+	if path, ok := strings.CutPrefix(s, "sqlite:"); ok {
+		return strings.TrimPrefix(path, "//") != ""
+	}
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
+}
+
+func validAdminKey(s string) bool {
+	if s == "" {
+		return true
+	}
+	if utf8.RuneCountInString(s) < 16 {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// rawFlag records a flag's text; ParseConfig parses it with the other
+// sources, so every bad value is reported at once.
+type rawFlag struct {
+	name   string
+	into   map[string]string
+	isBool bool
+}
+
+func (f *rawFlag) String() string {
+	if f == nil || f.into == nil {
+		return ""
+	}
+	return f.into[f.name]
+}
+
+func (f *rawFlag) Set(s string) error { f.into[f.name] = s; return nil }
+func (f *rawFlag) IsBoolFlag() bool   { return f.isBool }
+
+// fileValue is a value read from the config file, with its line number.
+type fileValue struct {
+	text string
+	line int
+}
+
+// maxConfigFileBytes bounds the config file, which is small by nature.
+const maxConfigFileBytes = 1 << 20
+
+// readConfigFile reads the "key = value" file described at ParseConfig. It
+// reports every malformed line at once.
+// source says where the path came from, for the error when it cannot be
+// read.
+func readConfigFile(path, source string, table []setting) (map[string]fileValue, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the config file named by %s: %w", source, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the config file named by %s: %w", source, err)
+	}
+	if len(data) > maxConfigFileBytes {
+		return nil, fmt.Errorf("the config file %s (named by %s) is over %d bytes", path, source, maxConfigFileBytes)
+	}
+	known := map[string]bool{}
+	var names []string
+	for _, s := range table {
+		known[s.name] = true
+		names = append(names, s.name)
+	}
+
+	out := map[string]fileValue{}
+	var errs []error
+	text := strings.TrimPrefix(string(data), "\uFEFF")
+	for i, line := range strings.Split(text, "\n") {
+		n := i + 1
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%s:%d: want \"key = value\", got %q", path, n, line))
+			continue
+		case key == "":
+			errs = append(errs, fmt.Errorf("%s:%d: the key before '=' is empty", path, n))
+			continue
+		case !known[key]:
+			errs = append(errs, fmt.Errorf("%s:%d: unknown setting %q; the settings are %s", path, n, key, strings.Join(names, ", ")))
+			continue
+		}
+		if prev, dup := out[key]; dup {
+			errs = append(errs, fmt.Errorf("%s:%d: %s is already set on line %d", path, n, key, prev.line))
+			continue
+		}
+		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+			unq, err := strconv.Unquote(value)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s:%d: %s: malformed quoted value: %v", path, n, key, err))
+				continue
+			}
+			value = unq
+		}
+		out[key] = fileValue{text: value, line: n}
+	}
+	return out, errors.Join(errs...)
+}
+
+func writeConfigUsage(w io.Writer, table []setting) {
+	var b strings.Builder
+	b.WriteString(`Usage: herald serve [settings]
+       herald migrate [settings]
+
+Each setting has one name in three forms: a flag (-addr), an environment
+variable (HERALD_ADDR) and a key in the config file (addr). Flags win over
+the environment, which wins over the file, which wins over the default.
+
+  -config PATH, HERALD_CONFIG
+        read settings from this file: one "key = value" per line; blank
+        lines and lines starting with # are ignored; a value may be quoted
+        ("...", Go escapes); unknown keys are errors.
+
+Settings:
+`)
+	for _, s := range table {
+		def := s.def
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(&b, "\n  -%s, %s, %s  (default %s)\n        %s\n", flagName(s.name), envName(s.name), s.name, def, s.usage)
+	}
+	_, _ = io.WriteString(w, b.String())
+}
