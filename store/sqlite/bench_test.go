@@ -1,0 +1,170 @@
+package sqlite_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/store/sqlite"
+)
+
+// benchPayload is a ~200-byte JSON document, the size the targets in
+// docs/benchmarks.md are stated for.
+var benchPayload = []byte(`{"order_id":"ord_01HZX3","customer":"cus_8812","amount":12999,"currency":"EUR",` +
+	`"items":[{"sku":"SKU-1","qty":2},{"sku":"SKU-7","qty":1}],"status":"created","note":"` +
+	strings.Repeat("x", 40) + `"}`)
+
+func benchStore(b *testing.B, dedup time.Duration) *sqlite.Store {
+	s := openTemp(b)
+	tp := herald.Topic{Name: "bench", DedupWindow: dedup}.WithDefaults()
+	tp.DedupWindow = dedup
+	if _, _, err := s.PutTopic(b.Context(), tp); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func benchEvents(n int, keyed bool, serial *int) []*herald.Event {
+	now := time.Now()
+	evs := make([]*herald.Event, n)
+	for i := range evs {
+		evs[i] = &herald.Event{ID: herald.NewID(now), Topic: "bench", Type: "order.created",
+			ContentType: "application/json", Payload: benchPayload, Time: now}
+		if keyed {
+			*serial++
+			evs[i].IdempotencyKey = fmt.Sprintf("req-%d", *serial)
+		}
+	}
+	return evs
+}
+
+// BenchmarkAppend commits batches of events of ~200 B, each batch one
+// durable transaction (synchronous=FULL), as the group committer does.
+func BenchmarkAppend(b *testing.B) {
+	for _, n := range []int{1, 10, 100, 1000} {
+		for _, keyed := range []bool{false, true} {
+			name := fmt.Sprintf("events=%d", n)
+			if keyed {
+				name += "/idempotency_keys"
+			}
+			b.Run(name, func(b *testing.B) {
+				s := benchStore(b, 24*time.Hour)
+				b.SetBytes(int64(n * len(benchPayload)))
+				serial := 0
+				cpu := cpuTime()
+				for b.Loop() {
+					if _, err := s.Append(b.Context(), benchEvents(n, keyed, &serial)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportEvents(b, n, cpu)
+			})
+		}
+	}
+}
+
+// BenchmarkGroupCommit publishes single events from 64 concurrent
+// publishers through a minimal group committer: one goroutine takes what
+// is queued (up to 1000 events) and commits it with one Append, then
+// answers each publisher. It shows the single-event publish rate the store
+// enables; the engine's committer is the real thing.
+func BenchmarkGroupCommit(b *testing.B) {
+	type publish struct {
+		e    *herald.Event
+		done chan error
+	}
+	s := benchStore(b, 0)
+	queue := make(chan publish, 1024)
+	var commits atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		batch := make([]publish, 0, 1000)
+		evs := make([]*herald.Event, 0, 1000)
+		for p := range queue {
+			batch = append(batch[:0], p)
+		drain:
+			for len(batch) < cap(batch) {
+				select {
+				case p, ok := <-queue:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, p)
+				default:
+					break drain
+				}
+			}
+			evs = evs[:0]
+			for _, p := range batch {
+				evs = append(evs, p.e)
+			}
+			_, err := s.Append(b.Context(), evs)
+			commits.Add(1)
+			for _, p := range batch {
+				p.done <- err
+			}
+		}
+	})
+	b.SetParallelism(32) // 32 publishers per core
+	cpu := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		done := make(chan error, 1)
+		serial := 0
+		for pb.Next() {
+			queue <- publish{e: benchEvents(1, false, &serial)[0], done: done}
+			if err := <-done; err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	close(queue)
+	wg.Wait()
+	reportEvents(b, 1, cpu)
+	b.ReportMetric(float64(b.N)/float64(commits.Load()), "events/commit")
+}
+
+// BenchmarkReadEvents reads pages of 100 events from a 10,000-event topic.
+func BenchmarkReadEvents(b *testing.B) {
+	const total, page = 10_000, 100
+	s := benchStore(b, 0)
+	serial := 0
+	for range total / 1000 {
+		if _, err := s.Append(b.Context(), benchEvents(1000, false, &serial)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var after int64
+	cpu := cpuTime()
+	for b.Loop() {
+		evs, err := s.ReadEvents(b.Context(), "bench", after, page)
+		if err != nil || len(evs) != page {
+			b.Fatalf("ReadEvents = %d events, %v", len(evs), err)
+		}
+		after = (after + page) % (total - page)
+	}
+	reportEvents(b, page, cpu)
+}
+
+// reportEvents reports events per second of wall time and the process CPU
+// time per event since start. The machine the figures come from is shared,
+// so CPU time per event is the steadier figure; wall time includes fsync.
+func reportEvents(b *testing.B, perOp int, start time.Duration) {
+	events := float64(perOp) * float64(b.N)
+	b.ReportMetric(events/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(cpuTime()-start)/events, "cpu-ns/event")
+}
+
+// cpuTime is the user and system CPU time of the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
