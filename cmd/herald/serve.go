@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/api"
+	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/store/sqlite"
+	"github.com/heraldhq/herald/webhook"
+)
+
+// Main is a Herald server: the store, the engine and the HTTP API wired
+// together. End-to-end tests build one, set Config directly, and call Run
+// and Close; the serve verb does the same from flags.
+type Main struct {
+	Config Config
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+
+	// Logger is built from Config by Run unless a test sets it first.
+	Logger *slog.Logger
+	// Registry holds every metric of this server; made by Run.
+	Registry *prometheus.Registry
+
+	store      herald.Store
+	committer  *engine.Committer
+	pruner     *engine.Pruner
+	tail       *engine.Tail
+	dispatcher *engine.Dispatcher
+	sender     *webhook.Sender
+	api        *api.Server
+	http       *http.Server
+	ln         net.Listener
+	served     chan error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewMain returns a Main writing to the given streams, with the default
+// configuration.
+func NewMain(stdout, stderr io.Writer, getenv func(string) string) *Main {
+	return &Main{Config: DefaultConfig(), Stdout: stdout, Stderr: stderr, Getenv: getenv}
+}
+
+// ParseFlags reads the configuration from args, the environment and the
+// config file.
+func (m *Main) ParseFlags(args []string) error {
+	cfg, err := ParseConfig(args, m.Getenv, m.Stderr)
+	if err != nil {
+		return err
+	}
+	m.Config = cfg
+	return nil
+}
+
+// Addr is the address the HTTP server listens on, known after Run (useful
+// when Config.Addr has port 0).
+func (m *Main) Addr() string {
+	if m.ln == nil {
+		return ""
+	}
+	return m.ln.Addr().String()
+}
+
+// URL is the base URL of the running server.
+func (m *Main) URL() string {
+	addr := m.Addr()
+	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "::" || host == "0.0.0.0" || host == "") {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	return "http://" + addr
+}
+
+// Run opens the store, starts the engine and the HTTP server, and returns
+// once the server accepts connections. On error everything started so far is
+// closed again.
+func (m *Main) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = m.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if m.Logger == nil {
+		m.Logger = newLogger(m.Stderr, m.Config.LogLevel, m.Config.LogFormat)
+	}
+	log := m.Logger
+	m.Registry = prometheus.NewRegistry()
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if m.store, err = m.openStore(ctx); err != nil {
+		return err
+	}
+	adminHash, err := m.bootstrapKeys(ctx)
+	if err != nil {
+		return err
+	}
+
+	m.committer = engine.NewCommitter(m.store, engine.CommitterConfig{}, log, m.Registry)
+	m.tail = engine.NewTail(engine.TailConfig{})
+	m.committer.OnCommit(m.tail.Add)
+	if ds, ok := m.store.(engine.DispatchStore); ok {
+		m.sender = webhook.NewSender(webhook.SenderConfig{AllowPrivate: m.Config.AllowPrivateDestinations})
+		m.dispatcher = engine.NewDispatcher(ds, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer,
+			engine.DispatcherConfig{}, log, m.Registry)
+		m.committer.OnCommit(m.dispatcher.OnCommit)
+	}
+	if err := m.committer.Start(ctx); err != nil {
+		return err
+	}
+	if m.dispatcher != nil {
+		if err := m.dispatcher.Start(ctx); err != nil {
+			return err
+		}
+	}
+	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
+	if err := m.pruner.Start(ctx); err != nil {
+		return err
+	}
+
+	m.api = api.New(api.Config{
+		InsecureNoAuth:   m.Config.InsecureNoAuth,
+		AutoCreateTopics: m.Config.AutoCreateTopics,
+		AdminKeyHash:     adminHash,
+		Version:          herald.Version,
+	}, api.Deps{
+		Store:    m.store,
+		Topics:   engine.NewTopics(m.store, engine.TopicsConfig{}),
+		Appender: m.committer,
+		Logger:   log,
+		Registry: m.Registry,
+	})
+
+	if m.ln, err = net.Listen("tcp", m.Config.Addr); err != nil {
+		return fmt.Errorf("listen on %s (setting addr): %w", m.Config.Addr, err)
+	}
+	m.http = &http.Server{
+		Handler:           m.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.http.Serve(m.ln) }()
+	m.api.SetReady(true)
+
+	if m.Config.InsecureNoAuth {
+		log.Warn("authentication is OFF (insecure-no-auth): every request is treated as admin; use this for local development only")
+	}
+	log.Info("herald serving", "addr", m.Addr(), "version", herald.Version, "store", m.storeKind())
+	return nil
+}
+
+func (m *Main) storeKind() string {
+	if strings.HasPrefix(string(m.Config.DatabaseURL), "postgres") {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// openStore chooses the store by the scheme of database-url: none means the
+// embedded SQLite file in data-dir.
+func (m *Main) openStore(ctx context.Context) (herald.Store, error) {
+	dsn := string(m.Config.DatabaseURL)
+	switch {
+	case dsn == "":
+		path := filepath.Join(m.Config.DataDir, "herald.db")
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: m.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite store %s (setting data-dir): %w", path, err)
+		}
+		return s, nil
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: m.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite store %s (setting database-url): %w", path, err)
+		}
+		return s, nil
+	default:
+		return nil, fmt.Errorf("setting database-url: unsupported scheme in %q; use sqlite:PATH (or leave it empty)", redactDSN(dsn))
+	}
+}
+
+// bootstrapKeys makes sure someone can administer the server: a configured
+// admin key is accepted as admin; with none configured and none stored, the
+// first start creates an admin key and prints it once. It returns the hash
+// of the configured admin key, if any.
+func (m *Main) bootstrapKeys(ctx context.Context) ([]byte, error) {
+	if m.Config.AdminKey != "" {
+		return herald.HashKeySecret(string(m.Config.AdminKey)), nil
+	}
+	if m.Config.InsecureNoAuth {
+		return nil, nil
+	}
+	keys, err := m.store.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list API keys: %w", err)
+	}
+	if len(keys) > 0 {
+		return nil, nil
+	}
+	secret, hash := herald.NewKeySecret()
+	k := herald.APIKey{
+		ID:        herald.NewKeyID(),
+		Name:      "bootstrap-admin",
+		Hash:      hash,
+		Prefix:    secret[:len(herald.KeySecretPrefix)+6],
+		Scopes:    herald.Scopes{{Action: herald.ActionAdmin}},
+		CreatedAt: time.Now().UTC(),
+	}
+	if err := m.store.CreateKey(ctx, k); err != nil {
+		return nil, fmt.Errorf("create the first admin key: %w", err)
+	}
+	fmt.Fprintf(m.Stderr, "\nHerald created the first admin API key. It is shown only this once; store it now:\n\n    %s\n\nUse it as: Authorization: Bearer <key>   (or HERALD_KEY for the CLI)\n\n", secret)
+	return nil, nil
+}
+
+// Close shuts down in order: not ready; stop accepting HTTP and let
+// in-flight requests (and their commits) finish; stop the pruner; drain the
+// dispatcher (in-flight deliveries finish, progress is written); drain and
+// stop the committer; close the store. It is idempotent and returns the
+// first error.
+func (m *Main) Close(ctx context.Context) error {
+	m.closeOnce.Do(func() {
+		timeout := m.Config.ShutdownTimeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		var errs []error
+		if m.api != nil {
+			m.api.SetReady(false)
+		}
+		if m.http != nil {
+			if err := m.http.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shut down HTTP: %w", err))
+				_ = m.http.Close()
+			}
+			if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs = append(errs, fmt.Errorf("serve HTTP: %w", err))
+			}
+		} else if m.ln != nil {
+			_ = m.ln.Close()
+		}
+		if m.pruner != nil {
+			if err := m.pruner.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop pruner: %w", err))
+			}
+		}
+		if m.dispatcher != nil {
+			if err := m.dispatcher.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop dispatcher: %w", err))
+			}
+		}
+		if m.committer != nil {
+			if err := m.committer.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop committer: %w", err))
+			}
+		}
+		if m.sender != nil {
+			m.sender.Close()
+		}
+		if m.store != nil {
+			if err := m.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close store: %w", err))
+			}
+		}
+		m.closeErr = errors.Join(errs...)
+		if m.Logger != nil {
+			m.Logger.Info("herald stopped")
+		}
+	})
+	return m.closeErr
+}
+
+// serveCommand runs `herald serve`: it serves until ctx ends (SIGINT or
+// SIGTERM), then shuts down gracefully.
+func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	m := NewMain(stdout, stderr, getenv)
+	if err := m.ParseFlags(args); err != nil {
+		return err
+	}
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	m.Logger.Info("shutting down", "timeout", m.Config.ShutdownTimeout)
+	return m.Close(context.WithoutCancel(ctx))
+}
+
+// migrateCommand runs `herald migrate`: it applies the store's embedded
+// migrations (opening the store does that) and exits.
+func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	m := NewMain(stdout, stderr, getenv)
+	if err := m.ParseFlags(args); err != nil {
+		return err
+	}
+	m.Logger = newLogger(stderr, m.Config.LogLevel, m.Config.LogFormat)
+	s, err := m.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrations applied (%s store)\n", m.storeKind())
+	return s.Close()
+}
+
+func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// redactDSN hides a password in a connection URL for messages.
+func redactDSN(dsn string) string {
+	at := strings.LastIndex(dsn, "@")
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return dsn
+	}
+	userinfo := dsn[scheme+3 : at]
+	if user, _, ok := strings.Cut(userinfo, ":"); ok {
+		return dsn[:scheme+3] + user + ":xxxxx" + dsn[at:]
+	}
+	return dsn
+}

@@ -1,0 +1,163 @@
+// Package engine holds the moving parts between the API and the store: the
+// group committer that turns many concurrent publishes into few durable
+// transactions, the tail cache, the topic cache, the retention pruner, and
+// the dispatcher that delivers committed events.
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+)
+
+// CommitterConfig tunes the group committer. Zero values mean the defaults.
+type CommitterConfig struct {
+	// MaxBatch is the number of events after which the committer stops
+	// gathering waiting requests into the current transaction. A single
+	// request larger than this still commits whole. Default 2000.
+	MaxBatch int
+	// QueueSize bounds the requests waiting for a transaction; when it is
+	// full, Append blocks (pushing back on publishers) until there is room
+	// or its context ends. Default 4096.
+	QueueSize int
+}
+
+// Committer groups concurrent appends into shared store transactions: it
+// takes whatever requests are waiting when the previous commit finishes and
+// writes them in one Store.Append call, so one sync serves many publishes
+// without adding a fixed delay. Each request's events stay in one
+// transaction, so a batch publish is all or nothing.
+//
+// Hooks registered with OnCommit run after each commit, in commit order,
+// on the committer's goroutine: no one sees an event before it is durable.
+type Committer struct {
+	store   herald.Store
+	log     *slog.Logger
+	metrics committerMetrics
+	group   *group[[]*herald.Event, []herald.AppendResult]
+
+	mu    sync.Mutex
+	hooks []func([]*herald.Event)
+}
+
+// NewCommitter returns a committer over the store. It starts nothing; call
+// Start. reg may be nil.
+func NewCommitter(store herald.Store, cfg CommitterConfig, logger *slog.Logger, reg prometheus.Registerer) *Committer {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 2000
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 4096
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Committer{store: store, log: logger, metrics: newCommitterMetrics(reg)}
+	c.group = newGroup(cfg.QueueSize, cfg.MaxBatch, func(evs []*herald.Event) int { return len(evs) }, c.commit)
+	return c
+}
+
+// OnCommit registers f to be called with the stored events of every commit
+// (duplicates and failed events excluded), in seq order per topic. f runs on
+// the committer's goroutine and must not block: it should hand the events to
+// a bounded queue or wake a waiter. Register hooks before Start.
+func (c *Committer) OnCommit(f func(events []*herald.Event)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hooks = append(c.hooks, f)
+}
+
+// Start launches the commit loop. It returns at once.
+func (c *Committer) Start(ctx context.Context) error { return c.group.start(ctx) }
+
+// Stop makes new Appends fail with CodeUnavailable, commits every request
+// already queued, and returns when the loop has exited or ctx ends. It is
+// idempotent and safe before Start.
+func (c *Committer) Stop(ctx context.Context) error { return c.group.stop(ctx) }
+
+// Append commits the events in one transaction shared with other waiting
+// requests, and returns their results once the commit is durable (see
+// herald.Store.Append for the result contract). If ctx ends before the
+// commit is done, Append returns ctx's error and the events may or may not
+// be stored: producers retry with an idempotency key.
+func (c *Committer) Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	return c.group.submit(ctx, events)
+}
+
+func (c *Committer) commit(ctx context.Context, reqs [][]*herald.Event) ([][]herald.AppendResult, error) {
+	n := 0
+	for _, r := range reqs {
+		n += len(r)
+	}
+	events := make([]*herald.Event, 0, n)
+	for _, r := range reqs {
+		events = append(events, r...)
+	}
+	start := time.Now()
+	results, err := c.store.Append(ctx, events)
+	c.metrics.duration.Observe(time.Since(start).Seconds())
+	c.metrics.batchEvents.Observe(float64(n))
+	if err != nil {
+		c.metrics.errors.Inc()
+		c.log.Error("commit failed", "events", n, "requests", len(reqs), "err", err)
+		return nil, &herald.Error{Code: herald.CodeUnavailable, Message: "the event store could not commit; retry", Err: err}
+	}
+	out := make([][]herald.AppendResult, len(reqs))
+	i := 0
+	for k, r := range reqs {
+		out[k] = results[i : i+len(r) : i+len(r)]
+		i += len(r)
+	}
+	stored := make([]*herald.Event, 0, n)
+	for j, res := range results {
+		if !res.Duplicate && res.Err == nil {
+			stored = append(stored, events[j])
+		}
+	}
+	if len(stored) > 0 {
+		c.mu.Lock()
+		hooks := c.hooks
+		c.mu.Unlock()
+		for _, h := range hooks {
+			h(stored)
+		}
+	}
+	return out, nil
+}
+
+type committerMetrics struct {
+	duration    prometheus.Histogram
+	batchEvents prometheus.Histogram
+	errors      prometheus.Counter
+}
+
+func newCommitterMetrics(reg prometheus.Registerer) committerMetrics {
+	m := committerMetrics{
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_commit_duration_seconds",
+			Help:    "Time to commit one group of events to the store, sync included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		batchEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_commit_batch_events",
+			Help:    "Events committed per store transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_commit_errors_total",
+			Help: "Store transactions that failed; their publishers got 503.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.duration, m.batchEvents, m.errors)
+	}
+	return m
+}

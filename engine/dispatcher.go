@@ -1,0 +1,550 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
+)
+
+// DispatchStore is what the dispatcher needs of the store.
+type DispatchStore interface {
+	herald.Store
+	herald.SubscriptionStore
+}
+
+// Deliverer hands events and verification challenges to a subscription's
+// endpoint. The webhook package implements it for HTTP endpoints. It must
+// be safe for concurrent use and must return by ctx's deadline.
+type Deliverer interface {
+	// Deliver sends one event; attempt counts from 1.
+	Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult
+	// Challenge sends the verification challenge; Delivered means the
+	// endpoint proved it agreed to receive.
+	Challenge(ctx context.Context, sub *herald.Subscription) herald.DeliveryResult
+}
+
+// DispatcherConfig tunes the dispatcher. Zero values mean the defaults.
+type DispatcherConfig struct {
+	// NodeID names this node in dispatch leases. Default: host name, pid
+	// and a random suffix.
+	NodeID string
+	// LeaseTTL is how long a lease lasts without renewal; a dead node's
+	// subscriptions move after at most this long. Default 10s.
+	LeaseTTL time.Duration
+	// SettleInterval is how often a worker writes its progress. Default 20ms.
+	SettleInterval time.Duration
+	// PollInterval is how often subscriptions are re-read (changes made on
+	// other nodes) and idle workers look at their retry sets. Default 1s.
+	PollInterval time.Duration
+	// DisableAfter disables a subscription whose deliveries have all failed
+	// for this long. Default herald.DefaultDisableAfter (5 days).
+	DisableAfter time.Duration
+	// DrainTimeout bounds how long a stopping worker waits for its
+	// in-flight sends. Default 10s.
+	DrainTimeout time.Duration
+	// AttemptRetention is how long the attempt log is kept. Default 7 days.
+	AttemptRetention time.Duration
+	// Challenge is the retry schedule of verification challenges.
+	// Default: 5s initial, 1h max, until the subscription's deadline.
+	Challenge herald.RetryPolicy
+	// Owns tells whether this node should dispatch the subscription (set
+	// by cluster membership); nil means every subscription.
+	Owns func(id string) bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Dispatcher runs a worker for every active subscription this node holds a
+// lease on, wakes workers when their topics get events, verifies pending
+// endpoints, disables subscriptions that keep failing, removes idle ones,
+// and writes all workers' progress through one group-commit settler.
+type Dispatcher struct {
+	store     DispatchStore
+	tail      *Tail
+	deliverer Deliverer
+	appender  interface {
+		Append(context.Context, []*herald.Event) ([]herald.AppendResult, error)
+	}
+	cfg     DispatcherConfig
+	log     *slog.Logger
+	metrics *dispatchMetrics
+	settler *group[herald.SettleItem, error]
+
+	rndMu sync.Mutex
+	rnd   *rand.Rand
+
+	mu        sync.Mutex
+	workers   map[string]*worker
+	verifying map[string]bool
+	kick      chan struct{} // cap 1: re-read subscriptions now
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	lastPrune time.Time
+}
+
+// NewDispatcher returns a dispatcher; it starts nothing. appender publishes
+// Herald's own events (the committer). reg may be nil.
+func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appender interface {
+	Append(context.Context, []*herald.Event) ([]herald.AppendResult, error)
+}, cfg DispatcherConfig, logger *slog.Logger, reg prometheus.Registerer) *Dispatcher {
+	if cfg.NodeID == "" {
+		host, _ := os.Hostname()
+		cfg.NodeID = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if cfg.SettleInterval <= 0 {
+		cfg.SettleInterval = 20 * time.Millisecond
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.DisableAfter <= 0 {
+		cfg.DisableAfter = herald.DefaultDisableAfter
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.AttemptRetention <= 0 {
+		cfg.AttemptRetention = 7 * 24 * time.Hour
+	}
+	if cfg.Challenge.MaxAttempts == 0 {
+		cfg.Challenge = herald.RetryPolicy{MaxAttempts: herald.MaxRetryAttempts, Initial: 5 * time.Second, Max: time.Hour}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Dispatcher{
+		store: store, tail: tail, deliverer: deliverer, appender: appender,
+		cfg: cfg, log: logger, metrics: newDispatchMetrics(reg),
+		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		workers:   make(map[string]*worker),
+		verifying: make(map[string]bool),
+		kick:      make(chan struct{}, 1),
+	}
+	d.settler = newGroup(1024, 256, func(herald.SettleItem) int { return 1 }, d.commitSettlements)
+	return d
+}
+
+func (d *Dispatcher) rand() float64 {
+	d.rndMu.Lock()
+	defer d.rndMu.Unlock()
+	return d.rnd.Float64()
+}
+
+// NodeID is the name this dispatcher holds leases under.
+func (d *Dispatcher) NodeID() string { return d.cfg.NodeID }
+
+// Start makes sure the system topic exists and starts managing workers.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	if _, err := d.store.GetTopic(ctx, herald.SubscriptionsTopic); herald.IsCode(err, herald.CodeNotFound) {
+		t := herald.Topic{Name: herald.SubscriptionsTopic, CreatedAt: d.cfg.Now().UTC(), UpdatedAt: d.cfg.Now().UTC()}.WithDefaults()
+		if _, _, err := d.store.PutTopic(ctx, t); err != nil {
+			return fmt.Errorf("create system topic %s: %w", herald.SubscriptionsTopic, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("read system topic: %w", err)
+	}
+	if err := d.settler.start(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.mu.Lock()
+	d.cancel = cancel
+	d.mu.Unlock()
+	d.wg.Go(func() { d.manage(ctx) })
+	return nil
+}
+
+// Stop stops every worker (each finishes its in-flight sends, up to
+// DrainTimeout, and writes its progress), then the settler. Idempotent and
+// safe before Start.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	if d.cancel != nil {
+		d.cancel() // workers run under the manager's context
+	}
+	d.mu.Unlock()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	d.mu.Lock()
+	clear(d.workers)
+	d.mu.Unlock()
+	return d.settler.stop(ctx)
+}
+
+// OnCommit wakes the workers whose subscriptions match the committed
+// events' topics. It is a committer hook: it never blocks.
+func (d *Dispatcher) OnCommit(events []*herald.Event) {
+	heads := make(map[string]int64)
+	for _, e := range events {
+		heads[e.Topic] = max(heads[e.Topic], e.Seq)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.workers {
+		for topic, seq := range heads {
+			if herald.MatchTopic(w.sub.Topic, topic) {
+				w.noteCommit(topic, seq)
+			}
+		}
+	}
+}
+
+// Changed tells the dispatcher that a subscription was created, changed or
+// deleted through this node, so it acts now instead of at the next poll.
+func (d *Dispatcher) Changed(id string) {
+	d.mu.Lock()
+	if w := d.workers[id]; w != nil {
+		w.poke()
+	}
+	d.mu.Unlock()
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Dispatcher) manage(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.kick:
+		}
+		if err := d.sync(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("dispatcher sync failed", "err", err)
+		}
+		t.Reset(d.cfg.PollInterval)
+	}
+}
+
+// sync brings the running workers in line with the stored subscriptions.
+func (d *Dispatcher) sync(ctx context.Context) error {
+	now := d.cfg.Now()
+	seen := make(map[string]bool)
+	var errs []error
+	after := ""
+	for {
+		subs, err := d.store.ListSubscriptions(ctx, herald.SubscriptionFilter{After: after, Limit: 500})
+		if err != nil {
+			return fmt.Errorf("list subscriptions: %w", err)
+		}
+		for _, s := range subs {
+			seen[s.ID] = true
+			if err := d.syncOne(ctx, s, now); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(subs) < 500 {
+			break
+		}
+		after = subs[len(subs)-1].ID
+	}
+	d.mu.Lock()
+	var gone []*worker
+	for id, w := range d.workers {
+		if !seen[id] {
+			gone = append(gone, w)
+			delete(d.workers, id)
+		}
+	}
+	active := len(d.workers)
+	d.mu.Unlock()
+	for _, w := range gone {
+		w.cancel()
+	}
+	d.metrics.workers.Set(float64(active))
+	if now.Sub(d.lastPrune) > time.Minute {
+		d.lastPrune = now
+		if _, err := d.store.PruneAttempts(ctx, now.Add(-d.cfg.AttemptRetention), 10000); err != nil {
+			errs = append(errs, fmt.Errorf("prune attempts: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now time.Time) error {
+	d.mu.Lock()
+	w := d.workers[s.ID]
+	d.mu.Unlock()
+	owns := d.cfg.Owns == nil || d.cfg.Owns(s.ID)
+
+	if s.ExpiresAfterIdle > 0 && now.Sub(s.LastActivityAt) >= s.ExpiresAfterIdle && owns {
+		if w != nil {
+			d.stopWorker(s.ID, w)
+		}
+		return d.expire(ctx, s, now)
+	}
+	if s.State == herald.StatePending && owns && !s.NextChallengeAt.After(now) {
+		d.startVerify(ctx, s)
+	}
+	want := s.State == herald.StateActive && owns
+	switch {
+	case w != nil && (!want || !w.sub.UpdatedAt.Equal(s.UpdatedAt)):
+		d.stopWorker(s.ID, w)
+		w = nil
+	case w != nil:
+		// Renew the lease; losing it stops the worker.
+		epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, now, d.cfg.LeaseTTL)
+		if err != nil || epoch != w.epoch {
+			d.log.Info("lost dispatch lease", "subscription_id", s.ID, "err", err)
+			d.stopWorker(s.ID, w)
+		}
+		return nil
+	}
+	if !want {
+		return nil
+	}
+	f, err := filter.Parse(s.Filter)
+	if err != nil {
+		return fmt.Errorf("subscription %s: stored filter: %w", s.ID, err)
+	}
+	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, now, d.cfg.LeaseTTL)
+	switch {
+	case herald.IsCode(err, herald.CodeConflict), herald.IsCode(err, herald.CodeNotFound):
+		return nil // another node has it, or it was just deleted
+	case err != nil:
+		return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
+	}
+	nw := newWorker(d, s, f, epoch)
+	wctx, cancel := context.WithCancel(ctx)
+	nw.cancel = cancel
+	d.mu.Lock()
+	d.workers[s.ID] = nw
+	d.mu.Unlock()
+	d.wg.Go(func() {
+		nw.run(wctx)
+		if nw.reason != "" {
+			d.mu.Lock()
+			if d.workers[s.ID] == nw {
+				delete(d.workers, s.ID)
+			}
+			d.mu.Unlock()
+		}
+	})
+	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", epoch)
+	return nil
+}
+
+func (d *Dispatcher) stopWorker(id string, w *worker) {
+	d.mu.Lock()
+	if d.workers[id] == w {
+		delete(d.workers, id)
+	}
+	d.mu.Unlock()
+	w.cancel()
+	<-w.exited
+}
+
+// settle writes one worker's settlement through the shared group commit.
+func (d *Dispatcher) settle(ctx context.Context, item herald.SettleItem) error {
+	if item.UnblockAt.IsZero() {
+		item.UnblockAt = d.cfg.Now()
+	}
+	err, serr := d.settler.submit(context.WithoutCancel(ctx), item)
+	if serr != nil {
+		return serr
+	}
+	return err
+}
+
+func (d *Dispatcher) commitSettlements(ctx context.Context, items []herald.SettleItem) ([]error, error) {
+	start := time.Now()
+	errs, err := d.store.Settle(ctx, items)
+	d.metrics.settleDuration.Observe(time.Since(start).Seconds())
+	return errs, err
+}
+
+// disable marks a subscription disabled (called by its worker's goroutine
+// once it has stopped sending) and announces it on the system topic.
+func (d *Dispatcher) disable(id, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := d.store.GetSubscription(ctx, id)
+	if err != nil {
+		d.log.Warn("disable subscription: read", "subscription_id", id, "err", err)
+		return
+	}
+	s.State, s.StateReason, s.UpdatedAt = herald.StateDisabled, reason, d.cfg.Now().UTC()
+	if err := d.store.UpdateSubscription(ctx, s); err != nil {
+		d.log.Warn("disable subscription: write", "subscription_id", id, "err", err)
+		return
+	}
+	d.metrics.disabled.Inc()
+	d.log.Warn("subscription disabled", "subscription_id", id, "reason", reason)
+	d.announce(ctx, herald.EventSubscriptionDisabled, s, reason)
+}
+
+func (d *Dispatcher) expire(ctx context.Context, s herald.Subscription, now time.Time) error {
+	if err := d.store.DeleteSubscription(ctx, s.ID); err != nil && !herald.IsCode(err, herald.CodeNotFound) {
+		return fmt.Errorf("expire subscription %s: %w", s.ID, err)
+	}
+	reason := fmt.Sprintf("no matching event and no API activity for %s", herald.FormatDuration(s.ExpiresAfterIdle))
+	d.log.Info("subscription expired", "subscription_id", s.ID, "reason", reason)
+	d.announce(ctx, herald.EventSubscriptionExpired, s, reason)
+	return nil
+}
+
+// announce publishes a system event about a subscription.
+func (d *Dispatcher) announce(ctx context.Context, typ string, s herald.Subscription, reason string) {
+	now := d.cfg.Now().UTC()
+	body, _ := json.Marshal(map[string]any{
+		"type": typ, "subscription_id": s.ID, "topic": s.Topic, "url": s.URL,
+		"state": s.State, "reason": reason, "time": now.Format(time.RFC3339Nano),
+	})
+	ev := &herald.Event{
+		ID: herald.NewID(now), Topic: herald.SubscriptionsTopic, Type: typ, Key: s.ID,
+		ContentType: "application/json", Payload: body, Time: now,
+	}
+	if _, err := d.appender.Append(ctx, []*herald.Event{ev}); err != nil {
+		d.log.Warn("publish system event", "type", typ, "subscription_id", s.ID, "err", err)
+	}
+}
+
+// startVerify sends a pending subscription's challenge in the background
+// (one at a time per subscription).
+func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
+	d.mu.Lock()
+	if d.verifying[s.ID] {
+		d.mu.Unlock()
+		return
+	}
+	d.verifying[s.ID] = true
+	d.mu.Unlock()
+	d.wg.Go(func() {
+		defer func() {
+			d.mu.Lock()
+			delete(d.verifying, s.ID)
+			d.mu.Unlock()
+		}()
+		d.verify(ctx, s)
+	})
+}
+
+func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
+	cctx, cancel := context.WithTimeout(ctx, s.Timeout+5*time.Second)
+	res := d.deliverer.Challenge(cctx, &s)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	now := d.cfg.Now().UTC()
+	cur, err := d.store.GetSubscription(ctx, s.ID)
+	if err != nil || cur.State != herald.StatePending || cur.Challenge != s.Challenge {
+		return // deleted, or verified out of band meanwhile
+	}
+	cur.ChallengeTries++
+	cur.UpdatedAt = now
+	typ := ""
+	switch {
+	case res.Outcome == herald.Delivered:
+		cur.State, cur.StateReason, cur.Challenge = herald.StateActive, "", ""
+		cur.NextChallengeAt = time.Time{}
+		cur.LastActivityAt = now
+		typ = herald.EventSubscriptionActivated
+	default:
+		next := now.Add(d.cfg.Challenge.Delay(cur.ChallengeTries, d.rand()))
+		if res.RetryAfter > 0 {
+			next = now.Add(max(res.RetryAfter, time.Second))
+		}
+		if next.After(cur.VerifyDeadline) {
+			cur.State = herald.StateFailed
+			cur.StateReason = fmt.Sprintf("the endpoint did not answer the verification challenge by %s (last: %s)", cur.VerifyDeadline.Format(time.RFC3339), lastError(res))
+			typ = herald.EventSubscriptionFailed
+		} else {
+			cur.StateReason = "waiting for the endpoint to answer the verification challenge (last: " + lastError(res) + ")"
+			cur.NextChallengeAt = next
+		}
+	}
+	if err := d.store.UpdateSubscription(ctx, cur); err != nil {
+		d.log.Warn("record verification", "subscription_id", s.ID, "err", err)
+		return
+	}
+	if typ != "" {
+		d.log.Info("subscription verification", "subscription_id", s.ID, "state", cur.State)
+		d.announce(ctx, typ, cur, cur.StateReason)
+		d.Changed(s.ID)
+	}
+}
+
+type dispatchMetrics struct {
+	deliveries     *prometheus.CounterVec
+	latency        prometheus.Histogram
+	filtered       prometheus.Counter
+	dead           prometheus.Counter
+	disabled       prometheus.Counter
+	gap            prometheus.Counter
+	workers        prometheus.Gauge
+	settleDuration prometheus.Histogram
+}
+
+func newDispatchMetrics(reg prometheus.Registerer) *dispatchMetrics {
+	m := &dispatchMetrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone).",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "herald_delivery_duration_seconds", Help: "Time from sending a delivery to the end of its response.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		filtered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_deliveries_filtered_total", Help: "Events skipped because a subscription's filter did not match.",
+		}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_dead_letters_total", Help: "Events that used up their retries and became dead letters.",
+		}),
+		disabled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_subscriptions_disabled_total", Help: "Subscriptions Herald disabled (410 Gone or failing too long).",
+		}),
+		gap: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_retention_gap_events_total", Help: "Events a subscription missed because it fell behind retention.",
+		}),
+		workers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_dispatch_subscriptions", Help: "Subscriptions this node is dispatching.",
+		}),
+		settleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "herald_settle_duration_seconds", Help: "Time to write one group of delivery settlements.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.deliveries, m.latency, m.filtered, m.dead, m.disabled, m.gap, m.workers, m.settleDuration)
+	}
+	return m
+}
+
+func (m *dispatchMetrics) observe(r herald.DeliveryResult) {
+	switch r.Outcome {
+	case herald.Delivered:
+		m.deliveries.WithLabelValues("delivered").Inc()
+	case herald.Gone:
+		m.deliveries.WithLabelValues("gone").Inc()
+	default:
+		m.deliveries.WithLabelValues("failed").Inc()
+	}
+	m.latency.Observe(r.Latency.Seconds())
+}

@@ -1,0 +1,707 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
+)
+
+// worker dispatches one active subscription while its node holds the
+// subscription's lease. It reads each matching topic from its cursor (tail
+// cache first, then the store), sends up to MaxInFlight events at once,
+// moves failures to the durable retry set so the cursor keeps moving, and
+// writes cursors, retries, dead letters and attempts in settlements shared
+// with every other worker.
+//
+// All state below is owned by the run goroutine; send goroutines only
+// deliver and report on results.
+type worker struct {
+	d      *Dispatcher
+	sub    herald.Subscription // fixed for the worker's life; a change restarts it
+	filter *filter.Filter
+	epoch  int64
+	log    *slog.Logger
+
+	ctx     context.Context // the run context, for sends started from handle
+	wake    chan struct{}   // cap 1: there may be new events or due retries
+	headMu  sync.Mutex
+	heads   map[string]int64 // topic -> newest committed seq, from the commit hook
+	results chan sendResult
+	cancel  context.CancelFunc // stops the run loop
+	exited  chan struct{}
+	reason  string // why the worker ended on its own, for logs
+
+	topics   map[string]*topicPos
+	names    []string // topic names, for round robin
+	rr       int
+	inflight int
+	sends    sync.WaitGroup
+
+	retrying    map[evRef]struct{} // retries in flight
+	nextRetryAt time.Time          // when to look at the retry set again
+
+	// Ordered subscriptions: per (topic, key), how many retries the key has
+	// in the store (chain) and the fresh events held in memory behind one
+	// in flight (held). startRows are retry rows above the cursor at start:
+	// events read again after a restart that are already in the retry set.
+	chain     map[herald.RetryKey]int
+	keyBusy   map[herald.RetryKey]bool
+	held      map[herald.RetryKey][]*herald.Event
+	startRows map[evRef]struct{}
+
+	limiter      *rate.Limiter
+	rateWaitTill time.Time
+
+	pending      herald.Settlement
+	failingSince time.Time
+	lastSuccess  time.Time
+	stopped      bool // the subscription was disabled by this worker
+}
+
+type evRef struct {
+	topic string
+	seq   int64
+}
+
+type sendResult struct {
+	ev        *herald.Event
+	attempt   int
+	fromRetry bool
+	at        time.Time
+	res       herald.DeliveryResult
+}
+
+// topicPos tracks one topic: everything at or below settled is settled in
+// memory, durable is what the store has, open holds the read events above
+// settled in seq order (consecutive seqs) with whether each is settled.
+type topicPos struct {
+	durable int64
+	settled int64
+	next    int64 // next seq to read
+	head    int64 // newest seq known to exist
+	open    []bool
+}
+
+func (p *topicPos) settle(seq int64) {
+	i := int(seq - p.settled - 1)
+	if i < 0 || i >= len(p.open) {
+		return
+	}
+	p.open[i] = true
+	n := 0
+	for n < len(p.open) && p.open[n] {
+		n++
+	}
+	if n > 0 {
+		p.settled += int64(n)
+		p.open = append(p.open[:0], p.open[n:]...)
+	}
+}
+
+func newWorker(d *Dispatcher, sub herald.Subscription, f *filter.Filter, epoch int64) *worker {
+	w := &worker{
+		d:        d,
+		sub:      sub,
+		filter:   f,
+		epoch:    epoch,
+		log:      d.log.With("subscription_id", sub.ID),
+		wake:     make(chan struct{}, 1),
+		results:  make(chan sendResult, max(sub.MaxInFlight, 1)),
+		exited:   make(chan struct{}),
+		topics:   make(map[string]*topicPos),
+		retrying: make(map[evRef]struct{}),
+	}
+	if sub.Ordered {
+		w.chain = make(map[herald.RetryKey]int)
+		w.keyBusy = make(map[herald.RetryKey]bool)
+		w.held = make(map[herald.RetryKey][]*herald.Event)
+		w.startRows = make(map[evRef]struct{})
+	}
+	if sub.RateLimit > 0 {
+		w.limiter = rate.NewLimiter(rate.Limit(sub.RateLimit), max(1, int(sub.RateLimit/10)))
+	}
+	w.failingSince = sub.FailingSince
+	return w
+}
+
+// poke wakes the worker without blocking.
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// window bounds the events read ahead of the cursor in one topic.
+func (w *worker) window() int { return max(1024, 64*w.sub.MaxInFlight) }
+
+func (w *worker) run(ctx context.Context) {
+	w.ctx = ctx
+	defer close(w.exited)
+	defer w.finish()
+	if err := w.load(ctx); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error("dispatcher could not start", "err", err)
+		}
+		return
+	}
+	flush := time.NewTicker(w.d.cfg.SettleInterval)
+	defer flush.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		w.fill(ctx)
+		if w.stopped {
+			return
+		}
+		if w.pendingSize() >= 512 {
+			if !w.flush(ctx) {
+				return
+			}
+			continue
+		}
+		timer.Reset(w.sleepFor())
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-w.results:
+			w.handle(r)
+		case <-w.wake:
+		case <-timer.C:
+		case <-flush.C:
+			if !w.flush(ctx) {
+				return
+			}
+		}
+	}
+}
+
+// finish lets in-flight sends complete (they are cut off at the drain
+// deadline by their context), records their results and writes the final
+// settlement, so a graceful stop loses no progress.
+func (w *worker) finish() {
+	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { w.sends.Wait(); close(done) }()
+	for waiting := true; waiting; {
+		select {
+		case r := <-w.results:
+			w.handle(r)
+		case <-done:
+			waiting = false
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
+	for {
+		select {
+		case r := <-w.results:
+			w.handle(r)
+			continue
+		default:
+		}
+		break
+	}
+	w.flush(ctx)
+	_ = w.d.store.ReleaseLease(ctx, w.sub.ID, w.d.cfg.NodeID, w.epoch)
+}
+
+func (w *worker) sleepFor() time.Duration {
+	d := w.d.cfg.PollInterval
+	now := w.d.cfg.Now()
+	if !w.nextRetryAt.IsZero() {
+		d = min(d, max(w.nextRetryAt.Sub(now), time.Millisecond))
+	}
+	if !w.rateWaitTill.IsZero() {
+		d = min(d, max(w.rateWaitTill.Sub(now), time.Millisecond))
+	}
+	return d
+}
+
+// load reads the cursors, the topics the subscription matches and, for
+// ordered subscriptions, the retry chains.
+func (w *worker) load(ctx context.Context) error {
+	cursors, err := w.d.store.Cursors(ctx, w.sub.ID)
+	if err != nil {
+		return fmt.Errorf("read cursors: %w", err)
+	}
+	for _, c := range cursors {
+		w.addTopic(c.Topic, c.Seq)
+	}
+	if herald.IsPattern(w.sub.Topic) {
+		after := ""
+		for {
+			ts, err := w.d.store.ListTopics(ctx, after, 1000)
+			if err != nil {
+				return fmt.Errorf("list topics: %w", err)
+			}
+			for _, t := range ts {
+				if herald.MatchTopic(w.sub.Topic, t.Name) {
+					w.addTopic(t.Name, 0).head = t.HeadSeq
+				}
+			}
+			if len(ts) < 1000 {
+				break
+			}
+			after = ts[len(ts)-1].Name
+		}
+	} else if t, err := w.d.store.GetTopic(ctx, w.sub.Topic); err == nil {
+		w.addTopic(t.Name, 0).head = t.HeadSeq
+	} else if !herald.IsCode(err, herald.CodeNotFound) {
+		return fmt.Errorf("read topic: %w", err)
+	}
+	if w.sub.Ordered {
+		rows, err := w.d.store.RetryKeys(ctx, w.sub.ID)
+		if err != nil {
+			return fmt.Errorf("read retry chains: %w", err)
+		}
+		for _, r := range rows {
+			w.chain[herald.RetryKey{Topic: r.Topic, Key: r.Key}]++
+			if p := w.topics[r.Topic]; p != nil && r.Seq > p.settled {
+				w.startRows[evRef{r.Topic, r.Seq}] = struct{}{}
+			}
+		}
+	}
+	return nil
+}
+
+// addTopic returns the topic's position, creating it at cursor seq.
+func (w *worker) addTopic(name string, seq int64) *topicPos {
+	if p := w.topics[name]; p != nil {
+		return p
+	}
+	p := &topicPos{durable: seq, settled: seq, next: seq + 1, head: seq}
+	w.topics[name] = p
+	w.names = append(w.names, name)
+	return p
+}
+
+// noteCommit records that a topic the subscription matches has events up to
+// seq, and wakes the worker. The committer calls it; it never blocks.
+func (w *worker) noteCommit(topic string, seq int64) {
+	w.headMu.Lock()
+	if w.heads == nil {
+		w.heads = make(map[string]int64)
+	}
+	w.heads[topic] = max(w.heads[topic], seq)
+	w.headMu.Unlock()
+	w.poke()
+}
+
+func (w *worker) takeHeads() map[string]int64 {
+	w.headMu.Lock()
+	defer w.headMu.Unlock()
+	h := w.heads
+	w.heads = nil
+	return h
+}
+
+func (w *worker) noteHead(topic string, seq int64) {
+	p := w.topics[topic]
+	if p == nil {
+		p = w.addTopic(topic, 0)
+	}
+	p.head = max(p.head, seq)
+}
+
+// fill starts sends while there is capacity: due retries first, then new
+// events from each topic in turn.
+func (w *worker) fill(ctx context.Context) {
+	for topic, seq := range w.takeHeads() {
+		w.noteHead(topic, seq)
+	}
+	now := w.d.cfg.Now()
+	if !w.nextRetryAt.IsZero() && !now.Before(w.nextRetryAt) && w.room() > 0 {
+		w.fillRetries(ctx, now)
+	}
+	for range len(w.names) {
+		if w.room() <= 0 || w.stopped {
+			return
+		}
+		name := w.names[w.rr%len(w.names)]
+		w.rr++
+		w.fillTopic(ctx, name, w.topics[name])
+	}
+}
+
+// room is how many sends may start now: free in-flight slots, capped by the
+// rate limiter's tokens.
+func (w *worker) room() int {
+	n := w.sub.MaxInFlight - w.inflight
+	if w.limiter == nil || n <= 0 {
+		return n
+	}
+	now := w.d.cfg.Now()
+	tokens := int(w.limiter.TokensAt(now))
+	if tokens < 1 {
+		w.rateWaitTill = now.Add(time.Duration(float64(time.Second) / w.sub.RateLimit))
+		return 0
+	}
+	w.rateWaitTill = time.Time{}
+	return min(n, tokens)
+}
+
+func (w *worker) fillRetries(ctx context.Context, now time.Time) {
+	rows, next, err := w.d.store.DueRetries(ctx, w.sub.ID, now, w.room()+len(w.retrying))
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("read due retries", "err", err)
+		}
+		w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
+		return
+	}
+	w.nextRetryAt = next
+	if w.nextRetryAt.IsZero() {
+		w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
+	}
+	taken := 0
+	for _, r := range rows {
+		ref := evRef{r.Topic, r.Seq}
+		if _, busy := w.retrying[ref]; busy {
+			continue
+		}
+		if w.room() <= 0 {
+			w.nextRetryAt = now // more are due
+			break
+		}
+		ev, err := w.readOne(ctx, r.Topic, r.Seq)
+		if err != nil {
+			w.log.Warn("read event for retry", "topic", r.Topic, "seq", r.Seq, "err", err)
+			w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
+			return
+		}
+		if ev == nil || ev.ID != r.EventID && r.EventID != "" {
+			// Pruned by retention (or its topic was recreated) before it
+			// could be delivered: dead, visibly.
+			w.pending.DeadLetters = append(w.pending.DeadLetters, herald.DeadLetter{
+				SubscriptionID: w.sub.ID, Topic: r.Topic, Seq: r.Seq, EventID: r.EventID, Key: r.Key,
+				Attempts: r.Attempt, LastError: "the event left retention before it could be delivered", DeadAt: now,
+			})
+			w.release(r.Topic, r.Key, true)
+			continue
+		}
+		w.retrying[ref] = struct{}{}
+		taken++
+		w.send(ctx, ev, r.Attempt+1, true)
+	}
+	if taken == 0 && len(rows) > 0 && len(rows) == len(w.retrying) {
+		// Everything due is already in flight: wait for results.
+		w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
+	}
+}
+
+func (w *worker) readOne(ctx context.Context, topic string, seq int64) (*herald.Event, error) {
+	if evs, ok := w.d.tail.Read(topic, seq-1, 1); ok && len(evs) == 1 {
+		return evs[0], nil
+	}
+	evs, err := w.d.store.ReadEvents(ctx, topic, seq-1, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 || evs[0].Seq != seq {
+		return nil, nil
+	}
+	return &evs[0], nil
+}
+
+func (w *worker) fillTopic(ctx context.Context, name string, p *topicPos) {
+	for p.next <= p.head && len(p.open) < w.window() && w.room() > 0 {
+		limit := min(w.window()-len(p.open), w.room(), 512)
+		evs, ok := w.d.tail.Read(name, p.next-1, limit)
+		if !ok {
+			stored, err := w.d.store.ReadEvents(ctx, name, p.next-1, limit)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.log.Warn("read events", "topic", name, "err", err)
+				}
+				return
+			}
+			evs = make([]*herald.Event, len(stored))
+			for i := range stored {
+				evs[i] = &stored[i]
+			}
+		}
+		if len(evs) == 0 {
+			p.head = p.next - 1 // nothing more for now
+			return
+		}
+		if first := evs[0].Seq; first > p.next {
+			// Retention removed events this subscription never got.
+			if len(p.open) > 0 {
+				return // let what is open settle first, then jump
+			}
+			w.d.metrics.gap.Add(float64(first - p.next))
+			w.log.Warn("subscription fell behind retention", "topic", name, "missed", first-p.next)
+			p.settled, p.next = first-1, first
+		}
+		for _, ev := range evs {
+			p.open = append(p.open, false)
+			p.next = ev.Seq + 1
+			p.head = max(p.head, ev.Seq)
+			w.dispatch(ctx, p, ev)
+			if w.stopped {
+				return
+			}
+		}
+	}
+}
+
+// dispatch decides what happens to one fresh event.
+func (w *worker) dispatch(ctx context.Context, p *topicPos, ev *herald.Event) {
+	now := w.d.cfg.Now()
+	if !w.filter.Match(ev.Type, ev.ContentType, ev.Payload) {
+		w.d.metrics.filtered.Inc()
+		p.settle(ev.Seq)
+		return
+	}
+	w.pending.Activity = now
+	if w.sub.Ordered && ev.Key != "" {
+		k := herald.RetryKey{Topic: ev.Topic, Key: ev.Key}
+		if _, ok := w.startRows[evRef{ev.Topic, ev.Seq}]; ok {
+			delete(w.startRows, evRef{ev.Topic, ev.Seq}) // already in the retry set
+			p.settle(ev.Seq)
+			return
+		}
+		switch {
+		case w.chain[k] > 0:
+			w.block(ev)
+			p.settle(ev.Seq)
+			return
+		case w.keyBusy[k]:
+			w.held[k] = append(w.held[k], ev)
+			return
+		}
+		w.keyBusy[k] = true
+	}
+	w.send(ctx, ev, 1, false)
+}
+
+// block puts an ordered event behind its key's retry chain.
+func (w *worker) block(ev *herald.Event) {
+	k := herald.RetryKey{Topic: ev.Topic, Key: ev.Key}
+	w.chain[k]++
+	w.pending.AddRetries = append(w.pending.AddRetries, herald.Retry{
+		SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Key: ev.Key,
+	})
+	w.pending.UnblockKeys = append(w.pending.UnblockKeys, k)
+	w.pending.UnblockAt = w.d.cfg.Now()
+}
+
+func (w *worker) wantRetryAt(t time.Time) {
+	if w.nextRetryAt.IsZero() || t.Before(w.nextRetryAt) {
+		w.nextRetryAt = t
+	}
+}
+
+func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRetry bool) {
+	w.inflight++
+	if w.limiter != nil {
+		w.limiter.AllowN(w.d.cfg.Now(), 1) // room() checked there is a token
+	}
+	sub := &w.sub
+	w.sends.Go(func() {
+		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sub.Timeout+5*time.Second)
+		defer cancel()
+		res := w.d.deliverer.Deliver(sendCtx, sub, ev, attempt)
+		w.results <- sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry, at: w.d.cfg.Now(), res: res}
+	})
+}
+
+// handle records one delivery result.
+func (w *worker) handle(r sendResult) {
+	w.inflight--
+	ev, now := r.ev, r.at
+	ref := evRef{ev.Topic, ev.Seq}
+	if r.fromRetry {
+		delete(w.retrying, ref)
+	}
+	w.d.metrics.observe(r.res)
+	a := herald.Attempt{
+		SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Attempt: r.attempt, Time: now,
+		Outcome: herald.OutcomeSuccess, StatusCode: r.res.StatusCode, Latency: r.res.Latency, Error: r.res.Err,
+		Response: string(r.res.Response),
+	}
+	if r.res.Outcome != herald.Delivered {
+		a.Outcome = herald.OutcomeFailure
+	}
+	w.pending.Attempts = append(w.pending.Attempts, a)
+
+	switch r.res.Outcome {
+	case herald.Delivered:
+		if r.fromRetry {
+			w.pending.DoneRetries = append(w.pending.DoneRetries, herald.Cursor{Topic: ev.Topic, Seq: ev.Seq})
+		} else {
+			w.topics[ev.Topic].settle(ev.Seq)
+		}
+		w.pending.LastSuccess = now
+		w.pending.FailingSince = time.Time{} // the success came last
+		w.failingSince = time.Time{}
+		w.lastSuccess = now
+		w.release(ev.Topic, ev.Key, r.fromRetry)
+		return
+	case herald.Gone:
+		w.retryLater(ev, r, now.Add(w.d.cfg.PollInterval))
+		w.disable(now, fmt.Sprintf("the endpoint answered %d Gone", r.res.StatusCode))
+		return
+	}
+	if r.attempt >= w.sub.Retry.MaxAttempts {
+		w.pending.DeadLetters = append(w.pending.DeadLetters, herald.DeadLetter{
+			SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Key: ev.Key,
+			Attempts: r.attempt, LastError: lastError(r.res), DeadAt: now,
+		})
+		w.d.metrics.dead.Inc()
+		if !r.fromRetry {
+			w.topics[ev.Topic].settle(ev.Seq)
+		}
+		w.release(ev.Topic, ev.Key, r.fromRetry)
+	} else {
+		delay := w.sub.Retry.Delay(r.attempt, w.d.rand())
+		delay = max(delay, r.res.RetryAfter)
+		w.retryLater(ev, r, now.Add(delay))
+	}
+	if w.failingSince.IsZero() {
+		w.failingSince = now
+		w.pending.FailingSince = now
+	}
+	if now.Sub(w.failingSince) >= w.d.cfg.DisableAfter {
+		w.disable(now, fmt.Sprintf("every delivery failed for %s (last: %s)", herald.FormatDuration(now.Sub(w.failingSince).Round(time.Minute)), lastError(r.res)))
+	}
+}
+
+// retryLater puts a failed event in the retry set, due at the given time.
+// For an ordered subscription the event keeps its key's place: it becomes
+// the head of the key's chain, and events held behind it join the chain.
+func (w *worker) retryLater(ev *herald.Event, r sendResult, due time.Time) {
+	w.pending.AddRetries = append(w.pending.AddRetries, herald.Retry{
+		SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Key: ev.Key,
+		Attempt: r.attempt, DueAt: due, LastError: lastError(r.res),
+	})
+	w.wantRetryAt(due)
+	if !r.fromRetry {
+		w.topics[ev.Topic].settle(ev.Seq)
+		if w.sub.Ordered && ev.Key != "" {
+			k := herald.RetryKey{Topic: ev.Topic, Key: ev.Key}
+			w.chain[k]++
+			w.keyBusy[k] = false
+			for _, h := range w.held[k] {
+				w.block(h)
+				w.topics[h.Topic].settle(h.Seq)
+			}
+			delete(w.held, k)
+		}
+	}
+}
+
+// release ends an ordered key's turn after an event of it was delivered or
+// dead-lettered: the next held event goes out, or the chain moves on.
+func (w *worker) release(topic, key string, fromRetry bool) {
+	if !w.sub.Ordered || key == "" {
+		return
+	}
+	k := herald.RetryKey{Topic: topic, Key: key}
+	if fromRetry {
+		if w.chain[k]--; w.chain[k] <= 0 {
+			delete(w.chain, k)
+		} else {
+			w.pending.UnblockKeys = append(w.pending.UnblockKeys, k)
+			w.pending.UnblockAt = w.d.cfg.Now()
+			w.wantRetryAt(w.d.cfg.Now())
+		}
+		return
+	}
+	w.keyBusy[k] = false
+	if h := w.held[k]; len(h) > 0 {
+		next := h[0]
+		if len(h) == 1 {
+			delete(w.held, k)
+		} else {
+			w.held[k] = h[1:]
+		}
+		w.keyBusy[k] = true
+		w.send(w.ctx, next, 1, false)
+	}
+}
+
+func (w *worker) disable(now time.Time, reason string) {
+	if w.stopped {
+		return
+	}
+	w.stopped = true
+	w.reason = reason
+	w.d.disable(w.sub.ID, reason)
+}
+
+func lastError(r herald.DeliveryResult) string {
+	if r.Err != "" {
+		return r.Err
+	}
+	return fmt.Sprintf("HTTP %d", r.StatusCode)
+}
+
+func (w *worker) pendingSize() int {
+	s := &w.pending
+	return len(s.Attempts) + len(s.AddRetries) + len(s.DoneRetries) + len(s.DeadLetters)
+}
+
+// flush writes the pending settlement with the cursors' progress. It
+// returns false when the worker must stop (lease lost, subscription gone).
+func (w *worker) flush(ctx context.Context) bool {
+	for name, p := range w.topics {
+		if p.settled > p.durable {
+			w.pending.Cursors = append(w.pending.Cursors, herald.Cursor{Topic: name, Seq: p.settled})
+		}
+	}
+	if w.pending.Empty() {
+		return true
+	}
+	s := w.pending
+	w.pending = herald.Settlement{}
+	err := w.d.settle(ctx, herald.SettleItem{SubscriptionID: w.sub.ID, Epoch: w.epoch, Settlement: s})
+	switch {
+	case err == nil:
+		for _, c := range s.Cursors {
+			w.topics[c.Topic].durable = c.Seq
+		}
+		return true
+	case herald.IsCode(err, herald.CodeConflict), herald.IsCode(err, herald.CodeNotFound):
+		w.log.Info("dispatcher stopping: lease lost or subscription removed", "err", err)
+		return false
+	default:
+		// Keep it for the next flush; the store may be back by then.
+		if ctx.Err() == nil {
+			w.log.Warn("settle failed; will retry", "err", err)
+		}
+		w.pending = mergeSettlements(s, w.pending)
+		w.pending.Cursors = nil
+		return true
+	}
+}
+
+func mergeSettlements(a, b herald.Settlement) herald.Settlement {
+	a.AddRetries = append(a.AddRetries, b.AddRetries...)
+	a.DoneRetries = append(a.DoneRetries, b.DoneRetries...)
+	a.DeadLetters = append(a.DeadLetters, b.DeadLetters...)
+	a.UnblockKeys = append(a.UnblockKeys, b.UnblockKeys...)
+	a.Attempts = append(a.Attempts, b.Attempts...)
+	if !b.UnblockAt.IsZero() {
+		a.UnblockAt = b.UnblockAt
+	}
+	if !b.LastSuccess.IsZero() {
+		a.LastSuccess = b.LastSuccess
+	}
+	if !b.FailingSince.IsZero() && a.FailingSince.IsZero() {
+		a.FailingSince = b.FailingSince
+	}
+	if !b.Activity.IsZero() {
+		a.Activity = b.Activity
+	}
+	return a
+}

@@ -1,0 +1,174 @@
+package webhook
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+// Deliverer sends events and verification challenges to webhook endpoints:
+// it builds the Standard Webhooks request (payload byte for byte, signed
+// with the subscription's secrets) and classifies the answer. It is safe
+// for concurrent use and implements the engine's Deliverer.
+type Deliverer struct {
+	sender *Sender
+	now    func() time.Time
+}
+
+// NewDeliverer returns a Deliverer sending through s. now may be nil.
+func NewDeliverer(s *Sender, now func() time.Time) *Deliverer {
+	if now == nil {
+		now = time.Now
+	}
+	return &Deliverer{sender: s, now: now}
+}
+
+// VerificationType is the event type of verification challenges.
+const VerificationType = "herald.verification"
+
+// reservedHeader reports whether a header name is Herald's or the
+// transport's to set, so neither a producer's carried headers nor a
+// subscription's static ones may override it.
+func reservedHeader(name string) bool {
+	n := strings.ToLower(name)
+	switch n {
+	case "content-type", "content-length", "host", "user-agent", "connection", "transfer-encoding",
+		"te", "trailer", "upgrade", "keep-alive", "proxy-authorization", "proxy-connection":
+		return true
+	}
+	return strings.HasPrefix(n, "webhook-") || strings.HasPrefix(n, "herald-")
+}
+
+// ReservedHeader reports whether a subscription may not set this static
+// header (the API refuses it at create time).
+func ReservedHeader(name string) bool { return reservedHeader(name) }
+
+// Deliver sends one event. The webhook-id is the event id, the same on
+// every attempt, so receivers can drop duplicates.
+func (d *Deliverer) Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult {
+	now := d.now()
+	keys, err := signingKeys(sub, now)
+	if err != nil {
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: "cannot sign: " + err.Error()}
+	}
+	h := make(http.Header, 12+len(ev.Headers)+len(sub.Headers))
+	for k, v := range ev.Headers {
+		if !reservedHeader(k) {
+			h.Set(k, v)
+		}
+	}
+	for k, v := range sub.Headers {
+		if !reservedHeader(k) {
+			h.Set(k, v)
+		}
+	}
+	ct := ev.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	h.Set("Content-Type", ct)
+	setSignature(h, keys, ev.ID, now, ev.Payload)
+	h.Set("Herald-Topic", ev.Topic)
+	h.Set("Herald-Seq", strconv.FormatInt(ev.Seq, 10))
+	if ev.Type != "" {
+		h.Set("Herald-Event-Type", ev.Type)
+	}
+	if ev.Key != "" {
+		h.Set("Herald-Event-Key", ev.Key)
+	}
+	h.Set("Herald-Attempt", strconv.Itoa(attempt))
+	h.Set("Herald-Subscription-Id", sub.ID)
+	res := d.sender.Send(ctx, Request{URL: sub.URL, Headers: h, Body: ev.Payload, Timeout: sub.Timeout})
+	return result(res)
+}
+
+// Challenge sends the subscription's verification challenge: a signed POST
+// of {"type":"herald.verification","subscription_id":...,"challenge":...}.
+// It is Delivered only when the endpoint answers 2xx with a JSON body whose
+// "challenge" is the same token.
+func (d *Deliverer) Challenge(ctx context.Context, sub *herald.Subscription) herald.DeliveryResult {
+	now := d.now()
+	keys, err := signingKeys(sub, now)
+	if err != nil {
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: "cannot sign: " + err.Error()}
+	}
+	body, _ := json.Marshal(struct {
+		Type           string `json:"type"`
+		SubscriptionID string `json:"subscription_id"`
+		Challenge      string `json:"challenge"`
+	}{VerificationType, sub.ID, sub.Challenge})
+	h := make(http.Header, 8)
+	h.Set("Content-Type", "application/json")
+	setSignature(h, keys, herald.NewID(now), now, body)
+	h.Set("Herald-Event-Type", VerificationType)
+	h.Set("Herald-Subscription-Id", sub.ID)
+	res := d.sender.Send(ctx, Request{URL: sub.URL, Headers: h, Body: body, Timeout: sub.Timeout})
+	out := result(res)
+	if out.Outcome != herald.Delivered {
+		if out.Outcome == herald.Gone {
+			out.Outcome = herald.Failed
+		}
+		return out
+	}
+	var answer struct {
+		Challenge string `json:"challenge"`
+	}
+	if json.Unmarshal(res.Excerpt, &answer) != nil || subtle.ConstantTimeCompare([]byte(answer.Challenge), []byte(sub.Challenge)) != 1 {
+		out.Outcome = herald.Failed
+		out.Err = fmt.Sprintf(`the endpoint answered %d but its body was not {"challenge":"<the token sent>"}`, res.StatusCode)
+	}
+	return out
+}
+
+func setSignature(h http.Header, keys [][]byte, id string, now time.Time, body []byte) {
+	h.Set("webhook-id", id)
+	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+	h.Set("webhook-signature", SignatureHeader(keys, id, now, body))
+}
+
+// signingKeys returns the current secret's key and, during a rotation's
+// grace period, the previous one.
+func signingKeys(sub *herald.Subscription, now time.Time) ([][]byte, error) {
+	cur, err := ParseSecret(sub.Secret)
+	if err != nil {
+		return nil, err
+	}
+	keys := [][]byte{cur}
+	if sub.PreviousSecret != "" && now.Before(sub.PreviousExpiresAt) {
+		if prev, err := ParseSecret(sub.PreviousSecret); err == nil {
+			keys = append(keys, prev)
+		}
+	}
+	return keys, nil
+}
+
+func result(res Result) herald.DeliveryResult {
+	out := herald.DeliveryResult{
+		StatusCode: res.StatusCode,
+		Latency:    res.Latency,
+		Response:   res.Excerpt,
+		RetryAfter: res.RetryAfter,
+	}
+	switch Classify(res) {
+	case OutcomeSuccess:
+		out.Outcome = herald.Delivered
+	case OutcomeGone:
+		out.Outcome = herald.Gone
+		out.Err = "HTTP 410 Gone"
+	default:
+		out.Outcome = herald.Failed
+		if res.Err != nil {
+			out.Err = res.Err.Error()
+		} else {
+			out.Err = "HTTP " + strconv.Itoa(res.StatusCode)
+		}
+	}
+	return out
+}
