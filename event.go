@@ -50,8 +50,9 @@ func ValidateEvent(e *Event) error {
 	switch {
 	case len(e.ID) > MaxEventIDLen:
 		return FieldErrorf("id", "event id is %d bytes; the limit is %d", len(e.ID), MaxEventIDLen)
-	case !printable(e.ID):
-		return FieldErrorf("id", "event id must be printable ASCII without spaces")
+	case !printable(e.ID) || strings.ContainsRune(e.ID, '.'):
+		// No '.': webhooks sign "id.timestamp.body", which a dot would make ambiguous.
+		return FieldErrorf("id", "event id must be printable ASCII without spaces or dots")
 	case len(e.Type) > MaxEventTypeLen:
 		return FieldErrorf("type", "event type is %d bytes; the limit is %d", len(e.Type), MaxEventTypeLen)
 	case !printable(e.Type):

@@ -132,7 +132,7 @@ func TestRetryPolicyDelay(t *testing.T) {
 	prev := time.Duration(0)
 	for a := 1; a < p.MaxAttempts; a++ {
 		lo, hi := p.Delay(a, 0), p.Delay(a, 0.999999)
-		if lo > hi || hi > time.Duration(float64(p.Max)*1.2) {
+		if hi > lo || lo > p.Max || hi < time.Duration(float64(lo)*0.8) {
 			t.Fatalf("attempt %d: jitter range [%v, %v] out of bounds", a, lo, hi)
 		}
 		mid := p.Delay(a, 0.5)

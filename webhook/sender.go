@@ -1,0 +1,311 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+// Sender defaults; a zero SenderConfig field takes the default.
+const (
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultTLSHandshakeTimeout = 5 * time.Second
+	DefaultRequestTimeout      = 15 * time.Second // the Standard Webhooks advice is 15 to 30 s
+	DefaultMaxConcurrency      = 256
+	DefaultMaxIdleConnsPerHost = 64
+	DefaultIdleConnTimeout     = 90 * time.Second
+
+	// MaxExcerpt is how much of a response body Result.Excerpt keeps.
+	MaxExcerpt = 1 << 10
+	// MaxDrain is how much more of a response body is read and discarded
+	// so the connection can be reused; a longer body closes the connection.
+	MaxDrain = 64 << 10
+	// MaxRetryAfter caps a receiver's Retry-After.
+	MaxRetryAfter = 24 * time.Hour
+	// maxResponseHeaderBytes bounds what a hostile endpoint can make us buffer.
+	maxResponseHeaderBytes = 64 << 10
+)
+
+// SenderConfig configures a Sender. A zero or negative field takes its
+// default, so the zero value is safe:
+// private destinations refused, no proxy, the default timeouts and bounds.
+type SenderConfig struct {
+	// AllowPrivate lets requests reach loopback, private, link-local and
+	// other refused addresses (see CheckAddr). Off by default; the server
+	// exposes it as HERALD_ALLOW_PRIVATE_DESTINATIONS.
+	AllowPrivate bool
+	// ConnectTimeout bounds the TCP connect to each address tried.
+	ConnectTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake.
+	TLSHandshakeTimeout time.Duration
+	// RequestTimeout is the whole-exchange timeout of a Request without one.
+	RequestTimeout time.Duration
+	// MaxConcurrency bounds the requests in flight across all callers; Send
+	// waits for a slot.
+	MaxConcurrency int
+	// MaxIdleConnsPerHost is how many idle keep-alive connections to one
+	// host are kept for reuse (HTTP/1.1; HTTP/2 multiplexes on one).
+	MaxIdleConnsPerHost int
+	// UserAgent is sent when the request sets none; "Herald/<version>" by
+	// default.
+	UserAgent string
+	// Proxy picks a proxy per request; nil means no proxy, and the
+	// environment (HTTPS_PROXY...) is ignored unless this is
+	// http.ProxyFromEnvironment. With a proxy, the dial guard checks the
+	// proxy's address, not the destination's: the proxy must do its own
+	// filtering (Stripe's smokescreen, for example).
+	Proxy func(*http.Request) (*url.URL, error)
+	// TLSClientConfig overrides the TLS settings (for a private CA); nil
+	// uses the system roots.
+	TLSClientConfig *tls.Config
+}
+
+// Sender sends webhook requests through one shared HTTP client: connections
+// are reused across subscriptions, every dial passes the SSRF guard,
+// redirects are not followed, response bodies are capped and drained, and a
+// global bound limits the requests in flight. It is safe for concurrent use.
+// NewSender starts nothing; Close releases idle connections.
+type Sender struct {
+	client    *http.Client
+	transport *http.Transport
+	sem       chan struct{}
+	waiting   atomic.Int64
+	userAgent string
+	timeout   time.Duration
+}
+
+// NewSender returns a Sender for the config, with defaults for zero fields.
+func NewSender(cfg SenderConfig) *Sender {
+	cfg.ConnectTimeout = positiveOr(cfg.ConnectTimeout, DefaultConnectTimeout)
+	cfg.TLSHandshakeTimeout = positiveOr(cfg.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	cfg.RequestTimeout = positiveOr(cfg.RequestTimeout, DefaultRequestTimeout)
+	cfg.MaxConcurrency = positiveOr(cfg.MaxConcurrency, DefaultMaxConcurrency)
+	cfg.MaxIdleConnsPerHost = positiveOr(cfg.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "Herald/" + herald.Version
+	}
+	dialer := &net.Dialer{
+		Timeout:        cfg.ConnectTimeout,
+		KeepAlive:      30 * time.Second,
+		ControlContext: DialControl(cfg.AllowPrivate),
+	}
+	t := &http.Transport{
+		Proxy:                  cfg.Proxy,
+		DialContext:            dialer.DialContext,
+		TLSClientConfig:        cfg.TLSClientConfig,
+		TLSHandshakeTimeout:    cfg.TLSHandshakeTimeout,
+		ForceAttemptHTTP2:      true, // a custom DialContext turns HTTP/2 off otherwise
+		MaxIdleConns:           4 * cfg.MaxConcurrency,
+		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:        DefaultIdleConnTimeout,
+		DisableCompression:     true, // excerpts are for people; no need to inflate
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+	}
+	return &Sender{
+		client: &http.Client{
+			Transport: t,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		transport: t,
+		sem:       make(chan struct{}, cfg.MaxConcurrency),
+		userAgent: cfg.UserAgent,
+		timeout:   cfg.RequestTimeout,
+	}
+}
+
+// positiveOr returns v, or def when v is zero or negative.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Request is one webhook request: a POST of Body to URL with Headers.
+type Request struct {
+	URL     string
+	Headers http.Header // sent as given (Content-Type, signature headers...); not modified
+	Body    []byte
+	// Timeout bounds the whole exchange, from connecting to reading the
+	// excerpt; zero uses the Sender's RequestTimeout.
+	Timeout time.Duration
+}
+
+// Result is what came of one request.
+type Result struct {
+	// StatusCode is the response status, or 0 when no response arrived.
+	StatusCode int
+	// Latency runs from sending the request to receiving the response
+	// headers, or to the failure. Waiting for a send slot is not included.
+	Latency time.Duration
+	// Err is why no response arrived: a timeout, a refused destination
+	// (errors.Is(err, ErrDestinationRefused)), a connection failure. It
+	// never contains the URL, which may hold credentials.
+	Err error
+	// Excerpt holds the first bytes of the response body, at most MaxExcerpt.
+	Excerpt []byte
+	// RetryAfter is the receiver's Retry-After on a 429 or 503 response,
+	// in seconds or as an HTTP date, capped at MaxRetryAfter; 0 if absent.
+	RetryAfter time.Duration
+}
+
+// Send POSTs the request and returns its result; it never panics on a bad
+// URL or a misbehaving endpoint, and reports every failure in Result.Err.
+// It first waits for one of MaxConcurrency slots, or for ctx to end. The
+// response body is read up to MaxExcerpt, drained up to MaxDrain more bytes
+// and closed, so the connection returns to the pool.
+func (s *Sender) Send(ctx context.Context, r Request) Result {
+	s.waiting.Add(1)
+	select {
+	case s.sem <- struct{}{}:
+		s.waiting.Add(-1)
+	case <-ctx.Done():
+		s.waiting.Add(-1)
+		return Result{Err: fmt.Errorf("waiting for a send slot: %w", ctx.Err())}
+	}
+	defer func() { <-s.sem }()
+
+	timeout := positiveOr(r.Timeout, s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+	if err != nil {
+		return Result{Err: fmt.Errorf("build request: %s", parseReason(err))}
+	}
+	if r.Headers != nil {
+		req.Header = r.Headers.Clone()
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", s.userAgent)
+	}
+
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	res := Result{Latency: time.Since(start)}
+	if err != nil {
+		res.Err = sendError(ctx, err, timeout)
+		return res
+	}
+	res.StatusCode = resp.StatusCode
+	// A body that fails mid-read does not change the answer: the status is
+	// what the receiver said.
+	res.Excerpt, _ = io.ReadAll(io.LimitReader(resp.Body, MaxExcerpt))
+	_, _ = io.CopyN(io.Discard, resp.Body, MaxDrain)
+	_ = resp.Body.Close()
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		res.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return res
+}
+
+// sendError strips the URL from a client error and says plainly when the
+// request ran out of time.
+func sendError(ctx context.Context, err error, timeout time.Duration) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		err = ue.Err
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("no response within %s: %w", timeout, err)
+	}
+	return fmt.Errorf("post: %w", err)
+}
+
+// ParseRetryAfter reads a Retry-After value: a non-negative number of
+// seconds, or an HTTP date taken relative to now (a past date is 0). The
+// result is capped at MaxRetryAfter; ok is false when v is empty or
+// malformed.
+func ParseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if secs > uint64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter, true
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return min(max(t.Sub(now), 0), MaxRetryAfter), true
+}
+
+// SenderStats is a snapshot of a Sender's load, for metrics.
+type SenderStats struct {
+	InFlight int // requests holding a slot
+	Waiting  int // Send calls waiting for a slot
+}
+
+// Stats returns the current load. It is safe for concurrent use.
+func (s *Sender) Stats() SenderStats {
+	return SenderStats{InFlight: len(s.sem), Waiting: int(s.waiting.Load())}
+}
+
+// Close closes the idle connections. Call it after the last Send; a Send
+// after Close still works but opens new connections.
+func (s *Sender) Close() {
+	s.transport.CloseIdleConnections()
+}
+
+// Outcome is how a dispatcher should treat a Result.
+type Outcome int
+
+// The outcomes, after the Standard Webhooks advice on status codes.
+const (
+	// OutcomeFailure: retry on the backoff schedule. Any status other than
+	// those below (3xx included: redirects are not followed), timeouts,
+	// connection errors and refused destinations.
+	OutcomeFailure Outcome = iota
+	// OutcomeSuccess: any 2xx status.
+	OutcomeSuccess
+	// OutcomeGone: 410; the receiver wants no more, disable the subscription.
+	OutcomeGone
+	// OutcomeRetryAfter: 429 or 503 with a positive Retry-After; retry no
+	// sooner than Result.RetryAfter.
+	OutcomeRetryAfter
+)
+
+// String returns "failure", "success", "gone" or "retry_after", stable
+// values fit for metric labels.
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeSuccess:
+		return "success"
+	case OutcomeGone:
+		return "gone"
+	case OutcomeRetryAfter:
+		return "retry_after"
+	default:
+		return "failure"
+	}
+}
+
+// Classify returns the outcome of a result.
+func Classify(r Result) Outcome {
+	switch {
+	case r.Err != nil || r.StatusCode == 0:
+		return OutcomeFailure
+	case r.StatusCode >= 200 && r.StatusCode <= 299:
+		return OutcomeSuccess
+	case r.StatusCode == http.StatusGone:
+		return OutcomeGone
+	case (r.StatusCode == http.StatusTooManyRequests || r.StatusCode == http.StatusServiceUnavailable) && r.RetryAfter > 0:
+		return OutcomeRetryAfter
+	default:
+		return OutcomeFailure
+	}
+}
