@@ -136,3 +136,72 @@ func BenchmarkAppendParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSettle measures one Settle call the way the dispatcher's group
+// commit makes them: 50 subscriptions, each moving its cursor, appending 20
+// attempts (1,000 attempt rows per call) and recording its last success
+// and activity. As BenchmarkAppend, it also reports the CPU time of the
+// client and of the server backend per call, which other load on the
+// machine barely moves.
+func BenchmarkSettle(b *testing.B) {
+	dsn, _ := testDSN(b)
+	s, err := Open(context.Background(), dsn, Options{MaxConns: 1}) // one backend to measure
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	ctx := b.Context()
+	var backend int
+	if err := s.pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UTC()
+	const subs, perSub = 50, 20
+	items := make([]herald.SettleItem, subs)
+	for i := range items {
+		id := fmt.Sprintf("sub_%03d", i)
+		sub := herald.Subscription{ID: id, Topic: "orders", URL: "https://example.com/hook", State: herald.StateActive}
+		if err := s.CreateSubscription(ctx, sub, herald.StartPosition{}); err != nil {
+			b.Fatal(err)
+		}
+		epoch, err := s.AcquireLease(ctx, id, "bench", now, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		items[i] = herald.SettleItem{SubscriptionID: id, Epoch: epoch}
+	}
+	seq := int64(0)
+	srv0, srvOK := runNanos(backend)
+	cli0 := clientCPU()
+	for b.Loop() {
+		at := now.Add(time.Duration(seq) * time.Millisecond) // event ids and times move on as they would
+		for i := range items {
+			it := &items[i]
+			it.Attempts = it.Attempts[:0]
+			for j := range perSub {
+				it.Attempts = append(it.Attempts, herald.Attempt{
+					Topic: "orders", Seq: seq + int64(j) + 1, EventID: herald.NewID(at), Attempt: 1, Time: at,
+					Outcome: herald.OutcomeSuccess, StatusCode: 200, Latency: 3 * time.Millisecond, Response: `{"ok":true}`,
+				})
+			}
+			it.Cursors = []herald.Cursor{{Topic: "orders", Seq: seq + perSub}}
+			it.LastSuccess, it.Activity = at, at
+		}
+		seq += perSub
+		errs, err := s.Settle(ctx, items)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(subs*b.N)/b.Elapsed().Seconds(), "settlements/s")
+	b.ReportMetric(float64(subs*perSub*b.N)/b.Elapsed().Seconds(), "attempts/s")
+	b.ReportMetric(float64(clientCPU()-cli0)/1e3/float64(b.N), "client-cpu-µs/op")
+	if srv1, ok := runNanos(backend); ok && srvOK {
+		b.ReportMetric(float64(srv1-srv0)/1e3/float64(b.N), "server-cpu-µs/op")
+	}
+}

@@ -23,3 +23,9 @@ func TestConformanceCopy(t *testing.T) {
 		return s
 	})
 }
+
+// TestSubscriptionConformance runs the SubscriptionStore conformance
+// suite, each subtest on a fresh schema of HERALD_TEST_POSTGRES.
+func TestSubscriptionConformance(t *testing.T) {
+	storetest.RunSubscriptions(t, func(t *testing.T) storetest.SubscriptionTestStore { return newTestStore(t) })
+}

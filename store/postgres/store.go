@@ -7,6 +7,12 @@
 // rolled-back transaction takes its seqs with it
 // (docs/adr/0002-postgres-seq-allocation.md).
 //
+// Subscriptions (herald.SubscriptionStore) keep their delivery state in
+// tables of their own: cursors, retries, dead letters, attempts. Every
+// write to a subscription's state holds its row lock, which is also where
+// its dispatch lease and fencing epoch live, so a Settle under a lost
+// lease is refused and changes nothing (migrations/0002_subscriptions.sql).
+//
 // The tables live in the first schema of the connection's search_path, so
 // one database can hold several Herald installations (or test runs) side
 // by side: add search_path=name to the DSN.

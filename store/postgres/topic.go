@@ -107,11 +107,21 @@ func (s *Store) ListTopics(ctx context.Context, after string, limit int) ([]hera
 	return out, nil
 }
 
+// lockTopicSubsSQL locks, in id order, the subscriptions that have
+// delivery state in a topic.
+const lockTopicSubsSQL = `SELECT id FROM subscriptions WHERE id IN (
+		SELECT subscription_id FROM cursors WHERE topic = $1
+		UNION SELECT subscription_id FROM retries WHERE topic = $1
+		UNION SELECT subscription_id FROM dead_letters WHERE topic = $1)
+	ORDER BY id FOR NO KEY UPDATE`
+
 // DeleteTopic removes the topic at once: its events and dedup keys become
 // unreachable immediately (a topic created again gets a new id and starts
 // at seq 1), and Prune deletes their rows in short transactions later, so
 // deleting a large topic does not hold a long transaction. It waits for
-// appends to the topic in flight on any node to commit.
+// appends to the topic in flight on any node to commit. In the same
+// transaction it removes every subscription's cursor, retries and dead
+// letters in the topic, so a topic created again starts clean for them.
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -127,8 +137,19 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 			}
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO dead_topics (id) VALUES ($1)`, id)
-		return err
+		if _, err := tx.Exec(ctx, `INSERT INTO dead_topics (id) VALUES ($1)`, id); err != nil {
+			return err
+		}
+		// Every subscription's delivery state in the topic goes too, under
+		// the subscriptions' row locks (taken in id order, as Settle takes
+		// them), so a settlement in flight finishes first and none
+		// interleaves with the delete.
+		b := &pgx.Batch{}
+		b.Queue(lockTopicSubsSQL, name)
+		for _, table := range []string{"cursors", "retries", "dead_letters"} {
+			b.Queue(`DELETE FROM `+table+` WHERE topic = $1`, name)
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	return s.fail("delete topic", err)
 }

@@ -190,7 +190,7 @@ func runAppend(t *testing.T, open func(t *testing.T) herald.Store) {
 		putTopic(t, s, topic("meta"))
 		at := base().Add(123456 * time.Microsecond)
 		full := &herald.Event{
-			ID:             "order-42.created", // producer-given id
+			ID:             "order-42-created", // producer-given id
 			Topic:          "meta",
 			Type:           "order.created",
 			Key:            "customer/7 \u00fc", // any text
