@@ -39,9 +39,21 @@ func verbs() []verb {
 		{"publish", groupClient, "publish an event to a topic", publishVerb},
 		{"events", groupClient, "list a topic's events, or get one", eventsVerb},
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
+		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"version", groupOther, "print the version of herald", versionVerb},
 		{"help", groupOther, "print help: herald help [verb [subverb]]", helpVerb},
 	}
+}
+
+// aliases are other names of verbs.
+var aliases = map[string]string{"subs": "subscriptions"}
+
+// verbName resolves an alias to its verb's name.
+func verbName(name string) string {
+	if v, ok := aliases[name]; ok {
+		return v
+	}
+	return name
 }
 
 // dispatch parses the global options before the verb, then runs the verb.
@@ -61,7 +73,7 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		c.writeUsage(c.stderr)
 		return usageErrorf("no verb given")
 	}
-	name, rest := fs.Arg(0), fs.Args()[1:]
+	name, rest := verbName(fs.Arg(0)), fs.Args()[1:]
 	for _, v := range verbs() {
 		if v.name != name {
 			continue
@@ -77,13 +89,16 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 func (c *cli) writeUsage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("Herald is a self-hosted event notification service.\n\nUsage: herald <verb> [arguments]\n")
-	group := ""
+	group, width := "", 0
+	for _, v := range verbs() {
+		width = max(width, len(v.name))
+	}
 	for _, v := range verbs() {
 		if v.group != group {
 			group = v.group
 			fmt.Fprintf(&b, "\n%s:\n", group)
 		}
-		fmt.Fprintf(&b, "  %-9s %s\n", v.name, v.summary)
+		fmt.Fprintf(&b, "  %-*s %s\n", width, v.name, v.summary)
 	}
 	b.WriteString("\n" + globalUsage + "\nRun \"herald help <verb>\" for the arguments and options of a verb.\n")
 	_, _ = io.WriteString(w, b.String())
@@ -105,7 +120,7 @@ func helpVerb(ctx context.Context, c *cli, args []string) error {
 		return helpVerb(ctx, c, nil)
 	}
 	for _, v := range verbs() {
-		if v.name == args[0] {
+		if v.name == verbName(args[0]) {
 			// A verb's help is what "<verb> -h" prints, sent to stdout.
 			h := *c
 			h.stderr = c.stdout

@@ -266,3 +266,9 @@ func TestReadyzFollowsLifecycle(t *testing.T) {
 		t.Fatalf("/readyz answered %d after Close", s)
 	}
 }
+
+var clientTopicDefaults = client.TopicSettings{}
+
+func clientJSON(idem string) client.PublishOptions {
+	return client.PublishOptions{ContentType: "application/json", IdempotencyKey: idem}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/api"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
 	"github.com/heraldhq/herald/webhook"
 )
@@ -193,8 +194,14 @@ func (m *Main) openStore(ctx context.Context) (herald.Store, error) {
 			return nil, fmt.Errorf("open SQLite store %s (setting database-url): %w", path, err)
 		}
 		return s, nil
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		s, err := postgres.Open(ctx, dsn, postgres.Options{Logger: m.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store %s (setting database-url): %w", redactDSN(dsn), err)
+		}
+		return s, nil
 	default:
-		return nil, fmt.Errorf("setting database-url: unsupported scheme in %q; use sqlite:PATH (or leave it empty)", redactDSN(dsn))
+		return nil, fmt.Errorf("setting database-url: unsupported scheme in %q; use postgres://..., sqlite:PATH, or leave it empty for SQLite in data-dir", redactDSN(dsn))
 	}
 }
 

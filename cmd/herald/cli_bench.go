@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/heraldhq/herald/bench"
+)
+
+const benchUsage = `herald bench [options]
+
+Measure a running Herald. bench creates a fresh topic bench.<random> and
+--subscriptions webhook subscriptions that point at a receiver inside this
+process. It publishes --events events, waits at most --timeout for every
+acknowledged event to reach every subscription, and deletes what it
+created. It prints the publish rate and latency, the delivery rate, the
+end-to-end latency, lost and duplicated deliveries, and the server's RSS
+and CPU. The receiver verifies every signature.
+
+It needs an admin key and a server started with
+--allow-private-destinations, because the receiver listens on 127.0.0.1.
+It talks to loopback addresses only, unless --allow-remote is given.
+
+--raw measures a minimal in-process HTTP relay with no storage instead of
+Herald. --compare-raw measures both and reports Herald's delivery rate as a
+fraction of the raw relay's. The exit status is 1 when events were lost,
+signatures were rejected or publishing failed.
+
+Scenarios (docs/benchmarks.md):
+  durable batch publish      herald bench --subscriptions 0 --events 500000 --batch 100 --workers 8
+  single publish, 64 clients herald bench --subscriptions 0 --events 200000 --workers 64
+  one endpoint, flat out     herald bench --compare-raw --events 200000 --batch 100 --workers 4 --max-in-flight 64
+  fan-out to 100 endpoints   herald bench --events 10000 --batch 100 --workers 4 --subscriptions 100
+  e2e latency at 1,000/s     herald bench --rate 1000 --events 30000
+  e2e latency at 10/s        herald bench --rate 10 --events 300
+  backlog drain              herald bench --backlog 1000000 --batch 100 --workers 8 --max-in-flight 64 --db herald.db --timeout 10m
+  failing receiver           herald bench --events 20000 --fail-rate 0.3
+  smoke run (seconds)        herald bench --events 500 --subscriptions 2 --timeout 30s`
+
+// parseBench turns a "bench" command line into a bench.Config.
+func parseBench(c *cli, args []string) (bench.Config, bool, error) {
+	cfg := bench.Defaults()
+	var (
+		jsonOut, quiet bool
+		subs           = cfg.Subscriptions
+	)
+	fs := c.flagSet("bench", benchUsage)
+	fs.BoolVar(&cfg.Raw, "raw", false, "measure the raw in-process relay instead of Herald")
+	fs.BoolVar(&cfg.CompareRaw, "compare-raw", false, "measure the raw relay, then Herald, and report the ratio")
+	fs.IntVar(&cfg.Events, "events", cfg.Events, "publish `N` events")
+	fs.Var(durationFlag{&cfg.Duration}, "duration", "stop publishing after `D` even if events remain")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "publish `R` events/s on a fixed timeline (open loop); 0 publishes flat out")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "`N` concurrent publish requests")
+	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "`K` events per publish request (more than 1 uses the batch endpoint)")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "payload size in `BYTES`")
+	fs.IntVar(&subs, "subscriptions", subs, "`N` webhook subscriptions, one receiver endpoint each; 0 measures publishing alone")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "each subscription's max_in_flight `N` (0: the server's default, 16)")
+	fs.StringVar(&cfg.Verification, "verification", cfg.Verification, "`MODE` of the subscriptions: none (start active) or challenge (the receiver answers it)")
+	fs.IntVar(&cfg.Retry.MaxAttempts, "retry-attempts", cfg.Retry.MaxAttempts, "the subscriptions' retry max_attempts `N`")
+	fs.Var(durationFlag{&cfg.Retry.Initial}, "retry-initial", "the subscriptions' first retry delay `D`")
+	fs.Var(durationFlag{&cfg.Retry.Max}, "retry-max", "the subscriptions' longest retry delay `D`")
+	fs.Float64Var(&cfg.FailRate, "fail-rate", 0, "answer 500 to fraction `F` of deliveries (0 to 0.9; each attempt independently)")
+	fs.IntVar(&cfg.Backlog, "backlog", 0, "publish `N` events while the receiver does not take them, then measure the drain")
+	fs.StringVar(&cfg.BacklogVia, "backlog-via", cfg.BacklogVia, "how the receiver holds the backlog: `HOW` refuse (answer 503) or pause (pause the subscriptions)")
+	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the deliveries after publishing")
+	fs.Var(durationFlag{&cfg.Linger}, "linger", "keep counting for `D` after the last delivery, to catch late duplicates")
+	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its RSS and CPU (default: the process listening on the server's port)")
+	fs.StringVar(&cfg.DBPath, "db", "", "the server's SQLite `FILE`, to report its growth per event")
+	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic and subscriptions in place")
+	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server and receiver that are not on loopback")
+	fs.StringVar(&cfg.SinkAddr, "sink-addr", cfg.SinkAddr, "the receiver's listen `ADDR`")
+	fs.StringVar(&cfg.SinkURL, "sink-url", "", "the base `URL` Herald reaches the receiver at (default: http://<the listen address>)")
+	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON (same as --output json)")
+	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
+	if _, err := fs.parse(args, 0, 0); err != nil {
+		return cfg, false, err
+	}
+	cfg.Subscriptions = subs
+	if subs == 0 {
+		cfg.PublishOnly = true
+	}
+	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
+	if !quiet {
+		cfg.Progress = c.stderr
+	}
+	return cfg, jsonOut || c.g.output == outputJSON, nil
+}
+
+// benchVerb runs "herald bench".
+func benchVerb(ctx context.Context, c *cli, args []string) error {
+	cfg, jsonOut, err := parseBench(c, args)
+	if err != nil {
+		return err
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		var usage bool
+		for _, e := range flatten(err) {
+			if he, ok := errors.AsType[*herald.Error](e); ok && he.Field != "" {
+				usage = true
+			}
+		}
+		if usage {
+			return &usageError{verb: "bench", err: fmt.Errorf("bench: %w", err)}
+		}
+		return fmt.Errorf("bench: %w", err)
+	}
+	if jsonOut {
+		err = rep.WriteJSON(c.stdout)
+	} else {
+		err = rep.WriteText(c.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	return benchFailure(rep)
+}
+
+// benchFailure returns an error naming what went wrong in the run: lost
+// events, rejected signatures, failed publishes; nil when nothing did.
+func benchFailure(rep *bench.Report) error {
+	var problems []string
+	for _, r := range []*bench.Result{rep.Raw, rep.Herald} {
+		if r == nil {
+			continue
+		}
+		if r.Lost > 0 {
+			problems = append(problems, fmt.Sprintf("%s: %d of %d deliveries lost", r.System, r.Lost, r.Expected))
+		}
+		if r.Rejected > 0 {
+			problems = append(problems, fmt.Sprintf("%s: %d requests had a bad signature", r.System, r.Rejected))
+		}
+		if r.PublishFailed > 0 || r.Published == 0 {
+			problems = append(problems, fmt.Sprintf("%s: %d events failed to publish: %s", r.System, r.PublishFailed, r.PublishError))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return errors.New("bench: " + strings.Join(problems, "; "))
+}
+
+// flatten returns err and, for a joined error, each error it joins.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+var _ io.Writer = (*strings.Builder)(nil)
