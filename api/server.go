@@ -1,5 +1,6 @@
 // Package api serves Herald's HTTP API under /v1: topics, publishing
-// (plain, CloudEvents and batch), reading events back, API keys, and the
+// (plain, CloudEvents and batch), reading events back, API keys, webhook
+// subscriptions with their dead letters, replays and attempt logs, and the
 // operational endpoints /healthz, /readyz, /metrics and /v1/openapi.json.
 //
 // Errors are RFC 9457 problems written by one function (problem.go), so a
@@ -34,6 +35,10 @@ type Config struct {
 	AdminKeyHash []byte
 	// Version is reported by /healthz.
 	Version string
+	// AllowPrivateDestinations lets webhook subscriptions name loopback,
+	// private, link-local and other non-public addresses. Off by default:
+	// such URLs are refused with field "url".
+	AllowPrivateDestinations bool
 }
 
 // Appender commits events durably and returns one result per event, in
@@ -56,11 +61,19 @@ type Topics interface {
 }
 
 // Deps are the parts the API runs on. Store, Topics and Appender are
-// required; a nil Logger discards, a nil Registry gets a private one.
+// required; a nil Logger discards, a nil Registry gets a private one. A nil
+// Subscriptions makes the subscription endpoints answer 503; a nil
+// Notifier is no one to tell.
 type Deps struct {
 	Store    herald.Store // reads, keys, topic lists, Ping
 	Topics   Topics
 	Appender Appender // the group committer
+	// Subscriptions keeps webhook subscriptions and their delivery state
+	// (usually the same store as Store).
+	Subscriptions herald.SubscriptionStore
+	// Notifier is told of every subscription change made through the API
+	// (engine.Dispatcher).
+	Notifier Notifier
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is what /metrics serves.
 	Registry *prometheus.Registry
@@ -74,6 +87,8 @@ type Server struct {
 	store    herald.Store
 	topics   Topics
 	appender Appender
+	subs     herald.SubscriptionStore
+	notifier Notifier
 	log      *slog.Logger
 	metrics  *metrics
 	// metricsHandler serves Deps.Registry at /metrics.
@@ -105,6 +120,8 @@ func New(cfg Config, deps Deps) *Server {
 		store:    deps.Store,
 		topics:   deps.Topics,
 		appender: deps.Appender,
+		subs:     deps.Subscriptions,
+		notifier: deps.Notifier,
 		log:      log,
 		metrics:  newMetrics(reg),
 		now:      time.Now,
@@ -163,6 +180,23 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/keys", adminOnly, s.createKey)
 	s.handle("GET /v1/keys", adminOnly, s.listKeys)
 	s.handle("DELETE /v1/keys/{id}", adminOnly, s.deleteKey)
+
+	s.handle("POST /v1/subscriptions", authenticated, s.createSubscription)
+	s.handle("GET /v1/subscriptions", authenticated, s.listSubscriptions)
+	s.handle("GET /v1/subscriptions/{id}", authenticated, s.getSubscription)
+	s.handle("PATCH /v1/subscriptions/{id}", authenticated, s.updateSubscription)
+	s.handle("DELETE /v1/subscriptions/{id}", authenticated, s.deleteSubscription)
+	s.handle("POST /v1/subscriptions/{id}/pause", authenticated, s.pauseSubscription)
+	s.handle("POST /v1/subscriptions/{id}/resume", authenticated, s.resumeSubscription)
+	s.handle("POST /v1/subscriptions/{id}/verify", authenticated, s.verifySubscription)
+	s.handle("GET /v1/subscriptions/{id}/secret", authenticated, s.getSecret)
+	s.handle("POST /v1/subscriptions/{id}/secret:rotate", authenticated, s.rotateSecret)
+	s.handle("GET /v1/subscriptions/{id}/dead-letters", authenticated, s.listDeadLetters)
+	s.handle("POST /v1/subscriptions/{id}/dead-letters/redrive", authenticated, s.redriveDeadLetters)
+	s.handle("DELETE /v1/subscriptions/{id}/dead-letters", authenticated, s.deleteDeadLetters)
+	s.handle("DELETE /v1/subscriptions/{id}/dead-letters/{event_id}", authenticated, s.deleteDeadLetters)
+	s.handle("POST /v1/subscriptions/{id}/replay", authenticated, s.replay)
+	s.handle("GET /v1/subscriptions/{id}/attempts", authenticated, s.listAttempts)
 }
 
 // handle registers h behind auth and the problem adapter.

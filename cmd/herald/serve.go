@@ -134,18 +134,24 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	m.api = api.New(api.Config{
-		InsecureNoAuth:   m.Config.InsecureNoAuth,
-		AutoCreateTopics: m.Config.AutoCreateTopics,
-		AdminKeyHash:     adminHash,
-		Version:          herald.Version,
-	}, api.Deps{
+	deps := api.Deps{
 		Store:    m.store,
 		Topics:   engine.NewTopics(m.store, engine.TopicsConfig{}),
 		Appender: m.committer,
 		Logger:   log,
 		Registry: m.Registry,
-	})
+	}
+	if m.dispatcher != nil {
+		deps.Subscriptions = m.store.(herald.SubscriptionStore)
+		deps.Notifier = m.dispatcher
+	}
+	m.api = api.New(api.Config{
+		InsecureNoAuth:           m.Config.InsecureNoAuth,
+		AutoCreateTopics:         m.Config.AutoCreateTopics,
+		AllowPrivateDestinations: m.Config.AllowPrivateDestinations,
+		AdminKeyHash:             adminHash,
+		Version:                  herald.Version,
+	}, deps)
 
 	if m.ln, err = net.Listen("tcp", m.Config.Addr); err != nil {
 		return fmt.Errorf("listen on %s (setting addr): %w", m.Config.Addr, err)

@@ -1,0 +1,875 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
+	"github.com/heraldhq/herald/webhook"
+)
+
+// Notifier is told that the API created, changed or deleted a subscription,
+// so the node's dispatcher acts at once instead of at its next poll
+// (engine.Dispatcher implements it). Changed must not block.
+type Notifier interface {
+	Changed(id string)
+}
+
+// Subscription limits of the API.
+const (
+	// subscriptionIDPrefix starts every subscription id.
+	subscriptionIDPrefix = "sub_"
+	// maxSubscriptionIDLen bounds an id taken from a path or a cursor.
+	maxSubscriptionIDLen = 128
+	// maxSubscriptionScans bounds the store pages one list request reads
+	// while skipping subscriptions the caller may not see.
+	maxSubscriptionScans = 10
+	// minExpiresAfterIdle and maxExpiresAfterIdle bound expires_after_idle.
+	minExpiresAfterIdle = time.Hour
+	maxExpiresAfterIdle = herald.MaxRetention
+	// minTimeout is the shortest delivery timeout.
+	minTimeout = time.Second
+	// activityResolution is how often API calls on one subscription write
+	// its LastActivityAt: at most once a minute.
+	activityResolution = time.Minute
+)
+
+// reservedHeaders are request headers a subscription may not set: Herald
+// writes them itself, or they belong to the transport. Names starting with
+// "webhook-" or "herald-" are reserved too.
+var reservedHeaders = map[string]bool{
+	"content-type":      true,
+	"content-length":    true,
+	"host":              true,
+	"user-agent":        true,
+	"connection":        true,
+	"transfer-encoding": true,
+}
+
+// retryJSON is a retry policy on the wire.
+type retryJSON struct {
+	MaxAttempts int    `json:"max_attempts"`
+	Initial     string `json:"initial"`
+	Max         string `json:"max"`
+}
+
+// subscriptionJSON is a subscription on the wire. Secret is set only in the
+// create response, Stats only by GET of one subscription.
+type subscriptionJSON struct {
+	ID               string            `json:"id"`
+	Topic            string            `json:"topic"`
+	URL              string            `json:"url"`
+	Description      string            `json:"description"`
+	Filter           json.RawMessage   `json:"filter,omitempty"`
+	Headers          map[string]string `json:"headers"`
+	Retry            retryJSON         `json:"retry"`
+	Timeout          string            `json:"timeout"`
+	MaxInFlight      int               `json:"max_in_flight"`
+	RateLimit        float64           `json:"rate_limit"`
+	Ordered          bool              `json:"ordered"`
+	ExpiresAfterIdle string            `json:"expires_after_idle,omitempty"`
+	State            string            `json:"state"`
+	StateReason      string            `json:"state_reason,omitempty"`
+	VerifyDeadline   string            `json:"verify_deadline,omitempty"`
+	CreatedAt        string            `json:"created_at"`
+	UpdatedAt        string            `json:"updated_at"`
+	LastSuccessAt    string            `json:"last_success_at,omitempty"`
+	FailingSince     string            `json:"failing_since,omitempty"`
+	LastActivityAt   string            `json:"last_activity_at,omitempty"`
+	Secret           string            `json:"secret,omitempty"`
+	Stats            *statsJSON        `json:"stats,omitempty"`
+}
+
+// statsJSON is the delivery state GET of one subscription adds.
+type statsJSON struct {
+	Lag         int64 `json:"lag"`
+	Retries     int64 `json:"retries"`
+	DeadLetters int64 `json:"dead_letters"`
+}
+
+// formatOptTime writes a time that is omitted when zero.
+func formatOptTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return formatTime(t)
+}
+
+func toSubscriptionJSON(s herald.Subscription) subscriptionJSON {
+	out := subscriptionJSON{
+		ID:          s.ID,
+		Topic:       s.Topic,
+		URL:         s.URL,
+		Description: s.Description,
+		Headers:     s.Headers,
+		Retry: retryJSON{
+			MaxAttempts: s.Retry.MaxAttempts,
+			Initial:     herald.FormatDuration(s.Retry.Initial),
+			Max:         herald.FormatDuration(s.Retry.Max),
+		},
+		Timeout:        herald.FormatDuration(s.Timeout),
+		MaxInFlight:    s.MaxInFlight,
+		RateLimit:      s.RateLimit,
+		Ordered:        s.Ordered,
+		State:          string(s.State),
+		StateReason:    s.StateReason,
+		CreatedAt:      formatTime(s.CreatedAt),
+		UpdatedAt:      formatTime(s.UpdatedAt),
+		LastSuccessAt:  formatOptTime(s.LastSuccessAt),
+		FailingSince:   formatOptTime(s.FailingSince),
+		LastActivityAt: formatOptTime(s.LastActivityAt),
+	}
+	if len(s.Filter) > 0 {
+		out.Filter = s.Filter
+	}
+	if out.Headers == nil {
+		out.Headers = map[string]string{}
+	}
+	if s.ExpiresAfterIdle > 0 {
+		out.ExpiresAfterIdle = herald.FormatDuration(s.ExpiresAfterIdle)
+	}
+	if s.State == herald.StatePending {
+		out.VerifyDeadline = formatOptTime(s.VerifyDeadline)
+	}
+	return out
+}
+
+// retrySpec is a retry policy as a caller writes it: omitted members take
+// the defaults.
+type retrySpec struct {
+	MaxAttempts *int   `json:"max_attempts"`
+	Initial     string `json:"initial"`
+	Max         string `json:"max"`
+}
+
+// subscriptionSpec is the writable part of a subscription: the body of
+// POST /v1/subscriptions, and the document a PATCH is merged into.
+// Omitted members take the defaults.
+type subscriptionSpec struct {
+	Topic            string            `json:"topic"`
+	URL              string            `json:"url"`
+	Description      string            `json:"description"`
+	Filter           json.RawMessage   `json:"filter"`
+	Headers          map[string]string `json:"headers"`
+	Retry            *retrySpec        `json:"retry"`
+	Timeout          string            `json:"timeout"`
+	MaxInFlight      *int              `json:"max_in_flight"`
+	RateLimit        float64           `json:"rate_limit"`
+	Ordered          bool              `json:"ordered"`
+	ExpiresAfterIdle string            `json:"expires_after_idle"`
+	// Verification and Start apply to creation ("verification" to a PATCH
+	// that changes the URL too).
+	Verification string          `json:"verification"`
+	Start        json.RawMessage `json:"start"`
+}
+
+// configure validates the spec's settings and writes them into sub: every
+// writable field but the topic. Errors name the field at fault.
+func (s *Server) configure(spec subscriptionSpec, sub *herald.Subscription) error {
+	if spec.URL == "" {
+		return herald.FieldErrorf("url", "url is required: the webhook endpoint, http:// or https://")
+	}
+	if err := webhook.ValidateURL(spec.URL, s.cfg.AllowPrivateDestinations); err != nil {
+		return err
+	}
+	sub.URL = spec.URL
+
+	if len(spec.Description) > herald.MaxDescriptionLen {
+		return herald.FieldErrorf("description", "description is %d bytes; the limit is %d", len(spec.Description), herald.MaxDescriptionLen)
+	}
+	if !utf8.ValidString(spec.Description) || strings.ContainsRune(spec.Description, 0) {
+		return herald.FieldErrorf("description", "description must be valid UTF-8 without NUL bytes")
+	}
+	sub.Description = spec.Description
+
+	f, err := filter.Parse(spec.Filter)
+	if err != nil {
+		return err
+	}
+	sub.Filter = nil
+	if canon := f.String(); f != nil && canon != "{}" {
+		sub.Filter = json.RawMessage(canon)
+	}
+
+	headers, err := subscriptionHeaders(spec.Headers)
+	if err != nil {
+		return err
+	}
+	sub.Headers = headers
+
+	var retry herald.RetryPolicy
+	var attempts *int
+	if spec.Retry != nil {
+		attempts = spec.Retry.MaxAttempts
+		if retry.Initial, err = parsePositive("retry.initial", spec.Retry.Initial); err != nil {
+			return err
+		}
+		if retry.Max, err = parsePositive("retry.max", spec.Retry.Max); err != nil {
+			return err
+		}
+	}
+	retry = retry.WithDefaults()
+	if attempts != nil {
+		retry.MaxAttempts = *attempts // an explicit 0 is out of range, not "the default"
+	}
+	if err := retry.Validate(); err != nil {
+		return err
+	}
+	sub.Retry = retry
+
+	if sub.Timeout, err = parsePositive("timeout", spec.Timeout); err != nil {
+		return err
+	}
+	if sub.Timeout == 0 {
+		sub.Timeout = herald.DefaultTimeout
+	}
+	if sub.Timeout < minTimeout || sub.Timeout > herald.MaxTimeout {
+		return herald.FieldErrorf("timeout", "timeout must be between %s and %s, got %s", minTimeout, herald.MaxTimeout, herald.FormatDuration(sub.Timeout))
+	}
+
+	sub.MaxInFlight = herald.DefaultMaxInFlight
+	if spec.MaxInFlight != nil {
+		sub.MaxInFlight = *spec.MaxInFlight
+	}
+	if sub.MaxInFlight < 1 || sub.MaxInFlight > herald.MaxMaxInFlight {
+		return herald.FieldErrorf("max_in_flight", "max_in_flight must be between 1 and %d, got %d", herald.MaxMaxInFlight, sub.MaxInFlight)
+	}
+
+	if spec.RateLimit < 0 || spec.RateLimit > herald.MaxRateLimit || math.IsNaN(spec.RateLimit) {
+		return herald.FieldErrorf("rate_limit", "rate_limit must be between 0 (unlimited) and %d requests per second, got %v", herald.MaxRateLimit, spec.RateLimit)
+	}
+	sub.RateLimit = spec.RateLimit
+	sub.Ordered = spec.Ordered
+
+	if sub.ExpiresAfterIdle, err = parsePositive("expires_after_idle", spec.ExpiresAfterIdle); err != nil {
+		return err
+	}
+	if spec.ExpiresAfterIdle != "" && (sub.ExpiresAfterIdle < minExpiresAfterIdle || sub.ExpiresAfterIdle > maxExpiresAfterIdle) {
+		return herald.FieldErrorf("expires_after_idle", "expires_after_idle must be between %s and %s (omit it, or send null, to never expire), got %s",
+			herald.FormatDuration(minExpiresAfterIdle), herald.FormatDuration(maxExpiresAfterIdle), spec.ExpiresAfterIdle)
+	}
+	return nil
+}
+
+// parsePositive parses an optional duration setting; "" gives 0, and a
+// given value must be above zero.
+func parsePositive(field, v string) (time.Duration, error) {
+	d, err := parseSetting(field, v)
+	if err != nil {
+		return 0, err
+	}
+	if v != "" && d <= 0 {
+		return 0, herald.FieldErrorf(field, "%s must be a positive duration, got %q", field, v)
+	}
+	return d, nil
+}
+
+// subscriptionHeaders checks a subscription's static request headers and
+// returns them with canonical names ("x-team" becomes "X-Team"); nil when
+// there are none.
+func subscriptionHeaders(in map[string]string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	if len(in) > herald.MaxSubscriptionHeaders {
+		return nil, herald.FieldErrorf("headers", "%d headers; the limit is %d", len(in), herald.MaxSubscriptionHeaders)
+	}
+	out := make(map[string]string, len(in))
+	for name, value := range in {
+		if name == "" || len(name) > herald.MaxHeaderNameLen || !isToken(name) {
+			return nil, herald.FieldErrorf("headers", "header name %q must be 1 to %d letters, digits or !#$%%&'*+-.^_`|~", name, herald.MaxHeaderNameLen)
+		}
+		lower := strings.ToLower(name)
+		if reservedHeaders[lower] || strings.HasPrefix(lower, "webhook-") || strings.HasPrefix(lower, "herald-") {
+			return nil, herald.FieldErrorf("headers", "header %q is reserved: Herald sets it (webhook-*, herald-*, content-type, content-length, host, user-agent, connection and transfer-encoding are reserved)", name)
+		}
+		if len(value) > herald.MaxHeaderValueLen {
+			return nil, herald.FieldErrorf("headers", "header %q value is %d bytes; the limit is %d", name, len(value), herald.MaxHeaderValueLen)
+		}
+		if !validHeaderValue(value) {
+			return nil, herald.FieldErrorf("headers", "header %q value must be valid UTF-8 without control characters", name)
+		}
+		canon := http.CanonicalHeaderKey(name)
+		if _, dup := out[canon]; dup {
+			return nil, herald.FieldErrorf("headers", "header %q is given twice (names are case-insensitive)", canon)
+		}
+		out[canon] = value
+	}
+	return out, nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue accepts UTF-8 text with tabs but no other control
+// characters, so a value can neither split a request nor break a store.
+func validHeaderValue(v string) bool {
+	if !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if (r < ' ' && r != '\t') || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// parseStart reads the "start" member of a create request.
+func parseStart(raw json.RawMessage, topic string) (herald.StartPosition, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return herald.StartPosition{}, nil
+	}
+	bad := func() error {
+		return herald.FieldErrorf("start", `start must be "now", "earliest", a seq (a whole number, for a single topic) or an RFC 3339 time, got %s`, truncate(string(raw), 64))
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return herald.StartPosition{}, bad()
+		}
+		switch s {
+		case "now", "":
+			return herald.StartPosition{}, nil
+		case "earliest":
+			return herald.StartPosition{Earliest: true}, nil
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return herald.StartPosition{}, bad()
+		}
+		return herald.StartPosition{Time: t.UTC()}, nil
+	}
+	seq, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || seq < 0 {
+		return herald.StartPosition{}, bad()
+	}
+	if herald.IsPattern(topic) {
+		return herald.StartPosition{}, herald.FieldErrorf("start", "start may be a seq only for a single topic; %q is a pattern: use \"earliest\", \"now\" or a time", topic)
+	}
+	if seq == 0 {
+		// After seq 0 is from the first event.
+		return herald.StartPosition{Earliest: true}, nil
+	}
+	return herald.StartPosition{Seq: seq}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// needsAdmin reports whether a subscription's topic can match one of
+// Herald's own topics ("herald.*"): its first segment is "herald" or a
+// wildcard. Only admins may create or manage those.
+func needsAdmin(topic string) bool {
+	first, _, _ := strings.Cut(topic, ".")
+	return first == "herald" || first == "*" || first == ">"
+}
+
+// mayManage reports whether the caller may see and manage a subscription
+// on the topic: admin, or a subscribe scope that covers it.
+func mayManage(p *principal, topic string) bool {
+	if p == nil {
+		return false
+	}
+	if p.scopes.IsAdmin() {
+		return true
+	}
+	return !needsAdmin(topic) && p.scopes.Allows(herald.ActionSubscribe, topic)
+}
+
+func errNoSubscribeScope(topic string) error {
+	if needsAdmin(topic) {
+		return herald.Errorf(herald.CodeForbidden, "subscriptions to %q need the admin scope: the pattern can match Herald's own %q topics", topic, herald.SystemTopicPrefix+"*")
+	}
+	return herald.Errorf(herald.CodeForbidden, "the API key has no subscribe scope for topic %q", topic)
+}
+
+// subscriptionStore returns the store, or an error when the server was
+// built without one.
+func (s *Server) subscriptionStore() (herald.SubscriptionStore, error) {
+	if s.subs == nil {
+		return nil, herald.Errorf(herald.CodeUnavailable, "this server does not manage subscriptions")
+	}
+	return s.subs, nil
+}
+
+// loadSubscription returns the subscription named by the {id} path value
+// if the caller may manage it.
+func (s *Server) loadSubscription(r *http.Request) (herald.Subscription, error) {
+	st, err := s.subscriptionStore()
+	if err != nil {
+		return herald.Subscription{}, err
+	}
+	id := r.PathValue("id")
+	if id == "" || len(id) > maxSubscriptionIDLen {
+		return herald.Subscription{}, herald.Errorf(herald.CodeNotFound, "subscription %q not found", truncate(id, maxSubscriptionIDLen))
+	}
+	sub, err := st.GetSubscription(r.Context(), id)
+	if err != nil {
+		return herald.Subscription{}, err
+	}
+	if !mayManage(principalFrom(r.Context()), sub.Topic) {
+		return herald.Subscription{}, errNoSubscribeScope(sub.Topic)
+	}
+	return sub, nil
+}
+
+// touch records API activity on the subscription, at most once per
+// activityResolution. It does not change UpdatedAt, which marks changes of
+// configuration and state.
+func (s *Server) touch(ctx context.Context, sub *herald.Subscription) error {
+	now := s.now().UTC()
+	if now.Sub(sub.LastActivityAt) < activityResolution {
+		return nil
+	}
+	sub.LastActivityAt = now
+	return s.subs.UpdateSubscription(ctx, *sub)
+}
+
+// changed tells the notifier about a change, if there is one.
+func (s *Server) changed(id string) {
+	if s.notifier != nil {
+		s.notifier.Changed(id)
+	}
+}
+
+// newSubscriptionID returns "sub_" and 16 random bytes in lowercase base32.
+func newSubscriptionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return subscriptionIDPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// newChallenge returns a verification token: 32 random bytes, base64url.
+func newChallenge() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// requireVerification makes sub wait for its endpoint to answer a new
+// challenge, from now until the default deadline.
+func requireVerification(sub *herald.Subscription, now time.Time) {
+	sub.State = herald.StatePending
+	sub.StateReason = ""
+	sub.Challenge = newChallenge()
+	sub.VerifyDeadline = now.Add(herald.DefaultVerifyDeadline)
+	sub.NextChallengeAt = now
+	sub.ChallengeTries = 0
+}
+
+// verificationMode checks the "verification" member: "challenge" (or
+// empty) or "none", which needs admin. It reports whether the endpoint must
+// be verified.
+func verificationMode(r *http.Request, v string) (bool, error) {
+	switch v {
+	case "", herald.VerifyChallenge:
+		return true, nil
+	case herald.VerifyNone:
+		if p := principalFrom(r.Context()); p == nil || !p.scopes.IsAdmin() {
+			return false, herald.Errorf(herald.CodeForbidden, `"verification": "none" needs the admin scope`)
+		}
+		return false, nil
+	}
+	return false, herald.FieldErrorf("verification", `verification must be "challenge" or "none", got %q`, v)
+}
+
+func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.subscriptionStore()
+	if err != nil {
+		return err
+	}
+	var spec subscriptionSpec
+	if err := decodeJSON(w, r, maxJSONBody, false, &spec); err != nil {
+		return err
+	}
+	if err := herald.ValidatePattern(spec.Topic); err != nil {
+		return err
+	}
+	if !mayManage(principalFrom(r.Context()), spec.Topic) {
+		return errNoSubscribeScope(spec.Topic)
+	}
+	verify, err := verificationMode(r, spec.Verification)
+	if err != nil {
+		return err
+	}
+	start, err := parseStart(spec.Start, spec.Topic)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	sub := herald.Subscription{
+		ID:             newSubscriptionID(),
+		Topic:          spec.Topic,
+		State:          herald.StateActive,
+		Secret:         webhook.NewSecret(),
+		OwnerKeyID:     principalFrom(r.Context()).keyID,
+		CreatedAt:      now,
+		UpdatedAt:      now,
+		LastActivityAt: now,
+	}
+	if err := s.configure(spec, &sub); err != nil {
+		return err
+	}
+	if verify {
+		requireVerification(&sub, now)
+	}
+	if err := st.CreateSubscription(r.Context(), sub, start); err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	out := toSubscriptionJSON(sub)
+	out.Secret = sub.Secret
+	w.Header().Set("Location", "/v1/subscriptions/"+url.PathEscape(sub.ID))
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	stats, err := s.subscriptionStats(r.Context(), sub.ID)
+	if err != nil {
+		return err
+	}
+	out := toSubscriptionJSON(sub)
+	out.Stats = &stats
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// subscriptionStats sums the lag over the subscription's cursors and counts
+// its retries and dead letters.
+func (s *Server) subscriptionStats(ctx context.Context, id string) (statsJSON, error) {
+	var out statsJSON
+	cursors, err := s.subs.Cursors(ctx, id)
+	if err != nil {
+		return out, err
+	}
+	for _, c := range cursors {
+		t, err := s.store.GetTopic(ctx, c.Topic)
+		if herald.IsCode(err, herald.CodeNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return out, err
+		}
+		out.Lag += max(t.HeadSeq-c.Seq, 0)
+	}
+	if out.Retries, err = s.subs.CountRetries(ctx, id); err != nil {
+		return out, err
+	}
+	if out.DeadLetters, err = s.subs.CountDeadLetters(ctx, id); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+type subscriptionListJSON struct {
+	Subscriptions []subscriptionJSON `json:"subscriptions"`
+	NextCursor    string             `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.subscriptionStore()
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit, err := queryInt(q.Get("limit"), "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return err
+	}
+	after, err := decodeIDCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	state := herald.SubscriptionState(q.Get("state"))
+	switch state {
+	case "", herald.StatePending, herald.StateActive, herald.StatePaused, herald.StateDisabled, herald.StateFailed:
+	default:
+		return herald.FieldErrorf("state", "state must be pending, active, paused, disabled or failed, got %q", state)
+	}
+	topic := q.Get("topic")
+	if topic != "" {
+		if err := herald.ValidatePattern(topic); err != nil {
+			return err
+		}
+	}
+	p := principalFrom(r.Context())
+	visible := func(sub herald.Subscription) bool {
+		return (topic == "" || sub.Topic == topic) && mayManage(p, sub.Topic)
+	}
+
+	out := subscriptionListJSON{Subscriptions: []subscriptionJSON{}}
+	for range maxSubscriptionScans {
+		page, err := st.ListSubscriptions(r.Context(), herald.SubscriptionFilter{After: after, Limit: int(limit) + 1, State: state})
+		if err != nil {
+			return err
+		}
+		for _, sub := range page {
+			after = sub.ID
+			if !visible(sub) {
+				continue
+			}
+			if len(out.Subscriptions) == int(limit) { // one more exists: this page is full
+				out.NextCursor = encodeCursor(out.Subscriptions[limit-1].ID)
+				return writeJSON(w, http.StatusOK, out)
+			}
+			out.Subscriptions = append(out.Subscriptions, toSubscriptionJSON(sub))
+		}
+		if len(page) <= int(limit) { // the store has no more
+			return writeJSON(w, http.StatusOK, out)
+		}
+	}
+	out.NextCursor = encodeCursor(after)
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// decodeIDCursor reads a list cursor holding the last subscription id seen.
+func decodeIDCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) == 0 || len(b) > maxSubscriptionIDLen || !printableASCII(string(b)) {
+		return "", herald.FieldErrorf("cursor", "cursor is not one this server issued")
+	}
+	return string(b), nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// patchable are the members a PATCH may carry, besides "verification".
+var patchable = map[string]bool{
+	"url": true, "description": true, "filter": true, "headers": true, "retry": true, "timeout": true,
+	"max_in_flight": true, "rate_limit": true, "ordered": true, "expires_after_idle": true,
+}
+
+// specOf renders the writable settings of sub in the wire form a PATCH is
+// merged into; zero optional settings are left out.
+func specOf(sub herald.Subscription) map[string]json.RawMessage {
+	m := map[string]json.RawMessage{}
+	put := func(k string, v any) {
+		b, _ := json.Marshal(v) // strings, numbers, maps of strings: cannot fail
+		m[k] = b
+	}
+	put("url", sub.URL)
+	put("description", sub.Description)
+	if len(sub.Filter) > 0 {
+		m["filter"] = sub.Filter
+	}
+	if len(sub.Headers) > 0 {
+		put("headers", sub.Headers)
+	}
+	put("retry", retryJSON{
+		MaxAttempts: sub.Retry.MaxAttempts,
+		Initial:     herald.FormatDuration(sub.Retry.Initial),
+		Max:         herald.FormatDuration(sub.Retry.Max),
+	})
+	put("timeout", herald.FormatDuration(sub.Timeout))
+	put("max_in_flight", sub.MaxInFlight)
+	put("rate_limit", sub.RateLimit)
+	put("ordered", sub.Ordered)
+	if sub.ExpiresAfterIdle > 0 {
+		put("expires_after_idle", herald.FormatDuration(sub.ExpiresAfterIdle))
+	}
+	return m
+}
+
+// mergePatch applies a JSON merge patch (RFC 7396) of a subscription's
+// settings to doc. "headers" and "retry" merge member by member, headers
+// by case-insensitive name; every other member, "filter" included, is
+// replaced as a whole; null removes a member, which then takes its default.
+func mergePatch(doc, patch map[string]json.RawMessage) error {
+	for k, v := range patch {
+		if isNull(v) {
+			delete(doc, k)
+			continue
+		}
+		if k != "headers" && k != "retry" {
+			doc[k] = v
+			continue
+		}
+		var pm map[string]json.RawMessage
+		if json.Unmarshal(v, &pm) != nil || pm == nil {
+			doc[k] = v // not an object: replaced, and refused when decoded
+			continue
+		}
+		var cur map[string]json.RawMessage
+		if old, ok := doc[k]; ok {
+			_ = json.Unmarshal(old, &cur) // rendered by specOf: always an object
+		}
+		if cur == nil {
+			cur = map[string]json.RawMessage{}
+		}
+		seen := map[string]bool{}
+		for pk, pv := range pm {
+			if k == "headers" {
+				pk = http.CanonicalHeaderKey(pk)
+				if seen[pk] {
+					return herald.FieldErrorf("headers", "header %q is given twice (names are case-insensitive)", pk)
+				}
+				seen[pk] = true
+			}
+			if isNull(pv) {
+				delete(cur, pk)
+			} else {
+				cur[pk] = pv
+			}
+		}
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return fmt.Errorf("merge %s: %w", k, err)
+		}
+		doc[k] = b
+	}
+	return nil
+}
+
+func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }
+
+func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	body, err := readPatch(w, r)
+	if err != nil {
+		return err
+	}
+	var patch map[string]json.RawMessage
+	if err := unmarshalStrict(body, &patch, ""); err != nil {
+		return err
+	}
+	if patch == nil {
+		return herald.Errorf(herald.CodeInvalid, "the body must be a JSON object of the settings to change")
+	}
+	var verification string
+	for k, v := range patch {
+		switch {
+		case k == "verification":
+			if err := json.Unmarshal(v, &verification); err != nil {
+				return herald.FieldErrorf("verification", `verification must be "challenge" or "none"`)
+			}
+			delete(patch, k)
+		case k == "topic":
+			return herald.FieldErrorf("topic", "the topic of a subscription cannot change; create a new subscription")
+		case !patchable[k]:
+			return herald.FieldErrorf(k, "unknown or read-only field %q", k)
+		}
+	}
+	verify, err := verificationMode(r, verification)
+	if err != nil {
+		return err
+	}
+	doc := specOf(sub)
+	if err := mergePatch(doc, patch); err != nil {
+		return err
+	}
+	merged, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("encode merged subscription: %w", err)
+	}
+	var spec subscriptionSpec
+	if err := unmarshalStrict(merged, &spec, ""); err != nil {
+		return err
+	}
+	next := sub
+	if err := s.configure(spec, &next); err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	if next.URL != sub.URL {
+		next.FailingSince = time.Time{} // that run of failures was another endpoint's
+		switch {
+		case verify && sub.State == herald.StatePaused:
+			// Stay paused; resuming will ask the new endpoint first.
+			next.Challenge = newChallenge()
+		case verify:
+			requireVerification(&next, now)
+		default:
+			// An admin vouched for the new endpoint, as at creation.
+			next.Challenge, next.NextChallengeAt = "", time.Time{}
+			if sub.State == herald.StatePending || sub.State == herald.StateFailed {
+				next.State, next.StateReason = herald.StateActive, ""
+			}
+		}
+	}
+	next.UpdatedAt = now
+	next.LastActivityAt = now
+	if err := s.subs.UpdateSubscription(r.Context(), next); err != nil {
+		return err
+	}
+	s.changed(next.ID)
+	return writeJSON(w, http.StatusOK, toSubscriptionJSON(next))
+}
+
+// readPatch reads a PATCH body: JSON or JSON merge patch, at most
+// maxJSONBody bytes, not empty.
+func readPatch(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSONMediaType(ct) {
+		return nil, herald.Errorf(herald.CodeUnsupported, "the body must be application/merge-patch+json or application/json, not %q", ct)
+	}
+	body, err := readBody(w, r, maxJSONBody)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, herald.Errorf(herald.CodeInvalid, "the request body is empty; a JSON object of the settings to change is required")
+	}
+	return body, nil
+}
+
+func (s *Server) deleteSubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	if err := s.subs.DeleteSubscription(r.Context(), sub.ID); err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,354 @@
+package api
+
+import (
+	"encoding/base64"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+// Limits of the delivery endpoints.
+const (
+	// maxReplay bounds the events one replay request schedules.
+	maxReplay = 100000
+	// maxRedriveIDs bounds the event ids of one redrive request.
+	maxRedriveIDs = 1000
+)
+
+// deadLetterJSON is a dead letter on the wire.
+type deadLetterJSON struct {
+	Topic     string `json:"topic"`
+	Seq       int64  `json:"seq"`
+	EventID   string `json:"event_id"`
+	Key       string `json:"key,omitempty"`
+	Attempts  int    `json:"attempts"`
+	LastError string `json:"last_error"`
+	DeadAt    string `json:"dead_at"`
+}
+
+type deadLetterListJSON struct {
+	DeadLetters []deadLetterJSON `json:"dead_letters"`
+	NextCursor  string           `json:"next_cursor,omitempty"`
+}
+
+// Dead letter cursors are the (topic, seq) of the last one returned.
+func encodePosCursor(c herald.Cursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.Topic + " " + strconv.FormatInt(c.Seq, 10)))
+}
+
+func decodePosCursor(s string) (herald.Cursor, error) {
+	if s == "" {
+		return herald.Cursor{}, nil
+	}
+	bad := herald.FieldErrorf("cursor", "cursor is not one this server issued")
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return herald.Cursor{}, bad
+	}
+	topic, seqText, ok := strings.Cut(string(b), " ")
+	seq, err := strconv.ParseInt(seqText, 10, 64)
+	if !ok || err != nil || seq < 0 || herald.ValidateTopicName(topic) != nil {
+		return herald.Cursor{}, bad
+	}
+	return herald.Cursor{Topic: topic, Seq: seq}, nil
+}
+
+func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit, err := queryInt(q.Get("limit"), "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return err
+	}
+	after, err := decodePosCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	dls, err := s.subs.ListDeadLetters(r.Context(), sub.ID, after, int(limit)+1)
+	if err != nil {
+		return err
+	}
+	out := deadLetterListJSON{DeadLetters: []deadLetterJSON{}}
+	for i, d := range dls {
+		if i == int(limit) {
+			last := dls[i-1]
+			out.NextCursor = encodePosCursor(herald.Cursor{Topic: last.Topic, Seq: last.Seq})
+			break
+		}
+		out.DeadLetters = append(out.DeadLetters, deadLetterJSON{
+			Topic: d.Topic, Seq: d.Seq, EventID: d.EventID, Key: d.Key,
+			Attempts: d.Attempts, LastError: d.LastError, DeadAt: formatTime(d.DeadAt),
+		})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+type redriveRequest struct {
+	EventIDs []string `json:"event_ids"`
+}
+
+func (s *Server) redriveDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	var req redriveRequest
+	if err := decodeJSON(w, r, maxJSONBody, true, &req); err != nil {
+		return err
+	}
+	if req.EventIDs != nil {
+		if err := checkEventIDs(req.EventIDs); err != nil {
+			return err
+		}
+	}
+	n, err := s.subs.RedriveDeadLetters(r.Context(), sub.ID, req.EventIDs, s.now().UTC())
+	if err != nil {
+		return err
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	return writeJSON(w, http.StatusOK, map[string]int64{"redriven": n})
+}
+
+// checkEventIDs validates a non-nil list of event ids to act on.
+func checkEventIDs(ids []string) error {
+	switch {
+	case len(ids) == 0:
+		return herald.FieldErrorf("event_ids", "event_ids is empty; leave it out to act on every dead letter")
+	case len(ids) > maxRedriveIDs:
+		return herald.FieldErrorf("event_ids", "%d event ids; the limit is %d per request", len(ids), maxRedriveIDs)
+	}
+	for i, id := range ids {
+		if id == "" || len(id) > herald.MaxEventIDLen {
+			return herald.FieldErrorf("event_ids["+strconv.Itoa(i)+"]", "an event id is 1 to %d bytes", herald.MaxEventIDLen)
+		}
+	}
+	return nil
+}
+
+func (s *Server) deleteDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	if id := r.PathValue("event_id"); id != "" {
+		if len(id) > herald.MaxEventIDLen {
+			return herald.Errorf(herald.CodeNotFound, "subscription %s has no dead letter with that event id", sub.ID)
+		}
+		ids = []string{id}
+	}
+	n, err := s.subs.DeleteDeadLetters(r.Context(), sub.ID, ids)
+	if err != nil {
+		return err
+	}
+	if ids != nil && n == 0 {
+		return herald.Errorf(herald.CodeNotFound, "subscription %s has no dead letter with event id %q", sub.ID, ids[0])
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]int64{"deleted": n})
+}
+
+type replayRequest struct {
+	FromSeq  *int64 `json:"from_seq"`
+	FromTime string `json:"from_time"`
+	ToSeq    *int64 `json:"to_seq"`
+	Topic    string `json:"topic"`
+}
+
+func (s *Server) replay(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	var req replayRequest
+	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
+		return err
+	}
+	var fromTime time.Time
+	switch {
+	case req.FromSeq != nil && req.FromTime != "":
+		return herald.FieldErrorf("from_seq", "give from_seq or from_time, not both")
+	case req.FromSeq != nil:
+		if *req.FromSeq < 0 {
+			return herald.FieldErrorf("from_seq", "from_seq must be 0 or more, got %d", *req.FromSeq)
+		}
+	case req.FromTime != "":
+		t, err := time.Parse(time.RFC3339Nano, req.FromTime)
+		if err != nil {
+			return herald.FieldErrorf("from_time", "from_time must be an RFC 3339 time such as 2025-01-02T15:04:05Z, got %q", truncate(req.FromTime, 64))
+		}
+		fromTime = t.UTC()
+	default:
+		return herald.FieldErrorf("from_seq", "give from_seq or from_time: where the replay starts")
+	}
+	if req.ToSeq != nil {
+		if *req.ToSeq < 0 || (req.FromSeq != nil && *req.ToSeq < *req.FromSeq) {
+			return herald.FieldErrorf("to_seq", "to_seq must be at least from_seq, got %d", *req.ToSeq)
+		}
+	}
+	topics, err := s.replayTopics(r, sub, req.Topic)
+	if err != nil {
+		return err
+	}
+
+	now := s.now().UTC()
+	var scheduled int64
+	for _, t := range topics {
+		if scheduled >= maxReplay {
+			break
+		}
+		from := int64(1)
+		if req.FromSeq != nil {
+			from = max(*req.FromSeq, 1)
+		} else if from, err = s.store.SeqAtTime(r.Context(), t.Name, fromTime); err != nil {
+			return err
+		}
+		to := t.HeadSeq
+		if req.ToSeq != nil {
+			to = min(*req.ToSeq, t.HeadSeq)
+		}
+		if to < from {
+			continue
+		}
+		n, err := s.subs.ScheduleReplay(r.Context(), sub.ID, t.Name, from, to, now, int(maxReplay-scheduled))
+		if err != nil {
+			return err
+		}
+		scheduled += n
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	return writeJSON(w, http.StatusAccepted, map[string]int64{"scheduled": scheduled})
+}
+
+// replayTopics returns the topics a replay covers, with their head seqs:
+// the subscription's topic, the one asked for, or every topic its pattern
+// matches.
+func (s *Server) replayTopics(r *http.Request, sub herald.Subscription, asked string) ([]herald.Topic, error) {
+	ctx := r.Context()
+	if asked != "" {
+		if err := herald.ValidateTopicName(asked); err != nil {
+			return nil, err
+		}
+		if !herald.MatchTopic(sub.Topic, asked) {
+			return nil, herald.FieldErrorf("topic", "topic %q is not one subscription %s receives (%s)", asked, sub.ID, sub.Topic)
+		}
+		t, err := s.store.GetTopic(ctx, asked)
+		if err != nil {
+			return nil, err
+		}
+		return []herald.Topic{t}, nil
+	}
+	if !herald.IsPattern(sub.Topic) {
+		t, err := s.store.GetTopic(ctx, sub.Topic)
+		if err != nil {
+			return nil, err
+		}
+		return []herald.Topic{t}, nil
+	}
+	var out []herald.Topic
+	after := ""
+	for {
+		page, err := s.store.ListTopics(ctx, after, maxListLimit)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range page {
+			if herald.MatchTopic(sub.Topic, t.Name) {
+				out = append(out, t)
+			}
+		}
+		if len(page) < maxListLimit {
+			return out, nil
+		}
+		after = page[len(page)-1].Name
+	}
+}
+
+// attemptJSON is one delivery attempt on the wire.
+type attemptJSON struct {
+	ID         int64   `json:"id"`
+	Topic      string  `json:"topic"`
+	Seq        int64   `json:"seq"`
+	EventID    string  `json:"event_id"`
+	Attempt    int     `json:"attempt"`
+	Time       string  `json:"time"`
+	Outcome    string  `json:"outcome"`
+	StatusCode int     `json:"status_code,omitempty"`
+	LatencyMS  float64 `json:"latency_ms"`
+	Error      string  `json:"error,omitempty"`
+	Response   string  `json:"response,omitempty"`
+}
+
+type attemptListJSON struct {
+	Attempts   []attemptJSON `json:"attempts"`
+	NextCursor string        `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) listAttempts(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit, err := queryInt(q.Get("limit"), "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return err
+	}
+	f := herald.AttemptFilter{EventID: q.Get("event_id"), Limit: int(limit) + 1}
+	if len(f.EventID) > herald.MaxEventIDLen {
+		return herald.FieldErrorf("event_id", "an event id is at most %d bytes", herald.MaxEventIDLen)
+	}
+	switch o := herald.Outcome(q.Get("outcome")); o {
+	case "", herald.OutcomeSuccess, herald.OutcomeFailure:
+		f.Outcome = o
+	default:
+		return herald.FieldErrorf("outcome", "outcome must be success or failure, got %q", truncate(string(o), 64))
+	}
+	if c := q.Get("cursor"); c != "" {
+		b, err := base64.RawURLEncoding.DecodeString(c)
+		id, perr := strconv.ParseInt(string(b), 10, 64)
+		if err != nil || perr != nil || id < 1 {
+			return herald.FieldErrorf("cursor", "cursor is not one this server issued")
+		}
+		f.BeforeID = id
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	attempts, err := s.subs.ListAttempts(r.Context(), sub.ID, f)
+	if err != nil {
+		return err
+	}
+	out := attemptListJSON{Attempts: []attemptJSON{}}
+	for i, a := range attempts {
+		if i == int(limit) {
+			out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(attempts[i-1].ID, 10)))
+			break
+		}
+		out.Attempts = append(out.Attempts, attemptJSON{
+			ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt,
+			Time: formatTime(a.Time), Outcome: string(a.Outcome), StatusCode: a.StatusCode,
+			LatencyMS: math.Round(float64(a.Latency)/float64(time.Microsecond)) / 1000,
+			Error:     a.Error, Response: a.Response,
+		})
+	}
+	return writeJSON(w, http.StatusOK, out)
+}

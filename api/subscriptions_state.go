@@ -1,0 +1,159 @@
+package api
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/webhook"
+)
+
+// maxRotationGrace bounds the grace of a secret rotation.
+const maxRotationGrace = 7 * 24 * time.Hour
+
+// pausedReason is the state reason of a subscription paused through the API.
+const pausedReason = "paused through the API"
+
+// saveState writes a state change of sub and tells the notifier.
+func (s *Server) saveState(w http.ResponseWriter, r *http.Request, sub herald.Subscription) error {
+	now := s.now().UTC()
+	sub.UpdatedAt = now
+	sub.LastActivityAt = now
+	if err := s.subs.UpdateSubscription(r.Context(), sub); err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	return writeJSON(w, http.StatusOK, toSubscriptionJSON(sub))
+}
+
+func (s *Server) pauseSubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	switch sub.State {
+	case herald.StateActive, herald.StatePending:
+	default:
+		return herald.Errorf(herald.CodeConflict, "subscription %s is %s; only active or pending subscriptions can be paused", sub.ID, sub.State)
+	}
+	// A pending subscription keeps its Challenge, which marks it as not
+	// verified: resuming it asks the endpoint again.
+	sub.State, sub.StateReason = herald.StatePaused, pausedReason
+	sub.NextChallengeAt = time.Time{}
+	return s.saveState(w, r, sub)
+}
+
+func (s *Server) resumeSubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	switch sub.State {
+	case herald.StatePaused, herald.StateDisabled:
+		if sub.Challenge != "" { // never verified
+			requireVerification(&sub, now)
+			break
+		}
+		sub.State, sub.StateReason = herald.StateActive, ""
+		sub.FailingSince = time.Time{}
+	case herald.StateFailed:
+		requireVerification(&sub, now)
+	case herald.StateActive:
+		return herald.Errorf(herald.CodeConflict, "subscription %s is already active", sub.ID)
+	default:
+		return herald.Errorf(herald.CodeConflict, "subscription %s is %s, waiting for its endpoint to answer the verification challenge; there is nothing to resume", sub.ID, sub.State)
+	}
+	return s.saveState(w, r, sub)
+}
+
+type verifyRequest struct {
+	Challenge string `json:"challenge"`
+}
+
+func (s *Server) verifySubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	var req verifyRequest
+	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
+		return err
+	}
+	if sub.State != herald.StatePending {
+		return herald.Errorf(herald.CodeConflict, "subscription %s is %s, not pending verification", sub.ID, sub.State)
+	}
+	if req.Challenge == "" || subtle.ConstantTimeCompare([]byte(req.Challenge), []byte(sub.Challenge)) != 1 {
+		return herald.FieldErrorf("challenge", "the challenge does not match the one sent to the endpoint")
+	}
+	sub.State, sub.StateReason = herald.StateActive, ""
+	sub.Challenge = ""
+	sub.NextChallengeAt = time.Time{}
+	sub.FailingSince = time.Time{}
+	return s.saveState(w, r, sub)
+}
+
+// secretJSON is the answer of the secret endpoints.
+type secretJSON struct {
+	Secret            string `json:"secret"`
+	PreviousSecret    string `json:"previous_secret,omitempty"`
+	PreviousExpiresAt string `json:"previous_expires_at,omitempty"`
+}
+
+func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	out := secretJSON{Secret: sub.Secret}
+	if sub.PreviousSecret != "" && sub.PreviousExpiresAt.After(s.now()) {
+		out.PreviousSecret = sub.PreviousSecret
+		out.PreviousExpiresAt = formatTime(sub.PreviousExpiresAt)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, out)
+}
+
+type rotateRequest struct {
+	Grace *string `json:"grace"`
+}
+
+func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	var req rotateRequest
+	if err := decodeJSON(w, r, maxJSONBody, true, &req); err != nil {
+		return err
+	}
+	grace := herald.DefaultRotationGrace
+	if req.Grace != nil {
+		d, err := herald.ParseDuration(*req.Grace)
+		if err != nil || d < 0 || d > maxRotationGrace {
+			return &herald.Error{Code: herald.CodeInvalid, Field: "grace", Err: err,
+				Message: `grace must be a duration from 0s to 7d, like "24h", got "` + truncate(*req.Grace, 64) + `"`}
+		}
+		grace = d
+	}
+	now := s.now().UTC()
+	sub.PreviousSecret = sub.Secret
+	sub.PreviousExpiresAt = now.Add(grace)
+	sub.Secret = webhook.NewSecret()
+	sub.UpdatedAt = now
+	sub.LastActivityAt = now
+	if err := s.subs.UpdateSubscription(r.Context(), sub); err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, secretJSON{
+		Secret:            sub.Secret,
+		PreviousSecret:    sub.PreviousSecret,
+		PreviousExpiresAt: formatTime(sub.PreviousExpiresAt),
+	})
+}
