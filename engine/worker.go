@@ -44,8 +44,12 @@ type worker struct {
 	inflight int
 	sends    sync.WaitGroup
 
-	retrying    map[evRef]struct{} // retries in flight
-	nextRetryAt time.Time          // when to look at the retry set again
+	// retrying holds retries in flight, and retries whose outcome is in the
+	// pending settlement: the store still shows those rows as due until
+	// the settlement commits, and they must not be sent again meanwhile.
+	retrying    map[evRef]struct{}
+	settling    []evRef   // retries to forget once the pending settlement commits
+	nextRetryAt time.Time // when to look at the retry set again
 
 	// Ordered subscriptions: per (topic, key), how many retries the key has
 	// in the store (chain) and the fresh events held in memory behind one
@@ -258,6 +262,7 @@ func (w *worker) load(ctx context.Context) error {
 	} else if !herald.IsCode(err, herald.CodeNotFound) {
 		return fmt.Errorf("read topic: %w", err)
 	}
+	w.nextRetryAt = w.d.cfg.Now() // look at the retry set at once
 	if w.sub.Ordered {
 		rows, err := w.d.store.RetryKeys(ctx, w.sub.ID)
 		if err != nil {
@@ -519,9 +524,8 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 func (w *worker) handle(r sendResult) {
 	w.inflight--
 	ev, now := r.ev, r.at
-	ref := evRef{ev.Topic, ev.Seq}
 	if r.fromRetry {
-		delete(w.retrying, ref)
+		w.settling = append(w.settling, evRef{ev.Topic, ev.Seq})
 	}
 	w.d.metrics.observe(r.res)
 	a := herald.Attempt{
@@ -610,11 +614,13 @@ func (w *worker) release(topic, key string, fromRetry bool) {
 	if fromRetry {
 		if w.chain[k]--; w.chain[k] <= 0 {
 			delete(w.chain, k)
-		} else {
-			w.pending.UnblockKeys = append(w.pending.UnblockKeys, k)
-			w.pending.UnblockAt = w.d.cfg.Now()
-			w.wantRetryAt(w.d.cfg.Now())
 		}
+		// Always heal the chain: the store makes the next blocked event of
+		// the key due only if none is, so a count that drifted (retries
+		// added through the API) cannot strand blocked events.
+		w.pending.UnblockKeys = append(w.pending.UnblockKeys, k)
+		w.pending.UnblockAt = w.d.cfg.Now()
+		w.wantRetryAt(w.d.cfg.Now())
 		return
 	}
 	w.keyBusy[k] = false
@@ -664,11 +670,19 @@ func (w *worker) flush(ctx context.Context) bool {
 	}
 	s := w.pending
 	w.pending = herald.Settlement{}
+	settling := w.settling
+	w.settling = nil
 	err := w.d.settle(ctx, herald.SettleItem{SubscriptionID: w.sub.ID, Epoch: w.epoch, Settlement: s})
 	switch {
 	case err == nil:
 		for _, c := range s.Cursors {
 			w.topics[c.Topic].durable = c.Seq
+		}
+		for _, ref := range settling {
+			delete(w.retrying, ref)
+		}
+		if len(settling) > 0 {
+			w.wantRetryAt(w.d.cfg.Now()) // rows freed: look again
 		}
 		return true
 	case herald.IsCode(err, herald.CodeConflict), herald.IsCode(err, herald.CodeNotFound):
@@ -681,6 +695,7 @@ func (w *worker) flush(ctx context.Context) bool {
 		}
 		w.pending = mergeSettlements(s, w.pending)
 		w.pending.Cursors = nil
+		w.settling = append(settling, w.settling...)
 		return true
 	}
 }

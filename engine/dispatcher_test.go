@@ -1,0 +1,514 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/store/postgres"
+	"github.com/heraldhq/herald/webhook"
+)
+
+// env is a running engine over a real SQLite file: committer, tail cache,
+// dispatcher and the real webhook deliverer sending to loopback receivers.
+type env struct {
+	t          *testing.T
+	path       string
+	store      engine.DispatchStore
+	committer  *engine.Committer
+	dispatcher *engine.Dispatcher
+	sender     *webhook.Sender
+}
+
+// startEnv opens the store at path: a postgres:// DSN or a SQLite file.
+func startEnv(t *testing.T, path string) *env {
+	t.Helper()
+	ctx := context.Background()
+	var st engine.DispatchStore
+	var err error
+	if strings.HasPrefix(path, "postgres") {
+		st, err = postgres.Open(ctx, path, postgres.Options{})
+	} else {
+		st, err = openSQLite(ctx, path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, path: path, store: st}
+	e.committer = engine.NewCommitter(st, engine.CommitterConfig{}, nil, nil)
+	tail := engine.NewTail(engine.TailConfig{})
+	e.committer.OnCommit(tail.Add)
+	e.sender = webhook.NewSender(webhook.SenderConfig{AllowPrivate: true})
+	e.dispatcher = engine.NewDispatcher(st, tail, webhook.NewDeliverer(e.sender, nil), e.committer, engine.DispatcherConfig{
+		PollInterval:   50 * time.Millisecond,
+		SettleInterval: 5 * time.Millisecond,
+		LeaseTTL:       2 * time.Second,
+	}, nil, nil)
+	e.committer.OnCommit(e.dispatcher.OnCommit)
+	if err := e.committer.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dispatcher.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *env) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if e.dispatcher != nil {
+		if err := e.dispatcher.Stop(ctx); err != nil {
+			e.t.Errorf("dispatcher stop: %v", err)
+		}
+		e.dispatcher = nil
+		_ = e.committer.Stop(ctx)
+		e.sender.Close()
+		_ = e.store.Close()
+	}
+}
+
+func (e *env) topic(name string) {
+	e.t.Helper()
+	now := time.Now().UTC()
+	if _, _, err := e.store.PutTopic(context.Background(), herald.Topic{Name: name, CreatedAt: now, UpdatedAt: now}.WithDefaults()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// publish commits n events; key(i) gives each one's key.
+func (e *env) publish(topic string, n int, key func(i int) string) {
+	e.t.Helper()
+	for i := 0; i < n; i++ {
+		now := time.Now().UTC()
+		ev := &herald.Event{
+			ID: herald.NewID(now), Topic: topic, Type: "test.event", ContentType: "application/json",
+			Payload: fmt.Appendf(nil, `{"i":%d,"amount":%d}`, i, i*10), Time: now,
+		}
+		if key != nil {
+			ev.Key = key(i)
+		}
+		if _, err := e.committer.Append(context.Background(), []*herald.Event{ev}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// subscribe stores an active subscription with a fast retry schedule.
+func (e *env) subscribe(s herald.Subscription) herald.Subscription {
+	e.t.Helper()
+	now := time.Now().UTC()
+	if s.ID == "" {
+		s.ID = "sub_" + strconv.FormatInt(now.UnixNano(), 36)
+	}
+	if s.Secret == "" {
+		s.Secret = webhook.NewSecret()
+	}
+	if s.State == "" {
+		s.State = herald.StateActive
+	}
+	if s.Retry.MaxAttempts == 0 {
+		s.Retry = herald.RetryPolicy{MaxAttempts: 6, Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond}
+	}
+	if s.Timeout == 0 {
+		s.Timeout = 3 * time.Second
+	}
+	if s.MaxInFlight == 0 {
+		s.MaxInFlight = 8
+	}
+	s.CreatedAt, s.UpdatedAt, s.LastActivityAt = now, now, now
+	if err := e.store.CreateSubscription(context.Background(), s, herald.StartPosition{Earliest: true}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.dispatcher.Changed(s.ID)
+	return s
+}
+
+// receiver is a webhook endpoint that verifies every request and records
+// what it got. fail decides the answer status for a request (0 = 204).
+type receiver struct {
+	*httptest.Server
+	secret string
+	fail   func(seq int64, attempt int) int
+
+	mu        sync.Mutex
+	delivered map[int64]int // seq -> times answered 2xx
+	attempts  int
+	order     map[string][]int64 // key -> seqs in the order they were accepted
+	bad       []string
+	inFlight  int
+	peak      int
+	hold      chan struct{} // if set, each request waits for it
+}
+
+func newReceiver(t *testing.T, fail func(seq int64, attempt int) int) *receiver {
+	r := &receiver{fail: fail, delivered: map[int64]int{}, order: map[string][]int64{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.inFlight++
+	r.peak = max(r.peak, r.inFlight)
+	hold := r.hold
+	r.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	defer func() { r.mu.Lock(); r.inFlight--; r.mu.Unlock() }()
+	if err := webhook.Verify(r.secret, req.Header, body, time.Now(), 0); err != nil {
+		r.mu.Lock()
+		r.bad = append(r.bad, err.Error())
+		r.mu.Unlock()
+		w.WriteHeader(401)
+		return
+	}
+	seq, _ := strconv.ParseInt(req.Header.Get("Herald-Seq"), 10, 64)
+	attempt, _ := strconv.Atoi(req.Header.Get("Herald-Attempt"))
+	status := 204
+	if r.fail != nil {
+		if s := r.fail(seq, attempt); s != 0 {
+			status = s
+		}
+	}
+	r.mu.Lock()
+	r.attempts++
+	if status < 300 {
+		r.delivered[seq]++
+		k := req.Header.Get("Herald-Event-Key")
+		r.order[k] = append(r.order[k], seq)
+	}
+	r.mu.Unlock()
+	w.WriteHeader(status)
+}
+
+func (r *receiver) count() (distinct, total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.delivered {
+		total += n
+	}
+	return len(r.delivered), total
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+func testDispatchDeliversEverySignedEvent(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("orders")
+	r := newReceiver(t, nil)
+	s := e.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
+	r.secret = s.Secret
+	e.publish("orders", 200, nil)
+	waitFor(t, "200 deliveries", 20*time.Second, func() bool { d, _ := r.count(); return d == 200 })
+	if len(r.bad) > 0 {
+		t.Fatalf("%d requests failed signature checks: %v", len(r.bad), r.bad[0])
+	}
+	if r.peak > s.MaxInFlight {
+		t.Fatalf("peak concurrency %d exceeds max_in_flight %d", r.peak, s.MaxInFlight)
+	}
+}
+
+func testDispatchRetriesUntilEveryEventArrives(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("flaky")
+	// Fail 30% of first attempts and some second ones, deterministically.
+	r := newReceiver(t, func(seq int64, attempt int) int {
+		if (seq*7+int64(attempt)*3)%10 < 3 && attempt < 3 {
+			return 500
+		}
+		return 0
+	})
+	s := e.subscribe(herald.Subscription{Topic: "flaky", URL: r.URL})
+	r.secret = s.Secret
+	e.publish("flaky", 300, nil)
+	waitFor(t, "every event delivered", 30*time.Second, func() bool { d, _ := r.count(); return d == 300 })
+	_, total := r.count()
+	if total != 300 {
+		t.Fatalf("300 events were accepted %d times: no crash happened, so there must be no duplicate", total)
+	}
+	waitFor(t, "empty retry set", 10*time.Second, func() bool {
+		n, err := e.store.CountRetries(context.Background(), s.ID)
+		return err == nil && n == 0
+	})
+}
+
+func testDispatchDeadLettersAndRedrive(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("dl")
+	var mu sync.Mutex
+	down := true
+	r := newReceiver(t, func(seq int64, attempt int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down && seq%2 == 0 {
+			return 503
+		}
+		return 0
+	})
+	s := e.subscribe(herald.Subscription{Topic: "dl", URL: r.URL, Retry: herald.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
+	r.secret = s.Secret
+	e.publish("dl", 20, nil)
+	ctx := context.Background()
+	waitFor(t, "10 dead letters", 20*time.Second, func() bool {
+		n, err := e.store.CountDeadLetters(ctx, s.ID)
+		return err == nil && n == 10
+	})
+	if d, _ := r.count(); d != 10 {
+		t.Fatalf("delivered %d, want the 10 odd seqs", d)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	n, err := e.store.RedriveDeadLetters(ctx, s.ID, nil, time.Now())
+	if err != nil || n != 10 {
+		t.Fatalf("redrive = %d, %v", n, err)
+	}
+	e.dispatcher.Changed(s.ID)
+	waitFor(t, "redriven events delivered", 20*time.Second, func() bool { d, _ := r.count(); return d == 20 })
+}
+
+func testDispatchOrderedPerKeyUnderFailures(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("ledger")
+	// Every third event's first two attempts fail.
+	r := newReceiver(t, func(seq int64, attempt int) int {
+		if seq%3 == 0 && attempt <= 2 {
+			return 500
+		}
+		return 0
+	})
+	s := e.subscribe(herald.Subscription{Topic: "ledger", URL: r.URL, Ordered: true, MaxInFlight: 16})
+	r.secret = s.Secret
+	keys := []string{"acct-a", "acct-b", "acct-c", "acct-d"}
+	e.publish("ledger", 120, func(i int) string { return keys[i%len(keys)] })
+	waitFor(t, "120 ordered deliveries", 30*time.Second, func() bool { d, _ := r.count(); return d == 120 })
+	if _, total := r.count(); total != 120 {
+		t.Fatalf("120 events were accepted %d times; want no duplicate", total)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, seqs := range r.order {
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] < seqs[i-1] {
+				t.Fatalf("key %s: seq %d delivered after %d: %v", k, seqs[i], seqs[i-1], seqs)
+			}
+		}
+	}
+}
+
+func testDispatchRestartInTheMiddleOfRetriesLosesNothing(t *testing.T) {
+	path := dbPath(t)
+	e := startEnv(t, path)
+	e.topic("restart")
+	var mu sync.Mutex
+	healthy := false
+	r := newReceiver(t, func(seq int64, attempt int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if !healthy && seq%4 == 0 {
+			return 500
+		}
+		return 0
+	})
+	s := e.subscribe(herald.Subscription{Topic: "restart", URL: r.URL, Retry: herald.RetryPolicy{MaxAttempts: 50, Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}})
+	r.secret = s.Secret
+	e.publish("restart", 100, nil)
+	waitFor(t, "the healthy three quarters", 20*time.Second, func() bool { d, _ := r.count(); return d == 75 })
+	e.stop()
+
+	mu.Lock()
+	healthy = true
+	mu.Unlock()
+	startEnv(t, path)
+	waitFor(t, "all 100 after the restart", 20*time.Second, func() bool { d, _ := r.count(); return d == 100 })
+}
+
+func testDispatchGoneDisablesAndAnnounces(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("gone")
+	r := newReceiver(t, func(int64, int) int { return 410 })
+	s := e.subscribe(herald.Subscription{Topic: "gone", URL: r.URL})
+	r.secret = s.Secret
+	e.publish("gone", 3, nil)
+	ctx := context.Background()
+	waitFor(t, "subscription disabled", 10*time.Second, func() bool {
+		got, err := e.store.GetSubscription(ctx, s.ID)
+		return err == nil && got.State == herald.StateDisabled
+	})
+	var evs []herald.Event
+	waitFor(t, "the system event", 10*time.Second, func() bool {
+		evs, _ = e.store.ReadEvents(ctx, herald.SubscriptionsTopic, 0, 10)
+		return len(evs) > 0
+	})
+	if evs[0].Type != herald.EventSubscriptionDisabled || evs[0].Key != s.ID {
+		t.Fatalf("system event = %s %s %s", evs[0].Type, evs[0].Key, evs[0].Payload)
+	}
+}
+
+func testDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("shared")
+	slow := newReceiver(t, nil)
+	slow.hold = make(chan struct{})
+	t.Cleanup(func() { close(slow.hold) })
+	fast := newReceiver(t, nil)
+	s1 := e.subscribe(herald.Subscription{ID: "sub_slow", Topic: "shared", URL: slow.URL, MaxInFlight: 2})
+	s2 := e.subscribe(herald.Subscription{ID: "sub_fast", Topic: "shared", URL: fast.URL})
+	slow.secret, fast.secret = s1.Secret, s2.Secret
+	e.publish("shared", 100, nil)
+	waitFor(t, "the fast endpoint gets all 100 while the slow one hangs", 20*time.Second, func() bool {
+		d, _ := fast.count()
+		return d == 100
+	})
+	if d, _ := slow.count(); d != 0 {
+		t.Fatalf("the slow endpoint answered %d; it should still hang", d)
+	}
+}
+
+func testDispatchPendingGetsNothingUntilVerified(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("verify")
+	var mu sync.Mutex
+	answer := false
+	var challenges int
+	r := newReceiver(t, nil)
+	r.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Herald-Event-Type") == webhook.VerificationType {
+			body, _ := io.ReadAll(req.Body)
+			var c struct{ Challenge string }
+			_ = json.Unmarshal(body, &c)
+			mu.Lock()
+			challenges++
+			ok := answer
+			mu.Unlock()
+			if ok {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"challenge":%q}`, c.Challenge)
+			} else {
+				w.WriteHeader(200) // 2xx without the echo is not agreement
+			}
+			return
+		}
+		r.serve(w, req)
+	})
+	now := time.Now()
+	s := e.subscribe(herald.Subscription{
+		Topic: "verify", URL: r.URL, State: herald.StatePending, Challenge: "tok-123",
+		VerifyDeadline: now.Add(time.Hour), NextChallengeAt: now,
+	})
+	r.secret = s.Secret
+	e.publish("verify", 5, nil)
+	waitFor(t, "a challenge", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return challenges >= 1 })
+	if d, _ := r.count(); d != 0 {
+		t.Fatalf("a pending subscription got %d events", d)
+	}
+	got, _ := e.store.GetSubscription(context.Background(), s.ID)
+	if got.State != herald.StatePending {
+		t.Fatalf("state after an unechoed challenge = %s", got.State)
+	}
+	// Now answer: make the next challenge due at once.
+	mu.Lock()
+	answer = true
+	mu.Unlock()
+	got.NextChallengeAt = time.Now()
+	got.UpdatedAt = time.Now().UTC()
+	if err := e.store.UpdateSubscription(context.Background(), got); err != nil {
+		t.Fatal(err)
+	}
+	e.dispatcher.Changed(s.ID)
+	waitFor(t, "the 5 events kept while pending", 10*time.Second, func() bool { d, _ := r.count(); return d == 5 })
+}
+
+// backends lists the stores the dispatcher tests run on: SQLite always,
+// PostgreSQL when HERALD_TEST_POSTGRES is set.
+func backends(t *testing.T) []string {
+	out := []string{"sqlite"}
+	if os.Getenv("HERALD_TEST_POSTGRES") != "" {
+		out = append(out, "postgres")
+	} else {
+		t.Log("HERALD_TEST_POSTGRES is not set: dispatcher tests run on SQLite only")
+	}
+	return out
+}
+
+var dbPathFor sync.Map // *testing.T -> path
+
+func dbPath(t *testing.T) string {
+	if p, ok := dbPathFor.Load(t); ok {
+		return p.(string)
+	}
+	var p string
+	if strings.Contains(t.Name(), "/postgres") {
+		p = pgSchemaDSN(t)
+	} else {
+		p = filepath.Join(t.TempDir(), "h.db")
+	}
+	dbPathFor.Store(t, p)
+	return p
+}
+
+func runOnBackends(t *testing.T, f func(*testing.T)) {
+	for _, b := range backends(t) {
+		t.Run(b, f)
+	}
+}
+
+func TestDispatchDeliversEverySignedEvent(t *testing.T) {
+	runOnBackends(t, testDispatchDeliversEverySignedEvent)
+}
+
+func TestDispatchRetriesUntilEveryEventArrives(t *testing.T) {
+	runOnBackends(t, testDispatchRetriesUntilEveryEventArrives)
+}
+
+func TestDispatchDeadLettersAndRedrive(t *testing.T) {
+	runOnBackends(t, testDispatchDeadLettersAndRedrive)
+}
+
+func TestDispatchOrderedPerKeyUnderFailures(t *testing.T) {
+	runOnBackends(t, testDispatchOrderedPerKeyUnderFailures)
+}
+
+func TestDispatchRestartInTheMiddleOfRetriesLosesNothing(t *testing.T) {
+	runOnBackends(t, testDispatchRestartInTheMiddleOfRetriesLosesNothing)
+}
+
+func TestDispatchGoneDisablesAndAnnounces(t *testing.T) {
+	runOnBackends(t, testDispatchGoneDisablesAndAnnounces)
+}
+
+func TestDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
+	runOnBackends(t, testDispatchSlowEndpointDoesNotDelayAnother)
+}
+
+func TestDispatchPendingGetsNothingUntilVerified(t *testing.T) {
+	runOnBackends(t, testDispatchPendingGetsNothingUntilVerified)
+}
