@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/bench"
+	"github.com/heraldhq/herald/client"
 )
 
 const benchUsage = `herald bench [options]
@@ -64,10 +65,10 @@ func parseBench(c *cli, args []string) (bench.Config, bool, error) {
 	fs.Var(durationFlag{&cfg.Retry.Max}, "retry-max", "the subscriptions' longest retry delay `D`")
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0, "answer 500 to fraction `F` of deliveries (0 to 0.9; each attempt independently)")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "publish `N` events while the receiver does not take them, then measure the drain")
-	fs.StringVar(&cfg.BacklogVia, "backlog-via", cfg.BacklogVia, "how the receiver holds the backlog: `HOW` refuse (answer 503) or pause (pause the subscriptions)")
+	fs.StringVar(&cfg.BacklogVia, "backlog-via", cfg.BacklogVia, "`HOW` the receiver holds the backlog: refuse (answer 503) or pause (pause the subscriptions)")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the deliveries after publishing")
 	fs.Var(durationFlag{&cfg.Linger}, "linger", "keep counting for `D` after the last delivery, to catch late duplicates")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its RSS and CPU (default: the process listening on the server's port)")
+	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its RSS and CPU; 0 finds the process listening on the server's port")
 	fs.StringVar(&cfg.DBPath, "db", "", "the server's SQLite `FILE`, to report its growth per event")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic and subscriptions in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server and receiver that are not on loopback")
@@ -97,16 +98,13 @@ func benchVerb(ctx context.Context, c *cli, args []string) error {
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
-		var usage bool
-		for _, e := range flatten(err) {
-			if he, ok := errors.AsType[*herald.Error](e); ok && he.Field != "" {
-				usage = true
-			}
+		err = fmt.Errorf("bench: %w", err)
+		// Invalid settings are *herald.Error values with CodeInvalid; a
+		// server's answer is a *client.Problem and not the caller's usage.
+		if _, isProblem := errors.AsType[*client.Problem](err); !isProblem && herald.IsCode(err, herald.CodeInvalid) {
+			return &usageError{verb: "bench", err: err}
 		}
-		if usage {
-			return &usageError{verb: "bench", err: fmt.Errorf("bench: %w", err)}
-		}
-		return fmt.Errorf("bench: %w", err)
+		return err
 	}
 	if jsonOut {
 		err = rep.WriteJSON(c.stdout)
@@ -133,8 +131,11 @@ func benchFailure(rep *bench.Report) error {
 		if r.Rejected > 0 {
 			problems = append(problems, fmt.Sprintf("%s: %d requests had a bad signature", r.System, r.Rejected))
 		}
-		if r.PublishFailed > 0 || r.Published == 0 {
+		switch {
+		case r.PublishFailed > 0:
 			problems = append(problems, fmt.Sprintf("%s: %d events failed to publish: %s", r.System, r.PublishFailed, r.PublishError))
+		case r.Published == 0:
+			problems = append(problems, r.System+": nothing was published")
 		}
 	}
 	if len(problems) == 0 {
@@ -142,13 +143,3 @@ func benchFailure(rep *bench.Report) error {
 	}
 	return errors.New("bench: " + strings.Join(problems, "; "))
 }
-
-// flatten returns err and, for a joined error, each error it joins.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-var _ io.Writer = (*strings.Builder)(nil)
