@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/client"
 )
 
@@ -106,13 +107,26 @@ type acked struct {
 // that every acknowledged event is there exactly once with gap-free seqs.
 // HERALD_CRASH_KILLS sets how many kills (default 3; the README's crash
 // test uses 20).
-func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
+func TestCrashLosesNoAcknowledgedEvent(t *testing.T) { crashRun(t, false) }
+
+// TestCrashUnderDeliveryLosesNothing does the same with a webhook
+// subscription whose endpoint fails a fifth of its requests: at the end,
+// every acknowledged event must have reached the endpoint at least once.
+// It reports the duplicate rate (redeliveries after kills are allowed).
+func TestCrashUnderDeliveryLosesNothing(t *testing.T) { crashRun(t, true) }
+
+func crashRun(t *testing.T, deliver bool) {
 	if testing.Short() {
 		t.Skip("starts real processes; skipped with -short")
 	}
 	kills := 3
 	if v := os.Getenv("HERALD_CRASH_KILLS"); v != "" {
 		kills, _ = strconv.Atoi(v)
+	}
+	var ep *endpoint
+	if deliver {
+		ep = newEndpoint(t)
+		ep.failPct = 20
 	}
 	dir := t.TempDir()
 	args := []string{"--data-dir", dir, "--admin-key", testAdminKey}
@@ -132,6 +146,18 @@ func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
 			if _, _, err := c.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
 				t.Fatal(err)
 			}
+			if deliver {
+				sub, err := c.CreateSubscription(ctx, client.SubscriptionSpec{
+					Topic: topic, URL: ep.srv.URL, Verification: herald.VerifyNone, MaxInFlight: 32,
+					Retry: herald.RetryPolicy{MaxAttempts: 100, Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ep.mu.Lock()
+				ep.secrets = []string{sub.Secret}
+				ep.mu.Unlock()
+			}
 		}
 		// Publish again what was in doubt: the idempotency key makes it
 		// either a new event or a duplicate of the one that was stored.
@@ -145,6 +171,9 @@ func TestCrashLosesNoAcknowledgedEvent(t *testing.T) {
 		}
 		checkLog(t, c, topic, ack)
 		if round == kills {
+			if deliver {
+				checkDelivered(t, ep, ack)
+			}
 			break
 		}
 
@@ -240,4 +269,39 @@ func checkLog(t *testing.T, c *client.Client, topic string, ack map[string]acked
 	if errors.Is(t.Context().Err(), context.Canceled) {
 		t.Fatal("test context cancelled")
 	}
+}
+
+// checkDelivered waits until the endpoint has accepted every acknowledged
+// event (by webhook-id, which is the event id) and reports duplicates.
+func checkDelivered(t *testing.T, ep *endpoint, ack map[string]acked) {
+	t.Helper()
+	missing := func() int {
+		ep.mu.Lock()
+		defer ep.mu.Unlock()
+		n := 0
+		for _, a := range ack {
+			if ep.got[a.id] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for missing() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged events never reached the endpoint", missing(), len(ack))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a counter under a deadline
+	}
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	total := 0
+	for _, n := range ep.got {
+		total += n
+	}
+	if ep.badSig > 0 {
+		t.Fatalf("%d deliveries failed the signature check", ep.badSig)
+	}
+	t.Logf("delivery: %d events acknowledged, all delivered; %d accepted deliveries, duplicate rate %.2f%%",
+		len(ack), total, 100*float64(total-len(ep.got))/float64(len(ep.got)))
 }
