@@ -34,6 +34,9 @@ type Config struct {
 	AllowPrivateDestinations bool          // allow-private-destinations: let webhooks reach private and loopback addresses
 	ShutdownTimeout          time.Duration // shutdown-timeout: how long a graceful shutdown may take
 	RetentionCheckInterval   time.Duration // retention-check-interval: how often expired events are pruned
+	WebhookDisableAfter      time.Duration // webhook.disable-after: disable a subscription failing this long
+	WebhookMaxConcurrency    int           // webhook.max-concurrency: webhook requests in flight across all subscriptions
+	AttemptRetention         time.Duration // attempt-retention: how long the delivery attempt log is kept
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -53,6 +56,9 @@ func settings() []setting {
 		{"allow-private-destinations", "false", "let webhooks reach private, loopback and link-local addresses", "true or false", func(c *Config) binding { return boolField(&c.AllowPrivateDestinations) }},
 		{"shutdown-timeout", "30s", "how long a graceful shutdown may take before work is abandoned", "a duration above zero, such as 30s or 2m", func(c *Config) binding { return durationField(&c.ShutdownTimeout, atLeast(time.Nanosecond)) }},
 		{"retention-check-interval", "1m", "how often events past their topic's retention are pruned", "a duration of at least 1s, such as 1m or 1h", func(c *Config) binding { return durationField(&c.RetentionCheckInterval, atLeast(time.Second)) }},
+		{"webhook.disable-after", "5d", "disable a subscription when every delivery has failed for this long", "a duration of at least 1m, such as 5d or 12h", func(c *Config) binding { return durationField(&c.WebhookDisableAfter, atLeast(time.Minute)) }},
+		{"webhook.max-concurrency", "256", "webhook requests in flight at once across all subscriptions", "a whole number from 1 to 65536", func(c *Config) binding { return intField(&c.WebhookMaxConcurrency, 1, 65536) }},
+		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }
 
@@ -256,6 +262,10 @@ func boolField(p *bool) binding {
 
 func durationField(p *time.Duration, ok func(time.Duration) bool) binding {
 	return field[time.Duration]{p: p, parse: herald.ParseDuration, format: herald.FormatDuration, ok: ok}
+}
+
+func intField(p *int, least, most int) binding {
+	return field[int]{p: p, parse: strconv.Atoi, format: strconv.Itoa, ok: func(n int) bool { return n >= least && n <= most }}
 }
 
 func levelField(p *slog.Level) binding {

@@ -47,6 +47,9 @@ var samples = map[string][3]string{
 	"allow-private-destinations": {"true", "false", "true"},
 	"shutdown-timeout":           {"5s", "1m", "2h"},
 	"retention-check-interval":   {"10s", "5m", "1d"},
+	"webhook.disable-after":      {"1h", "2d", "10m"},
+	"webhook.max-concurrency":    {"16", "512", "64"},
+	"attempt-retention":          {"2h", "3d", "30d"},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every
@@ -150,6 +153,9 @@ func TestDefaults(t *testing.T) {
 		LogFormat:              "text",
 		ShutdownTimeout:        30 * time.Second,
 		RetentionCheckInterval: time.Minute,
+		WebhookDisableAfter:    5 * 24 * time.Hour,
+		WebhookMaxConcurrency:  256,
+		AttemptRetention:       7 * 24 * time.Hour,
 	}
 	if got := DefaultConfig(); got != want {
 		t.Errorf("DefaultConfig() = %+v\nwant %+v", got, want)

@@ -116,9 +116,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.tail = engine.NewTail(engine.TailConfig{})
 	m.committer.OnCommit(m.tail.Add)
 	if ds, ok := m.store.(engine.DispatchStore); ok {
-		m.sender = webhook.NewSender(webhook.SenderConfig{AllowPrivate: m.Config.AllowPrivateDestinations})
+		m.sender = webhook.NewSender(webhook.SenderConfig{
+			AllowPrivate:   m.Config.AllowPrivateDestinations,
+			MaxConcurrency: m.Config.WebhookMaxConcurrency,
+		})
 		m.dispatcher = engine.NewDispatcher(ds, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer,
-			engine.DispatcherConfig{}, log, m.Registry)
+			engine.DispatcherConfig{
+				DisableAfter:     m.Config.WebhookDisableAfter,
+				AttemptRetention: m.Config.AttemptRetention,
+			}, log, m.Registry)
 		m.committer.OnCommit(m.dispatcher.OnCommit)
 	}
 	if err := m.committer.Start(ctx); err != nil {

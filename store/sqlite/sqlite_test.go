@@ -35,6 +35,10 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) herald.Store { return openTemp(t) })
 }
 
+func TestSubscriptionConformance(t *testing.T) {
+	storetest.RunSubscriptions(t, func(t *testing.T) storetest.SubscriptionTestStore { return openTemp(t) })
+}
+
 // crashChildEnv names the store file a child process appends to until it is
 // killed; see TestAckedAppendsSurviveKill.
 const crashChildEnv = "HERALD_SQLITE_CRASH_CHILD"

@@ -6,6 +6,11 @@
 // time; queueing in Go is cheaper than spinning on SQLITE_BUSY), reads go
 // through a separate pool of read-only connections, which WAL lets run
 // beside the writer without waiting for it.
+//
+// Subscriptions and their delivery state live in the same file. A
+// dispatch lease's epoch is checked inside the write transaction that
+// applies a settlement, and that transaction is the only writer, so a node
+// (or a worker) that lost a subscription cannot move its cursors.
 package sqlite
 
 import (
@@ -41,8 +46,9 @@ type Options struct {
 	BusyTimeout time.Duration
 }
 
-// Store is a herald.Store on one SQLite file. It is safe for concurrent use.
-// Open creates it; the caller closes it with Close.
+// Store is a herald.Store and a herald.SubscriptionStore on one SQLite
+// file. It is safe for concurrent use. Open creates it; the caller closes
+// it with Close.
 type Store struct {
 	log    *slog.Logger
 	path   string
@@ -60,6 +66,7 @@ type Store struct {
 	wSetHead     *sql.Stmt
 	wInsert      batchStmts
 	wDedupPut    batchStmts
+	settle       settleStmts
 
 	// Prepared on the read pool; database/sql prepares them once on each
 	// connection that runs them.
@@ -67,6 +74,14 @@ type Store struct {
 	rReadEvents *sql.Stmt
 	rGetEvent   *sql.Stmt
 	rSeqAtTime  *sql.Stmt
+
+	rGetSub       *sql.Stmt
+	rCursors      *sql.Stmt
+	rDueRetries   *sql.Stmt
+	rRetryKeys    *sql.Stmt
+	rCountRetries *sql.Stmt
+	rCountDead    *sql.Stmt
+	rListDead     *sql.Stmt
 }
 
 // Open opens the store in the SQLite file at path, creating the file and its
@@ -151,6 +166,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		s.wDedupPut[i] = prep(valuesSQL(`INSERT INTO dedup (topic_id, idem_key, event_id, seq, time) VALUES `, dedupColumns, 1<<i,
 			` ON CONFLICT (topic_id, idem_key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, time = excluded.time`))
 	}
+	s.settle.prepare(prep)
 
 	rprep := func(q string) *sql.Stmt {
 		if err != nil {
@@ -165,6 +181,13 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.rGetEvent = rprep(eventSelect + ` WHERE e.topic_id = (SELECT id FROM topics WHERE name = ?) AND e.id = ? ORDER BY e.seq DESC LIMIT 1`)
 	s.rSeqAtTime = rprep(`SELECT t.head_seq, (SELECT min(e.seq) FROM events e WHERE e.topic_id = t.id AND e.time >= ?)
 		FROM topics t WHERE t.name = ?`)
+	s.rGetSub = rprep(getSubSQL)
+	s.rCursors = rprep(cursorsSQL)
+	s.rDueRetries = rprep(dueRetriesSQL)
+	s.rRetryKeys = rprep(retryKeysSQL)
+	s.rCountRetries = rprep(countRetriesSQL)
+	s.rCountDead = rprep(countDeadSQL)
+	s.rListDead = rprep(listDeadSQL)
 	if err != nil {
 		return s.fail("prepare statements", err)
 	}
@@ -182,11 +205,17 @@ const maxBatchRows = 1 << (len(batchStmts{}) - 1)
 
 // exec runs the statements over rows of width arguments each.
 func (b *batchStmts) exec(ctx context.Context, tx *sql.Tx, args []any, width int) error {
+	return execRows(ctx, tx, b[:], args, width)
+}
+
+// execRows runs multi-row statements over rows of width arguments each:
+// stmts[i] takes 1<<i rows, and each run takes the largest that fits.
+func execRows(ctx context.Context, tx *sql.Tx, stmts []*sql.Stmt, args []any, width int) error {
 	for len(args) > 0 {
 		rows := len(args) / width
-		i := min(bits.Len(uint(rows))-1, len(b)-1)
+		i := min(bits.Len(uint(rows))-1, len(stmts)-1)
 		n := (1 << i) * width
-		st := tx.StmtContext(ctx, b[i])
+		st := tx.StmtContext(ctx, stmts[i])
 		_, err := st.ExecContext(ctx, args[:n]...)
 		_ = st.Close()
 		if err != nil {

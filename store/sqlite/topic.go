@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -118,7 +119,8 @@ func (s *Store) ListTopics(ctx context.Context, after string, limit int) ([]hera
 // DeleteTopic removes the topic at once; its events and dedup keys become
 // unreachable immediately (a topic created again gets a new id) and Prune
 // deletes their rows in short transactions later, so deleting a large
-// topic does not stall publishing.
+// topic does not stall publishing. Every subscription's cursor, retries
+// and dead letters in the topic are deleted in the same transaction.
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -131,8 +133,17 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 			}
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO dead_topics (id) VALUES (?)`, id)
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_topics (id) VALUES (?)`, id); err != nil {
+			return err
+		}
+		// Every subscription's delivery state in the topic goes with it,
+		// so a topic created again starts clean.
+		for _, table := range []string{"cursors", "retries", "dead_letters"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE topic = ?`, name); err != nil {
+				return fmt.Errorf("delete %s of the topic: %w", table, err)
+			}
+		}
+		return nil
 	})
 	return s.fail("delete topic", err)
 }

@@ -1,0 +1,434 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+var _ herald.SubscriptionStore = (*Store)(nil)
+
+// subColumns are the stored fields of a subscription, in the order subArgs
+// binds them and scanSubscription reads them.
+const subColumns = `id, topic, url, description, filter, headers, retry_max_attempts, retry_initial, retry_max,
+	timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state, state_reason, secret, previous_secret,
+	previous_expires_at, challenge, verify_deadline, next_challenge_at, challenge_tries, owner_key_id, created_at,
+	updated_at, last_activity_at, last_success_at, failing_since`
+
+// The read pool's statements of subscriptions and cursors.
+const (
+	getSubSQL  = `SELECT ` + subColumns + ` FROM subscriptions WHERE id = ?`
+	cursorsSQL = `SELECT topic, seq FROM cursors WHERE ` + subSID + ` ORDER BY topic`
+)
+
+// subNanos is nanos for any time: the zero time is 0, and times beyond the
+// int64 nanosecond range (years before 1678 or after 2262) are clamped.
+func subNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return clampNanos(t)
+}
+
+func subArgs(s *herald.Subscription) []any {
+	var filter, headers []byte
+	if len(s.Filter) > 0 {
+		filter = s.Filter
+	}
+	if len(s.Headers) > 0 {
+		headers = encodeHeaders(s.Headers)
+	}
+	ordered := 0
+	if s.Ordered {
+		ordered = 1
+	}
+	return []any{s.ID, s.Topic, s.URL, s.Description, filter, headers, s.Retry.MaxAttempts, int64(s.Retry.Initial),
+		int64(s.Retry.Max), int64(s.Timeout), s.MaxInFlight, s.RateLimit, ordered, int64(s.ExpiresAfterIdle),
+		string(s.State), s.StateReason, s.Secret, s.PreviousSecret, subNanos(s.PreviousExpiresAt), s.Challenge,
+		subNanos(s.VerifyDeadline), subNanos(s.NextChallengeAt), s.ChallengeTries, s.OwnerKeyID,
+		subNanos(s.CreatedAt), subNanos(s.UpdatedAt), subNanos(s.LastActivityAt), subNanos(s.LastSuccessAt),
+		subNanos(s.FailingSince)}
+}
+
+func scanSubscription(sc interface{ Scan(...any) error }) (herald.Subscription, error) {
+	var s herald.Subscription
+	var filter, headers []byte
+	var initial, maxDelay, timeout, idle, prevExp, deadline, nextChallenge int64
+	var created, updated, activity, success, failing int64
+	var ordered int
+	var state string
+	err := sc.Scan(&s.ID, &s.Topic, &s.URL, &s.Description, &filter, &headers, &s.Retry.MaxAttempts, &initial,
+		&maxDelay, &timeout, &s.MaxInFlight, &s.RateLimit, &ordered, &idle, &state, &s.StateReason, &s.Secret,
+		&s.PreviousSecret, &prevExp, &s.Challenge, &deadline, &nextChallenge, &s.ChallengeTries, &s.OwnerKeyID,
+		&created, &updated, &activity, &success, &failing)
+	if err != nil {
+		return herald.Subscription{}, err
+	}
+	if len(filter) > 0 {
+		s.Filter = filter
+	}
+	if s.Headers, err = decodeHeaders(headers); err != nil {
+		return herald.Subscription{}, fmt.Errorf("subscription %s: %w", s.ID, err)
+	}
+	s.Retry.Initial, s.Retry.Max = time.Duration(initial), time.Duration(maxDelay)
+	s.Timeout, s.ExpiresAfterIdle = time.Duration(timeout), time.Duration(idle)
+	s.Ordered, s.State = ordered != 0, herald.SubscriptionState(state)
+	s.PreviousExpiresAt, s.VerifyDeadline, s.NextChallengeAt = fromNanos(prevExp), fromNanos(deadline), fromNanos(nextChallenge)
+	s.CreatedAt, s.UpdatedAt, s.LastActivityAt = fromNanos(created), fromNanos(updated), fromNanos(activity)
+	s.LastSuccessAt, s.FailingSince = fromNanos(success), fromNanos(failing)
+	return s, nil
+}
+
+func subNotFound(id string) error {
+	return &herald.Error{Code: herald.CodeNotFound, Field: "id", Message: "subscription " + id + " does not exist"}
+}
+
+// lookUpSub returns the subscription's sid in a write transaction, or
+// CodeNotFound.
+func lookUpSub(ctx context.Context, tx *sql.Tx, id string) (int64, error) {
+	var sid int64
+	err := tx.QueryRowContext(ctx, `SELECT sid FROM subscriptions WHERE id = ?`, id).Scan(&sid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, subNotFound(id)
+	}
+	return sid, err
+}
+
+// CreateSubscription stores a new subscription and sets its cursors in
+// every existing topic it matches, in one transaction; see
+// herald.SubscriptionStore. Of the start options, Earliest wins over Seq
+// and Seq over Time; a Seq applies to every matching topic. A zero
+// CreatedAt is set to the current time and a zero UpdatedAt to CreatedAt.
+//
+// CodeConflict if the ID exists; CodeInvalid for an empty ID or a topic
+// that is neither a valid name nor a valid pattern.
+func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription, start herald.StartPosition) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if sub.ID == "" {
+		return herald.FieldErrorf("id", "the subscription id is empty")
+	}
+	if err := herald.ValidatePattern(sub.Topic); err != nil {
+		return err
+	}
+	if sub.CreatedAt.IsZero() {
+		sub.CreatedAt = time.Now()
+	}
+	if sub.UpdatedAt.IsZero() {
+		sub.UpdatedAt = sub.CreatedAt
+	}
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var sid int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO subscriptions (`+subColumns+`) VALUES
+			(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sid`,
+			subArgs(&sub)...).Scan(&sid)
+		if err != nil {
+			return err
+		}
+		return startCursors(ctx, tx, sid, sub.Topic, start)
+	})
+	if err != nil {
+		err = s.fail("create subscription", err)
+		if e, ok := errors.AsType[*herald.Error](err); ok && e.Code == herald.CodeConflict {
+			e.Field, e.Message = "id", "subscription "+sub.ID+" already exists"
+		}
+		return err
+	}
+	return nil
+}
+
+// startCursors sets a new subscription's cursor in each existing topic its
+// topic or pattern matches.
+func startCursors(ctx context.Context, tx *sql.Tx, sid int64, pattern string, start herald.StartPosition) error {
+	type target struct {
+		name     string
+		id, head int64
+	}
+	var targets []target
+	if !herald.IsPattern(pattern) {
+		var t target
+		err := tx.QueryRowContext(ctx, `SELECT name, id, head_seq FROM topics WHERE name = ?`, pattern).Scan(&t.name, &t.id, &t.head)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("look up topic: %w", err)
+		}
+		targets = append(targets, t)
+	} else {
+		// The literal prefix (segments before the first wildcard) narrows
+		// the scan of the name index; MatchTopic decides.
+		lo, hi := patternRange(pattern)
+		q, args := `SELECT name, id, head_seq FROM topics WHERE name >= ?`, []any{lo}
+		if hi != "" {
+			q += ` AND name < ?`
+			args = append(args, hi)
+		}
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY name`, args...)
+		if err != nil {
+			return fmt.Errorf("list topics: %w", err)
+		}
+		for rows.Next() {
+			var t target
+			if err := rows.Scan(&t.name, &t.id, &t.head); err != nil {
+				rows.Close()
+				return err
+			}
+			if herald.MatchTopic(pattern, t.name) {
+				targets = append(targets, t)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list topics: %w", err)
+		}
+	}
+	for _, t := range targets {
+		seq := t.head
+		var first sql.NullInt64
+		switch {
+		case start.Earliest:
+			if err := tx.QueryRowContext(ctx, `SELECT min(seq) FROM events WHERE topic_id = ?`, t.id).Scan(&first); err != nil {
+				return fmt.Errorf("first seq of %s: %w", t.name, err)
+			}
+		case start.Seq > 0:
+			seq = start.Seq
+		case !start.Time.IsZero():
+			if err := tx.QueryRowContext(ctx, `SELECT min(seq) FROM events WHERE topic_id = ? AND time >= ?`,
+				t.id, clampNanos(start.Time)).Scan(&first); err != nil {
+				return fmt.Errorf("seq at time in %s: %w", t.name, err)
+			}
+		}
+		if first.Valid {
+			seq = first.Int64 - 1
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO cursors (sid, topic, seq) VALUES (?, ?, ?)`, sid, t.name, seq); err != nil {
+			return fmt.Errorf("set cursor in %s: %w", t.name, err)
+		}
+	}
+	return nil
+}
+
+// patternRange returns the range of names [lo, hi) that can match the
+// pattern: names starting with its literal prefix. hi is "" for no bound.
+func patternRange(pattern string) (lo, hi string) {
+	var b strings.Builder
+	for seg := range strings.SplitSeq(pattern, ".") {
+		if seg == "*" || seg == ">" {
+			break
+		}
+		b.WriteString(seg)
+		b.WriteByte('.')
+	}
+	lo = b.String()
+	if lo == "" {
+		return "", ""
+	}
+	// The prefix ends in '.', so the next byte value bounds it.
+	return lo, lo[:len(lo)-1] + string(rune('.'+1))
+}
+
+// GetSubscription returns the subscription, or CodeNotFound.
+func (s *Store) GetSubscription(ctx context.Context, id string) (herald.Subscription, error) {
+	if err := s.checkOpen(); err != nil {
+		return herald.Subscription{}, err
+	}
+	sub, err := scanSubscription(s.rGetSub.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return herald.Subscription{}, subNotFound(id)
+	}
+	if err != nil {
+		return herald.Subscription{}, s.fail("get subscription", err)
+	}
+	return sub, nil
+}
+
+// ListSubscriptions returns the subscriptions whose IDs sort after f.After
+// in byte order, in that order, with the state and owner f asks for, at
+// most f.Limit of them (a Limit below 1 means no limit).
+func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilter) ([]herald.Subscription, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + subColumns + ` FROM subscriptions WHERE id > ?`
+	args := []any{f.After}
+	if f.State != "" {
+		q += ` AND state = ?`
+		args = append(args, string(f.State))
+	}
+	if f.Owner != "" {
+		q += ` AND owner_key_id = ?`
+		args = append(args, f.Owner)
+	}
+	q += ` ORDER BY id`
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	rows, err := s.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.fail("list subscriptions", err)
+	}
+	defer rows.Close()
+	var out []herald.Subscription
+	for rows.Next() {
+		sub, err := scanSubscription(rows)
+		if err != nil {
+			return nil, s.fail("list subscriptions", err)
+		}
+		out = append(out, sub)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("list subscriptions", err)
+	}
+	return out, nil
+}
+
+// UpdateSubscription replaces the stored subscription's fields except ID,
+// Topic, CreatedAt and OwnerKeyID (and the lease, which only AcquireLease
+// and ReleaseLease change). CodeNotFound if missing.
+func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	a := subArgs(&sub)
+	// a: id, topic, url .. owner_key_id (index 23), created_at (24),
+	// updated_at .. failing_since.
+	args := append(append(append([]any{}, a[2:23]...), a[25:]...), a[0])
+	var n int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = execCount(ctx, tx, `UPDATE subscriptions SET url = ?, description = ?, filter = ?, headers = ?,
+			retry_max_attempts = ?, retry_initial = ?, retry_max = ?, timeout = ?, max_in_flight = ?, rate_limit = ?,
+			ordered = ?, expires_after_idle = ?, state = ?, state_reason = ?, secret = ?, previous_secret = ?,
+			previous_expires_at = ?, challenge = ?, verify_deadline = ?, next_challenge_at = ?, challenge_tries = ?,
+			updated_at = ?, last_activity_at = ?, last_success_at = ?, failing_since = ?
+			WHERE id = ?`, args...)
+		return err
+	})
+	if err != nil {
+		return s.fail("update subscription", err)
+	}
+	if n == 0 {
+		return subNotFound(sub.ID)
+	}
+	return nil
+}
+
+// DeleteSubscription removes the subscription with its cursors, retries,
+// dead letters, attempts and lease in one transaction, or returns
+// CodeNotFound.
+func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var sid int64
+		err := tx.QueryRowContext(ctx, `DELETE FROM subscriptions WHERE id = ? RETURNING sid`, id).Scan(&sid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return subNotFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE sid = ?`, sid); err != nil {
+				return fmt.Errorf("delete %s: %w", table, err)
+			}
+		}
+		return nil
+	})
+	return s.fail("delete subscription", err)
+}
+
+// Cursors returns the subscription's cursors in topic order; none for an
+// unknown subscription.
+func (s *Store) Cursors(ctx context.Context, id string) ([]herald.Cursor, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rCursors.QueryContext(ctx, id)
+	if err != nil {
+		return nil, s.fail("read cursors", err)
+	}
+	defer rows.Close()
+	var out []herald.Cursor
+	for rows.Next() {
+		var c herald.Cursor
+		if err := rows.Scan(&c.Topic, &c.Seq); err != nil {
+			return nil, s.fail("read cursors", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("read cursors", err)
+	}
+	return out, nil
+}
+
+// AcquireLease gives node the right to dispatch the subscription until
+// now+ttl and returns the lease epoch: extended with the same epoch if
+// node's lease is live, CodeConflict if another node's is, a new epoch
+// (the previous one plus one) otherwise. A lease is live while now is
+// before its end. CodeNotFound if the subscription does not exist;
+// CodeInvalid for an empty node name.
+func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if node == "" {
+		return 0, herald.FieldErrorf("node", "the node name is empty")
+	}
+	at := clampNanos(now)
+	until := clampNanos(now.Add(max(ttl, 0)))
+	var epoch int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var holder string
+		var expires int64
+		err := tx.QueryRowContext(ctx, `SELECT lease_node, lease_expires_at, lease_epoch FROM subscriptions WHERE id = ?`, id).
+			Scan(&holder, &expires, &epoch)
+		if errors.Is(err, sql.ErrNoRows) {
+			return subNotFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		live := holder != "" && expires > at
+		switch {
+		case live && holder != node:
+			return herald.Errorf(herald.CodeConflict, "subscription %s is dispatched by node %s until %s",
+				id, holder, fromNanos(expires).Format(time.RFC3339Nano))
+		case !live:
+			epoch++
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET lease_node = ?, lease_expires_at = ?, lease_epoch = ? WHERE id = ?`,
+			node, until, epoch, id)
+		return err
+	})
+	if err != nil {
+		return 0, s.fail("acquire lease", err)
+	}
+	return epoch, nil
+}
+
+// ReleaseLease ends node's lease if it still holds it with this epoch, so
+// another node may take the subscription at once; the epoch stays, and the
+// next AcquireLease increases it. Anything else is left as it is, without
+// an error.
+func (s *Store) ReleaseLease(ctx context.Context, id, node string, epoch int64) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE subscriptions SET lease_node = '', lease_expires_at = 0
+			WHERE id = ? AND lease_node = ? AND lease_epoch = ?`, id, node, epoch)
+		return err
+	})
+	return s.fail("release lease", err)
+}

@@ -1,0 +1,165 @@
+package storetest
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+func runLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
+	acquire := func(t *testing.T, s SubscriptionTestStore, id, node string, now time.Time, ttl time.Duration) int64 {
+		t.Helper()
+		epoch, err := s.AcquireLease(t.Context(), id, node, now, ttl)
+		if err != nil {
+			t.Fatalf("AcquireLease(%s, %s, %s): %v", id, node, now.Sub(t0), err)
+		}
+		return epoch
+	}
+	conflict := func(t *testing.T, s SubscriptionTestStore, id, node string, now time.Time) {
+		t.Helper()
+		_, err := s.AcquireLease(t.Context(), id, node, now, 10*time.Second)
+		wantCode(t, "AcquireLease by "+node+" at "+now.Sub(t0).String(), err, herald.CodeConflict)
+	}
+
+	t.Run("AcquireExtendConflictTakeover", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		createSub(t, s, plainSub("sub_1", "orders"), herald.StartPosition{})
+		e1 := acquire(t, s, "sub_1", nodeA, at(0), 10*time.Second)
+		if e1 < 1 {
+			t.Fatalf("first lease epoch is %d, want at least 1", e1)
+		}
+		// Renewal while live keeps the epoch and moves the end to 5s+10s.
+		if e := acquire(t, s, "sub_1", nodeA, at(5), 10*time.Second); e != e1 {
+			t.Fatalf("renewed lease has epoch %d, want %d", e, e1)
+		}
+		// Past the first end (10s) but before the renewed one (15s).
+		conflict(t, s, "sub_1", nodeB, at(12))
+		// The conflict changed nothing: node A still renews with its epoch.
+		if e := acquire(t, s, "sub_1", nodeA, at(13), 10*time.Second); e != e1 {
+			t.Fatalf("renewal after another node's failed acquire has epoch %d, want %d", e, e1)
+		}
+		// Expired (13s+10s = 23s): node B takes over with the next epoch.
+		e2 := acquire(t, s, "sub_1", nodeB, at(30), 10*time.Second)
+		if e2 != e1+1 {
+			t.Fatalf("takeover epoch %d, want %d", e2, e1+1)
+		}
+		conflict(t, s, "sub_1", nodeA, at(31))
+
+		// Only the current epoch may settle.
+		errs := settle(t, s, herald.SettleItem{SubscriptionID: "sub_1", Epoch: e1,
+			Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 1}}}})
+		wantCode(t, "Settle under the old epoch", errs[0], herald.CodeConflict)
+		settleOK(t, s, "sub_1", e2, herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 2}}})
+		wantCursors(t, "after settles under old and new epochs", s, "sub_1", herald.Cursor{Topic: "orders", Seq: 2})
+	})
+
+	t.Run("OwnExpiredLeaseGetsANewEpoch", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		createSub(t, s, plainSub("sub_1", "orders"), herald.StartPosition{})
+		e1 := acquire(t, s, "sub_1", nodeA, at(0), 10*time.Second)
+		// The lease lapsed: whatever node A did meanwhile may have raced
+		// another node, so it gets a new epoch even though no one took it.
+		if e := acquire(t, s, "sub_1", nodeA, at(20), 10*time.Second); e != e1+1 {
+			t.Fatalf("re-acquire after expiry: epoch %d, want %d", e, e1+1)
+		}
+	})
+
+	t.Run("EpochsArePerSubscription", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		createSub(t, s, plainSub("sub_1", "orders"), herald.StartPosition{})
+		createSub(t, s, plainSub("sub_2", "orders"), herald.StartPosition{})
+		e1 := acquire(t, s, "sub_1", nodeA, at(0), 10*time.Second)
+		acquire(t, s, "sub_1", nodeA, at(20), 10*time.Second)
+		acquire(t, s, "sub_1", nodeA, at(40), 10*time.Second)
+		// Another node may hold another subscription at the same time.
+		if e := acquire(t, s, "sub_2", nodeB, at(41), 10*time.Second); e != e1 {
+			t.Fatalf("first epoch of a second subscription is %d, want %d like the first one's", e, e1)
+		}
+	})
+
+	t.Run("Release", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		createSub(t, s, plainSub("sub_1", "orders"), herald.StartPosition{})
+		e1 := acquire(t, s, "sub_1", nodeA, at(0), time.Minute)
+
+		// A release by another node, or with another epoch, ends nothing.
+		if err := s.ReleaseLease(t.Context(), "sub_1", nodeB, e1); err != nil {
+			t.Fatalf("ReleaseLease by a node that does not hold it: %v", err)
+		}
+		conflict(t, s, "sub_1", nodeB, at(1))
+		if err := s.ReleaseLease(t.Context(), "sub_1", nodeA, e1+1); err != nil {
+			t.Fatalf("ReleaseLease with another epoch: %v", err)
+		}
+		conflict(t, s, "sub_1", nodeB, at(2))
+
+		// The holder's release frees it at once, long before it expires.
+		if err := s.ReleaseLease(t.Context(), "sub_1", nodeA, e1); err != nil {
+			t.Fatalf("ReleaseLease: %v", err)
+		}
+		e2 := acquire(t, s, "sub_1", nodeB, at(3), time.Minute)
+		if e2 != e1+1 {
+			t.Fatalf("acquire after release: epoch %d, want %d", e2, e1+1)
+		}
+		// Releasing again with the old epoch does not end the new lease.
+		if err := s.ReleaseLease(t.Context(), "sub_1", nodeA, e1); err != nil {
+			t.Fatalf("ReleaseLease of an ended lease: %v", err)
+		}
+		conflict(t, s, "sub_1", nodeA, at(4))
+	})
+
+	t.Run("TakeoverFencesConcurrentSettles", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		createSub(t, s, plainSub("sub_1", "orders"), herald.StartPosition{})
+		e1 := acquire(t, s, "sub_1", nodeA, at(0), 10*time.Second)
+		// Workers of the old lease settle cursor moves while another node
+		// takes the lease over: once AcquireLease has returned, none of
+		// theirs may apply.
+		var next atomic.Int64
+		var once sync.Once
+		applied := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for seq := next.Add(1); seq <= 200; seq = next.Add(1) {
+					errs, err := s.Settle(t.Context(), []herald.SettleItem{{SubscriptionID: "sub_1", Epoch: e1,
+						Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: seq}}}}})
+					switch {
+					case err != nil:
+						t.Errorf("Settle: %v", err)
+						return
+					case errs[0] == nil:
+						once.Do(func() { close(applied) })
+					case !herald.IsCode(errs[0], herald.CodeConflict):
+						t.Errorf("Settle under a lost lease: %v, want CodeConflict", errs[0])
+						return
+					}
+				}
+			})
+		}
+		<-applied
+		e2 := acquire(t, s, "sub_1", nodeB, at(20), 10*time.Second)
+		after := cursorsOf(t, s, "sub_1")
+		wg.Wait()
+		if final := cursorsOf(t, s, "sub_1"); !slices.Equal(final, after) {
+			t.Fatalf("cursors moved from %v to %v under epoch %d after the takeover to epoch %d", after, final, e1, e2)
+		}
+		settleOK(t, s, "sub_1", e2, herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 1000}}})
+		wantCursors(t, "the new holder", s, "sub_1", herald.Cursor{Topic: "orders", Seq: 1000})
+	})
+
+	t.Run("UnknownSubscriptionIsNotFound", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		_, err := s.AcquireLease(t.Context(), "sub_missing", nodeA, at(0), time.Minute)
+		wantCode(t, "AcquireLease of an unknown subscription", err, herald.CodeNotFound)
+	})
+}
