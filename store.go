@@ -6,7 +6,8 @@ import (
 )
 
 // Store is the durable state behind Herald: topics, their event logs, dedup
-// keys and API keys. It is the one big seam of the system: the engine and the
+// keys, API keys, and (through SubscriptionStore) subscriptions with their
+// delivery state. It is the one big seam of the system: the engine and the
 // API depend on it, never on a driver. Every implementation passes the
 // conformance suite in store/storetest, which is the executable form of the
 // contracts written here.
@@ -15,6 +16,8 @@ import (
 // a Code (see Error): CodeNotFound, CodeConflict, CodeInvalid. Anything else
 // is CodeInternal.
 type Store interface {
+	SubscriptionStore
+
 	// PutTopic creates the topic, or updates the settings of an existing
 	// one (its name, creation time and seqs stay). It returns the stored
 	// topic and whether it was created. Settings must be valid and non-zero

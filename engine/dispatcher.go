@@ -17,11 +17,8 @@ import (
 	"github.com/heraldhq/herald/filter"
 )
 
-// DispatchStore is what the dispatcher needs of the store.
-type DispatchStore interface {
-	herald.Store
-	herald.SubscriptionStore
-}
+// DispatchStore is what the dispatcher needs of the store: all of it.
+type DispatchStore = herald.Store
 
 // Deliverer hands events and verification challenges to a subscription's
 // endpoint. The webhook package implements it for HTTP endpoints. It must

@@ -115,25 +115,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.committer = engine.NewCommitter(m.store, engine.CommitterConfig{}, log, m.Registry)
 	m.tail = engine.NewTail(engine.TailConfig{})
 	m.committer.OnCommit(m.tail.Add)
-	if ds, ok := m.store.(engine.DispatchStore); ok {
-		m.sender = webhook.NewSender(webhook.SenderConfig{
-			AllowPrivate:   m.Config.AllowPrivateDestinations,
-			MaxConcurrency: m.Config.WebhookMaxConcurrency,
-		})
-		m.dispatcher = engine.NewDispatcher(ds, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer,
-			engine.DispatcherConfig{
-				DisableAfter:     m.Config.WebhookDisableAfter,
-				AttemptRetention: m.Config.AttemptRetention,
-			}, log, m.Registry)
-		m.committer.OnCommit(m.dispatcher.OnCommit)
-	}
+	m.sender = webhook.NewSender(webhook.SenderConfig{
+		AllowPrivate:   m.Config.AllowPrivateDestinations,
+		MaxConcurrency: m.Config.WebhookMaxConcurrency,
+	})
+	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer,
+		engine.DispatcherConfig{
+			DisableAfter:     m.Config.WebhookDisableAfter,
+			AttemptRetention: m.Config.AttemptRetention,
+		}, log, m.Registry)
+	m.committer.OnCommit(m.dispatcher.OnCommit)
 	if err := m.committer.Start(ctx); err != nil {
 		return err
 	}
-	if m.dispatcher != nil {
-		if err := m.dispatcher.Start(ctx); err != nil {
-			return err
-		}
+	if err := m.dispatcher.Start(ctx); err != nil {
+		return err
 	}
 	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
 	if err := m.pruner.Start(ctx); err != nil {
@@ -147,10 +143,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Logger:   log,
 		Registry: m.Registry,
 	}
-	if m.dispatcher != nil {
-		deps.Subscriptions = m.store.(herald.SubscriptionStore)
-		deps.Notifier = m.dispatcher
-	}
+	deps.Subscriptions = m.store
+	deps.Notifier = m.dispatcher
 	m.api = api.New(api.Config{
 		InsecureNoAuth:           m.Config.InsecureNoAuth,
 		AutoCreateTopics:         m.Config.AutoCreateTopics,
