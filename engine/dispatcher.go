@@ -81,13 +81,41 @@ type Dispatcher struct {
 	rndMu sync.Mutex
 	rnd   *rand.Rand
 
-	mu        sync.Mutex
-	workers   map[string]*worker
-	verifying map[string]bool
-	kick      chan struct{} // cap 1: re-read subscriptions now
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	lastPrune time.Time
+	mu         sync.Mutex
+	workers    map[string]*worker
+	verifying  map[string]bool
+	kick       chan struct{} // cap 1: re-read subscriptions now
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	lastPrune  time.Time
+	lastGauges time.Time
+}
+
+// updateGauges refreshes the backlog gauges: lag from the workers' memory,
+// retry-set and dead-letter sizes from the store.
+func (d *Dispatcher) updateGauges(ctx context.Context) {
+	d.mu.Lock()
+	ws := make([]*worker, 0, len(d.workers))
+	for _, w := range d.workers {
+		ws = append(ws, w)
+	}
+	d.mu.Unlock()
+	var lag, lagMax, retries, dead int64
+	for _, w := range ws {
+		l := w.lag.Load()
+		lag += l
+		lagMax = max(lagMax, l)
+		if n, err := d.store.CountRetries(ctx, w.sub.ID); err == nil {
+			retries += n
+		}
+		if n, err := d.store.CountDeadLetters(ctx, w.sub.ID); err == nil {
+			dead += n
+		}
+	}
+	d.metrics.lagTotal.Set(float64(lag))
+	d.metrics.lagMax.Set(float64(lagMax))
+	d.metrics.retries.Set(float64(retries))
+	d.metrics.deadLetters.Set(float64(dead))
 }
 
 // NewDispatcher returns a dispatcher; it starts nothing. appender publishes
@@ -275,6 +303,10 @@ func (d *Dispatcher) sync(ctx context.Context) error {
 		w.cancel()
 	}
 	d.metrics.workers.Set(float64(active))
+	if now.Sub(d.lastGauges) >= 15*time.Second {
+		d.lastGauges = now
+		d.updateGauges(ctx)
+	}
 	if now.Sub(d.lastPrune) > time.Minute {
 		d.lastPrune = now
 		if _, err := d.store.PruneAttempts(ctx, now.Add(-d.cfg.AttemptRetention), 10000); err != nil {
@@ -497,6 +529,10 @@ type dispatchMetrics struct {
 	gap            prometheus.Counter
 	workers        prometheus.Gauge
 	settleDuration prometheus.Histogram
+	lagTotal       prometheus.Gauge
+	lagMax         prometheus.Gauge
+	retries        prometheus.Gauge
+	deadLetters    prometheus.Gauge
 }
 
 func newDispatchMetrics(reg prometheus.Registerer) *dispatchMetrics {
@@ -527,9 +563,22 @@ func newDispatchMetrics(reg prometheus.Registerer) *dispatchMetrics {
 			Name: "herald_settle_duration_seconds", Help: "Time to write one group of delivery settlements.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		lagTotal: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_subscription_lag_events", Help: "Events not yet settled (head seq minus cursor), summed over the subscriptions this node dispatches. Per subscription: stats.lag in the API.",
+		}),
+		lagMax: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_subscription_lag_max_events", Help: "The largest lag of one subscription this node dispatches.",
+		}),
+		retries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_retry_set_events", Help: "Events waiting in retry sets of the subscriptions this node dispatches.",
+		}),
+		deadLetters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_dead_letter_events", Help: "Dead letters held for the subscriptions this node dispatches.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.deliveries, m.latency, m.filtered, m.dead, m.disabled, m.gap, m.workers, m.settleDuration)
+		reg.MustRegister(m.deliveries, m.latency, m.filtered, m.dead, m.disabled, m.gap, m.workers, m.settleDuration,
+			m.lagTotal, m.lagMax, m.retries, m.deadLetters)
 	}
 	return m
 }

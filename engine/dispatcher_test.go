@@ -33,7 +33,7 @@ type env struct {
 }
 
 // startEnv opens the store at path: a postgres:// DSN or a SQLite file.
-func startEnv(t *testing.T, path string) *env {
+func startEnv(t *testing.T, path string, tune ...func(*engine.DispatcherConfig)) *env {
 	t.Helper()
 	ctx := context.Background()
 	var st engine.DispatchStore
@@ -51,11 +51,15 @@ func startEnv(t *testing.T, path string) *env {
 	tail := engine.NewTail(engine.TailConfig{})
 	e.committer.OnCommit(tail.Add)
 	e.sender = webhook.NewSender(webhook.SenderConfig{AllowPrivate: true})
-	e.dispatcher = engine.NewDispatcher(st, tail, webhook.NewDeliverer(e.sender, nil), e.committer, engine.DispatcherConfig{
+	cfg := engine.DispatcherConfig{
 		PollInterval:   50 * time.Millisecond,
 		SettleInterval: 5 * time.Millisecond,
 		LeaseTTL:       2 * time.Second,
-	}, nil, nil)
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	e.dispatcher = engine.NewDispatcher(st, tail, webhook.NewDeliverer(e.sender, nil), e.committer, cfg, nil, nil)
 	e.committer.OnCommit(e.dispatcher.OnCommit)
 	if err := e.committer.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -373,6 +377,68 @@ func testDispatchGoneDisablesAndAnnounces(t *testing.T) {
 	}
 }
 
+// systemEvent waits for a system event of the type about the subscription.
+func (e *env) systemEvent(typ, subID string) herald.Event {
+	e.t.Helper()
+	var found herald.Event
+	waitFor(e.t, typ+" on "+herald.SubscriptionsTopic, 10*time.Second, func() bool {
+		evs, _ := e.store.ReadEvents(context.Background(), herald.SubscriptionsTopic, 0, 100)
+		for _, ev := range evs {
+			if ev.Type == typ && ev.Key == subID {
+				found = ev
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func testDispatchDisablesAfterFailingTooLong(t *testing.T) {
+	e := startEnv(t, dbPath(t), func(c *engine.DispatcherConfig) { c.DisableAfter = 300 * time.Millisecond })
+	e.topic("down")
+	r := newReceiver(t, func(int64, int) int { return 500 })
+	s := e.subscribe(herald.Subscription{Topic: "down", URL: r.URL, Retry: herald.RetryPolicy{MaxAttempts: 100, Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond}})
+	r.secret = s.Secret
+	e.publish("down", 3, nil)
+	ev := e.systemEvent(herald.EventSubscriptionDisabled, s.ID)
+	got, err := e.store.GetSubscription(context.Background(), s.ID)
+	if err != nil || got.State != herald.StateDisabled || !strings.Contains(got.StateReason, "failed for") {
+		t.Fatalf("subscription = %s %q, %v", got.State, got.StateReason, err)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(ev.Payload, &body); err != nil || body["subscription_id"] != s.ID || body["reason"] == "" {
+		t.Fatalf("system event body = %s", ev.Payload)
+	}
+	// Nothing is lost: the undelivered events wait in the retry set.
+	if n, _ := e.store.CountRetries(context.Background(), s.ID); n != 3 {
+		t.Fatalf("retry set holds %d events, want the 3 undelivered", n)
+	}
+}
+
+func testDispatchRemovesIdleSubscriptions(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := startEnv(t, dbPath(t), func(c *engine.DispatcherConfig) { c.Now = clock })
+	e.topic("quiet")
+	r := newReceiver(t, nil)
+	s := e.subscribe(herald.Subscription{Topic: "quiet", URL: r.URL, ExpiresAfterIdle: time.Hour})
+	r.secret = s.Secret
+	keep := e.subscribe(herald.Subscription{ID: "sub_keep", Topic: "quiet", URL: r.URL})
+	mu.Lock()
+	now = now.Add(61 * time.Minute)
+	mu.Unlock()
+	e.dispatcher.Changed(s.ID)
+	e.systemEvent(herald.EventSubscriptionExpired, s.ID)
+	if _, err := e.store.GetSubscription(context.Background(), s.ID); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("idle subscription still there: %v", err)
+	}
+	if _, err := e.store.GetSubscription(context.Background(), keep.ID); err != nil {
+		t.Fatalf("a subscription without expires_after_idle was removed: %v", err)
+	}
+}
+
 func testDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
 	e := startEnv(t, dbPath(t))
 	e.topic("shared")
@@ -511,4 +577,12 @@ func TestDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
 
 func TestDispatchPendingGetsNothingUntilVerified(t *testing.T) {
 	runOnBackends(t, testDispatchPendingGetsNothingUntilVerified)
+}
+
+func TestDispatchDisablesAfterFailingTooLong(t *testing.T) {
+	runOnBackends(t, testDispatchDisablesAfterFailingTooLong)
+}
+
+func TestDispatchRemovesIdleSubscriptions(t *testing.T) {
+	runOnBackends(t, testDispatchRemovesIdleSubscriptions)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -62,6 +63,8 @@ type worker struct {
 
 	limiter      *rate.Limiter
 	rateWaitTill time.Time
+
+	lag atomic.Int64 // events read-behind over all topics, for the metrics
 
 	pending      herald.Settlement
 	failingSince time.Time
@@ -165,6 +168,7 @@ func (w *worker) run(ctx context.Context) {
 		if w.stopped {
 			return
 		}
+		w.lag.Store(w.currentLag())
 		if w.pendingSize() >= 512 {
 			if !w.flush(ctx) {
 				return
@@ -287,6 +291,16 @@ func (w *worker) addTopic(name string, seq int64) *topicPos {
 	w.topics[name] = p
 	w.names = append(w.names, name)
 	return p
+}
+
+// currentLag is how many events of its topics the subscription has not
+// settled yet.
+func (w *worker) currentLag() int64 {
+	var n int64
+	for _, p := range w.topics {
+		n += max(p.head-p.settled, 0)
+	}
+	return n
 }
 
 // noteCommit records that a topic the subscription matches has events up to
