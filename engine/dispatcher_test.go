@@ -439,6 +439,22 @@ func testDispatchRemovesIdleSubscriptions(t *testing.T) {
 	}
 }
 
+func testDispatchFailsUnverifiedAfterDeadline(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("never")
+	r := newReceiver(t, func(int64, int) int { return 404 })
+	now := time.Now()
+	s := e.subscribe(herald.Subscription{
+		Topic: "never", URL: r.URL, State: herald.StatePending, Challenge: "tok",
+		VerifyDeadline: now.Add(time.Second), NextChallengeAt: now, // the next retry falls after the deadline
+	})
+	e.systemEvent(herald.EventSubscriptionFailed, s.ID)
+	got, err := e.store.GetSubscription(context.Background(), s.ID)
+	if err != nil || got.State != herald.StateFailed || !strings.Contains(got.StateReason, "did not answer") {
+		t.Fatalf("subscription = %s %q, %v", got.State, got.StateReason, err)
+	}
+}
+
 func testDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
 	e := startEnv(t, dbPath(t))
 	e.topic("shared")
@@ -585,4 +601,8 @@ func TestDispatchDisablesAfterFailingTooLong(t *testing.T) {
 
 func TestDispatchRemovesIdleSubscriptions(t *testing.T) {
 	runOnBackends(t, testDispatchRemovesIdleSubscriptions)
+}
+
+func TestDispatchFailsUnverifiedAfterDeadline(t *testing.T) {
+	runOnBackends(t, testDispatchFailsUnverifiedAfterDeadline)
 }
