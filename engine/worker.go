@@ -67,6 +67,8 @@ type worker struct {
 	lag atomic.Int64 // events read-behind over all topics, for the metrics
 
 	pending      herald.Settlement
+	flushing     bool             // a settlement write is under way
+	flushDone    chan flushResult // its outcome (cap 1)
 	failingSince time.Time
 	lastSuccess  time.Time
 	stopped      bool // the subscription was disabled by this worker
@@ -91,9 +93,10 @@ type sendResult struct {
 type topicPos struct {
 	durable int64
 	settled int64
-	next    int64 // next seq to read
+	next    int64 // next seq to dispatch
 	head    int64 // newest seq known to exist
 	open    []bool
+	buf     []*herald.Event // read ahead, not dispatched yet: seqs from next on
 }
 
 func (p *topicPos) settle(seq int64) {
@@ -124,6 +127,8 @@ func newWorker(d *Dispatcher, sub herald.Subscription, f *filter.Filter, epoch i
 		exited:   make(chan struct{}),
 		topics:   make(map[string]*topicPos),
 		retrying: make(map[evRef]struct{}),
+
+		flushDone: make(chan flushResult, 1),
 	}
 	if sub.Ordered {
 		w.chain = make(map[herald.RetryKey]int)
@@ -170,7 +175,12 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.lag.Store(w.currentLag())
 		if w.pendingSize() >= 512 {
-			if !w.flush(ctx) {
+			w.startFlush(ctx)
+		}
+		if w.flushing && w.pendingSize() >= maxPending {
+			// The store is slower than delivery: wait for it rather
+			// than let the pending settlement grow without bound.
+			if !w.flushed(<-w.flushDone) {
 				return
 			}
 			continue
@@ -181,15 +191,21 @@ func (w *worker) run(ctx context.Context) {
 			return
 		case r := <-w.results:
 			w.handle(r)
+		case f := <-w.flushDone:
+			if !w.flushed(f) {
+				return
+			}
 		case <-w.wake:
 		case <-timer.C:
 		case <-flush.C:
-			if !w.flush(ctx) {
-				return
-			}
+			w.startFlush(ctx)
 		}
 	}
 }
+
+// maxPending bounds the results a worker holds while a settlement is
+// being written.
+const maxPending = 8192
 
 // finish lets in-flight sends complete (they are cut off at the drain
 // deadline by their context), records their results and writes the final
@@ -218,7 +234,13 @@ func (w *worker) finish() {
 		}
 		break
 	}
-	w.flush(ctx)
+	if w.flushing {
+		w.flushed(<-w.flushDone)
+	}
+	w.startFlush(ctx)
+	if w.flushing {
+		w.flushed(<-w.flushDone)
+	}
 	_ = w.d.store.ReleaseLease(ctx, w.sub.ID, w.d.cfg.NodeID, w.epoch)
 }
 
@@ -432,45 +454,63 @@ func (w *worker) readOne(ctx context.Context, topic string, seq int64) (*herald.
 }
 
 func (w *worker) fillTopic(ctx context.Context, name string, p *topicPos) {
-	for p.next <= p.head && len(p.open) < w.window() && w.room() > 0 {
-		limit := min(w.window()-len(p.open), w.room(), 512)
-		evs, ok := w.d.tail.Read(name, p.next-1, limit)
-		if !ok {
-			stored, err := w.d.store.ReadEvents(ctx, name, p.next-1, limit)
-			if err != nil {
-				if ctx.Err() == nil {
-					w.log.Warn("read events", "topic", name, "err", err)
-				}
-				return
-			}
-			evs = make([]*herald.Event, len(stored))
-			for i := range stored {
-				evs[i] = &stored[i]
-			}
-		}
-		if len(evs) == 0 {
-			p.head = p.next - 1 // nothing more for now
+	for len(p.open) < w.window() && w.room() > 0 {
+		if len(p.buf) == 0 && !w.readAhead(ctx, name, p) {
 			return
 		}
-		if first := evs[0].Seq; first > p.next {
-			// Retention removed events this subscription never got.
-			if len(p.open) > 0 {
-				return // let what is open settle first, then jump
-			}
-			w.d.metrics.gap.Add(float64(first - p.next))
-			w.log.Warn("subscription fell behind retention", "topic", name, "missed", first-p.next)
-			p.settled, p.next = first-1, first
-		}
-		for _, ev := range evs {
-			p.open = append(p.open, false)
-			p.next = ev.Seq + 1
-			p.head = max(p.head, ev.Seq)
-			w.dispatch(ctx, p, ev)
-			if w.stopped {
-				return
-			}
+		ev := p.buf[0]
+		p.buf[0] = nil
+		p.buf = p.buf[1:]
+		p.open = append(p.open, false)
+		p.next = ev.Seq + 1
+		p.head = max(p.head, ev.Seq)
+		w.dispatch(ctx, p, ev)
+		if w.stopped {
+			return
 		}
 	}
+}
+
+// readAheadMax bounds the events a worker reads from the store in one go.
+const readAheadMax = 256
+
+// readAhead fills the topic's read-ahead buffer from the tail cache or the
+// store, so deliveries completing one by one do not each cost a store read.
+// It returns false when there is nothing to read now.
+func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) bool {
+	if p.next > p.head {
+		return false
+	}
+	limit := min(w.window()-len(p.open), readAheadMax)
+	evs, ok := w.d.tail.Read(name, p.next-1, limit)
+	if !ok {
+		stored, err := w.d.store.ReadEvents(ctx, name, p.next-1, limit)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("read events", "topic", name, "err", err)
+			}
+			return false
+		}
+		evs = make([]*herald.Event, len(stored))
+		for i := range stored {
+			evs[i] = &stored[i]
+		}
+	}
+	if len(evs) == 0 {
+		p.head = p.next - 1 // nothing more for now
+		return false
+	}
+	if first := evs[0].Seq; first > p.next {
+		// Retention removed events this subscription never got.
+		if len(p.open) > 0 {
+			return false // let what is open settle first, then jump
+		}
+		w.d.metrics.gap.Add(float64(first - p.next))
+		w.log.Warn("subscription fell behind retention", "topic", name, "missed", first-p.next)
+		p.settled, p.next = first-1, first
+	}
+	p.buf = evs
+	return true
 }
 
 // dispatch decides what happens to one fresh event.
@@ -671,31 +711,51 @@ func (w *worker) pendingSize() int {
 	return len(s.Attempts) + len(s.AddRetries) + len(s.DoneRetries) + len(s.DeadLetters)
 }
 
-// flush writes the pending settlement with the cursors' progress. It
-// returns false when the worker must stop (lease lost, subscription gone).
-func (w *worker) flush(ctx context.Context) bool {
+// startFlush starts writing the pending settlement with the cursors'
+// progress, unless a write is already under way: the worker keeps
+// delivering meanwhile, and at most one settlement of a worker is in flight,
+// so they apply in order. The outcome arrives on flushDone.
+func (w *worker) startFlush(ctx context.Context) {
+	if w.flushing {
+		return
+	}
 	for name, p := range w.topics {
 		if p.settled > p.durable {
 			w.pending.Cursors = append(w.pending.Cursors, herald.Cursor{Topic: name, Seq: p.settled})
 		}
 	}
 	if w.pending.Empty() {
-		return true
+		return
 	}
-	s := w.pending
-	w.pending = herald.Settlement{}
-	settling := w.settling
-	w.settling = nil
-	err := w.d.settle(ctx, herald.SettleItem{SubscriptionID: w.sub.ID, Epoch: w.epoch, Settlement: s})
-	switch {
+	f := flushResult{s: w.pending, settling: w.settling}
+	w.pending, w.settling = herald.Settlement{}, nil
+	w.flushing = true
+	item := herald.SettleItem{SubscriptionID: w.sub.ID, Epoch: w.epoch, Settlement: f.s}
+	go func() {
+		f.err = w.d.settle(ctx, item)
+		w.flushDone <- f
+	}()
+}
+
+type flushResult struct {
+	s        herald.Settlement
+	settling []evRef
+	err      error
+}
+
+// flushed applies the outcome of a settlement write. It returns false when
+// the worker must stop (lease lost, subscription gone).
+func (w *worker) flushed(f flushResult) bool {
+	w.flushing = false
+	switch err := f.err; {
 	case err == nil:
-		for _, c := range s.Cursors {
+		for _, c := range f.s.Cursors {
 			w.topics[c.Topic].durable = c.Seq
 		}
-		for _, ref := range settling {
+		for _, ref := range f.settling {
 			delete(w.retrying, ref)
 		}
-		if len(settling) > 0 {
+		if len(f.settling) > 0 {
 			w.wantRetryAt(w.d.cfg.Now()) // rows freed: look again
 		}
 		return true
@@ -703,13 +763,11 @@ func (w *worker) flush(ctx context.Context) bool {
 		w.log.Info("dispatcher stopping: lease lost or subscription removed", "err", err)
 		return false
 	default:
-		// Keep it for the next flush; the store may be back by then.
-		if ctx.Err() == nil {
-			w.log.Warn("settle failed; will retry", "err", err)
-		}
-		w.pending = mergeSettlements(s, w.pending)
+		// Keep it for the next write; the store may be back by then.
+		w.log.Warn("settle failed; will retry", "err", err)
+		w.pending = mergeSettlements(f.s, w.pending)
 		w.pending.Cursors = nil
-		w.settling = append(settling, w.settling...)
+		w.settling = append(f.settling, w.settling...)
 		return true
 	}
 }

@@ -1,0 +1,47 @@
+package engine
+
+import "github.com/heraldhq/herald"
+
+// OnRemoteCommit tells the dispatcher that events of the topic up to
+// headSeq were committed elsewhere (by another node): the cluster calls it
+// for every notification and resync, so it may repeat a head already seen.
+// It wakes the workers whose subscriptions match the topic, as OnCommit
+// does for this node's commits. It never blocks.
+//
+// The tail cache has none of those events. When its newest event of the
+// topic is older than headSeq, the topic is dropped from it first, so
+// readers go to the store instead of being told "nothing newer" by a
+// cache that only ever saw this node's share of the topic.
+func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
+	if d.tail.Head(topic) < headSeq {
+		d.tail.Forget(topic)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.workers {
+		if herald.MatchTopic(w.sub.Topic, topic) {
+			w.noteCommit(topic, headSeq)
+		}
+	}
+}
+
+// Rebalance makes the dispatcher bring its workers in line with the
+// subscriptions and DispatcherConfig.Owns now rather than at the next
+// poll: the cluster calls it when the set of live nodes changed. Workers
+// of subscriptions this node no longer owns stop and release their leases;
+// subscriptions it now owns start once their previous owner's lease is
+// released or expired. It never blocks.
+func (d *Dispatcher) Rebalance() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Dispatching returns how many subscriptions this node runs a worker for,
+// each under a dispatch lease it holds.
+func (d *Dispatcher) Dispatching() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.workers)
+}
