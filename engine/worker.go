@@ -483,7 +483,9 @@ func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) bool {
 	}
 	limit := min(w.window()-len(p.open), readAheadMax)
 	evs, ok := w.d.tail.Read(name, p.next-1, limit)
-	if !ok {
+	if !ok || len(evs) == 0 {
+		// The cache does not have them (or has not seen them yet: events
+		// committed by another node): the store does.
 		stored, err := w.d.store.ReadEvents(ctx, name, p.next-1, limit)
 		if err != nil {
 			if ctx.Err() == nil {

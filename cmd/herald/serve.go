@@ -18,6 +18,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/api"
+	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
@@ -43,6 +44,7 @@ type Main struct {
 	pruner     *engine.Pruner
 	tail       *engine.Tail
 	dispatcher *engine.Dispatcher
+	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
 	sender     *webhook.Sender
 	api        *api.Server
 	http       *http.Server
@@ -111,6 +113,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Listen before starting the engine: a cluster node records its
+	// address, and a port in use fails the start before anything runs.
+	if m.ln, err = net.Listen("tcp", m.Config.Addr); err != nil {
+		return fmt.Errorf("listen on %s (setting addr): %w", m.Config.Addr, err)
+	}
 
 	m.committer = engine.NewCommitter(m.store, engine.CommitterConfig{}, log, m.Registry)
 	m.tail = engine.NewTail(engine.TailConfig{})
@@ -119,14 +126,36 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AllowPrivate:   m.Config.AllowPrivateDestinations,
 		MaxConcurrency: m.Config.WebhookMaxConcurrency,
 	})
-	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer,
-		engine.DispatcherConfig{
-			DisableAfter:     m.Config.WebhookDisableAfter,
-			AttemptRetention: m.Config.AttemptRetention,
+	dcfg := engine.DispatcherConfig{
+		DisableAfter:     m.Config.WebhookDisableAfter,
+		AttemptRetention: m.Config.AttemptRetention,
+	}
+	// A store that can coordinate nodes (PostgreSQL) makes this node a
+	// cluster member: it dispatches only the subscriptions rendezvous
+	// hashing gives it, under leases short enough for a dead node's share
+	// to move within seconds, and other nodes' commits wake its workers.
+	cs, isMember := m.store.(cluster.Store)
+	bus, hasBus := m.store.(cluster.Bus)
+	if isMember && hasBus {
+		m.cluster = cluster.New(cs, bus, cluster.Config{
+			Addr:   m.Addr(),
+			Leases: func() int { return m.dispatcher.Dispatching() },
 		}, log, m.Registry)
+		dcfg.NodeID, dcfg.Owns, dcfg.LeaseTTL = m.cluster.NodeID(), m.cluster.Owns, cluster.LeaseTTL
+	}
+	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer, dcfg, log, m.Registry)
 	m.committer.OnCommit(m.dispatcher.OnCommit)
+	if m.cluster != nil {
+		m.cluster.OnRemoteCommit(m.dispatcher.OnRemoteCommit)
+		m.cluster.OnMembershipChange(m.dispatcher.Rebalance)
+	}
 	if err := m.committer.Start(ctx); err != nil {
 		return err
+	}
+	if m.cluster != nil {
+		if err := m.cluster.Start(ctx); err != nil {
+			return err
+		}
 	}
 	if err := m.dispatcher.Start(ctx); err != nil {
 		return err
@@ -153,9 +182,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Version:                  herald.Version,
 	}, deps)
 
-	if m.ln, err = net.Listen("tcp", m.Config.Addr); err != nil {
-		return fmt.Errorf("listen on %s (setting addr): %w", m.Config.Addr, err)
-	}
 	m.http = &http.Server{
 		Handler:           m.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -170,7 +196,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Config.InsecureNoAuth {
 		log.Warn("authentication is OFF (insecure-no-auth): every request is treated as admin; use this for local development only")
 	}
-	log.Info("herald serving", "addr", m.Addr(), "version", herald.Version, "store", m.storeKind())
+	log.Info("herald serving", "addr", m.Addr(), "version", herald.Version, "store", m.storeKind(), "node_id", m.dispatcher.NodeID())
 	return nil
 }
 
@@ -246,10 +272,10 @@ func (m *Main) bootstrapKeys(ctx context.Context) ([]byte, error) {
 }
 
 // Close shuts down in order: not ready; stop accepting HTTP and let
-// in-flight requests (and their commits) finish; stop the pruner; drain the
-// dispatcher (in-flight deliveries finish, progress is written); drain and
-// stop the committer; close the store. It is idempotent and returns the
-// first error.
+// in-flight requests (and their commits) finish; stop the pruner; leave the
+// cluster; drain the dispatcher (in-flight deliveries finish, progress is
+// written, leases are released); drain and stop the committer; close the
+// store. It is idempotent and returns the first error.
 func (m *Main) Close(ctx context.Context) error {
 	m.closeOnce.Do(func() {
 		timeout := m.Config.ShutdownTimeout
@@ -276,6 +302,13 @@ func (m *Main) Close(ctx context.Context) error {
 		if m.pruner != nil {
 			if err := m.pruner.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop pruner: %w", err))
+			}
+		}
+		if m.cluster != nil {
+			// Leave first: the others start taking this node's share,
+			// and get each lease as the dispatcher releases it below.
+			if err := m.cluster.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop cluster membership: %w", err))
 			}
 		}
 		if m.dispatcher != nil {

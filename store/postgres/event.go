@@ -365,6 +365,7 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 		if len(dedupRows.key) > 0 {
 			w.Queue(putDedupSQL, dedupRows.topicID, dedupRows.key, dedupRows.eventID, dedupRows.seq, dedupRows.time)
 		}
+		s.queueNotify(w, topics) // delivered by the server only if the COMMIT below succeeds
 	}
 	if useCopy {
 		if err := conn.SendBatch(wctx, w).Close(); err != nil {

@@ -67,6 +67,10 @@ type Store struct {
 	// 0 means never. Open sets defaultCopyFrom; benchmarks change it to
 	// compare the two.
 	copyFrom int
+
+	// notify is where Append announces commits; nil until EnableNotify
+	// (notify.go).
+	notify atomic.Pointer[notifyTarget]
 }
 
 // defaultCopyFrom is where COPY starts to pay for its extra round trip:

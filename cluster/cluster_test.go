@@ -1,0 +1,325 @@
+package cluster_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/store/postgres"
+)
+
+// schemaDSN makes a fresh schema in HERALD_TEST_POSTGRES, dropped when the
+// test ends, and returns a DSN using it (application_name is the schema,
+// so the test can find its sessions).
+func schemaDSN(t *testing.T) (dsn, schema string) {
+	t.Helper()
+	base := os.Getenv("HERALD_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("HERALD_TEST_POSTGRES is not set; set it to a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/test to run the cluster tests")
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema = "herald_cluster_" + hex.EncodeToString(b[:])
+	admin := func(sql string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	if err := admin("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := admin("DROP SCHEMA " + schema + " CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("application_name", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), schema
+}
+
+// node is one cluster member over its own store (its own pool), as a
+// Herald process would have.
+type node struct {
+	store *postgres.Store
+	c     *cluster.Cluster
+	reg   *prometheus.Registry
+
+	mu      sync.Mutex
+	seen    map[string]int64 // topic -> highest head announced
+	calls   []string         // "topic@seq" in call order
+	changes int
+}
+
+func newNode(t *testing.T, dsn, id string) *node {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), dsn, postgres.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	n := &node{store: st, reg: prometheus.NewRegistry(), seen: map[string]int64{}}
+	n.c = cluster.New(st, st, cluster.Config{
+		NodeID: id, Addr: "127.0.0.1:0",
+		HeartbeatInterval: 100 * time.Millisecond, NodeTTL: 500 * time.Millisecond,
+		ResyncInterval: time.Hour, // only the resyncs the test causes
+		Leases:         func() int { return 7 },
+	}, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})), n.reg)
+	n.c.OnRemoteCommit(func(topic string, seq int64) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.seen[topic] = max(n.seen[topic], seq)
+		n.calls = append(n.calls, fmt.Sprintf("%s@%d", topic, seq))
+	})
+	n.c.OnMembershipChange(func() {
+		n.mu.Lock()
+		n.changes++
+		n.mu.Unlock()
+	})
+	return n
+}
+
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	if err := n.c.Start(t.Context()); err != nil {
+		t.Fatalf("Start %s: %v", n.c.NodeID(), err)
+	}
+	t.Cleanup(func() { _ = n.c.Stop(context.Background()) })
+}
+
+func (n *node) head(topic string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.seen[topic]
+}
+
+func (n *node) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
+
+func memberIDs(c *cluster.Cluster) []string {
+	var ids []string
+	for _, m := range c.Members() {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// waitUntil polls cond until it holds or 20 seconds pass.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func appendTo(t *testing.T, s *postgres.Store, topic string, n int) {
+	t.Helper()
+	now := time.Now().UTC()
+	evs := make([]*herald.Event, n)
+	for i := range evs {
+		evs[i] = &herald.Event{ID: herald.NewID(now), Topic: topic, Time: now, Payload: []byte("x")}
+	}
+	if _, err := s.Append(t.Context(), evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func putTopic(t *testing.T, s *postgres.Store, name string) {
+	t.Helper()
+	if _, _, err := s.PutTopic(t.Context(), herald.Topic{Name: name}.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Members see each other, split the keys between them with no overlap and
+// no gap, wake each other on commits, and rebalance when one leaves or
+// one stops heartbeating.
+func TestClusterMembershipAndWakeups(t *testing.T) {
+	dsn, _ := schemaDSN(t)
+	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
+	putTopic(t, a.store, "orders")
+	a.start(t)
+	b.start(t)
+	waitUntil(t, "both nodes to see both", func() bool {
+		return slices.Equal(memberIDs(a.c), []string{"node-a", "node-b"}) && slices.Equal(memberIDs(b.c), []string{"node-a", "node-b"})
+	})
+	ownedBy := func(ns ...*node) map[string]int {
+		count := map[string]int{}
+		for i := range 300 {
+			id := fmt.Sprintf("sub_%d", i)
+			var owners []string
+			for _, n := range ns {
+				if n.c.Owns(id) {
+					owners = append(owners, n.c.NodeID())
+				}
+			}
+			if len(owners) != 1 {
+				t.Fatalf("%s is owned by %v, want exactly one node", id, owners)
+			}
+			count[owners[0]]++
+		}
+		return count
+	}
+	if c := ownedBy(a, b); c["node-a"] < 100 || c["node-b"] < 100 {
+		t.Fatalf("unbalanced split of 300 keys: %v", c)
+	}
+
+	// A commit on a reaches b's callbacks with the topic's head; a skips
+	// its own. Notifications arrive in commit order, so once a sees b's
+	// later commit it has also seen (and skipped) its own two.
+	appendTo(t, a.store, "orders", 3)
+	appendTo(t, a.store, "orders", 2)
+	waitUntil(t, "b to hear of head 5", func() bool { return b.head("orders") == 5 })
+	appendTo(t, b.store, "orders", 1)
+	waitUntil(t, "a to hear of head 6", func() bool { return a.head("orders") == 6 })
+	a.mu.Lock()
+	if slices.Contains(a.calls, "orders@3") || slices.Contains(a.calls, "orders@5") {
+		t.Errorf("a was told of its own commits: %v", a.calls)
+	}
+	a.mu.Unlock()
+	if a.metric(t, "herald_cluster_notify_lag_seconds") < 1 {
+		t.Error("no notify lag observed on a")
+	}
+	if got := a.metric(t, "herald_cluster_leases_held"); got != 7 {
+		t.Errorf("herald_cluster_leases_held = %v, want 7", got)
+	}
+
+	// A node that stops heartbeating without leaving (a crash) drops out
+	// of the view after NodeTTL.
+	if err := a.store.Heartbeat(t.Context(), cluster.Member{ID: "node-ghost"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the ghost to join a's view", func() bool { return len(memberIDs(a.c)) == 3 })
+	waitUntil(t, "the ghost to age out of a's view", func() bool { return len(memberIDs(a.c)) == 2 })
+	if r := a.metric(t, "herald_cluster_rebalances_total"); r < 2 {
+		t.Errorf("herald_cluster_rebalances_total = %v after a join and a death, want 2", r)
+	}
+
+	// b stops: it leaves at once, and a owns every key.
+	a.mu.Lock()
+	before := a.changes
+	a.mu.Unlock()
+	if err := b.c.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.c.Stop(t.Context()); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	waitUntil(t, "a to see b leave", func() bool { return slices.Equal(memberIDs(a.c), []string{"node-a"}) })
+	if c := ownedBy(a); c["node-a"] != 300 {
+		t.Fatalf("a alone owns %d of 300 keys", c["node-a"])
+	}
+	a.mu.Lock()
+	if a.changes == before {
+		t.Error("no membership change callback when b left")
+	}
+	a.mu.Unlock()
+}
+
+// When the listener's session dies, the cluster reconnects, resyncs every
+// topic's head (commits made meanwhile were not notified to anyone), and
+// hears later commits again.
+func TestClusterListenerReconnects(t *testing.T) {
+	dsn, schema := schemaDSN(t)
+	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
+	putTopic(t, a.store, "orders")
+	putTopic(t, a.store, "audit")
+	a.start(t)
+	b.start(t)
+	appendTo(t, b.store, "orders", 1)
+	waitUntil(t, "a to hear of orders@1", func() bool { return a.head("orders") == 1 })
+
+	admin, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	// Kill every listener of the schema; b's commits between now and a's
+	// reconnect reach nobody, so only a resync can tell a about them.
+	var killed int
+	if err := admin.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1 AND query LIKE 'LISTEN%'`, schema).Scan(&killed); err != nil || killed != 2 {
+		t.Fatalf("terminated %d listeners (%v), want 2", killed, err)
+	}
+	appendTo(t, b.store, "audit", 4)
+	waitUntil(t, "a to learn audit@4", func() bool { return a.head("audit") == 4 })
+	waitUntil(t, "a to count the reconnect", func() bool { return a.metric(t, "herald_cluster_listener_reconnects_total") >= 1 })
+	if a.metric(t, "herald_cluster_resyncs_total") < 2 {
+		t.Error("no resync after the reconnect")
+	}
+	appendTo(t, b.store, "orders", 2)
+	waitUntil(t, "a to hear of orders@3 after reconnecting", func() bool { return a.head("orders") == 3 })
+}
+
+func TestClusterStartFailsWithoutDatabase(t *testing.T) {
+	dsn, _ := schemaDSN(t)
+	st, err := postgres.Open(t.Context(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	c := cluster.New(st, st, cluster.Config{NodeID: "n"}, nil, nil)
+	if err := c.Start(t.Context()); err == nil {
+		t.Fatal("Start on a closed store succeeded")
+	}
+	if err := c.Stop(t.Context()); err != nil {
+		t.Fatalf("Stop after a failed Start: %v", err)
+	}
+	if c.Owns("sub_1") {
+		t.Error("a node that never joined owns a key")
+	}
+}
