@@ -89,6 +89,8 @@ type Server struct {
 	appender Appender
 	subs     herald.SubscriptionStore
 	notifier Notifier
+	streams  Streams
+	tokens   http.Handler
 	log      *slog.Logger
 	metrics  *metrics
 	// metricsHandler serves Deps.Registry at /metrics.
@@ -149,6 +151,10 @@ const (
 	public        access = iota // no credentials needed
 	authenticated               // any valid key; the handler checks scopes
 	adminOnly                   // a key with the admin scope
+	// selfAuthenticated: credentials are needed, but the handler checks
+	// them itself (streams accept a key or a connection token in ?token=,
+	// and answer in their own protocol once upgraded).
+	selfAuthenticated
 )
 
 // route is a registered pattern and who may call it.
@@ -197,13 +203,19 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/subscriptions/{id}/dead-letters/{event_id}", authenticated, s.deleteDeadLetters)
 	s.handle("POST /v1/subscriptions/{id}/replay", authenticated, s.replay)
 	s.handle("GET /v1/subscriptions/{id}/attempts", authenticated, s.listAttempts)
+
+	// Realtime: the stream handlers authenticate (keys or tokens) themselves.
+	s.handle("GET /v1/topics/{topic}/stream", selfAuthenticated, s.serveSSE)
+	s.handle("OPTIONS /v1/topics/{topic}/stream", public, s.serveSSE) // CORS preflight
+	s.handle("GET /v1/stream", selfAuthenticated, s.serveWebSocket)
+	s.handle("POST /v1/tokens", selfAuthenticated, s.issueToken)
 }
 
 // handle registers h behind auth and the problem adapter.
 func (s *Server) handle(pattern string, acc access, h handlerFunc) {
 	s.routes = append(s.routes, route{pattern, acc})
 	var next http.Handler = s.adapt(h)
-	if acc != public {
+	if acc != public && acc != selfAuthenticated {
 		next = s.authenticate(acc, next)
 	}
 	s.mux.Handle(pattern, next)

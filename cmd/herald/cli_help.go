@@ -40,6 +40,7 @@ func verbs() []verb {
 		{"events", groupClient, "list a topic's events, or get one", eventsVerb},
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
+		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},
 		{"bench", groupClient, "measure a running Herald (or the raw relay)", benchVerb},
 		{"version", groupOther, "print the version of herald", versionVerb},
 		{"help", groupOther, "print help: herald help [verb [subverb]]", helpVerb},

@@ -56,7 +56,7 @@ func TestHelpListsEveryVerb(t *testing.T) {
 	if r.code != exitOK || r.stderr != "" {
 		t.Fatalf("help: code %d, stderr %q", r.code, r.stderr)
 	}
-	for _, v := range []string{"serve", "migrate", "topics", "publish", "events", "keys", "version", "help"} {
+	for _, v := range []string{"serve", "migrate", "topics", "publish", "events", "keys", "subscriptions", "tail", "bench", "version", "help"} {
 		if !strings.Contains(r.stdout, "\n  "+v+" ") {
 			t.Errorf("help does not list %q:\n%s", v, r.stdout)
 		}

@@ -37,6 +37,11 @@ type Config struct {
 	WebhookDisableAfter      time.Duration // webhook.disable-after: disable a subscription failing this long
 	WebhookMaxConcurrency    int           // webhook.max-concurrency: webhook requests in flight across all subscriptions
 	AttemptRetention         time.Duration // attempt-retention: how long the delivery attempt log is kept
+	StreamTokenSecret        Secret        // stream.token-secret: signs browser connection tokens
+	StreamAllowedOrigins     string        // stream.allowed-origins: browser origins allowed to open streams
+	StreamQueueSize          int           // stream.queue-size: events waiting per stream connection
+	StreamMaxConnsPerKey     int           // stream.max-conns-per-key: open streams per API key
+	StreamMaxSubscriptions   int           // stream.max-subscriptions: subscriptions per WebSocket
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -58,6 +63,11 @@ func settings() []setting {
 		{"retention-check-interval", "1m", "how often events past their topic's retention are pruned", "a duration of at least 1s, such as 1m or 1h", func(c *Config) binding { return durationField(&c.RetentionCheckInterval, atLeast(time.Second)) }},
 		{"webhook.disable-after", "5d", "disable a subscription when every delivery has failed for this long", "a duration of at least 1m, such as 5d or 12h", func(c *Config) binding { return durationField(&c.WebhookDisableAfter, atLeast(time.Minute)) }},
 		{"webhook.max-concurrency", "256", "webhook requests in flight at once across all subscriptions", "a whole number from 1 to 65536", func(c *Config) binding { return intField(&c.WebhookMaxConcurrency, 1, 65536) }},
+		{"stream.token-secret", "", `signs browser connection tokens; every node needs the same one; "" makes a random one per start (single node only)`, `"" or at least 32 characters (make one with: openssl rand -base64 32)`, func(c *Config) binding { return secretField(&c.StreamTokenSecret, validTokenSecret) }},
+		{"stream.allowed-origins", "", "comma-separated browser origins (host patterns such as app.example.com) allowed to open streams besides the server's own", "a comma-separated list of host patterns, or empty", func(c *Config) binding { return textField(&c.StreamAllowedOrigins, nil) }},
+		{"stream.queue-size", "1024", "events waiting to be written to one stream connection before it is cut off as a slow consumer", "a whole number from 16 to 1048576", func(c *Config) binding { return intField(&c.StreamQueueSize, 16, 1<<20) }},
+		{"stream.max-conns-per-key", "1000", "open streams (SSE and WebSocket) per API key", "a whole number from 1 to 1000000", func(c *Config) binding { return intField(&c.StreamMaxConnsPerKey, 1, 1_000_000) }},
+		{"stream.max-subscriptions", "100", "subscriptions one WebSocket may carry", "a whole number from 1 to 10000", func(c *Config) binding { return intField(&c.StreamMaxSubscriptions, 1, 10_000) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }
@@ -312,6 +322,8 @@ func oneOf(values ...string) func(string) bool {
 func atLeast(least time.Duration) func(time.Duration) bool {
 	return func(d time.Duration) bool { return d >= least }
 }
+
+func validTokenSecret(s string) bool { return s == "" || len(s) >= 32 }
 
 func validDatabaseURL(s string) bool {
 	if s == "" {

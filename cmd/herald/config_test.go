@@ -50,6 +50,11 @@ var samples = map[string][3]string{
 	"webhook.disable-after":      {"1h", "2d", "10m"},
 	"webhook.max-concurrency":    {"16", "512", "64"},
 	"attempt-retention":          {"2h", "3d", "30d"},
+	"stream.token-secret":        {"file-secret-0123456789abcdef0123456789", "env-secret-0123456789abcdef0123456789", "flag-secret-0123456789abcdef0123456789"},
+	"stream.allowed-origins":     {"a.example.com", "b.example.com,c.example.com", "*.example.org"},
+	"stream.queue-size":          {"64", "4096", "128"},
+	"stream.max-conns-per-key":   {"10", "20", "30"},
+	"stream.max-subscriptions":   {"5", "50", "500"},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every
@@ -156,6 +161,9 @@ func TestDefaults(t *testing.T) {
 		WebhookDisableAfter:    5 * 24 * time.Hour,
 		WebhookMaxConcurrency:  256,
 		AttemptRetention:       7 * 24 * time.Hour,
+		StreamQueueSize:        1024,
+		StreamMaxConnsPerKey:   1000,
+		StreamMaxSubscriptions: 100,
 	}
 	if got := DefaultConfig(); got != want {
 		t.Errorf("DefaultConfig() = %+v\nwant %+v", got, want)

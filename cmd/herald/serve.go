@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
+	"github.com/heraldhq/herald/stream"
 	"github.com/heraldhq/herald/webhook"
 )
 
@@ -46,6 +48,7 @@ type Main struct {
 	dispatcher *engine.Dispatcher
 	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
 	sender     *webhook.Sender
+	hub        *stream.Hub
 	api        *api.Server
 	http       *http.Server
 	ln         net.Listener
@@ -145,26 +148,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer, dcfg, log, m.Registry)
 	m.committer.OnCommit(m.dispatcher.OnCommit)
-	if m.cluster != nil {
-		m.cluster.OnRemoteCommit(m.dispatcher.OnRemoteCommit)
-		m.cluster.OnMembershipChange(m.dispatcher.Rebalance)
-	}
-	if err := m.committer.Start(ctx); err != nil {
-		return err
-	}
-	if m.cluster != nil {
-		if err := m.cluster.Start(ctx); err != nil {
-			return err
-		}
-	}
-	if err := m.dispatcher.Start(ctx); err != nil {
-		return err
-	}
-	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
-	if err := m.pruner.Start(ctx); err != nil {
-		return err
-	}
-
 	deps := api.Deps{
 		Store:    m.store,
 		Topics:   engine.NewTopics(m.store, engine.TopicsConfig{}),
@@ -181,6 +164,32 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AdminKeyHash:             adminHash,
 		Version:                  herald.Version,
 	}, deps)
+	if err := m.newStreams(); err != nil {
+		return err
+	}
+	if m.cluster != nil {
+		m.cluster.OnRemoteCommit(m.dispatcher.OnRemoteCommit)
+		m.cluster.OnRemoteCommit(m.hub.Notify)
+		m.cluster.OnMembershipChange(m.dispatcher.Rebalance)
+	}
+	if err := m.committer.Start(ctx); err != nil {
+		return err
+	}
+	if m.cluster != nil {
+		if err := m.cluster.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if err := m.dispatcher.Start(ctx); err != nil {
+		return err
+	}
+	if err := m.hub.Start(ctx); err != nil {
+		return err
+	}
+	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
+	if err := m.pruner.Start(ctx); err != nil {
+		return err
+	}
 
 	m.http = &http.Server{
 		Handler:           m.api.Handler(),
@@ -189,6 +198,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	// Shutdown does not wait for hijacked connections (WebSockets, SSE
+	// over HTTP/1): tell them to reconnect as soon as shutdown begins.
+	m.http.RegisterOnShutdown(func() { _ = m.hub.Stop(context.WithoutCancel(ctx)) })
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.http.Serve(m.ln) }()
 	m.api.SetReady(true)
@@ -235,6 +247,44 @@ func (m *Main) openStore(ctx context.Context) (herald.Store, error) {
 	default:
 		return nil, fmt.Errorf("setting database-url: unsupported scheme in %q; use postgres://..., sqlite:PATH, or leave it empty for SQLite in data-dir", redactDSN(dsn))
 	}
+}
+
+// newStreams builds the realtime hub and the connection-token issuer, and
+// hooks them to the committer and the API. Without a configured token
+// secret a random one is made: tokens then work only on this node, and
+// only until it restarts, so several nodes must share one.
+func (m *Main) newStreams() error {
+	secret := []byte(m.Config.StreamTokenSecret)
+	if len(secret) == 0 {
+		if m.storeKind() == "postgres" {
+			return errors.New("setting stream.token-secret: required with database-url postgres://, so that every node accepts the connection tokens the others issue (at least 32 characters)")
+		}
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		m.Logger.Info("no stream.token-secret set: connection tokens are valid only until this process restarts")
+	}
+	tokens, err := stream.NewTokens(stream.TokensConfig{Secret: secret, Logger: m.Logger, WriteProblem: m.api.WriteProblem})
+	if err != nil {
+		return fmt.Errorf("setting stream.token-secret: %w", err)
+	}
+	var origins []string
+	for o := range strings.SplitSeq(m.Config.StreamAllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	m.hub = stream.NewHub(stream.Config{
+		QueueSize:               m.Config.StreamQueueSize,
+		MaxSubscriptionsPerConn: m.Config.StreamMaxSubscriptions,
+		MaxConnsPerSubject:      m.Config.StreamMaxConnsPerKey,
+		AllowedOrigins:          origins,
+	}, stream.Deps{
+		Store: m.store, Tail: m.tail, Auth: m.api, Tokens: tokens,
+		Logger: m.Logger, Registry: m.Registry, WriteProblem: m.api.WriteProblem,
+	})
+	m.committer.OnCommit(m.hub.OnCommit)
+	m.api.SetStreams(m.hub, tokens.Handler(m.api))
+	return nil
 }
 
 // bootstrapKeys makes sure someone can administer the server: a configured
@@ -298,6 +348,13 @@ func (m *Main) Close(ctx context.Context) error {
 			}
 		} else if m.ln != nil {
 			_ = m.ln.Close()
+		}
+		if m.hub != nil {
+			// Streams were told to reconnect when shutdown began; wait for
+			// their handlers.
+			if err := m.hub.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop streams: %w", err))
+			}
 		}
 		if m.pruner != nil {
 			if err := m.pruner.Stop(ctx); err != nil {

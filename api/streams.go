@@ -1,0 +1,69 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/heraldhq/herald"
+)
+
+// Streams serves the realtime endpoints; package stream's Hub implements
+// it. The handlers authenticate the request themselves (API key or a
+// connection token in ?token=).
+type Streams interface {
+	ServeSSE(w http.ResponseWriter, r *http.Request)
+	ServeWebSocket(w http.ResponseWriter, r *http.Request)
+}
+
+// SetStreams attaches the realtime endpoints and the connection-token
+// issuer (POST /v1/tokens). Call it before the server handles requests;
+// until then those routes answer 503.
+func (s *Server) SetStreams(st Streams, tokens http.Handler) {
+	s.streams, s.tokens = st, tokens
+}
+
+// Authenticate checks the request's API key, as every API route does, and
+// returns its scopes and a subject naming the key (for per-key connection
+// limits). It implements stream.Authenticator.
+func (s *Server) Authenticate(r *http.Request) (herald.Scopes, string, error) {
+	p, err := s.principal(r)
+	if err != nil {
+		return nil, "", err
+	}
+	subject := p.keyID
+	if subject == "" {
+		subject = "admin"
+	}
+	return p.scopes, subject, nil
+}
+
+// WriteProblem writes err as application/problem+json, exactly as the API
+// writes its own errors, so streams and tokens answer in the same shape.
+func (s *Server) WriteProblem(w http.ResponseWriter, r *http.Request, err error) {
+	writeProblem(w, r, s.log, err)
+}
+
+var errNoStreams = &herald.Error{Code: herald.CodeUnavailable, Message: "this server does not serve realtime streams"}
+
+func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) error {
+	if s.streams == nil {
+		return errNoStreams
+	}
+	s.streams.ServeSSE(w, r)
+	return nil
+}
+
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
+	if s.streams == nil {
+		return errNoStreams
+	}
+	s.streams.ServeWebSocket(w, r)
+	return nil
+}
+
+func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) error {
+	if s.tokens == nil {
+		return errNoStreams
+	}
+	s.tokens.ServeHTTP(w, r)
+	return nil
+}

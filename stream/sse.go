@@ -1,0 +1,383 @@
+package stream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
+)
+
+// SSE formats, chosen with ?format=.
+const (
+	formatRaw  = "raw"  // data is the payload (default)
+	formatJSON = "json" // data is the event as a JSON object
+)
+
+// ServeSSE serves GET /v1/topics/{topic}/stream as Server-Sent Events: the
+// path value "topic" is a topic name or a pattern. Every event is written
+// as "id:" (the seq; for a pattern, a position vector), "event:" (its
+// type, or "message") and "data:" lines, and a comment heartbeat keeps
+// the stream alive. Query parameters: since (a seq or an RFC 3339 time),
+// filter (URL-encoded filter JSON), format (raw or json), token (a
+// connection token). The Last-Event-ID header, which EventSource sends
+// when it reconnects, takes precedence over since. OPTIONS answers a CORS
+// preflight. Mount it without the API's key middleware: it authenticates
+// with the Authenticator or the token itself. Errors before the stream
+// starts are problems; see docs/streams.md for the events the stream
+// itself carries.
+func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
+	if err := h.serveSSE(w, r); err != nil {
+		h.writeProblem(w, r, err)
+	}
+}
+
+// serveSSE returns an error only before anything was written.
+func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
+	origin, err := h.checkOrigin(r)
+	if err != nil {
+		return err
+	}
+	if origin != "" {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", origin)
+		hd.Add("Vary", "Origin")
+	}
+	if r.Method == http.MethodOptions {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Methods", "GET")
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
+		hd.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if r.Method != http.MethodGet {
+		return herald.Errorf(herald.CodeInvalid, "use GET to open a stream")
+	}
+	topic := r.PathValue("topic")
+	if err := herald.ValidatePattern(topic); err != nil {
+		return err
+	}
+	who, err := h.authenticate(r)
+	if err != nil {
+		return err
+	}
+	if err := authorizeStream(who.scopes, topic); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	var f *filter.Filter
+	if raw := q.Get("filter"); raw != "" {
+		if f, err = filter.Parse([]byte(raw)); err != nil {
+			return err
+		}
+	}
+	format := q.Get("format")
+	switch format {
+	case "", formatRaw:
+		format = formatRaw
+	case formatJSON:
+	default:
+		return herald.FieldErrorf("format", "format must be raw or json, got %q", format)
+	}
+	start, err := parseSince(q.Get("since"), "since")
+	if err != nil {
+		return err
+	}
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		resume, err := parseLastEventID(id, topic)
+		if err != nil {
+			return err
+		}
+		if resume.kind == startSeq {
+			start = resume
+		} else {
+			start.positions, start.mark = resume.positions, resume.mark
+			if start.kind == startLive && !resume.mark.IsZero() {
+				start.kind, start.time = startTime, resume.mark.Add(-clockMargin)
+			}
+		}
+	}
+
+	ctx := r.Context()
+	// An EventSource resumes from the id of the last event it got; one that
+	// got none would resume from "now" and miss what came meanwhile. So a
+	// stream starting live tells the client its position at once, in an
+	// id-only message (which EventSource records without an event): for a
+	// topic, its head seq, from which the stream then runs.
+	initialID := ""
+	if !herald.IsPattern(topic) {
+		t, err := h.store.GetTopic(ctx, topic)
+		if err != nil {
+			return err
+		}
+		if !start.replays() {
+			start = startSpec{kind: startSeq, seq: t.HeadSeq}
+			initialID = strconv.FormatInt(t.HeadSeq, 10)
+		}
+	}
+
+	c := &conn{hub: h, transport: transportSSE, subject: who.subject, scopes: who.scopes, expires: who.expires,
+		wakeCh: make(chan struct{}, 1)}
+	if err := h.addConn(c); err != nil {
+		return err
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			h.removeConn(c)
+		}
+	}()
+	s := newSub(c, "", topic, f, start)
+	if err := h.addSub(c, s, false); err != nil {
+		return err
+	}
+	cursors, gaps, err := h.plan(ctx, s)
+	if err != nil {
+		return err
+	}
+	if s.start.replays() {
+		s.cursors = cursors
+		c.replaying = append(c.replaying, s)
+	}
+	out := &sseOut{w: w, rc: http.NewResponseController(w), hub: h, format: format, pattern: !s.exact,
+		mark: start.mark, subject: who.subject}
+	if !s.exact && out.mark.IsZero() && start.kind == startLive {
+		out.mark = s.registered // resume unseen topics from here (see parseLastEventID)
+		initialID = string(formatPositionID(nil, out.mark, &s.pos))
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+
+	// Over HTTP/1 the hub takes the connection over from net/http, so an
+	// idle stream holds no goroutine and no buffer; HTTP/2 streams cannot
+	// be taken over and keep the handler's goroutine as their writer.
+	if r.ProtoMajor == 1 {
+		if nc, _, err := out.rc.Hijack(); err == nil {
+			// Nothing the client sent after its request matters: it
+			// only listens now.
+			out.nc, out.w, out.rc = nc, nil, nil
+			head := []byte("HTTP/1.1 200 OK\r\n")
+			var hb bytes.Buffer
+			_ = hd.Write(&hb) // a bytes.Buffer does not fail
+			head = append(head, hb.Bytes()...)
+			head = append(head, "Connection: close\r\n\r\n"...)
+			if out.start(head, initialID, s, gaps) != nil {
+				_ = nc.Close()
+				return nil
+			}
+			c.mu.Lock()
+			c.nc, c.wakeCh = nc, nil
+			c.mu.Unlock()
+			handedOff = true
+			c.startWriter(out)
+			return nil
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	if out.start(nil, initialID, s, gaps) != nil {
+		return nil // the client is gone
+	}
+	h.runSSE(ctx, c, out)
+	return nil
+}
+
+// runSSE is the writer loop of an SSE stream that stays in its handler's
+// goroutine (HTTP/2).
+func (h *Hub) runSSE(ctx context.Context, c *conn, out *sseOut) {
+	heartbeat := time.NewTimer(h.cfg.HeartbeatInterval)
+	defer heartbeat.Stop()
+	for {
+		more, err := c.step(ctx, out)
+		if err != nil {
+			out.end(err)
+			return
+		}
+		if more {
+			continue
+		}
+		select {
+		case <-c.wakeCh:
+		case <-heartbeat.C:
+			if out.frame(heartbeatLine) != nil || out.flush() != nil {
+				return
+			}
+			heartbeat.Reset(h.cfg.HeartbeatInterval)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sseOut writes SSE to a response (HTTP/2) or to a connection taken over
+// from net/http (HTTP/1), where writes gather in a buffer sent at flush.
+type sseOut struct {
+	w       http.ResponseWriter      // in the handler
+	rc      *http.ResponseController // in the handler
+	nc      net.Conn                 // taken over
+	pending []byte                   // taken over: written at flush
+	hub     *Hub
+	subject string // for logs
+	format  string
+	pattern bool      // ids are position vectors
+	mark    time.Time // start mark of a pattern stream's ids
+	buf     []byte    // scratch for one field line
+	armed   bool      // in the handler: a write deadline is set for this batch
+	dirty   bool      // written since the last flush
+}
+
+// maxPending is how much a taken-over stream gathers before it writes.
+const maxPending = 32 << 10
+
+// start writes the response head (taken over: the status line and
+// headers), the retry field, the initial id and the gaps, and flushes.
+func (o *sseOut) start(head []byte, initialID string, s *sub, gaps []gapInfo) error {
+	o.buf = append(o.buf[:0], head...)
+	o.buf = append(o.buf, "retry: "...)
+	o.buf = strconv.AppendInt(o.buf, o.hub.cfg.SSERetry.Milliseconds(), 10)
+	o.buf = append(o.buf, "\n\n"...)
+	if initialID != "" {
+		o.buf = append(o.buf, "id: "+initialID+"\n\n"...)
+	}
+	if err := o.write(o.buf); err != nil {
+		return err
+	}
+	for _, g := range gaps {
+		if err := o.gap(s, g); err != nil {
+			return err
+		}
+	}
+	return o.flush()
+}
+
+func (o *sseOut) write(b []byte) error {
+	o.dirty = true
+	if o.nc != nil {
+		o.pending = append(o.pending, b...)
+		if len(o.pending) >= maxPending {
+			return o.send()
+		}
+		return nil
+	}
+	if !o.armed {
+		_ = o.rc.SetWriteDeadline(time.Now().Add(o.hub.cfg.WriteTimeout)) // unsupported: the server's timeouts apply
+		o.armed = true
+	}
+	if _, err := o.w.Write(b); err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+// send writes what a taken-over stream has gathered.
+func (o *sseOut) send() error {
+	if len(o.pending) == 0 {
+		return nil
+	}
+	_ = o.nc.SetWriteDeadline(time.Now().Add(o.hub.cfg.WriteTimeout))
+	_, err := o.nc.Write(o.pending)
+	if cap(o.pending) > 4096 {
+		o.pending = nil // an idle stream keeps no large buffer
+	} else {
+		o.pending = o.pending[:0]
+	}
+	if err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+func (o *sseOut) started(*sub, bool, int64) error { return nil }
+
+func (o *sseOut) gap(_ *sub, g gapInfo) error {
+	data, _ := json.Marshal(g) // strings and numbers always marshal
+	o.buf = append(o.buf[:0], "event: herald.gap\ndata: "...)
+	o.buf = append(o.buf, data...)
+	o.buf = append(o.buf, "\n\n"...)
+	return o.write(o.buf)
+}
+
+func (o *sseOut) event(s *sub, oe *outEvent) error {
+	o.buf = append(o.buf[:0], "id: "...)
+	if o.pattern {
+		o.buf = formatPositionID(o.buf, o.mark, &s.pos)
+	} else {
+		o.buf = strconv.AppendInt(o.buf, oe.ev.Seq, 10)
+	}
+	o.buf = append(o.buf, '\n')
+	if err := o.write(o.buf); err != nil {
+		return err
+	}
+	if o.format == formatJSON {
+		return o.write(oe.sseJSONFormat())
+	}
+	return o.write(oe.sseRaw())
+}
+
+// frame writes prepared lines (the heartbeat).
+func (o *sseOut) frame(b []byte) error { return o.write(b) }
+
+// failed ends the stream: an SSE response carries one subscription.
+func (o *sseOut) failed(_ *sub, err error) error { return err }
+
+func (o *sseOut) flush() error {
+	if cap(o.buf) > 4096 {
+		o.buf = nil
+	}
+	if !o.dirty {
+		return nil
+	}
+	o.dirty = false
+	if o.nc != nil {
+		return o.send()
+	}
+	o.armed = false
+	if err := o.rc.Flush(); err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+// disconnectEvent is the data of "herald.disconnect", the last event of a
+// stream the server ends. Code is slow-consumer, shutdown, token-expired
+// or a problem code such as unavailable.
+type disconnectEvent struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// end tells the client why the server ends the stream, when it can.
+func (o *sseOut) end(err error) {
+	var d disconnectEvent
+	if ce, ok := errors.AsType[closeError](err); ok {
+		switch ce.reason {
+		case reasonSlowConsumer:
+			o.hub.log.Info("stream client too slow; disconnected", "transport", "sse", "subject", o.subject)
+			d = disconnectEvent{"slow-consumer", ReasonSlowConsumer}
+		case reasonShutdown:
+			d = disconnectEvent{"shutdown", ReasonShutdown}
+		case reasonTokenExpired:
+			d = disconnectEvent{"token-expired", ReasonTokenExpired}
+		}
+	} else if _, ok := errors.AsType[writeError](err); ok {
+		return // the client is gone or too slow to write to
+	} else {
+		p, code := problemFor(err)
+		d = disconnectEvent{string(code), p.Detail}
+	}
+	data, _ := json.Marshal(d)
+	o.buf = append(o.buf[:0], "event: herald.disconnect\ndata: "...)
+	o.buf = append(o.buf, data...)
+	o.buf = append(o.buf, "\n\n"...)
+	if o.write(o.buf) == nil {
+		_ = o.flush()
+	}
+}

@@ -1,0 +1,279 @@
+package stream_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/stream"
+)
+
+// An SSE client receives each event once with its seq as id, its type as
+// event name and its payload as data lines, byte for byte as EventSource
+// will hand it over; payloads that would not survive are base64.
+func TestSSEDeliversEventsAsEventSourceReadsThem(t *testing.T) {
+	n := startNode(t, nodeOptions{cfg: stream.Config{HeartbeatInterval: 50 * time.Millisecond, SweepInterval: 10 * time.Millisecond,
+		SSERetry: 1500 * time.Millisecond}})
+	n.createTopic("orders.eu", 0)
+	c := n.openSSE("orders.eu", "reader", "", nil)
+
+	payloads := []struct {
+		typ, ct, payload string
+	}{
+		{"order.created", "application/json", `{"id":1,"note":"a"}`},
+		{"", "text/plain", "line one\nline two\n\n  indented\n"},
+		{"order.binary", "application/octet-stream", "\x00\x01\xff"},
+		{"order.crlf", "text/plain", "windows\r\nline"},
+		{"order.tricky", "text/plain", "base64,not really"},
+		{"order.empty", "text/plain", ""},
+	}
+	for _, p := range payloads {
+		n.publish(pub{topic: "orders.eu", typ: p.typ, ct: p.ct, payload: p.payload})
+	}
+	got := c.events(len(payloads))
+	if c.retry != "1500" {
+		t.Errorf("retry field = %q, want 1500", c.retry)
+	}
+	for i, p := range payloads {
+		ev := got[i]
+		if ev.ID != strconv.Itoa(i+1) {
+			t.Errorf("event %d: id %q, want %d", i, ev.ID, i+1)
+		}
+		wantName := p.typ
+		if wantName == "" {
+			wantName = "message"
+		}
+		if ev.Event != wantName {
+			t.Errorf("event %d: event %q, want %q", i, ev.Event, wantName)
+		}
+		data := ev.Data
+		if b64, ok := strings.CutPrefix(data, stream.SSEBase64Prefix); ok {
+			raw, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil {
+				t.Fatalf("event %d: bad base64 %q", i, b64)
+			}
+			data = string(raw)
+		}
+		if data != p.payload {
+			t.Errorf("event %d: payload %q, want %q", i, data, p.payload)
+		}
+	}
+	// Idle, the stream carries comment heartbeats; the next event counts
+	// the comments seen before it.
+	waitFor(t, "heartbeats", func() bool {
+		n.publish(pub{topic: "orders.eu", typ: "ping", payload: "{}"})
+		return c.next().Comments > 0
+	})
+}
+
+// The JSON format sends each event as the JSON object of the WebSocket
+// frames, with its metadata.
+func TestSSEJSONFormat(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.createTopic("orders.eu", 0)
+	c := n.openSSE("orders.eu", "reader", "format=json", nil)
+	n.publish(pub{topic: "orders.eu", typ: "order.created", payload: `{"total":12}`},
+		pub{topic: "orders.eu", typ: "order.blob", ct: "application/octet-stream", payload: "\x00ab"})
+	evs := c.events(2)
+	var first, second struct {
+		Topic      string          `json:"topic"`
+		Seq        int64           `json:"seq"`
+		Type       string          `json:"type"`
+		Data       json.RawMessage `json:"data"`
+		DataBase64 string          `json:"data_base64"`
+	}
+	if err := json.Unmarshal([]byte(evs[0].Data), &first); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(evs[1].Data), &second); err != nil {
+		t.Fatal(err)
+	}
+	if first.Topic != "orders.eu" || first.Seq != 1 || first.Type != "order.created" || string(first.Data) != `{"total":12}` {
+		t.Errorf("first = %+v", first)
+	}
+	if raw, _ := base64.StdEncoding.DecodeString(second.DataBase64); string(raw) != "\x00ab" || second.Seq != 2 {
+		t.Errorf("second = %+v", second)
+	}
+}
+
+// Resuming with Last-Event-ID (what EventSource sends) or ?since= gives
+// exactly the events after the position; a time gives those at or after
+// it.
+func TestSSEResume(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.createTopic("orders.eu", 0)
+	n.publishN("orders.eu", 1, 5)
+	mid := time.Now().UTC()
+	n.publishN("orders.eu", 6, 3)
+
+	c := n.openSSE("orders.eu", "reader", "", http.Header{"Last-Event-ID": {"3"}})
+	if got := ids(c.events(5)); got != "4,5,6,7,8" {
+		t.Errorf("Last-Event-ID 3: ids %s", got)
+	}
+	n.publishN("orders.eu", 9, 1)
+	if got := ids(c.events(1)); got != "9" {
+		t.Errorf("live after replay: ids %s", got)
+	}
+
+	c2 := n.openSSE("orders.eu", "reader", "since=7", nil)
+	if got := ids(c2.events(2)); got != "8,9" {
+		t.Errorf("since=7: ids %s", got)
+	}
+	c3 := n.openSSE("orders.eu", "reader", "since="+url.QueryEscape(mid.Format(time.RFC3339Nano)), nil)
+	if got := ids(c3.events(4)); got != "6,7,8,9" {
+		t.Errorf("since=<time>: ids %s", got)
+	}
+	// Last-Event-ID wins over since (EventSource repeats the URL).
+	c4 := n.openSSE("orders.eu", "reader", "since=1", http.Header{"Last-Event-ID": {"8"}})
+	if got := ids(c4.events(1)); got != "9" {
+		t.Errorf("Last-Event-ID 8 with since=1: ids %s", got)
+	}
+}
+
+// A stream that starts live and gets no event before it drops still
+// resumes without loss: it is told its position when it starts, in an
+// id-only message that EventSource records.
+func TestSSELiveStreamResumesBeforeAnyEvent(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.createTopic("orders.eu", 0)
+	n.createTopic("orders.us", 0)
+	n.publishN("orders.eu", 1, 2)
+
+	c := n.openSSE("orders.eu", "reader", "", nil)
+	if id := c.position(); id != "2" {
+		t.Fatalf("initial id %q, want the head seq 2", id)
+	}
+	c.close()
+	n.publishN("orders.eu", 3, 2)
+	c2 := n.openSSE("orders.eu", "reader", "", http.Header{"Last-Event-ID": {"2"}})
+	if got := ids(c2.events(2)); got != "3,4" {
+		t.Errorf("resumed: %s", got)
+	}
+
+	// A pattern: the id marks the start; topics not seen yet resume from
+	// it (less a margin, which can only add older events, never lose one).
+	p := n.openSSE("orders.*", "reader", "", nil)
+	mark := p.position()
+	if !strings.HasPrefix(mark, "@") || strings.Contains(mark, ",") {
+		t.Fatalf("pattern initial id %q, want @<ms>", mark)
+	}
+	p.close()
+	n.publish(pub{topic: "orders.us", payload: `{"away":1}`}, pub{topic: "orders.eu", payload: `{"away":2}`})
+	p2 := n.openSSE("orders.*", "reader", "", http.Header{"Last-Event-ID": {mark}})
+	got := map[string]bool{}
+	for !got[`{"away":1}`] || !got[`{"away":2}`] {
+		got[p2.events(1)[0].Data] = true
+	}
+}
+
+// A pattern stream covers every matching topic; its ids are position maps
+// that resume each topic where it stopped, including topics it had not
+// seen yet.
+func TestSSEPatternResume(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	for _, tp := range []string{"orders.eu", "orders.us", "orders.asia", "payments.eu"} {
+		n.createTopic(tp, 0)
+	}
+	c := n.openSSE("orders.*", "reader", "", nil)
+	n.publish(pub{topic: "orders.eu", payload: `{"a":1}`}, pub{topic: "payments.eu", payload: `{}`},
+		pub{topic: "orders.us", payload: `{"a":2}`})
+	evs := c.events(2)
+	last := evs[1].ID
+	if !strings.HasPrefix(last, "@") || !strings.Contains(last, "orders.eu=1") || !strings.Contains(last, "orders.us=1") {
+		t.Fatalf("pattern id %q: want @<ms>,orders.eu=1,orders.us=1", last)
+	}
+	c.close()
+
+	// While it is away: a topic it has seen and one it has not.
+	n.publish(pub{topic: "orders.eu", payload: `{"a":3}`}, pub{topic: "orders.asia", payload: `{"a":4}`})
+	c2 := n.openSSE("orders.*", "reader", "", http.Header{"Last-Event-ID": {last}})
+	got := map[string]bool{}
+	for _, ev := range c2.events(2) {
+		got[ev.Data] = true
+	}
+	if !got[`{"a":3}`] || !got[`{"a":4}`] {
+		t.Errorf("resumed pattern stream got %v, want the two events published while away", got)
+	}
+}
+
+// Problems before the stream starts: bad topic, bad filter, no
+// credentials, no scope, unknown topic, bad Last-Event-ID.
+func TestSSERefusals(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.createTopic("orders.eu", 0)
+	n.createTopic("payments.eu", 0)
+	cases := []struct {
+		name, topic, key, query string
+		header                  http.Header
+		status                  int
+		detail                  string
+	}{
+		{"no key", "orders.eu", "", "", nil, 401, "API key"},
+		{"unknown key", "orders.eu", "nobody", "", nil, 401, "not valid"},
+		{"out of scope", "payments.eu", "reader", "", nil, 403, "payments.eu"},
+		{"pattern wider than scope", ">", "reader", "", nil, 403, "no read or subscribe scope"},
+		{"unknown topic", "orders.nope", "reader", "", nil, 404, ""},
+		{"bad pattern", "orders.>.x", "reader", "", nil, 400, "pattern"},
+		{"bad filter", "orders.eu", "reader", "filter=" + url.QueryEscape(`{"types":[]}`), nil, 400, ""},
+		{"bad since", "orders.eu", "reader", "since=yesterday", nil, 400, "since"},
+		{"bad format", "orders.eu", "reader", "format=xml", nil, 400, "format"},
+		{"bad Last-Event-ID", "orders.eu", "reader", "", http.Header{"Last-Event-ID": {"x"}}, 400, "Last-Event-ID"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, resp := n.getSSE(tc.topic, tc.key, tc.query, tc.header)
+			if c != nil {
+				t.Fatalf("stream opened; want status %d", tc.status)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("status %d %s: %s; want %d problem", resp.StatusCode, resp.Header.Get("Content-Type"), body, tc.status)
+			}
+			if !strings.Contains(string(body), tc.detail) {
+				t.Errorf("problem %s lacks %q", body, tc.detail)
+			}
+		})
+	}
+}
+
+func ids(evs []*sseEvent) string {
+	var b []string
+	for _, e := range evs {
+		b = append(b, e.ID)
+	}
+	return strings.Join(b, ",")
+}
+
+// Over HTTP/2 the stream stays in its handler: the same events, resume,
+// heartbeats and the end on shutdown.
+func TestSSEOverHTTP2(t *testing.T) {
+	n := startNode(t, nodeOptions{http2: true, cfg: stream.Config{HeartbeatInterval: 20 * time.Millisecond}})
+	n.createTopic("orders.eu", 0)
+	n.publishN("orders.eu", 1, 3)
+	c := n.openSSE("orders.eu", "reader", "", http.Header{"Last-Event-ID": {"1"}})
+	if c.resp.ProtoMajor != 2 {
+		t.Fatalf("served over %s, want HTTP/2", c.resp.Proto)
+	}
+	if got := ids(c.events(2)); got != "2,3" {
+		t.Errorf("resume: %s", got)
+	}
+	waitFor(t, "a heartbeat", func() bool {
+		n.publishN("orders.eu", 4, 1)
+		return c.next().Comments > 0
+	})
+	n.stop()
+	var last *sseEvent
+	for ev := c.next(); ev != nil; ev = c.next() {
+		last = ev
+	}
+	if last == nil || last.Event != "herald.disconnect" || !strings.Contains(last.Data, "shutdown") {
+		t.Errorf("last event %+v", last)
+	}
+}

@@ -1,0 +1,332 @@
+package stream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
+)
+
+// MaxSubscriptionIDBytes bounds the "id" a client gives a subscription.
+const MaxSubscriptionIDBytes = 128
+
+// WebSocket close codes the server uses, with the reasons in Reason*.
+const (
+	CloseServiceRestart = websocket.StatusServiceRestart  // 1012: the server is stopping
+	CloseSlowConsumer   = websocket.StatusTryAgainLater   // 1013: the connection's queue was full
+	CloseTokenExpired   = websocket.StatusPolicyViolation // 1008: the connection token expired
+)
+
+// ServeWebSocket serves GET /v1/stream: it authenticates the request (API
+// key through the Authenticator, or ?token=), checks the Origin, and
+// upgrades to a WebSocket that carries many subscriptions as JSON text
+// frames (the protocol is in the package documentation and
+// docs/streams.md). Refusals before the upgrade are problems: 400 (not a
+// WebSocket request), 401, 403 (scope or origin), 429 (too many
+// connections for the key), 503 (not running). Mount it without the API's
+// key middleware.
+func (h *Hub) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
+	if err := h.serveWebSocket(w, r); err != nil {
+		h.writeProblem(w, r, err)
+	}
+}
+
+func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		return herald.Errorf(herald.CodeInvalid, "this is a WebSocket endpoint: send a WebSocket upgrade request")
+	}
+	if _, err := h.checkOrigin(r); err != nil {
+		return err
+	}
+	who, err := h.authenticate(r)
+	if err != nil {
+		return err
+	}
+	c := &conn{hub: h, transport: transportWS, subject: who.subject, scopes: who.scopes, expires: who.expires}
+	if err := h.addConn(c); err != nil {
+		return err
+	}
+	// checkOrigin above has applied AllowedOrigins and answered a refusal
+	// with a problem; the library's own check would only repeat it.
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		h.removeConn(c)
+		return nil // Accept has answered the request
+	}
+	ws.SetReadLimit(h.cfg.MaxMessageBytes)
+	c.mu.Lock()
+	c.ws = ws
+	c.mu.Unlock()
+	c.startWriter(&wsOut{c: c, ws: ws})
+	// The handler returns now, so net/http's goroutine, buffers and request
+	// state for the connection are freed: an idle WebSocket keeps only this
+	// reader goroutine. The hub owns it (Stop waits for it).
+	go h.readWS(c)
+	return nil
+}
+
+// readWS reads the client's messages until the connection ends, then
+// unregisters it.
+func (h *Hub) readWS(c *conn) {
+	defer h.removeConn(c)
+	defer c.ws.CloseNow()
+	for {
+		typ, data, err := c.ws.Read(context.Background())
+		if err != nil {
+			return // closed by the client, by the writer, or by a failed ping
+		}
+		if typ != websocket.MessageText {
+			c.sendError("", herald.Errorf(herald.CodeUnsupported, "send JSON text frames"))
+			continue
+		}
+		// Handle the message on a goroutine of its own and wait for it:
+		// decoding, filters and store reads need a deep stack, which would
+		// otherwise stay with this long-lived reader.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.handleOp(c, data)
+		}()
+		<-done
+	}
+}
+
+// Buffer sizes of an accepted WebSocket: client messages are small, and
+// most event frames fit the writer in one write.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 2048
+)
+
+// smallBuffers gives the WebSocket library small buffers for the hijacked
+// connection instead of net/http's 4 KiB reader and writer, which every
+// idle connection would otherwise hold.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return nc, brw, err // bytes already read stay with their buffer
+	}
+	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, wsReadBuffer), bufio.NewWriterSize(nc, wsWriteBuffer)), nil
+}
+
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// clientOp is a message from a WebSocket client.
+type clientOp struct {
+	Op        string           `json:"op"`
+	ID        string           `json:"id"`
+	Topic     string           `json:"topic"`
+	Since     json.RawMessage  `json:"since"`
+	Positions map[string]int64 `json:"positions"`
+	Filter    json.RawMessage  `json:"filter"`
+}
+
+var pongFrame = []byte(`{"op":"pong"}`)
+
+func (h *Hub) handleOp(c *conn, data []byte) {
+	var op clientOp
+	if err := json.Unmarshal(data, &op); err != nil {
+		c.sendError("", herald.Errorf(herald.CodeInvalid, "each message must be a JSON object with an \"op\": subscribe, unsubscribe or ping"))
+		return
+	}
+	switch op.Op {
+	case "subscribe":
+		id := op.ID
+		if id == "" {
+			id = op.Topic
+		}
+		if err := h.subscribe(c, id, op); err != nil {
+			c.sendError(id, err)
+		}
+	case "unsubscribe":
+		if op.ID == "" {
+			c.sendError("", herald.FieldErrorf("id", "unsubscribe needs the id of the subscription"))
+			return
+		}
+		frame := marshalFrame(unsubscribedFrame{Op: "unsubscribed", ID: op.ID})
+		if !h.removeSub(c, op.ID, nil, frame) {
+			c.sendError(op.ID, &herald.Error{Code: herald.CodeNotFound, Field: "id", Message: "no subscription with id " + quote(op.ID) + " on this connection"})
+		}
+	case "ping":
+		c.enqueueFrame(pongFrame)
+	default:
+		c.sendError(op.ID, herald.FieldErrorf("op", "unknown op %q: want subscribe, unsubscribe or ping", op.Op))
+	}
+}
+
+func (h *Hub) subscribe(c *conn, id string, op clientOp) error {
+	if len(id) > MaxSubscriptionIDBytes || !utf8.ValidString(id) {
+		return herald.FieldErrorf("id", "the subscription id must be UTF-8 of at most %d bytes", MaxSubscriptionIDBytes)
+	}
+	if err := herald.ValidatePattern(op.Topic); err != nil {
+		return err
+	}
+	if err := authorizeStream(c.scopes, op.Topic); err != nil {
+		return err
+	}
+	var f *filter.Filter
+	if raw := bytes.TrimSpace(op.Filter); len(raw) > 0 && string(raw) != "null" {
+		var err error
+		if f, err = filter.Parse(raw); err != nil {
+			return err
+		}
+	}
+	start, err := parseSinceJSON(op.Since)
+	if err != nil {
+		return err
+	}
+	if len(op.Positions) > 0 {
+		if err := checkPositions(op.Topic, op.Positions); err != nil {
+			return err
+		}
+		start.positions = op.Positions
+	}
+	if !herald.IsPattern(op.Topic) && !start.replays() {
+		// Live on one topic: start after its head, so the acknowledgement
+		// can tell the client its exact position (after_seq), which it
+		// resumes from if it drops before any event.
+		t, err := h.store.GetTopic(h.ctx, op.Topic)
+		if err != nil {
+			return err
+		}
+		start = startSpec{kind: startSeq, seq: t.HeadSeq}
+	}
+	s := newSub(c, id, op.Topic, f, start)
+	s.idJSON = jsonString(id)
+	return h.addSub(c, s, true)
+}
+
+// sendError queues an error frame with the problem for err.
+func (c *conn) sendError(id string, err error) {
+	p, _ := problemFor(err)
+	c.enqueueFrame(marshalFrame(errorFrame{Op: "error", ID: id, Error: p}))
+}
+
+// closeWS ends the WebSocket, with a close code and reason the client can
+// act on when the server chose to end it.
+func (c *conn) closeWS(err error) {
+	ce, ok := errors.AsType[closeError](err)
+	if !ok {
+		_ = c.ws.CloseNow() // a failed write: nothing more can be said
+		return
+	}
+	switch ce.reason {
+	case reasonSlowConsumer:
+		c.hub.log.Info("stream client too slow; disconnected", "transport", c.transport.String(), "subject", c.subject)
+		_ = c.ws.Close(CloseSlowConsumer, ReasonSlowConsumer)
+	case reasonShutdown:
+		_ = c.ws.Close(CloseServiceRestart, ReasonShutdown)
+	case reasonTokenExpired:
+		_ = c.ws.Close(CloseTokenExpired, ReasonTokenExpired)
+	default:
+		_ = c.ws.CloseNow()
+	}
+}
+
+// ping sends a protocol ping from its own short-lived goroutine and
+// closes the connection if no pong comes back in time.
+func (c *conn) ping() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.finished || c.ws == nil || c.closing != reasonNone || c.pinging {
+		return
+	}
+	c.pinging = true
+	c.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.hub.cfg.PongTimeout)
+		err := c.ws.Ping(ctx)
+		cancel()
+		if err != nil {
+			_ = c.ws.CloseNow()
+		}
+		c.mu.Lock()
+		c.pinging = false
+		c.mu.Unlock()
+	})
+}
+
+// wsOut writes WebSocket frames, one message each, under one write
+// deadline per batch.
+type wsOut struct {
+	c      *conn
+	ws     *websocket.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	buf    []byte
+}
+
+func (o *wsOut) write(b []byte) error {
+	if o.ctx == nil {
+		o.ctx, o.cancel = context.WithTimeout(context.Background(), o.c.hub.cfg.WriteTimeout)
+	}
+	if err := o.ws.Write(o.ctx, websocket.MessageText, b); err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+func (o *wsOut) flush() error {
+	if o.cancel != nil {
+		o.cancel()
+		o.ctx, o.cancel = nil, nil
+	}
+	if cap(o.buf) > 4096 {
+		o.buf = nil // an idle connection keeps no large buffer
+	}
+	return nil
+}
+
+func (o *wsOut) started(s *sub, recovered bool, firstSeq int64) error {
+	ack := ackFrame{Op: "subscribed", ID: s.id, Topic: s.pattern, Recovered: recovered,
+		FirstSeq: firstSeq, Time: formatTime(s.registered)}
+	if s.exact {
+		ack.AfterSeq = &s.startAfter
+	}
+	return o.write(marshalFrame(ack))
+}
+
+func (o *wsOut) gap(s *sub, g gapInfo) error {
+	return o.write(marshalFrame(gapFrame{Op: "gap", Sub: s.id, gapInfo: g}))
+}
+
+func (o *wsOut) event(s *sub, oe *outEvent) error {
+	obj := oe.jsonObject()
+	o.buf = append(o.buf[:0], `{"op":"event","sub":`...)
+	o.buf = append(o.buf, s.idJSON...)
+	o.buf = append(o.buf, ',')
+	o.buf = append(o.buf, obj[1:]...)
+	return o.write(o.buf)
+}
+
+func (o *wsOut) frame(b []byte) error { return o.write(b) }
+
+// failed tells the client its subscription ended; the connection goes on.
+func (o *wsOut) failed(s *sub, err error) error {
+	p, _ := problemFor(err)
+	return o.write(marshalFrame(errorFrame{Op: "error", ID: s.id, Error: p}))
+}
+
+// headerHasToken reports whether a comma-separated header holds the token,
+// case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
