@@ -256,12 +256,13 @@ func (m *Main) openStore(ctx context.Context) (herald.Store, error) {
 func (m *Main) newStreams() error {
 	secret := []byte(m.Config.StreamTokenSecret)
 	if len(secret) == 0 {
-		if m.storeKind() == "postgres" {
-			return errors.New("setting stream.token-secret: required with database-url postgres://, so that every node accepts the connection tokens the others issue (at least 32 characters)")
-		}
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)
-		m.Logger.Info("no stream.token-secret set: connection tokens are valid only until this process restarts")
+		if m.storeKind() == "postgres" {
+			m.Logger.Warn("no stream.token-secret set: connection tokens issued by this node are refused by the other nodes and after a restart; set the same stream.token-secret on every node")
+		} else {
+			m.Logger.Info("no stream.token-secret set: connection tokens are valid only until this process restarts")
+		}
 	}
 	tokens, err := stream.NewTokens(stream.TokensConfig{Secret: secret, Logger: m.Logger, WriteProblem: m.api.WriteProblem})
 	if err != nil {
