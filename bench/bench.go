@@ -99,7 +99,7 @@ type runParts struct {
 // runRaw measures the raw relay.
 func (c Config) runRaw(ctx context.Context) (*Result, error) {
 	epoch := time.Now()
-	sink := NewSink(SinkConfig{Endpoints: c.Subscriptions, MaxEvents: int64(c.Events), Addr: c.SinkAddr, Epoch: epoch, FailRate: c.FailRate})
+	sink := NewSink(SinkConfig{Endpoints: c.Subscriptions, MaxEvents: int64(c.Events), Addr: c.SinkAddr, Epoch: epoch, FailRate: c.FailRate, FailEndpoints: c.FailEndpoints})
 	if err := sink.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func (c Config) runHerald(ctx context.Context) (res *Result, _ error) {
 		client.WithHTTPClient(publisherHTTPClient(c.Workers)))
 	defer hc.CloseIdleConnections()
 	epoch := time.Now()
-	sink := NewSink(SinkConfig{Endpoints: c.Subscriptions, MaxEvents: int64(c.Events), Addr: c.SinkAddr, Epoch: epoch, FailRate: c.FailRate})
+	sink := NewSink(SinkConfig{Endpoints: c.Subscriptions, MaxEvents: int64(c.Events), Addr: c.SinkAddr, Epoch: epoch, FailRate: c.FailRate, FailEndpoints: c.FailEndpoints})
 	if err := sink.Start(ctx); err != nil {
 		return nil, err
 	}

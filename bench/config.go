@@ -64,6 +64,8 @@ type Config struct {
 	// FailRate is the fraction of deliveries the sink answers 500, in
 	// [0, 0.9]; each attempt fails independently, so retries get through.
 	FailRate float64
+	// FailEndpoints limits FailRate to the first N endpoints; 0: all.
+	FailEndpoints int
 
 	// Backlog, when positive, publishes that many events while the
 	// endpoints do not take them, then lets them take them and measures

@@ -36,6 +36,9 @@ type SinkConfig struct {
 	// chosen by a hash of webhook-id and Herald-Attempt so that a given
 	// attempt always gets the same answer and retries eventually pass.
 	FailRate float64
+	// FailEndpoints limits FailRate to endpoints 0 to FailEndpoints-1;
+	// 0 means every endpoint.
+	FailEndpoints int
 	// SecretWait is how long a request to an endpoint whose secret is not
 	// known yet waits for SetSecret before it is answered 503; default 2s.
 	// Herald may send the verification challenge before the create call
@@ -256,7 +259,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.answerChallenge(w, body)
 		return
 	}
-	if s.cfg.FailRate > 0 && failAttempt(r.Header.Get(webhook.HeaderID), r.Header.Get("Herald-Attempt"), s.cfg.FailRate) {
+	if s.cfg.FailRate > 0 && (s.cfg.FailEndpoints == 0 || i < s.cfg.FailEndpoints) && failAttempt(r.Header.Get(webhook.HeaderID), r.Header.Get("Herald-Attempt"), s.cfg.FailRate) {
 		s.injected.Add(1)
 		http.Error(w, "injected failure", http.StatusInternalServerError)
 		return

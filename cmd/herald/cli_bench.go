@@ -64,6 +64,7 @@ func parseBench(c *cli, args []string) (bench.Config, bool, error) {
 	fs.Var(durationFlag{&cfg.Retry.Initial}, "retry-initial", "the subscriptions' first retry delay `D`")
 	fs.Var(durationFlag{&cfg.Retry.Max}, "retry-max", "the subscriptions' longest retry delay `D`")
 	fs.Float64Var(&cfg.FailRate, "fail-rate", 0, "answer 500 to fraction `F` of deliveries (0 to 0.9; each attempt independently)")
+	fs.IntVar(&cfg.FailEndpoints, "fail-endpoints", 0, "inject --fail-rate failures only at the first `N` endpoints (0: all)")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "publish `N` events while the receiver does not take them, then measure the drain")
 	fs.StringVar(&cfg.BacklogVia, "backlog-via", cfg.BacklogVia, "`HOW` the receiver holds the backlog: refuse (answer 503) or pause (pause the subscriptions)")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the deliveries after publishing")
