@@ -455,6 +455,36 @@ func testDispatchFailsUnverifiedAfterDeadline(t *testing.T) {
 	}
 }
 
+func testDispatchHonoursRateLimit(t *testing.T) {
+	e := startEnv(t, dbPath(t))
+	e.topic("limited")
+	var mu sync.Mutex
+	var first, last time.Time
+	r := newReceiver(t, func(int64, int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		last = now
+		return 0
+	})
+	// 50 requests/s with a burst of 5: 40 events cannot all arrive in less
+	// than (40-5)/50 = 0.7s. (A lower bound only: a slow machine makes it
+	// longer, never shorter, so this cannot flake.)
+	s := e.subscribe(herald.Subscription{Topic: "limited", URL: r.URL, RateLimit: 50, MaxInFlight: 16})
+	r.secret = s.Secret
+	e.publish("limited", 40, nil)
+	waitFor(t, "40 rate-limited deliveries", 20*time.Second, func() bool { d, _ := r.count(); return d == 40 })
+	mu.Lock()
+	span := last.Sub(first)
+	mu.Unlock()
+	if span < 650*time.Millisecond {
+		t.Fatalf("40 deliveries at 50/s arrived within %v; the rate limit was not applied", span)
+	}
+}
+
 func testDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
 	e := startEnv(t, dbPath(t))
 	e.topic("shared")
@@ -606,3 +636,5 @@ func TestDispatchRemovesIdleSubscriptions(t *testing.T) {
 func TestDispatchFailsUnverifiedAfterDeadline(t *testing.T) {
 	runOnBackends(t, testDispatchFailsUnverifiedAfterDeadline)
 }
+
+func TestDispatchHonoursRateLimit(t *testing.T) { runOnBackends(t, testDispatchHonoursRateLimit) }
