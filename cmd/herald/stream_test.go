@@ -117,3 +117,36 @@ func TestStreamsThroughTheServer(t *testing.T) {
 		next(i)
 	}
 }
+
+// TestStreamsAcrossNodes: a client streaming from one node sees events
+// published through another node of the same PostgreSQL cluster.
+func TestStreamsAcrossNodes(t *testing.T) {
+	dsn := pgDSN(t)
+	const secret = "cluster-secret-0123456789abcdef012345678"
+	both := func(c *Config) { c.DatabaseURL = Secret(dsn); c.StreamTokenSecret = secret }
+	a, _ := testServer(t, t.TempDir(), both)
+	b, _ := testServer(t, t.TempDir(), both)
+	ctx := t.Context()
+	ca, cb := adminClient(a), adminClient(b)
+	if _, _, err := ca.PutTopic(ctx, "x.node", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := cb.Stream(ctx, "x.node", 0, client.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for i := 1; i <= 5; i++ {
+		if _, err := ca.Publish(ctx, "x.node", fmt.Appendf(nil, `{"n":%d}`, i), client.PublishOptions{ContentType: "application/json"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for want := int64(1); want <= 5; want++ {
+		nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		ev, err := ws.Next(nctx)
+		cancel()
+		if err != nil || ev.Seq != want {
+			t.Fatalf("event on node B = seq %d, %v; want %d (published on node A)", ev.Seq, err, want)
+		}
+	}
+}
