@@ -84,7 +84,8 @@ type Dispatcher struct {
 	mu         sync.Mutex
 	workers    map[string]*worker
 	verifying  map[string]bool
-	kick       chan struct{} // cap 1: re-read subscriptions now
+	stopping   map[string]*worker // stopped workers that may still be finishing
+	kick       chan struct{}      // cap 1: re-read subscriptions now
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	lastPrune  time.Time
@@ -160,6 +161,7 @@ func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appende
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
 		verifying: make(map[string]bool),
+		stopping:  make(map[string]*worker),
 		kick:      make(chan struct{}, 1),
 	}
 	d.settler = newGroup(1024, 256, func(herald.SettleItem) int { return 1 }, d.commitSettlements)
@@ -233,6 +235,14 @@ func (d *Dispatcher) OnCommit(events []*herald.Event) {
 				w.noteCommit(topic, seq)
 			}
 		}
+	}
+}
+
+// poke asks the manager to sync now.
+func (d *Dispatcher) poke() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -319,6 +329,15 @@ func (d *Dispatcher) sync(ctx context.Context) error {
 func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now time.Time) error {
 	d.mu.Lock()
 	w := d.workers[s.ID]
+	if old := d.stopping[s.ID]; old != nil {
+		select {
+		case <-old.exited:
+			delete(d.stopping, s.ID)
+		default:
+			d.mu.Unlock()
+			return nil // the previous worker is still finishing
+		}
+	}
 	d.mu.Unlock()
 	owns := d.cfg.Owns == nil || d.cfg.Owns(s.ID)
 
@@ -335,7 +354,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	switch {
 	case w != nil && (!want || !w.sub.UpdatedAt.Equal(s.UpdatedAt)):
 		d.stopWorker(s.ID, w)
-		w = nil
+		return nil // its replacement starts once it has exited
 	case w != nil:
 		// Renew the lease; losing it stops the worker.
 		epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, now, d.cfg.LeaseTTL)
@@ -366,6 +385,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	d.workers[s.ID] = nw
 	d.mu.Unlock()
 	d.wg.Go(func() {
+		defer d.poke() // a replacement may be waiting for this worker to exit
 		nw.run(wctx)
 		if nw.reason != "" {
 			d.mu.Lock()
@@ -379,14 +399,18 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	return nil
 }
 
+// stopWorker tells a worker to stop without waiting for it: it may take up
+// to DrainTimeout to finish its in-flight sends, and waiting here would
+// delay every other subscription's lease renewal. Until it has exited, no
+// new worker starts for the subscription (see syncOne).
 func (d *Dispatcher) stopWorker(id string, w *worker) {
 	d.mu.Lock()
 	if d.workers[id] == w {
 		delete(d.workers, id)
 	}
+	d.stopping[id] = w
 	d.mu.Unlock()
 	w.cancel()
-	<-w.exited
 }
 
 // settle writes one worker's settlement through the shared group commit.
