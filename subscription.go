@@ -295,7 +295,9 @@ type SubscriptionStore interface {
 	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]Subscription, error)
 
 	// UpdateSubscription replaces the stored subscription's fields except
-	// ID, Topic, CreatedAt and OwnerKeyID. CodeNotFound if missing.
+	// ID, Topic, CreatedAt and OwnerKeyID. LastSuccessAt and LastActivityAt
+	// never move backwards: a settlement may have advanced them since the
+	// caller read the subscription. CodeNotFound if missing.
 	UpdateSubscription(ctx context.Context, s Subscription) error
 
 	// DeleteSubscription removes the subscription with its cursors,

@@ -301,8 +301,9 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 		retry_max_attempts = $6, retry_initial = $7, retry_max = $8, timeout = $9, max_in_flight = $10,
 		rate_limit = $11, ordered = $12, expires_after_idle = $13, state = $14, state_reason = $15,
 		secret = $16, previous_secret = $17, previous_expires_at = $18, challenge = $19, verify_deadline = $20,
-		next_challenge_at = $21, challenge_tries = $22, updated_at = $23, last_activity_at = $24,
-		last_success_at = $25, failing_since = $26
+		next_challenge_at = $21, challenge_tries = $22, updated_at = $23,
+		last_activity_at = GREATEST(last_activity_at, $24), last_success_at = GREATEST(last_success_at, $25),
+		failing_since = $26
 		WHERE id = $1`, upd...)
 	if err != nil {
 		return s.fail("update subscription", err)

@@ -308,7 +308,8 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 			retry_max_attempts = ?, retry_initial = ?, retry_max = ?, timeout = ?, max_in_flight = ?, rate_limit = ?,
 			ordered = ?, expires_after_idle = ?, state = ?, state_reason = ?, secret = ?, previous_secret = ?,
 			previous_expires_at = ?, challenge = ?, verify_deadline = ?, next_challenge_at = ?, challenge_tries = ?,
-			updated_at = ?, last_activity_at = ?, last_success_at = ?, failing_since = ?
+			updated_at = ?, last_activity_at = MAX(last_activity_at, ?), last_success_at = MAX(last_success_at, ?),
+			failing_since = ?
 			WHERE id = ?`, args...)
 		return err
 	})

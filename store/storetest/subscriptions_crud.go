@@ -186,6 +186,27 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 		}
 	})
 
+	t.Run("UpdateNeverMovesSuccessOrActivityBack", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		sub := newSub("sub_times", "orders.*")
+		createSub(t, s, sub, herald.StartPosition{})
+		// A settlement advances both times...
+		settleOK(t, s, sub.ID, lease(t, s, sub.ID), herald.Settlement{LastSuccess: at(5000), Activity: at(5000)})
+		// ... while the API writes back what it read before.
+		stale := getSub(t, s, sub.ID)
+		stale.LastSuccessAt, stale.LastActivityAt = at(10), at(10)
+		stale.Description = "changed"
+		if err := s.UpdateSubscription(t.Context(), stale); err != nil {
+			t.Fatal(err)
+		}
+		got := getSub(t, s, sub.ID)
+		if !got.LastSuccessAt.Equal(at(5000)) || !got.LastActivityAt.Equal(at(5000)) || got.Description != "changed" {
+			t.Fatalf("after a stale update: last success %v, last activity %v, description %q; want both at(5000) kept and the description changed",
+				got.LastSuccessAt, got.LastActivityAt, got.Description)
+		}
+	})
+
 	t.Run("UpdateUnknownIsNotFound", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
