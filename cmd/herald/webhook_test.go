@@ -47,7 +47,18 @@ func newEndpoint(t *testing.T) *endpoint {
 
 func (e *endpoint) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	e.mu.Lock()
+	// Herald may send the verification challenge before the create call
+	// that returns the secret has returned to the test: wait for the test
+	// to know it, as a real receiver is configured before it is used.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.mu.Lock()
+		if len(e.secrets) > 0 || time.Now().After(deadline) {
+			break
+		}
+		e.mu.Unlock()
+		time.Sleep(2 * time.Millisecond) // polling a condition under a deadline
+	}
 	defer e.mu.Unlock()
 	n, ok := e.checkSignature(r.Header, body)
 	if !ok {
