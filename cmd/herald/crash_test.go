@@ -207,7 +207,9 @@ func crashRun(t *testing.T, deliver bool) {
 		}
 		// Kill at a random moment once publishing is under way.
 		deadline := time.Now().Add(30 * time.Second)
+		mu.Lock()
 		want := len(ack) + 50 + rand.IntN(400)
+		mu.Unlock()
 		for {
 			mu.Lock()
 			n := len(ack)
