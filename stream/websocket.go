@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -58,7 +60,8 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
 	}
 	// checkOrigin above has applied AllowedOrigins and answered a refusal
 	// with a problem; the library's own check would only repeat it.
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	sb := &smallBuffers{ResponseWriter: w, writeTimeout: h.cfg.WriteTimeout}
+	ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		h.removeConn(c)
 		return nil // Accept has answered the request
@@ -67,7 +70,7 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
 	c.mu.Lock()
 	c.ws = ws
 	c.mu.Unlock()
-	c.startWriter(&wsOut{c: c, ws: ws})
+	c.startWriter(&wsOut{c: c, ws: ws, cork: sb.cork})
 	// The handler returns now, so net/http's goroutine, buffers and request
 	// state for the connection are freed: an idle WebSocket keeps only this
 	// reader goroutine. The hub owns it (Stop waits for it).
@@ -110,18 +113,103 @@ const (
 
 // smallBuffers gives the WebSocket library small buffers for the hijacked
 // connection instead of net/http's 4 KiB reader and writer, which every
-// idle connection would otherwise hold.
-type smallBuffers struct{ http.ResponseWriter }
+// idle connection would otherwise hold. Its writer goes through a
+// corkedWriter, so a batch of frames leaves in one system call.
+type smallBuffers struct {
+	http.ResponseWriter
+	writeTimeout time.Duration
+	cork         *corkedWriter // set by Hijack; nil if the request's buffers had to stay
+}
 
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil || brw.Reader.Buffered() > 0 {
 		return nc, brw, err // bytes already read stay with their buffer
 	}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, wsReadBuffer), bufio.NewWriterSize(nc, wsWriteBuffer)), nil
+	w.cork = &corkedWriter{nc: nc, timeout: w.writeTimeout}
+	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, wsReadBuffer), bufio.NewWriterSize(w.cork, wsWriteBuffer)), nil
 }
 
-func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// corkedWriter is what the WebSocket library's buffered writer flushes
+// into. Uncorked, it writes straight to the connection. While the
+// connection's writer works through a batch (between cork and uncork) it
+// gathers the frames, up to maxPending, and uncork sends them in one
+// write: a client behind on many events costs one system call per batch,
+// not one per event. Control frames the library writes meanwhile (a pong,
+// a close) join the batch; the batch is short, and uncork follows it.
+type corkedWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+
+	mu      sync.Mutex
+	corked  bool
+	pending []byte
+	err     error // the first failed write; every later one fails too
+}
+
+func (w *corkedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.corked {
+		if len(w.pending)+len(p) > maxPending {
+			if err := w.sendLocked(); err != nil {
+				return 0, err
+			}
+		}
+		if len(p) < maxPending {
+			w.pending = append(w.pending, p...)
+			return len(p), nil
+		}
+	}
+	return w.writeLocked(p)
+}
+
+func (w *corkedWriter) cork() {
+	w.mu.Lock()
+	w.corked = true
+	w.mu.Unlock()
+}
+
+// uncork sends what was gathered and lets later writes through.
+func (w *corkedWriter) uncork() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.corked = false
+	if w.err != nil {
+		return w.err
+	}
+	return w.sendLocked()
+}
+
+func (w *corkedWriter) sendLocked() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	_, err := w.writeLocked(w.pending)
+	if cap(w.pending) > 4096 {
+		w.pending = nil // an idle connection keeps no large buffer
+	} else {
+		w.pending = w.pending[:0]
+	}
+	return err
+}
+
+// writeLocked writes under the hub's write timeout. The library bounds its
+// own writes with a context that closes the connection; a batch sent by
+// uncork has no such context, so the deadline bounds it.
+func (w *corkedWriter) writeLocked(p []byte) (int, error) {
+	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	n, err := w.nc.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
 
 // clientOp is a message from a WebSocket client.
 type clientOp struct {
@@ -217,6 +305,9 @@ func (c *conn) sendError(id string, err error) {
 // closeWS ends the WebSocket, with a close code and reason the client can
 // act on when the server chose to end it.
 func (c *conn) closeWS(err error) {
+	if o, ok := c.out.(*wsOut); ok && o.cork != nil {
+		_ = o.cork.uncork() // a batch cut short must not hold back the close frame
+	}
 	ce, ok := errors.AsType[closeError](err)
 	if !ok {
 		_ = c.ws.CloseNow() // a failed write: nothing more can be said
@@ -262,6 +353,7 @@ func (c *conn) ping() {
 type wsOut struct {
 	c      *conn
 	ws     *websocket.Conn
+	cork   *corkedWriter // nil: every frame is its own write
 	ctx    context.Context
 	cancel context.CancelFunc
 	buf    []byte
@@ -270,6 +362,9 @@ type wsOut struct {
 func (o *wsOut) write(b []byte) error {
 	if o.ctx == nil {
 		o.ctx, o.cancel = context.WithTimeout(context.Background(), o.c.hub.cfg.WriteTimeout)
+		if o.cork != nil {
+			o.cork.cork()
+		}
 	}
 	if err := o.ws.Write(o.ctx, websocket.MessageText, b); err != nil {
 		return writeError{err}
@@ -281,6 +376,11 @@ func (o *wsOut) flush() error {
 	if o.cancel != nil {
 		o.cancel()
 		o.ctx, o.cancel = nil, nil
+		if o.cork != nil {
+			if err := o.cork.uncork(); err != nil {
+				return writeError{err}
+			}
+		}
 	}
 	if cap(o.buf) > 4096 {
 		o.buf = nil // an idle connection keeps no large buffer
