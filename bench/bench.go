@@ -7,10 +7,15 @@
 // acknowledged event reached every subscription, and reports publish rate
 // and latency, delivery rate, end-to-end latency (HdrHistogram, measured
 // from each event's intended publish time), lost and duplicated
-// deliveries, and the server's memory and CPU. A raw run replaces Herald
-// with a Relay, a minimal in-process HTTP forwarder with no storage, so a
-// report can state Herald's delivery rate as a fraction of what the same
-// machine, publisher and sink reach with nothing in between but HTTP.
+// deliveries, and the server's memory and CPU. Against several nodes
+// sharing one PostgreSQL it spreads the publishes over all of them and
+// reports each node's memory and CPU and their sum. Beside them it reports
+// the CPU of the database's processes (Config.DBProcess), its own and the
+// whole machine's, so a report shows where the machine's CPU went. A raw
+// run replaces Herald with a Relay, a minimal in-process HTTP forwarder
+// with no storage, so a report can state Herald's delivery rate as a
+// fraction of what the same machine, publisher and sink reach with nothing
+// in between but HTTP.
 //
 // Every phase is bounded: publishing by event count and Config.Duration,
 // waiting by Config.Timeout. It talks only to loopback addresses unless
@@ -89,7 +94,10 @@ type runParts struct {
 	epoch  time.Time
 	sink   *Sink
 	target publishTarget
-	pid    int // the server's process; 0: none
+	// servers are the URLs of the servers measured and pids their
+	// processes (0: not found), for their RSS and CPU; none for the relay.
+	servers []string
+	pids    []int
 	// hold makes the endpoints stop taking events before a backlog is
 	// published, and release makes them take them again; nil when there
 	// is no backlog.
@@ -134,12 +142,19 @@ func (c Config) runRaw(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// runHerald measures the Herald at c.Server: it creates a topic and the
-// subscriptions, runs the load, and deletes what it created.
+// runHerald measures the Herald at c.Server, or the nodes at c.Servers: it
+// creates a topic and the subscriptions through the first, runs the load
+// over all of them, and deletes what it created.
 func (c Config) runHerald(ctx context.Context) (res *Result, _ error) {
-	hc := client.New(c.Server, client.WithKey(c.Key), client.WithUserAgent("herald-bench/"+herald.Version),
-		client.WithHTTPClient(publisherHTTPClient(c.Workers)))
-	defer hc.CloseIdleConnections()
+	servers := c.servers()
+	clients := make([]*client.Client, len(servers))
+	for i, s := range servers {
+		// One HTTP client each, so every node gets its own keep-alive pool.
+		clients[i] = client.New(s, client.WithKey(c.Key), client.WithUserAgent("herald-bench/"+herald.Version),
+			client.WithHTTPClient(publisherHTTPClient(c.Workers)))
+		defer clients[i].CloseIdleConnections()
+	}
+	hc := clients[0]
 	epoch := time.Now()
 	sink := NewSink(SinkConfig{Endpoints: c.Subscriptions, MaxEvents: int64(c.Events), Addr: c.SinkAddr, Epoch: epoch, FailRate: c.FailRate, FailEndpoints: c.FailEndpoints})
 	if err := sink.Start(ctx); err != nil {
@@ -173,6 +188,9 @@ func (c Config) runHerald(ctx context.Context) (res *Result, _ error) {
 	} else {
 		c.progress("created topic %s on %s", topic, hc.BaseURL())
 	}
+	if len(clients) > 1 {
+		c.progress("publishing round robin to %d servers: %s", len(clients), strings.Join(servers, ", "))
+	}
 	for i := range c.Subscriptions {
 		sub, err := hc.CreateSubscription(ctx, client.SubscriptionSpec{
 			Topic: topic, URL: base + EndpointPath(i), Description: "herald bench",
@@ -192,11 +210,26 @@ func (c Config) runHerald(ctx context.Context) (res *Result, _ error) {
 		}
 	}
 
-	parts := runParts{system: "herald", epoch: epoch, sink: sink, target: heraldTarget{c: hc, topic: topic}}
-	if pid, err := c.serverPID(); err != nil {
-		notes = append(notes, "no server RSS and CPU: "+err.Error())
-	} else {
-		parts.pid = pid
+	var target publishTarget = heraldTarget{c: hc, topic: topic}
+	if len(clients) > 1 {
+		rr := &roundRobin{}
+		for _, c := range clients {
+			rr.targets = append(rr.targets, heraldTarget{c: c, topic: topic})
+		}
+		target = rr
+	}
+	parts := runParts{system: "herald", epoch: epoch, sink: sink, target: target, servers: servers, pids: make([]int, len(servers))}
+	for i, s := range servers {
+		pid, err := c.serverPID(i)
+		if err != nil {
+			if len(servers) > 1 {
+				notes = append(notes, fmt.Sprintf("no RSS and CPU of server %s: %v", s, err))
+			} else {
+				notes = append(notes, "no server RSS and CPU: "+err.Error())
+			}
+			continue
+		}
+		parts.pids[i] = pid
 	}
 	if c.Backlog > 0 {
 		switch c.BacklogVia {
@@ -233,12 +266,8 @@ func (c Config) measure(ctx context.Context, p runParts) *Result {
 	since := func() time.Duration { return time.Since(p.epoch) }
 	acked := newBitset(int64(c.Events))
 
-	server := newProcWatch(p.pid)
-	if server.err != nil {
-		res.Notes = append(res.Notes, "no server RSS and CPU: "+server.err.Error())
-	}
-	self := newProcWatch(os.Getpid())
-	stopWatch := startWatching(server, self)
+	watch := c.newRunWatch(p)
+	stopWatch := startSampling(watch)
 	dbBefore := dbSize(c.DBPath)
 
 	if p.hold != nil {
@@ -282,7 +311,8 @@ func (c Config) measure(ctx context.Context, p runParts) *Result {
 			t.Stop()
 		}
 	}
-	res.Server, res.Bench = stopWatch()
+	stopWatch()
+	watch.finish(res)
 
 	st := p.sink.Stats()
 	res.Delivered, res.Duplicates = res.Expected-res.Lost, st.Duplicates
@@ -390,16 +420,21 @@ func cleanup(ctx context.Context, hc *client.Client, topic string, ids []string)
 	return errors.Join(errs...)
 }
 
-// serverPID returns c.PID, or the process listening on the server's port.
-func (c Config) serverPID() (int, error) {
-	if c.PID > 0 {
+// serverPID returns the process id of server i of c.servers(): the one
+// given in c.PIDs (or c.PID), or the process listening on its port.
+func (c Config) serverPID(i int) (int, error) {
+	switch {
+	case i < len(c.PIDs) && c.PIDs[i] > 0:
+		return c.PIDs[i], nil
+	case i == 0 && c.PID > 0:
 		return c.PID, nil
 	}
-	u, err := url.Parse(c.Server)
+	server := c.servers()[i]
+	u, err := url.Parse(server)
 	if err != nil || u.Host == "" {
-		u, err = url.Parse("http://" + c.Server)
+		u, err = url.Parse("http://" + server)
 		if err != nil {
-			return 0, fmt.Errorf("cannot read the port of %q (pass --pid)", c.Server)
+			return 0, fmt.Errorf("cannot read the port of %q (pass --pid)", server)
 		}
 	}
 	port := u.Port()
@@ -408,7 +443,7 @@ func (c Config) serverPID() (int, error) {
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil {
-		return 0, fmt.Errorf("cannot read the port of %q (pass --pid)", c.Server)
+		return 0, fmt.Errorf("cannot read the port of %q (pass --pid)", server)
 	}
 	if !c.AllowRemote || checkLoopbackHost(context.Background(), u.Hostname()) == nil {
 		return listenerPID(n)
@@ -468,18 +503,19 @@ func dbSize(path string) int64 {
 // procWatch samples a process's RSS to find its peak, and its CPU time at
 // the start and end of a run.
 type procWatch struct {
-	pid    int
-	start  procSample
-	maxRSS int64
-	err    error
-	began  time.Time
+	pid     int
+	start   procSample
+	maxRSS  int64
+	lastRSS int64 // at the last sample
+	err     error
+	began   time.Time
 }
 
 func newProcWatch(pid int) *procWatch {
 	w := &procWatch{pid: pid, began: time.Now()}
 	if pid > 0 {
 		w.start, w.err = readProc(pid)
-		w.maxRSS = w.start.rss
+		w.maxRSS, w.lastRSS = w.start.rss, w.start.rss
 	}
 	return w
 }
@@ -490,6 +526,7 @@ func (w *procWatch) sample() {
 	}
 	if s, err := readProc(w.pid); err == nil {
 		w.maxRSS = max(w.maxRSS, s.rss)
+		w.lastRSS = s.rss
 	}
 }
 
@@ -509,27 +546,126 @@ func (w *procWatch) finish() *ProcStats {
 	return ps
 }
 
-// startWatching samples the processes every 100ms in a goroutine until the
-// returned function is called; that function returns their stats.
-func startWatching(server, self *procWatch) func() (*ProcStats, *ProcStats) {
-	stop := make(chan struct{})
+// runWatch watches everything that uses the machine's CPU during a
+// measured window: the servers, the database's processes, this process,
+// and the machine as a whole.
+type runWatch struct {
+	began   time.Time
+	urls    []string
+	servers []*procWatch // one per URL; pid 0 when not found
+	maxSum  int64        // the peak of the servers' summed RSS
+	self    *procWatch
+	db      *groupWatch // nil without Config.DBProcess
+	host    float64     // the machine's busy CPU seconds at the start
+	hostErr error
+	notes   []string
+}
+
+// newRunWatch takes the first samples of a run.
+func (c Config) newRunWatch(p runParts) *runWatch {
+	w := &runWatch{began: time.Now(), urls: p.servers}
+	w.host, w.hostErr = hostCPU()
+	for i, pid := range p.pids {
+		pw := newProcWatch(pid)
+		if pw.err != nil {
+			if len(p.pids) > 1 {
+				w.notes = append(w.notes, fmt.Sprintf("no RSS and CPU of server %s: %v", p.servers[i], pw.err))
+			} else {
+				w.notes = append(w.notes, "no server RSS and CPU: "+pw.err.Error())
+			}
+		}
+		w.servers = append(w.servers, pw)
+		w.maxSum += pw.lastRSS
+	}
+	w.self = newProcWatch(os.Getpid())
+	if c.DBProcess != "" {
+		w.db = newGroupWatch(c.DBProcess)
+	}
+	return w
+}
+
+func (w *runWatch) sample() {
+	var sum int64
+	for _, s := range w.servers {
+		s.sample()
+		sum += s.lastRSS
+	}
+	w.maxSum = max(w.maxSum, sum)
+	w.self.sample()
+	if w.db != nil {
+		w.db.sample()
+	}
+}
+
+// finish takes the last samples and sets the result's figures and notes.
+func (w *runWatch) finish(res *Result) {
+	res.Notes = append(res.Notes, w.notes...)
+	wall := time.Since(w.began).Seconds()
+	var total ProcStats
+	found := 0
+	for i, s := range w.servers {
+		ps := s.finish()
+		if len(w.servers) > 1 {
+			res.Servers = append(res.Servers, ServerStats{URL: w.urls[i], ProcStats: ps})
+		}
+		if ps == nil {
+			continue
+		}
+		found++
+		res.Server = ps
+		total.RSSEndBytes += ps.RSSEndBytes
+		total.CPUSeconds += ps.CPUSeconds
+	}
+	if len(w.servers) > 1 && found > 0 {
+		total.RSSMaxBytes = max(w.maxSum, total.RSSEndBytes)
+		if wall > 0 {
+			total.CPUCores = total.CPUSeconds / wall
+		}
+		res.Server = &total
+		if found < len(w.servers) {
+			res.Notes = append(res.Notes, fmt.Sprintf("the servers' RSS and CPU cover %d of %d servers", found, len(w.servers)))
+		}
+	}
+	res.Bench = w.self.finish()
+	if w.db != nil {
+		u, err := w.db.finish()
+		if err != nil {
+			res.Notes = append(res.Notes, "no database CPU: "+err.Error())
+		}
+		res.DB = u
+	}
+	if w.hostErr == nil {
+		if end, err := hostCPU(); err == nil && wall > 0 {
+			res.Host = &CPUUse{CPUSeconds: end - w.host, CPUCores: (end - w.host) / wall}
+		}
+	}
+}
+
+// sampler is something startSampling samples.
+type sampler interface{ sample() }
+
+// startSampling calls sample on each of ss every 100ms in a goroutine until
+// the returned function is called; that function returns once the
+// goroutine has.
+func startSampling(ss ...sampler) (stop func()) {
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-t.C:
-				server.sample()
-				self.sample()
+				for _, s := range ss {
+					s.sample()
+				}
 			}
 		}
 	})
-	return func() (*ProcStats, *ProcStats) {
-		close(stop)
+	return func() {
+		close(done)
 		wg.Wait()
-		return server.finish(), self.finish()
 	}
 }

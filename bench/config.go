@@ -21,6 +21,12 @@ type Config struct {
 	// for it. Unused when Raw is set.
 	Server string
 	Key    string
+	// Servers, when set, replaces Server: the URLs of several Herald nodes
+	// that share one store (PostgreSQL). The publisher spreads its requests
+	// round robin over them, each with its own keep-alive connections; the
+	// topic and subscriptions are created and deleted through the first.
+	// At most MaxServers, no URL twice.
+	Servers []string
 
 	// Raw measures the in-process raw relay instead of Herald.
 	Raw bool
@@ -85,13 +91,25 @@ type Config struct {
 
 	// PID is the server's process id, for its RSS and CPU; 0 finds the
 	// process listening on the server's port (loopback servers only).
+	// PIDs replaces it.
 	PID int
+	// PIDs are the servers' process ids in the order of Servers (or of
+	// Server alone); a 0, or a missing one at the end, finds the process
+	// listening on that server's port.
+	PIDs []int
+	// DBProcess, when set, is the command name of the database's
+	// processes as /proc/<pid>/comm spells it ("postgres"): the CPU time of
+	// all of them together during the run is reported beside the servers'.
+	// It is summed from samples every 100ms: a process that starts during
+	// the run counts from its start, one that exits counts up to the last
+	// sample that saw it, and one that lives between two samples is missed.
+	DBProcess string
 	// DBPath, when set, is the server's SQLite file; its growth (with the
 	// -wal file) per published event is reported.
 	DBPath string
 	// Keep leaves the topic and subscriptions in place after the run.
 	Keep bool
-	// AllowRemote lets Server, SinkAddr and SinkURL be other than loopback.
+	// AllowRemote lets Server, Servers, SinkAddr and SinkURL be other than loopback.
 	AllowRemote bool
 	// SinkAddr is the sink's listen address (default 127.0.0.1:0) and
 	// SinkURL the base URL Herald reaches it at (default: the address it
@@ -109,6 +127,7 @@ const (
 	MaxSubscriptions = 1000
 	MaxBatch         = 1000
 	MaxWorkers       = 4096
+	MaxServers       = 64
 	MinSize          = 64
 	MaxSize          = 1 << 20
 	// maxTrackedBits bounds the sink's memory: one bit per event and
@@ -235,10 +254,47 @@ func (c Config) validate(ctx context.Context) error {
 	if c.PID < 0 {
 		bad("pid", "%d: want a process id", c.PID)
 	}
+	if c.PID != 0 && len(c.PIDs) > 0 {
+		bad("pid", "PID %d and PIDs %v: give one", c.PID, c.PIDs)
+	}
+	for _, pid := range c.PIDs {
+		if pid < 0 {
+			bad("pid", "%d: want a process id, or 0 to find it", pid)
+			break
+		}
+	}
+	if n := len(c.servers()); len(c.PIDs) > n {
+		bad("pid", "%d process ids for %d servers: want at most one per server, in the order of --servers", len(c.PIDs), n)
+	}
+	if len(c.Servers) > MaxServers {
+		bad("servers", "%d URLs: want at most %d", len(c.Servers), MaxServers)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Servers {
+		switch {
+		case strings.TrimSpace(s) == "":
+			bad("servers", "has an empty URL: want URLs separated by commas")
+		case seen[s]:
+			bad("servers", "names %s twice: want each node once", s)
+		}
+		seen[s] = true
+	}
+	if c.DBProcess != "" && (len(c.DBProcess) > maxCommLen || strings.ContainsAny(c.DBProcess, "/\n")) {
+		bad("db-process", "%q: want a command name as /proc/<pid>/comm shows it (at most %d bytes, such as postgres)", c.DBProcess, maxCommLen)
+	}
 	if !c.AllowRemote {
 		if !c.Raw {
-			if err := checkLoopbackURL(ctx, c.Server); err != nil {
-				bad("server", "%v (add --allow-remote to measure a remote server)", err)
+			field := "server"
+			if len(c.Servers) > 0 {
+				field = "servers"
+			}
+			for _, s := range c.servers() {
+				if field == "servers" && strings.TrimSpace(s) == "" {
+					continue // reported above
+				}
+				if err := checkLoopbackURL(ctx, s); err != nil {
+					bad(field, "%v (add --allow-remote to measure a remote server)", err)
+				}
 			}
 		}
 		if err := checkLoopbackHostPort(ctx, c.SinkAddr); err != nil {
@@ -251,6 +307,15 @@ func (c Config) validate(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// servers returns the URLs of the nodes to measure: Servers, or Server
+// alone.
+func (c Config) servers() []string {
+	if len(c.Servers) > 0 {
+		return c.Servers
+	}
+	return []string{c.Server}
 }
 
 // checkLoopbackURL checks that raw is an http(s) URL whose host is, or

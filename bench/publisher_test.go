@@ -2,13 +2,19 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/heraldhq/herald/client"
 )
 
 // recordingTarget records the payloads it is sent and stalls each request
@@ -148,4 +154,73 @@ func TestFlatOutPublishesEveryEventOnceInBatches(t *testing.T) {
 			t.Fatalf("stats %+v, acked set %d: want the failed request's events left out", st, acked.count())
 		}
 	})
+}
+
+// TestRoundRobinSpreadsRequestsOverServers publishes through one client
+// per server and checks that each server got its equal share of the
+// requests, single and batched, every event once.
+func TestRoundRobinSpreadsRequestsOverServers(t *testing.T) {
+	const nodes = 3
+	var (
+		mu     sync.Mutex
+		reqs   [nodes]int
+		events [nodes]int
+	)
+	var clients []*client.Client
+	for i := range nodes {
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST /v1/topics/{topic}/events", func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			reqs[i]++
+			events[i]++
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			_, _ = io.WriteString(w, `{"id":"evt_1","seq":1}`)
+		})
+		mux.HandleFunc("POST /v1/topics/{topic}/events:batch", func(w http.ResponseWriter, r *http.Request) {
+			var in struct{ Events []json.RawMessage }
+			if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			reqs[i]++
+			events[i] += len(in.Events)
+			mu.Unlock()
+			out := make([]map[string]any, len(in.Events))
+			for j := range out {
+				out[j] = map[string]any{"id": "evt_1", "seq": j + 1}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			_ = json.NewEncoder(w).Encode(map[string]any{"events": out})
+		})
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+		c := client.New(srv.URL, client.WithHTTPClient(publisherHTTPClient(4)))
+		t.Cleanup(c.CloseIdleConnections)
+		clients = append(clients, c)
+	}
+	for _, batch := range []int{1, 5} {
+		reqs, events = [nodes]int{}, [nodes]int{}
+		const n = 30 * 5
+		rr := &roundRobin{}
+		for _, c := range clients {
+			rr.targets = append(rr.targets, heraldTarget{c: c, topic: "t"})
+		}
+		p := publisher{target: rr, epoch: time.Now(), events: n, batch: batch,
+			size: MinSize, workers: 4, duration: time.Minute, acked: newBitset(n)}
+		st := p.run(t.Context())
+		if st.Acked != n || st.Failed != 0 {
+			t.Fatalf("batch %d: acked %d, failed %d (%v)", batch, st.Acked, st.Failed, st.FirstErr)
+		}
+		mu.Lock()
+		for i := range nodes {
+			if reqs[i] != int(st.Requests)/nodes || events[i] != n/nodes {
+				t.Errorf("batch %d: server %d got %d requests with %d events; want %d and %d", batch, i, reqs[i], events[i], st.Requests/nodes, n/nodes)
+			}
+		}
+		mu.Unlock()
+	}
 }

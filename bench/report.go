@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,8 +73,19 @@ type Result struct {
 	E2E             Latency `json:"e2e_latency"`      // first deliveries, from intended publish time
 	TimedOut        bool    `json:"timed_out"`
 
-	Server *ProcStats `json:"server,omitempty"` // the Herald process
-	Bench  *ProcStats `json:"bench,omitempty"`  // this process: publisher, sink (and relay)
+	// Server is the Herald process; with several servers, their sum (PID
+	// 0, RSSMaxBytes the peak of the summed samples) over those whose
+	// process was found, and Servers has each one.
+	Server  *ProcStats    `json:"server,omitempty"`
+	Servers []ServerStats `json:"servers,omitempty"`
+	// DB is the database's processes (Config.DBProcess), summed.
+	DB *CPUUse `json:"db,omitempty"`
+	// Bench is this process: publisher, sink (and relay).
+	Bench *ProcStats `json:"bench,omitempty"`
+	// Host is the busy CPU time of the whole machine, every process
+	// included, so that what the server, the database and the bench do not
+	// account for shows.
+	Host *CPUUse `json:"host,omitempty"`
 
 	DBBytesPerEvent float64  `json:"db_bytes_per_event,omitempty"`
 	Notes           []string `json:"notes,omitempty"`
@@ -86,6 +98,22 @@ type ProcStats struct {
 	RSSEndBytes int64   `json:"rss_end_bytes"`
 	CPUSeconds  float64 `json:"cpu_seconds"`
 	CPUCores    float64 `json:"cpu_cores"` // CPU seconds per second of the run
+}
+
+// ServerStats are one of several servers' memory and CPU use; ProcStats is
+// nil when its process was not found (the report's notes say why).
+type ServerStats struct {
+	URL string `json:"url"`
+	*ProcStats
+}
+
+// CPUUse is the CPU time used during a run by a group of processes (the
+// database's) or by the whole machine.
+type CPUUse struct {
+	Name       string  `json:"name,omitempty"`      // the command name matched
+	Processes  int     `json:"processes,omitempty"` // distinct processes seen with it
+	CPUSeconds float64 `json:"cpu_seconds"`
+	CPUCores   float64 `json:"cpu_cores"` // CPU seconds per second of the run
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -109,6 +137,8 @@ func (r *Report) results() []*Result {
 
 // Summary returns one line per result, such as
 // "herald: 500 events x 2 subscriptions: publish 4812/s (p50 1.9 ms, p99 8.1 ms), delivery 9310/s, e2e p50 2.4 ms p99 11.0 ms max 19.3 ms, lost 0, duplicates 0, RSS 48.2 MiB, CPU 1.12 cores".
+// With several servers their summed RSS and CPU follow "3 servers"; with
+// Config.DBProcess the database's CPU and the bench's own follow.
 func (r *Report) Summary() string {
 	var b strings.Builder
 	for _, x := range r.results() {
@@ -119,7 +149,16 @@ func (r *Report) Summary() string {
 				rate(x.DeliveryRate), ms(x.E2E.P50), ms(x.E2E.P99), ms(x.E2E.Max), x.Lost, x.Duplicates)
 		}
 		if p := x.Server; p != nil {
+			if len(x.Servers) > 1 {
+				fmt.Fprintf(&b, ", %d servers", len(x.Servers))
+			}
 			fmt.Fprintf(&b, ", RSS %s, CPU %.2f cores", mib(p.RSSMaxBytes), p.CPUCores)
+		}
+		if d := x.DB; d != nil {
+			fmt.Fprintf(&b, ", %s %.2f cores", d.Name, d.CPUCores)
+			if x.Bench != nil {
+				fmt.Fprintf(&b, ", bench %.2f cores", x.Bench.CPUCores)
+			}
 		}
 		if x == r.Herald && r.RawRatio > 0 {
 			fmt.Fprintf(&b, ", %.0f%% of raw", 100*r.RawRatio)
@@ -157,24 +196,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Scenario.Subscriptions > 0 {
 		r.deliveryRows(row)
 	}
-	row("server RSS max", func(x *Result) string {
-		if x.Server == nil {
-			return "-"
-		}
-		return mib(x.Server.RSSMaxBytes)
-	})
-	row("server CPU", func(x *Result) string {
-		if x.Server == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%.2f cores (%.1f s)", x.Server.CPUCores, x.Server.CPUSeconds)
-	})
-	row("bench CPU", func(x *Result) string {
-		if x.Bench == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%.2f cores (%.1f s)", x.Bench.CPUCores, x.Bench.CPUSeconds)
-	})
+	r.cpuRows(row)
 	if r.Herald != nil && r.Herald.DBBytesPerEvent > 0 {
 		row("db bytes/event", func(x *Result) string {
 			if x.DBBytesPerEvent == 0 {
@@ -242,4 +264,99 @@ func (r *Report) deliveryRows(row func(name string, cell func(x *Result) string)
 	if r.Scenario.Backlog > 0 {
 		row("refused (backlog)", func(x *Result) string { return fmt.Sprint(x.Refused) })
 	}
+}
+
+// cpuRows adds the rows about memory and CPU to a text report: the server
+// (the sum and each one, when there are several), the database, the bench
+// and the whole machine, so the report shows where the machine's CPU went.
+func (r *Report) cpuRows(row func(name string, cell func(x *Result) string)) {
+	var servers []ServerStats // per server, when there are several
+	if r.Herald != nil && len(r.Herald.Servers) > 1 {
+		servers = r.Herald.Servers
+	}
+	sum := ""
+	if len(servers) > 0 {
+		sum = fmt.Sprintf(" (%d servers)", len(servers))
+	}
+	row("server RSS max"+sum, func(x *Result) string {
+		if x.Server == nil {
+			return "-"
+		}
+		return mib(x.Server.RSSMaxBytes)
+	})
+	row("server CPU"+sum, func(x *Result) string { return cores(x.Server) })
+	for i, s := range servers {
+		row("  "+hostPort(s.URL), func(x *Result) string {
+			if x != r.Herald || x.Servers[i].ProcStats == nil {
+				return "-"
+			}
+			p := x.Servers[i].ProcStats
+			return fmt.Sprintf("%s, %s, pid %d", mib(p.RSSMaxBytes), cores(p), p.PID)
+		})
+	}
+	if r.dbName() != "" {
+		row("db CPU ("+r.dbName()+")", func(x *Result) string {
+			if x.DB == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f cores (%.1f s), %d processes", x.DB.CPUCores, x.DB.CPUSeconds, x.DB.Processes)
+		})
+	}
+	row("bench CPU", func(x *Result) string { return cores(x.Bench) })
+	if r.hasHost() {
+		row("machine CPU", func(x *Result) string {
+			if x.Host == nil {
+				return "-"
+			}
+			other := x.Host.CPUSeconds
+			for _, p := range []*ProcStats{x.Server, x.Bench} {
+				if p != nil {
+					other -= p.CPUSeconds
+				}
+			}
+			if x.DB != nil {
+				other -= x.DB.CPUSeconds
+			}
+			s := fmt.Sprintf("%.2f of %d cores busy (%.1f s)", x.Host.CPUCores, r.Machine.CPUs, x.Host.CPUSeconds)
+			if x.Host.CPUSeconds > 0 {
+				s += fmt.Sprintf(", %.1f s by other processes", max(other, 0))
+			}
+			return s
+		})
+	}
+}
+
+// dbName returns the command name of the database's processes, if a
+// result measured them.
+func (r *Report) dbName() string {
+	for _, x := range r.results() {
+		if x.DB != nil {
+			return x.DB.Name
+		}
+	}
+	return ""
+}
+
+func (r *Report) hasHost() bool {
+	for _, x := range r.results() {
+		if x.Host != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func cores(p *ProcStats) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f cores (%.1f s)", p.CPUCores, p.CPUSeconds)
+}
+
+// hostPort shortens a server URL to its host and port for a table.
+func hostPort(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return raw
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/client"
@@ -31,6 +32,18 @@ func (h heraldTarget) publish(ctx context.Context, payloads [][]byte) error {
 	}
 	_, err := h.c.PublishBatch(ctx, h.topic, events)
 	return err
+}
+
+// roundRobin sends each request to the next of its targets in turn, such
+// as Herald nodes that share a store, so a run spreads its load evenly.
+type roundRobin struct {
+	targets []publishTarget
+	next    atomic.Uint64
+}
+
+func (r *roundRobin) publish(ctx context.Context, payloads [][]byte) error {
+	i := (r.next.Add(1) - 1) % uint64(len(r.targets))
+	return r.targets[i].publish(ctx, payloads)
 }
 
 // rawTarget publishes to the raw relay, in the same shapes as Herald's API:

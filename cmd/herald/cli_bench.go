@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/heraldhq/herald"
@@ -25,6 +26,15 @@ It needs an admin key and a server started with
 --allow-private-destinations, because the receiver listens on 127.0.0.1.
 It talks to loopback addresses only, unless --allow-remote is given.
 
+--servers measures several nodes that share one PostgreSQL: the publish
+requests go to each in turn, the topic and subscriptions are created
+through the first, and the RSS and CPU of each node and their sum are
+reported. --db-process postgres adds the CPU time of every process of that
+name (the database's backends and background processes), beside the
+servers', the bench's own and the whole machine's. It is summed from samples
+every 100ms, so what a process uses after the last sample before it exits
+is missed; a connection pool's long-lived backends lose next to nothing.
+
 --raw measures a minimal in-process HTTP relay with no storage instead of
 Herald. --compare-raw measures both and reports Herald's delivery rate as a
 fraction of the raw relay's. The exit status is 1 when events were lost,
@@ -39,7 +49,8 @@ Scenarios (docs/benchmarks.md):
   e2e latency at 10/s        herald bench --rate 10 --events 300
   backlog drain              herald bench --backlog 1000000 --batch 100 --workers 8 --max-in-flight 64 --db herald.db --timeout 10m
   failing receiver           herald bench --events 20000 --fail-rate 0.3
-  smoke run (seconds)        herald bench --events 500 --subscriptions 2 --timeout 30s`
+  smoke run (seconds)        herald bench --events 500 --subscriptions 2 --timeout 30s
+  three nodes on PostgreSQL  herald bench --servers http://127.0.0.1:18481,http://127.0.0.1:18482,http://127.0.0.1:18483 --db-process postgres --events 100000 --batch 10 --workers 16 --subscriptions 2`
 
 // parseBench turns a "bench" command line into a bench.Config.
 func parseBench(c *cli, args []string) (bench.Config, bool, error) {
@@ -69,7 +80,21 @@ func parseBench(c *cli, args []string) (bench.Config, bool, error) {
 	fs.StringVar(&cfg.BacklogVia, "backlog-via", cfg.BacklogVia, "`HOW` the receiver holds the backlog: refuse (answer 503) or pause (pause the subscriptions)")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the deliveries after publishing")
 	fs.Var(durationFlag{&cfg.Linger}, "linger", "keep counting for `D` after the last delivery, to catch late duplicates")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its RSS and CPU; 0 finds the process listening on the server's port")
+	fs.Func("servers", "measure the nodes at `URLS`, separated by commas, instead of --server: publish to each in turn, create the topic and subscriptions through the first", func(s string) error {
+		cfg.Servers = append(cfg.Servers, benchSplitList(s)...)
+		return nil
+	})
+	fs.Func("pid", "the server's process `ID`, for its RSS and CPU, or one per --servers URL separated by commas; 0 or none finds the process listening on the server's port", func(s string) error {
+		for _, f := range benchSplitList(s) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid < 0 {
+				return errors.New("want process ids separated by commas, 0 to find one")
+			}
+			cfg.PIDs = append(cfg.PIDs, pid)
+		}
+		return nil
+	})
+	fs.StringVar(&cfg.DBProcess, "db-process", "", "report the CPU of every process whose command name is `NAME` (as in /proc/<pid>/comm), such as postgres")
 	fs.StringVar(&cfg.DBPath, "db", "", "the server's SQLite `FILE`, to report its growth per event")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic and subscriptions in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server and receiver that are not on loopback")
@@ -80,15 +105,31 @@ func parseBench(c *cli, args []string) (bench.Config, bool, error) {
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return cfg, false, err
 	}
+	if len(cfg.Servers) > 0 && c.g.server != "" {
+		return cfg, false, fs.usageErrorf("--server and --servers: give one (--servers replaces --server)")
+	}
 	cfg.Subscriptions = subs
 	if subs == 0 {
 		cfg.PublishOnly = true
 	}
-	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
+	cfg.Key = c.apiKey()
+	if len(cfg.Servers) == 0 {
+		cfg.Server = c.serverURL()
+	}
 	if !quiet {
 		cfg.Progress = c.stderr
 	}
 	return cfg, jsonOut || c.g.output == outputJSON, nil
+}
+
+// benchSplitList splits a comma-separated flag value, trimming spaces around each
+// item; empty items stay, for the validation to name.
+func benchSplitList(s string) []string {
+	items := strings.Split(s, ",")
+	for i, it := range items {
+		items[i] = strings.TrimSpace(it)
+	}
+	return items
 }
 
 // benchVerb runs "herald bench".
