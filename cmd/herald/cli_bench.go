@@ -50,6 +50,7 @@ Scenarios (docs/benchmarks.md):
   backlog drain              herald bench --backlog 1000000 --batch 100 --workers 8 --max-in-flight 64 --db herald.db --timeout 10m
   failing receiver           herald bench --events 20000 --fail-rate 0.3
   smoke run (seconds)        herald bench --events 500 --subscriptions 2 --timeout 30s
+  realtime streams           herald bench streams --clients 5000 --rate 10 (see herald bench streams -h)
   three nodes on PostgreSQL  herald bench --servers http://127.0.0.1:18481,http://127.0.0.1:18482,http://127.0.0.1:18483 --db-process postgres --events 100000 --batch 10 --workers 16 --subscriptions 2`
 
 // parseBench turns a "bench" command line into a bench.Config.
@@ -134,6 +135,9 @@ func benchSplitList(s string) []string {
 
 // benchVerb runs "herald bench".
 func benchVerb(ctx context.Context, c *cli, args []string) error {
+	if len(args) > 0 && args[0] == "streams" {
+		return benchStreamsVerb(ctx, c, args[1:])
+	}
 	cfg, jsonOut, err := parseBench(c, args)
 	if err != nil {
 		return err
