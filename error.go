@@ -6,7 +6,7 @@ import (
 )
 
 // Code classifies a failure reported to a caller. It picks the HTTP status
-// and the stable problem type in package api; stores translate driver
+// and the stable problem type (see ProblemFor); stores translate driver
 // errors into codes so every backend reports the same code for the same
 // failure.
 type Code string

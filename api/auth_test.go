@@ -44,7 +44,7 @@ func TestAuthProblems(t *testing.T) {
 			}
 			res := e.do(r)
 			p := decodeProblem(t, res)
-			if res.status != http.StatusUnauthorized || p.Type != problemTypeBase+"unauthorized" {
+			if res.status != http.StatusUnauthorized || p.Type != herald.ProblemTypeBase+"unauthorized" {
 				t.Fatalf("got %d %+v", res.status, p)
 			}
 			if !strings.HasPrefix(res.header.Get("WWW-Authenticate"), "Bearer") {
@@ -87,7 +87,7 @@ func TestAuthProblems(t *testing.T) {
 	}
 	res := e.do(req{method: "PATCH", path: "/v1/topics/orders"})
 	p = decodeProblem(t, res)
-	if res.status != http.StatusMethodNotAllowed || p.Type != problemTypeBase+"method-not-allowed" {
+	if res.status != http.StatusMethodNotAllowed || p.Type != herald.ProblemTypeBase+"method-not-allowed" {
 		t.Errorf("PATCH: %d %+v", res.status, p)
 	}
 	if allow := res.header.Get("Allow"); !strings.Contains(allow, "PUT") || !strings.Contains(allow, "DELETE") {

@@ -167,9 +167,9 @@ func (e *env) problem(code herald.Code, field string, r req) problem {
 	e.t.Helper()
 	res := e.do(r)
 	p := decodeProblem(e.t, res)
-	want := codeStatus[code]
-	if res.status != want.status || p.Status != want.status || p.Type != problemTypeBase+string(code) || p.Title != want.title {
-		e.t.Fatalf("%s %s: got %d %+v, want %d type %s", r.method, r.path, res.status, p, want.status, code)
+	want := codeProblem(code)
+	if res.status != want.Status || p.Status != want.Status || p.Type != herald.ProblemTypeBase+string(code) || p.Title != want.Title {
+		e.t.Fatalf("%s %s: got %d %+v, want %d type %s", r.method, r.path, res.status, p, want.Status, code)
 	}
 	if field != anyField && p.Field != field {
 		e.t.Fatalf("%s %s: problem field %q, want %q (%s)", r.method, r.path, p.Field, field, p.Detail)

@@ -9,9 +9,6 @@ import (
 	"github.com/heraldhq/herald"
 )
 
-// problemTypeBase starts every problem type URI; the herald.Code ends it.
-const problemTypeBase = "https://herald.dev/problems/"
-
 // problemContentType is the media type of every error response (RFC 9457).
 const problemContentType = "application/problem+json"
 
@@ -19,25 +16,15 @@ const problemContentType = "application/problem+json"
 // the wrong method (405); no other layer reports it, so it is not in herald.
 const codeMethodNotAllowed herald.Code = "method-not-allowed"
 
-// codeStatus maps each herald.Code to its HTTP status and fixed title. A code
-// not listed here is treated as internal.
-var codeStatus = map[herald.Code]struct {
-	status int
-	title  string
-}{
-	herald.CodeInvalid:      {http.StatusBadRequest, "Invalid request"},
-	herald.CodeUnauthorized: {http.StatusUnauthorized, "Unauthorized"},
-	herald.CodeForbidden:    {http.StatusForbidden, "Forbidden"},
-	herald.CodeNotFound:     {http.StatusNotFound, "Not found"},
-	herald.CodeConflict:     {http.StatusConflict, "Conflict"},
-	herald.CodeGone:         {http.StatusGone, "Gone"},
-	herald.CodeTooLarge:     {http.StatusRequestEntityTooLarge, "Content too large"},
-	herald.CodeUnsupported:  {http.StatusUnsupportedMediaType, "Unsupported media type"},
-	herald.CodeRateLimited:  {http.StatusTooManyRequests, "Too many requests"},
-	herald.CodeInternal:     {http.StatusInternalServerError, "Internal error"},
-	herald.CodeUnavailable:  {http.StatusServiceUnavailable, "Service unavailable"},
-	herald.CodeTimeout:      {http.StatusGatewayTimeout, "Timeout"},
-	codeMethodNotAllowed:    {http.StatusMethodNotAllowed, "Method not allowed"},
+// codeProblem returns the status, type and title for code: herald's
+// (herald.ProblemFor), plus the API's own codeMethodNotAllowed. A code
+// neither knows comes back as herald.CodeInternal.
+func codeProblem(code herald.Code) herald.Problem {
+	if code == codeMethodNotAllowed {
+		return herald.Problem{Code: code, Status: http.StatusMethodNotAllowed,
+			Type: herald.ProblemTypeBase + string(code), Title: "Method not allowed"}
+	}
+	return herald.ProblemFor(code)
 }
 
 // internalDetail is the only detail an internal error ever shows; the cause
@@ -60,25 +47,25 @@ type problem struct {
 func problemFor(err error) (problem, herald.Code) {
 	e, ok := errors.AsType[*herald.Error](err)
 	if ok {
-		if cs, known := codeStatus[e.Code]; known && e.Code != herald.CodeInternal {
+		if cp := codeProblem(e.Code); cp.Code != herald.CodeInternal {
 			detail := e.Message
 			if detail == "" {
-				detail = cs.title
+				detail = cp.Title
 			}
 			return problem{
-				Type:   problemTypeBase + string(e.Code),
-				Title:  cs.title,
-				Status: cs.status,
+				Type:   cp.Type,
+				Title:  cp.Title,
+				Status: cp.Status,
 				Detail: detail,
 				Field:  e.Field,
-			}, e.Code
+			}, cp.Code
 		}
 	}
-	cs := codeStatus[herald.CodeInternal]
+	cp := herald.ProblemFor(herald.CodeInternal)
 	return problem{
-		Type:   problemTypeBase + string(herald.CodeInternal),
-		Title:  cs.title,
-		Status: cs.status,
+		Type:   cp.Type,
+		Title:  cp.Title,
+		Status: cp.Status,
 		Detail: internalDetail,
 	}, herald.CodeInternal
 }
@@ -113,7 +100,7 @@ func sendProblem(w http.ResponseWriter, r *http.Request, p problem, code herald.
 	p.RequestID = requestIDFrom(r.Context())
 	body, mErr := marshalJSON(p)
 	if mErr != nil { // cannot happen: every member is a string or an int
-		body = []byte(`{"type":"` + problemTypeBase + `internal","status":500}` + "\n")
+		body = []byte(`{"type":"` + herald.ProblemTypeBase + `internal","status":500}` + "\n")
 	}
 	h := w.Header()
 	h.Set("Content-Type", problemContentType)

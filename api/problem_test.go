@@ -45,7 +45,7 @@ func TestProblemFor(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p, _ := problemFor(c.err)
-			want := problem{Type: problemTypeBase + c.typ, Status: c.status, Detail: c.detail, Field: c.field, Title: p.Title}
+			want := problem{Type: herald.ProblemTypeBase + c.typ, Status: c.status, Detail: c.detail, Field: c.field, Title: p.Title}
 			if p != want || p.Title == "" {
 				t.Errorf("got %+v, want %+v", p, want)
 			}

@@ -15,12 +15,8 @@ import (
 // compatible default.
 type ProblemWriter func(w http.ResponseWriter, r *http.Request, err error)
 
-// problemTypeBase starts every problem type URI; the herald.Code ends it.
-// It is the API's (api/problem.go).
-const problemTypeBase = "https://herald.dev/problems/"
-
-// problem is the RFC 9457 body, in the API's shape. WebSocket error
-// frames carry it too.
+// problem is the RFC 9457 body, in the API's shape, with the status, type
+// and title of herald.ProblemFor. WebSocket error frames carry it too.
 type problem struct {
 	Type      string `json:"type"`
 	Title     string `json:"title"`
@@ -30,39 +26,21 @@ type problem struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
-var codeStatus = map[herald.Code]struct {
-	status int
-	title  string
-}{
-	herald.CodeInvalid:      {http.StatusBadRequest, "Invalid request"},
-	herald.CodeUnauthorized: {http.StatusUnauthorized, "Unauthorized"},
-	herald.CodeForbidden:    {http.StatusForbidden, "Forbidden"},
-	herald.CodeNotFound:     {http.StatusNotFound, "Not found"},
-	herald.CodeConflict:     {http.StatusConflict, "Conflict"},
-	herald.CodeGone:         {http.StatusGone, "Gone"},
-	herald.CodeTooLarge:     {http.StatusRequestEntityTooLarge, "Content too large"},
-	herald.CodeUnsupported:  {http.StatusUnsupportedMediaType, "Unsupported media type"},
-	herald.CodeRateLimited:  {http.StatusTooManyRequests, "Too many requests"},
-	herald.CodeInternal:     {http.StatusInternalServerError, "Internal error"},
-	herald.CodeUnavailable:  {http.StatusServiceUnavailable, "Service unavailable"},
-	herald.CodeTimeout:      {http.StatusGatewayTimeout, "Timeout"},
-}
-
 // problemFor turns an error into what the client sees: only a
 // *herald.Error carries client-safe text; anything else is a generic 500.
 func problemFor(err error) (problem, herald.Code) {
-	if e, ok := errors.AsType[*herald.Error](err); ok && e.Code != herald.CodeInternal {
-		if cs, known := codeStatus[e.Code]; known {
+	if e, ok := errors.AsType[*herald.Error](err); ok {
+		if cp := herald.ProblemFor(e.Code); cp.Code != herald.CodeInternal {
 			detail := e.Message
 			if detail == "" {
-				detail = cs.title
+				detail = cp.Title
 			}
-			return problem{Type: problemTypeBase + string(e.Code), Title: cs.title, Status: cs.status,
-				Detail: detail, Field: e.Field}, e.Code
+			return problem{Type: cp.Type, Title: cp.Title, Status: cp.Status,
+				Detail: detail, Field: e.Field}, cp.Code
 		}
 	}
-	cs := codeStatus[herald.CodeInternal]
-	return problem{Type: problemTypeBase + string(herald.CodeInternal), Title: cs.title, Status: cs.status,
+	cp := herald.ProblemFor(herald.CodeInternal)
+	return problem{Type: cp.Type, Title: cp.Title, Status: cp.Status,
 		Detail: "internal error; the server log has the cause"}, herald.CodeInternal
 }
 
