@@ -146,6 +146,14 @@ type Subscription struct {
 	LastActivityAt time.Time // API activity or a matching event
 	LastSuccessAt  time.Time
 	FailingSince   time.Time // first failure after the last success; zero when healthy
+
+	// Version is the stored subscription's version: it increases with every
+	// change UpdateSubscription makes and every FailingSince a Settle sets
+	// or clears. UpdateSubscription refuses a copy whose Version is not the
+	// stored one, so a writer cannot put back what it read over a change
+	// made since. Stores set it; callers only carry it from a read to the
+	// update.
+	Version int64
 }
 
 // Cursor is a subscription's position in one topic's log: every event with
@@ -284,8 +292,8 @@ type SubscriptionStore interface {
 	// every existing topic it matches: at the topic's head seq by default,
 	// before the first retained event with start.Earliest, after start.Seq,
 	// or before the first event at or after start.Time. Topics created later
-	// have no cursor and start from their first event. CodeConflict if the
-	// ID exists.
+	// have no cursor and start from their first event. The stored Version
+	// starts at 0, whatever s.Version is. CodeConflict if the ID exists.
 	CreateSubscription(ctx context.Context, s Subscription, start StartPosition) error
 
 	// GetSubscription returns the subscription, or CodeNotFound.
@@ -295,9 +303,15 @@ type SubscriptionStore interface {
 	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]Subscription, error)
 
 	// UpdateSubscription replaces the stored subscription's fields except
-	// ID, Topic, CreatedAt and OwnerKeyID. LastSuccessAt and LastActivityAt
-	// never move backwards: a settlement may have advanced them since the
-	// caller read the subscription. CodeNotFound if missing.
+	// ID, Topic, CreatedAt, OwnerKeyID and Version, if s.Version is the
+	// stored version, and increments the stored version by one.
+	// LastSuccessAt and LastActivityAt never move backwards: a settlement
+	// may have advanced them since the caller read the subscription without
+	// changing the version. CodeNotFound if missing; CodeConflict, changing
+	// nothing, if s.Version is not the stored version: another writer
+	// changed the subscription since s was read, and the caller reads it
+	// again, applies its change to the new copy and retries, so neither
+	// change is lost.
 	UpdateSubscription(ctx context.Context, s Subscription) error
 
 	// DeleteSubscription removes the subscription with its cursors,
@@ -326,6 +340,10 @@ type SubscriptionStore interface {
 	// then LastSuccess (sets LastSuccessAt, clears FailingSince), then
 	// FailingSince (sets it when it is zero), then Activity. It never
 	// changes UpdatedAt, which marks changes of configuration and state.
+	// It increments the subscription's Version when it changes
+	// FailingSince, and only then: a copy read before cannot write the old
+	// failure run back, while the frequent success and activity times do
+	// not make every API update conflict.
 	// It returns one error per item: nil when applied,
 	// CodeConflict when the item's epoch is not the subscription's current
 	// lease epoch, CodeNotFound when the subscription is gone; such an item

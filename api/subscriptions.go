@@ -444,15 +444,62 @@ func (s *Server) loadSubscription(r *http.Request) (herald.Subscription, error) 
 }
 
 // touch records API activity on the subscription, at most once per
-// activityResolution. It does not change UpdatedAt, which marks changes of
-// configuration and state.
+// activityResolution, and leaves *sub as stored. It does not change
+// UpdatedAt, which marks changes of configuration and state.
 func (s *Server) touch(ctx context.Context, sub *herald.Subscription) error {
 	now := s.now().UTC()
 	if now.Sub(sub.LastActivityAt) < activityResolution {
 		return nil
 	}
-	sub.LastActivityAt = now
-	return s.subs.UpdateSubscription(ctx, *sub)
+	saved, err := s.save(ctx, *sub, func(sub *herald.Subscription) error {
+		sub.LastActivityAt = now
+		return nil
+	})
+	switch {
+	case herald.IsCode(err, herald.CodeConflict):
+		// Others kept writing it; a read does not fail for that, and
+		// activity is recorded at most once per activityResolution anyway.
+		return nil
+	case err != nil:
+		return err
+	}
+	*sub = saved
+	return nil
+}
+
+// maxSaveTries bounds how often save applies a change again to a freshly
+// read subscription because another writer changed it first.
+const maxSaveTries = 10
+
+// save applies change to a copy of sub and writes it. UpdateSubscription
+// refuses the copy (CodeConflict) when another writer changed the
+// subscription since sub was read: a dispatcher disabling it, verifying
+// it or recording a failure run, or another request. save then reads it
+// again and applies change to the new copy, so no one's change is lost.
+// change must therefore derive everything from the subscription it is
+// given and check there the state it depends on; an error from change
+// ends save as it is. After maxSaveTries refusals in a row the conflict is
+// returned. save returns the subscription as stored. Reading it again
+// needs no new permission check: the topic, which decides it, never
+// changes.
+func (s *Server) save(ctx context.Context, sub herald.Subscription, change func(*herald.Subscription) error) (herald.Subscription, error) {
+	for try := 1; ; try++ {
+		next := sub
+		if err := change(&next); err != nil {
+			return herald.Subscription{}, err
+		}
+		err := s.subs.UpdateSubscription(ctx, next)
+		if err == nil {
+			next.Version++ // as the store did
+			return next, nil
+		}
+		if !herald.IsCode(err, herald.CodeConflict) || try == maxSaveTries {
+			return herald.Subscription{}, err
+		}
+		if sub, err = s.subs.GetSubscription(ctx, sub.ID); err != nil {
+			return herald.Subscription{}, err
+		}
+	}
 }
 
 // changed tells the notifier about a change, if there is one.
@@ -803,6 +850,22 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	// The patch applies to the subscription as stored when it is written,
+	// so it merges with what a dispatcher changed meanwhile (see save).
+	next, err := s.save(r.Context(), sub, func(next *herald.Subscription) error {
+		return s.applyPatch(patch, verify, next)
+	})
+	if err != nil {
+		return err
+	}
+	s.changed(next.ID)
+	return writeJSON(w, http.StatusOK, toSubscriptionJSON(next))
+}
+
+// applyPatch applies a merge patch of the settings to next; verify tells
+// whether a new URL must answer a challenge first.
+func (s *Server) applyPatch(patch map[string]json.RawMessage, verify bool, next *herald.Subscription) error {
+	sub := *next
 	doc := specOf(sub)
 	if err := mergePatch(doc, patch); err != nil {
 		return err
@@ -815,8 +878,7 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 	if err := unmarshalStrict(merged, &spec, ""); err != nil {
 		return err
 	}
-	next := sub
-	if err := s.configure(spec, &next); err != nil {
+	if err := s.configure(spec, next); err != nil {
 		return err
 	}
 	now := s.now().UTC()
@@ -827,7 +889,7 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 			// Stay paused; resuming will ask the new endpoint first.
 			next.Challenge = newChallenge()
 		case verify:
-			requireVerification(&next, now)
+			requireVerification(next, now)
 		default:
 			// An admin vouched for the new endpoint, as at creation.
 			next.Challenge, next.NextChallengeAt = "", time.Time{}
@@ -838,11 +900,7 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 	}
 	next.UpdatedAt = now
 	next.LastActivityAt = now
-	if err := s.subs.UpdateSubscription(r.Context(), next); err != nil {
-		return err
-	}
-	s.changed(next.ID)
-	return writeJSON(w, http.StatusOK, toSubscriptionJSON(next))
+	return nil
 }
 
 // readPatch reads a PATCH body: JSON or JSON merge patch, at most

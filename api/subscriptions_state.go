@@ -15,12 +15,20 @@ const maxRotationGrace = 7 * 24 * time.Hour
 // pausedReason is the state reason of a subscription paused through the API.
 const pausedReason = "paused through the API"
 
-// saveState writes a state change of sub and tells the notifier.
-func (s *Server) saveState(w http.ResponseWriter, r *http.Request, sub herald.Subscription) error {
-	now := s.now().UTC()
-	sub.UpdatedAt = now
-	sub.LastActivityAt = now
-	if err := s.subs.UpdateSubscription(r.Context(), sub); err != nil {
+// saveState applies a state change to sub and writes it (applying it again
+// to a fresh copy when another writer got there first; see save), then
+// tells the notifier. change checks the state it starts from.
+func (s *Server) saveState(w http.ResponseWriter, r *http.Request, sub herald.Subscription, change func(*herald.Subscription) error) error {
+	sub, err := s.save(r.Context(), sub, func(sub *herald.Subscription) error {
+		if err := change(sub); err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		sub.UpdatedAt = now
+		sub.LastActivityAt = now
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	s.changed(sub.ID)
@@ -32,16 +40,18 @@ func (s *Server) pauseSubscription(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	switch sub.State {
-	case herald.StateActive, herald.StatePending:
-	default:
-		return herald.Errorf(herald.CodeConflict, "subscription %s is %s; only active or pending subscriptions can be paused", sub.ID, sub.State)
-	}
-	// A pending subscription keeps its Challenge, which marks it as not
-	// verified: resuming it asks the endpoint again.
-	sub.State, sub.StateReason = herald.StatePaused, pausedReason
-	sub.NextChallengeAt = time.Time{}
-	return s.saveState(w, r, sub)
+	return s.saveState(w, r, sub, func(sub *herald.Subscription) error {
+		switch sub.State {
+		case herald.StateActive, herald.StatePending:
+		default:
+			return herald.Errorf(herald.CodeConflict, "subscription %s is %s; only active or pending subscriptions can be paused", sub.ID, sub.State)
+		}
+		// A pending subscription keeps its Challenge, which marks it as not
+		// verified: resuming it asks the endpoint again.
+		sub.State, sub.StateReason = herald.StatePaused, pausedReason
+		sub.NextChallengeAt = time.Time{}
+		return nil
+	})
 }
 
 func (s *Server) resumeSubscription(w http.ResponseWriter, r *http.Request) error {
@@ -49,23 +59,25 @@ func (s *Server) resumeSubscription(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	now := s.now().UTC()
-	switch sub.State {
-	case herald.StatePaused, herald.StateDisabled:
-		if sub.Challenge != "" { // never verified
-			requireVerification(&sub, now)
-			break
+	return s.saveState(w, r, sub, func(sub *herald.Subscription) error {
+		now := s.now().UTC()
+		switch sub.State {
+		case herald.StatePaused, herald.StateDisabled:
+			if sub.Challenge != "" { // never verified
+				requireVerification(sub, now)
+				break
+			}
+			sub.State, sub.StateReason = herald.StateActive, ""
+			sub.FailingSince = time.Time{}
+		case herald.StateFailed:
+			requireVerification(sub, now)
+		case herald.StateActive:
+			return herald.Errorf(herald.CodeConflict, "subscription %s is already active", sub.ID)
+		default:
+			return herald.Errorf(herald.CodeConflict, "subscription %s is %s, waiting for its endpoint to answer the verification challenge; there is nothing to resume", sub.ID, sub.State)
 		}
-		sub.State, sub.StateReason = herald.StateActive, ""
-		sub.FailingSince = time.Time{}
-	case herald.StateFailed:
-		requireVerification(&sub, now)
-	case herald.StateActive:
-		return herald.Errorf(herald.CodeConflict, "subscription %s is already active", sub.ID)
-	default:
-		return herald.Errorf(herald.CodeConflict, "subscription %s is %s, waiting for its endpoint to answer the verification challenge; there is nothing to resume", sub.ID, sub.State)
-	}
-	return s.saveState(w, r, sub)
+		return nil
+	})
 }
 
 type verifyRequest struct {
@@ -81,17 +93,19 @@ func (s *Server) verifySubscription(w http.ResponseWriter, r *http.Request) erro
 	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
 		return err
 	}
-	if sub.State != herald.StatePending {
-		return herald.Errorf(herald.CodeConflict, "subscription %s is %s, not pending verification", sub.ID, sub.State)
-	}
-	if req.Challenge == "" || subtle.ConstantTimeCompare([]byte(req.Challenge), []byte(sub.Challenge)) != 1 {
-		return herald.FieldErrorf("challenge", "the challenge does not match the one sent to the endpoint")
-	}
-	sub.State, sub.StateReason = herald.StateActive, ""
-	sub.Challenge = ""
-	sub.NextChallengeAt = time.Time{}
-	sub.FailingSince = time.Time{}
-	return s.saveState(w, r, sub)
+	return s.saveState(w, r, sub, func(sub *herald.Subscription) error {
+		if sub.State != herald.StatePending {
+			return herald.Errorf(herald.CodeConflict, "subscription %s is %s, not pending verification", sub.ID, sub.State)
+		}
+		if req.Challenge == "" || subtle.ConstantTimeCompare([]byte(req.Challenge), []byte(sub.Challenge)) != 1 {
+			return herald.FieldErrorf("challenge", "the challenge does not match the one sent to the endpoint")
+		}
+		sub.State, sub.StateReason = herald.StateActive, ""
+		sub.Challenge = ""
+		sub.NextChallengeAt = time.Time{}
+		sub.FailingSince = time.Time{}
+		return nil
+	})
 }
 
 // secretJSON is the answer of the secret endpoints.
@@ -140,13 +154,19 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 		}
 		grace = d
 	}
-	now := s.now().UTC()
-	sub.PreviousSecret = sub.Secret
-	sub.PreviousExpiresAt = now.Add(grace)
-	sub.Secret = webhook.NewSecret()
-	sub.UpdatedAt = now
-	sub.LastActivityAt = now
-	if err := s.subs.UpdateSubscription(r.Context(), sub); err != nil {
+	secret := webhook.NewSecret()
+	// Applied to the stored subscription as written: two rotations at once
+	// leave the first one's new secret as the previous one (see save).
+	sub, err = s.save(r.Context(), sub, func(sub *herald.Subscription) error {
+		now := s.now().UTC()
+		sub.PreviousSecret = sub.Secret
+		sub.PreviousExpiresAt = now.Add(grace)
+		sub.Secret = secret
+		sub.UpdatedAt = now
+		sub.LastActivityAt = now
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	s.changed(sub.ID)

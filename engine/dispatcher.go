@@ -432,20 +432,39 @@ func (d *Dispatcher) commitSettlements(ctx context.Context, items []herald.Settl
 	return errs, err
 }
 
+// maxUpdateTries bounds how often the dispatcher reads a subscription
+// again and reapplies its change after UpdateSubscription refused its copy
+// because another writer (the API, another node) changed it first.
+const maxUpdateTries = 10
+
 // disable marks a subscription disabled (called by its worker's goroutine
-// once it has stopped sending) and announces it on the system topic.
-func (d *Dispatcher) disable(id, reason string) {
+// once it has stopped sending) and announces it on the system topic. ranWith
+// is the UpdatedAt of the subscription the worker delivered for: once the
+// subscription was paused, resumed or reconfigured (a new URL) since, the
+// verdict was about a configuration that is gone, and it stays as it is.
+func (d *Dispatcher) disable(id string, ranWith time.Time, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := d.store.GetSubscription(ctx, id)
-	if err != nil {
-		d.log.Warn("disable subscription: read", "subscription_id", id, "err", err)
-		return
-	}
-	s.State, s.StateReason, s.UpdatedAt = herald.StateDisabled, reason, d.cfg.Now().UTC()
-	if err := d.store.UpdateSubscription(ctx, s); err != nil {
-		d.log.Warn("disable subscription: write", "subscription_id", id, "err", err)
-		return
+	var s herald.Subscription
+	for try := 1; ; try++ {
+		var err error
+		if s, err = d.store.GetSubscription(ctx, id); err != nil {
+			d.log.Warn("disable subscription: read", "subscription_id", id, "err", err)
+			return
+		}
+		if s.State != herald.StateActive || !s.UpdatedAt.Equal(ranWith) {
+			d.log.Info("subscription changed meanwhile; not disabled", "subscription_id", id, "state", s.State, "reason", reason)
+			return
+		}
+		s.State, s.StateReason, s.UpdatedAt = herald.StateDisabled, reason, d.cfg.Now().UTC()
+		err = d.store.UpdateSubscription(ctx, s)
+		if err == nil {
+			break
+		}
+		if !herald.IsCode(err, herald.CodeConflict) || try == maxUpdateTries {
+			d.log.Warn("disable subscription: write", "subscription_id", id, "err", err)
+			return
+		}
 	}
 	d.metrics.disabled.Inc()
 	d.log.Warn("subscription disabled", "subscription_id", id, "reason", reason)
@@ -506,42 +525,54 @@ func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
 		return
 	}
 	now := d.cfg.Now().UTC()
-	cur, err := d.store.GetSubscription(ctx, s.ID)
-	if err != nil || cur.State != herald.StatePending || cur.Challenge != s.Challenge {
-		return // deleted, or verified out of band meanwhile
-	}
-	cur.ChallengeTries++
-	cur.UpdatedAt = now
-	typ := ""
-	switch {
-	case res.Outcome == herald.Delivered:
-		cur.State, cur.StateReason, cur.Challenge = herald.StateActive, "", ""
-		cur.NextChallengeAt = time.Time{}
-		cur.LastActivityAt = now
-		typ = herald.EventSubscriptionActivated
-	default:
-		next := now.Add(d.cfg.Challenge.Delay(cur.ChallengeTries, d.rand()))
-		if res.RetryAfter > 0 {
-			next = now.Add(max(res.RetryAfter, time.Second))
+	var cur herald.Subscription
+	var typ string
+	for try := 1; ; try++ {
+		var err error
+		cur, err = d.store.GetSubscription(ctx, s.ID)
+		if err != nil || cur.State != herald.StatePending || cur.Challenge != s.Challenge {
+			return // deleted, paused, or verified out of band meanwhile
 		}
-		if next.After(cur.VerifyDeadline) {
-			cur.State = herald.StateFailed
-			cur.StateReason = fmt.Sprintf("the endpoint did not answer the verification challenge by %s (last: %s)", cur.VerifyDeadline.Format(time.RFC3339), lastError(res))
-			typ = herald.EventSubscriptionFailed
-		} else {
-			cur.StateReason = "waiting for the endpoint to answer the verification challenge (last: " + lastError(res) + ")"
-			cur.NextChallengeAt = next
+		typ = d.recordChallenge(&cur, res, now)
+		err = d.store.UpdateSubscription(ctx, cur)
+		if err == nil {
+			break
 		}
-	}
-	if err := d.store.UpdateSubscription(ctx, cur); err != nil {
-		d.log.Warn("record verification", "subscription_id", s.ID, "err", err)
-		return
+		if !herald.IsCode(err, herald.CodeConflict) || try == maxUpdateTries {
+			d.log.Warn("record verification", "subscription_id", s.ID, "err", err)
+			return
+		}
 	}
 	if typ != "" {
 		d.log.Info("subscription verification", "subscription_id", s.ID, "state", cur.State)
 		d.announce(ctx, typ, cur, cur.StateReason)
 		d.Changed(s.ID)
 	}
+}
+
+// recordChallenge applies the outcome of a challenge sent at now to cur and
+// returns the type of the system event to announce, if any.
+func (d *Dispatcher) recordChallenge(cur *herald.Subscription, res herald.DeliveryResult, now time.Time) string {
+	cur.ChallengeTries++
+	cur.UpdatedAt = now
+	if res.Outcome == herald.Delivered {
+		cur.State, cur.StateReason, cur.Challenge = herald.StateActive, "", ""
+		cur.NextChallengeAt = time.Time{}
+		cur.LastActivityAt = now
+		return herald.EventSubscriptionActivated
+	}
+	next := now.Add(d.cfg.Challenge.Delay(cur.ChallengeTries, d.rand()))
+	if res.RetryAfter > 0 {
+		next = now.Add(max(res.RetryAfter, time.Second))
+	}
+	if next.After(cur.VerifyDeadline) {
+		cur.State = herald.StateFailed
+		cur.StateReason = fmt.Sprintf("the endpoint did not answer the verification challenge by %s (last: %s)", cur.VerifyDeadline.Format(time.RFC3339), lastError(res))
+		return herald.EventSubscriptionFailed
+	}
+	cur.StateReason = "waiting for the endpoint to answer the verification challenge (last: " + lastError(res) + ")"
+	cur.NextChallengeAt = next
+	return ""
 }
 
 type dispatchMetrics struct {

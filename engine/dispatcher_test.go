@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,26 @@ func (e *env) subscribe(s herald.Subscription) herald.Subscription {
 	}
 	e.dispatcher.Changed(s.ID)
 	return s
+}
+
+// change changes the stored subscription as the API does: read it, change
+// the copy, write it, and read again when a dispatcher's write got there
+// first (CodeConflict). Then it tells the dispatcher.
+func (e *env) change(id string, f func(*herald.Subscription)) {
+	e.t.Helper()
+	waitFor(e.t, "subscription "+id+" changed", 10*time.Second, func() bool {
+		sub, err := e.store.GetSubscription(context.Background(), id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		f(&sub)
+		err = e.store.UpdateSubscription(context.Background(), sub)
+		if err != nil && !herald.IsCode(err, herald.CodeConflict) {
+			e.t.Fatal(err)
+		}
+		return err == nil
+	})
+	e.dispatcher.Changed(id)
 }
 
 // receiver is a webhook endpoint that verifies every request and records
@@ -377,6 +398,66 @@ func testDispatchGoneDisablesAndAnnounces(t *testing.T) {
 	}
 }
 
+// A 410 Gone that arrives after the owner paused the subscription or moved
+// it to a new URL is the old endpoint's answer: it disables nothing, and
+// the owner's change stays.
+func testDispatchLateGoneKeepsTheOwnersChange(t *testing.T) {
+	cases := []struct {
+		name  string
+		moves bool // to the new endpoint; otherwise pauses
+		want  herald.SubscriptionState
+	}{
+		{"pause", false, herald.StatePaused},
+		{"new url", true, herald.StateActive},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := startEnv(t, dbPath(t))
+			e.topic("moving")
+			old := newReceiver(t, func(int64, int) int { return 410 })
+			old.hold = make(chan struct{})
+			next := newReceiver(t, nil)
+			s := e.subscribe(herald.Subscription{Topic: "moving", URL: old.URL})
+			old.secret, next.secret = s.Secret, s.Secret
+			e.publish("moving", 1, nil)
+			waitFor(t, "the delivery to the old endpoint in flight", 10*time.Second, func() bool {
+				old.mu.Lock()
+				defer old.mu.Unlock()
+				return old.inFlight == 1
+			})
+
+			wantURL := old.URL
+			e.change(s.ID, func(sub *herald.Subscription) {
+				if c.moves {
+					sub.URL, sub.FailingSince = next.URL, time.Time{}
+					wantURL = next.URL
+				} else {
+					sub.State, sub.StateReason = herald.StatePaused, "paused by its owner"
+				}
+				sub.UpdatedAt = time.Now().UTC()
+			})
+			close(old.hold) // now the old endpoint answers 410
+			ctx := context.Background()
+			waitFor(t, "the 410 recorded", 10*time.Second, func() bool {
+				as, err := e.store.ListAttempts(ctx, s.ID, herald.AttemptFilter{Limit: 10})
+				return err == nil && slices.ContainsFunc(as, func(a herald.Attempt) bool { return a.StatusCode == 410 })
+			})
+			// The worker handled the 410 (and disabled, or not) before its
+			// attempt was written.
+			got, err := e.store.GetSubscription(ctx, s.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != c.want || got.URL != wantURL {
+				t.Fatalf("after a late 410: state %s (%s), url %s; want %s, url %s", got.State, got.StateReason, got.URL, c.want, wantURL)
+			}
+			if c.want == herald.StateActive {
+				waitFor(t, "the event at the new endpoint", 10*time.Second, func() bool { d, _ := next.count(); return d == 1 })
+			}
+		})
+	}
+}
+
 // systemEvent waits for a system event of the type about the subscription.
 func (e *env) systemEvent(typ, subID string) herald.Event {
 	e.t.Helper()
@@ -550,12 +631,10 @@ func testDispatchPendingGetsNothingUntilVerified(t *testing.T) {
 	mu.Lock()
 	answer = true
 	mu.Unlock()
-	got.NextChallengeAt = time.Now()
-	got.UpdatedAt = time.Now().UTC()
-	if err := e.store.UpdateSubscription(context.Background(), got); err != nil {
-		t.Fatal(err)
-	}
-	e.dispatcher.Changed(s.ID)
+	e.change(s.ID, func(sub *herald.Subscription) {
+		sub.NextChallengeAt = time.Now()
+		sub.UpdatedAt = time.Now().UTC()
+	})
 	waitFor(t, "the 5 events kept while pending", 10*time.Second, func() bool { d, _ := r.count(); return d == 5 })
 }
 
@@ -615,6 +694,10 @@ func TestDispatchRestartInTheMiddleOfRetriesLosesNothing(t *testing.T) {
 
 func TestDispatchGoneDisablesAndAnnounces(t *testing.T) {
 	runOnBackends(t, testDispatchGoneDisablesAndAnnounces)
+}
+
+func TestDispatchLateGoneKeepsTheOwnersChange(t *testing.T) {
+	runOnBackends(t, testDispatchLateGoneKeepsTheOwnersChange)
 }
 
 func TestDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {

@@ -698,7 +698,7 @@ func (w *worker) disable(now time.Time, reason string) {
 	}
 	w.stopped = true
 	w.reason = reason
-	w.d.disable(w.sub.ID, reason)
+	w.d.disable(w.sub.ID, w.sub.UpdatedAt, reason)
 }
 
 func lastError(r herald.DeliveryResult) string {

@@ -70,16 +70,22 @@ const (
 
 	// LastSuccess sets last_success_at and clears failing_since, then
 	// FailingSince sets failing_since when it is unset, then Activity.
-	// 0 is "not given" in each column of v.
+	// 0 is "not given" in each column of v. A changed failing_since
+	// increments the version (SET expressions all see the row as it was
+	// before the update).
 	settleSubsSQL = `UPDATE subscriptions s SET
 			last_success_at = CASE WHEN v.ls <> 0 THEN v.ls ELSE s.last_success_at END,
-			failing_since = CASE
-				WHEN v.fs <> 0 AND (v.ls <> 0 OR s.failing_since = 0) THEN v.fs
-				WHEN v.ls <> 0 THEN 0
-				ELSE s.failing_since END,
+			failing_since = ` + settledFailingSince + `,
+			version = s.version + (` + settledFailingSince + ` <> s.failing_since)::int,
 			last_activity_at = CASE WHEN v.act <> 0 THEN v.act ELSE s.last_activity_at END
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS v(id, ls, fs, act)
 		WHERE s.id = v.id`
+
+	// settledFailingSince is failing_since after settleSubsSQL.
+	settledFailingSince = `CASE
+				WHEN v.fs <> 0 AND (v.ls <> 0 OR s.failing_since = 0) THEN v.fs
+				WHEN v.ls <> 0 THEN 0
+				ELSE s.failing_since END`
 )
 
 // settleRows holds the rows of the items of one settle round, column by

@@ -14,14 +14,18 @@ import (
 
 var _ herald.SubscriptionStore = (*Store)(nil)
 
-// subColumns are the stored fields of a herald.Subscription, in the order
-// of subArgs and scanSubscription. The lease columns are not among them:
-// only AcquireLease and ReleaseLease write those.
+// subColumns are the stored fields of a herald.Subscription that callers
+// write, in the order of subArgs. The lease columns are not among them:
+// only AcquireLease and ReleaseLease write those. scanSubscription reads
+// subReadColumns: these and the version, which only the store writes.
 const subColumns = `id, topic, url, description, filter, headers,
 	retry_max_attempts, retry_initial, retry_max, timeout, max_in_flight, rate_limit, ordered, expires_after_idle,
 	state, state_reason, secret, previous_secret, previous_expires_at,
 	challenge, verify_deadline, next_challenge_at, challenge_tries,
 	owner_key_id, created_at, updated_at, last_activity_at, last_success_at, failing_since`
+
+// subReadColumns are what scanSubscription reads.
+const subReadColumns = subColumns + `, version`
 
 // subTimes lists the subscription's times with their field names, for
 // range checks.
@@ -87,7 +91,7 @@ func scanSubscription(row pgx.Row) (herald.Subscription, error) {
 		&maxAttempts, &initial, &maxDelay, &timeout, &maxInFlight, &s.RateLimit, &s.Ordered, &idle,
 		&state, &s.StateReason, &s.Secret, &s.PreviousSecret, &prevExp,
 		&s.Challenge, &deadline, &nextChallenge, &tries,
-		&s.OwnerKeyID, &created, &updated, &activity, &success, &failing)
+		&s.OwnerKeyID, &created, &updated, &activity, &success, &failing, &s.Version)
 	if err != nil {
 		return herald.Subscription{}, err
 	}
@@ -110,6 +114,13 @@ func scanSubscription(row pgx.Row) (herald.Subscription, error) {
 
 func subNotFound(id string) error {
 	return &herald.Error{Code: herald.CodeNotFound, Field: "id", Message: "subscription " + id + " does not exist"}
+}
+
+// subChanged is UpdateSubscription's CodeConflict: the caller's copy of
+// the subscription is older than the stored one.
+func subChanged(id string, have, stored int64) error {
+	return &herald.Error{Code: herald.CodeConflict, Message: fmt.Sprintf(
+		"subscription %s changed since it was read (read version %d, stored version %d); read it again and retry", id, have, stored)}
 }
 
 // startCursorsSQL sets a new subscription's cursors in the topics named by
@@ -230,7 +241,7 @@ func (s *Store) GetSubscription(ctx context.Context, id string) (herald.Subscrip
 	if !validText(id) {
 		return herald.Subscription{}, subNotFound(id)
 	}
-	sub, err := scanSubscription(s.pool.QueryRow(ctx, `SELECT `+subColumns+` FROM subscriptions WHERE id = $1`, id))
+	sub, err := scanSubscription(s.pool.QueryRow(ctx, `SELECT `+subReadColumns+` FROM subscriptions WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return herald.Subscription{}, subNotFound(id)
 	}
@@ -253,7 +264,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 	if !validText(string(f.State)) || !validText(f.Owner) {
 		return nil, nil // no stored subscription has it
 	}
-	q := `SELECT ` + subColumns + ` FROM subscriptions WHERE id > $1`
+	q := `SELECT ` + subReadColumns + ` FROM subscriptions WHERE id > $1`
 	args := []any{f.After}
 	if f.State != "" {
 		args = append(args, string(f.State))
@@ -280,9 +291,13 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 }
 
 // UpdateSubscription replaces the stored subscription's fields except ID,
-// Topic, CreatedAt and OwnerKeyID (and the lease, which only AcquireLease
-// and ReleaseLease change). CodeNotFound if missing; CodeInvalid as for
-// CreateSubscription.
+// Topic, CreatedAt, OwnerKeyID and Version (and the lease, which only
+// AcquireLease and ReleaseLease change) if sub.Version is the stored
+// version, and increments it. CodeNotFound if missing; CodeConflict if the
+// version differs; CodeInvalid as for CreateSubscription.
+//
+// The version check is in the UPDATE's WHERE: a concurrent writer of the
+// row makes it wait for that writer's commit and check the new version.
 func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -296,22 +311,30 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 	}
 	// $1 the id, then subColumns from url to challenge_tries, then
 	// updated_at to the end.
-	upd := append(append([]any{args[0]}, args[2:23]...), args[25:]...)
+	upd := append(append(append([]any{args[0]}, args[2:23]...), args[25:]...), sub.Version)
 	n, err := s.exec(ctx, `UPDATE subscriptions SET url = $2, description = $3, filter = $4, headers = $5,
 		retry_max_attempts = $6, retry_initial = $7, retry_max = $8, timeout = $9, max_in_flight = $10,
 		rate_limit = $11, ordered = $12, expires_after_idle = $13, state = $14, state_reason = $15,
 		secret = $16, previous_secret = $17, previous_expires_at = $18, challenge = $19, verify_deadline = $20,
 		next_challenge_at = $21, challenge_tries = $22, updated_at = $23,
 		last_activity_at = GREATEST(last_activity_at, $24), last_success_at = GREATEST(last_success_at, $25),
-		failing_since = $26
-		WHERE id = $1`, upd...)
+		failing_since = $26, version = version + 1
+		WHERE id = $1 AND version = $27`, upd...)
 	if err != nil {
 		return s.fail("update subscription", err)
 	}
-	if n == 0 {
+	if n > 0 {
+		return nil
+	}
+	var version int64
+	err = s.pool.QueryRow(ctx, `SELECT version FROM subscriptions WHERE id = $1`, sub.ID).Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
 		return subNotFound(sub.ID)
 	}
-	return nil
+	if err != nil {
+		return s.fail("update subscription", err)
+	}
+	return subChanged(sub.ID, sub.Version, version)
 }
 
 // DeleteSubscription removes the subscription with its cursors, retries,

@@ -85,15 +85,20 @@ const (
 
 	// LastSuccess sets last_success_at and clears failing_since, then
 	// FailingSince sets failing_since when it is unset, then Activity;
-	// 0 is "not given".
+	// 0 is "not given". A changed failing_since increments the version
+	// (SET expressions all see the row as it was before the update).
 	subFieldsSQL = `UPDATE subscriptions SET
 		last_success_at = CASE WHEN ?2 <> 0 THEN ?2 ELSE last_success_at END,
-		failing_since = CASE
-			WHEN ?3 <> 0 AND (?2 <> 0 OR failing_since = 0) THEN ?3
-			WHEN ?2 <> 0 THEN 0
-			ELSE failing_since END,
+		failing_since = ` + settledFailingSince + `,
+		version = version + (` + settledFailingSince + ` <> failing_since),
 		last_activity_at = CASE WHEN ?4 <> 0 THEN ?4 ELSE last_activity_at END
 		WHERE sid = ?1`
+
+	// settledFailingSince is failing_since after subFieldsSQL.
+	settledFailingSince = `CASE
+			WHEN ?3 <> 0 AND (?2 <> 0 OR failing_since = 0) THEN ?3
+			WHEN ?2 <> 0 THEN 0
+			ELSE failing_since END`
 )
 
 // settleRound holds the rows of a set of items of distinct subscriptions,

@@ -13,16 +13,20 @@ import (
 
 var _ herald.SubscriptionStore = (*Store)(nil)
 
-// subColumns are the stored fields of a subscription, in the order subArgs
-// binds them and scanSubscription reads them.
+// subColumns are the stored fields of a subscription that callers write,
+// in the order subArgs binds them. scanSubscription reads subReadColumns:
+// these and the version, which only the store writes.
 const subColumns = `id, topic, url, description, filter, headers, retry_max_attempts, retry_initial, retry_max,
 	timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state, state_reason, secret, previous_secret,
 	previous_expires_at, challenge, verify_deadline, next_challenge_at, challenge_tries, owner_key_id, created_at,
 	updated_at, last_activity_at, last_success_at, failing_since`
 
+// subReadColumns are what scanSubscription reads.
+const subReadColumns = subColumns + `, version`
+
 // The read pool's statements of subscriptions and cursors.
 const (
-	getSubSQL  = `SELECT ` + subColumns + ` FROM subscriptions WHERE id = ?`
+	getSubSQL  = `SELECT ` + subReadColumns + ` FROM subscriptions WHERE id = ?`
 	cursorsSQL = `SELECT topic, seq FROM cursors WHERE ` + subSID + ` ORDER BY topic`
 )
 
@@ -65,7 +69,7 @@ func scanSubscription(sc interface{ Scan(...any) error }) (herald.Subscription, 
 	err := sc.Scan(&s.ID, &s.Topic, &s.URL, &s.Description, &filter, &headers, &s.Retry.MaxAttempts, &initial,
 		&maxDelay, &timeout, &s.MaxInFlight, &s.RateLimit, &ordered, &idle, &state, &s.StateReason, &s.Secret,
 		&s.PreviousSecret, &prevExp, &s.Challenge, &deadline, &nextChallenge, &s.ChallengeTries, &s.OwnerKeyID,
-		&created, &updated, &activity, &success, &failing)
+		&created, &updated, &activity, &success, &failing, &s.Version)
 	if err != nil {
 		return herald.Subscription{}, err
 	}
@@ -86,6 +90,13 @@ func scanSubscription(sc interface{ Scan(...any) error }) (herald.Subscription, 
 
 func subNotFound(id string) error {
 	return &herald.Error{Code: herald.CodeNotFound, Field: "id", Message: "subscription " + id + " does not exist"}
+}
+
+// subChanged is UpdateSubscription's CodeConflict: the caller's copy of
+// the subscription is older than the stored one.
+func subChanged(id string, have, stored int64) error {
+	return &herald.Error{Code: herald.CodeConflict, Message: fmt.Sprintf(
+		"subscription %s changed since it was read (read version %d, stored version %d); read it again and retry", id, have, stored)}
 }
 
 // lookUpSub returns the subscription's sid in a write transaction, or
@@ -256,7 +267,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	q := `SELECT ` + subColumns + ` FROM subscriptions WHERE id > ?`
+	q := `SELECT ` + subReadColumns + ` FROM subscriptions WHERE id > ?`
 	args := []any{f.After}
 	if f.State != "" {
 		q += ` AND state = ?`
@@ -291,8 +302,10 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 }
 
 // UpdateSubscription replaces the stored subscription's fields except ID,
-// Topic, CreatedAt and OwnerKeyID (and the lease, which only AcquireLease
-// and ReleaseLease change). CodeNotFound if missing.
+// Topic, CreatedAt, OwnerKeyID and Version (and the lease, which only
+// AcquireLease and ReleaseLease change) if sub.Version is the stored
+// version, and increments it. CodeNotFound if missing; CodeConflict if
+// the version differs.
 func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -300,26 +313,29 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 	a := subArgs(&sub)
 	// a: id, topic, url .. owner_key_id (index 23), created_at (24),
 	// updated_at .. failing_since.
-	args := append(append(append([]any{}, a[2:23]...), a[25:]...), a[0])
-	var n int64
+	args := append(append(append([]any{}, a[2:23]...), a[25:]...), a[0], sub.Version)
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		n, err = execCount(ctx, tx, `UPDATE subscriptions SET url = ?, description = ?, filter = ?, headers = ?,
+		n, err := execCount(ctx, tx, `UPDATE subscriptions SET url = ?, description = ?, filter = ?, headers = ?,
 			retry_max_attempts = ?, retry_initial = ?, retry_max = ?, timeout = ?, max_in_flight = ?, rate_limit = ?,
 			ordered = ?, expires_after_idle = ?, state = ?, state_reason = ?, secret = ?, previous_secret = ?,
 			previous_expires_at = ?, challenge = ?, verify_deadline = ?, next_challenge_at = ?, challenge_tries = ?,
 			updated_at = ?, last_activity_at = MAX(last_activity_at, ?), last_success_at = MAX(last_success_at, ?),
-			failing_since = ?
-			WHERE id = ?`, args...)
-		return err
+			failing_since = ?, version = version + 1
+			WHERE id = ? AND version = ?`, args...)
+		if err != nil || n > 0 {
+			return err
+		}
+		var version int64
+		err = tx.QueryRowContext(ctx, `SELECT version FROM subscriptions WHERE id = ?`, sub.ID).Scan(&version)
+		if errors.Is(err, sql.ErrNoRows) {
+			return subNotFound(sub.ID)
+		}
+		if err != nil {
+			return err
+		}
+		return subChanged(sub.ID, sub.Version, version)
 	})
-	if err != nil {
-		return s.fail("update subscription", err)
-	}
-	if n == 0 {
-		return subNotFound(sub.ID)
-	}
-	return nil
+	return s.fail("update subscription", err)
 }
 
 // DeleteSubscription removes the subscription with its cursors, retries,

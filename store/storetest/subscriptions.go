@@ -48,6 +48,7 @@ type SubscriptionTestStore interface {
 //     return nothing or CodeNotFound; the suite accepts both.
 func RunSubscriptions(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 	t.Run("Subscriptions", func(t *testing.T) { runSubscriptionCRUD(t, open) })
+	t.Run("Versions", func(t *testing.T) { runSubscriptionVersions(t, open) })
 	t.Run("StartCursors", func(t *testing.T) { runStartCursors(t, open) })
 	t.Run("DeleteTopic", func(t *testing.T) { runSubscriptionDeleteTopic(t, open) })
 	t.Run("Leases", func(t *testing.T) { runLeases(t, open) })

@@ -175,8 +175,9 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 		want.Topic, want.OwnerKeyID, want.CreatedAt = orig.Topic, orig.OwnerKeyID, orig.CreatedAt
 		sameSub(t, "GetSubscription after update", getSub(t, s, orig.ID), want)
 
-		// Clearing the filter and headers stores none.
-		upd.Filter, upd.Headers = nil, nil
+		// Clearing the filter and headers stores none. The update took the
+		// version from 0 to 1; this copy has to say so.
+		upd.Filter, upd.Headers, upd.Version = nil, nil, 1
 		if err := s.UpdateSubscription(t.Context(), upd); err != nil {
 			t.Fatalf("UpdateSubscription without filter: %v", err)
 		}
