@@ -42,6 +42,7 @@ type Config struct {
 	StreamQueueSize          int           // stream.queue-size: events waiting per stream connection
 	StreamMaxConnsPerKey     int           // stream.max-conns-per-key: open streams per API key
 	StreamMaxSubscriptions   int           // stream.max-subscriptions: subscriptions per WebSocket
+	DebugAddr                string        // debug-addr: listen address of the Go profiler (net/http/pprof); "" = off
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -68,6 +69,7 @@ func settings() []setting {
 		{"stream.queue-size", "1024", "events waiting to be written to one stream connection before it is cut off as a slow consumer", "a whole number from 16 to 1048576", func(c *Config) binding { return intField(&c.StreamQueueSize, 16, 1<<20) }},
 		{"stream.max-conns-per-key", "1000", "open streams (SSE and WebSocket) per API key", "a whole number from 1 to 1000000", func(c *Config) binding { return intField(&c.StreamMaxConnsPerKey, 1, 1_000_000) }},
 		{"stream.max-subscriptions", "100", "subscriptions one WebSocket may carry", "a whole number from 1 to 10000", func(c *Config) binding { return intField(&c.StreamMaxSubscriptions, 1, 10_000) }},
+		{"debug-addr", "", `listen address of the Go profiler (/debug/pprof/), such as 127.0.0.1:6060; "" for none. It has no authentication: keep it on loopback`, `"" or host:port`, func(c *Config) binding { return textField(&c.DebugAddr, orEmpty(validAddr)) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }
@@ -307,6 +309,11 @@ func validAddr(s string) bool {
 }
 
 func nonEmpty(s string) bool { return strings.TrimSpace(s) != "" }
+
+// orEmpty accepts "" besides what valid accepts.
+func orEmpty(valid func(string) bool) func(string) bool {
+	return func(s string) bool { return s == "" || valid(s) }
+}
 
 func oneOf(values ...string) func(string) bool {
 	return func(s string) bool {

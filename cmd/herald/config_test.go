@@ -55,6 +55,7 @@ var samples = map[string][3]string{
 	"stream.queue-size":          {"64", "4096", "128"},
 	"stream.max-conns-per-key":   {"10", "20", "30"},
 	"stream.max-subscriptions":   {"5", "50", "500"},
+	"debug-addr":                 {"127.0.0.1:6060", "localhost:6061", ""},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every

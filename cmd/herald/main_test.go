@@ -272,3 +272,25 @@ var clientTopicDefaults = client.TopicSettings{}
 func clientJSON(idem string) client.PublishOptions {
 	return client.PublishOptions{ContentType: "application/json", IdempotencyKey: idem}
 }
+
+// TestDebugProfiler checks that debug-addr serves Go's profiler apart from
+// the API, and that the API does not serve it.
+func TestDebugProfiler(t *testing.T) {
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { c.DebugAddr = "127.0.0.1:0" })
+	get := func(url string) int {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("http://" + m.DebugAddr() + "/debug/pprof/goroutine?debug=1"); code != http.StatusOK {
+		t.Fatalf("profiler: status %d, want 200", code)
+	}
+	if code := get(m.URL() + "/debug/pprof/goroutine?debug=1"); code == http.StatusOK {
+		t.Fatal("the API port serves the profiler")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -53,6 +54,8 @@ type Main struct {
 	http       *http.Server
 	ln         net.Listener
 	served     chan error
+	debug      *http.Server // the profiler; nil unless debug-addr is set
+	debugLn    net.Listener
 
 	closeOnce sync.Once
 	closeErr  error
@@ -82,6 +85,14 @@ func (m *Main) Addr() string {
 		return ""
 	}
 	return m.ln.Addr().String()
+}
+
+// DebugAddr returns the profiler's listen address, or "" when it is off.
+func (m *Main) DebugAddr() string {
+	if m.debugLn == nil {
+		return ""
+	}
+	return m.debugLn.Addr().String()
 }
 
 // URL is the base URL of the running server.
@@ -204,11 +215,36 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.http.Serve(m.ln) }()
 	m.api.SetReady(true)
+	if m.Config.DebugAddr != "" {
+		if err := m.serveDebug(log); err != nil {
+			return err
+		}
+	}
 
 	if m.Config.InsecureNoAuth {
 		log.Warn("authentication is OFF (insecure-no-auth): every request is treated as admin; use this for local development only")
 	}
 	log.Info("herald serving", "addr", m.Addr(), "version", herald.Version, "store", m.storeKind(), "node_id", m.dispatcher.NodeID())
+	return nil
+}
+
+// serveDebug serves Go's profiler (net/http/pprof) on debug-addr, apart
+// from the API: it has no authentication and is for operators on the
+// machine.
+func (m *Main) serveDebug(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", m.Config.DebugAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (setting debug-addr): %w", m.Config.DebugAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.debug, m.debugLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln
+	go func() { _ = m.debug.Serve(ln) }()
+	log.Info("profiler serving", "addr", ln.Addr().String())
 	return nil
 }
 
@@ -338,6 +374,9 @@ func (m *Main) Close(ctx context.Context) error {
 		var errs []error
 		if m.api != nil {
 			m.api.SetReady(false)
+		}
+		if m.debug != nil {
+			_ = m.debug.Close() // profiles in progress are cut short
 		}
 		if m.http != nil {
 			if err := m.http.Shutdown(ctx); err != nil {
