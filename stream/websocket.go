@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
@@ -118,27 +119,41 @@ const (
 type smallBuffers struct {
 	http.ResponseWriter
 	writeTimeout time.Duration
-	cork         *corkedWriter // set by Hijack; nil if the request's buffers had to stay
+	cork         *corkedWriter // set by Hijack
 }
 
 func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err != nil || brw.Reader.Buffered() > 0 {
-		return nc, brw, err // bytes already read stay with their buffer
+	if err != nil {
+		return nc, brw, err
 	}
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(nc, wsReadBuffer)
+	} // else the client sent frames right behind its handshake: they stay with their buffer
 	w.cork = &corkedWriter{nc: nc, timeout: w.writeTimeout}
-	return nc, bufio.NewReadWriter(bufio.NewReaderSize(nc, wsReadBuffer), bufio.NewWriterSize(w.cork, wsWriteBuffer)), nil
+	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(w.cork, wsWriteBuffer)), nil
 }
 
 func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // corkedWriter is what the WebSocket library's buffered writer flushes
-// into. Uncorked, it writes straight to the connection. While the
-// connection's writer works through a batch (between cork and uncork) it
-// gathers the frames, up to maxPending, and uncork sends them in one
-// write: a client behind on many events costs one system call per batch,
-// not one per event. Control frames the library writes meanwhile (a pong,
-// a close) join the batch; the batch is short, and uncork follows it.
+// into, and where the connection's writer puts its text frames. Uncorked,
+// it writes straight to the connection. While the connection's writer
+// works through a batch (between cork and uncork) it gathers the frames,
+// up to maxPending, and uncork sends them in one write: a client behind on
+// many events costs one system call per batch, not one per event. Control
+// frames the library writes meanwhile (a pong, a close) join the batch;
+// the batch is short, and uncork follows it.
+//
+// The server's text frames are framed here (writeText) rather than by the
+// library: a broadcast writes the same small frame to thousands of
+// connections, and the library's per-message work (a lock, a context
+// timer, a message writer) cost a third of the server's CPU in that case
+// (docs/adr/0005). The library still does the handshake, reading, control
+// frames and the close handshake. Its control frames are at most 127
+// bytes, under its 2 KiB buffer, so each reaches Write in one call and
+// never interleaves with a text frame.
 type corkedWriter struct {
 	nc      net.Conn
 	timeout time.Duration
@@ -167,6 +182,43 @@ func (w *corkedWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return w.writeLocked(p)
+}
+
+// writeText writes one unfragmented, unmasked text frame (RFC 6455 5.2)
+// carrying payload.
+func (w *corkedWriter) writeText(payload []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	var hb [10]byte
+	head := appendTextHeader(hb[:0], len(payload))
+	size := len(head) + len(payload)
+	if len(w.pending)+size > maxPending {
+		if err := w.sendLocked(); err != nil {
+			return err
+		}
+	}
+	if !w.corked || size > maxPending {
+		w.pending = append(append(w.pending, head...), payload...)
+		return w.sendLocked()
+	}
+	w.pending = append(append(w.pending, head...), payload...)
+	return nil
+}
+
+// appendTextHeader appends the header of a final, unmasked text frame of n
+// payload bytes.
+func appendTextHeader(b []byte, n int) []byte {
+	b = append(b, 0x80|0x1) // FIN, opcode text
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xFFFF:
+		return append(b, 126, byte(n>>8), byte(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
 }
 
 func (w *corkedWriter) cork() {
@@ -348,23 +400,32 @@ func (c *conn) ping() {
 	})
 }
 
-// wsOut writes WebSocket frames, one message each, under one write
-// deadline per batch.
+// wsOut writes WebSocket text frames, one message each: through the
+// corkedWriter, gathered per batch, or (without one) through the library
+// under one write deadline per batch.
 type wsOut struct {
 	c      *conn
 	ws     *websocket.Conn
-	cork   *corkedWriter // nil: every frame is its own write
+	cork   *corkedWriter // nil: the library writes every frame
+	corked bool          // a batch is being gathered in cork
 	ctx    context.Context
 	cancel context.CancelFunc
 	buf    []byte
 }
 
 func (o *wsOut) write(b []byte) error {
+	if o.cork != nil {
+		if !o.corked {
+			o.cork.cork()
+			o.corked = true
+		}
+		if err := o.cork.writeText(b); err != nil {
+			return writeError{err}
+		}
+		return nil
+	}
 	if o.ctx == nil {
 		o.ctx, o.cancel = context.WithTimeout(context.Background(), o.c.hub.cfg.WriteTimeout)
-		if o.cork != nil {
-			o.cork.cork()
-		}
 	}
 	if err := o.ws.Write(o.ctx, websocket.MessageText, b); err != nil {
 		return writeError{err}
@@ -376,10 +437,11 @@ func (o *wsOut) flush() error {
 	if o.cancel != nil {
 		o.cancel()
 		o.ctx, o.cancel = nil, nil
-		if o.cork != nil {
-			if err := o.cork.uncork(); err != nil {
-				return writeError{err}
-			}
+	}
+	if o.corked {
+		o.corked = false
+		if err := o.cork.uncork(); err != nil {
+			return writeError{err}
 		}
 	}
 	if cap(o.buf) > 4096 {

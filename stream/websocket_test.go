@@ -320,3 +320,32 @@ func TestOrigins(t *testing.T) {
 		t.Errorf("preflight: %d %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// Event frames of every header length (7-bit, 16-bit and 64-bit payload
+// lengths) arrive intact, also when many are queued at once and leave in
+// batched writes larger than one write buffer.
+func TestWebSocketFrameSizes(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.createTopic("sizes", 0)
+	c := n.dialWS("admin", "")
+	c.subscribe(map[string]any{"topic": "sizes"})
+
+	// A JSON string payload of n bytes: a quote, n-2 letters, a quote.
+	payload := func(size int) string { return `"` + strings.Repeat("a", size-2) + `"` }
+	sizes := []int{2, 60, 125, 126, 127, 1000, 65535, 65536, 70000}
+	for i := range 150 { // one commit of many mid-sized events: batched writes
+		sizes = append(sizes, 500+i*7)
+	}
+	var evs []pub
+	for _, s := range sizes {
+		evs = append(evs, pub{topic: "sizes", typ: "size", payload: payload(s)})
+	}
+	n.publish(evs[:9]...)
+	n.publish(evs[9:]...)
+	got := c.events(len(sizes))
+	for i, f := range got {
+		if f.Seq != int64(i+1) || string(f.Data) != payload(sizes[i]) {
+			t.Fatalf("event %d: seq %d, %d bytes of data, want seq %d with %d bytes", i, f.Seq, len(f.Data), i+1, sizes[i])
+		}
+	}
+}
