@@ -106,10 +106,12 @@ func (h *Hub) readWS(c *conn) {
 }
 
 // Buffer sizes of an accepted WebSocket: client messages are small, and
-// most event frames fit the writer in one write.
+// the library writes only control frames (at most 127 bytes; text frames
+// go through corkedWriter.writeText), so its writer needs no more than
+// one of them. Every idle connection holds both buffers.
 const (
 	wsReadBuffer  = 512
-	wsWriteBuffer = 2048
+	wsWriteBuffer = 256
 )
 
 // smallBuffers gives the WebSocket library small buffers for the hijacked
@@ -152,16 +154,17 @@ func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // timer, a message writer) cost a third of the server's CPU in that case
 // (docs/adr/0005). The library still does the handshake, reading, control
 // frames and the close handshake. Its control frames are at most 127
-// bytes, under its 2 KiB buffer, so each reaches Write in one call and
+// bytes, under its 256-byte buffer, so each reaches Write in one call and
 // never interleaves with a text frame.
 type corkedWriter struct {
 	nc      net.Conn
 	timeout time.Duration
 
-	mu      sync.Mutex
-	corked  bool
-	pending []byte
-	err     error // the first failed write; every later one fails too
+	mu       sync.Mutex
+	corked   bool
+	pending  []byte
+	deadline time.Time // the connection's write deadline
+	err      error     // the first failed write; every later one fails too
 }
 
 func (w *corkedWriter) Write(p []byte) (int, error) {
@@ -251,11 +254,15 @@ func (w *corkedWriter) sendLocked() error {
 	return err
 }
 
-// writeLocked writes under the hub's write timeout. The library bounds its
-// own writes with a context that closes the connection; a batch sent by
-// uncork has no such context, so the deadline bounds it.
+// writeLocked writes under a deadline between half the hub's write
+// timeout and all of it: the deadline moves only when less than half is
+// left, not on every write (a broadcast writes to thousands of
+// connections, and each move costs a timer update).
 func (w *corkedWriter) writeLocked(p []byte) (int, error) {
-	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	if now := time.Now(); w.deadline.Sub(now) < w.timeout/2 {
+		w.deadline = now.Add(w.timeout)
+		_ = w.nc.SetWriteDeadline(w.deadline)
+	}
 	n, err := w.nc.Write(p)
 	if err != nil {
 		w.err = err
