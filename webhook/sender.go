@@ -71,13 +71,12 @@ type SenderConfig struct {
 	TLSClientConfig *tls.Config
 }
 
-// Sender sends webhook requests through one shared HTTP client: connections
+// Sender sends webhook requests through one shared HTTP transport: connections
 // are reused across subscriptions, every dial passes the SSRF guard,
 // redirects are not followed, response bodies are capped and drained, and a
 // global bound limits the requests in flight. It is safe for concurrent use.
 // NewSender starts nothing; Close releases idle connections.
 type Sender struct {
-	client    *http.Client
 	transport *http.Transport
 	sem       chan struct{}
 	waiting   atomic.Int64
@@ -117,12 +116,6 @@ func NewSender(cfg SenderConfig) *Sender {
 		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 	}
 	return &Sender{
-		client: &http.Client{
-			Transport: t,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
 		transport: t,
 		sem:       make(chan struct{}, cfg.MaxConcurrency),
 		userAgent: cfg.UserAgent,
@@ -140,8 +133,11 @@ func positiveOr[T int | time.Duration](v, def T) T {
 
 // Request is one webhook request: a POST of Body to URL with Headers.
 type Request struct {
-	URL     string
-	Headers http.Header // sent as given (Content-Type, signature headers...); not modified
+	URL string
+	// Headers are sent as given (Content-Type, signature headers...).
+	// Send takes them over: it adds User-Agent when missing, and the
+	// caller must not use or change them afterwards.
+	Headers http.Header
 	Body    []byte
 	// Timeout bounds the whole exchange, from connecting to reading the
 	// excerpt; zero uses the Sender's RequestTimeout.
@@ -190,14 +186,17 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 		return Result{Err: fmt.Errorf("build request: %s", parseReason(err))}
 	}
 	if r.Headers != nil {
-		req.Header = r.Headers.Clone()
+		req.Header = r.Headers // Send owns it now: no copy per request
 	}
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", s.userAgent)
 	}
 
+	// The transport directly, not an http.Client: Herald follows no
+	// redirects (a 3xx is the receiver's answer), and the client's
+	// redirect bookkeeping copied every request's headers.
 	start := time.Now()
-	resp, err := s.client.Do(req)
+	resp, err := s.transport.RoundTrip(req)
 	res := Result{Latency: time.Since(start)}
 	if err != nil {
 		res.Err = sendError(ctx, err, timeout)
