@@ -12,6 +12,9 @@ import (
 type Streams interface {
 	ServeSSE(w http.ResponseWriter, r *http.Request)
 	ServeWebSocket(w http.ResponseWriter, r *http.Request)
+	// Forget tells the open streams that the topic was deleted; it never
+	// blocks.
+	Forget(topic string)
 }
 
 // SetStreams attaches the realtime endpoints and the connection-token

@@ -80,9 +80,10 @@ func (e writeError) Unwrap() error { return e.err }
 // fans events into its bounded queue; one writer drains it. A WebSocket,
 // and an SSE stream over HTTP/1 (which the hub takes over from net/http),
 // get a writer goroutine only while there is something to write, so an
-// idle WebSocket costs one goroutine (the library's reader) and an idle
-// SSE stream none. An SSE stream over HTTP/2 keeps its handler's
-// goroutine as its writer.
+// idle one costs one goroutine: the WebSocket's reader (readWS), or the
+// SSE stream's watcher of the client's close (watchSSE). That goroutine
+// ends the connection: the writer's end only closes it. An SSE stream
+// over HTTP/2 keeps its handler's goroutine as its writer.
 type conn struct {
 	hub       *Hub
 	transport transport
@@ -221,8 +222,7 @@ func (c *conn) end(err error) {
 		return
 	}
 	c.out.(*sseOut).end(err)
-	_ = c.nc.Close()
-	c.hub.dropConn(c) // no reader: the writer unregisters
+	_ = c.nc.Close() // watchSSE then sees the close and unregisters
 }
 
 // heartbeat queues an SSE comment line for an idle-capable stream.

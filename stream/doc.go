@@ -18,9 +18,11 @@
 //
 // Connections cost little while idle: a WebSocket holds the library's
 // reader goroutine and small buffers; an SSE stream over HTTP/1 is taken
-// over from net/http and holds no goroutine at all. Each gets a writer
-// goroutine only while it has something to write. Over HTTP/2, an SSE
-// stream keeps its handler's goroutine.
+// over from net/http and holds one small goroutine, blocked in a read so
+// that a client's close is seen at once (a client that sends anything on
+// an SSE stream is cut off). Each gets a writer goroutine only while it
+// has something to write. Over HTTP/2, an SSE stream keeps its handler's
+// goroutine.
 //
 // A subscription that starts from a position first registers for live
 // events, then reads the log from the tail cache or the store, then goes
@@ -76,6 +78,14 @@
 // every HeartbeatInterval. The server's own events are "herald.gap" and
 // "herald.disconnect" ({"code","reason"}, the last event of a stream the
 // server ends).
+//
+// # Deleted topics
+//
+// When a topic is deleted (Hub.Forget), a subscription to it ends with a
+// not-found problem: a WebSocket "error" frame with the subscription's id
+// (the connection goes on), or an SSE "herald.disconnect" event of code
+// "not-found" that ends the stream, whose reconnect then gets 404. A
+// pattern stops receiving the topic.
 //
 // # Authentication
 //

@@ -249,8 +249,9 @@ func (h *Hub) Start(ctx context.Context) error {
 // Stop tells every client to reconnect (an SSE response ends after an
 // "herald.disconnect" event; a WebSocket closes with 1012, service
 // restart), refuses new streams with 503, and waits until every stream
-// handler has returned and the loop has exited, or ctx ends. Clients lose
-// nothing: they resume from their last seq on any node. Stop is
+// has ended (its handler, or the goroutine that reads a taken-over
+// connection, has returned) and the loop has exited, or ctx ends. Clients
+// lose nothing: they resume from their last seq on any node. Stop is
 // idempotent, safe before Start, and every call waits. Call it from
 // http.Server.RegisterOnShutdown (Shutdown does not wait for hijacked
 // WebSockets and would wait for SSE responses until its deadline) and
@@ -336,14 +337,21 @@ func (h *Hub) Notify(topic string, headSeq int64) {
 	h.kick()
 }
 
-// Forget tells the hub that the topic was deleted, so that a topic created
-// again under the name starts over at seq 1: subscriptions to the topic
-// end with a not-found error (SSE: the stream ends; an EventSource that
-// reconnects starts the new topic from its beginning), and pattern
-// subscriptions forget their position in it. On a single node the hub
-// notices a topic that starts over by itself; with several nodes, call
-// Forget where topics are deleted. It never blocks.
+// Forget tells the hub that the topic was deleted. Subscriptions to the
+// topic end with a not-found error: a WebSocket subscription gets an
+// "error" frame (the connection goes on), an SSE stream ends with a
+// "herald.disconnect" event of code "not-found" (an EventSource that
+// reconnects gets 404 and gives up, or, if the topic was created again,
+// streams it from its first event). Pattern subscriptions forget their
+// position in it, so a topic created again under the name is streamed
+// from seq 1. The API calls it when it deletes a topic; without it the
+// hub notices a deletion only when the topic starts over on this node.
+// It never blocks. Before Start and after Stop no stream is open, and it
+// does nothing.
 func (h *Hub) Forget(topic string) {
+	if !h.accepting.Load() {
+		return
+	}
 	h.pendMu.Lock()
 	if h.forgets == nil {
 		h.forgets = make(map[string]struct{})
@@ -602,16 +610,6 @@ func (h *Hub) addConn(c *conn) error {
 func (h *Hub) removeConn(c *conn) {
 	h.unregister(c)
 	c.finish()
-	h.handlers.Done()
-}
-
-// dropConn is removeConn for the connection's own writer, which cannot
-// wait for itself; it is the connection's last goroutine.
-func (h *Hub) dropConn(c *conn) {
-	h.unregister(c)
-	c.mu.Lock()
-	c.finished = true
-	c.mu.Unlock()
 	h.handlers.Done()
 }
 

@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -293,5 +294,61 @@ func TestDeletedTopicStartsOver(t *testing.T) {
 				t.Errorf("SSE on the deleted topic: %+v", ev)
 			}
 		})
+	}
+}
+
+// A deleted topic ends the streams of it instead of leaving them silent:
+// a WebSocket subscription gets an error (404, the connection and its
+// other subscriptions go on), an SSE stream a herald.disconnect event of
+// code not-found, after which its reconnect gets 404. Patterns just stop
+// receiving the topic.
+func TestDeletedTopicEndsItsStreams(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	n.createTopic("orders.eu", 0)
+	n.createTopic("orders.us", 0)
+	ws := n.dialWS("reader", "")
+	ws.subscribe(map[string]any{"id": "one", "topic": "orders.eu"})
+	ws.subscribe(map[string]any{"id": "all", "topic": "orders.*"})
+	sse := n.openSSE("orders.eu", "reader", "", nil)
+	ssePattern := n.openSSE("orders.*", "reader", "", nil)
+	n.publishN("orders.eu", 1, 1)
+	ws.events(2)
+	sse.events(1)
+	ssePattern.events(1)
+
+	if err := n.store.DeleteTopic(t.Context(), "orders.eu"); err != nil {
+		t.Fatal(err)
+	}
+	n.hub.Forget("orders.eu")
+
+	if f := ws.next(); f.Op != "error" || f.ID != "one" || f.Error == nil || f.Error.Status != 404 ||
+		f.Error.Type != "https://herald.dev/problems/not-found" {
+		t.Errorf("WebSocket subscription of the deleted topic: %+v, want an error frame with a not-found problem", f)
+	}
+	ev := sse.next()
+	var d struct{ Code, Reason string }
+	if ev == nil || ev.Event != "herald.disconnect" || json.Unmarshal([]byte(ev.Data), &d) != nil || d.Code != "not-found" {
+		t.Errorf("SSE of the deleted topic: %+v, want herald.disconnect not-found", ev)
+	}
+	if ev := sse.next(); ev != nil {
+		t.Errorf("SSE goes on after its topic was deleted: %+v", ev)
+	}
+	// What EventSource does next: reconnect, get 404, give up.
+	if c, resp := n.getSSE("orders.eu", "reader", "", http.Header{"Last-Event-ID": {sse.lastID}}); c != nil || resp.StatusCode != 404 {
+		t.Errorf("reconnect to the deleted topic: status %d, want 404", resp.StatusCode)
+	} else {
+		resp.Body.Close()
+	}
+	waitFor(t, "the ended subscriptions to be unregistered", func() bool {
+		return n.metric("herald_stream_subscriptions") == 2 && n.metric("herald_stream_connections", "transport", "sse") == 1
+	})
+
+	// The pattern subscriptions go on with the other topics.
+	n.publishN("orders.us", 1, 1)
+	if f := ws.next(); f.Op != "event" || f.Sub != "all" || f.Topic != "orders.us" {
+		t.Errorf("WebSocket pattern after the deletion: %+v", f)
+	}
+	if ev := ssePattern.events(1)[0]; ev.Data != `{"n":1}` || !strings.Contains(ev.ID, "orders.us=1") || strings.Contains(ev.ID, "orders.eu") {
+		t.Errorf("SSE pattern after the deletion: %+v", ev)
 	}
 }

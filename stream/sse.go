@@ -60,6 +60,11 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return herald.Errorf(herald.CodeInvalid, "use GET to open a stream")
 	}
+	if r.ContentLength != 0 {
+		// Over HTTP/1 its bytes would reach watchSSE, which takes any
+		// byte from the client for a misuse and ends the stream.
+		return herald.Errorf(herald.CodeInvalid, "a request that opens a stream has no body")
+	}
 	topic := r.PathValue("topic")
 	if err := herald.ValidatePattern(topic); err != nil {
 		return err
@@ -158,12 +163,14 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 	hd.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 
 	// Over HTTP/1 the hub takes the connection over from net/http, so an
-	// idle stream holds no goroutine and no buffer; HTTP/2 streams cannot
-	// be taken over and keep the handler's goroutine as their writer.
+	// idle stream holds no buffer and only watchSSE's small goroutine;
+	// HTTP/2 streams cannot be taken over and keep the handler's
+	// goroutine as their writer (their context ends when the client goes).
 	if r.ProtoMajor == 1 {
 		if nc, _, err := out.rc.Hijack(); err == nil {
-			// Nothing the client sent after its request matters: it
-			// only listens now.
+			// Bytes the client pipelined behind its request are left
+			// unread: the response closes the connection, so no further
+			// request on it is answered.
 			out.nc, out.w, out.rc = nc, nil, nil
 			head := []byte("HTTP/1.1 200 OK\r\n")
 			var hb bytes.Buffer
@@ -179,6 +186,8 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 			c.mu.Unlock()
 			handedOff = true
 			c.startWriter(out)
+			_ = nc.SetReadDeadline(time.Time{}) // net/http's ReadTimeout no longer applies
+			go h.watchSSE(c, nc)
 			return nil
 		}
 	}
@@ -188,6 +197,27 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.runSSE(ctx, c, out)
 	return nil
+}
+
+// watchSSE waits for the client of a taken-over SSE stream to go away, so
+// that the stream is unregistered (its place under the key's limit, the
+// gauges, its memory) at once instead of when a write, often the next
+// heartbeat, fails. A client sends nothing after its request, so the read
+// returns only when the connection ends: closed or reset by the client,
+// or closed by the writer ending the stream. A client that sends a byte
+// anyway misuses the stream; rather than read and discard whatever it
+// sends, the stream ends too.
+//
+// It is the connection's last goroutine: it unregisters the connection
+// and waits for the writer (which the close makes fail fast), as readWS
+// does for a WebSocket. The hub owns it: Stop waits for it, and the
+// writer's end closes the connection, which ends the read. Its only work
+// while it waits is one shallow Read, so its stack stays at the minimum.
+func (h *Hub) watchSSE(c *conn, nc net.Conn) {
+	var b [1]byte
+	_, _ = nc.Read(b[:])
+	_ = nc.Close()
+	h.removeConn(c)
 }
 
 // runSSE is the writer loop of an SSE stream that stays in its handler's

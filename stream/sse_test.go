@@ -1,13 +1,19 @@
 package stream_test
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,4 +282,119 @@ func TestSSEOverHTTP2(t *testing.T) {
 	if last == nil || last.Event != "herald.disconnect" || !strings.Contains(last.Data, "shutdown") {
 		t.Errorf("last event %+v", last)
 	}
+}
+
+// A client that goes away is unregistered at once, not at the next
+// heartbeat (an hour away here): its place under the key's limit is free
+// for a new stream and the gauges drop. Over HTTP/1 the hub watches the
+// taken-over connection for the close; over HTTP/2 the request's context
+// ends.
+func TestSSEClientGoneIsUnregistered(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http2 %v", h2), func(t *testing.T) {
+			n := startNode(t, nodeOptions{http2: h2, cfg: stream.Config{MaxConnsPerSubject: 1, HeartbeatInterval: time.Hour}})
+			n.createTopic("orders.eu", 0)
+			c := n.openSSE("orders.eu", "reader", "", nil)
+			c.position()
+			if got := n.metric("herald_stream_connections", "transport", "sse"); got != 1 {
+				t.Fatalf("connections gauge %v with one stream open", got)
+			}
+			if c2, resp := n.getSSE("orders.eu", "reader", "", nil); c2 != nil || resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("second stream of a key at its limit: status %d", resp.StatusCode)
+			} else {
+				resp.Body.Close()
+			}
+
+			c.close()
+			waitFor(t, "the closed stream to be unregistered", func() bool {
+				return n.metric("herald_stream_connections", "transport", "sse") == 0 &&
+					n.metric("herald_stream_subscriptions") == 0
+			})
+			c3 := n.openSSE("orders.eu", "reader", "", nil) // refused with 429 while the old one counts
+			n.publishN("orders.eu", 1, 1)
+			if got := ids(c3.events(1)); got != "1" {
+				t.Errorf("new stream: ids %s", got)
+			}
+		})
+	}
+}
+
+// A client sends nothing after its request: the stream of one that does
+// is closed, and its place freed. A request with a body is refused.
+func TestSSEClientThatSendsIsClosed(t *testing.T) {
+	n := startNode(t, nodeOptions{cfg: stream.Config{MaxConnsPerSubject: 1, HeartbeatInterval: time.Hour}})
+	n.createTopic("orders.eu", 0)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, n.url+"/v1/topics/orders.eu/stream", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer reader")
+	resp, err := n.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a request with a body: status %d, want 400", resp.StatusCode)
+	}
+
+	nc, err := net.Dial("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(nc, "GET /v1/topics/orders.eu/stream HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer reader\r\n\r\n", n.addr)
+	br := bufio.NewReader(nc)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream's start: %v", err)
+		}
+		if strings.HasPrefix(line, "HTTP/1.1 ") && !strings.HasPrefix(line, "HTTP/1.1 200 ") {
+			t.Fatalf("status line %q", line)
+		}
+		if strings.HasPrefix(line, "id: ") {
+			break // the stream has started
+		}
+	}
+	if _, err := nc.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The end is a FIN, or a reset for the bytes the server left unread.
+	if rest, err := io.ReadAll(br); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the stream goes on after the client wrote (read %q)", rest)
+	}
+	waitFor(t, "the stream to be unregistered", func() bool {
+		return n.metric("herald_stream_connections", "transport", "sse") == 0
+	})
+	n.openSSE("orders.eu", "reader", "", nil)
+}
+
+// Clients that leave while events and heartbeats are written to them: the
+// writer's failed writes and the client's close end each stream once, the
+// gauges return to zero and Stop still waits for every stream.
+func TestSSEClientsLeavingWhileWritten(t *testing.T) {
+	n := startNode(t, nodeOptions{cfg: stream.Config{HeartbeatInterval: 5 * time.Millisecond, SweepInterval: 5 * time.Millisecond}})
+	n.createTopic("orders.eu", 0)
+	var cs []*sseClient
+	for range 20 {
+		cs = append(cs, n.openSSE("orders.eu", "reader", "", nil))
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for _, c := range cs {
+			c.close()
+		}
+	})
+	n.publishN("orders.eu", 1, 20)
+	wg.Wait()
+	waitFor(t, "every stream to be unregistered", func() bool {
+		return n.metric("herald_stream_connections", "transport", "sse") == 0 &&
+			n.metric("herald_stream_subscriptions") == 0
+	})
+	kept := n.openSSE("orders.eu", "reader", "", nil)
+	n.publishN("orders.eu", 21, 1)
+	kept.events(1)
+	n.stop() // fails the test if Stop gives up waiting
 }
