@@ -735,8 +735,7 @@ func (f *streamsFleet) explain(err error) (string, bool) {
 	msg := err.Error()
 	if p, ok := errors.AsType[*client.Problem](err); ok && p.Status == http.StatusTooManyRequests {
 		return fmt.Sprintf("%s; the server limits open streams per API key: raise its stream.max-conns-per-key setting "+
-			"(flag --stream.max-conns-per-key, env HERALD_STREAM_MAX_CONNS_PER_KEY) to at least %d, plus the key's other streams "+
-			"(an SSE stream a client closed still counts until the server's heartbeats notice, some 30 s later)", msg, f.cfg.Clients), true
+			"(flag --stream.max-conns-per-key, env HERALD_STREAM_MAX_CONNS_PER_KEY) to at least %d, plus the key's other streams", msg, f.cfg.Clients), true
 	}
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		return msg + "; this process ran out of file descriptors: raise its limit (ulimit -n)", false
