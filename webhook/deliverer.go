@@ -58,34 +58,34 @@ func (d *Deliverer) Deliver(ctx context.Context, sub *herald.Subscription, ev *h
 	if err != nil {
 		return herald.DeliveryResult{Outcome: herald.Failed, Err: "cannot sign: " + err.Error()}
 	}
-	h := make(http.Header, 12+len(ev.Headers)+len(sub.Headers))
+	h := newHeaders(10 + len(ev.Headers) + len(sub.Headers))
 	for k, v := range ev.Headers {
 		if !reservedHeader(k) {
-			h.Set(k, v)
+			h.set(http.CanonicalHeaderKey(k), v)
 		}
 	}
 	for k, v := range sub.Headers {
 		if !reservedHeader(k) {
-			h.Set(k, v)
+			h.set(http.CanonicalHeaderKey(k), v)
 		}
 	}
 	ct := ev.ContentType
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	h.Set("Content-Type", ct)
-	setSignature(h, keys, ev.ID, now, ev.Payload)
-	h.Set("Herald-Topic", ev.Topic)
-	h.Set("Herald-Seq", strconv.FormatInt(ev.Seq, 10))
+	h.set("Content-Type", ct)
+	h.setSignature(keys, ev.ID, now, ev.Payload)
+	h.set("Herald-Topic", ev.Topic)
+	h.set("Herald-Seq", strconv.FormatInt(ev.Seq, 10))
 	if ev.Type != "" {
-		h.Set("Herald-Event-Type", ev.Type)
+		h.set("Herald-Event-Type", ev.Type)
 	}
 	if ev.Key != "" {
-		h.Set("Herald-Event-Key", ev.Key)
+		h.set("Herald-Event-Key", ev.Key)
 	}
-	h.Set("Herald-Attempt", strconv.Itoa(attempt))
-	h.Set("Herald-Subscription-Id", sub.ID)
-	res := d.sender.Send(ctx, Request{URL: sub.URL, Headers: h, Body: ev.Payload, Timeout: sub.Timeout})
+	h.set("Herald-Attempt", strconv.Itoa(attempt))
+	h.set("Herald-Subscription-Id", sub.ID)
+	res := d.sender.Send(ctx, Request{URL: sub.URL, Headers: h.h, Body: ev.Payload, Timeout: sub.Timeout})
 	return result(res)
 }
 
@@ -104,12 +104,12 @@ func (d *Deliverer) Challenge(ctx context.Context, sub *herald.Subscription) her
 		SubscriptionID string `json:"subscription_id"`
 		Challenge      string `json:"challenge"`
 	}{VerificationType, sub.ID, sub.Challenge})
-	h := make(http.Header, 8)
-	h.Set("Content-Type", "application/json")
-	setSignature(h, keys, herald.NewID(now), now, body)
-	h.Set("Herald-Event-Type", VerificationType)
-	h.Set("Herald-Subscription-Id", sub.ID)
-	res := d.sender.Send(ctx, Request{URL: sub.URL, Headers: h, Body: body, Timeout: sub.Timeout})
+	h := newHeaders(6)
+	h.set("Content-Type", "application/json")
+	h.setSignature(keys, herald.NewID(now), now, body)
+	h.set("Herald-Event-Type", VerificationType)
+	h.set("Herald-Subscription-Id", sub.ID)
+	res := d.sender.Send(ctx, Request{URL: sub.URL, Headers: h.h, Body: body, Timeout: sub.Timeout})
 	out := result(res)
 	if out.Outcome != herald.Delivered {
 		if out.Outcome == herald.Gone {
@@ -127,10 +127,34 @@ func (d *Deliverer) Challenge(ctx context.Context, sub *herald.Subscription) her
 	return out
 }
 
-func setSignature(h http.Header, keys [][]byte, id string, now time.Time, body []byte) {
-	h.Set("webhook-id", id)
-	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
-	h.Set("webhook-signature", SignatureHeader(keys, id, now, body))
+// headers builds one request's header: every value is a one-element
+// slice of a single backing array, one allocation for all of them instead
+// of one per header.
+type headers struct {
+	h    http.Header
+	vals []string
+}
+
+func newHeaders(n int) headers {
+	return headers{h: make(http.Header, n), vals: make([]string, 0, n)}
+}
+
+// set sets the header named by key, which must be in canonical form.
+func (h *headers) set(key, value string) {
+	if len(h.vals) == cap(h.vals) {
+		h.h[key] = []string{value}
+		return
+	}
+	h.vals = append(h.vals, value)
+	n := len(h.vals)
+	h.h[key] = h.vals[n-1 : n : n]
+}
+
+// setSignature sets the three Standard Webhooks headers.
+func (h *headers) setSignature(keys [][]byte, id string, now time.Time, body []byte) {
+	h.set("Webhook-Id", id)
+	h.set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
+	h.set("Webhook-Signature", SignatureHeader(keys, id, now, body))
 }
 
 // signingKeys returns the current secret's key and, during a rotation's

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -82,33 +83,40 @@ func ParseSecret(s string) ([]byte, error) {
 // base64 of HMAC-SHA256(secret, id + "." + unix(ts) + "." + body). The id
 // should not contain '.', so that the signed content is unambiguous.
 func Sign(secret []byte, id string, ts time.Time, body []byte) string {
-	mac := sign(secret, id, ts.Unix(), body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac)
+	return string(appendSign(nil, secret, id, ts.Unix(), body))
 }
 
-func sign(key []byte, id string, unix int64, body []byte) []byte {
-	var num [20]byte
+// appendSign appends Sign's item to b.
+func appendSign(b, secret []byte, id string, unix int64, body []byte) []byte {
+	var mac [sha256.Size]byte
+	b = append(b, "v1,"...)
+	return base64.StdEncoding.AppendEncode(b, sign(mac[:0], secret, id, unix, body))
+}
+
+// sign appends HMAC-SHA256(key, id + "." + unix + "." + body) to mac.
+func sign(mac, key []byte, id string, unix int64, body []byte) []byte {
+	var num [24]byte
 	h := hmac.New(sha256.New, key)
-	h.Write([]byte(id))
-	h.Write([]byte{'.'})
-	h.Write(strconv.AppendInt(num[:0], unix, 10))
-	h.Write([]byte{'.'})
+	_, _ = io.WriteString(h, id)
+	b := append(num[:0], '.')
+	b = strconv.AppendInt(b, unix, 10)
+	h.Write(append(b, '.'))
 	h.Write(body)
-	return h.Sum(nil)
+	return h.Sum(mac)
 }
 
 // SignatureHeader returns the webhook-signature value for a request signed
 // with every secret in turn, space-separated, so receivers can roll from an
 // old secret to a new one without downtime. Pass the current secret first.
 func SignatureHeader(secrets [][]byte, id string, ts time.Time, body []byte) string {
-	var b strings.Builder
+	b := make([]byte, 0, len(secrets)*48)
 	for i, s := range secrets {
 		if i > 0 {
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		}
-		b.WriteString(Sign(s, id, ts, body))
+		b = appendSign(b, s, id, ts.Unix(), body)
 	}
-	return b.String()
+	return string(b)
 }
 
 // Verify checks a received webhook against the secret in text form (see
@@ -155,7 +163,7 @@ func VerifyKeys(keys [][]byte, header http.Header, body []byte, now time.Time, t
 	}
 	want := make([][]byte, len(keys))
 	for i, k := range keys {
-		want[i] = sign(k, id, unix, body)
+		want[i] = sign(nil, k, id, unix, body)
 	}
 	var got [sha256.Size + 3]byte // room to notice an over-long signature
 	for item := range strings.FieldsSeq(sigs) {
