@@ -340,24 +340,30 @@ func (c Config) measure(ctx context.Context, p runParts) *Result {
 // endpoint, c.Timeout passes or ctx ends, and returns how many (event,
 // endpoint) pairs are still missing.
 func (c Config) waitDelivered(ctx context.Context, sink *Sink, acked *bitset, nacked int64) int64 {
-	want := nacked * int64(c.Subscriptions)
-	missing := func() int64 {
-		var m int64
-		for i := range c.Subscriptions {
-			m += sink.missing(i, acked)
-		}
-		return m
-	}
-	deadline := time.NewTimer(c.Timeout)
+	return waitAll(ctx, c.Timeout, nacked*int64(c.Subscriptions), c.progress,
+		func() int64 { return sink.Stats().Unique },
+		func() int64 {
+			var m int64
+			for i := range c.Subscriptions {
+				m += sink.missing(i, acked)
+			}
+			return m
+		})
+}
+
+// waitAll waits until want distinct deliveries arrived and missing finds
+// none absent, timeout passes or ctx ends, noting progress every 5 s, and
+// returns what missing last found. unique counts the distinct deliveries
+// so far: it reaching want is necessary for none to be missing, so only
+// then is missing, which reads every bitset, worth calling.
+func waitAll(ctx context.Context, timeout time.Duration, want int64, progress func(string, ...any), unique, missing func() int64) int64 {
+	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	lastNote := time.Now()
 	for {
-		// Unique counts every distinct pair received, so it reaching want
-		// is necessary for none to be missing; only then is the exact,
-		// costlier check worth making.
-		if sink.Stats().Unique >= want {
+		if unique() >= want {
 			if m := missing(); m == 0 {
 				return 0
 			}
@@ -371,7 +377,7 @@ func (c Config) waitDelivered(ctx context.Context, sink *Sink, acked *bitset, na
 		}
 		if time.Since(lastNote) >= 5*time.Second {
 			lastNote = time.Now()
-			c.progress("waiting: %d of %d deliveries so far", sink.Stats().Unique, want)
+			progress("waiting: %d of %d deliveries so far", unique(), want)
 		}
 	}
 }

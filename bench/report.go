@@ -360,3 +360,24 @@ func hostPort(raw string) string {
 	}
 	return raw
 }
+
+// Problems names what went wrong in the run (lost deliveries, rejected
+// signatures, failed publishes), one item each; none when nothing did.
+func (r *Report) Problems() []string {
+	var out []string
+	for _, x := range r.results() {
+		if x.Lost > 0 {
+			out = append(out, fmt.Sprintf("%s: %d of %d deliveries lost", x.System, x.Lost, x.Expected))
+		}
+		if x.Rejected > 0 {
+			out = append(out, fmt.Sprintf("%s: %d requests had a bad signature", x.System, x.Rejected))
+		}
+		switch {
+		case x.PublishFailed > 0:
+			out = append(out, fmt.Sprintf("%s: %d events failed to publish: %s", x.System, x.PublishFailed, x.PublishError))
+		case x.Published == 0:
+			out = append(out, x.System+": nothing was published")
+		}
+	}
+	return out
+}

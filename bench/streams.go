@@ -761,39 +761,13 @@ func (f *streamsFleet) stop() {
 // connection, cfg.Timeout passes or ctx ends, and returns how many
 // (event, connection) pairs are still missing.
 func (f *streamsFleet) waitDelivered(ctx context.Context, acked *bitset, want int64) int64 {
-	missing := func() int64 {
+	return waitAll(ctx, f.cfg.Timeout, want, f.cfg.progress, f.unique, func() int64 {
 		var m int64
 		for _, c := range f.clients {
 			m += c.got.missing(acked)
 		}
 		return m
-	}
-	deadline := time.NewTimer(f.cfg.Timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	lastNote := time.Now()
-	for {
-		// Every distinct pair counts in unique, so unique reaching want is
-		// necessary for none to be missing; only then is the exact check,
-		// which reads every bitset, worth making.
-		if f.unique() >= want {
-			if m := missing(); m == 0 {
-				return 0
-			}
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return missing()
-		case <-ctx.Done():
-			return missing()
-		}
-		if time.Since(lastNote) >= 5*time.Second {
-			lastNote = time.Now()
-			f.cfg.progress("waiting: %d of %d deliveries so far", f.unique(), want)
-		}
-	}
+	})
 }
 
 func (f *streamsFleet) unique() int64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -142,13 +143,27 @@ func benchVerb(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := bench.Run(ctx, cfg)
+	return runBenchVerb(ctx, c, "bench", cfg, jsonOut, bench.Run)
+}
+
+// benchReport is what a bench verb prints.
+type benchReport interface {
+	WriteJSON(io.Writer) error
+	WriteText(io.Writer) error
+	// Problems names what went wrong in the run; none when nothing did.
+	Problems() []string
+}
+
+// runBenchVerb runs a bench with cfg, prints its report, and returns an
+// error naming what went wrong in the run, if anything did.
+func runBenchVerb[C any, R benchReport](ctx context.Context, c *cli, verb string, cfg C, jsonOut bool, run func(context.Context, C) (R, error)) error {
+	rep, err := run(ctx, cfg)
 	if err != nil {
-		err = fmt.Errorf("bench: %w", err)
+		err = fmt.Errorf("%s: %w", verb, err)
 		// Invalid settings are *herald.Error values with CodeInvalid; a
 		// server's answer is a *client.Problem and not the caller's usage.
 		if _, isProblem := errors.AsType[*client.Problem](err); !isProblem && herald.IsCode(err, herald.CodeInvalid) {
-			return &usageError{verb: "bench", err: err}
+			return &usageError{verb: verb, err: err}
 		}
 		return err
 	}
@@ -160,32 +175,8 @@ func benchVerb(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	return benchFailure(rep)
-}
-
-// benchFailure returns an error naming what went wrong in the run: lost
-// events, rejected signatures, failed publishes; nil when nothing did.
-func benchFailure(rep *bench.Report) error {
-	var problems []string
-	for _, r := range []*bench.Result{rep.Raw, rep.Herald} {
-		if r == nil {
-			continue
-		}
-		if r.Lost > 0 {
-			problems = append(problems, fmt.Sprintf("%s: %d of %d deliveries lost", r.System, r.Lost, r.Expected))
-		}
-		if r.Rejected > 0 {
-			problems = append(problems, fmt.Sprintf("%s: %d requests had a bad signature", r.System, r.Rejected))
-		}
-		switch {
-		case r.PublishFailed > 0:
-			problems = append(problems, fmt.Sprintf("%s: %d events failed to publish: %s", r.System, r.PublishFailed, r.PublishError))
-		case r.Published == 0:
-			problems = append(problems, r.System+": nothing was published")
-		}
+	if p := rep.Problems(); len(p) > 0 {
+		return errors.New(verb + ": " + strings.Join(p, "; "))
 	}
-	if len(problems) == 0 {
-		return nil
-	}
-	return errors.New("bench: " + strings.Join(problems, "; "))
+	return nil
 }

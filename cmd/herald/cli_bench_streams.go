@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strings"
 	"time"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/bench"
-	"github.com/heraldhq/herald/client"
 )
 
 const benchStreamsUsage = `herald bench streams [options]
@@ -88,26 +83,5 @@ func benchStreamsVerb(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := bench.RunStreams(ctx, cfg)
-	if err != nil {
-		err = fmt.Errorf("bench streams: %w", err)
-		// Invalid settings are *herald.Error values with CodeInvalid; a
-		// server's answer is a *client.Problem and not the caller's usage.
-		if _, isProblem := errors.AsType[*client.Problem](err); !isProblem && herald.IsCode(err, herald.CodeInvalid) {
-			return &usageError{verb: "bench streams", err: err}
-		}
-		return err
-	}
-	if jsonOut {
-		err = rep.WriteJSON(c.stdout)
-	} else {
-		err = rep.WriteText(c.stdout)
-	}
-	if err != nil {
-		return err
-	}
-	if p := rep.Problems(); len(p) > 0 {
-		return errors.New("bench streams: " + strings.Join(p, "; "))
-	}
-	return nil
+	return runBenchVerb(ctx, c, "bench streams", cfg, jsonOut, bench.RunStreams)
 }
