@@ -87,22 +87,29 @@ type Commit struct {
 	// Resync means the batch touched too many topics to list: every
 	// topic's head must be read from the store.
 	Resync bool
+	// Subscriptions means the transaction created, changed or deleted a
+	// subscription: the node that dispatches it must look at it now.
+	Subscriptions bool
 }
 
 // Bus is the commit notification capability of a herald.Store. The store
-// notifies after every Append that stores events, only once the
-// transaction has committed, and only after EnableNotify.
+// notifies after every Append that stores events and every change of a
+// subscription, only once the transaction has committed, and only after
+// EnableNotify.
 type Bus interface {
-	// EnableNotify makes every later Append that stores events send one
+	// EnableNotify makes every later Append that stores events, and every
+	// later creation, change or deletion of a subscription, send one
 	// Commit, tagged with node, to every listener on the same
 	// installation (database and schema).
 	EnableNotify(ctx context.Context, node string) error
 	// Listen opens a dedicated connection, starts listening, calls
 	// listening (a failure ends Listen with that error), then calls
-	// deliver for every Commit, own ones included, in commit order, until
-	// ctx ends (ctx.Err()) or the connection fails or deliver fails (that
-	// error). Commits sent while no Listen was active are not delivered:
-	// callers catch up in listening.
+	// deliver for every Commit, own ones included, until ctx ends
+	// (ctx.Err()) or the connection fails or deliver fails (that error).
+	// One node's Commits come in commit order; a Commit of another node
+	// made just after may come first, so a head can arrive after a newer
+	// one of the same topic. Commits sent while no Listen was active are
+	// not delivered: callers catch up in listening.
 	Listen(ctx context.Context, listening func(context.Context) error, deliver func(Commit) error) error
 	// TopicHeads returns every topic's head seq.
 	TopicHeads(ctx context.Context) ([]Head, error)
@@ -200,17 +207,22 @@ func (c *Cluster) NodeID() string { return c.cfg.NodeID }
 // OnRemoteCommit registers f to be called with each topic and its new head
 // seq when another node commits events, and for every topic after a
 // resync (a reconnect of the listener, a batch too large to list, and every
-// ResyncInterval), so f may see a head it has seen before. f runs on the
-// cluster's goroutines and must not block. Register before Start.
+// ResyncInterval), so f may see a head it has seen before, or an older one
+// after a newer (see Bus.Listen): heads only grow, so take the largest. f
+// runs on the cluster's goroutines and must not block. Register before
+// Start.
 func (c *Cluster) OnRemoteCommit(f func(topic string, headSeq int64)) {
 	c.hookMu.Lock()
 	defer c.hookMu.Unlock()
 	c.commitHooks = append(c.commitHooks, f)
 }
 
-// OnMembershipChange registers f to be called after the set of live nodes
-// changed (so Owns may answer differently). f must not block. Register
-// before Start.
+// OnMembershipChange registers f to be called when the subscriptions this
+// node should dispatch may have changed: after the set of live nodes
+// changed (so Owns may answer differently), and after another node
+// created, changed or deleted a subscription (which this node may own: a
+// new subscription would otherwise wait for the dispatcher's next poll).
+// f must not block. Register before Start.
 func (c *Cluster) OnMembershipChange(f func()) {
 	c.hookMu.Lock()
 	defer c.hookMu.Unlock()
@@ -326,6 +338,11 @@ func (c *Cluster) setMembers(live []Member) {
 		c.metrics.rebalances.Inc()
 		c.log.Info("cluster membership changed", "nodes", len(ids), "node_ids", strings.Join(ids, ","))
 	}
+	c.changed()
+}
+
+// changed calls the OnMembershipChange hooks.
+func (c *Cluster) changed() {
 	c.hookMu.Lock()
 	hooks := slices.Clone(c.changeHooks)
 	c.hookMu.Unlock()
@@ -402,6 +419,9 @@ func (c *Cluster) deliver(ctx context.Context) func(Commit) error {
 		}
 		if !cm.Time.IsZero() {
 			c.metrics.lag.Observe(max(c.cfg.Now().Sub(cm.Time), 0).Seconds())
+		}
+		if cm.Subscriptions {
+			c.changed()
 		}
 		if cm.Resync {
 			return c.resync(ctx)

@@ -323,3 +323,45 @@ func TestClusterStartFailsWithoutDatabase(t *testing.T) {
 		t.Error("a node that never joined owns a key")
 	}
 }
+
+// A subscription created, changed or deleted through one node calls the
+// other node's OnMembershipChange hooks (its dispatcher may own it), not
+// the node's own.
+func TestClusterSubscriptionChangesWakeOtherNodes(t *testing.T) {
+	dsn, _ := schemaDSN(t)
+	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
+	putTopic(t, a.store, "orders")
+	a.start(t)
+	b.start(t)
+	// b's listener is up once it hears of a commit of a's.
+	appendTo(t, a.store, "orders", 1)
+	waitUntil(t, "b to hear of orders@1", func() bool { return b.head("orders") == 1 })
+	// Hook calls that are not membership changes: the first view, then
+	// one per rebalance.
+	wakeups := func(n *node) int {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.changes - 1 - int(n.metric(t, "herald_cluster_rebalances_total"))
+	}
+	now := time.Now().UTC()
+	sub := herald.Subscription{
+		ID: "sub_1", Topic: "orders", URL: "https://example.com/hook", State: herald.StateActive,
+		Retry:   herald.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Minute},
+		Timeout: 10 * time.Second, MaxInFlight: 1, Secret: "whsec_x", CreatedAt: now, UpdatedAt: now,
+	}
+	if err := a.store.CreateSubscription(t.Context(), sub, herald.StartPosition{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "b to be woken by the new subscription", func() bool { return wakeups(b) == 1 })
+	if err := a.store.DeleteSubscription(t.Context(), "sub_1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "b to be woken by the deletion", func() bool { return wakeups(b) == 2 })
+	// Notifications come in commit order: once b hears of this commit of
+	// a's, a has heard of (and skipped) its own subscription changes.
+	appendTo(t, b.store, "orders", 1)
+	waitUntil(t, "a to hear of orders@2", func() bool { return a.head("orders") == 2 })
+	if w := wakeups(a); w != 0 {
+		t.Errorf("a was woken %d times by its own subscription changes", w)
+	}
+}

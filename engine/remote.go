@@ -27,7 +27,11 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 
 // Rebalance makes the dispatcher bring its workers in line with the
 // subscriptions and DispatcherConfig.Owns now rather than at the next
-// poll: the cluster calls it when the set of live nodes changed. Workers
+// poll: the cluster calls it when the set of live nodes changed, and when
+// another node created, changed or deleted a subscription (the API
+// request that creates one reaches any node; the one that owns it starts
+// its worker here, within milliseconds instead of up to PollInterval
+// later, while events published meanwhile wait). Workers
 // of subscriptions this node no longer owns stop and release their leases;
 // subscriptions it now owns start once their previous owner's lease is
 // released or expired. It never blocks.

@@ -274,6 +274,93 @@ func TestCommitNotifyOverflowResyncs(t *testing.T) {
 	}
 }
 
+// The notification is sent after the append's COMMIT: when it fails, the
+// append still succeeds (its events are stored), and the next one is
+// announced as usual.
+func TestCommitNotifyFailureKeepsAppend(t *testing.T) {
+	dsn, _ := testDSN(t)
+	a, b := openTest(t, dsn), openTest(t, dsn)
+	ctx := t.Context()
+	for i, s := range []*Store{a, b} {
+		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putTopic(t, a, "orders")
+	n := listenOn(t, b)
+	good := a.notify.Load()
+	a.notify.Store(&notifyTarget{node: good.node, channel: ""}) // pg_notify refuses an empty channel
+	res, err := a.Append(ctx, events("orders", 2))
+	if err != nil || res[1].Seq != 2 {
+		t.Fatalf("append whose notification fails: %+v %v", res, err)
+	}
+	if got, err := a.ReadEvents(ctx, "orders", 0, 10); err != nil || len(got) != 2 {
+		t.Fatalf("stored events: %d %v, want 2", len(got), err)
+	}
+	a.notify.Store(good)
+	if _, err := a.Append(ctx, events("orders", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := n.next(t); !maps.Equal(heads(c), map[string]int64{"orders": 3}) {
+		t.Fatalf("notification after the failed one: %+v", c)
+	}
+}
+
+// Creating, changing and deleting a subscription tells the other nodes,
+// once committed; a refused change tells no one.
+func TestSubscriptionChangesNotify(t *testing.T) {
+	dsn, _ := testDSN(t)
+	a, b := openTest(t, dsn), openTest(t, dsn)
+	ctx := t.Context()
+	for i, s := range []*Store{a, b} {
+		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putTopic(t, a, "orders")
+	n := listenOn(t, b)
+	subChange := func(what string) {
+		t.Helper()
+		if c := n.next(t); !c.Subscriptions || c.Node != "node-a" || c.Resync || len(c.Heads) != 0 {
+			t.Fatalf("after %s: %+v, want a subscription change from node-a", what, c)
+		}
+	}
+
+	now := time.Now().UTC()
+	createSub(t, a, testSub("sub_1", "orders", now), herald.StartPosition{})
+	subChange("create")
+	sub, err := a.GetSubscription(ctx, "sub_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.URL, sub.UpdatedAt = "https://example.com/other", now.Add(time.Second)
+	if err := a.UpdateSubscription(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	subChange("update")
+	if err := a.UpdateSubscription(ctx, sub); !herald.IsCode(err, herald.CodeConflict) {
+		t.Fatalf("update of a stale copy: %v, want CodeConflict", err)
+	}
+	if err := a.CreateSubscription(ctx, testSub("sub_1", "orders", now), herald.StartPosition{}); !herald.IsCode(err, herald.CodeConflict) {
+		t.Fatalf("second create: %v, want CodeConflict", err)
+	}
+	if err := a.DeleteSubscription(ctx, "sub_1"); err != nil {
+		t.Fatal(err)
+	}
+	subChange("delete")
+	if err := a.DeleteSubscription(ctx, "sub_1"); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("second delete: %v, want CodeNotFound", err)
+	}
+	// Notifications come in commit order: had a refused change sent one,
+	// it would come before this.
+	if _, err := a.Append(ctx, events("orders", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := n.next(t); c.Subscriptions || !maps.Equal(heads(c), map[string]int64{"orders": 1}) {
+		t.Fatalf("notification after the refused changes: %+v", c)
+	}
+}
+
 func TestEncodeCommitLimit(t *testing.T) {
 	at := time.Unix(0, 1712345678901234567)
 	small := map[string]int64{"orders": 42, "audit": 7}

@@ -115,11 +115,13 @@ func (s *Store) count(ctx context.Context, op, sql, id string) (int64, error) {
 }
 
 // scheduleReplaySQL adds the retained events of a topic in a seq range to
-// the retry set, skipping those already there, at most $7 of them.
+// the retry set, skipping those already there, at most $5 of them. The
+// topic id is a scalar subquery so that the range is one ordered scan of
+// the events primary key (see readEventsSQL).
 const scheduleReplaySQL = `INSERT INTO retries (subscription_id, topic, seq, event_id, event_key, attempt, due_at, last_error)
 	SELECT $1, $2, e.seq, e.id, e.event_key, 0, $6, ''
-	FROM topics t JOIN events e ON e.topic_id = t.id
-	WHERE t.name = $2 AND e.seq >= $3 AND e.seq <= $4
+	FROM events e
+	WHERE e.topic_id = (SELECT id FROM topics WHERE name = $2) AND e.seq >= $3 AND e.seq <= $4
 	  AND NOT EXISTS (SELECT 1 FROM retries r WHERE r.subscription_id = $1 AND r.topic = $2 AND r.seq = e.seq)
 	ORDER BY e.seq
 	LIMIT $5

@@ -71,6 +71,8 @@ type Store struct {
 	// notify is where Append announces commits; nil until EnableNotify
 	// (notify.go).
 	notify atomic.Pointer[notifyTarget]
+	// notifyWarned is when notifyFailed last logged (Unix nanoseconds).
+	notifyWarned atomic.Int64
 }
 
 // defaultCopyFrom is where COPY starts to pay for its extra round trip:

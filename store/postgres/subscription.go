@@ -144,6 +144,10 @@ const startCursorsSQL = `INSERT INTO cursors (subscription_id, topic, seq)
 // CodeConflict if the ID exists; CodeInvalid for an empty ID, a topic that
 // is not a valid name or pattern, times out of range, or text that is not
 // valid UTF-8 or holds NUL bytes.
+//
+// Once EnableNotify has been called, CreateSubscription,
+// UpdateSubscription and DeleteSubscription each also announce a change
+// they committed to the other nodes (notify.go).
 func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription, start herald.StartPosition) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -200,6 +204,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription,
 		}
 		return err
 	}
+	s.announceSubscriptionChange(ctx)
 	return nil
 }
 
@@ -324,6 +329,7 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 		return s.fail("update subscription", err)
 	}
 	if n > 0 {
+		s.announceSubscriptionChange(ctx)
 		return nil
 	}
 	var version int64
@@ -363,7 +369,11 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})
-	return s.fail("delete subscription", err)
+	if err != nil {
+		return s.fail("delete subscription", err)
+	}
+	s.announceSubscriptionChange(ctx)
+	return nil
 }
 
 // Cursors returns the subscription's cursors in topic order; none for an
