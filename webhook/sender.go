@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -205,13 +206,29 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	res.StatusCode = resp.StatusCode
 	// A body that fails mid-read does not change the answer: the status is
 	// what the receiver said.
-	res.Excerpt, _ = io.ReadAll(io.LimitReader(resp.Body, MaxExcerpt))
+	res.Excerpt = readExcerpt(resp.Body)
 	_, _ = io.CopyN(io.Discard, resp.Body, MaxDrain)
 	_ = resp.Body.Close()
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		res.RetryAfter, _ = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return res
+}
+
+// excerptBufs holds MaxExcerpt-byte buffers for reading response bodies.
+var excerptBufs = sync.Pool{New: func() any { return new([MaxExcerpt]byte) }}
+
+// readExcerpt reads up to MaxExcerpt bytes of body and returns a copy of
+// just those: most receivers answer with an empty or tiny body, which
+// then costs no allocation, or one of its own size.
+func readExcerpt(body io.Reader) []byte {
+	buf := excerptBufs.Get().(*[MaxExcerpt]byte)
+	defer excerptBufs.Put(buf)
+	n, _ := io.ReadFull(body, buf[:]) // a body that fails mid-read keeps what came
+	if n == 0 {
+		return nil
+	}
+	return bytes.Clone(buf[:n])
 }
 
 // sendError strips the URL from a client error and says plainly when the
