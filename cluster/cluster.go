@@ -5,7 +5,8 @@
 // dispatcher backs with a lease and a fencing epoch in the store. Nodes wake
 // each other after commits: the store sends one notification per committed
 // batch, and the cluster hands the topics' new heads to registered
-// callbacks (the dispatcher, the stream hub).
+// callbacks (the dispatcher, the stream hub); deleted topics and changed
+// subscriptions are announced the same way.
 //
 // The store provides both halves as optional capabilities found by type
 // assertion (Store and Bus): PostgreSQL has them, SQLite (one node) does
@@ -90,17 +91,20 @@ type Commit struct {
 	// Subscriptions means the transaction created, changed or deleted a
 	// subscription: the node that dispatches it must look at it now.
 	Subscriptions bool
+	// DeletedTopics lists the topics the transaction deleted: every node
+	// must drop what it keeps in memory about them.
+	DeletedTopics []string
 }
 
 // Bus is the commit notification capability of a herald.Store. The store
-// notifies after every Append that stores events and every change of a
-// subscription, only once the transaction has committed, and only after
-// EnableNotify.
+// notifies after every Append that stores events, every change of a
+// subscription and every deletion of a topic, only once the transaction
+// has committed, and only after EnableNotify.
 type Bus interface {
-	// EnableNotify makes every later Append that stores events, and every
-	// later creation, change or deletion of a subscription, send one
-	// Commit, tagged with node, to every listener on the same
-	// installation (database and schema).
+	// EnableNotify makes every later Append that stores events, every
+	// later creation, change or deletion of a subscription, and every
+	// later deletion of a topic send one Commit, tagged with node, to
+	// every listener on the same installation (database and schema).
 	EnableNotify(ctx context.Context, node string) error
 	// Listen opens a dedicated connection, starts listening, calls
 	// listening (a failure ends Listen with that error), then calls
@@ -169,6 +173,15 @@ type Cluster struct {
 	hookMu      sync.Mutex
 	commitHooks []func(topic string, headSeq int64)
 	changeHooks []func()
+	deleteHooks []func(topic string)
+
+	// A resync reads heads that may predate a deletion delivered while it
+	// reads: delMu orders the two, and deletedAt (kept only while a resync
+	// runs) tells a resync which of its heads belong to deleted topics.
+	delMu     sync.Mutex
+	delGen    uint64
+	resyncing int
+	deletedAt map[string]uint64 // topic -> delGen of its deletion
 
 	runMu  sync.Mutex
 	cancel context.CancelFunc
@@ -227,6 +240,20 @@ func (c *Cluster) OnMembershipChange(f func()) {
 	c.hookMu.Lock()
 	defer c.hookMu.Unlock()
 	c.changeHooks = append(c.changeHooks, f)
+}
+
+// OnTopicDeleted registers f to be called with the name of each topic
+// another node deleted, once the deletion has committed, so this node
+// drops what it keeps about the topic (its streams of it, cached events
+// and settings) and a topic created again under the name starts clean
+// here too. The node that deleted the topic is not called: it does that
+// itself. A deletion whose notification was lost (the listener's
+// connection failed in between) is not repeated by resyncs. f must not
+// block. Register before Start.
+func (c *Cluster) OnTopicDeleted(f func(topic string)) {
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	c.deleteHooks = append(c.deleteHooks, f)
 }
 
 // Owns reports whether this node should dispatch the subscription (or own
@@ -351,6 +378,27 @@ func (c *Cluster) changed() {
 	}
 }
 
+// deleted calls the OnTopicDeleted hooks for each topic.
+func (c *Cluster) deleted(topics []string) {
+	c.hookMu.Lock()
+	hooks := slices.Clone(c.deleteHooks)
+	c.hookMu.Unlock()
+	c.delMu.Lock()
+	defer c.delMu.Unlock()
+	for _, topic := range topics {
+		c.delGen++
+		if c.resyncing > 0 {
+			if c.deletedAt == nil {
+				c.deletedAt = make(map[string]uint64)
+			}
+			c.deletedAt[topic] = c.delGen
+		}
+		for _, f := range hooks {
+			f(topic)
+		}
+	}
+}
+
 func (c *Cluster) heartbeats(ctx context.Context) {
 	t := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer t.Stop()
@@ -423,6 +471,9 @@ func (c *Cluster) deliver(ctx context.Context) func(Commit) error {
 		if cm.Subscriptions {
 			c.changed()
 		}
+		if len(cm.DeletedTopics) > 0 {
+			c.deleted(cm.DeletedTopics)
+		}
 		if cm.Resync {
 			return c.resync(ctx)
 		}
@@ -446,14 +497,29 @@ func (c *Cluster) resyncs(ctx context.Context) {
 	}
 }
 
-// resync announces every topic's head from the store.
+// resync announces every topic's head from the store, except those of
+// topics whose deletion was delivered while it read them: such a head may
+// be the deleted topic's, and a topic created again under the name would
+// then look further along than it is to the callbacks.
 func (c *Cluster) resync(ctx context.Context) error {
+	c.delMu.Lock()
+	gen := c.delGen
+	c.resyncing++
+	c.delMu.Unlock()
 	heads, err := c.bus.TopicHeads(ctx)
+	c.delMu.Lock()
+	defer c.delMu.Unlock()
+	if err == nil && len(c.deletedAt) > 0 {
+		heads = slices.DeleteFunc(heads, func(h Head) bool { return c.deletedAt[h.Topic] > gen })
+	}
+	if c.resyncing--; c.resyncing == 0 {
+		c.deletedAt = nil
+	}
 	if err != nil {
 		return fmt.Errorf("resync topic heads: %w", err)
 	}
 	c.metrics.resyncs.Inc()
-	c.announce(heads)
+	c.announce(heads) // under delMu: no deletion comes between the check and the hooks
 	return nil
 }
 

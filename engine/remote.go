@@ -25,6 +25,16 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 	}
 }
 
+// OnTopicDeleted tells the dispatcher that the topic was deleted (the
+// cluster calls it for a deletion made on another node, and the server
+// for its own): the tail cache drops the topic. Otherwise, once a topic of
+// the same name is created again and its events are committed elsewhere,
+// the cache, whose newest event of the old topic is newer than those,
+// would keep answering reads with the old topic's events. It never blocks.
+func (d *Dispatcher) OnTopicDeleted(topic string) {
+	d.tail.Forget(topic)
+}
+
 // Rebalance makes the dispatcher bring its workers in line with the
 // subscriptions and DispatcherConfig.Owns now rather than at the next
 // poll: the cluster calls it when the set of live nodes changed, and when

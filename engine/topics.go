@@ -95,10 +95,18 @@ func (t *Topics) Put(ctx context.Context, topic herald.Topic) (herald.Topic, boo
 // Delete removes the topic from the store and the cache.
 func (t *Topics) Delete(ctx context.Context, name string) error {
 	err := t.store.DeleteTopic(ctx, name)
-	t.mu.Lock()
-	delete(t.m, name)
-	t.mu.Unlock()
+	t.Forget(name)
 	return err
+}
+
+// Forget drops the topic from the cache, so its settings are read from the
+// store again: the cluster calls it when another node deleted the topic,
+// so a topic created again under the name is not served with the old one's
+// settings for up to TTL.
+func (t *Topics) Forget(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, name)
 }
 
 func (t *Topics) set(name string, e topicEntry) {

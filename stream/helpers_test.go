@@ -98,6 +98,8 @@ type nodeOptions struct {
 	mux      func(*http.ServeMux)
 	noTokens bool
 	http2    bool // serve HTTP/2 over TLS
+	// wrapStore, if set, wraps the store the hub reads (to count reads).
+	wrapStore func(stream.Store) stream.Store
 }
 
 func startNode(t *testing.T, o nodeOptions) *node {
@@ -125,7 +127,11 @@ func startNode(t *testing.T, o nodeOptions) *node {
 			t.Fatal(err)
 		}
 	}
-	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: st, Tail: n.tail, Auth: o.keys, Tokens: n.tokens,
+	var hubStore stream.Store = st
+	if o.wrapStore != nil {
+		hubStore = o.wrapStore(st)
+	}
+	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: hubStore, Tail: n.tail, Auth: o.keys, Tokens: n.tokens,
 		Registry: n.reg, Now: o.clock.now})
 	n.committer.OnCommit(n.tail.Add)
 	n.committer.OnCommit(n.hub.OnCommit)

@@ -179,7 +179,8 @@ type Hub struct {
 	remote  bool                // Notify was called: seqs may arrive out of order
 	wake    chan struct{}       // capacity 1: the loop has work
 
-	// heads is the newest seq fanned out per topic; owned by the loop.
+	// heads is the newest seq fanned out (or passed over: no stream here
+	// covered the topic) per topic; owned by the loop.
 	heads map[string]int64
 }
 
@@ -325,7 +326,9 @@ func (h *Hub) OnCommit(events []*herald.Event) {
 // Notify tells the hub that the topic has events up to headSeq that were
 // committed elsewhere (by another node). The hub reads them from the tail
 // cache or the store and fans them out in seq order, skipping any it has
-// already sent. It never blocks; notifications for one topic coalesce.
+// already sent. When no stream on this node covers the topic, it only
+// notes headSeq as passed and reads nothing (see catchUp). It never
+// blocks; notifications for one topic coalesce.
 func (h *Hub) Notify(topic string, headSeq int64) {
 	if !h.accepting.Load() {
 		return
@@ -344,10 +347,12 @@ func (h *Hub) Notify(topic string, headSeq int64) {
 // reconnects gets 404 and gives up, or, if the topic was created again,
 // streams it from its first event). Pattern subscriptions forget their
 // position in it, so a topic created again under the name is streamed
-// from seq 1. The API calls it when it deletes a topic; without it the
-// hub notices a deletion only when the topic starts over on this node.
-// It never blocks. Before Start and after Stop no stream is open, and it
-// does nothing.
+// from seq 1. The API calls it on the node that deleted the topic, and
+// the cluster on every other node; without it the hub notices a deletion
+// only when the topic starts over on this node. A catch-up still pending
+// for the topic is dropped: its head is the deleted topic's. It never
+// blocks. Before Start and after Stop no stream is open, and it does
+// nothing.
 func (h *Hub) Forget(topic string) {
 	if !h.accepting.Load() {
 		return
@@ -357,6 +362,9 @@ func (h *Hub) Forget(topic string) {
 		h.forgets = make(map[string]struct{})
 	}
 	h.forgets[topic] = struct{}{}
+	// A head noted for the deleted topic must not count for one created
+	// again: the catch-up would pass over the new topic's events up to it.
+	delete(h.pending, topic)
 	h.pendMu.Unlock()
 	h.kick()
 }
@@ -464,7 +472,22 @@ func (h *Hub) fanOutInOrder(e *herald.Event) {
 // target, reading the tail cache and then the store. A topic never seen
 // since Start is read from the first event at or after the start time
 // (less clockMargin): later events are new to every connection.
+//
+// A topic no subscription on this node covers is not read: its head just
+// moves to target. That loses nothing. Every event up to target was
+// committed before this check, so before any subscription registered
+// after it (addSub, under h.mu like the check). Such a subscription either
+// is live, and wants only events committed after it registered, or
+// replays: its plan and replay read the store after it registered, so
+// they see those events, and the events after target are fanned out to it
+// by later catch-ups (noted as missed while it replays, deduplicated by
+// its positions). The head must move all the same: a catch-up from an
+// older head would send a live subscription events from before it.
 func (h *Hub) catchUp(topic string, target int64) {
+	if !h.streamed(topic) {
+		h.heads[topic] = max(h.heads[topic], target)
+		return
+	}
 	ctx := h.ctx
 	after, known := h.heads[topic]
 	if !known {
@@ -496,6 +519,22 @@ func (h *Hub) catchUp(topic string, target int64) {
 			break
 		}
 	}
+}
+
+// streamed reports whether a subscription on this node covers the topic:
+// one to the topic, or a pattern that matches it.
+func (h *Hub) streamed(topic string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if len(h.exact[topic]) > 0 {
+		return true
+	}
+	for _, s := range h.patterns {
+		if herald.MatchTopic(s.pattern, topic) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *Hub) isRemote() bool {

@@ -46,6 +46,7 @@ type Main struct {
 	committer  *engine.Committer
 	pruner     *engine.Pruner
 	tail       *engine.Tail
+	topics     *engine.Topics // the API's cache of topic settings
 	dispatcher *engine.Dispatcher
 	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
 	sender     *webhook.Sender
@@ -159,9 +160,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer, dcfg, log, m.Registry)
 	m.committer.OnCommit(m.dispatcher.OnCommit)
+	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	deps := api.Deps{
 		Store:    m.store,
-		Topics:   engine.NewTopics(m.store, engine.TopicsConfig{}),
+		Topics:   m.topics,
 		Appender: m.committer,
 		Logger:   log,
 		Registry: m.Registry,
@@ -182,6 +184,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.cluster.OnRemoteCommit(m.dispatcher.OnRemoteCommit)
 		m.cluster.OnRemoteCommit(m.hub.Notify)
 		m.cluster.OnMembershipChange(m.dispatcher.Rebalance)
+		m.cluster.OnTopicDeleted(m.topicDeleted)
 	}
 	if err := m.committer.Start(ctx); err != nil {
 		return err
@@ -320,9 +323,30 @@ func (m *Main) newStreams() error {
 		Logger: m.Logger, Registry: m.Registry, WriteProblem: m.api.WriteProblem,
 	})
 	m.committer.OnCommit(m.hub.OnCommit)
-	m.api.SetStreams(m.hub, tokens.Handler(m.api))
+	m.api.SetStreams(deletingStreams{m.hub, m.topicDeleted}, tokens.Handler(m.api))
 	return nil
 }
+
+// topicDeleted drops what this node keeps in memory about a deleted topic,
+// whether it was deleted through this node's API or another node's (the
+// cluster announces those): its streams end with not-found, and the tail
+// cache and the topic cache forget it, so a topic created again under the
+// name is served from its first event with its own settings.
+func (m *Main) topicDeleted(topic string) {
+	m.hub.Forget(topic)
+	m.dispatcher.OnTopicDeleted(topic)
+	m.topics.Forget(topic)
+}
+
+// deletingStreams is the hub as the API sees it: the API tells it of the
+// topics it deletes, and every other part of the node hears of them too.
+type deletingStreams struct {
+	*stream.Hub
+	forget func(topic string)
+}
+
+// Forget tells the node that the API deleted the topic.
+func (s deletingStreams) Forget(topic string) { s.forget(topic) }
 
 // bootstrapKeys makes sure someone can administer the server: a configured
 // admin key is accepted as admin; with none configured and none stored, the

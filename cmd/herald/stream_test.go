@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/client"
 )
 
@@ -149,4 +150,82 @@ func TestStreamsAcrossNodes(t *testing.T) {
 			t.Fatalf("event on node B = seq %d, %v; want %d (published on node A)", ev.Seq, err, want)
 		}
 	}
+}
+
+// TestStreamsOfDeletedTopicAcrossNodes: a topic deleted through one node ends
+// the streams of it on every node with not-found, and once it is created
+// again, a new stream gets its events live from seq 1, though the node had
+// streamed the old topic further, and none of the old events the node
+// still holds in its tail cache.
+func TestStreamsOfDeletedTopicAcrossNodes(t *testing.T) {
+	dsn := pgDSN(t)
+	both := func(c *Config) { c.DatabaseURL = Secret(dsn) }
+	a, _ := testServer(t, t.TempDir(), both)
+	b, _ := testServer(t, t.TempDir(), both)
+	ca, cb := adminClient(a), adminClient(b)
+	// The streaming node publishes the old topic, so its tail cache holds
+	// it; the new topic's events come from the other node.
+	t.Run("deleted on another node", func(t *testing.T) { deleteAndRecreate(t, "x.remote", ca, cb, cb, ca) })
+	t.Run("deleted on the streaming node", func(t *testing.T) { deleteAndRecreate(t, "x.local", ca, ca, ca, cb) })
+}
+
+// deleteAndRecreate streams topic on the streamer node while oldPub
+// publishes to it, deletes it through deleter, creates it again, and
+// streams it again while newPub publishes.
+func deleteAndRecreate(t *testing.T, topic string, deleter, streamer, oldPub, newPub *client.Client) {
+	ctx := t.Context()
+	publish := func(c *client.Client, n int, which string) {
+		t.Helper()
+		for i := range n {
+			if _, err := c.Publish(ctx, topic, fmt.Appendf(nil, `{%q:%d}`, which, i+1), client.PublishOptions{ContentType: "application/json"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	next := func(ws *client.Stream) (client.Event, error) {
+		nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		return ws.Next(nctx)
+	}
+	expect := func(ws *client.Stream, to int64, which string) {
+		t.Helper()
+		for want := int64(1); want <= to; want++ {
+			ev, err := next(ws)
+			if err != nil || ev.Seq != want {
+				t.Fatalf("%s topic: event = seq %d, %v; want %d", which, ev.Seq, err, want)
+			}
+			if p := fmt.Sprintf(`{%q:%d}`, which, want); string(ev.Payload) != p {
+				t.Fatalf("%s topic: event %d is %s, want %s", which, want, ev.Payload, p)
+			}
+		}
+	}
+
+	if _, _, err := deleter.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := streamer.Stream(ctx, topic, 0, client.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	publish(oldPub, 5, "old")
+	expect(old, 5, "old")
+
+	if err := deleter.DeleteTopic(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := next(old); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("the stream after the deletion: %+v, %v; want a not-found error", ev, err)
+	}
+
+	if _, _, err := deleter.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := streamer.Stream(ctx, topic, 0, client.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer renewed.Close()
+	publish(newPub, 6, "new")
+	expect(renewed, 6, "new")
 }

@@ -361,6 +361,47 @@ func TestSubscriptionChangesNotify(t *testing.T) {
 	}
 }
 
+// Deleting a topic tells the other nodes which topic, once committed; a
+// refused deletion tells no one.
+func TestTopicDeletionNotifies(t *testing.T) {
+	dsn, _ := testDSN(t)
+	a, b := openTest(t, dsn), openTest(t, dsn)
+	ctx := t.Context()
+	for i, s := range []*Store{a, b} {
+		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putTopic(t, a, "orders")
+	putTopic(t, a, "audit")
+	n := listenOn(t, b)
+	if _, err := a.Append(ctx, events("orders", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if c := n.next(t); !maps.Equal(heads(c), map[string]int64{"orders": 2}) || len(c.DeletedTopics) != 0 {
+		t.Fatalf("append notification: %+v", c)
+	}
+
+	if err := a.DeleteTopic(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	c := n.next(t)
+	if c.Node != "node-a" || !slices.Equal(c.DeletedTopics, []string{"orders"}) || c.Resync || c.Subscriptions || len(c.Heads) != 0 {
+		t.Fatalf("after the deletion: %+v, want orders deleted by node-a", c)
+	}
+	if err := a.DeleteTopic(ctx, "orders"); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("second delete: %v, want CodeNotFound", err)
+	}
+	// Notifications come in commit order: had the refused deletion sent
+	// one, it would come before this.
+	if _, err := a.Append(ctx, events("audit", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if c := n.next(t); len(c.DeletedTopics) != 0 || !maps.Equal(heads(c), map[string]int64{"audit": 1}) {
+		t.Fatalf("notification after the refused deletion: %+v", c)
+	}
+}
+
 func TestEncodeCommitLimit(t *testing.T) {
 	at := time.Unix(0, 1712345678901234567)
 	small := map[string]int64{"orders": 42, "audit": 7}

@@ -37,6 +37,11 @@ import (
 // subscription (rarely the one the API request reached) acts on it at
 // once instead of at its next poll of the subscriptions table.
 //
+// A committed deletion of a topic (DeleteTopic) is announced as
+// {"n":..,"t":..,"d":["orders"]} the same way, so every node drops what it
+// keeps in memory about the topic (its streams end, its caches forget it)
+// and a topic created again under the name starts clean there too.
+//
 // The channel is per installation (schema), so Herald installations or
 // test runs sharing one database do not wake each other.
 
@@ -57,6 +62,7 @@ type commitWire struct {
 	Heads  map[string]int64 `json:"h,omitempty"`
 	Resync int              `json:"r,omitempty"`
 	Subs   int              `json:"s,omitempty"`
+	Topics []string         `json:"d,omitempty"` // deleted topics
 }
 
 // notifyChannel names the channel of the installation in schema:
@@ -72,10 +78,10 @@ func notifyChannel(schema string) string {
 	return ch
 }
 
-// EnableNotify makes every later Append that stores events, and every
-// later change of a subscription, send one notification, tagged with node,
-// on the channel of this store's schema (see Listen). It fails with
-// CodeInvalid for an empty or non-UTF-8 node.
+// EnableNotify makes every later Append that stores events, every later
+// change of a subscription and every later deletion of a topic send one
+// notification, tagged with node, on the channel of this store's schema
+// (see Listen). It fails with CodeInvalid for an empty or non-UTF-8 node.
 func (s *Store) EnableNotify(ctx context.Context, node string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -180,6 +186,25 @@ func (s *Store) announceSubscriptionChange(ctx context.Context) {
 	}
 }
 
+// announceTopicDeletion tells the other nodes that the topic's deletion
+// has just committed, if notifications are enabled, like
+// announceSubscriptionChange: it can fail without undoing the deletion,
+// and then the other nodes' streams of the topic stay open until their
+// clients reconnect. A topic name is at most 200 ASCII bytes, so the
+// payload always fits.
+func (s *Store) announceTopicDeletion(ctx context.Context, topic string) {
+	n := s.notify.Load()
+	if n == nil {
+		return
+	}
+	b, _ := json.Marshal(commitWire{Node: n.node, Time: time.Now().UnixNano(), Topics: []string{topic}}) // cannot fail
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, notifySQL, n.channel, string(b)); err != nil {
+		s.notifyFailed(err)
+	}
+}
+
 // encodeCommit returns the payload of a commit, or a resync payload when
 // the heads do not fit.
 func encodeCommit(node string, at time.Time, heads map[string]int64) string {
@@ -198,7 +223,7 @@ func decodeCommit(payload string) (cluster.Commit, error) {
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
 		return cluster.Commit{}, fmt.Errorf("commit notification %.80q: %w", payload, err)
 	}
-	c := cluster.Commit{Node: w.Node, Resync: w.Resync != 0, Subscriptions: w.Subs != 0}
+	c := cluster.Commit{Node: w.Node, Resync: w.Resync != 0, Subscriptions: w.Subs != 0, DeletedTopics: w.Topics}
 	if w.Time != 0 {
 		c.Time = time.Unix(0, w.Time)
 	}

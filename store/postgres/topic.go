@@ -122,6 +122,8 @@ const lockTopicSubsSQL = `SELECT id FROM subscriptions WHERE id IN (
 // appends to the topic in flight on any node to commit. In the same
 // transaction it removes every subscription's cursor, retries and dead
 // letters in the topic, so a topic created again starts clean for them.
+// Once committed, the deletion is announced to the other nodes (see
+// EnableNotify).
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -151,5 +153,9 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})
-	return s.fail("delete topic", err)
+	if err != nil {
+		return s.fail("delete topic", err)
+	}
+	s.announceTopicDeletion(ctx, name)
+	return nil
 }
