@@ -89,10 +89,12 @@ type Server struct {
 	appender Appender
 	subs     herald.SubscriptionStore
 	notifier Notifier
-	streams  Streams
-	tokens   http.Handler
-	log      *slog.Logger
-	metrics  *metrics
+	// topicDeleted are told of every topic deleted through the API.
+	topicDeleted []func(topic string)
+	streams      Streams
+	tokens       http.Handler
+	log          *slog.Logger
+	metrics      *metrics
 	// metricsHandler serves Deps.Registry at /metrics.
 	metricsHandler http.Handler
 	keys           *keyCache

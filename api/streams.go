@@ -12,9 +12,6 @@ import (
 type Streams interface {
 	ServeSSE(w http.ResponseWriter, r *http.Request)
 	ServeWebSocket(w http.ResponseWriter, r *http.Request)
-	// Forget tells the open streams that the topic was deleted; it never
-	// blocks.
-	Forget(topic string)
 }
 
 // SetStreams attaches the realtime endpoints and the connection-token
@@ -22,6 +19,14 @@ type Streams interface {
 // until then those routes answer 503.
 func (s *Server) SetStreams(st Streams, tokens http.Handler) {
 	s.streams, s.tokens = st, tokens
+}
+
+// OnTopicDeleted registers f to be told of every topic deleted through
+// the API, after the deletion: the node's open streams of the topic and
+// its caches act on it. Call it before the server handles requests; f
+// must not block.
+func (s *Server) OnTopicDeleted(f func(topic string)) {
+	s.topicDeleted = append(s.topicDeleted, f)
 }
 
 // Authenticate checks the request's API key, as every API route does, and

@@ -28,6 +28,7 @@ func TestDeleteTopicEndsItsStreams(t *testing.T) {
 		}
 	})
 	e.api.SetStreams(hub, nil)
+	e.api.OnTopicDeleted(hub.Forget)
 	e.putTopic("orders.eu", "")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

@@ -141,8 +141,8 @@ func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) error {
 	if err := s.topics.Delete(r.Context(), name); err != nil {
 		return err
 	}
-	if s.streams != nil {
-		s.streams.Forget(name) // streams of the topic end rather than wait forever
+	for _, f := range s.topicDeleted {
+		f(name) // e.g. the topic's open streams end rather than wait forever
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

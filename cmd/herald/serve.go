@@ -323,7 +323,8 @@ func (m *Main) newStreams() error {
 		Logger: m.Logger, Registry: m.Registry, WriteProblem: m.api.WriteProblem,
 	})
 	m.committer.OnCommit(m.hub.OnCommit)
-	m.api.SetStreams(deletingStreams{m.hub, m.topicDeleted}, tokens.Handler(m.api))
+	m.api.SetStreams(m.hub, tokens.Handler(m.api))
+	m.api.OnTopicDeleted(m.topicDeleted)
 	return nil
 }
 
@@ -337,16 +338,6 @@ func (m *Main) topicDeleted(topic string) {
 	m.dispatcher.OnTopicDeleted(topic)
 	m.topics.Forget(topic)
 }
-
-// deletingStreams is the hub as the API sees it: the API tells it of the
-// topics it deletes, and every other part of the node hears of them too.
-type deletingStreams struct {
-	*stream.Hub
-	forget func(topic string)
-}
-
-// Forget tells the node that the API deleted the topic.
-func (s deletingStreams) Forget(topic string) { s.forget(topic) }
 
 // bootstrapKeys makes sure someone can administer the server: a configured
 // admin key is accepted as admin; with none configured and none stored, the
