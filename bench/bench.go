@@ -652,7 +652,7 @@ type sampler interface{ sample() }
 
 // startSampling calls sample on each of ss every 100ms in a goroutine until
 // the returned function is called; that function returns once the
-// goroutine has.
+// goroutine has, and may be called more than once.
 func startSampling(ss ...sampler) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -670,8 +670,11 @@ func startSampling(ss ...sampler) (stop func()) {
 			}
 		}
 	})
+	var once sync.Once
 	return func() {
-		close(done)
-		wg.Wait()
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
 	}
 }

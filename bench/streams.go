@@ -393,7 +393,7 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) (rep *StreamsReport, err
 	}
 	server := newStreamsProcWatch(pid)
 	self := newStreamsProcWatch(os.Getpid())
-	stopSampling := startStreamsSampling(server, self)
+	stopSampling := startSampling(server, self)
 	defer stopSampling()
 
 	var baseline procSample
@@ -580,34 +580,6 @@ func (w *streamsProcWatch) result(windowStart *time.Time) *StreamsProc {
 		}
 	}
 	return p
-}
-
-// startStreamsSampling samples the processes' RSS every 100ms until the
-// returned function is called (it may be called more than once).
-func startStreamsSampling(ws ...*streamsProcWatch) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, w := range ws {
-					w.sample()
-				}
-			}
-		}
-	})
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(done)
-			wg.Wait()
-		})
-	}
 }
 
 // streamsFleet owns the stream connections of a run: it opens them,
