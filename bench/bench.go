@@ -279,15 +279,7 @@ func (c Config) measure(ctx context.Context, p runParts) *Result {
 	pub := publisher{target: p.target, epoch: p.epoch, events: int64(c.Events), batch: c.Batch, size: c.Size,
 		rate: c.Rate, workers: c.Workers, duration: c.Duration, acked: acked}
 	ps := pub.run(ctx)
-	res.Published, res.PublishFailed = ps.Acked, ps.Failed
-	if ps.FirstErr != nil {
-		res.PublishError = ps.FirstErr.Error()
-	}
-	res.PublishSeconds = (ps.End - ps.Start).Seconds()
-	if res.PublishSeconds > 0 {
-		res.PublishRate = float64(ps.Acked) / res.PublishSeconds
-	}
-	res.PublishLatency = ps.Latencies
+	res.Publishing = publishing(ps)
 	res.Expected = ps.Acked * int64(c.Subscriptions)
 
 	windowStart := time.Duration(-1)

@@ -53,12 +53,7 @@ type Result struct {
 	System string `json:"system"` // "herald" or "raw"
 	Topic  string `json:"topic,omitempty"`
 
-	Published      int64   `json:"published"`      // events acknowledged
-	PublishFailed  int64   `json:"publish_failed"` // events of requests that failed
-	PublishError   string  `json:"publish_error,omitempty"`
-	PublishSeconds float64 `json:"publish_seconds"`
-	PublishRate    float64 `json:"publish_rate"`    // acknowledged events/s
-	PublishLatency Latency `json:"publish_latency"` // per request, from its intended send time
+	Publishing
 
 	Expected        int64   `json:"expected"`   // published × subscriptions
 	Delivered       int64   `json:"delivered"`  // distinct (event, subscription) pairs received
@@ -380,4 +375,27 @@ func (r *Report) Problems() []string {
 		}
 	}
 	return out
+}
+
+// Publishing is what the publisher did in a run; both reports carry it.
+type Publishing struct {
+	Published      int64   `json:"published"`      // events acknowledged
+	PublishFailed  int64   `json:"publish_failed"` // events of requests that failed
+	PublishError   string  `json:"publish_error,omitempty"`
+	PublishSeconds float64 `json:"publish_seconds"`
+	PublishRate    float64 `json:"publish_rate"`    // acknowledged events/s
+	PublishLatency Latency `json:"publish_latency"` // per request, from its intended send time
+}
+
+// publishing summarises a publisher run.
+func publishing(ps publishStats) Publishing {
+	p := Publishing{Published: ps.Acked, PublishFailed: ps.Failed, PublishLatency: ps.Latencies,
+		PublishSeconds: (ps.End - ps.Start).Seconds()}
+	if ps.FirstErr != nil {
+		p.PublishError = ps.FirstErr.Error()
+	}
+	if p.PublishSeconds > 0 {
+		p.PublishRate = float64(ps.Acked) / p.PublishSeconds
+	}
+	return p
 }

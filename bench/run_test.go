@@ -224,7 +224,7 @@ func TestReportText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep.Herald = &Result{System: "herald", Published: 50, Expected: 50, Delivered: 50, DeliveryRate: rep.Raw.DeliveryRate / 2,
+	rep.Herald = &Result{System: "herald", Publishing: Publishing{Published: 50}, Expected: 50, Delivered: 50, DeliveryRate: rep.Raw.DeliveryRate / 2,
 		Server: &ProcStats{PID: 1, RSSMaxBytes: 48 << 20, CPUCores: 1.5}}
 	rep.RawRatio = 0.5
 	var b bytes.Buffer
@@ -259,7 +259,7 @@ func TestReportTextSeveralServers(t *testing.T) {
 	rep := &Report{
 		Machine:  Machine{CPUs: 2},
 		Scenario: Scenario{Events: 100, Subscriptions: 2},
-		Herald: &Result{System: "herald", Published: 100, Expected: 200, Delivered: 200,
+		Herald: &Result{System: "herald", Publishing: Publishing{Published: 100}, Expected: 200, Delivered: 200,
 			Server: &ProcStats{RSSMaxBytes: 100 << 20, RSSEndBytes: 90 << 20, CPUSeconds: 5, CPUCores: 0.5},
 			Servers: []ServerStats{
 				{URL: "http://127.0.0.1:18481", ProcStats: node(101, 50<<20, 3)},

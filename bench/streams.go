@@ -235,12 +235,7 @@ type StreamsReport struct {
 	// it could not be read (see Notes).
 	Memory *StreamsMemory `json:"server_memory,omitempty"`
 
-	Published      int64   `json:"published"`      // events acknowledged
-	PublishFailed  int64   `json:"publish_failed"` // events of requests that failed
-	PublishError   string  `json:"publish_error,omitempty"`
-	PublishSeconds float64 `json:"publish_seconds"`
-	PublishRate    float64 `json:"publish_rate"`    // acknowledged events/s
-	PublishLatency Latency `json:"publish_latency"` // per request, from its intended send time
+	Publishing
 
 	Expected   int64 `json:"expected"`   // published × clients
 	Delivered  int64 `json:"delivered"`  // distinct (event, client) pairs received
@@ -449,15 +444,7 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) (rep *StreamsReport, err
 	pub := publisher{target: heraldTarget{c: hc, topic: topic}, epoch: epoch, events: int64(cfg.Events), batch: cfg.Batch,
 		size: cfg.Size, rate: cfg.Rate, workers: cfg.Workers, duration: cfg.Duration, acked: acked}
 	ps := pub.run(ctx)
-	rep.Published, rep.PublishFailed = ps.Acked, ps.Failed
-	if ps.FirstErr != nil {
-		rep.PublishError = ps.FirstErr.Error()
-	}
-	rep.PublishSeconds = (ps.End - ps.Start).Seconds()
-	if rep.PublishSeconds > 0 {
-		rep.PublishRate = float64(ps.Acked) / rep.PublishSeconds
-	}
-	rep.PublishLatency = ps.Latencies
+	rep.Publishing = publishing(ps)
 	rep.Expected = ps.Acked * int64(cfg.Clients)
 	cfg.progress("published %d events in %.2fs; waiting up to %s for %d deliveries", ps.Acked, rep.PublishSeconds, cfg.Timeout, rep.Expected)
 	rep.Lost = fleet.waitDelivered(ctx, acked, rep.Expected)
@@ -532,21 +519,17 @@ func newStreamsProcWatch(pid int) *streamsProcWatch {
 }
 
 func (w *streamsProcWatch) sample() {
-	if w.pid <= 0 {
-		return
-	}
-	s, err := readProc(w.pid)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err != nil {
-		w.err = err
-		return
-	}
-	w.maxRSS = max(w.maxRSS, s.rss)
+	w.read(func(s procSample) { w.maxRSS = max(w.maxRSS, s.rss) })
 }
 
 // markWindow records the CPU time at the start of the window.
 func (w *streamsProcWatch) markWindow() {
+	w.read(func(s procSample) { w.startCPU = s.cpu })
+}
+
+// read reads the process and hands the sample to use under the lock, or
+// records the error.
+func (w *streamsProcWatch) read(use func(procSample)) {
 	if w.pid <= 0 {
 		return
 	}
@@ -557,7 +540,7 @@ func (w *streamsProcWatch) markWindow() {
 		w.err = err
 		return
 	}
-	w.startCPU = s.cpu
+	use(s)
 }
 
 // result returns the process's figures; windowStart nil: no window (CPU

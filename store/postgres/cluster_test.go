@@ -239,14 +239,8 @@ func TestCommitNotify(t *testing.T) {
 
 // A batch whose topics do not fit in a payload sends a resync instead.
 func TestCommitNotifyOverflowResyncs(t *testing.T) {
-	dsn, _ := testDSN(t)
-	a, b := openTest(t, dsn), openTest(t, dsn)
+	a, b := notifyingPair(t)
 	ctx := t.Context()
-	for i, s := range []*Store{a, b} {
-		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
 	n := listenOn(t, b)
 	var batch []*herald.Event
 	for i := range 50 { // 50 names of 200 bytes: over 8000
@@ -278,14 +272,8 @@ func TestCommitNotifyOverflowResyncs(t *testing.T) {
 // append still succeeds (its events are stored), and the next one is
 // announced as usual.
 func TestCommitNotifyFailureKeepsAppend(t *testing.T) {
-	dsn, _ := testDSN(t)
-	a, b := openTest(t, dsn), openTest(t, dsn)
+	a, b := notifyingPair(t)
 	ctx := t.Context()
-	for i, s := range []*Store{a, b} {
-		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
 	putTopic(t, a, "orders")
 	n := listenOn(t, b)
 	good := a.notify.Load()
@@ -309,14 +297,8 @@ func TestCommitNotifyFailureKeepsAppend(t *testing.T) {
 // Creating, changing and deleting a subscription tells the other nodes,
 // once committed; a refused change tells no one.
 func TestSubscriptionChangesNotify(t *testing.T) {
-	dsn, _ := testDSN(t)
-	a, b := openTest(t, dsn), openTest(t, dsn)
+	a, b := notifyingPair(t)
 	ctx := t.Context()
-	for i, s := range []*Store{a, b} {
-		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
 	putTopic(t, a, "orders")
 	n := listenOn(t, b)
 	subChange := func(what string) {
@@ -364,14 +346,8 @@ func TestSubscriptionChangesNotify(t *testing.T) {
 // Deleting a topic tells the other nodes which topic, once committed; a
 // refused deletion tells no one.
 func TestTopicDeletionNotifies(t *testing.T) {
-	dsn, _ := testDSN(t)
-	a, b := openTest(t, dsn), openTest(t, dsn)
+	a, b := notifyingPair(t)
 	ctx := t.Context()
-	for i, s := range []*Store{a, b} {
-		if err := s.EnableNotify(ctx, []string{"node-a", "node-b"}[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
 	putTopic(t, a, "orders")
 	putTopic(t, a, "audit")
 	n := listenOn(t, b)
@@ -593,4 +569,18 @@ func (p *proxy) setUp(up bool) {
 		}
 		p.conns = nil
 	}
+}
+
+// notifyingPair opens two stores on one test database, as nodes "node-a"
+// and "node-b" with commit notifications enabled.
+func notifyingPair(t *testing.T) (a, b *Store) {
+	t.Helper()
+	dsn, _ := testDSN(t)
+	a, b = openTest(t, dsn), openTest(t, dsn)
+	for i, s := range []*Store{a, b} {
+		if err := s.EnableNotify(t.Context(), []string{"node-a", "node-b"}[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b
 }
