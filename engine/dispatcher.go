@@ -39,7 +39,10 @@ type DispatcherConfig struct {
 	// LeaseTTL is how long a lease lasts without renewal; a dead node's
 	// subscriptions move after at most this long. Default 10s.
 	LeaseTTL time.Duration
-	// SettleInterval is how often a worker writes its progress. Default 20ms.
+	// SettleInterval is how often a worker writes its progress. Default
+	// 100ms: each write of a subscription touches a page of each attempt-log
+	// index, so fewer, larger writes cost less per delivery; a crash repeats
+	// at most this much of its deliveries.
 	SettleInterval time.Duration
 	// PollInterval is how often subscriptions are re-read (changes made on
 	// other nodes) and idle workers look at their retry sets. Default 1s.
@@ -77,6 +80,7 @@ type Dispatcher struct {
 	log     *slog.Logger
 	metrics *dispatchMetrics
 	settler *group[herald.SettleItem, error]
+	senders *goPool // runs the workers' deliveries
 
 	rndMu sync.Mutex
 	rnd   *rand.Rand
@@ -132,7 +136,7 @@ func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appende
 		cfg.LeaseTTL = 10 * time.Second
 	}
 	if cfg.SettleInterval <= 0 {
-		cfg.SettleInterval = 20 * time.Millisecond
+		cfg.SettleInterval = 100 * time.Millisecond
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
@@ -163,6 +167,7 @@ func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appende
 		verifying: make(map[string]bool),
 		stopping:  make(map[string]*worker),
 		kick:      make(chan struct{}, 1),
+		senders:   newGoPool(senderIdle),
 	}
 	d.settler = newGroup(1024, 256, func(herald.SettleItem) int { return 1 }, d.commitSettlements)
 	return d
@@ -431,6 +436,10 @@ func (d *Dispatcher) commitSettlements(ctx context.Context, items []herald.Settl
 	d.metrics.settleDuration.Observe(time.Since(start).Seconds())
 	return errs, err
 }
+
+// senderIdle is how long a delivery goroutine waits for more work before
+// it exits.
+const senderIdle = 10 * time.Second
 
 // maxUpdateTries bounds how often the dispatcher reads a subscription
 // again and reapplies its change after UpdateSubscription refused its copy

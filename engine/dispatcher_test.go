@@ -36,6 +36,14 @@ type env struct {
 // startEnv opens the store at path: a postgres:// DSN or a SQLite file.
 func startEnv(t *testing.T, path string, tune ...func(*engine.DispatcherConfig)) *env {
 	t.Helper()
+	return startEnvWrapped(t, path, nil, tune...)
+}
+
+// startEnvWrapped is startEnv with the dispatcher's store wrapped by wrap
+// (when not nil), to watch or change what the dispatcher writes.
+func startEnvWrapped(t *testing.T, path string, wrap func(engine.DispatchStore) engine.DispatchStore,
+	tune ...func(*engine.DispatcherConfig)) *env {
+	t.Helper()
 	ctx := context.Background()
 	var st engine.DispatchStore
 	var err error
@@ -60,7 +68,11 @@ func startEnv(t *testing.T, path string, tune ...func(*engine.DispatcherConfig))
 	for _, f := range tune {
 		f(&cfg)
 	}
-	e.dispatcher = engine.NewDispatcher(st, tail, webhook.NewDeliverer(e.sender, nil), e.committer, cfg, nil, nil)
+	dst := st
+	if wrap != nil {
+		dst = wrap(st)
+	}
+	e.dispatcher = engine.NewDispatcher(dst, tail, webhook.NewDeliverer(e.sender, nil), e.committer, cfg, nil, nil)
 	e.committer.OnCommit(e.dispatcher.OnCommit)
 	if err := e.committer.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -721,3 +733,80 @@ func TestDispatchFailsUnverifiedAfterDeadline(t *testing.T) {
 }
 
 func TestDispatchHonoursRateLimit(t *testing.T) { runOnBackends(t, testDispatchHonoursRateLimit) }
+
+// timesCounter counts the settlements that carry a subscription's times
+// (last success, activity): each rewrites the subscription's row.
+type timesCounter struct {
+	engine.DispatchStore
+	mu    sync.Mutex
+	times []time.Time // LastSuccess of each settlement that carried times
+}
+
+func (c *timesCounter) Settle(ctx context.Context, items []herald.SettleItem) ([]error, error) {
+	c.mu.Lock()
+	for _, it := range items {
+		if !it.LastSuccess.IsZero() || !it.Activity.IsZero() {
+			c.times = append(c.times, it.LastSuccess)
+		}
+	}
+	c.mu.Unlock()
+	return c.DispatchStore.Settle(ctx, items)
+}
+
+func (c *timesCounter) writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.times)
+}
+
+// Under steady delivery the subscription's last success and activity are
+// written when they first change, then at most about once a second, and
+// the newest at a graceful stop: a busy subscription does not rewrite its
+// row with every settlement, yet what the API shows is at most a second old.
+func TestDispatchWritesSubscriptionTimesAtMostOnceASecond(t *testing.T) {
+	counter := &timesCounter{}
+	e := startEnvWrapped(t, dbPath(t), func(st engine.DispatchStore) engine.DispatchStore {
+		counter.DispatchStore = st
+		return counter
+	})
+	e.topic("steady")
+	r := newReceiver(t, nil)
+	s := e.subscribe(herald.Subscription{Topic: "steady", URL: r.URL})
+	r.secret = s.Secret
+	ctx := context.Background()
+
+	e.publish("steady", 1, nil)
+	waitFor(t, "the first success recorded", 10*time.Second, func() bool {
+		got, err := e.store.GetSubscription(ctx, s.ID)
+		return err == nil && !got.LastSuccessAt.IsZero()
+	})
+
+	// 1.5 s of deliveries, one every 10 ms: about 150 settlements at the
+	// 5 ms settle interval, and at most three that carry times.
+	start := time.Now()
+	n := 1
+	for time.Since(start) < 1500*time.Millisecond {
+		e.publish("steady", 1, nil)
+		n++
+		time.Sleep(10 * time.Millisecond) // pacing the publisher, not waiting for a result
+	}
+	waitFor(t, "every delivery", 10*time.Second, func() bool { d, _ := r.count(); return d == n })
+	if w := counter.writes(); w > 4 {
+		t.Fatalf("%d settlements carried the subscription's times during 1.5 s of deliveries; want at most 4 (once a second)", w)
+	}
+	lastDelivery := time.Now()
+	e.stop()
+
+	st, err := openSQLite(ctx, e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, err := st.GetSubscription(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := lastDelivery.Sub(got.LastSuccessAt); age > 250*time.Millisecond {
+		t.Fatalf("after a graceful stop last_success_at is %v old; want the last delivery's time", age)
+	}
+}

@@ -72,6 +72,12 @@ type worker struct {
 	failingSince time.Time
 	lastSuccess  time.Time
 	stopped      bool // the subscription was disabled by this worker
+
+	// timesWrittenAt is when a settlement last carried the subscription's
+	// times (last success, activity); failingStored is whether the store
+	// holds a failing_since for it. See startFlush.
+	timesWrittenAt time.Time
+	failingStored  bool
 }
 
 type evRef struct {
@@ -140,6 +146,7 @@ func newWorker(d *Dispatcher, sub herald.Subscription, f *filter.Filter, epoch i
 		w.limiter = rate.NewLimiter(rate.Limit(sub.RateLimit), max(1, int(sub.RateLimit/10)))
 	}
 	w.failingSince = sub.FailingSince
+	w.failingStored = !sub.FailingSince.IsZero()
 	return w
 }
 
@@ -175,7 +182,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 		w.lag.Store(w.currentLag())
 		if w.pendingSize() >= 512 {
-			w.startFlush(ctx)
+			w.startFlush(ctx, false)
 		}
 		if w.flushing && w.pendingSize() >= maxPending {
 			// The store is slower than delivery: wait for it rather
@@ -198,7 +205,7 @@ func (w *worker) run(ctx context.Context) {
 		case <-w.wake:
 		case <-timer.C:
 		case <-flush.C:
-			w.startFlush(ctx)
+			w.startFlush(ctx, false)
 		}
 	}
 }
@@ -237,7 +244,7 @@ func (w *worker) finish() {
 	if w.flushing {
 		w.flushed(<-w.flushDone)
 	}
-	w.startFlush(ctx)
+	w.startFlush(ctx, true)
 	if w.flushing {
 		w.flushed(<-w.flushDone)
 	}
@@ -568,7 +575,9 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 		w.limiter.AllowN(w.d.cfg.Now(), 1) // room() checked there is a token
 	}
 	sub := &w.sub
-	w.sends.Go(func() {
+	w.sends.Add(1)
+	w.d.senders.Go(func() {
+		defer w.sends.Done()
 		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sub.Timeout+5*time.Second)
 		defer cancel()
 		res := w.d.deliverer.Deliver(sendCtx, sub, ev, attempt)
@@ -717,7 +726,12 @@ func (w *worker) pendingSize() int {
 // progress, unless a write is already under way: the worker keeps
 // delivering meanwhile, and at most one settlement of a worker is in flight,
 // so they apply in order. The outcome arrives on flushDone.
-func (w *worker) startFlush(ctx context.Context) {
+//
+// The subscription's times (last success, activity) rewrite its row, a page
+// of the database per subscription and settlement. Unless final, or they
+// change whether the subscription is failing, they are written at most once
+// per timesEvery and otherwise held for a later settlement.
+func (w *worker) startFlush(ctx context.Context, final bool) {
 	if w.flushing {
 		return
 	}
@@ -726,11 +740,27 @@ func (w *worker) startFlush(ctx context.Context) {
 			w.pending.Cursors = append(w.pending.Cursors, herald.Cursor{Topic: name, Seq: p.settled})
 		}
 	}
+	now := w.d.cfg.Now()
+	var held herald.Settlement
+	if !final && !w.failingStored && w.pending.FailingSince.IsZero() && now.Sub(w.timesWrittenAt) < timesEvery {
+		held.LastSuccess, held.Activity = w.pending.LastSuccess, w.pending.Activity
+		w.pending.LastSuccess, w.pending.Activity = time.Time{}, time.Time{}
+	}
 	if w.pending.Empty() {
+		w.pending.LastSuccess, w.pending.Activity = held.LastSuccess, held.Activity
 		return
 	}
 	f := flushResult{s: w.pending, settling: w.settling}
-	w.pending, w.settling = herald.Settlement{}, nil
+	w.pending, w.settling = held, nil
+	if s := &f.s; !s.LastSuccess.IsZero() || !s.Activity.IsZero() || !s.FailingSince.IsZero() {
+		w.timesWrittenAt = now
+		switch {
+		case !s.FailingSince.IsZero():
+			w.failingStored = true
+		case !s.LastSuccess.IsZero():
+			w.failingStored = false
+		}
+	}
 	w.flushing = true
 	item := herald.SettleItem{SubscriptionID: w.sub.ID, Epoch: w.epoch, Settlement: f.s}
 	go func() {
@@ -738,6 +768,10 @@ func (w *worker) startFlush(ctx context.Context) {
 		w.flushDone <- f
 	}()
 }
+
+// timesEvery is how often at most a worker writes the subscription's times
+// while they change nothing else; see startFlush.
+const timesEvery = time.Second
 
 type flushResult struct {
 	s        herald.Settlement
