@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -55,11 +57,12 @@ Scenarios (docs/benchmarks.md):
   three nodes on PostgreSQL  herald bench --servers http://127.0.0.1:18481,http://127.0.0.1:18482,http://127.0.0.1:18483 --db-process postgres --events 100000 --batch 10 --workers 16 --subscriptions 2`
 
 // parseBench turns a "bench" command line into a bench.Config.
-func parseBench(c *cli, args []string) (bench.Config, bool, error) {
+func parseBench(c *cli, args []string) (bench.Config, benchOutput, error) {
 	cfg := bench.Defaults()
 	var (
-		jsonOut, quiet bool
-		subs           = cfg.Subscriptions
+		out   benchOutput
+		quiet bool
+		subs  = cfg.Subscriptions
 	)
 	fs := c.flagSet("bench", benchUsage)
 	fs.BoolVar(&cfg.Raw, "raw", false, "measure the raw in-process relay instead of Herald")
@@ -102,13 +105,14 @@ func parseBench(c *cli, args []string) (bench.Config, bool, error) {
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server and receiver that are not on loopback")
 	fs.StringVar(&cfg.SinkAddr, "sink-addr", cfg.SinkAddr, "the receiver's listen `ADDR`")
 	fs.StringVar(&cfg.SinkURL, "sink-url", "", "the base `URL` Herald reaches the receiver at (default: http://<the listen address>)")
-	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON (same as --output json)")
+	out.flags(fs)
 	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
 	if _, err := fs.parse(args, 0, 0); err != nil {
-		return cfg, false, err
+		return cfg, out, err
 	}
+	out.json = out.json || c.g.output == outputJSON
 	if len(cfg.Servers) > 0 && c.g.server != "" {
-		return cfg, false, fs.usageErrorf("--server and --servers: give one (--servers replaces --server)")
+		return cfg, out, fs.usageErrorf("--server and --servers: give one (--servers replaces --server)")
 	}
 	cfg.Subscriptions = subs
 	if subs == 0 {
@@ -121,7 +125,18 @@ func parseBench(c *cli, args []string) (bench.Config, bool, error) {
 	if !quiet {
 		cfg.Progress = c.stderr
 	}
-	return cfg, jsonOut || c.g.output == outputJSON, nil
+	return cfg, out, nil
+}
+
+// benchOutput is how a bench verb reports, beside its measurements.
+type benchOutput struct {
+	json       bool
+	cpuProfile string
+}
+
+func (o *benchOutput) flags(fs *cmdFlags) {
+	fs.BoolVar(&o.json, "json", false, "print the report as JSON (same as --output json)")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the bench process itself (load client and receiver) to `FILE`, for go tool pprof")
 }
 
 // benchSplitList splits a comma-separated flag value, trimming spaces around each
@@ -139,11 +154,11 @@ func benchVerb(ctx context.Context, c *cli, args []string) error {
 	if len(args) > 0 && args[0] == "streams" {
 		return benchStreamsVerb(ctx, c, args[1:])
 	}
-	cfg, jsonOut, err := parseBench(c, args)
+	cfg, out, err := parseBench(c, args)
 	if err != nil {
 		return err
 	}
-	return runBenchVerb(ctx, c, "bench", cfg, jsonOut, bench.Run)
+	return runBenchVerb(ctx, c, "bench", cfg, out, bench.Run)
 }
 
 // benchReport is what a bench verb prints.
@@ -156,7 +171,18 @@ type benchReport interface {
 
 // runBenchVerb runs a bench with cfg, prints its report, and returns an
 // error naming what went wrong in the run, if anything did.
-func runBenchVerb[C any, R benchReport](ctx context.Context, c *cli, verb string, cfg C, jsonOut bool, run func(context.Context, C) (R, error)) error {
+func runBenchVerb[C any, R benchReport](ctx context.Context, c *cli, verb string, cfg C, out benchOutput, run func(context.Context, C) (R, error)) error {
+	if out.cpuProfile != "" {
+		f, err := os.Create(out.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("%s: cpu profile: %w", verb, err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("%s: cpu profile: %w", verb, err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, err := run(ctx, cfg)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", verb, err)
@@ -167,7 +193,7 @@ func runBenchVerb[C any, R benchReport](ctx context.Context, c *cli, verb string
 		}
 		return err
 	}
-	if jsonOut {
+	if out.json {
 		err = rep.WriteJSON(c.stdout)
 	} else {
 		err = rep.WriteText(c.stdout)

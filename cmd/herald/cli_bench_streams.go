@@ -43,10 +43,13 @@ Scenarios:
 
 // parseBenchStreams turns a "bench streams" command line into a
 // bench.StreamsConfig; the bool is whether to print JSON.
-func parseBenchStreams(c *cli, args []string) (bench.StreamsConfig, bool, error) {
+func parseBenchStreams(c *cli, args []string) (bench.StreamsConfig, benchOutput, error) {
 	cfg := bench.StreamsDefaults()
 	cfg.Events, cfg.Duration = 0, 0 // derived from each other unless given
-	var jsonOut, quiet bool
+	var (
+		out   benchOutput
+		quiet bool
+	)
 	fs := c.flagSet("bench streams", benchStreamsUsage)
 	fs.IntVar(&cfg.Clients, "clients", cfg.Clients, "`N` stream connections")
 	fs.StringVar(&cfg.Proto, "proto", cfg.Proto, "`TRANSPORT` of the connections: ws, sse, or mixed (half each)")
@@ -62,11 +65,12 @@ func parseBenchStreams(c *cli, args []string) (bench.StreamsConfig, bool, error)
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its RSS and CPU; 0 finds the process listening on the server's port")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON (same as --output json)")
+	out.flags(fs)
 	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
 	if _, err := fs.parse(args, 0, 0); err != nil {
-		return cfg, false, err
+		return cfg, out, err
 	}
+	out.json = out.json || c.g.output == outputJSON
 	if cfg.Idle == 0 { // --idle 0: StreamsConfig holds none when negative (zero is its default)
 		cfg.Idle = -time.Nanosecond
 	}
@@ -74,14 +78,14 @@ func parseBenchStreams(c *cli, args []string) (bench.StreamsConfig, bool, error)
 	if !quiet {
 		cfg.Progress = c.stderr
 	}
-	return cfg, jsonOut || c.g.output == outputJSON, nil
+	return cfg, out, nil
 }
 
 // benchStreamsVerb runs "herald bench streams".
 func benchStreamsVerb(ctx context.Context, c *cli, args []string) error {
-	cfg, jsonOut, err := parseBenchStreams(c, args)
+	cfg, out, err := parseBenchStreams(c, args)
 	if err != nil {
 		return err
 	}
-	return runBenchVerb(ctx, c, "bench streams", cfg, jsonOut, bench.RunStreams)
+	return runBenchVerb(ctx, c, "bench streams", cfg, out, bench.RunStreams)
 }
