@@ -43,7 +43,7 @@ func (s *Store) ListAttempts(ctx context.Context, id string, f herald.AttemptFil
 
 // attemptsQuery returns the statement and arguments of ListAttempts. It
 // names only the conditions asked for, so the planner can pick the
-// (sid, event_id, id) index when an event id is given.
+// (event_id, sid, id) index when an event id is given.
 func attemptsQuery(id string, f herald.AttemptFilter) (string, []any) {
 	q := `SELECT id, topic, seq, event_id, attempt, time, outcome, status_code, latency, error, response
 		FROM attempts WHERE ` + subSID
@@ -68,13 +68,29 @@ func attemptsQuery(id string, f herald.AttemptFilter) (string, []any) {
 	return q, args
 }
 
-// pruneAttemptsSQL deletes up to ?2 attempts older than ?1, oldest first.
-const pruneAttemptsSQL = `DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE time < ? ORDER BY time LIMIT ?)`
+// The statements of PruneAttempts. Both are ranges of the table's b-tree
+// (the rowid is the id): pruneAttemptsSQL reads the (id, time) of the
+// first ?2 attempts after id ?1, pruneRangeSQL deletes those with ids in
+// (?1, ?2] older than ?3.
+const (
+	pruneAttemptsSQL = `SELECT id, time FROM attempts WHERE id > ? ORDER BY id LIMIT ?`
+	pruneRangeSQL    = `DELETE FROM attempts WHERE id > ? AND id <= ? AND time < ?`
+)
 
 // PruneAttempts deletes up to limit attempts whose Time is before the
-// given time, oldest first, in transactions of at most a few hundred rows
-// so dispatch is not stalled, and returns how many; callers repeat while
-// the result is limit. A limit below 1 fails with CodeInvalid.
+// given time, in transactions of at most a few hundred rows so dispatch is
+// not stalled, and returns how many; callers repeat while the result is
+// limit. A limit below 1 fails with CodeInvalid.
+//
+// It prunes in write order (by ID), without an index on time: it walks
+// the log from its first attempt, a chunk at a time, deleting those older
+// than before, and stops at the end of the log or after pruneChunk
+// attempts in a row that are not older. An attempt's time is when its
+// result arrived and it is written within about a second, so times nearly
+// increase with IDs and the walk ends about where the attempts to keep
+// begin. An old attempt written after such a run of newer ones is kept a
+// little longer: it goes in a later pass, once they have aged too. An
+// attempt at or after before is never deleted.
 func (s *Store) PruneAttempts(ctx context.Context, before time.Time, limit int) (int64, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
@@ -85,23 +101,65 @@ func (s *Store) PruneAttempts(ctx context.Context, before time.Time, limit int) 
 	if before.IsZero() {
 		return 0, nil // nothing is older than the zero time
 	}
-	cutoff := clampNanos(before)
+	w := pruneWalk{cutoff: clampNanos(before)}
 	var total int64
-	for total < int64(limit) {
+	for total < int64(limit) && !w.done {
 		n := min(int64(limit)-total, pruneChunk)
 		var deleted int64
 		err := s.withTx(ctx, func(tx *sql.Tx) error {
-			var err error
-			deleted, err = execCount(ctx, tx, pruneAttemptsSQL, cutoff, n)
+			from := w.last
+			old, err := w.next(ctx, tx, n)
+			if err != nil || old == 0 {
+				return err
+			}
+			deleted, err = execCount(ctx, tx, pruneRangeSQL, from, w.last, w.cutoff)
 			return err
 		})
 		if err != nil {
 			return total, s.fail("prune attempts", err)
 		}
 		total += deleted
-		if deleted < n {
-			break
-		}
 	}
 	return total, nil
+}
+
+// pruneWalk is where PruneAttempts is in the attempt log.
+type pruneWalk struct {
+	cutoff int64 // attempts with an earlier time go
+	last   int64 // the id of the last attempt looked at
+	run    int64 // attempts in a row up to last that stay
+	done   bool
+}
+
+// next looks at the attempts after w.last in id order, at most pruneChunk
+// of them, and returns how many are older than the cutoff. It stops early
+// at the n-th such attempt, at the end of the log and where the run of
+// attempts to keep reaches pruneChunk; the last two end the walk.
+func (w *pruneWalk) next(ctx context.Context, tx *sql.Tx, n int64) (int64, error) {
+	rows, err := tx.QueryContext(ctx, pruneAttemptsSQL, w.last, pruneChunk)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var seen, old int64
+	for old < n && w.run < pruneChunk && seen < pruneChunk {
+		if !rows.Next() {
+			w.done = true // the end of the log
+			break
+		}
+		var at int64
+		if err := rows.Scan(&w.last, &at); err != nil {
+			return 0, err
+		}
+		seen++
+		if at < w.cutoff {
+			old, w.run = old+1, 0
+		} else {
+			w.run++
+		}
+	}
+	if w.run >= pruneChunk {
+		w.done = true
+	}
+	return old, rows.Err()
 }
