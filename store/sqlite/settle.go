@@ -214,7 +214,7 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 	if valid == 0 {
 		return errs, nil
 	}
-	err := s.withTx(ctx, func(tx *sql.Tx) error { return s.settleTx(ctx, tx, items, errs) })
+	err := s.withLazyTx(ctx, func(tx *sql.Tx) error { return s.settleTx(ctx, tx, items, errs) })
 	if err != nil {
 		return nil, s.fail(fmt.Sprintf("settle %d items", len(items)), err)
 	}

@@ -16,6 +16,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -345,4 +346,42 @@ func (s *Store) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// withLazyTx is withTx for a transaction whose loss in a power failure
+// does no harm, like a delivery settlement (a lost one means deliveries
+// are repeated, which at-least-once allows): its commit does not wait for
+// the disk. The writer runs it at synchronous=NORMAL and returns to FULL
+// before anything else uses the connection, so publishes stay durable
+// when acknowledged. In WAL mode the transaction becomes durable with the
+// next FULL commit or checkpoint, which sync the whole log; and a process
+// crash loses nothing either way, since the write reached the operating
+// system. See docs/adr/0006-settlements-skip-the-sync.md.
+func (s *Store) withLazyTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	conn, err := s.writer.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return err
+	}
+	err = func() error {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	}()
+	if _, serr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); serr != nil {
+		// The connection must not serve a publish unsynced: drop it, and
+		// the pool opens a new one with the DSN's FULL.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return errors.Join(err, fmt.Errorf("restore synchronous=FULL: %w", serr))
+	}
+	return err
 }
