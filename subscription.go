@@ -3,6 +3,7 @@ package herald
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -253,6 +254,19 @@ type Settlement struct {
 	Activity     time.Time // if not zero: set LastActivityAt
 }
 
+// WithoutTopics returns the settlement without its rows in the given
+// topics: cursors, retries added or done, dead letters and unblocked keys.
+// Attempts (the log of what was sent) and the subscription's times stay.
+// The receiver's slices are not changed.
+func (s Settlement) WithoutTopics(topics map[string]bool) Settlement {
+	s.Cursors = slices.DeleteFunc(slices.Clone(s.Cursors), func(c Cursor) bool { return topics[c.Topic] })
+	s.AddRetries = slices.DeleteFunc(slices.Clone(s.AddRetries), func(r Retry) bool { return topics[r.Topic] })
+	s.DoneRetries = slices.DeleteFunc(slices.Clone(s.DoneRetries), func(c Cursor) bool { return topics[c.Topic] })
+	s.DeadLetters = slices.DeleteFunc(slices.Clone(s.DeadLetters), func(d DeadLetter) bool { return topics[d.Topic] })
+	s.UnblockKeys = slices.DeleteFunc(slices.Clone(s.UnblockKeys), func(k RetryKey) bool { return topics[k.Topic] })
+	return s
+}
+
 // Empty reports whether the settlement changes nothing.
 func (s *Settlement) Empty() bool {
 	return len(s.Cursors) == 0 && len(s.AddRetries) == 0 && len(s.DoneRetries) == 0 &&
@@ -323,11 +337,22 @@ type SubscriptionStore interface {
 
 	// DeleteTopic (Store) also removes every subscription's cursor, retries
 	// and dead letters in that topic: a topic created again starts clean.
+	// And it fences the topic for every subscription that matches it and
+	// holds a lease (live or lapsed, not released), at the lease's current
+	// epoch: a Settle under that epoch writes nothing of the topic (see
+	// Settle), so a dispatcher that read the topic before the deletion
+	// cannot put its cursor, retries or dead letters back. Topics are named
+	// by name, and a stale cursor of 5 would make the topic created again
+	// skip its seqs 1 to 5.
 
 	// AcquireLease gives node the right to dispatch the subscription until
 	// now+ttl and returns the lease epoch. If node already holds an
-	// unexpired lease it is extended with the same epoch; if another node
-	// holds one, CodeConflict; otherwise the epoch increases by one.
+	// unexpired lease it is extended with the same epoch, unless a topic
+	// was deleted under that epoch (a fence, see DeleteTopic): then, as
+	// when another node's lease had expired or the lease was released, the
+	// epoch increases by one, so a dispatcher that has not heard of the
+	// deletion sees a new epoch and restarts. If another node holds an
+	// unexpired lease, CodeConflict. A new epoch ends the old one's fences.
 	// CodeNotFound if the subscription does not exist.
 	AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error)
 
@@ -349,6 +374,18 @@ type SubscriptionStore interface {
 	// lease epoch, CodeNotFound when the subscription is gone; such an item
 	// changes nothing while the others apply. A non-nil second result means
 	// nothing was applied.
+	//
+	// An item applies without its rows in the topics deleted under its
+	// epoch (fenced by DeleteTopic): no Cursors, AddRetries, DoneRetries,
+	// DeadLetters or UnblockKeys of such a topic are written, whatever
+	// their seqs, while its Attempts and the rest apply and the item's
+	// error is nil. A Settle and a DeleteTopic are serialised: a settlement
+	// either commits before the deletion (which then removes its rows) or
+	// sees the fence. The fence is by lease epoch, not by seq, because a
+	// settlement made before the deletion cannot be told apart by its seqs
+	// from one about the topic created again: the new topic reuses them.
+	// A dispatcher that hears of the deletion restarts under a new epoch
+	// (AcquireLease), reading the delivery state the deletion left.
 	Settle(ctx context.Context, items []SettleItem) ([]error, error)
 
 	// DueRetries returns up to limit retries of the subscription with

@@ -361,6 +361,14 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		d.stopWorker(s.ID, w)
 		return nil // its replacement starts once it has exited
 	case w != nil:
+		d.mu.Lock()
+		current := d.workers[s.ID] == w
+		d.mu.Unlock()
+		if !current {
+			// Stopped meanwhile (OnTopicDeleted): a renewal now could move
+			// the epoch (see AcquireLease) before its last settlement.
+			return nil
+		}
 		// Renew the lease; losing it stops the worker.
 		epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, now, d.cfg.LeaseTTL)
 		if err != nil || epoch != w.epoch {

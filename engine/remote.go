@@ -27,12 +27,52 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 
 // OnTopicDeleted tells the dispatcher that the topic was deleted (the
 // cluster calls it for a deletion made on another node, and the server
-// for its own): the tail cache drops the topic. Otherwise, once a topic of
-// the same name is created again and its events are committed elsewhere,
-// the cache, whose newest event of the old topic is newer than those,
-// would keep answering reads with the old topic's events. It never blocks.
+// for its own), once the deletion has committed. It never blocks.
+//
+// The tail cache drops the topic. Otherwise, once a topic of the same
+// name is created again and its events are committed elsewhere, the
+// cache, whose newest event of the old topic is newer than those, would
+// keep answering reads with the old topic's events.
+//
+// Every worker whose subscription matches the topic drops its state of
+// the topic and restarts: a worker keeps its position in each topic in
+// memory, and the old topic's position (next seq 6, say) would make it
+// skip the first events of a topic created again under the name. The
+// worker lets its sends in flight finish and writes its progress in its
+// other topics (a pattern subscription loses and repeats nothing there);
+// its replacement starts once it has exited, under a new lease epoch,
+// from the cursors the deletion left, so the topic created again is
+// delivered from its first event. Whatever the old worker still settles
+// of the topic, the store leaves out (DeleteTopic fenced the topic under
+// its epoch). A worker that never hears of the deletion (its node missed
+// the notification) is restarted by its next lease renewal, which the
+// fence gives a new epoch; its unsettled progress is then repeated.
 func (d *Dispatcher) OnTopicDeleted(topic string) {
 	d.tail.Forget(topic)
+	d.mu.Lock()
+	var stop []*worker
+	for id, w := range d.workers {
+		if herald.MatchTopic(w.sub.Topic, topic) {
+			w.topicDeleted(topic)
+			delete(d.workers, id)
+			d.stopping[id] = w
+			stop = append(stop, w)
+		}
+	}
+	for _, w := range d.stopping {
+		// Already stopping for another reason: its final settlement must
+		// leave the topic out too.
+		if herald.MatchTopic(w.sub.Topic, topic) {
+			w.topicDeleted(topic)
+		}
+	}
+	d.mu.Unlock()
+	for _, w := range stop {
+		w.cancel()
+	}
+	if len(stop) > 0 {
+		d.log.Info("topic deleted; restarting its subscriptions' dispatch", "topic", topic, "subscriptions", len(stop))
+	}
 }
 
 // Rebalance makes the dispatcher bring its workers in line with the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,13 +35,15 @@ type worker struct {
 	wake    chan struct{}   // cap 1: there may be new events or due retries
 	headMu  sync.Mutex
 	heads   map[string]int64 // topic -> newest committed seq, from the commit hook
+	gone    map[string]bool  // topics deleted, from the dispatcher (under headMu)
 	results chan sendResult
 	cancel  context.CancelFunc // stops the run loop
 	exited  chan struct{}
 	reason  string // why the worker ended on its own, for logs
 
 	topics   map[string]*topicPos
-	names    []string // topic names, for round robin
+	names    []string        // topic names, for round robin
+	deleted  map[string]bool // topics deleted since the worker started: see dropDeleted
 	rr       int
 	inflight int
 	sends    sync.WaitGroup
@@ -220,6 +223,7 @@ const maxPending = 8192
 func (w *worker) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
 	defer cancel()
+	w.dropDeleted()
 	done := make(chan struct{})
 	go func() { w.sends.Wait(); close(done) }()
 	for waiting := true; waiting; {
@@ -352,7 +356,73 @@ func (w *worker) takeHeads() map[string]int64 {
 	return h
 }
 
+// topicDeleted tells the worker that the topic was deleted: it drops its
+// state of the topic (see dropDeleted) before it next dispatches or
+// settles. The dispatcher calls it before stopping the worker; it never
+// blocks.
+func (w *worker) topicDeleted(topic string) {
+	w.headMu.Lock()
+	if w.gone == nil {
+		w.gone = make(map[string]bool)
+	}
+	w.gone[topic] = true
+	delete(w.heads, topic)
+	w.headMu.Unlock()
+	w.poke()
+}
+
+// dropDeleted forgets the topics deleted since it last ran: their
+// positions, read-ahead, ordered chains and held events, and their rows in
+// the pending settlement. What the worker learns about them afterwards is
+// ignored: results of sends still in flight record their attempts only
+// (see handle), and commits of a topic created again under the name wait
+// for the worker that replaces this one, which reads the store as the
+// deletion left it and so starts the new topic from its first event. (A
+// settlement already under way may still carry the topic's rows; the
+// store leaves them out, see herald.SubscriptionStore.Settle.)
+func (w *worker) dropDeleted() {
+	w.headMu.Lock()
+	gone := w.gone
+	w.gone = nil
+	w.headMu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	if w.deleted == nil {
+		w.deleted = make(map[string]bool)
+	}
+	for topic := range gone {
+		w.deleted[topic] = true
+		delete(w.topics, topic)
+	}
+	w.names = slices.DeleteFunc(w.names, func(name string) bool { return gone[name] })
+	for k := range w.chain {
+		if gone[k.Topic] {
+			delete(w.chain, k)
+		}
+	}
+	for k := range w.keyBusy {
+		if gone[k.Topic] {
+			delete(w.keyBusy, k)
+		}
+	}
+	for k := range w.held {
+		if gone[k.Topic] {
+			delete(w.held, k)
+		}
+	}
+	for ref := range w.startRows {
+		if gone[ref.topic] {
+			delete(w.startRows, ref)
+		}
+	}
+	w.pending = w.pending.WithoutTopics(w.deleted)
+}
+
 func (w *worker) noteHead(topic string, seq int64) {
+	if w.deleted[topic] {
+		return
+	}
 	p := w.topics[topic]
 	if p == nil {
 		p = w.addTopic(topic, 0)
@@ -363,6 +433,7 @@ func (w *worker) noteHead(topic string, seq int64) {
 // fill starts sends while there is capacity: due retries first, then new
 // events from each topic in turn.
 func (w *worker) fill(ctx context.Context) {
+	w.dropDeleted()
 	for topic, seq := range w.takeHeads() {
 		w.noteHead(topic, seq)
 	}
@@ -413,7 +484,7 @@ func (w *worker) fillRetries(ctx context.Context, now time.Time) {
 	taken := 0
 	for _, r := range rows {
 		ref := evRef{r.Topic, r.Seq}
-		if _, busy := w.retrying[ref]; busy {
+		if _, busy := w.retrying[ref]; busy || w.deleted[r.Topic] {
 			continue
 		}
 		if w.room() <= 0 {
@@ -602,23 +673,36 @@ func (w *worker) handle(r sendResult) {
 		a.Outcome = herald.OutcomeFailure
 	}
 	w.pending.Attempts = append(w.pending.Attempts, a)
+	// The event's topic was deleted while it was in flight: it has no
+	// place to settle, retry or dead-letter in any more, but what the
+	// endpoint answered still tells how the endpoint is doing.
+	gone := w.deleted[ev.Topic]
 
 	switch r.res.Outcome {
 	case herald.Delivered:
-		if r.fromRetry {
+		switch {
+		case gone:
+		case r.fromRetry:
 			w.pending.DoneRetries = append(w.pending.DoneRetries, herald.Cursor{Topic: ev.Topic, Seq: ev.Seq})
-		} else {
+		default:
 			w.topics[ev.Topic].settle(ev.Seq)
 		}
 		w.pending.LastSuccess = now
 		w.pending.FailingSince = time.Time{} // the success came last
 		w.failingSince = time.Time{}
 		w.lastSuccess = now
-		w.release(ev.Topic, ev.Key, r.fromRetry)
+		if !gone {
+			w.release(ev.Topic, ev.Key, r.fromRetry)
+		}
 		return
 	case herald.Gone:
-		w.retryLater(ev, r, now.Add(w.d.cfg.PollInterval))
+		if !gone {
+			w.retryLater(ev, r, now.Add(w.d.cfg.PollInterval))
+		}
 		w.disable(now, fmt.Sprintf("the endpoint answered %d Gone", r.res.StatusCode))
+		return
+	}
+	if gone {
 		return
 	}
 	if r.attempt >= w.sub.Retry.MaxAttempts {
@@ -735,6 +819,7 @@ func (w *worker) startFlush(ctx context.Context, final bool) {
 	if w.flushing {
 		return
 	}
+	w.dropDeleted()
 	for name, p := range w.topics {
 		if p.settled > p.durable {
 			w.pending.Cursors = append(w.pending.Cursors, herald.Cursor{Topic: name, Seq: p.settled})
@@ -786,7 +871,9 @@ func (w *worker) flushed(f flushResult) bool {
 	switch err := f.err; {
 	case err == nil:
 		for _, c := range f.s.Cursors {
-			w.topics[c.Topic].durable = c.Seq
+			if p := w.topics[c.Topic]; p != nil { // nil: deleted meanwhile
+				p.durable = c.Seq
+			}
 		}
 		for _, ref := range f.settling {
 			delete(w.retrying, ref)
@@ -801,7 +888,7 @@ func (w *worker) flushed(f flushResult) bool {
 	default:
 		// Keep it for the next write; the store may be back by then.
 		w.log.Warn("settle failed; will retry", "err", err)
-		w.pending = mergeSettlements(f.s, w.pending)
+		w.pending = mergeSettlements(f.s, w.pending).WithoutTopics(w.deleted)
 		w.pending.Cursors = nil
 		w.settling = append(f.settling, w.settling...)
 		return true

@@ -18,6 +18,15 @@ import (
 // it is being written.
 const lockSubsSQL = `SELECT id, lease_epoch FROM subscriptions WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE`
 
+// settleFencesSQL reads the topics deleted under the current lease epoch
+// of the subscriptions a Settle locked (see DeleteTopic): their rows are
+// left out of the settlements. It runs after lockSubsSQL as a statement of
+// its own, so its snapshot is taken once the locks are held and shows the
+// fences of every DeleteTopic that held one of them before.
+const settleFencesSQL = `SELECT f.subscription_id, f.topic FROM topic_fences f
+	JOIN subscriptions s ON s.id = f.subscription_id
+	WHERE f.subscription_id = ANY($1::text[]) AND f.epoch >= s.lease_epoch`
+
 // The statements of a Settle, each applied to the rows of all its items at
 // once, one array per column.
 const (
@@ -328,6 +337,13 @@ func checkSettleItem(it *herald.SettleItem) error {
 // nothing else reads during a Settle, are written by one statement after
 // the rounds, in item order, so their ids increase in item order.
 //
+// The rows of a topic deleted under the item's epoch (see DeleteTopic and
+// migration 0005) are left out of the item: its cursor, retries, dead
+// letters and unblocked keys in that topic; the rest applies. DeleteTopic
+// holds the row locks of the subscriptions it fences while it deletes their
+// rows, so a Settle either commits before it (and its rows are deleted) or
+// reads the fences after it.
+//
 // Per item, besides CodeConflict and CodeNotFound: CodeInvalid for names
 // that are not valid UTF-8 or hold NUL bytes, times out of range, or
 // UnblockKeys without UnblockAt. Error texts and response excerpts are
@@ -375,8 +391,10 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 		}
 	}()
 
-	// Round trip 1: begin, lock the subscriptions, read their epochs.
+	// Round trip 1: begin, lock the subscriptions, read their epochs and
+	// fences.
 	epochs := make(map[string]int64, len(ids))
+	var fenced map[string]map[string]bool // subscription -> topics
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(lockSubsSQL, ids).Query(func(rows pgx.Rows) error {
@@ -384,6 +402,20 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 		var epoch int64
 		_, err := pgx.ForEachRow(rows, []any{&id, &epoch}, func() error {
 			epochs[id] = epoch
+			return nil
+		})
+		return err
+	})
+	b.Queue(settleFencesSQL, ids).Query(func(rows pgx.Rows) error {
+		var id, topic string
+		_, err := pgx.ForEachRow(rows, []any{&id, &topic}, func() error {
+			if fenced == nil {
+				fenced = make(map[string]map[string]bool)
+			}
+			if fenced[id] == nil {
+				fenced[id] = make(map[string]bool)
+			}
+			fenced[id][topic] = true
 			return nil
 		})
 		return err
@@ -415,6 +447,10 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 		round[it.SubscriptionID] = n + 1
 		if n == len(rounds) {
 			rounds = append(rounds, &settleRows{})
+		}
+		if topics := fenced[it.SubscriptionID]; len(topics) > 0 {
+			it = &herald.SettleItem{SubscriptionID: it.SubscriptionID, Epoch: it.Epoch,
+				Settlement: it.Settlement.WithoutTopics(topics)}
 		}
 		rounds[n].addItem(it)
 		for j := range it.Attempts {

@@ -364,7 +364,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 			return subNotFound(id)
 		}
 		b := &pgx.Batch{}
-		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts"} {
+		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts", "topic_fences"} {
 			b.Queue(`DELETE FROM `+table+` WHERE subscription_id = $1`, id)
 		}
 		return tx.SendBatch(ctx, b).Close()
@@ -402,19 +402,26 @@ func (s *Store) Cursors(ctx context.Context, id string) ([]herald.Cursor, error)
 
 // acquireLeaseSQL takes or extends the lease in one statement: the row
 // matches when node holds it already or when it has expired (or was
-// released); the epoch stays only when node's own lease is still live.
-const acquireLeaseSQL = `UPDATE subscriptions SET
-		lease_epoch = CASE WHEN lease_node = $2 AND lease_expires_at > $3 THEN lease_epoch ELSE lease_epoch + 1 END,
-		lease_node = $2, lease_expires_at = $4
-	WHERE id = $1 AND (lease_node = $2 OR lease_expires_at <= $3)
-	RETURNING lease_epoch`
+// released); the epoch stays only when node's own lease is still live and
+// no topic was deleted under it (a fence of its epoch, see DeleteTopic).
+// Fences of older epochs go: they cannot match a settlement any more.
+const acquireLeaseSQL = `WITH l AS (
+		UPDATE subscriptions s SET
+			lease_epoch = CASE WHEN lease_node = $2 AND lease_expires_at > $3 AND NOT EXISTS (
+					SELECT 1 FROM topic_fences f WHERE f.subscription_id = s.id AND f.epoch >= s.lease_epoch)
+				THEN lease_epoch ELSE lease_epoch + 1 END,
+			lease_node = $2, lease_expires_at = $4
+		WHERE id = $1 AND (lease_node = $2 OR lease_expires_at <= $3)
+		RETURNING lease_epoch),
+	gone AS (DELETE FROM topic_fences f USING l WHERE f.subscription_id = $1 AND f.epoch < l.lease_epoch)
+	SELECT lease_epoch FROM l`
 
 // AcquireLease gives node the right to dispatch the subscription until
 // now+ttl and returns the lease epoch: extended with the same epoch if
-// node's lease is live, CodeConflict if another node's is, a new epoch
-// (the previous one plus one) otherwise. A lease is live while now is
-// before its end. CodeNotFound if the subscription does not exist;
-// CodeInvalid for an empty node name.
+// node's lease is live and no topic was deleted under it, CodeConflict if
+// another node's is live, a new epoch (the previous one plus one)
+// otherwise. A lease is live while now is before its end. CodeNotFound if
+// the subscription does not exist; CodeInvalid for an empty node name.
 func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err

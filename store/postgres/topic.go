@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -108,12 +109,23 @@ func (s *Store) ListTopics(ctx context.Context, after string, limit int) ([]hera
 }
 
 // lockTopicSubsSQL locks, in id order, the subscriptions that have
-// delivery state in a topic.
-const lockTopicSubsSQL = `SELECT id FROM subscriptions WHERE id IN (
+// delivery state in a topic ($1) or match it ($2, the ids DeleteTopic
+// found).
+const lockTopicSubsSQL = `SELECT id FROM subscriptions WHERE id = ANY($2::text[]) OR id IN (
 		SELECT subscription_id FROM cursors WHERE topic = $1
 		UNION SELECT subscription_id FROM retries WHERE topic = $1
 		UNION SELECT subscription_id FROM dead_letters WHERE topic = $1)
 	ORDER BY id FOR NO KEY UPDATE`
+
+// fenceTopicSQL fences the topic ($1) for the matching subscriptions ($2)
+// that hold a lease (live or lapsed: Settle checks only the epoch) at
+// their lease epoch. A subscription whose lease was released needs none:
+// the next AcquireLease, which waits for the row lock DeleteTopic holds,
+// increases its epoch. Run after lockTopicSubsSQL, in a statement of its
+// own, so it reads the epochs as they are under the lock.
+const fenceTopicSQL = `INSERT INTO topic_fences AS f (subscription_id, topic, epoch)
+	SELECT id, $1, lease_epoch FROM subscriptions WHERE id = ANY($2::text[]) AND lease_node <> ''
+	ON CONFLICT (subscription_id, topic) DO UPDATE SET epoch = greatest(f.epoch, excluded.epoch)`
 
 // DeleteTopic removes the topic at once: its events and dedup keys become
 // unreachable immediately (a topic created again gets a new id and starts
@@ -121,9 +133,11 @@ const lockTopicSubsSQL = `SELECT id FROM subscriptions WHERE id IN (
 // deleting a large topic does not hold a long transaction. It waits for
 // appends to the topic in flight on any node to commit. In the same
 // transaction it removes every subscription's cursor, retries and dead
-// letters in the topic, so a topic created again starts clean for them.
-// Once committed, the deletion is announced to the other nodes (see
-// EnableNotify).
+// letters in the topic, so a topic created again starts clean for them,
+// and fences the topic for every matching subscription that holds a
+// dispatch lease (migration 0005): a Settle under that lease epoch writes
+// none of those rows back. Once committed, the deletion is announced to
+// the other nodes (see EnableNotify).
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -142,12 +156,32 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO dead_topics (id) VALUES ($1)`, id); err != nil {
 			return err
 		}
+		// The subscriptions that match the topic: those naming it and the
+		// patterns (topic names hold no wildcard) that match it. A
+		// subscription's topic never changes, so this needs no lock.
+		rows, err := tx.Query(ctx, `SELECT id, topic FROM subscriptions
+			WHERE topic = $1 OR strpos(topic, '*') > 0 OR strpos(topic, '>') > 0`, name)
+		if err != nil {
+			return fmt.Errorf("find the topic's subscriptions: %w", err)
+		}
+		var matching []string
+		var sid, pattern string
+		if _, err := pgx.ForEachRow(rows, []any{&sid, &pattern}, func() error {
+			if herald.MatchTopic(pattern, name) {
+				matching = append(matching, sid)
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("find the topic's subscriptions: %w", err)
+		}
 		// Every subscription's delivery state in the topic goes too, under
 		// the subscriptions' row locks (taken in id order, as Settle takes
 		// them), so a settlement in flight finishes first and none
-		// interleaves with the delete.
+		// interleaves with the delete; a settlement that starts later sees
+		// the fence.
 		b := &pgx.Batch{}
-		b.Queue(lockTopicSubsSQL, name)
+		b.Queue(lockTopicSubsSQL, name, matching)
+		b.Queue(fenceTopicSQL, name, matching)
 		for _, table := range []string{"cursors", "retries", "dead_letters"} {
 			b.Queue(`DELETE FROM `+table+` WHERE topic = $1`, name)
 		}

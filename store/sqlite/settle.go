@@ -67,7 +67,16 @@ func (st *settleStmts) prepare(prep func(string) *sql.Stmt) {
 
 // The single-row statements of Settle.
 const (
-	settleEpochSQL = `SELECT sid, lease_epoch FROM subscriptions WHERE id = ?`
+	// settleEpochSQL reads a subscription's sid and lease epoch, and
+	// whether a topic was deleted under that epoch (see fencedTopicsSQL).
+	settleEpochSQL = `SELECT s.sid, s.lease_epoch,
+		EXISTS (SELECT 1 FROM topic_fences f WHERE f.sid = s.sid AND f.epoch >= s.lease_epoch)
+		FROM subscriptions s WHERE s.id = ?`
+
+	// fencedTopicsSQL lists the topics deleted while the subscription's
+	// lease had the given epoch (or a later one): a settlement under it
+	// writes nothing of them. Rare, so not prepared.
+	fencedTopicsSQL = `SELECT topic FROM topic_fences WHERE sid = ? AND epoch >= ?`
 
 	// One row at a time: some SQLite versions (3.40 among them) plan a
 	// multi-row DELETE ... WHERE (sid, topic, seq) IN (VALUES ...) as a
@@ -196,6 +205,12 @@ func deleteRetries(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args []any) er
 // round, and so on. Attempts, which nothing in a Settle reads, are written
 // after the rounds in item order, so their ids increase in item order.
 //
+// The rows of a topic deleted under the item's epoch (see DeleteTopic and
+// migration 0005) are left out of the item: its cursor, retries, dead
+// letters and unblocked keys in that topic; the rest applies. All writes go
+// through the one writer connection, so a Settle runs wholly before or
+// after a DeleteTopic.
+//
 // Per item, besides CodeConflict and CodeNotFound: CodeInvalid for
 // UnblockKeys without UnblockAt.
 func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error, error) {
@@ -225,7 +240,8 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, items []herald.SettleI
 	type subState struct {
 		sid, epoch int64
 		found      bool
-		rounds     int // items of the subscription placed so far
+		rounds     int             // items of the subscription placed so far
+		fenced     map[string]bool // topics deleted under the epoch
 	}
 	subs := make(map[string]*subState, len(items))
 	epochStmt := tx.StmtContext(ctx, s.settle.epoch)
@@ -242,12 +258,18 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, items []herald.SettleI
 		sub := subs[it.SubscriptionID]
 		if sub == nil {
 			sub = &subState{}
-			err := epochStmt.QueryRowContext(ctx, it.SubscriptionID).Scan(&sub.sid, &sub.epoch)
+			var fenced bool
+			err := epochStmt.QueryRowContext(ctx, it.SubscriptionID).Scan(&sub.sid, &sub.epoch, &fenced)
 			switch {
 			case err == nil:
 				sub.found = true
 			case !errors.Is(err, sql.ErrNoRows):
 				return fmt.Errorf("look up subscription: %w", err)
+			}
+			if fenced {
+				if sub.fenced, err = fencedTopics(ctx, tx, sub.sid, sub.epoch); err != nil {
+					return err
+				}
 			}
 			subs[it.SubscriptionID] = sub
 		}
@@ -262,6 +284,10 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, items []herald.SettleI
 		}
 		if sub.rounds == len(rounds) {
 			rounds = append(rounds, &settleRound{})
+		}
+		if len(sub.fenced) > 0 {
+			it = &herald.SettleItem{SubscriptionID: it.SubscriptionID, Epoch: it.Epoch,
+				Settlement: it.Settlement.WithoutTopics(sub.fenced)}
 		}
 		rounds[sub.rounds].add(sub.sid, it)
 		sub.rounds++
@@ -306,4 +332,26 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, items []herald.SettleI
 		}
 	}
 	return nil
+}
+
+// fencedTopics returns the topics deleted while the subscription's lease
+// had the epoch.
+func fencedTopics(ctx context.Context, tx *sql.Tx, sid, epoch int64) (map[string]bool, error) {
+	rows, err := tx.QueryContext(ctx, fencedTopicsSQL, sid, epoch)
+	if err != nil {
+		return nil, fmt.Errorf("read topic fences: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]bool)
+	for rows.Next() {
+		var topic string
+		if err := rows.Scan(&topic); err != nil {
+			return nil, fmt.Errorf("read topic fences: %w", err)
+		}
+		out[topic] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read topic fences: %w", err)
+	}
+	return out, nil
 }

@@ -354,7 +354,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts"} {
+		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts", "topic_fences"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE sid = ?`, sid); err != nil {
 				return fmt.Errorf("delete %s: %w", table, err)
 			}
@@ -391,10 +391,11 @@ func (s *Store) Cursors(ctx context.Context, id string) ([]herald.Cursor, error)
 
 // AcquireLease gives node the right to dispatch the subscription until
 // now+ttl and returns the lease epoch: extended with the same epoch if
-// node's lease is live, CodeConflict if another node's is, a new epoch
-// (the previous one plus one) otherwise. A lease is live while now is
-// before its end. CodeNotFound if the subscription does not exist;
-// CodeInvalid for an empty node name.
+// node's lease is live and no topic was deleted under it, CodeConflict if
+// another node's is live, a new epoch (the previous one plus one)
+// otherwise. A lease is live while now is before its end. A new epoch
+// ends the fences of the old one (see DeleteTopic). CodeNotFound if the
+// subscription does not exist; CodeInvalid for an empty node name.
 func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
@@ -406,10 +407,12 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 	until := clampNanos(now.Add(max(ttl, 0)))
 	var epoch int64
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var sid, expires int64
 		var holder string
-		var expires int64
-		err := tx.QueryRowContext(ctx, `SELECT lease_node, lease_expires_at, lease_epoch FROM subscriptions WHERE id = ?`, id).
-			Scan(&holder, &expires, &epoch)
+		var fenced bool
+		err := tx.QueryRowContext(ctx, `SELECT s.sid, s.lease_node, s.lease_expires_at, s.lease_epoch,
+			EXISTS (SELECT 1 FROM topic_fences f WHERE f.sid = s.sid AND f.epoch >= s.lease_epoch)
+			FROM subscriptions s WHERE s.id = ?`, id).Scan(&sid, &holder, &expires, &epoch, &fenced)
 		if errors.Is(err, sql.ErrNoRows) {
 			return subNotFound(id)
 		}
@@ -421,11 +424,17 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 		case live && holder != node:
 			return herald.Errorf(herald.CodeConflict, "subscription %s is dispatched by node %s until %s",
 				id, holder, fromNanos(expires).Format(time.RFC3339Nano))
-		case !live:
+		case !live, fenced:
+			// A topic deleted under node's own live lease: its dispatcher
+			// may hold state of the topic from before, which the new epoch
+			// makes it drop.
 			epoch++
+			if _, err := tx.ExecContext(ctx, `DELETE FROM topic_fences WHERE sid = ?`, sid); err != nil {
+				return fmt.Errorf("end the fences of the old epoch: %w", err)
+			}
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET lease_node = ?, lease_expires_at = ?, lease_epoch = ? WHERE id = ?`,
-			node, until, epoch, id)
+		_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET lease_node = ?, lease_expires_at = ?, lease_epoch = ? WHERE sid = ?`,
+			node, until, epoch, sid)
 		return err
 	})
 	if err != nil {

@@ -120,7 +120,10 @@ func (s *Store) ListTopics(ctx context.Context, after string, limit int) ([]hera
 // unreachable immediately (a topic created again gets a new id) and Prune
 // deletes their rows in short transactions later, so deleting a large
 // topic does not stall publishing. Every subscription's cursor, retries
-// and dead letters in the topic are deleted in the same transaction.
+// and dead letters in the topic are deleted in the same transaction, and
+// every subscription that matches the topic and holds a dispatch lease
+// gets a fence at its lease epoch (migration 0005): a Settle under that
+// epoch writes none of those rows back.
 func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -143,7 +146,44 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 				return fmt.Errorf("delete %s of the topic: %w", table, err)
 			}
 		}
-		return nil
+		return fenceTopic(ctx, tx, name)
 	})
 	return s.fail("delete topic", err)
+}
+
+// fenceTopic records, for every subscription that matches the deleted
+// topic and holds a lease (live or lapsed: Settle checks only the epoch),
+// that the topic was deleted under the lease's epoch. A subscription whose
+// lease was released needs none: the next AcquireLease increases its epoch.
+func fenceTopic(ctx context.Context, tx *sql.Tx, name string) error {
+	type fence struct{ sid, epoch int64 }
+	// Topic names hold no wildcard: the exact name, or a pattern.
+	rows, err := tx.QueryContext(ctx, `SELECT sid, topic, lease_epoch FROM subscriptions
+		WHERE lease_node <> '' AND (topic = ? OR instr(topic, '*') > 0 OR instr(topic, '>') > 0)`, name)
+	if err != nil {
+		return fmt.Errorf("find the topic's subscriptions: %w", err)
+	}
+	var fences []fence
+	for rows.Next() {
+		var f fence
+		var pattern string
+		if err := rows.Scan(&f.sid, &pattern, &f.epoch); err != nil {
+			rows.Close()
+			return fmt.Errorf("find the topic's subscriptions: %w", err)
+		}
+		if herald.MatchTopic(pattern, name) {
+			fences = append(fences, f)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find the topic's subscriptions: %w", err)
+	}
+	for _, f := range fences {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO topic_fences (sid, topic, epoch) VALUES (?, ?, ?)
+			ON CONFLICT (sid, topic) DO UPDATE SET epoch = max(epoch, excluded.epoch)`, f.sid, name, f.epoch); err != nil {
+			return fmt.Errorf("fence the topic: %w", err)
+		}
+	}
+	return nil
 }

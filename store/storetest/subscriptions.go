@@ -34,7 +34,8 @@ type SubscriptionTestStore interface {
 //   - A lease is live while now is before its end (now+ttl); the suite
 //     only checks times clearly before and after that end.
 //   - Settle checks the epoch only: an item whose epoch is the
-//     subscription's current lease epoch applies.
+//     subscription's current lease epoch applies (less its rows in the
+//     topics deleted under that epoch).
 //   - DueRetries returns the DueAt of the earliest non-blocked retry it did
 //     not return, whether that one is already due (the limit cut it off)
 //     or due later.
@@ -51,6 +52,7 @@ func RunSubscriptions(t *testing.T, open func(t *testing.T) SubscriptionTestStor
 	t.Run("Versions", func(t *testing.T) { runSubscriptionVersions(t, open) })
 	t.Run("StartCursors", func(t *testing.T) { runStartCursors(t, open) })
 	t.Run("DeleteTopic", func(t *testing.T) { runSubscriptionDeleteTopic(t, open) })
+	t.Run("TopicFences", func(t *testing.T) { runTopicFences(t, open) })
 	t.Run("Leases", func(t *testing.T) { runLeases(t, open) })
 	t.Run("Settle", func(t *testing.T) { runSettle(t, open) })
 	t.Run("Retries", func(t *testing.T) { runRetries(t, open) })
