@@ -397,6 +397,12 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 	var fenced map[string]map[string]bool // subscription -> topics
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
+	// A settlement lost in a crash of the database server only repeats
+	// deliveries, which at-least-once allows, so its commit does not wait
+	// for the WAL flush. For this transaction alone: a later synchronous
+	// commit (a publish) flushes the WAL up to itself, this one included.
+	// See docs/adr/0006-settlements-skip-the-sync.md.
+	b.Queue(`SET LOCAL synchronous_commit = off`)
 	b.Queue(lockSubsSQL, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		var epoch int64

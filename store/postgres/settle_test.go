@@ -662,3 +662,39 @@ func TestSettleConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A Settle commits without waiting for the WAL flush, for its own
+// transaction only: the connection it used, the only one of the pool
+// here, is back at the server's synchronous_commit afterwards, so the
+// next publish on it is flushed before it is acknowledged.
+func TestSettleAsyncCommitStaysInItsTransaction(t *testing.T) {
+	dsn, _ := testDSN(t)
+	s, err := Open(t.Context(), dsn, Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	var before string
+	if err := s.pool.QueryRow(t.Context(), `SHOW synchronous_commit`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if before == "off" {
+		t.Skip("the server runs with synchronous_commit off: nothing to tell apart")
+	}
+	now := time.Now().UTC()
+	putTopic(t, s, "orders")
+	epoch := leasedSub(t, s, "sub_async", "orders", now)
+	settleOK(t, s, herald.SettleItem{SubscriptionID: "sub_async", Epoch: epoch,
+		Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 1}}}})
+	var after string
+	if err := s.pool.QueryRow(t.Context(), `SHOW synchronous_commit`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Fatalf("synchronous_commit after a Settle = %q, want the server's %q", after, before)
+	}
+	cursors, err := s.Cursors(t.Context(), "sub_async")
+	if err != nil || len(cursors) != 1 || cursors[0].Seq != 1 {
+		t.Fatalf("Cursors = %v, %v; want orders at 1", cursors, err)
+	}
+}
