@@ -32,16 +32,7 @@ func nodeID(id string) func(*engine.DispatcherConfig) {
 // Periodic resyncs are off: wake-ups must come from notifications.
 func join(t *testing.T, e *env, id string) *cluster.Cluster {
 	t.Helper()
-	c := cluster.New(e.store.(cluster.Store), e.store.(cluster.Bus), cluster.Config{
-		NodeID: id, HeartbeatInterval: 100 * time.Millisecond, ResyncInterval: time.Hour,
-	}, nil, nil)
-	c.OnRemoteCommit(e.dispatcher.OnRemoteCommit)
-	c.OnMembershipChange(e.dispatcher.Rebalance)
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop(context.Background()) })
-	return c
+	return joinHearingDeletions(t, e, id, false)
 }
 
 // Events committed by another node reach this node's workers through the

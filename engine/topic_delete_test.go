@@ -127,22 +127,31 @@ func (e *env) deleteTopic(name string) {
 func testDispatchTopicCreatedAgainStartsAtItsFirstEvent(t *testing.T) {
 	e := startEnv(t, dbPath(t), noRenewals)
 	e.topic("orders")
-	r := newIDReceiver(t)
-	s := e.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-	r.secret = s.Secret
-	e.publish("orders", 5, nil)
-	old := storedEvents(t, e.store, "orders")
-	waitFor(t, "the old topic's 5 events", 10*time.Second, func() bool { return r.has(old) })
+	checkTopicCreatedAgain(t, e, e, 10*time.Second)
+}
 
-	e.deleteTopic("orders")
-	e.topic("orders")
-	e.publish("orders", 3, nil)
-	recreated := storedEvents(t, e.store, "orders")
+// checkTopicCreatedAgain subscribes to "orders" through sub, publishes 5
+// events through pub and waits for them, deletes the topic through pub and
+// creates it again, publishes 3 more, and checks that each of the 8 events
+// arrived exactly once and the cursor ends at the new topic's seq 3.
+func checkTopicCreatedAgain(t *testing.T, pub, sub *env, timeout time.Duration) {
+	t.Helper()
+	r := newIDReceiver(t)
+	s := sub.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
+	r.secret = s.Secret
+	pub.publish("orders", 5, nil)
+	old := storedEvents(t, pub.store, "orders")
+	waitFor(t, "the old topic's 5 events", timeout, func() bool { return r.has(old) })
+
+	pub.deleteTopic("orders")
+	pub.topic("orders")
+	pub.publish("orders", 3, nil)
+	recreated := storedEvents(t, pub.store, "orders")
 	if len(recreated) != 3 || recreated[0].Seq != 1 {
 		t.Fatalf("the topic created again holds %d events from seq %d; want 3 from 1", len(recreated), recreated[0].Seq)
 	}
-	waitFor(t, "the new topic's 3 events", 10*time.Second, func() bool { return r.has(recreated) })
-	waitCursor(t, e.store, s.ID, "orders", 3)
+	waitFor(t, "the new topic's 3 events", timeout, func() bool { return r.has(recreated) })
+	waitCursor(t, sub.store, s.ID, "orders", 3)
 	r.wantEachOnce(t, append(old, recreated...))
 }
 
@@ -274,20 +283,7 @@ func TestTopicDeletedOnAnotherNode(t *testing.T) {
 				return len(ca.Members()) == 2 && len(cb.Members()) == 2
 			})
 			b.topic("orders")
-			r := newIDReceiver(t)
-			s := a.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-			r.secret = s.Secret
-			b.publish("orders", 5, nil)
-			old := storedEvents(t, b.store, "orders")
-			waitFor(t, "the old topic's events, delivered by a", 20*time.Second, func() bool { return r.has(old) })
-
-			b.deleteTopic("orders")
-			b.topic("orders")
-			b.publish("orders", 3, nil)
-			recreated := storedEvents(t, b.store, "orders")
-			waitFor(t, "the new topic's events, delivered by a", 20*time.Second, func() bool { return r.has(recreated) })
-			waitCursor(t, a.store, s.ID, "orders", 3)
-			r.wantEachOnce(t, append(old, recreated...))
+			checkTopicCreatedAgain(t, b, a, 20*time.Second) // published and deleted on b, delivered by a
 		})
 	}
 }

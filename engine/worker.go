@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -396,26 +397,10 @@ func (w *worker) dropDeleted() {
 		delete(w.topics, topic)
 	}
 	w.names = slices.DeleteFunc(w.names, func(name string) bool { return gone[name] })
-	for k := range w.chain {
-		if gone[k.Topic] {
-			delete(w.chain, k)
-		}
-	}
-	for k := range w.keyBusy {
-		if gone[k.Topic] {
-			delete(w.keyBusy, k)
-		}
-	}
-	for k := range w.held {
-		if gone[k.Topic] {
-			delete(w.held, k)
-		}
-	}
-	for ref := range w.startRows {
-		if gone[ref.topic] {
-			delete(w.startRows, ref)
-		}
-	}
+	maps.DeleteFunc(w.chain, func(k herald.RetryKey, _ int) bool { return gone[k.Topic] })
+	maps.DeleteFunc(w.keyBusy, func(k herald.RetryKey, _ bool) bool { return gone[k.Topic] })
+	maps.DeleteFunc(w.held, func(k herald.RetryKey, _ []*herald.Event) bool { return gone[k.Topic] })
+	maps.DeleteFunc(w.startRows, func(ref evRef, _ struct{}) bool { return gone[ref.topic] })
 	w.pending = w.pending.WithoutTopics(w.deleted)
 }
 

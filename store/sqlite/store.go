@@ -338,8 +338,14 @@ func fromNanos(n int64) time.Time {
 // rolls back. With synchronous=FULL the commit is durable when it returns.
 func (s *Store) withTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return err
+	return commitTx(tx, err, fn)
+}
+
+// commitTx runs fn in tx, whose BeginTx returned beginErr, and commits it;
+// on any error it rolls back.
+func commitTx(tx *sql.Tx, beginErr error, fn func(tx *sql.Tx) error) error {
+	if beginErr != nil {
+		return beginErr
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
@@ -366,17 +372,8 @@ func (s *Store) withLazyTx(ctx context.Context, fn func(tx *sql.Tx) error) error
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
 		return err
 	}
-	err = func() error {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(tx); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	err = commitTx(tx, err, fn)
 	if _, serr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); serr != nil {
 		// The connection must not serve a publish unsynced: drop it, and
 		// the pool opens a new one with the DSN's FULL.
