@@ -37,6 +37,7 @@ type worker struct {
 	headMu  sync.Mutex
 	heads   map[string]int64 // topic -> newest committed seq, from the commit hook
 	gone    map[string]bool  // topics deleted, from the dispatcher (under headMu)
+	anyGone atomic.Bool      // gone is not empty: spares the loop the lock
 	results chan sendResult
 	cancel  context.CancelFunc // stops the run loop
 	exited  chan struct{}
@@ -367,6 +368,7 @@ func (w *worker) topicDeleted(topic string) {
 		w.gone = make(map[string]bool)
 	}
 	w.gone[topic] = true
+	w.anyGone.Store(true)
 	delete(w.heads, topic)
 	w.headMu.Unlock()
 	w.poke()
@@ -382,9 +384,13 @@ func (w *worker) topicDeleted(topic string) {
 // settlement already under way may still carry the topic's rows; the
 // store leaves them out, see herald.SubscriptionStore.Settle.)
 func (w *worker) dropDeleted() {
+	if !w.anyGone.Load() {
+		return // the usual case, checked on every turn of the loop
+	}
 	w.headMu.Lock()
 	gone := w.gone
 	w.gone = nil
+	w.anyGone.Store(false)
 	w.headMu.Unlock()
 	if len(gone) == 0 {
 		return
