@@ -118,6 +118,20 @@ func (n *node) start(t *testing.T) {
 	t.Cleanup(func() { _ = n.c.Stop(context.Background()) })
 }
 
+// startListening starts a (which commits) and b (which listens) with the
+// topics, and waits until b hears a commit of one event to the first
+// topic made through a: then b's listener is up.
+func startListening(t *testing.T, a, b *node, topics ...string) {
+	t.Helper()
+	for _, topic := range topics {
+		putTopic(t, a.store, topic)
+	}
+	a.start(t)
+	b.start(t)
+	appendTo(t, a.store, topics[0], 1)
+	waitUntil(t, "b to hear of "+topics[0]+"@1", func() bool { return b.head(topics[0]) == 1 })
+}
+
 func (n *node) head(topic string) int64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -282,12 +296,7 @@ func TestClusterMembershipAndWakeups(t *testing.T) {
 func TestClusterListenerReconnects(t *testing.T) {
 	dsn, schema := schemaDSN(t)
 	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
-	putTopic(t, a.store, "orders")
-	putTopic(t, a.store, "audit")
-	a.start(t)
-	b.start(t)
-	appendTo(t, b.store, "orders", 1)
-	waitUntil(t, "a to hear of orders@1", func() bool { return a.head("orders") == 1 })
+	startListening(t, b, a, "orders", "audit")
 
 	admin, err := pgx.Connect(t.Context(), dsn)
 	if err != nil {
@@ -336,12 +345,7 @@ func TestClusterStartFailsWithoutDatabase(t *testing.T) {
 func TestClusterSubscriptionChangesWakeOtherNodes(t *testing.T) {
 	dsn, _ := schemaDSN(t)
 	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
-	putTopic(t, a.store, "orders")
-	a.start(t)
-	b.start(t)
-	// b's listener is up once it hears of a commit of a's.
-	appendTo(t, a.store, "orders", 1)
-	waitUntil(t, "b to hear of orders@1", func() bool { return b.head("orders") == 1 })
+	startListening(t, a, b, "orders")
 	// Hook calls that are not membership changes: the first view, then
 	// one per rebalance.
 	wakeups := func(n *node) int {
@@ -383,13 +387,7 @@ func (n *node) deletedTopics() []string {
 func TestClusterTopicDeletionReachesOtherNodes(t *testing.T) {
 	dsn, _ := schemaDSN(t)
 	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
-	putTopic(t, a.store, "orders")
-	putTopic(t, a.store, "audit")
-	a.start(t)
-	b.start(t)
-	// b's listener is up once it hears of a commit of a's.
-	appendTo(t, a.store, "orders", 1)
-	waitUntil(t, "b to hear of orders@1", func() bool { return b.head("orders") == 1 })
+	startListening(t, a, b, "orders", "audit")
 
 	if err := a.store.DeleteTopic(t.Context(), "orders"); err != nil {
 		t.Fatal(err)
