@@ -341,11 +341,12 @@ func (c *conn) sendEvent(out output, s *sub, oe *outEvent) error {
 }
 
 // startSub plans a new WebSocket subscription, acknowledges it, reports
-// its gaps and queues its replay.
+// its gaps and queues its replay. A subscription the client unsubscribed
+// before its turn came is planned and answered all the same: every
+// subscribe gets its answer, before the answer to anything the client sent
+// after it (the unsubscribe's is queued behind this item). Only its replay
+// is skipped.
 func (c *conn) startSub(ctx context.Context, out output, s *sub) error {
-	if s.gone.Load() {
-		return nil
-	}
 	cursors, gaps, err := c.hub.plan(ctx, s)
 	if err != nil {
 		return c.failSub(out, s, err)
@@ -365,7 +366,7 @@ func (c *conn) startSub(ctx context.Context, out output, s *sub) error {
 			return err
 		}
 	}
-	if s.start.replays() {
+	if s.start.replays() && !s.gone.Load() {
 		s.cursors = cursors
 		c.replaying = append(c.replaying, s)
 	}

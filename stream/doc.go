@@ -63,7 +63,11 @@
 //	{"op":"error","id":"a","error":{"type":"https://herald.dev/problems/forbidden","title":"Forbidden","status":403,"detail":"..."}}
 //	{"op":"pong"}
 //
-// A JSON payload travels inline as "data"; any other as "data_base64".
+// Each client message gets exactly one answer, in the order the messages
+// came: subscribed or error, unsubscribed or error, pong. A subscription's
+// gaps and events come after its subscribed and never after its
+// unsubscribed. A JSON payload travels inline as "data"; any other as
+// "data_base64".
 // The server pings every PingInterval and closes a connection that does
 // not answer. It closes with 1012 when it stops, 1013 for a slow
 // consumer and 1008 when the connection token expires.

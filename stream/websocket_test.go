@@ -349,3 +349,65 @@ func TestWebSocketFrameSizes(t *testing.T) {
 		}
 	}
 }
+
+// Every op is answered exactly once, in the order the ops were sent:
+// subscribe by subscribed or error, unsubscribe by unsubscribed or
+// error, ping by pong; a subscription's events and gaps come after its
+// subscribed and before its unsubscribed. An unsubscribe that reaches the
+// server while its subscription is still being planned used to swallow
+// the subscribe's answer. The sequence repeats many times, because that
+// depends on how the reader and the writer interleave.
+func TestWebSocketEveryOpIsAnsweredInOrder(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOptions{})
+	n.createTopic("stream.demo", 0)
+	for i := range 10 {
+		typ := "live.tick"
+		if i%3 == 0 {
+			typ = "other.tick"
+		}
+		n.publish(pub{topic: "stream.demo", typ: typ, payload: fmt.Sprintf(`{"n":%d}`, i)})
+	}
+	c := n.dialWS("admin", "")
+	ops := []map[string]any{
+		{"op": "subscribe", "id": "eu", "topic": "stream.demo", "since": 4, "filter": map[string]any{"types": []string{"live.*"}}},
+		{"op": "subscribe", "id": "all", "topic": "stream.*", "since": 0},
+		{"op": "subscribe", "id": "gone", "topic": "stream.nope", "since": 0}, // fails in the plan, after the op is read
+		{"op": "subscribe", "id": "now", "topic": "stream.demo"},
+		{"op": "ping"},
+		{"op": "unsubscribe", "id": "eu"},
+		{"op": "unsubscribe", "id": "all"},
+		{"op": "unsubscribe", "id": "now"},
+	}
+	want := []string{"subscribed eu", "subscribed all", "error gone", "subscribed now", "pong ",
+		"unsubscribed eu", "unsubscribed all", "unsubscribed now"}
+	const rounds = 300
+	for round := range rounds {
+		for _, op := range ops {
+			c.send(op)
+		}
+		var got []string
+		open := map[string]bool{}
+		for len(got) < len(want) {
+			f, err := c.read(20 * time.Second)
+			if err != nil {
+				t.Fatalf("round %d: answers %q, want %q: %v", round, got, want, err)
+			}
+			switch f.Op {
+			case "event", "gap":
+				if !open[f.Sub] {
+					t.Fatalf("round %d: %s of %q outside its subscription (answers so far %q)", round, f.Op, f.Sub, got)
+				}
+				continue
+			case "subscribed":
+				open[f.ID] = true
+			case "unsubscribed", "error":
+				delete(open, f.ID)
+			}
+			got = append(got, f.Op+" "+f.ID)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("round %d: answers %q, want %q", round, got, want)
+		}
+	}
+}
