@@ -22,6 +22,9 @@ const (
 	ReasonSlowConsumer = "slow consumer: reconnect and resume from your last seq"
 	ReasonShutdown     = "server restart: reconnect and resume from your last seq"
 	ReasonTokenExpired = "token expired: reconnect with a new token"
+	// ReasonInvalidUTF8 closes a WebSocket that sent a text frame of
+	// invalid UTF-8 (RFC 6455 section 8.1).
+	ReasonInvalidUTF8 = "text frames must be valid UTF-8"
 )
 
 // clockMargin widens a time-based start for topics a client has seen
@@ -53,6 +56,7 @@ const (
 	reasonSlowConsumer
 	reasonShutdown
 	reasonTokenExpired
+	reasonInvalidUTF8
 )
 
 // closeError ends a connection's writer for a reason the client is told.
@@ -66,6 +70,8 @@ func (e closeError) Error() string {
 		return ReasonShutdown
 	case reasonTokenExpired:
 		return ReasonTokenExpired
+	case reasonInvalidUTF8:
+		return ReasonInvalidUTF8
 	}
 	return "closed"
 }

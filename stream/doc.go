@@ -70,7 +70,8 @@
 // "data_base64".
 // The server pings every PingInterval and closes a connection that does
 // not answer. It closes with 1012 when it stops, 1013 for a slow
-// consumer and 1008 when the connection token expires.
+// consumer, 1008 when the connection token expires and 1007 for a text
+// frame that is not UTF-8.
 //
 // # SSE
 //

@@ -25,9 +25,10 @@ const MaxSubscriptionIDBytes = 128
 
 // WebSocket close codes the server uses, with the reasons in Reason*.
 const (
-	CloseServiceRestart = websocket.StatusServiceRestart  // 1012: the server is stopping
-	CloseSlowConsumer   = websocket.StatusTryAgainLater   // 1013: the connection's queue was full
-	CloseTokenExpired   = websocket.StatusPolicyViolation // 1008: the connection token expired
+	CloseServiceRestart = websocket.StatusServiceRestart          // 1012: the server is stopping
+	CloseSlowConsumer   = websocket.StatusTryAgainLater           // 1013: the connection's queue was full
+	CloseTokenExpired   = websocket.StatusPolicyViolation         // 1008: the connection token expired
+	CloseInvalidUTF8    = websocket.StatusInvalidFramePayloadData // 1007: a text frame was not UTF-8
 )
 
 // ServeWebSocket serves GET /v1/stream: it authenticates the request (API
@@ -91,6 +92,13 @@ func (h *Hub) readWS(c *conn) {
 		}
 		if typ != websocket.MessageText {
 			c.sendError("", herald.Errorf(herald.CodeUnsupported, "send JSON text frames"))
+			continue
+		}
+		if !utf8.Valid(data) {
+			// RFC 6455 fails the connection. Decoding it would quietly
+			// replace the bad bytes, and a name could then mean another.
+			// The writer closes it; this loop's next read then ends.
+			c.shutdown(reasonInvalidUTF8)
 			continue
 		}
 		// Handle the message on a goroutine of its own and wait for it:
@@ -380,6 +388,8 @@ func (c *conn) closeWS(err error) {
 		_ = c.ws.Close(CloseServiceRestart, ReasonShutdown)
 	case reasonTokenExpired:
 		_ = c.ws.Close(CloseTokenExpired, ReasonTokenExpired)
+	case reasonInvalidUTF8:
+		_ = c.ws.Close(CloseInvalidUTF8, ReasonInvalidUTF8)
 	default:
 		_ = c.ws.CloseNow()
 	}

@@ -411,3 +411,32 @@ func TestWebSocketEveryOpIsAnsweredInOrder(t *testing.T) {
 		}
 	}
 }
+
+// A text frame must be UTF-8 (RFC 6455 8.1): one that is not closes the
+// connection with 1007, rather than being decoded with its bad bytes
+// replaced.
+func TestWebSocketInvalidUTF8Closes1007(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOptions{})
+	n.createTopic("orders.eu", 0)
+	c := n.dialWS("reader", "")
+	c.subscribe(map[string]any{"id": "ok", "topic": "orders.eu"})
+	if err := c.conn.Write(t.Context(), websocket.MessageText, []byte("{\"op\":\"ping\",\"id\":\"\xff\xfe\"}")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := c.read(20 * time.Second)
+		if err != nil {
+			if code := websocket.CloseStatus(err); code != websocket.StatusInvalidFramePayloadData {
+				t.Fatalf("close status %v (%v), want 1007", code, err)
+			}
+			break
+		}
+		if f.Op == "pong" {
+			t.Fatalf("a frame of invalid UTF-8 was answered: %+v", f)
+		}
+	}
+	waitFor(t, "the connection to be unregistered", func() bool {
+		return n.metric("herald_stream_connections", "transport", "websocket") == 0
+	})
+}
