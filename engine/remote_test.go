@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,9 +17,6 @@ import (
 // only a store shared by several processes has other nodes.
 func clusterDSN(t *testing.T) string {
 	t.Helper()
-	if os.Getenv("HERALD_TEST_POSTGRES") == "" {
-		t.Skip("HERALD_TEST_POSTGRES is not set: the multi-node dispatcher tests need PostgreSQL")
-	}
 	return pgSchemaDSN(t)
 }
 

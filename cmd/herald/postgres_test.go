@@ -1,51 +1,17 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/heraldhq/herald/store/postgres/pgtest"
 )
 
 // pgDSN returns a DSN for a fresh schema in the test PostgreSQL, dropped when
-// the test ends, or skips when HERALD_TEST_POSTGRES is unset.
+// the test ends, or skips when HERALD_TEST_POSTGRES is unset or unreachable.
 func pgDSN(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("HERALD_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("HERALD_TEST_POSTGRES is not set: no PostgreSQL to test against")
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "herald_e2e_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect %s: %v", "HERALD_TEST_POSTGRES", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(context.Background())
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _ := pgtest.Schema(t, "herald_e2e")
+	return dsn
 }
 
 func TestServeOnPostgres(t *testing.T) {

@@ -2,68 +2,23 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/store/postgres/pgtest"
+
 	"github.com/heraldhq/herald"
-	"github.com/jackc/pgx/v5"
 )
 
 // testDSN creates a fresh schema on the server named by
-// HERALD_TEST_POSTGRES, drops it when the test ends, and returns a DSN
-// whose search_path is that schema and whose application_name is the
-// schema's name (so a test can find its own sessions in
-// pg_stat_activity). It skips the test when the variable is unset.
+// HERALD_TEST_POSTGRES and returns its DSN (see pgtest.SchemaOn). It skips
+// the test when the variable is unset or the server cannot be reached.
 func testDSN(t testing.TB) (dsn, schema string) {
 	t.Helper()
-	base := os.Getenv("HERALD_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("HERALD_TEST_POSTGRES is not set; set it to a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/test to run the postgres store tests")
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema = "herald_test_" + hex.EncodeToString(b[:])
-
-	admin := func(sql string) error {
-		// Not t.Context(): cleanups run after it is canceled.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := admin(`CREATE SCHEMA ` + schema); err != nil {
-		t.Fatalf("create schema %s: %v", schema, err)
-	}
-	t.Cleanup(func() {
-		if err := admin(`DROP SCHEMA ` + schema + ` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-
-	if !strings.Contains(base, "://") { // key=value form
-		return base + " search_path=" + schema + " application_name=" + schema, schema
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	q.Set("application_name", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), schema
+	return pgtest.Schema(t, "herald_test")
 }
 
 // openTest opens a store on dsn and closes it when the test ends (before
