@@ -21,7 +21,8 @@ const keysOverview = `Usage: herald keys <subverb> [arguments]
 
 Scopes: "admin", "publish:<pattern>", "read:<pattern>", "subscribe:<pattern>",
 where a pattern is a topic name whose segments may be "*" (one segment) or,
-last, ">" (the rest): publish:orders.>, read:*.created.
+last, ">" (one or more): publish:orders.>, read:*.created. publish:orders.>
+covers orders.eu and orders.eu.returns but not orders itself.
 Every keys subverb needs an admin key.
 
 Run "herald help keys <subverb>" for its options.
