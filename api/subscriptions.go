@@ -170,10 +170,13 @@ type subscriptionSpec struct {
 	RateLimit        float64           `json:"rate_limit"`
 	Ordered          bool              `json:"ordered"`
 	ExpiresAfterIdle string            `json:"expires_after_idle"`
-	// Verification and Start apply to creation ("verification" to a PATCH
-	// that changes the URL too).
+	// Verification, Start and Secret apply to creation ("verification" to
+	// a PATCH that changes the URL too).
 	Verification string          `json:"verification"`
 	Start        json.RawMessage `json:"start"`
+	// Secret is a signing secret the caller chose (see callerSecret); nil
+	// has Herald make one.
+	Secret *string `json:"secret"`
 }
 
 // configure validates the spec's settings and writes them into sub: every
@@ -534,6 +537,42 @@ func requireVerification(sub *herald.Subscription, now time.Time) {
 	sub.ChallengeTries = 0
 }
 
+// minSecretDistinctBytes is how many different byte values a caller's
+// secret must hold at least. 24 random bytes hold 23 on average and fewer
+// than 12 about once in 10^13 tries; a placeholder ("whsec_AAAA...") or a
+// repeated word holds a handful.
+const minSecretDistinctBytes = 12
+
+// callerSecret validates a signing secret chosen by the caller of a create
+// request and returns it in canonical text form: "whsec_" and the standard
+// padded base64 of webhook.MinSecretBytes to webhook.MaxSecretBytes random
+// bytes. Letting the caller choose means a receiver configured with the
+// secret before the subscription exists passes the first verification
+// challenge, which Herald sends at once. Errors name the field "secret"
+// and never contain it.
+func callerSecret(text string) (string, error) {
+	const how = `generate one with: echo "whsec_$(openssl rand -base64 32)"`
+	if !strings.HasPrefix(text, webhook.SecretPrefix) {
+		return "", herald.FieldErrorf("secret", "the secret must start with %q followed by the standard base64 of %d to %d random bytes; omit it to have Herald make one, or %s",
+			webhook.SecretPrefix, webhook.MinSecretBytes, webhook.MaxSecretBytes, how)
+	}
+	key, err := webhook.ParseSecret(text)
+	if err != nil {
+		return "", err
+	}
+	var seen [256]bool
+	distinct := 0
+	for _, b := range key {
+		if !seen[b] {
+			seen[b], distinct = true, distinct+1
+		}
+	}
+	if distinct < minSecretDistinctBytes {
+		return "", herald.FieldErrorf("secret", "the secret does not look random: its %d bytes hold only %d different values; %s", len(key), distinct, how)
+	}
+	return webhook.SecretPrefix + base64.StdEncoding.EncodeToString(key), nil
+}
+
 // verificationMode checks the "verification" member: "challenge" (or
 // empty) or "none", which needs admin. It reports whether the endpoint must
 // be verified.
@@ -573,12 +612,18 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	secret := webhook.NewSecret()
+	if spec.Secret != nil {
+		if secret, err = callerSecret(*spec.Secret); err != nil {
+			return err
+		}
+	}
 	now := s.now().UTC()
 	sub := herald.Subscription{
 		ID:             newSubscriptionID(),
 		Topic:          spec.Topic,
 		State:          herald.StateActive,
-		Secret:         webhook.NewSecret(),
+		Secret:         secret,
 		OwnerKeyID:     principalFrom(r.Context()).keyID,
 		CreatedAt:      now,
 		UpdatedAt:      now,

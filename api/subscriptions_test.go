@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -764,6 +765,55 @@ func TestSubscriptionSecret(t *testing.T) {
 	}
 	for _, body := range []string{`{"grace":"8d"}`, `{"grace":"-1h"}`, `{"grace":"soon"}`, `{"grace":3600}`} {
 		e.problem(herald.CodeInvalid, "grace", req{method: "POST", path: "/v1/subscriptions/" + s.ID + "/secret:rotate", body: []byte(body)})
+	}
+}
+
+// A caller may choose the signing secret at creation, so a receiver
+// configured with it beforehand passes the first verification challenge.
+// The secret is write-only: the create answer echoes it, GET never shows it.
+func TestSubscriptionCallerSecret(t *testing.T) {
+	e := newSubEnv(t, Config{})
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i*37 + 11)
+	}
+	chosen := "whsec_" + base64.StdEncoding.EncodeToString(key)
+	s := e.create("", `{"topic":"orders","url":"https://example.com/a","secret":"`+chosen+`"}`)
+	if s.Secret != chosen || e.stored(s.ID).Secret != chosen || e.secret(s.ID).Secret != chosen {
+		t.Errorf("created with %s: answer %q, stored %q", chosen, s.Secret, e.stored(s.ID).Secret)
+	}
+	res := e.must(http.StatusOK, req{method: "GET", path: "/v1/subscriptions/" + s.ID}, nil)
+	if strings.Contains(string(res.body), chosen) || strings.Contains(string(res.body), `"secret"`) {
+		t.Errorf("GET shows the secret: %s", res.body)
+	}
+	// Base64 split over lines decodes to the same key and is stored in
+	// canonical form, the form receivers are configured with.
+	wrapped := chosen[:30] + `\n` + chosen[30:]
+	if s := e.create("", `{"topic":"orders","url":"https://example.com/b","secret":"`+wrapped+`"}`); s.Secret != chosen {
+		t.Errorf("a wrapped secret is answered as %q, want the canonical %q", s.Secret, chosen)
+	}
+	// A secret is not a setting a patch may change (rotate-secret does).
+	e.problem(herald.CodeInvalid, "secret", req{method: "PATCH", path: "/v1/subscriptions/" + s.ID, body: []byte(`{"secret":"` + chosen + `"}`)})
+
+	for name, secret := range map[string]string{
+		"empty":         `""`,
+		"no prefix":     `"` + base64.StdEncoding.EncodeToString(key) + `"`,
+		"other prefix":  `"whsec-` + base64.StdEncoding.EncodeToString(key) + `"`,
+		"not base64":    `"whsec_not base64!"`,
+		"url base64":    `"whsec_` + base64.URLEncoding.EncodeToString([]byte{0xfb, 0xff, 0xfe, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21}) + `"`,
+		"too short":     `"whsec_` + base64.StdEncoding.EncodeToString(key[:23]) + `"`,
+		"too long":      `"whsec_` + base64.StdEncoding.EncodeToString(append(append(key, key...), key...)[:65]) + `"`,
+		"not random":    `"whsec_` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"`,
+		"repeated word": `"whsec_` + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("secret", 5))) + `"`,
+		"not a string":  `42`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := e.with(t).problem(herald.CodeInvalid, "secret", req{method: "POST", path: "/v1/subscriptions",
+				body: []byte(`{"topic":"orders","url":"https://example.com/c","secret":` + secret + `}`)})
+			if strings.Contains(p.Detail, base64.StdEncoding.EncodeToString(key[:16])) {
+				t.Errorf("the problem repeats the secret: %s", p.Detail)
+			}
+		})
 	}
 }
 

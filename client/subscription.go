@@ -55,6 +55,12 @@ type SubscriptionSpec struct {
 	// Start is where delivery starts in the topics that exist now: the zero
 	// value is now; Earliest, Seq (single topics only) or Time otherwise.
 	Start herald.StartPosition
+	// Secret is a signing secret of the caller's own ("whsec_" and the
+	// base64 of 24 to 64 random bytes, as webhook.NewSecret makes); "" has
+	// the server make one. Choosing it lets a receiver be configured before
+	// the subscription exists, so it passes the first verification
+	// challenge, which the server sends at once.
+	Secret string
 }
 
 // Subscription is a webhook subscription as the server reports it. It
@@ -230,11 +236,11 @@ func startJSON(p herald.StartPosition) json.RawMessage {
 }
 
 // CreateSubscription creates a webhook subscription and returns it with its
-// signing secret. Unless the spec says herald.VerifyNone it is pending:
+// signing secret (spec.Secret when given). Unless the spec says herald.VerifyNone it is pending:
 // Herald sends the endpoint a challenge and delivers nothing until it is
 // answered (or VerifySubscription confirms the token). It needs a key with
 // a subscribe scope that covers the topic. Invalid settings are a *Problem
-// with status 400 naming the field, such as "url" or "retry.max".
+// with status 400 naming the field, such as "url", "retry.max" or "secret".
 func (c *Client) CreateSubscription(ctx context.Context, spec SubscriptionSpec) (Subscription, error) {
 	var filter json.RawMessage
 	if len(bytes.TrimSpace(spec.Filter)) > 0 {
@@ -262,11 +268,12 @@ func (c *Client) CreateSubscription(ctx context.Context, spec SubscriptionSpec) 
 		ExpiresAfterIdle string            `json:"expires_after_idle,omitempty"`
 		Verification     string            `json:"verification,omitempty"`
 		Start            json.RawMessage   `json:"start,omitempty"`
+		Secret           string            `json:"secret,omitempty"`
 	}{
 		Topic: spec.Topic, URL: spec.URL, Description: spec.Description, Filter: filter, Headers: spec.Headers,
 		Retry: retry, Timeout: formatDuration(spec.Timeout), MaxInFlight: maxInFlight, RateLimit: spec.RateLimit,
 		Ordered: spec.Ordered, ExpiresAfterIdle: formatDuration(spec.ExpiresAfterIdle),
-		Verification: spec.Verification, Start: startJSON(spec.Start),
+		Verification: spec.Verification, Start: startJSON(spec.Start), Secret: spec.Secret,
 	})
 	if err != nil {
 		return Subscription{}, err

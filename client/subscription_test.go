@@ -95,6 +95,20 @@ func TestSubscriptionClientEndToEnd(t *testing.T) {
 	if got.Secret != "" || got.Stats == nil || got.Stats.Lag != 2 {
 		t.Errorf("get: secret %q, stats %+v (want lag 2: started after seq 1)", got.Secret, got.Stats)
 	}
+	// A secret of the caller's own is the one the subscription signs with.
+	own := webhook.NewSecret()
+	mine, err := c.CreateSubscription(ctx, client.SubscriptionSpec{Topic: "orders", URL: "https://example.com/mine", Secret: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec, err := c.GetSecret(ctx, mine.ID); err != nil || mine.Secret != own || sec.Secret != own {
+		t.Errorf("created with secret %s: answered %q, GetSecret %+v, %v", own, mine.Secret, sec, err)
+	}
+	if err := c.DeleteSubscription(ctx, mine.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.CreateSubscription(ctx, client.SubscriptionSpec{Topic: "orders", URL: "https://example.com/mine", Secret: "hunter2"})
+	wantCode(t, "malformed secret", err, herald.CodeInvalid, "secret")
 	_, err = c.CreateSubscription(ctx, client.SubscriptionSpec{Topic: "orders", URL: "http://10.0.0.1/"})
 	wantCode(t, "private URL", err, herald.CodeInvalid, "url")
 	_, err = c.CreateSubscription(ctx, client.SubscriptionSpec{Topic: "orders", URL: "https://example.com", Retry: herald.RetryPolicy{Initial: time.Nanosecond}})

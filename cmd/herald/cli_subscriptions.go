@@ -233,31 +233,57 @@ func parseStartFlag(s string) (herald.StartPosition, error) {
 	return herald.StartPosition{Time: t}, nil
 }
 
-func parseSubsCreate(c *cli, args []string) (client.SubscriptionSpec, error) {
+// subsCreateArgs is a parsed "subscriptions create" command line.
+type subsCreateArgs struct {
+	spec        client.SubscriptionSpec
+	wait        bool          // wait until the subscription is active
+	waitTimeout time.Duration // for at most this long
+}
+
+// defaultWaitTimeout bounds --wait. A receiver that misses the first
+// challenge gets the next ones 5s, 15s and 45s later: a minute covers the
+// first retries.
+const defaultWaitTimeout = time.Minute
+
+// maxSecretFile bounds a --secret @file read; a secret is under 100 bytes.
+const maxSecretFile = 4 << 10
+
+func parseSubsCreate(c *cli, args []string) (subsCreateArgs, error) {
 	var (
-		f     settingsFlags
-		start string
-		spec  client.SubscriptionSpec
+		f      settingsFlags
+		start  string
+		secret string
+		a      = subsCreateArgs{waitTimeout: defaultWaitTimeout}
 	)
+	spec := &a.spec
 	fs := c.flagSet("subscriptions create", `herald subscriptions create TOPIC URL [options]
 
 Create a webhook subscription that delivers the events of TOPIC (a name, or
 a pattern such as orders.* or orders.>) to URL, and print it with its
 signing secret. It is pending until the endpoint answers the verification
-challenge Herald sends it. Settings not given take the server's defaults.`)
+challenge Herald sends it at once: give the receiver its secret first, by
+choosing it with --secret, so that it passes that first challenge; --wait
+waits until it has. Settings not given take the server's defaults.
+
+  export WEBHOOK_SECRET="whsec_$(openssl rand -base64 32)"
+  # start the receiver with WEBHOOK_SECRET, then:
+  herald subscriptions create orders https://example.com/hook --secret "$WEBHOOK_SECRET" --wait`)
 	f.register(fs, false)
 	fs.StringVar(&start, "start", "", "deliver from `POS`: now (default), earliest, a seq (single topics only) or an RFC 3339 time")
+	fs.StringVar(&secret, "secret", "", "sign with `SECRET`, whsec_ and the base64 of 24 to 64 random bytes, or read it from @FILE (command lines are visible to other users of the machine); default: the server makes one")
+	fs.Var(boolFlag{&a.wait}, "wait", "wait until the endpoint has answered the verification challenge; exit 1 with the reason if it has not by --wait-timeout")
+	fs.Var(durationFlag{&a.waitTimeout}, "wait-timeout", "give up waiting after `D`")
 	pos, err := fs.parse(args, 2, 2)
 	if err != nil {
-		return spec, err
+		return a, err
 	}
 	set := setFlags(fs)
 	filter, headers, err := f.check(fs, set)
 	if err != nil {
-		return spec, err
+		return a, err
 	}
 	if spec.Start, err = parseStartFlag(start); err != nil {
-		return spec, fs.usageErrorf("%v", err)
+		return a, fs.usageErrorf("%v", err)
 	}
 	spec.Topic, spec.URL = pos[0], pos[1]
 	spec.Description, spec.Filter, spec.Headers = f.description, filter, headers
@@ -265,33 +291,131 @@ challenge Herald sends it. Settings not given take the server's defaults.`)
 	spec.Timeout, spec.MaxInFlight, spec.RateLimit = f.timeout, f.maxInFlight, f.rateLimit
 	spec.Ordered, spec.ExpiresAfterIdle, spec.Verification = f.ordered, f.expiresAfterIdle, f.verification
 	if set["expires-after-idle"] && f.expiresAfterIdle == 0 {
-		return spec, fs.usageErrorf("--expires-after-idle 0: leave it out to never expire")
+		return a, fs.usageErrorf("--expires-after-idle 0: leave it out to never expire")
 	}
-	return spec, nil
+	if set["secret"] {
+		if spec.Secret, err = readSecretFlag(fs, secret); err != nil {
+			return a, err
+		}
+	}
+	if set["wait-timeout"] && (!a.wait || a.waitTimeout <= 0) {
+		return a, fs.usageErrorf("--wait-timeout: want a duration above 0, with --wait")
+	}
+	return a, nil
+}
+
+// readSecretFlag returns the secret of --secret: the value, or the first
+// line of the file named after "@". The server checks its form.
+func readSecretFlag(fs *cmdFlags, v string) (string, error) {
+	path, ok := strings.CutPrefix(v, "@")
+	if !ok {
+		if v == "" {
+			return "", fs.usageErrorf("--secret is empty; leave it out to have the server make one")
+		}
+		return v, nil
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: --secret: %w", fs.verb, err)
+	}
+	defer file.Close()
+	b, err := io.ReadAll(io.LimitReader(file, maxSecretFile+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: --secret: read %s: %w", fs.verb, path, err)
+	}
+	if len(b) > maxSecretFile {
+		return "", fs.usageErrorf("--secret: %s is over %d bytes; it should hold only the secret", path, maxSecretFile)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if line = strings.TrimSpace(line); line == "" {
+		return "", fs.usageErrorf("--secret: %s is empty", path)
+	}
+	return line, nil
 }
 
 func subsCreate(ctx context.Context, c *cli, args []string) error {
-	spec, err := parseSubsCreate(c, args)
+	a, err := parseSubsCreate(c, args)
 	if err != nil {
 		return err
 	}
-	s, err := c.client().CreateSubscription(ctx, spec)
+	cl := c.client()
+	s, err := cl.CreateSubscription(ctx, a.spec)
 	if err != nil {
 		return err
 	}
+	if c.g.output != outputJSON {
+		if _, err := fmt.Fprintf(c.stdout, "created subscription %s\n", s.ID); err != nil {
+			return err
+		}
+		if err := writeSubscription(c.stdout, s); err != nil {
+			return err
+		}
+	}
+	if !a.wait {
+		if c.g.output == outputJSON {
+			return c.printJSON(s)
+		}
+		if s.State == herald.StatePending {
+			_, err = fmt.Fprintf(c.stderr, "The endpoint must answer the verification challenge before %s; until then nothing is delivered (--wait waits for it).\n", formatTime(s.VerifyDeadline))
+		}
+		return err
+	}
+	if c.g.output != outputJSON && s.State == herald.StatePending {
+		fmt.Fprintf(c.stderr, "Waiting up to %s for the endpoint to answer the verification challenge...\n", herald.FormatDuration(a.waitTimeout))
+	}
+	got, waitErr := waitActive(ctx, cl, s, a.waitTimeout)
 	if c.g.output == outputJSON {
-		return c.printJSON(s)
+		got.Secret = s.Secret // shown only by create
+		if err := c.printJSON(got); err != nil {
+			return err
+		}
+	} else if waitErr == nil {
+		if _, err := fmt.Fprintf(c.stdout, "subscription %s is active: the endpoint answered the verification challenge\n", s.ID); err != nil {
+			return err
+		}
 	}
-	if _, err := fmt.Fprintf(c.stdout, "created subscription %s\n", s.ID); err != nil {
-		return err
+	return waitErr
+}
+
+// waitPoll is how often waitActive reads the subscription.
+const waitPoll = 250 * time.Millisecond
+
+// waitActive reads the subscription s until it is active and returns it.
+// It stops with an error naming the state and its reason when the
+// subscription is in a state it will not leave by itself (failed, paused,
+// disabled), when it is still pending after timeout, or when ctx ends. The
+// subscription last read is returned with the error.
+func waitActive(ctx context.Context, cl *client.Client, s client.Subscription, timeout time.Duration) (client.Subscription, error) {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(waitPoll)
+	defer tick.Stop()
+	for {
+		reason := cell(s.StateReason)
+		switch {
+		case s.State == herald.StateActive:
+			return s, nil
+		case s.State != herald.StatePending:
+			if reason == "" {
+				reason = "no reason given"
+			}
+			return s, fmt.Errorf("subscription %s is %s: %s", s.ID, s.State, reason)
+		case !time.Now().Before(deadline):
+			if reason == "" {
+				reason = "the endpoint has not answered the verification challenge yet"
+			}
+			return s, fmt.Errorf("subscription %s is still pending after %s: %s", s.ID, herald.FormatDuration(timeout), reason)
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-tick.C:
+		}
+		next, err := cl.GetSubscription(ctx, s.ID)
+		if err != nil {
+			return s, err
+		}
+		s = next
 	}
-	if err := writeSubscription(c.stdout, s); err != nil {
-		return err
-	}
-	if s.State == herald.StatePending {
-		_, err = fmt.Fprintf(c.stderr, "The endpoint must answer the verification challenge before %s; until then nothing is delivered.\n", formatTime(s.VerifyDeadline))
-	}
-	return err
 }
 
 // subsUpdateArgs is a parsed "subscriptions update" command line.

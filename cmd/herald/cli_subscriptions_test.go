@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/sqlite"
+	"github.com/heraldhq/herald/webhook"
 )
 
 func TestParseSubsCreate(t *testing.T) {
@@ -43,12 +44,12 @@ func TestParseSubsCreate(t *testing.T) {
 		ExpiresAfterIdle: 30 * 24 * time.Hour, Verification: "none",
 		Start: herald.StartPosition{Earliest: true},
 	}
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(got.spec, want) || got.wait || got.waitTimeout != defaultWaitTimeout {
 		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
 
 	got, err = parseSubsCreate(c, []string{"orders", "https://example.com"})
-	if err != nil || !reflect.DeepEqual(got, client.SubscriptionSpec{Topic: "orders", URL: "https://example.com"}) {
+	if err != nil || !reflect.DeepEqual(got.spec, client.SubscriptionSpec{Topic: "orders", URL: "https://example.com"}) {
 		t.Errorf("no options: %+v, %v; want only topic and URL (server defaults)", got, err)
 	}
 
@@ -59,8 +60,30 @@ func TestParseSubsCreate(t *testing.T) {
 		"2025-01-02T03:04:05Z": {Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)},
 	} {
 		got, err := parseSubsCreate(c, []string{"orders", "https://example.com", "--start", start})
-		if err != nil || !got.Start.Time.Equal(want.Time) || got.Start.Seq != want.Seq || got.Start.Earliest != want.Earliest {
-			t.Errorf("--start %s: %+v, %v; want %+v", start, got.Start, err, want)
+		if err != nil || !got.spec.Start.Time.Equal(want.Time) || got.spec.Start.Seq != want.Seq || got.spec.Start.Earliest != want.Earliest {
+			t.Errorf("--start %s: %+v, %v; want %+v", start, got.spec.Start, err, want)
+		}
+	}
+
+	// The secret comes from the flag or the first line of a file; --wait
+	// takes a timeout.
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("  whsec_fromfile  \nignored\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args    []string
+		secret  string
+		wait    bool
+		timeout time.Duration
+	}{
+		{[]string{"--secret", "whsec_abc"}, "whsec_abc", false, defaultWaitTimeout},
+		{[]string{"--secret", "@" + secretFile, "--wait"}, "whsec_fromfile", true, defaultWaitTimeout},
+		{[]string{"--wait", "--wait-timeout", "5s"}, "", true, 5 * time.Second},
+	} {
+		got, err := parseSubsCreate(c, append([]string{"orders", "https://example.com"}, tt.args...))
+		if err != nil || got.spec.Secret != tt.secret || got.wait != tt.wait || got.waitTimeout != tt.timeout {
+			t.Errorf("%q: %+v, %v; want secret %q, wait %v for %s", tt.args, got, err, tt.secret, tt.wait, tt.timeout)
 		}
 	}
 }
@@ -135,6 +158,9 @@ func TestSubscriptionsUsageErrors(t *testing.T) {
 		{[]string{"subs", "create", "t", "https://e.com", "--start", "yesterday"}, `--start "yesterday": want now, earliest, a seq or an RFC 3339 time`},
 		{[]string{"subs", "create", "t", "https://e.com", "--verification", "skip"}, `--verification "skip": want challenge or none`},
 		{[]string{"subs", "create", "t", "https://e.com", "--expires-after-idle", "0"}, "leave it out to never expire"},
+		{[]string{"subs", "create", "t", "https://e.com", "--secret", ""}, "--secret is empty"},
+		{[]string{"subs", "create", "t", "https://e.com", "--wait-timeout", "5s"}, "--wait-timeout: want a duration above 0, with --wait"},
+		{[]string{"subs", "create", "t", "https://e.com", "--wait", "--wait-timeout", "0s"}, "--wait-timeout: want a duration above 0"},
 		{[]string{"subs", "update", "sub_1"}, "nothing to change"},
 		{[]string{"subs", "update", "sub_1", "--output", "json"}, "nothing to change"},
 		{[]string{"subs", "update"}, "subscriptions update: missing arguments"},
@@ -174,7 +200,7 @@ func TestSubscriptionsHelp(t *testing.T) {
 		want []string
 	}{
 		{[]string{"help", "subscriptions"}, []string{"create TOPIC URL", "rotate-secret ID", "replay ID (--from-seq N | --from-time T)", "alias: subs"}},
-		{[]string{"help", "subs", "create"}, []string{"--filter JSON", "--header NAME=VALUE", "--retry-max-attempts N", "--retry-initial D",
+		{[]string{"help", "subs", "create"}, []string{"--secret SECRET", "@FILE", "--wait", "--wait-timeout D", "(default 1m)", "openssl rand -base64 32", "--filter JSON", "--header NAME=VALUE", "--retry-max-attempts N", "--retry-initial D",
 			"--retry-max D", "--timeout D", "--max-in-flight N", "--rate-limit R", "--ordered", "--expires-after-idle D", "--start POS", "--verification MODE"}},
 		{[]string{"help", "subscriptions", "update"}, []string{"--url URL", "--remove-header NAME", "null removes it"}},
 		{[]string{"help", "subscriptions", "attempts"}, []string{"--event-id E", "--outcome O", "--cursor C"}},
@@ -355,5 +381,51 @@ func TestSubscriptionsVerbsEndToEnd(t *testing.T) {
 	}
 	if r := runCLI(t, nil, environ, "subs", "get", id); r.code != exitFailure || !strings.Contains(r.stderr, "status 404") {
 		t.Errorf("get deleted: %+v", r)
+	}
+}
+
+// "create --secret --wait" is the documented first step: it returns once
+// the receiver, configured with the secret beforehand, has answered the
+// challenge, and fails with the reason when it does not.
+func TestSubscriptionsCreateWait(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	environ := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
+	if r := runCLI(t, nil, environ, "topics", "create", "orders"); r.code != exitOK {
+		t.Fatalf("topics create: %+v", r)
+	}
+	secret := webhook.NewSecret()
+	receiver := func(echo bool) string {
+		ep := newEndpoint(t)
+		ep.mu.Lock()
+		ep.secrets, ep.echo = []string{secret}, echo
+		ep.mu.Unlock()
+		return ep.srv.URL
+	}
+
+	r := runCLI(t, nil, environ, "subs", "create", "orders", receiver(true), "--secret", secret, "--wait")
+	if r.code != exitOK || !strings.Contains(r.stdout, "is active: the endpoint answered the verification challenge") ||
+		!strings.Contains(r.stdout, secret) || !strings.Contains(r.stderr, "Waiting up to 1m") {
+		t.Errorf("create --wait with a receiver that answers: %+v", r)
+	}
+	r = runCLI(t, nil, environ, "--output", "json", "subs", "create", "orders", receiver(true), "--secret", secret, "--wait")
+	var got client.Subscription
+	if err := json.Unmarshal([]byte(r.stdout), &got); r.code != exitOK || err != nil || got.State != herald.StateActive || got.Secret != secret {
+		t.Errorf("create --wait --output json: %+v (%v); want one document, active, with the secret", r, err)
+	}
+
+	// A receiver that does not echo the challenge: exit 1 after the
+	// timeout, with the state and what is known of why.
+	r = runCLI(t, nil, environ, "subs", "create", "orders", receiver(false), "--secret", secret, "--wait", "--wait-timeout", "1s")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "is still pending after 1s: ") || !strings.Contains(r.stderr, "verification challenge") {
+		t.Errorf("create --wait with a receiver that does not answer: %+v", r)
+	}
+	// An admin's unverified subscription is active at once.
+	if r = runCLI(t, nil, environ, "subs", "create", "orders", receiver(false), "--verification", "none", "--wait"); r.code != exitOK {
+		t.Errorf("create --verification none --wait: %+v", r)
+	}
+	// A malformed secret is the server's 400 naming the field.
+	if r = runCLI(t, nil, environ, "subs", "create", "orders", receiver(true), "--secret", "whsec_short", "--wait"); r.code != exitFailure || !strings.Contains(r.stderr, "field: secret") {
+		t.Errorf("create with a malformed secret: %+v", r)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/webhook"
 )
 
 // endpoint is a webhook receiver written the way a customer would write
@@ -366,4 +367,43 @@ func TestWebhookPrivateDestinationsRefusedByDefault(t *testing.T) {
 	if ep.delivered() != 1 {
 		t.Fatalf("the endpoint got %d events; the second must not arrive", ep.delivered())
 	}
+}
+
+// A receiver configured with its secret before the subscription exists,
+// as docs/webhooks.md shows first, passes the very first verification
+// challenge: the caller chose the secret.
+func TestWebhookCallerSecretPassesFirstChallenge(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	c := adminClient(m)
+	ctx := t.Context()
+	if _, _, err := c.PutTopic(ctx, "orders", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	secret := webhook.NewSecret()
+	ep := newEndpoint(t)
+	ep.mu.Lock()
+	ep.secrets, ep.echo = []string{secret}, true
+	ep.mu.Unlock()
+	sub, err := c.CreateSubscription(ctx, client.SubscriptionSpec{Topic: "orders", URL: ep.srv.URL, Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Secret != secret {
+		t.Errorf("created with secret %q, answered %q", secret, sub.Secret)
+	}
+	eventually(t, "the subscription to turn active", func() bool {
+		s, err := c.GetSubscription(ctx, sub.ID)
+		return err == nil && s.State == herald.StateActive
+	})
+	ep.mu.Lock()
+	challenges, bad := len(ep.challenges), ep.badSig
+	ep.mu.Unlock()
+	if challenges != 1 || bad != 0 {
+		t.Errorf("the endpoint got %d challenges and %d badly signed requests; want the first challenge to pass", challenges, bad)
+	}
+	if _, err := c.Publish(ctx, "orders", []byte(`{"n":1}`), client.PublishOptions{ContentType: "application/json"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the event to arrive", func() bool { return ep.delivered() == 1 })
 }
