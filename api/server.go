@@ -60,6 +60,15 @@ type Topics interface {
 	Delete(ctx context.Context, name string) error
 }
 
+// Deliverer sends one event to a subscription's endpoint at once and
+// reports how it went: signed, through the shared sender and its SSRF
+// guard (webhook.Deliverer implements it). The API uses it for test events,
+// outside the dispatcher. It must be safe for concurrent use and return by
+// ctx's deadline.
+type Deliverer interface {
+	Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult
+}
+
 // Deps are the parts the API runs on. Store, Topics and Appender are
 // required; a nil Logger discards, a nil Registry gets a private one. A nil
 // Subscriptions makes the subscription endpoints answer 503; a nil
@@ -77,6 +86,10 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is what /metrics serves.
 	Registry *prometheus.Registry
+
+	// Deliverer sends test events (POST /v1/subscriptions/{id}/test); nil
+	// makes that endpoint answer 503.
+	Deliverer Deliverer
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -104,6 +117,9 @@ type Server struct {
 	routes  []route // registered routes, in registration order
 	handler http.Handler
 	ready   atomic.Bool
+
+	// deliverer sends test events; nil when the server has none.
+	deliverer Deliverer
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -132,6 +148,7 @@ func New(cfg Config, deps Deps) *Server {
 		mux:      http.NewServeMux(),
 	}
 	s.metricsHandler = newMetricsHandler(reg, log)
+	s.deliverer = deps.Deliverer
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch))))
@@ -205,6 +222,7 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/subscriptions/{id}/dead-letters/{event_id}", authenticated, s.deleteDeadLetters)
 	s.handle("POST /v1/subscriptions/{id}/replay", authenticated, s.replay)
 	s.handle("GET /v1/subscriptions/{id}/attempts", authenticated, s.listAttempts)
+	s.handle("POST /v1/subscriptions/{id}/test", authenticated, s.testSubscription)
 
 	// Realtime: the stream handlers authenticate (keys or tokens) themselves.
 	s.handle("GET /v1/topics/{topic}/stream", selfAuthenticated, s.serveSSE)

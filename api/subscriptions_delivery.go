@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"math"
 	"net/http"
@@ -282,6 +284,11 @@ func (s *Server) replayTopics(r *http.Request, sub herald.Subscription, asked st
 	}
 }
 
+// millis is a latency on the wire: milliseconds, to the microsecond.
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
+}
+
 // attemptJSON is one delivery attempt on the wire.
 type attemptJSON struct {
 	ID         int64   `json:"id"`
@@ -346,9 +353,81 @@ func (s *Server) listAttempts(w http.ResponseWriter, r *http.Request) error {
 		out.Attempts = append(out.Attempts, attemptJSON{
 			ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt,
 			Time: formatTime(a.Time), Outcome: string(a.Outcome), StatusCode: a.StatusCode,
-			LatencyMS: math.Round(float64(a.Latency)/float64(time.Microsecond)) / 1000,
-			Error:     a.Error, Response: a.Response,
+			LatencyMS: millis(a.Latency), Error: a.Error, Response: a.Response,
 		})
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
+
+// testEventType is the type of the synthetic events that
+// POST /v1/subscriptions/{id}/test sends.
+const testEventType = "herald.test"
+
+// testResultJSON is the answer of the test endpoint: how the endpoint took
+// the test event.
+type testResultJSON struct {
+	EventID    string  `json:"event_id"`
+	Outcome    string  `json:"outcome"`
+	StatusCode int     `json:"status_code,omitempty"`
+	LatencyMS  float64 `json:"latency_ms"`
+	Error      string  `json:"error,omitempty"`
+	Response   string  `json:"response,omitempty"`
+}
+
+// testSubscription sends a synthetic event of type herald.test to the
+// subscription's endpoint now, the way every event is sent (signed with
+// its secrets, its static headers, through the shared sender and its SSRF
+// guard, under its timeout), and answers how the endpoint took it.
+//
+// The event is in no topic's log and touches no delivery state: it is
+// neither retried nor dead-lettered, not in the attempt log, and does not
+// start or end a run of failures. A developer's tests can then neither
+// disable a subscription nor hide a real failure, and the answer is the
+// record. Only an endpoint that answered the verification challenge gets
+// one: Herald sends nothing to an endpoint that has not agreed.
+func (s *Server) testSubscription(w http.ResponseWriter, r *http.Request) error {
+	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	if s.deliverer == nil {
+		return herald.Errorf(herald.CodeUnavailable, "this server does not send test events")
+	}
+	if err := decodeJSON(w, r, maxJSONBody, true, &struct{}{}); err != nil {
+		return err
+	}
+	if sub.Challenge != "" {
+		return herald.Errorf(herald.CodeConflict, "subscription %s is %s and its endpoint has not answered the verification challenge; Herald sends nothing to an endpoint before it has, test events included", sub.ID, sub.State)
+	}
+	now := s.now().UTC()
+	payload, _ := marshalJSON(struct {
+		Type           string `json:"type"`
+		SubscriptionID string `json:"subscription_id"`
+		Topic          string `json:"topic"`
+		Time           string `json:"time"`
+		Message        string `json:"message"`
+	}{testEventType, sub.ID, sub.Topic, formatTime(now), "A test event from Herald. It is in no topic's log and is not retried."})
+	ev := &herald.Event{
+		ID: herald.NewID(now), Topic: sub.Topic, Type: testEventType,
+		ContentType: "application/json", Payload: bytes.TrimSuffix(payload, []byte("\n")), Time: now,
+	}
+	// The sender bounds the request by the subscription's timeout; the
+	// margin covers waiting for a free send slot.
+	ctx, cancel := context.WithTimeout(r.Context(), sub.Timeout+testSlotWait)
+	res := s.deliverer.Deliver(ctx, &sub, ev, 1)
+	cancel()
+	if err := s.touch(r.Context(), &sub); err != nil {
+		return err
+	}
+	out := testResultJSON{
+		EventID: ev.ID, Outcome: string(herald.OutcomeFailure), StatusCode: res.StatusCode,
+		LatencyMS: millis(res.Latency), Error: res.Err, Response: string(res.Response),
+	}
+	if res.Outcome == herald.Delivered {
+		out.Outcome = string(herald.OutcomeSuccess)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// testSlotWait is how long a test event may wait for a free send slot.
+const testSlotWait = 5 * time.Second

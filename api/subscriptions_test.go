@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/sqlite"
+	"github.com/heraldhq/herald/webhook"
 )
 
 // subStore is what the subscription tests need of a store: the store of
@@ -75,6 +77,12 @@ func openSubStore(t *testing.T) *sqlite.Store {
 
 func newSubEnv(t *testing.T, cfg Config) *subEnv {
 	t.Helper()
+	return newSubEnvWith(t, cfg, nil)
+}
+
+// newSubEnvWith is newSubEnv with a deliverer for test events.
+func newSubEnvWith(t *testing.T, cfg Config, deliverer Deliverer) *subEnv {
+	t.Helper()
 	st := openSubStore(t)
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -101,6 +109,7 @@ func newSubEnv(t *testing.T, cfg Config) *subEnv {
 		Notifier:      notified,
 		Logger:        logger,
 		Registry:      reg,
+		Deliverer:     deliverer,
 	})
 	s.SetReady(true)
 	srv := httptest.NewServer(s.Handler())
@@ -1040,6 +1049,109 @@ func TestSubscriptionAttempts(t *testing.T) {
 	} {
 		e.problem(herald.CodeInvalid, c.field, req{method: "GET", path: "/v1/subscriptions/" + s.ID + "/attempts?" + c.query})
 	}
+}
+
+// POST .../test sends a signed herald.test event through the real
+// deliverer, the way events are sent, and answers how the endpoint took
+// it, without touching the subscription's delivery state.
+func TestSubscriptionTestEvent(t *testing.T) {
+	type received struct {
+		path   string
+		header http.Header
+		body   []byte
+	}
+	var (
+		mu         sync.Mutex
+		got        []received
+		status     = http.StatusNoContent
+		answerBody = ""
+	)
+	ep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, received{r.URL.Path, r.Header.Clone(), body})
+		w.WriteHeader(status)
+		io.WriteString(w, answerBody)
+	}))
+	t.Cleanup(ep.Close)
+	answer := func(code int, body string) {
+		mu.Lock()
+		defer mu.Unlock()
+		status, answerBody = code, body
+	}
+	requests := func() []received {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	deliverer := webhook.NewDeliverer(webhook.NewSender(webhook.SenderConfig{AllowPrivate: true}), nil)
+	e := newSubEnvWith(t, Config{AllowPrivateDestinations: true}, deliverer)
+	testPath := func(id string) string { return "/v1/subscriptions/" + id + "/test" }
+
+	// Nothing goes to an endpoint that has not answered the challenge.
+	pending := e.create("", `{"topic":"orders.*","url":"`+ep.URL+`/hook"}`)
+	e.problem(herald.CodeConflict, "", req{method: "POST", path: testPath(pending.ID)})
+	if n := len(requests()); n != 0 {
+		t.Fatalf("the pending endpoint got %d requests", n)
+	}
+
+	s := e.create("", `{"topic":"orders.*","url":"`+ep.URL+`/hook","verification":"none","headers":{"X-Team":"billing"}}`)
+	secret := e.secret(s.ID).Secret
+	var res testResultJSON
+	e.post(http.StatusOK, s.ID, "/test", "", &res)
+	if res.Outcome != "success" || res.StatusCode != 204 || res.EventID == "" || res.LatencyMS <= 0 || res.Error != "" {
+		t.Errorf("test of an endpoint answering 204: %+v", res)
+	}
+	reqs := requests()
+	if len(reqs) != 1 {
+		t.Fatalf("the endpoint got %d requests, want 1", len(reqs))
+	}
+	r := reqs[0]
+	if err := webhook.Verify(secret, r.header, r.body, time.Now(), 0); err != nil {
+		t.Errorf("the test event does not verify with the subscription's secret: %v", err)
+	}
+	for name, want := range map[string]string{
+		"Webhook-Id": res.EventID, "Herald-Event-Type": "herald.test", "Herald-Topic": "orders.*", "Herald-Seq": "0",
+		"Herald-Attempt": "1", "Herald-Subscription-Id": s.ID, "X-Team": "billing", "Content-Type": "application/json",
+	} {
+		if v := r.header.Get(name); v != want {
+			t.Errorf("header %s: %q, want %q", name, v, want)
+		}
+	}
+	var payload map[string]string
+	if err := json.Unmarshal(r.body, &payload); err != nil || payload["type"] != "herald.test" || payload["subscription_id"] != s.ID || r.path != "/hook" {
+		t.Errorf("request to %s with body %s (%v)", r.path, r.body, err)
+	}
+
+	// A failing endpoint: the answer says how; nothing is recorded,
+	// retried or counted as a run of failures.
+	answer(http.StatusServiceUnavailable, "down for maintenance")
+	e.post(http.StatusOK, s.ID, "/test", "{}", &res)
+	if res.Outcome != "failure" || res.StatusCode != 503 || res.Response != "down for maintenance" || res.Error == "" {
+		t.Errorf("test of an endpoint answering 503: %+v", res)
+	}
+	var attempts attemptListJSON
+	e.must(http.StatusOK, req{method: "GET", path: "/v1/subscriptions/" + s.ID + "/attempts"}, &attempts)
+	if st := e.get(s.ID); len(attempts.Attempts) != 0 || *st.Stats != (statsJSON{}) || st.FailingSince != "" || st.LastSuccessAt != "" || st.State != "active" {
+		t.Errorf("test events changed the delivery state: attempts %+v, subscription %+v", attempts, st)
+	}
+
+	// A paused subscription's verified endpoint may be tested.
+	answer(http.StatusOK, "")
+	e.act(s.ID, "/pause", "")
+	if e.post(http.StatusOK, s.ID, "/test", "", &res); res.Outcome != "success" {
+		t.Errorf("test of a paused subscription: %+v", res)
+	}
+	e.problem(herald.CodeInvalid, "type", req{method: "POST", path: testPath(s.ID), body: []byte(`{"type":"order.created"}`)})
+	_, key := e.createKey("subscribe:payments.>")
+	e.problem(herald.CodeForbidden, "", req{method: "POST", path: testPath(s.ID), key: key})
+	e.problem(herald.CodeNotFound, anyField, req{method: "POST", path: testPath("sub_missing")})
+
+	// A server without a deliverer says so.
+	plain := newSubEnv(t, Config{})
+	other := plain.create("", `{"topic":"orders","url":"https://example.com/a","verification":"none"}`)
+	plain.problem(herald.CodeUnavailable, "", req{method: "POST", path: testPath(other.ID)})
 }
 
 // API calls on a subscription count as activity, written at most once a

@@ -238,3 +238,56 @@ func (c *Client) ListAttempts(ctx context.Context, id string, o AttemptListOptio
 	_, err = c.do(ctx, request{method: http.MethodGet, path: path, query: q, out: &p})
 	return p, err
 }
+
+// TestResult is how a subscription's endpoint took a test event.
+type TestResult struct {
+	EventID    string         // the test event's id, sent as webhook-id
+	Outcome    herald.Outcome // success when the endpoint answered 2xx
+	StatusCode int            // 0 when there was no response
+	Latency    time.Duration
+	Error      string // why it failed
+	Response   string // at most 1 KiB of the response body
+}
+
+type testResultJSON struct {
+	EventID    string  `json:"event_id"`
+	Outcome    string  `json:"outcome"`
+	StatusCode int     `json:"status_code,omitempty"`
+	LatencyMS  float64 `json:"latency_ms"`
+	Error      string  `json:"error,omitempty"`
+	Response   string  `json:"response,omitempty"`
+}
+
+// MarshalJSON writes the API's form of a test result.
+func (r TestResult) MarshalJSON() ([]byte, error) {
+	return marshal(testResultJSON{
+		EventID: r.EventID, Outcome: string(r.Outcome), StatusCode: r.StatusCode,
+		LatencyMS: float64(r.Latency) / float64(time.Millisecond), Error: r.Error, Response: r.Response,
+	})
+}
+
+// UnmarshalJSON reads the API's form of a test result.
+func (r *TestResult) UnmarshalJSON(b []byte) error {
+	var w testResultJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*r = TestResult{
+		EventID: w.EventID, Outcome: herald.Outcome(w.Outcome), StatusCode: w.StatusCode,
+		Latency: time.Duration(math.Round(w.LatencyMS * float64(time.Millisecond))), Error: w.Error, Response: w.Response,
+	}
+	return nil
+}
+
+// TestSubscription sends a synthetic event of type "herald.test" to the
+// subscription's endpoint now, signed like every event, and returns how the
+// endpoint took it. A failing endpoint is a TestResult with Outcome
+// failure, not an error. The event is in no topic's log and changes no
+// delivery state (no retry, no attempt log entry). A subscription whose
+// endpoint has not answered the verification challenge is a *Problem with
+// status 409.
+func (c *Client) TestSubscription(ctx context.Context, id string) (TestResult, error) {
+	var r TestResult
+	err := c.subCall(ctx, http.MethodPost, id, "/test", struct{}{}, &r)
+	return r, err
+}

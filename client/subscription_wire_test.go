@@ -50,6 +50,8 @@ func TestSubscriptionWireRoundTrip(t *testing.T) {
 			  "error":"status 503","response":"busy"},
 			  {"id":8,"topic":"orders","seq":4,"event_id":"e1","attempt":1,
 			  "time":"2025-01-02T03:04:04.000Z","outcome":"failure","latency_ms":0.5,"error":"connection refused"}]}`},
+		{"test result", func() any { return new(client.TestResult) },
+			`{"event_id":"e9","outcome":"failure","status_code":503,"latency_ms":1.25,"error":"HTTP 503","response":"busy"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,6 +41,7 @@ func verbs() []verb {
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},
+		{"listen", groupClient, "receive a topic's webhooks on a local port and print them (development)", listenVerb},
 		{"bench", groupClient, "measure a running Herald (or the raw relay)", benchVerb},
 		{"version", groupOther, "print the version of herald", versionVerb},
 		{"help", groupOther, "print help: herald help [verb [subverb]]", helpVerb},

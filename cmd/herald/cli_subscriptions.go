@@ -36,6 +36,7 @@ const subscriptionsOverview = `Usage: herald subscriptions <subverb> [arguments]
                                deliver retained events again
   attempts ID [--event-id E] [--outcome O]
                                list delivery attempts, newest first
+  test ID                      send a signed herald.test event to the endpoint now
 
 A new subscription is pending until its endpoint answers the signed
 verification challenge Herald sends it (or "verify" confirms the token).
@@ -62,6 +63,7 @@ func subscriptionsVerb(ctx context.Context, c *cli, args []string) error {
 		"delete-dead-letters": subsDeleteDeadLetters,
 		"replay":              subsReplay,
 		"attempts":            subsAttempts,
+		"test":                subsTest,
 	})
 }
 
@@ -953,6 +955,57 @@ List the delivery attempts of the subscription ID, newest first.`)
 		return err
 	}
 	return c.moreHint("attempts", pos[0], page.NextCursor)
+}
+
+func subsTest(ctx context.Context, c *cli, args []string) error {
+	id, err := oneID(c, "test", `herald subscriptions test ID
+
+Send a synthetic event of type herald.test to the endpoint of the
+subscription ID now, signed and sent like every event, and print how the
+endpoint took it: the status, the time it took and the start of its
+answer. It exits 1 when the endpoint did not answer 2xx.
+
+The test event is in no topic's log: it is not retried and not in the
+attempt log, and it does not change the subscription's state. Only an
+endpoint that has answered the verification challenge gets one.`, args)
+	if err != nil {
+		return err
+	}
+	r, err := c.client().TestSubscription(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.g.output == outputJSON {
+		if err := c.printJSON(r); err != nil {
+			return err
+		}
+	} else if err := writeTestResult(c.stdout, id, r); err != nil {
+		return err
+	}
+	if r.Outcome != herald.OutcomeSuccess {
+		return fmt.Errorf("the endpoint of %s did not accept the test event: %s", id, orDash(cell(r.Error)))
+	}
+	return nil
+}
+
+// writeTestResult writes how an endpoint took a test event.
+func writeTestResult(w io.Writer, id string, r client.TestResult) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "test event:\t%s to %s\n", r.EventID, id)
+	fmt.Fprintf(tw, "outcome:\t%s\n", r.Outcome)
+	status := "- (no response)"
+	if r.StatusCode != 0 {
+		status = strconv.Itoa(r.StatusCode)
+	}
+	fmt.Fprintf(tw, "status:\t%s\n", status)
+	fmt.Fprintf(tw, "latency:\t%s\n", r.Latency.Round(time.Millisecond/10))
+	if r.Error != "" {
+		fmt.Fprintf(tw, "error:\t%s\n", cell(r.Error))
+	}
+	if r.Response != "" {
+		fmt.Fprintf(tw, "response:\t%s\n", cell(truncateCell(r.Response, 200)))
+	}
+	return tw.Flush()
 }
 
 // writeSubscription writes a subscription's details as a two-column list.

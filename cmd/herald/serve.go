@@ -158,7 +158,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}, log, m.Registry)
 		dcfg.NodeID, dcfg.Owns, dcfg.LeaseTTL = m.cluster.NodeID(), m.cluster.Owns, cluster.LeaseTTL
 	}
-	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer, dcfg, log, m.Registry)
+	deliverer := webhook.NewDeliverer(m.sender, nil)
+	m.dispatcher = engine.NewDispatcher(m.store, m.tail, deliverer, m.committer, dcfg, log, m.Registry)
 	m.committer.OnCommit(m.dispatcher.OnCommit)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	deps := api.Deps{
@@ -170,6 +171,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	deps.Subscriptions = m.store
 	deps.Notifier = m.dispatcher
+	deps.Deliverer = deliverer // test events, sent outside the dispatcher
 	m.api = api.New(api.Config{
 		InsecureNoAuth:           m.Config.InsecureNoAuth,
 		AutoCreateTopics:         m.Config.AutoCreateTopics,
