@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -209,9 +210,11 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	now := s.now().UTC()
-	var scheduled int64
+	var out replayJSON
+	truncated := false
 	for _, t := range topics {
-		if scheduled >= maxReplay {
+		if out.Scheduled >= maxReplay {
+			truncated = true
 			break
 		}
 		from := int64(1)
@@ -224,20 +227,72 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request) error {
 		if req.ToSeq != nil {
 			to = min(*req.ToSeq, t.HeadSeq)
 		}
+		// Seqs are gap-free and retention removes from the front, so the
+		// events of [from, to] before the first retained one are gone.
+		retained := t.FirstSeq
+		if retained == 0 {
+			retained = t.HeadSeq + 1
+		}
+		if gone := min(to, retained-1) - from + 1; gone > 0 {
+			out.NotRetained += gone
+		}
+		from = max(from, retained)
 		if to < from {
 			continue
 		}
-		n, err := s.subs.ScheduleReplay(r.Context(), sub.ID, t.Name, from, to, now, int(maxReplay-scheduled))
+		limit := maxReplay - out.Scheduled
+		n, err := s.subs.ScheduleReplay(r.Context(), sub.ID, t.Name, from, to, now, int(limit))
 		if err != nil {
 			return err
 		}
-		scheduled += n
+		out.Scheduled += n
+		if want := to - from + 1; n == limit && want > n {
+			truncated = true
+		} else {
+			// ScheduleReplay leaves alone the events already waiting (or,
+			// rarely, pruned since the topic was read).
+			out.AlreadyPending += want - n
+		}
 	}
 	if err := s.touch(r.Context(), &sub); err != nil {
 		return err
 	}
+	if out.Scheduled == 0 {
+		out.Reason = replayNothingReason(sub, topics, out)
+	} else if truncated {
+		out.Reason = fmt.Sprintf("stopped at the limit of %d events per request; replay the rest in another request", maxReplay)
+	}
 	s.changed(sub.ID)
-	return writeJSON(w, http.StatusAccepted, map[string]int64{"scheduled": scheduled})
+	return writeJSON(w, http.StatusAccepted, out)
+}
+
+// replayJSON is the answer of a replay: what it scheduled and what it left
+// out, and why when it scheduled nothing.
+type replayJSON struct {
+	Scheduled      int64  `json:"scheduled"`
+	AlreadyPending int64  `json:"already_pending"`
+	NotRetained    int64  `json:"not_retained"`
+	Reason         string `json:"reason,omitempty"`
+}
+
+// replayNothingReason says why a replay that covered the topics scheduled
+// nothing, so a caller is not left guessing from a bare 0.
+func replayNothingReason(sub herald.Subscription, topics []herald.Topic, out replayJSON) string {
+	switch {
+	case len(topics) == 0:
+		return fmt.Sprintf("no topic matches the subscription's pattern %s", sub.Topic)
+	case out.AlreadyPending > 0 && out.NotRetained > 0:
+		return fmt.Sprintf("%d events of the range are already waiting in the subscription's retry set and %d have passed retention", out.AlreadyPending, out.NotRetained)
+	case out.AlreadyPending > 0:
+		return fmt.Sprintf("the %d events of the range are already waiting in the subscription's retry set; they are sent when due (see GET .../attempts)", out.AlreadyPending)
+	case out.NotRetained > 0:
+		return fmt.Sprintf("the %d events of the range have passed retention and are no longer stored", out.NotRetained)
+	case len(topics) == 1 && topics[0].HeadSeq == 0:
+		return fmt.Sprintf("topic %s has no events", topics[0].Name)
+	case len(topics) == 1:
+		return fmt.Sprintf("the range holds no event: the newest event of %s is seq %d", topics[0].Name, topics[0].HeadSeq)
+	}
+	return fmt.Sprintf("the range holds no event in any of the %d matching topics", len(topics))
 }
 
 // replayTopics returns the topics a replay covers, with their head seqs:

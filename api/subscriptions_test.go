@@ -985,6 +985,56 @@ func TestSubscriptionReplay(t *testing.T) {
 	}
 }
 
+// A replay that schedules nothing says why: the events are already
+// waiting in the retry set, have passed retention, or the range is empty.
+func TestSubscriptionReplayExplainsNothing(t *testing.T) {
+	e := newSubEnv(t, Config{})
+	e.putTopic("orders", "")
+	e.putTopic("empty", "")
+	e.publish("orders", 5)
+	replay := func(id, body string) replayJSON {
+		t.Helper()
+		var out replayJSON
+		e.post(http.StatusAccepted, id, "/replay", body, &out)
+		return out
+	}
+	s := e.create("", `{"topic":"orders","url":"https://example.com/a","verification":"none"}`)
+	if got := replay(s.ID, `{"from_seq":2}`); got != (replayJSON{Scheduled: 4}) {
+		t.Errorf("first replay: %+v", got)
+	}
+	got := replay(s.ID, `{"from_seq":1,"to_seq":4}`)
+	if got.Scheduled != 1 || got.AlreadyPending != 3 || got.Reason != "" {
+		t.Errorf("replay over 3 waiting events and a new one: %+v", got)
+	}
+	got = replay(s.ID, `{"from_seq":2,"to_seq":3}`)
+	if got.Scheduled != 0 || got.AlreadyPending != 2 || !strings.Contains(got.Reason, "the 2 events of the range are already waiting in the subscription's retry set") {
+		t.Errorf("replay of waiting events: %+v", got)
+	}
+	if got = replay(s.ID, `{"from_seq":9}`); got.Scheduled != 0 || got.Reason != "the range holds no event: the newest event of orders is seq 5" {
+		t.Errorf("replay past the head: %+v", got)
+	}
+	if got = replay(s.ID, `{"from_time":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}`); got.Scheduled != 0 || !strings.Contains(got.Reason, "newest event of orders is seq 5") {
+		t.Errorf("replay from a time after the last event: %+v", got)
+	}
+	empty := e.create("", `{"topic":"empty","url":"https://example.com/b","verification":"none"}`)
+	if got = replay(empty.ID, `{"from_seq":0}`); got.Reason != "topic empty has no events" {
+		t.Errorf("replay of an empty topic: %+v", got)
+	}
+	none := e.create("", `{"topic":"nothing.*","url":"https://example.com/c","verification":"none"}`)
+	if got = replay(none.ID, `{"from_seq":0}`); got.Reason != "no topic matches the subscription's pattern nothing.*" {
+		t.Errorf("replay of a pattern that matches no topic: %+v", got)
+	}
+
+	// Retention removes the events: a replay finds them gone.
+	if _, err := e.subs.Prune(context.Background(), time.Now().Add(30*24*time.Hour), 1000); err != nil {
+		t.Fatal(err)
+	}
+	late := e.create("", `{"topic":"orders","url":"https://example.com/d","verification":"none"}`)
+	if got = replay(late.ID, `{"from_seq":1,"to_seq":3}`); got != (replayJSON{NotRetained: 3, Reason: "the 3 events of the range have passed retention and are no longer stored"}) {
+		t.Errorf("replay of pruned events: %+v", got)
+	}
+}
+
 func TestSubscriptionAttempts(t *testing.T) {
 	e := newSubEnv(t, Config{})
 	e.putTopic("orders", "")

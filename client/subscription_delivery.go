@@ -119,11 +119,22 @@ type ReplayOptions struct {
 	Topic string
 }
 
+// ReplayResult is what Replay scheduled and what it left out.
+type ReplayResult struct {
+	Scheduled      int64 `json:"scheduled"`       // events put in the retry set, due now
+	AlreadyPending int64 `json:"already_pending"` // events already waiting in the retry set, left as they are
+	NotRetained    int64 `json:"not_retained"`    // events that passed retention
+	// Reason says why nothing was scheduled (or that the request stopped
+	// at its limit); "" otherwise.
+	Reason string `json:"reason,omitempty"`
+}
+
 // Replay puts retained events back in the subscription's retry set, due
 // now, and returns how many it scheduled (at most 100000 per call; events
-// already waiting are left as they are). They are delivered once the
-// subscription is active.
-func (c *Client) Replay(ctx context.Context, id string, o ReplayOptions) (int64, error) {
+// already waiting are left as they are) with what it left out, and why
+// when it scheduled nothing. They are delivered once the subscription is
+// active.
+func (c *Client) Replay(ctx context.Context, id string, o ReplayOptions) (ReplayResult, error) {
 	in := struct {
 		FromSeq  *int64 `json:"from_seq,omitempty"`
 		FromTime string `json:"from_time,omitempty"`
@@ -135,11 +146,9 @@ func (c *Client) Replay(ctx context.Context, id string, o ReplayOptions) (int64,
 	} else {
 		in.FromTime = o.FromTime.UTC().Format(time.RFC3339Nano)
 	}
-	var out struct {
-		Scheduled int64 `json:"scheduled"`
-	}
+	var out ReplayResult
 	err := c.subCall(ctx, http.MethodPost, id, "/replay", in, &out)
-	return out.Scheduled, err
+	return out, err
 }
 
 // Attempt is one try to deliver one event to a subscription.

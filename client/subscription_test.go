@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,12 +195,15 @@ func TestSubscriptionClientEndToEnd(t *testing.T) {
 	wantCode(t, "grace too long", err, herald.CodeInvalid, "grace")
 
 	// Replay, dead letters and attempts.
-	n, err := c.Replay(ctx, sub.ID, client.ReplayOptions{FromSeq: 1, ToSeq: 2})
-	if err != nil || n != 2 {
-		t.Errorf("replay: %d, %v", n, err)
+	rp, err := c.Replay(ctx, sub.ID, client.ReplayOptions{FromSeq: 1, ToSeq: 2})
+	if err != nil || rp != (client.ReplayResult{Scheduled: 2}) {
+		t.Errorf("replay: %+v, %v", rp, err)
 	}
-	if n, err = c.Replay(ctx, sub.ID, client.ReplayOptions{FromTime: time.Now().Add(-time.Hour)}); err != nil || n != 1 {
-		t.Errorf("replay by time: %d, %v; want the 1 not yet waiting", n, err)
+	if rp, err = c.Replay(ctx, sub.ID, client.ReplayOptions{FromTime: time.Now().Add(-time.Hour)}); err != nil || rp != (client.ReplayResult{Scheduled: 1, AlreadyPending: 2}) {
+		t.Errorf("replay by time: %+v, %v; want the 1 not yet waiting", rp, err)
+	}
+	if rp, err = c.Replay(ctx, sub.ID, client.ReplayOptions{FromSeq: 2, ToSeq: 3}); err != nil || rp.Scheduled != 0 || !strings.Contains(rp.Reason, "already waiting") {
+		t.Errorf("replay of waiting events: %+v, %v; want a reason", rp, err)
 	}
 	_, err = c.Replay(ctx, sub.ID, client.ReplayOptions{FromSeq: 1, Topic: "payments"})
 	wantCode(t, "replay another topic", err, herald.CodeInvalid, "topic")
@@ -225,7 +229,8 @@ func TestSubscriptionClientEndToEnd(t *testing.T) {
 	if dl, err = c.ListDeadLetters(ctx, sub.ID, dl.NextCursor, 2); err != nil || len(dl.DeadLetters) != 1 || dl.NextCursor != "" || dl.DeadLetters[0].Seq != 3 {
 		t.Errorf("dead letters page 2: %+v, %v", dl, err)
 	}
-	if n, err = c.RedriveDeadLetters(ctx, sub.ID, []string{eventIDs[0]}); err != nil || n != 1 {
+	n, err := c.RedriveDeadLetters(ctx, sub.ID, []string{eventIDs[0]})
+	if err != nil || n != 1 {
 		t.Errorf("redrive one: %d, %v", n, err)
 	}
 	if n, err = c.DeleteDeadLetters(ctx, sub.ID, eventIDs[1]); err != nil || n != 1 {

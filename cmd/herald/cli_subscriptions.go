@@ -896,16 +896,34 @@ func subsReplay(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	n, err := c.client().Replay(ctx, a.id, a.opts)
+	r, err := c.client().Replay(ctx, a.id, a.opts)
 	if err != nil {
 		return err
 	}
 	if c.g.output == outputJSON {
-		return c.printJSON(map[string]int64{"scheduled": n})
+		return c.printJSON(r)
 	}
-	_, err = fmt.Fprintf(c.stdout, "scheduled %d events for delivery to %s\n", n, a.id)
+	var left []string
+	if r.AlreadyPending > 0 {
+		left = append(left, fmt.Sprintf("%d already waiting in the retry set", r.AlreadyPending))
+	}
+	if r.NotRetained > 0 {
+		left = append(left, fmt.Sprintf("%d past retention", r.NotRetained))
+	}
+	line := fmt.Sprintf("scheduled %d events for delivery to %s", r.Scheduled, a.id)
+	if len(left) > 0 {
+		line += " (left out: " + strings.Join(left, ", ") + ")"
+	}
+	if r.Reason != "" {
+		line += ": " + cell(r.Reason)
+	}
+	_, err = fmt.Fprintln(c.stdout, line)
 	return err
 }
+
+// responseCellLen is how much of an endpoint's answer the attempts table
+// shows; --output json has all of it (up to 1 KiB).
+const responseCellLen = 60
 
 func subsAttempts(ctx context.Context, c *cli, args []string) error {
 	var (
@@ -915,7 +933,8 @@ func subsAttempts(ctx context.Context, c *cli, args []string) error {
 	)
 	fs := c.flagSet("subscriptions attempts", `herald subscriptions attempts ID [--event-id E] [--outcome O] [--limit N] [--cursor C]
 
-List the delivery attempts of the subscription ID, newest first.`)
+List the delivery attempts of the subscription ID, newest first, with the
+start of each answer (--output json shows it all, up to 1 KiB).`)
 	fs.StringVar(&o.EventID, "event-id", "", "only attempts to deliver event `E`")
 	fs.StringVar(&outcome, "outcome", "", "only attempts with outcome `O`: success or failure")
 	p.register(fs)
@@ -942,14 +961,15 @@ List the delivery attempts of the subscription ID, newest first.`)
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tTOPIC\tSEQ\tEVENT ID\tATTEMPT\tOUTCOME\tSTATUS\tLATENCY\tERROR")
+	fmt.Fprintln(tw, "TIME\tTOPIC\tSEQ\tEVENT ID\tATTEMPT\tOUTCOME\tSTATUS\tLATENCY\tERROR\tRESPONSE")
 	for _, a := range page.Attempts {
 		status := "-"
 		if a.StatusCode != 0 {
 			status = strconv.Itoa(a.StatusCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\n", formatTime(a.Time), a.Topic, a.Seq, cell(a.EventID),
-			a.Attempt, a.Outcome, status, a.Latency.Round(time.Millisecond/10), orDash(cell(truncateCell(a.Error, 80))))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", formatTime(a.Time), a.Topic, a.Seq, cell(a.EventID),
+			a.Attempt, a.Outcome, status, a.Latency.Round(time.Millisecond/10), orDash(cell(truncateCell(a.Error, 80))),
+			orDash(cell(truncateCell(a.Response, responseCellLen))))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

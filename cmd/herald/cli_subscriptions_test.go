@@ -340,6 +340,11 @@ func TestSubscriptionsVerbsEndToEnd(t *testing.T) {
 	if r = ok("subs", "replay", id, "--from-seq", "1"); r.stdout != "scheduled 2 events for delivery to "+id+"\n" {
 		t.Errorf("replay: %q", r.stdout)
 	}
+	// A replay that schedules nothing says why.
+	if r = ok("subs", "replay", id, "--from-seq", "1"); r.stdout != "scheduled 0 events for delivery to "+id+
+		" (left out: 2 already waiting in the retry set): the 2 events of the range are already waiting in the subscription's retry set; they are sent when due (see GET .../attempts)\n" {
+		t.Errorf("replay of waiting events: %q", r.stdout)
+	}
 	if r = ok("subs", "dead-letters", id); r.stdout != "" || !strings.Contains(r.stderr, "no dead letters") {
 		t.Errorf("dead-letters of none: %+v", r)
 	}
@@ -357,7 +362,8 @@ func TestSubscriptionsVerbsEndToEnd(t *testing.T) {
 	errs, err := st.Settle(t.Context(), []herald.SettleItem{{SubscriptionID: id, Epoch: epoch, Settlement: herald.Settlement{
 		DeadLetters: []herald.DeadLetter{{SubscriptionID: id, Topic: "orders", Seq: 1, EventID: events[0].ID, Attempts: 4, LastError: "status 500", DeadAt: now}},
 		Attempts: []herald.Attempt{{SubscriptionID: id, Topic: "orders", Seq: 1, EventID: events[0].ID, Attempt: 4, Time: now,
-			Outcome: herald.OutcomeFailure, StatusCode: 500, Latency: 12 * time.Millisecond, Error: "status 500"}},
+			Outcome: herald.OutcomeFailure, StatusCode: 500, Latency: 12 * time.Millisecond, Error: "status 500",
+			Response: "database locked\nretry later " + strings.Repeat("x", 100)}},
 	}}})
 	if err != nil || errs[0] != nil {
 		t.Fatalf("settle: %v %v", err, errs)
@@ -369,6 +375,10 @@ func TestSubscriptionsVerbsEndToEnd(t *testing.T) {
 	r = ok("subs", "attempts", id, "--outcome", "failure")
 	if !strings.Contains(r.stdout, "OUTCOME") || !strings.Contains(r.stdout, "failure") || !strings.Contains(r.stdout, "500") || !strings.Contains(r.stdout, "12ms") {
 		t.Errorf("attempts:\n%s", r.stdout)
+	}
+	// The start of the endpoint's answer, on one line.
+	if !strings.Contains(r.stdout, "RESPONSE") || !strings.Contains(r.stdout, `database locked\nretry later xxx`) || strings.Contains(r.stdout, strings.Repeat("x", 60)) {
+		t.Errorf("attempts do not show the start of the response on one line:\n%s", r.stdout)
 	}
 	if r = ok("subs", "redrive", id, events[0].ID); r.stdout != "redriven 1 dead letters of "+id+"\n" {
 		t.Errorf("redrive: %q", r.stdout)

@@ -297,8 +297,8 @@ func TestWebhookFailuresDeadLettersRedriveAndReplay(t *testing.T) {
 	eventually(t, "the redriven events", func() bool { return ep.delivered() == 205 })
 
 	// Replay re-sends what is retained: the same webhook-ids again.
-	if n, err := c.Replay(ctx, sub.ID, client.ReplayOptions{FromSeq: 1, ToSeq: 10}); err != nil || n != 10 {
-		t.Fatalf("replay = %d, %v", n, err)
+	if n, err := c.Replay(ctx, sub.ID, client.ReplayOptions{FromSeq: 1, ToSeq: 10}); err != nil || n.Scheduled != 10 {
+		t.Fatalf("replay = %+v, %v", n, err)
 	}
 	eventually(t, "the replayed events", func() bool {
 		ep.mu.Lock()
