@@ -432,7 +432,8 @@ type testResultJSON struct {
 // testSubscription sends a synthetic event of type herald.test to the
 // subscription's endpoint now, the way every event is sent (signed with
 // its secrets, its static headers, through the shared sender and its SSRF
-// guard, under its timeout), and answers how the endpoint took it.
+// guard, under its timeout up to maxTestTimeout), and answers how the
+// endpoint took it.
 //
 // The event is in no topic's log and touches no delivery state: it is
 // neither retried nor dead-lettered, not in the attempt log, and does not
@@ -466,8 +467,9 @@ func (s *Server) testSubscription(w http.ResponseWriter, r *http.Request) error 
 		ID: herald.NewID(now), Topic: sub.Topic, Type: testEventType,
 		ContentType: "application/json", Payload: bytes.TrimSuffix(payload, []byte("\n")), Time: now,
 	}
-	// The sender bounds the request by the subscription's timeout; the
-	// margin covers waiting for a free send slot.
+	// The sender bounds the request by the timeout; the margin covers
+	// waiting for a free send slot.
+	sub.Timeout = min(sub.Timeout, maxTestTimeout)
 	ctx, cancel := context.WithTimeout(r.Context(), sub.Timeout+testSlotWait)
 	res := s.deliverer.Deliver(ctx, &sub, ev, 1)
 	cancel()
@@ -484,5 +486,10 @@ func (s *Server) testSubscription(w http.ResponseWriter, r *http.Request) error 
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// testSlotWait is how long a test event may wait for a free send slot.
-const testSlotWait = 5 * time.Second
+// Bounds of a test send. The subscription's timeout applies, but at most
+// maxTestTimeout, so that the answer comes before clients give up waiting
+// for it (the Go client waits 30s for response headers).
+const (
+	maxTestTimeout = 20 * time.Second
+	testSlotWait   = 5 * time.Second // waiting for a free send slot
+)

@@ -1101,6 +1101,27 @@ func TestSubscriptionAttempts(t *testing.T) {
 	}
 }
 
+// timeoutRecorder is a Deliverer that remembers the timeout of the last
+// subscription it was given.
+type timeoutRecorder struct {
+	Deliverer
+	mu      sync.Mutex
+	timeout time.Duration
+}
+
+func (d *timeoutRecorder) Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult {
+	d.mu.Lock()
+	d.timeout = sub.Timeout
+	d.mu.Unlock()
+	return d.Deliverer.Deliver(ctx, sub, ev, attempt)
+}
+
+func (d *timeoutRecorder) last() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.timeout
+}
+
 // POST .../test sends a signed herald.test event through the real
 // deliverer, the way events are sent, and answers how the endpoint took
 // it, without touching the subscription's delivery state.
@@ -1135,7 +1156,7 @@ func TestSubscriptionTestEvent(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(got)
 	}
-	deliverer := webhook.NewDeliverer(webhook.NewSender(webhook.SenderConfig{AllowPrivate: true}), nil)
+	deliverer := &timeoutRecorder{Deliverer: webhook.NewDeliverer(webhook.NewSender(webhook.SenderConfig{AllowPrivate: true}), nil)}
 	e := newSubEnvWith(t, Config{AllowPrivateDestinations: true}, deliverer)
 	testPath := func(id string) string { return "/v1/subscriptions/" + id + "/test" }
 
@@ -1185,6 +1206,18 @@ func TestSubscriptionTestEvent(t *testing.T) {
 	e.must(http.StatusOK, req{method: "GET", path: "/v1/subscriptions/" + s.ID + "/attempts"}, &attempts)
 	if st := e.get(s.ID); len(attempts.Attempts) != 0 || *st.Stats != (statsJSON{}) || st.FailingSince != "" || st.LastSuccessAt != "" || st.State != "active" {
 		t.Errorf("test events changed the delivery state: attempts %+v, subscription %+v", attempts, st)
+	}
+
+	// The subscription's timeout applies, at most 20s: the answer must
+	// come before clients stop waiting for it.
+	slow := e.create("", `{"topic":"orders","url":"`+ep.URL+`/slow","verification":"none","timeout":"60s"}`)
+	e.post(http.StatusOK, slow.ID, "/test", "", &res)
+	if got := deliverer.last(); got != 20*time.Second {
+		t.Errorf("a subscription with a 60s timeout was tested with %s, want 20s", got)
+	}
+	e.post(http.StatusOK, s.ID, "/test", "", &res)
+	if got := deliverer.last(); got != 15*time.Second {
+		t.Errorf("a subscription with the default timeout was tested with %s, want 15s", got)
 	}
 
 	// A paused subscription's verified endpoint may be tested.
