@@ -29,7 +29,8 @@ that port to TOPIC (a name, or a pattern such as orders.> ) with a signing
 secret of its own, answers the verification challenge, checks the signature
 of every request and prints each one (its headers, its body and the
 verdict) until interrupted (Ctrl-C). Then it deletes the subscription,
-unless --keep.
+unless --keep; one left behind by a killed listener is removed by Herald
+after an hour without a matching event.
 
 Herald refuses to deliver to loopback and private addresses unless it runs
 with allow-private-destinations, so for local development start the
@@ -115,7 +116,10 @@ func listenVerb(ctx context.Context, c *cli, args []string) error {
 	if url == "" {
 		url = "http://" + ln.Addr().String() + "/"
 	}
-	r := &receiver{secret: webhook.NewSecret(), status: a.status, out: c.stdout, asJSON: c.g.output == outputJSON}
+	r := &receiver{secret: webhook.NewSecret(), status: a.status, out: c.stdout, notes: c.stdout, asJSON: c.g.output == outputJSON}
+	if r.asJSON {
+		r.notes = c.stderr // stdout is one JSON object per request
+	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(ln) }) // ends with ErrServerClosed on Shutdown
@@ -187,19 +191,16 @@ type receiver struct {
 	status int
 	asJSON bool
 
-	mu  sync.Mutex // serialises writes to out
-	out io.Writer
+	mu    sync.Mutex // serialises writes to out and notes
+	out   io.Writer  // the requests
+	notes io.Writer  // what happens to the subscription, for people
 }
 
-// say writes a line for people; nothing in JSON mode, whose output is one
-// request per line.
+// say writes a note for people.
 func (r *receiver) say(format string, args ...any) {
-	if r.asJSON {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fmt.Fprintf(r.out, format, args...)
+	fmt.Fprintf(r.notes, format, args...)
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {

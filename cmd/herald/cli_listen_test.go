@@ -196,6 +196,15 @@ func TestListenKeepJSONAndStatus(t *testing.T) {
 	if _, err := c.GetSubscription(ctx, id); err != nil {
 		t.Errorf("--keep: the subscription is gone: %v", err)
 	}
+	// The notes for people go to stderr, so stdout is only JSON lines.
+	if !strings.Contains(l.errOut.String(), "Kept subscription "+id) || !strings.Contains(l.errOut.String(), "Signing secret: whsec_") {
+		t.Errorf("stderr:\n%s", l.errOut)
+	}
+	for text := range strings.Lines(l.out.String()) {
+		if !json.Valid([]byte(text)) {
+			t.Errorf("stdout has a line that is not JSON: %q", text)
+		}
+	}
 }
 
 // A server that refuses private destinations (the default) makes herald
@@ -220,5 +229,34 @@ func TestListenPrivateDestinationsRefused(t *testing.T) {
 	}
 	if page, err := adminClient(m).ListSubscriptions(t.Context(), client.SubscriptionListOptions{}); err != nil || len(page.Subscriptions) != 0 {
 		t.Errorf("subscriptions left: %+v, %v", page, err)
+	}
+}
+
+func TestListenUsage(t *testing.T) {
+	t.Parallel()
+	environ := map[string]string{"HERALD_URL": closedURL(t)}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"listen"}, "listen: missing arguments; usage: herald listen TOPIC"},
+		{[]string{"listen", "orders", "--status", "99"}, "--status 99: want an HTTP status from 200 to 599"},
+		{[]string{"listen", "orders", "--filter", "{types"}, "--filter: not valid JSON"},
+		{[]string{"listen", "orders", "--start", "soon"}, `--start "soon"`},
+		{[]string{"listen", "orders", "--wait-timeout", "0s"}, "--wait-timeout: want a duration above 0"},
+	} {
+		if r := runCLI(t, nil, environ, tt.args...); r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%q: code %d, stderr:\n%s\nwant %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+	r := runCLI(t, nil, nil, "help", "listen")
+	for _, want := range []string{"herald serve -allow-private-destinations", "--keep", "--url URL", "--status N", "(default 204)", "--listen ADDR", "subscriptions test"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("help listen lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// A server that cannot be reached: a plain failure, no listener left.
+	if r := runCLI(t, nil, environ, "listen", "orders"); r.code != exitFailure || !strings.Contains(r.stderr, "is \"herald serve\" running?") {
+		t.Errorf("listen without a server: %+v", r)
 	}
 }
