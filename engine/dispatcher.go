@@ -58,6 +58,13 @@ type DispatcherConfig struct {
 	// Challenge is the retry schedule of verification challenges.
 	// Default: 5s initial, 1h max, until the subscription's deadline.
 	Challenge herald.RetryPolicy
+	// MaxConcurrency bounds the deliveries and verification challenges in
+	// flight on this node, over all subscriptions. One subscription holds
+	// at most a quarter of them and one destination (a webhook URL's host
+	// and port) at most half, so endpoints that hang cannot take them all;
+	// a delivery waiting for one is not an attempt yet (see slotPool).
+	// Default DefaultMaxConcurrency.
+	MaxConcurrency int
 	// Owns tells whether this node should dispatch the subscription (set
 	// by cluster membership); nil means every subscription.
 	Owns func(id string) bool
@@ -80,7 +87,8 @@ type Dispatcher struct {
 	log     *slog.Logger
 	metrics *dispatchMetrics
 	settler *group[herald.SettleItem, error]
-	senders *goPool // runs the workers' deliveries
+	senders *goPool   // runs the workers' deliveries
+	slots   *slotPool // bounds them, fairly
 
 	rndMu sync.Mutex
 	rnd   *rand.Rand
@@ -153,21 +161,26 @@ func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appende
 	if cfg.Challenge.MaxAttempts == 0 {
 		cfg.Challenge = herald.RetryPolicy{MaxAttempts: herald.MaxRetryAttempts, Initial: 5 * time.Second, Max: time.Hour}
 	}
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = DefaultMaxConcurrency
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
 		store: store, tail: tail, deliverer: deliverer, appender: appender,
-		cfg: cfg, log: logger, metrics: newDispatchMetrics(reg),
+		cfg: cfg, log: logger, metrics: newDispatchMetrics(reg, slots),
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
 		verifying: make(map[string]bool),
 		stopping:  make(map[string]*worker),
 		kick:      make(chan struct{}, 1),
 		senders:   newGoPool(senderIdle),
+		slots:     slots,
 	}
 	d.settler = newGroup(1024, 256, func(herald.SettleItem) int { return 1 }, d.commitSettlements)
 	return d
@@ -535,9 +548,14 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 }
 
 func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
+	slot := slotKey{s.ID, destination(s.ID, s.URL)}
+	if d.slots.acquire(ctx, slot) != nil {
+		return // stopping
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.Timeout+5*time.Second)
 	res := d.deliverer.Challenge(cctx, &s)
 	cancel()
+	d.slots.release(slot)
 	if ctx.Err() != nil {
 		return
 	}
@@ -607,7 +625,7 @@ type dispatchMetrics struct {
 	deadLetters    prometheus.Gauge
 }
 
-func newDispatchMetrics(reg prometheus.Registerer) *dispatchMetrics {
+func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool) *dispatchMetrics {
 	m := &dispatchMetrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone).",
@@ -650,7 +668,14 @@ func newDispatchMetrics(reg prometheus.Registerer) *dispatchMetrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.deliveries, m.latency, m.filtered, m.dead, m.disabled, m.gap, m.workers, m.settleDuration,
-			m.lagTotal, m.lagMax, m.retries, m.deadLetters)
+			m.lagTotal, m.lagMax, m.retries, m.deadLetters,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "herald_delivery_slots_used", Help: "Send slots held by deliveries and challenges in flight (at most webhook.max-concurrency).",
+			}, func() float64 { used, _ := slots.stats(); return float64(used) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "herald_delivery_slots_waiting", Help: "Deliveries and challenges waiting for a send slot; waiting is not an attempt.",
+			}, func() float64 { _, waiting := slots.stats(); return float64(waiting) }),
+		)
 	}
 	return m
 }

@@ -69,6 +69,8 @@ type worker struct {
 	limiter      *rate.Limiter
 	rateWaitTill time.Time
 
+	slot slotKey // whose share of the dispatcher's send slots a send takes
+
 	lag atomic.Int64 // events read-behind over all topics, for the metrics
 
 	pending      herald.Settlement
@@ -96,6 +98,9 @@ type sendResult struct {
 	fromRetry bool
 	at        time.Time
 	res       herald.DeliveryResult
+	// skipped: nothing was sent and there is no attempt to record,
+	// because the worker stopped while the send waited for a slot.
+	skipped bool
 }
 
 // topicPos tracks one topic: everything at or below settled is settled in
@@ -140,6 +145,7 @@ func newWorker(d *Dispatcher, sub herald.Subscription, f *filter.Filter, epoch i
 		retrying: make(map[evRef]struct{}),
 
 		flushDone: make(chan flushResult, 1),
+		slot:      slotKey{sub.ID, destination(sub.ID, sub.URL)},
 	}
 	if sub.Ordered {
 		w.chain = make(map[herald.RetryKey]int)
@@ -170,6 +176,9 @@ func (w *worker) run(ctx context.Context) {
 	w.ctx = ctx
 	defer close(w.exited)
 	defer w.finish()
+	// Ending on its own (disabled), the worker drops the sends still
+	// waiting for a slot; those in flight finish in finish.
+	defer w.cancel()
 	if err := w.load(ctx); err != nil {
 		if ctx.Err() == nil {
 			w.log.Error("dispatcher could not start", "err", err)
@@ -636,20 +645,37 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 	if w.limiter != nil {
 		w.limiter.AllowN(w.d.cfg.Now(), 1) // room() checked there is a token
 	}
-	sub := &w.sub
 	w.sends.Add(1)
 	w.d.senders.Go(func() {
 		defer w.sends.Done()
-		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sub.Timeout+5*time.Second)
-		defer cancel()
-		res := w.d.deliverer.Deliver(sendCtx, sub, ev, attempt)
-		w.results <- sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry, at: w.d.cfg.Now(), res: res}
+		w.results <- w.deliver(ctx, ev, attempt, fromRetry)
 	})
+}
+
+// deliver makes one attempt, on a send goroutine. The attempt starts once
+// it holds a send slot: waiting for one is no part of it (its timeout and
+// latency start after), and a send whose worker stops meanwhile is
+// skipped: no request, no attempt.
+func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fromRetry bool) sendResult {
+	r := sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry}
+	if w.d.slots.acquire(ctx, w.slot) != nil {
+		r.skipped = true
+		return r
+	}
+	defer w.d.slots.release(w.slot)
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.sub.Timeout+5*time.Second)
+	defer cancel()
+	r.res = w.d.deliverer.Deliver(sendCtx, &w.sub, ev, attempt)
+	r.at = w.d.cfg.Now()
+	return r
 }
 
 // handle records one delivery result.
 func (w *worker) handle(r sendResult) {
 	w.inflight--
+	if r.skipped {
+		return // not sent: the event stays unsettled for whoever runs next
+	}
 	ev, now := r.ev, r.at
 	if r.fromRetry {
 		w.settling = append(w.settling, evRef{ev.Topic, ev.Seq})

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -23,7 +22,7 @@ const (
 	DefaultConnectTimeout      = 5 * time.Second
 	DefaultTLSHandshakeTimeout = 5 * time.Second
 	DefaultRequestTimeout      = 15 * time.Second // the Standard Webhooks advice is 15 to 30 s
-	DefaultMaxConcurrency      = 256
+	DefaultMaxIdleConnsPerHost = 256
 	DefaultIdleConnTimeout     = 90 * time.Second
 
 	// MaxExcerpt is how much of a response body Result.Excerpt keeps.
@@ -51,12 +50,11 @@ type SenderConfig struct {
 	TLSHandshakeTimeout time.Duration
 	// RequestTimeout is the whole-exchange timeout of a Request without one.
 	RequestTimeout time.Duration
-	// MaxConcurrency bounds the requests in flight across all callers; Send
-	// waits for a slot.
-	MaxConcurrency int
 	// MaxIdleConnsPerHost is how many idle keep-alive connections to one
-	// host are kept for reuse (HTTP/1.1; HTTP/2 multiplexes on one);
-	// default MaxConcurrency.
+	// host are kept for reuse (HTTP/1.1; HTTP/2 multiplexes on one); four
+	// times as many are kept over all hosts. Set it to the most requests
+	// the callers have in flight at once. Default
+	// DefaultMaxIdleConnsPerHost.
 	MaxIdleConnsPerHost int
 	// UserAgent is sent when the request sets none; "Herald/<version>" by
 	// default.
@@ -74,13 +72,13 @@ type SenderConfig struct {
 
 // Sender sends webhook requests through one shared HTTP transport: connections
 // are reused across subscriptions, every dial passes the SSRF guard,
-// redirects are not followed, response bodies are capped and drained, and a
-// global bound limits the requests in flight. It is safe for concurrent use.
-// NewSender starts nothing; Close releases idle connections.
+// redirects are not followed, and response bodies are capped and drained.
+// It does not bound the requests in flight: its caller does, fairly (the
+// engine's send slots), so a request never waits here and its timeout is
+// all its own. It is safe for concurrent use. NewSender starts nothing;
+// Close releases idle connections.
 type Sender struct {
 	transport *http.Transport
-	sem       chan struct{}
-	waiting   atomic.Int64
 	userAgent string
 	timeout   time.Duration
 }
@@ -90,12 +88,11 @@ func NewSender(cfg SenderConfig) *Sender {
 	cfg.ConnectTimeout = positiveOr(cfg.ConnectTimeout, DefaultConnectTimeout)
 	cfg.TLSHandshakeTimeout = positiveOr(cfg.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
 	cfg.RequestTimeout = positiveOr(cfg.RequestTimeout, DefaultRequestTimeout)
-	cfg.MaxConcurrency = positiveOr(cfg.MaxConcurrency, DefaultMaxConcurrency)
-	// By default keep as many idle connections to one host as requests may
-	// be in flight: fan-out often targets one provider's host from many
+	// Keep as many idle connections to one host as requests may be in
+	// flight: fan-out often targets one provider's host from many
 	// subscriptions, and a smaller pool closes and redials connections
 	// under load (measured: 9% of CPU at 100 endpoints on one host).
-	cfg.MaxIdleConnsPerHost = positiveOr(cfg.MaxIdleConnsPerHost, cfg.MaxConcurrency)
+	cfg.MaxIdleConnsPerHost = positiveOr(cfg.MaxIdleConnsPerHost, DefaultMaxIdleConnsPerHost)
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "Herald/" + herald.Version
 	}
@@ -110,7 +107,7 @@ func NewSender(cfg SenderConfig) *Sender {
 		TLSClientConfig:        cfg.TLSClientConfig,
 		TLSHandshakeTimeout:    cfg.TLSHandshakeTimeout,
 		ForceAttemptHTTP2:      true, // a custom DialContext turns HTTP/2 off otherwise
-		MaxIdleConns:           4 * cfg.MaxConcurrency,
+		MaxIdleConns:           4 * cfg.MaxIdleConnsPerHost,
 		MaxIdleConnsPerHost:    cfg.MaxIdleConnsPerHost,
 		IdleConnTimeout:        DefaultIdleConnTimeout,
 		DisableCompression:     true, // excerpts are for people; no need to inflate
@@ -118,7 +115,6 @@ func NewSender(cfg SenderConfig) *Sender {
 	}
 	return &Sender{
 		transport: t,
-		sem:       make(chan struct{}, cfg.MaxConcurrency),
 		userAgent: cfg.UserAgent,
 		timeout:   cfg.RequestTimeout,
 	}
@@ -149,8 +145,8 @@ type Request struct {
 type Result struct {
 	// StatusCode is the response status, or 0 when no response arrived.
 	StatusCode int
-	// Latency runs from sending the request to receiving the response
-	// headers, or to the failure. Waiting for a send slot is not included.
+	// Latency runs from sending the request (connecting included) to
+	// receiving the response headers, or to the failure.
 	Latency time.Duration
 	// Err is why no response arrived: a timeout, a refused destination
 	// (errors.Is(err, ErrDestinationRefused)), a connection failure. It
@@ -165,22 +161,15 @@ type Result struct {
 
 // Send POSTs the request and returns its result; it never panics on a bad
 // URL or a misbehaving endpoint, and reports every failure in Result.Err.
-// It first waits for one of MaxConcurrency slots, or for ctx to end. The
-// response body is read up to MaxExcerpt, drained up to MaxDrain more bytes
-// and closed, so the connection returns to the pool.
+// The request's timeout starts at once. The response body is read up to
+// MaxExcerpt, drained up to MaxDrain more bytes and closed, so the
+// connection returns to the pool.
 func (s *Sender) Send(ctx context.Context, r Request) Result {
-	s.waiting.Add(1)
-	select {
-	case s.sem <- struct{}{}:
-		s.waiting.Add(-1)
-	case <-ctx.Done():
-		s.waiting.Add(-1)
-		return Result{Err: fmt.Errorf("waiting for a send slot: %w", ctx.Err())}
-	}
-	defer func() { <-s.sem }()
-
 	timeout := positiveOr(r.Timeout, s.timeout)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// One start for the deadline and the latency, so a request that ran
+	// out of time reports a latency of at least its timeout.
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(ctx, start.Add(timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
@@ -196,7 +185,6 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	// The transport directly, not an http.Client: Herald follows no
 	// redirects (a 3xx is the receiver's answer), and the client's
 	// redirect bookkeeping copied every request's headers.
-	start := time.Now()
 	resp, err := s.transport.RoundTrip(req)
 	res := Result{Latency: time.Since(start)}
 	if err != nil {
@@ -262,17 +250,6 @@ func ParseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
 		return 0, false
 	}
 	return min(max(t.Sub(now), 0), MaxRetryAfter), true
-}
-
-// SenderStats is a snapshot of a Sender's load, for metrics.
-type SenderStats struct {
-	InFlight int // requests holding a slot
-	Waiting  int // Send calls waiting for a slot
-}
-
-// Stats returns the current load. It is safe for concurrent use.
-func (s *Sender) Stats() SenderStats {
-	return SenderStats{InFlight: len(s.sem), Waiting: int(s.waiting.Load())}
 }
 
 // Close closes the idle connections. Call it after the last Send; a Send

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -319,67 +318,6 @@ func TestSendConnectionReuse(t *testing.T) {
 	}
 	if n := srv.conns.Load(); n != 1 {
 		t.Fatalf("50 sequential sends opened %d connections, want 1", n)
-	}
-}
-
-func TestSendConcurrencyBound(t *testing.T) {
-	const limit, sends = 3, 10
-	var current, peak atomic.Int64
-	release := make(chan struct{})
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		n := current.Add(1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		<-release
-		current.Add(-1)
-	})
-	releaseAll := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseAll) // on failure too, before the server closes
-	s := newSender(t, SenderConfig{AllowPrivate: true, MaxConcurrency: limit})
-	var wg sync.WaitGroup
-	results := make([]Result, sends)
-	for i := range sends {
-		wg.Go(func() { results[i] = s.Send(context.Background(), Request{URL: srv.URL}) })
-	}
-	// limit requests are in the handler and the rest wait for a slot:
-	// none of them can reach the server before a slot frees up.
-	waitFor(t, "the bound to fill", func() bool {
-		st := s.Stats()
-		return current.Load() == limit && st.InFlight == limit && st.Waiting == sends-limit
-	})
-	releaseAll()
-	wg.Wait()
-	for i, r := range results {
-		if r.StatusCode != 200 {
-			t.Fatalf("send %d: %+v", i, r)
-		}
-	}
-	if p := peak.Load(); p != limit {
-		t.Fatalf("peak concurrency %d, want %d", p, limit)
-	}
-	if st := s.Stats(); st != (SenderStats{}) {
-		t.Fatalf("stats after all sends: %+v", st)
-	}
-}
-
-func TestSendWaitForSlotHonoursContext(t *testing.T) {
-	release := make(chan struct{})
-	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { <-release })
-	releaseAll := sync.OnceFunc(func() { close(release) })
-	t.Cleanup(releaseAll)
-	s := newSender(t, SenderConfig{AllowPrivate: true, MaxConcurrency: 1})
-	done := make(chan Result)
-	go func() { done <- s.Send(context.Background(), Request{URL: srv.URL}) }()
-	waitFor(t, "the only slot to be taken", func() bool { return srv.requests.Load() == 1 })
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if res := s.Send(ctx, Request{URL: srv.URL}); !errors.Is(res.Err, context.Canceled) {
-		t.Fatalf("Send with a cancelled context while the bound is full = %+v", res)
-	}
-	releaseAll()
-	if res := <-done; res.StatusCode != 200 {
-		t.Fatalf("first send: %+v", res)
 	}
 }
 

@@ -138,12 +138,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.tail = engine.NewTail(engine.TailConfig{})
 	m.committer.OnCommit(m.tail.Add)
 	m.sender = webhook.NewSender(webhook.SenderConfig{
-		AllowPrivate:   m.Config.AllowPrivateDestinations,
-		MaxConcurrency: m.Config.WebhookMaxConcurrency,
+		AllowPrivate:        m.Config.AllowPrivateDestinations,
+		MaxIdleConnsPerHost: m.Config.WebhookMaxConcurrency,
 	})
 	dcfg := engine.DispatcherConfig{
 		DisableAfter:     m.Config.WebhookDisableAfter,
 		AttemptRetention: m.Config.AttemptRetention,
+		MaxConcurrency:   m.Config.WebhookMaxConcurrency,
 	}
 	// A store that can coordinate nodes (PostgreSQL) makes this node a
 	// cluster member: it dispatches only the subscriptions rendezvous
