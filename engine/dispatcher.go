@@ -90,6 +90,10 @@ type Dispatcher struct {
 	senders *goPool   // runs the workers' deliveries
 	slots   *slotPool // bounds them, fairly
 
+	// clockBase is the dispatcher's start by cfg.Now: lease ends are kept
+	// as durations since it (see worker.leaseHeld).
+	clockBase time.Time
+
 	rndMu sync.Mutex
 	rnd   *rand.Rand
 
@@ -181,6 +185,7 @@ func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appende
 		kick:      make(chan struct{}, 1),
 		senders:   newGoPool(senderIdle),
 		slots:     slots,
+		clockBase: cfg.Now(),
 	}
 	d.settler = newGroup(1024, 256, func(herald.SettleItem) int { return 1 }, d.commitSettlements)
 	return d
@@ -382,12 +387,17 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 			// the epoch (see AcquireLease) before its last settlement.
 			return nil
 		}
-		// Renew the lease; losing it stops the worker.
-		epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, now, d.cfg.LeaseTTL)
+		// Renew the lease; losing it stops the worker. The lease runs
+		// from when the request is sent (see worker.renewed), not from
+		// the start of a sync that may have renewed many before.
+		sent := d.cfg.Now()
+		epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.cfg.LeaseTTL)
 		if err != nil || epoch != w.epoch {
 			d.log.Info("lost dispatch lease", "subscription_id", s.ID, "err", err)
 			d.stopWorker(s.ID, w)
+			return nil
 		}
+		w.renewed(sent)
 		return nil
 	}
 	if !want {
@@ -397,7 +407,8 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	if err != nil {
 		return fmt.Errorf("subscription %s: stored filter: %w", s.ID, err)
 	}
-	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, now, d.cfg.LeaseTTL)
+	sent := d.cfg.Now()
+	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.cfg.LeaseTTL)
 	switch {
 	case herald.IsCode(err, herald.CodeConflict), herald.IsCode(err, herald.CodeNotFound):
 		return nil // another node has it, or it was just deleted
@@ -405,6 +416,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
 	}
 	nw := newWorker(d, s, f, epoch)
+	nw.renewed(sent)
 	wctx, cancel := context.WithCancel(ctx)
 	nw.cancel = cancel
 	d.mu.Lock()

@@ -71,6 +71,12 @@ type worker struct {
 
 	slot slotKey // whose share of the dispatcher's send slots a send takes
 
+	// leaseEnd is when the lease may lapse, by this node's clock, as a
+	// duration since d.clockBase; see leaseHeld. Written by the
+	// dispatcher at each renewal, read before each send.
+	leaseEnd atomic.Int64
+	lapsed   bool // a send found the lease may have lapsed
+
 	lag atomic.Int64 // events read-behind over all topics, for the metrics
 
 	pending      herald.Settlement
@@ -98,9 +104,11 @@ type sendResult struct {
 	fromRetry bool
 	at        time.Time
 	res       herald.DeliveryResult
-	// skipped: nothing was sent and there is no attempt to record,
-	// because the worker stopped while the send waited for a slot.
+	// skipped: nothing was sent and there is no attempt to record, because
+	// the worker stopped while the send waited for a slot, or the lease
+	// may have lapsed (lapsed). The worker is ending either way.
 	skipped bool
+	lapsed  bool
 }
 
 // topicPos tracks one topic: everything at or below settled is settled in
@@ -176,8 +184,8 @@ func (w *worker) run(ctx context.Context) {
 	w.ctx = ctx
 	defer close(w.exited)
 	defer w.finish()
-	// Ending on its own (disabled), the worker drops the sends still
-	// waiting for a slot; those in flight finish in finish.
+	// Ending on its own (disabled, lease lapsed), the worker drops the
+	// sends still waiting for a slot; those in flight finish in finish.
 	defer w.cancel()
 	if err := w.load(ctx); err != nil {
 		if ctx.Err() == nil {
@@ -190,6 +198,14 @@ func (w *worker) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if w.lapsed || !w.leaseHeld() {
+			// Paused (a stopped process, a long GC pause) or cut off
+			// from the store past the lease: another node may own the
+			// subscription now. Nothing more goes out under this lease.
+			w.reason = "dispatch lease may have lapsed"
+			w.log.Warn("dispatch lease may have lapsed; dropping queued deliveries", "in_flight", w.inflight)
+			return
+		}
 		w.fill(ctx)
 		if w.stopped {
 			return
@@ -654,8 +670,8 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 
 // deliver makes one attempt, on a send goroutine. The attempt starts once
 // it holds a send slot: waiting for one is no part of it (its timeout and
-// latency start after), and a send whose worker stops meanwhile is
-// skipped: no request, no attempt.
+// latency start after), and a send whose worker stops meanwhile, or whose
+// lease may have lapsed by then, is skipped: no request, no attempt.
 func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fromRetry bool) sendResult {
 	r := sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry}
 	if w.d.slots.acquire(ctx, w.slot) != nil {
@@ -663,6 +679,10 @@ func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fro
 		return r
 	}
 	defer w.d.slots.release(w.slot)
+	if !w.leaseHeld() {
+		r.skipped, r.lapsed = true, true
+		return r
+	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.sub.Timeout+5*time.Second)
 	defer cancel()
 	r.res = w.d.deliverer.Deliver(sendCtx, &w.sub, ev, attempt)
@@ -670,10 +690,34 @@ func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fro
 	return r
 }
 
+// leaseMargin is the part of the lease TTL a node does not count on: it
+// covers the clocks of the nodes disagreeing by that much. See leaseHeld.
+func leaseMargin(ttl time.Duration) time.Duration { return ttl / 5 }
+
+// renewed records that the lease was acquired or renewed by a request sent
+// at or after at (the now the store was given): no other node can take it
+// before at+LeaseTTL by its clock, so this node counts on it, by its own
+// monotonic clock, until at+LeaseTTL less leaseMargin.
+func (w *worker) renewed(at time.Time) {
+	ttl := w.d.cfg.LeaseTTL
+	w.leaseEnd.Store(int64(at.Add(ttl - leaseMargin(ttl)).Sub(w.d.clockBase)))
+}
+
+// leaseHeld reports whether the lease is surely still this node's. It is
+// checked before each send, not only when a settlement is committed: a
+// process paused past its lease (SIGSTOP, a VM freeze) must not send what
+// it had queued once it runs again, since another node has delivered it
+// meanwhile. time.Now carries the monotonic clock, so a wall clock step
+// does not fool it.
+func (w *worker) leaseHeld() bool {
+	return w.d.cfg.Now().Sub(w.d.clockBase) < time.Duration(w.leaseEnd.Load())
+}
+
 // handle records one delivery result.
 func (w *worker) handle(r sendResult) {
 	w.inflight--
 	if r.skipped {
+		w.lapsed = w.lapsed || r.lapsed
 		return // not sent: the event stays unsettled for whoever runs next
 	}
 	ev, now := r.ev, r.at
