@@ -359,6 +359,18 @@ type SubscriptionStore interface {
 	// ReleaseLease ends node's lease if it still holds it with this epoch.
 	ReleaseLease(ctx context.Context, id, node string, epoch int64) error
 
+	// ReleaseNodeLeases ends every lease node holds, live or lapsed,
+	// whatever its epoch, as ReleaseLease would, and returns how many it
+	// ended; with node "" it ends every lease of every node. A node calls
+	// it as it starts: a lease under its own name is its previous
+	// process's, which is gone (a node name is never used by two running
+	// processes), so its subscriptions need not wait for the lease to run
+	// out; and a process that knows no other one dispatches from the store
+	// (SQLite under its lock) ends them all. The epochs stay, and the next
+	// AcquireLease of each increases it, so nothing the previous holder
+	// still settles applies.
+	ReleaseNodeLeases(ctx context.Context, node string) (int64, error)
+
 	// Settle applies the settlements of many subscriptions in one
 	// transaction, items in order, and within an item in this order:
 	// Cursors, AddRetries, DoneRetries, DeadLetters, UnblockKeys, Attempts,

@@ -49,7 +49,7 @@ const (
 
 // Member is a node as the membership table shows it.
 type Member struct {
-	ID          string    // unique per process start
+	ID          string    // unique among running processes; a restarted node may keep its own
 	Addr        string    // the address its API listens on, for people
 	StartedAt   time.Time // when the process joined
 	HeartbeatAt time.Time // its last heartbeat
@@ -122,7 +122,9 @@ type Bus interface {
 // Config tunes a Cluster. Zero values mean the defaults.
 type Config struct {
 	// NodeID names this node in the membership table and in dispatch
-	// leases; unique per process start. Default: NewNodeID().
+	// leases; no two running processes may share one. A node restarted
+	// under its previous id takes back its leases at once (see
+	// engine.DispatcherConfig.NodeID). Default: NewNodeID().
 	NodeID string
 	// Addr is the API address recorded for people; it plays no part in
 	// coordination.

@@ -33,9 +33,15 @@ type Deliverer interface {
 
 // DispatcherConfig tunes the dispatcher. Zero values mean the defaults.
 type DispatcherConfig struct {
-	// NodeID names this node in dispatch leases. Default: host name, pid
-	// and a random suffix.
+	// NodeID names this node in dispatch leases; no two running
+	// processes may share one. Leases held under it when the dispatcher
+	// starts are its previous process's, and it takes them back at once
+	// (see Start). Default: host name, pid and a random suffix.
 	NodeID string
+	// Exclusive says that no other process dispatches from the store
+	// (SQLite, whose database a server locks): Start then ends every
+	// lease, whoever held it, since its holder is gone.
+	Exclusive bool
 	// LeaseTTL is how long a lease lasts without renewal; a dead node's
 	// subscriptions move after at most this long. Default 10s.
 	LeaseTTL time.Duration
@@ -200,7 +206,9 @@ func (d *Dispatcher) rand() float64 {
 // NodeID is the name this dispatcher holds leases under.
 func (d *Dispatcher) NodeID() string { return d.cfg.NodeID }
 
-// Start makes sure the system topic exists and starts managing workers.
+// Start makes sure the system topic exists, ends the leases a previous
+// process of this node left (see NodeID and Exclusive), and starts managing
+// workers.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	if _, err := d.store.GetTopic(ctx, herald.SubscriptionsTopic); herald.IsCode(err, herald.CodeNotFound) {
 		t := herald.Topic{Name: herald.SubscriptionsTopic, CreatedAt: d.cfg.Now().UTC(), UpdatedAt: d.cfg.Now().UTC()}.WithDefaults()
@@ -209,6 +217,18 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		}
 	} else if err != nil {
 		return fmt.Errorf("read system topic: %w", err)
+	}
+	// A process killed a moment ago left its leases behind: without this,
+	// its subscriptions would wait for them to run out (10 s for a lone
+	// node) while the node already answers ready.
+	node := d.cfg.NodeID
+	if d.cfg.Exclusive {
+		node = ""
+	}
+	if n, err := d.store.ReleaseNodeLeases(ctx, node); err != nil {
+		return fmt.Errorf("take back the dispatch leases of a previous process: %w", err)
+	} else if n > 0 {
+		d.log.Info("took back the dispatch leases of a previous process", "leases", n)
 	}
 	if err := d.settler.start(ctx); err != nil {
 		return err

@@ -114,3 +114,52 @@ func TestDispatchStopsSendingWhenItsLeaseMayHaveLapsed(t *testing.T) {
 		t.Fatalf("%d events were delivered %d times; want once each", n, total)
 	}
 }
+
+// A process killed while it dispatched leaves its leases in the store,
+// live for a while. The next process takes them back at once, with new
+// epochs, when it knows their holder is gone: they are held under its own
+// node id, or no other process can use the store (Exclusive, SQLite under
+// its lock). Otherwise its subscriptions would wait for the leases to run
+// out (issue 12 d).
+func TestDispatchTakesBackLeasesOfAPreviousProcess(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, holder, node string
+		exclusive          bool
+	}{
+		{"under its own node id", "node-1", "node-1", false},
+		{"exclusive", "a-gone-process", "node-2", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "h.db")
+			r := newReceiver(t, nil)
+			before := startEnv(t, path)
+			before.topic("restarted")
+			s := before.subscribe(herald.Subscription{Topic: "restarted", URL: r.URL})
+			r.secret = s.Secret
+			before.stop()
+			// What a kill -9 leaves: a lease that lasts an hour more.
+			st, err := openSQLite(context.Background(), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old, err := st.AcquireLease(context.Background(), s.ID, c.holder, time.Now(), time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+
+			e := startEnv(t, path, func(cfg *engine.DispatcherConfig) { cfg.NodeID, cfg.Exclusive = c.node, c.exclusive })
+			e.publish("restarted", 1, nil)
+			waitFor(t, "the event delivered", 5*time.Second, func() bool { d, _ := r.count(); return d == 1 })
+			// Under a new epoch: what the killed process may still have
+			// had on its way to the store does not apply.
+			errs, err := e.store.Settle(context.Background(), []herald.SettleItem{{SubscriptionID: s.ID, Epoch: old,
+				Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "restarted", Seq: 1}}}}})
+			if err != nil || !herald.IsCode(errs[0], herald.CodeConflict) {
+				t.Fatalf("a settlement under the killed process's epoch: %v, %v; want a conflict", errs, err)
+			}
+		})
+	}
+}

@@ -25,6 +25,7 @@ import (
 type Config struct {
 	Addr                     string        // addr: HTTP listen address, host:port
 	DataDir                  string        // data-dir: directory for the SQLite database and other local state
+	NodeID                   string        // node-id: this node's name in dispatch leases and the cluster; "" = kept in data-dir
 	DatabaseURL              Secret        // database-url: "" = SQLite in DataDir; postgres://... for PostgreSQL
 	AdminKey                 Secret        // admin-key: a bootstrap key with the admin scope; "" = none
 	LogLevel                 slog.Level    // log-level: debug, info, warn or error
@@ -53,6 +54,7 @@ func settings() []setting {
 	return []setting{
 		{"addr", ":8480", "HTTP listen address (host:port)", `host:port, such as ":8480" or "127.0.0.1:8480"`, func(c *Config) binding { return textField(&c.Addr, validAddr) }},
 		{"data-dir", "./herald-data", "directory for the SQLite database and other local state", "a non-empty path", func(c *Config) binding { return textField(&c.DataDir, nonEmpty) }},
+		{"node-id", "", `this node's name in dispatch leases and the cluster, unique among running nodes; "" keeps one in data-dir/node-id`, `"" or 1 to 64 letters, digits, '.', '_' or '-'`, func(c *Config) binding { return textField(&c.NodeID, orEmpty(validNodeID)) }},
 		{"database-url", "", `the database: "" for SQLite in data-dir, sqlite:PATH, or a postgres:// URL`, `"" (SQLite in data-dir), sqlite:PATH, or a postgres:// or postgresql:// URL`, func(c *Config) binding { return secretField(&c.DatabaseURL, validDatabaseURL) }},
 		{"admin-key", "", `an API key accepted with the admin scope, at least 16 characters; "" for none`, `"" or at least 16 characters without spaces (make one with: openssl rand -base64 32)`, func(c *Config) binding { return secretField(&c.AdminKey, validAdminKey) }},
 		{"log-level", "info", "least severe level logged: debug, info, warn or error", "debug, info, warn or error", func(c *Config) binding { return levelField(&c.LogLevel) }},
@@ -309,6 +311,22 @@ func validAddr(s string) bool {
 }
 
 func nonEmpty(s string) bool { return strings.TrimSpace(s) != "" }
+
+// validNodeID accepts 1 to 64 ASCII letters, digits, '.', '_' and '-': a
+// host name fits, and so does what the logs and the nodes table show.
+func validNodeID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // orEmpty accepts "" besides what valid accepts.
 func orEmpty(valid func(string) bool) func(string) bool {

@@ -38,6 +38,7 @@ func writeFile(t *testing.T, content string) string {
 var samples = map[string][3]string{
 	"addr":                       {"127.0.0.1:9001", "127.0.0.1:9002", ":0"},
 	"data-dir":                   {"/var/lib/herald-file", "/var/lib/herald-env", "/tmp/herald-flag"},
+	"node-id":                    {"node-file", "node.env", "node_flag-1"},
 	"database-url":               {"postgres://u:file@db/herald", "postgres://u:env@db/herald", "sqlite:/tmp/flag.db"},
 	"admin-key":                  {"file-admin-key-0123456789", "env-admin-key-0123456789", "flag-admin-key-0123456789"},
 	"log-level":                  {"debug", "warn", "error"},
@@ -290,6 +291,7 @@ func TestValidationMessages(t *testing.T) {
 			"HERALD_ADMIN_KEY":                "hunter2",
 			"HERALD_DATABASE_URL":             "mysql://root:pw@db/x",
 			"HERALD_DATA_DIR":                 "  ",
+			"HERALD_NODE_ID":                  "node 1",
 		}),
 		io.Discard)
 	if _, ok := errors.AsType[*usageError](err); !ok {
@@ -298,6 +300,7 @@ func TestValidationMessages(t *testing.T) {
 	want := []string{
 		`addr = "localhost" (from -addr) is not accepted: want host:port, such as ":8480" or "127.0.0.1:8480"`,
 		`data-dir = "  " (from HERALD_DATA_DIR) is not accepted: want a non-empty path`,
+		`node-id = "node 1" (from HERALD_NODE_ID) is not accepted: want "" or 1 to 64 letters, digits, '.', '_' or '-'`,
 		`database-url = [redacted] (20 characters) (from HERALD_DATABASE_URL) is not accepted: want "" (SQLite in data-dir), sqlite:PATH, or a postgres:// or postgresql:// URL`,
 		`admin-key = [redacted] (7 characters) (from HERALD_ADMIN_KEY) is not accepted: want "" or at least 16 characters without spaces (make one with: openssl rand -base64 32)`,
 		`log-level = "loud" (from HERALD_LOG_LEVEL) is not accepted: want debug, info, warn or error`,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -57,6 +58,7 @@ type Main struct {
 	served     chan error
 	debug      *http.Server // the profiler; nil unless debug-addr is set
 	debugLn    net.Listener
+	locks      []*os.File // held while the process runs: see lockSQLite and nodeID
 
 	closeOnce sync.Once
 	closeErr  error
@@ -121,6 +123,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	exclusive := false
+	if path, _, ok := m.sqlitePath(); ok {
+		if exclusive, err = m.lockSQLite(path); err != nil {
+			return err
+		}
+	}
 	if m.store, err = m.openStore(ctx); err != nil {
 		return err
 	}
@@ -142,6 +150,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaxIdleConnsPerHost: m.Config.WebhookMaxConcurrency,
 	})
 	dcfg := engine.DispatcherConfig{
+		NodeID:           m.nodeID(),
+		Exclusive:        exclusive,
 		DisableAfter:     m.Config.WebhookDisableAfter,
 		AttemptRetention: m.Config.AttemptRetention,
 		MaxConcurrency:   m.Config.WebhookMaxConcurrency,
@@ -154,10 +164,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	bus, hasBus := m.store.(cluster.Bus)
 	if isMember && hasBus {
 		m.cluster = cluster.New(cs, bus, cluster.Config{
+			NodeID: dcfg.NodeID,
 			Addr:   m.Addr(),
 			Leases: func() int { return m.dispatcher.Dispatching() },
 		}, log, m.Registry)
-		dcfg.NodeID, dcfg.Owns, dcfg.LeaseTTL = m.cluster.NodeID(), m.cluster.Owns, cluster.LeaseTTL
+		dcfg.Owns, dcfg.LeaseTTL = m.cluster.Owns, cluster.LeaseTTL
 	}
 	deliverer := webhook.NewDeliverer(m.sender, nil)
 	m.dispatcher = engine.NewDispatcher(m.store, m.tail, deliverer, m.committer, dcfg, log, m.Registry)
@@ -261,25 +272,31 @@ func (m *Main) storeKind() string {
 	return "sqlite"
 }
 
+// sqlitePath returns the SQLite database file database-url names, and the
+// setting that names it; ok is false when database-url is not SQLite.
+func (m *Main) sqlitePath() (path, setting string, ok bool) {
+	dsn := string(m.Config.DatabaseURL)
+	switch {
+	case dsn == "":
+		return filepath.Join(m.Config.DataDir, "herald.db"), "data-dir", true
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//"), "database-url", true
+	}
+	return "", "", false
+}
+
 // openStore chooses the store by the scheme of database-url: none means the
 // embedded SQLite file in data-dir.
 func (m *Main) openStore(ctx context.Context) (herald.Store, error) {
 	dsn := string(m.Config.DatabaseURL)
+	if path, setting, ok := m.sqlitePath(); ok {
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: m.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite store %s (setting %s): %w", path, setting, err)
+		}
+		return s, nil
+	}
 	switch {
-	case dsn == "":
-		path := filepath.Join(m.Config.DataDir, "herald.db")
-		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: m.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("open SQLite store %s (setting data-dir): %w", path, err)
-		}
-		return s, nil
-	case strings.HasPrefix(dsn, "sqlite:"):
-		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
-		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: m.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("open SQLite store %s (setting database-url): %w", path, err)
-		}
-		return s, nil
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		s, err := postgres.Open(ctx, dsn, postgres.Options{Logger: m.Logger})
 		if err != nil {
@@ -443,6 +460,9 @@ func (m *Main) Close(ctx context.Context) error {
 			if err := m.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close store: %w", err))
 			}
+		}
+		for _, f := range m.locks {
+			_ = f.Close() // releases the lock
 		}
 		m.closeErr = errors.Join(errs...)
 		if m.Logger != nil {

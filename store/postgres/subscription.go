@@ -478,3 +478,20 @@ func (s *Store) ReleaseLease(ctx context.Context, id, node string, epoch int64) 
 		WHERE id = $1 AND lease_node = $2 AND lease_epoch = $3`, id, node, epoch)
 	return s.fail("release lease", err)
 }
+
+// ReleaseNodeLeases ends every lease node holds (every lease of every node
+// when node is ""), keeping the epochs, and returns how many it ended.
+func (s *Store) ReleaseNodeLeases(ctx context.Context, node string) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if !validText(node) {
+		return 0, nil // no lease is held under a name that cannot be stored
+	}
+	n, err := s.exec(ctx, `UPDATE subscriptions SET lease_node = '', lease_expires_at = 0
+		WHERE lease_node <> '' AND ($1::text = '' OR lease_node = $1)`, node)
+	if err != nil {
+		return 0, s.fail("release the node's leases", err)
+	}
+	return n, nil
+}

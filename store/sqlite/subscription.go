@@ -458,3 +458,25 @@ func (s *Store) ReleaseLease(ctx context.Context, id, node string, epoch int64) 
 	})
 	return s.fail("release lease", err)
 }
+
+// ReleaseNodeLeases ends every lease node holds (every lease of every node
+// when node is ""), keeping the epochs, and returns how many it ended.
+func (s *Store) ReleaseNodeLeases(ctx context.Context, node string) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE subscriptions SET lease_node = '', lease_expires_at = 0
+			WHERE lease_node <> '' AND (?1 = '' OR lease_node = ?1)`, node)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, s.fail("release the node's leases", err)
+	}
+	return n, nil
+}

@@ -115,6 +115,46 @@ func runLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 		conflict(t, s, "sub_1", nodeA, at(4))
 	})
 
+	t.Run("ReleaseNodeLeases", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		for _, id := range []string{"sub_1", "sub_2", "sub_3"} {
+			createSub(t, s, plainSub(id, "orders"), herald.StartPosition{})
+		}
+		e1 := acquire(t, s, "sub_1", nodeA, at(0), time.Minute)
+		e2 := acquire(t, s, "sub_2", nodeA, at(0), time.Minute)
+		e3 := acquire(t, s, "sub_3", nodeB, at(0), time.Minute)
+		release := func(node string, want int64) {
+			t.Helper()
+			if n, err := s.ReleaseNodeLeases(t.Context(), node); err != nil || n != want {
+				t.Fatalf("ReleaseNodeLeases(%q) = %d, %v; want %d", node, n, err, want)
+			}
+		}
+
+		// A node starting again under its name ends what its previous
+		// process held, live or not, and nothing of other nodes.
+		release(nodeA, 2)
+		release(nodeA, 0)
+		conflict(t, s, "sub_3", nodeA, at(1))
+		if e := acquire(t, s, "sub_1", nodeB, at(1), time.Minute); e != e1+1 {
+			t.Fatalf("another node takes a released lease with epoch %d, want %d", e, e1+1)
+		}
+		// The node itself gets a new epoch too: its previous process may
+		// have left a settlement in flight.
+		if e := acquire(t, s, "sub_2", nodeA, at(1), time.Minute); e != e2+1 {
+			t.Fatalf("the node takes its released lease back with epoch %d, want %d", e, e2+1)
+		}
+		errs := settle(t, s, herald.SettleItem{SubscriptionID: "sub_2", Epoch: e2,
+			Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 1}}}})
+		wantCode(t, "Settle under the epoch of the previous process", errs[0], herald.CodeConflict)
+
+		// "" ends every lease of every node.
+		release("", 3)
+		if e := acquire(t, s, "sub_3", nodeA, at(2), time.Minute); e != e3+1 {
+			t.Fatalf("acquire after every lease was released: epoch %d, want %d", e, e3+1)
+		}
+	})
+
 	t.Run("TakeoverFencesConcurrentSettles", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
