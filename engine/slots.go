@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"container/heap"
 	"context"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -32,24 +34,49 @@ const DefaultMaxConcurrency = 256
 // attempt, its timeout and its latency only once it holds a slot, and a
 // send that gives up waiting (its worker stopping) is no attempt at all.
 //
-// A subscription's waiting requests are served in the order they came. All
-// methods are safe for concurrent use.
+// A subscription's waiting requests are served in the order they came.
+// Taking a free slot costs a map lookup; handing one to a waiter, a heap
+// operation, however many subscriptions wait. All methods are safe for
+// concurrent use.
 type slotPool struct {
 	size, perSub, perDest int
 
 	mu      sync.Mutex
 	used    int
-	subs    map[string]int           // slots held, per subscription
-	dests   map[string]int           // slots held, per destination
-	queues  map[string][]*slotWaiter // waiting requests, per subscription
-	waiting int                      // requests in queues
-	ticket  uint64                   // order of arrival, for ties
+	waiting int    // requests waiting
+	ticket  uint64 // order of arrival, for ties
+	subs    map[string]*slotSub
+	dests   map[string]*slotDest
+	// ready holds the waiting subscriptions below both their caps, as far
+	// as is known (a destination that filled up since is found out when
+	// the subscription comes first; it then moves to the destination's
+	// blocked). Subscriptions at their own cap are in no heap until one of
+	// their slots comes back.
+	ready slotHeap
 }
 
 // slotKey names who a slot is for.
 type slotKey struct {
 	sub  string // subscription id
 	dest string // destination: see destination
+}
+
+// slotSub is a subscription that holds or waits for slots.
+type slotSub struct {
+	id    string
+	held  int
+	queue []*slotWaiter // its waiting requests, first come first
+	in    *slotHeap     // the heap it is in (ready or a blocked), or nil
+	index int           // its place there
+}
+
+// slotDest is a destination that slots are held for or waited for.
+type slotDest struct {
+	name string
+	held int
+	// blocked holds the waiting subscriptions whose first request goes
+	// here and that only this destination's cap holds back.
+	blocked slotHeap
 }
 
 type slotWaiter struct {
@@ -66,7 +93,7 @@ func newSlotPool(size int) *slotPool {
 	size = max(size, 1)
 	return &slotPool{
 		size: size, perSub: max(1, size/4), perDest: max(1, size/2),
-		subs: make(map[string]int), dests: make(map[string]int), queues: make(map[string][]*slotWaiter),
+		subs: make(map[string]*slotSub), dests: make(map[string]*slotDest),
 	}
 }
 
@@ -85,15 +112,20 @@ func destination(sub string, rawURL string) string {
 // successful acquire must be followed by one release of the same key.
 func (p *slotPool) acquire(ctx context.Context, key slotKey) error {
 	p.mu.Lock()
-	if len(p.queues[key.sub]) == 0 && p.free(key.sub, key.dest) {
-		p.take(key.sub, key.dest)
+	s, d := p.sub(key.sub), p.dest(key.dest)
+	if len(s.queue) == 0 && p.used < p.size && s.held < p.perSub && d.held < p.perDest {
+		p.take(s, d)
 		p.mu.Unlock()
 		return nil
 	}
 	p.ticket++
 	w := &slotWaiter{dest: key.dest, ticket: p.ticket, ready: make(chan struct{})}
-	p.queues[key.sub] = append(p.queues[key.sub], w)
+	s.queue = append(s.queue, w)
 	p.waiting++
+	if len(s.queue) == 1 {
+		p.place(s)
+		p.grant()
+	}
 	p.mu.Unlock()
 
 	select {
@@ -107,19 +139,17 @@ func (p *slotPool) acquire(ctx context.Context, key slotKey) error {
 		p.release(key)
 		return ctx.Err()
 	}
-	q := p.queues[key.sub]
-	for i, x := range q {
-		if x == w {
-			q = append(q[:i], q[i+1:]...)
-			break
-		}
+	i := slices.Index(s.queue, w)
+	if i == 0 {
+		p.unplace(s) // its first request, by which it is ordered, goes
 	}
-	if len(q) == 0 {
-		delete(p.queues, key.sub)
-	} else {
-		p.queues[key.sub] = q
-	}
+	s.queue = slices.Delete(s.queue, i, i+1)
 	p.waiting--
+	if i == 0 {
+		p.place(s)
+		p.grant()
+	}
+	p.tidy(s, d)
 	p.mu.Unlock()
 	return ctx.Err()
 }
@@ -128,59 +158,20 @@ func (p *slotPool) acquire(ctx context.Context, key slotKey) error {
 func (p *slotPool) release(key slotKey) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	s, d := p.subs[key.sub], p.dests[key.dest]
+	p.unplace(s)
 	p.used--
-	if p.subs[key.sub]--; p.subs[key.sub] <= 0 {
-		delete(p.subs, key.sub)
-	}
-	if p.dests[key.dest]--; p.dests[key.dest] <= 0 {
-		delete(p.dests, key.dest)
+	s.held--
+	d.held--
+	p.place(s) // below its cap again, or holding fewer
+	if d.held == p.perDest-1 && d.blocked.Len() > 0 {
+		// The destination has room again: its best waiting subscription
+		// competes for the slot with the others.
+		next := heap.Pop(&d.blocked).(*slotSub)
+		heap.Push(&p.ready, next)
 	}
 	p.grant()
-}
-
-// free reports whether sub may take a slot for dest now. Under mu.
-func (p *slotPool) free(sub, dest string) bool {
-	return p.used < p.size && p.subs[sub] < p.perSub && p.dests[dest] < p.perDest
-}
-
-// take counts a slot as held by sub for dest. Under mu.
-func (p *slotPool) take(sub, dest string) {
-	p.used++
-	p.subs[sub]++
-	p.dests[dest]++
-}
-
-// grant hands free slots to waiting requests: each time to the head of the
-// queue of the subscription that holds the fewest slots among those whose
-// caps let them take one, the longest waiting on a tie. Under mu.
-func (p *slotPool) grant() {
-	for p.used < p.size && p.waiting > 0 {
-		best := ""
-		var head *slotWaiter
-		for sub, q := range p.queues {
-			w := q[0]
-			if !p.free(sub, w.dest) {
-				continue
-			}
-			if head == nil || p.subs[sub] < p.subs[best] || p.subs[sub] == p.subs[best] && w.ticket < head.ticket {
-				best, head = sub, w
-			}
-		}
-		if head == nil {
-			return // every waiter is at a cap
-		}
-		q := p.queues[best]
-		q[0] = nil
-		if q = q[1:]; len(q) == 0 {
-			delete(p.queues, best)
-		} else {
-			p.queues[best] = q
-		}
-		p.waiting--
-		p.take(best, head.dest)
-		head.granted = true
-		close(head.ready)
-	}
+	p.tidy(s, d)
 }
 
 // stats returns the slots held and the requests waiting for one.
@@ -188,4 +179,117 @@ func (p *slotPool) stats() (used, waiting int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.used, p.waiting
+}
+
+// grant hands free slots to waiting requests, each to the first request
+// of the ready subscription that holds the fewest. Under mu.
+func (p *slotPool) grant() {
+	for p.used < p.size && p.ready.Len() > 0 {
+		s := heap.Pop(&p.ready).(*slotSub)
+		w := s.queue[0]
+		d := p.dests[w.dest]
+		if d.held >= p.perDest {
+			heap.Push(&d.blocked, s)
+			continue
+		}
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		p.waiting--
+		p.take(s, d)
+		w.granted = true
+		close(w.ready)
+		p.place(s)
+	}
+}
+
+// place puts s where its state says: nowhere when it waits for nothing or
+// is at its cap, in its destination's blocked when that is at its cap,
+// else in ready. Under mu.
+func (p *slotPool) place(s *slotSub) {
+	p.unplace(s)
+	if len(s.queue) == 0 || s.held >= p.perSub {
+		return
+	}
+	if d := p.dest(s.queue[0].dest); d.held >= p.perDest {
+		heap.Push(&d.blocked, s)
+	} else {
+		heap.Push(&p.ready, s)
+	}
+}
+
+// unplace takes s out of the heap it is in, before what orders it
+// changes. Under mu.
+func (p *slotPool) unplace(s *slotSub) {
+	if s.in != nil {
+		heap.Remove(s.in, s.index)
+	}
+}
+
+func (p *slotPool) take(s *slotSub, d *slotDest) {
+	p.used++
+	s.held++
+	d.held++
+}
+
+func (p *slotPool) sub(id string) *slotSub {
+	s := p.subs[id]
+	if s == nil {
+		s = &slotSub{id: id}
+		p.subs[id] = s
+	}
+	return s
+}
+
+func (p *slotPool) dest(name string) *slotDest {
+	d := p.dests[name]
+	if d == nil {
+		d = &slotDest{name: name}
+		p.dests[name] = d
+	}
+	return d
+}
+
+// tidy forgets s and d once nothing is held or waited for there, so the
+// maps do not keep every subscription and host ever seen. Under mu.
+func (p *slotPool) tidy(s *slotSub, d *slotDest) {
+	if s.held == 0 && len(s.queue) == 0 && s.in == nil {
+		delete(p.subs, s.id)
+	}
+	if d.held == 0 && d.blocked.Len() == 0 {
+		delete(p.dests, d.name)
+	}
+}
+
+// slotHeap orders waiting subscriptions: fewest slots held first, then the
+// one whose first request came first. It implements heap.Interface.
+type slotHeap []*slotSub
+
+func (h slotHeap) Len() int { return len(h) }
+
+func (h slotHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	if a.held != b.held {
+		return a.held < b.held
+	}
+	return a.queue[0].ticket < b.queue[0].ticket
+}
+
+func (h slotHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+
+func (h *slotHeap) Push(x any) {
+	s := x.(*slotSub)
+	s.in, s.index = h, len(*h)
+	*h = append(*h, s)
+}
+
+func (h *slotHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.in = nil
+	return s
 }
