@@ -62,9 +62,9 @@ type Topics interface {
 
 // Deliverer sends one event to a subscription's endpoint at once and
 // reports how it went: signed, through the shared sender and its SSRF
-// guard (webhook.Deliverer implements it). The API uses it for test events,
-// outside the dispatcher. It must be safe for concurrent use and return by
-// ctx's deadline.
+// guard, within the node's send slots (engine.Dispatcher implements it).
+// The API uses it for test events, outside the delivery workers. It must be
+// safe for concurrent use and return by ctx's deadline.
 type Deliverer interface {
 	Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult
 }

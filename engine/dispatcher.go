@@ -579,6 +579,23 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 	})
 }
 
+// Deliver sends one event to the subscription's endpoint now, outside its
+// worker (the API's test events), and records nothing. It takes a send
+// slot as every delivery does, so that it too stays within MaxConcurrency
+// and its destination's share: it waits for one until ctx ends, and then
+// fails without sending. Its share is apart from the subscription's, so it
+// does not queue behind the subscription's own deliveries. The request's
+// timeout starts once it has the slot.
+func (d *Dispatcher) Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult {
+	slot := slotKey{sub.ID + " (outside its worker)", destination(sub.ID, sub.URL)}
+	if err := d.slots.acquire(ctx, slot); err != nil {
+		return herald.DeliveryResult{Outcome: herald.Failed,
+			Err: "not sent: every send slot stayed in use (webhook.max-concurrency): " + err.Error()}
+	}
+	defer d.slots.release(slot)
+	return d.deliverer.Deliver(ctx, sub, ev, attempt)
+}
+
 func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
 	slot := slotKey{s.ID, destination(s.ID, s.URL)}
 	if d.slots.acquire(ctx, slot) != nil {

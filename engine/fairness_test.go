@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,5 +126,40 @@ func TestDispatchTimeoutStartsWhenTheRequestIsSent(t *testing.T) {
 		if a.Outcome != herald.OutcomeFailure || !strings.Contains(a.Error, "no response within 2s") || a.Latency < 2*time.Second {
 			t.Errorf("hung subscription: seq %d: %s %q after %v; want no response within the 2s timeout, after at least 2s", a.Seq, a.Outcome, a.Error, a.Latency)
 		}
+	}
+}
+
+// An event sent outside the workers (the API's test events) takes a send
+// slot like every delivery: while none is free nothing is sent, and the
+// caller hears why once its context ends.
+func TestDispatchDeliverOutsideWorkersTakesASlot(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, filepath.Join(t.TempDir(), "h.db"), func(c *engine.DispatcherConfig) { c.MaxConcurrency = 1 })
+	e.topic("hung")
+	hung := newReceiver(t, nil)
+	hung.hold = make(chan struct{})
+	answer := sync.OnceFunc(func() { close(hung.hold) })
+	t.Cleanup(answer)
+	ok := newReceiver(t, nil)
+	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", URL: hung.URL, Timeout: 10 * time.Second})
+	s := e.subscribe(herald.Subscription{ID: "sub_ok", Topic: "other", URL: ok.URL, State: herald.StatePaused})
+	hung.secret, ok.secret = h.Secret, s.Secret
+	e.publish("hung", 1, nil)
+	waitFor(t, "the only slot taken", 10*time.Second, func() bool { return hung.inFlightNow() == 1 })
+
+	now := time.Now()
+	ev := &herald.Event{ID: herald.NewID(now), Topic: "other", Type: "herald.test", ContentType: "application/json", Payload: []byte("{}"), Time: now}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	res := e.dispatcher.Deliver(ctx, &s, ev, 1)
+	cancel()
+	if res.Outcome != herald.Failed || !strings.Contains(res.Err, "not sent") {
+		t.Fatalf("a test event with no slot free = %+v, want a failure saying it was not sent", res)
+	}
+	if _, total := ok.count(); total != 0 {
+		t.Fatalf("the endpoint got %d requests; no slot was free", total)
+	}
+	answer() // the hung request ends, its slot comes free
+	if res := e.dispatcher.Deliver(context.Background(), &s, ev, 1); res.Outcome != herald.Delivered {
+		t.Fatalf("a test event with a slot free = %+v", res)
 	}
 }

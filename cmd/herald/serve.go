@@ -170,8 +170,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}, log, m.Registry)
 		dcfg.Owns, dcfg.LeaseTTL = m.cluster.Owns, cluster.LeaseTTL
 	}
-	deliverer := webhook.NewDeliverer(m.sender, nil)
-	m.dispatcher = engine.NewDispatcher(m.store, m.tail, deliverer, m.committer, dcfg, log, m.Registry)
+	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer, dcfg, log, m.Registry)
 	m.committer.OnCommit(m.dispatcher.OnCommit)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	deps := api.Deps{
@@ -183,7 +182,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	deps.Subscriptions = m.store
 	deps.Notifier = m.dispatcher
-	deps.Deliverer = deliverer // test events, sent outside the dispatcher
+	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	m.api = api.New(api.Config{
 		InsecureNoAuth:           m.Config.InsecureNoAuth,
 		AutoCreateTopics:         m.Config.AutoCreateTopics,
