@@ -52,6 +52,7 @@ type jsHarness struct {
 	connsMu sync.Mutex
 	conns   map[net.Conn]struct{} // the front door's client connections, hijacked ones too
 
+	hold    atomic.Bool  // refuse new streams (502) until /_test/release
 	tokens  atomic.Int64 // connection tokens handed out by /_test/token
 	reports *jsReports
 }
@@ -84,7 +85,17 @@ func startJSHarness(t *testing.T) *jsHarness {
 		},
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", proxy)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.hold.Load() && (r.URL.Path == "/v1/stream" || strings.HasSuffix(r.URL.Path, "/stream")) {
+			w.WriteHeader(http.StatusBadGateway) // as a proxy does while its backend is away
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	mux.HandleFunc("POST /_test/release", func(w http.ResponseWriter, r *http.Request) {
+		h.hold.Store(false)
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("POST /_test/restart", h.serveRestart)
 	mux.HandleFunc("POST /_test/drop", h.serveDrop)
 	mux.HandleFunc("GET /_test/token", h.serveToken)
@@ -153,15 +164,20 @@ func (h *jsHarness) dropAll(keep net.Conn) int {
 }
 
 // serveDrop cuts the connections of every client but the caller, with no
-// goodbye: what a failed network does.
+// goodbye: what a failed network does. With ?hold=1, new streams are
+// refused until /_test/release, so that a test can publish while its
+// client is certainly away.
 func (h *jsHarness) serveDrop(w http.ResponseWriter, r *http.Request) {
+	h.hold.Store(r.URL.Query().Get("hold") == "1")
 	self, _ := r.Context().Value(connKey{}).(net.Conn)
 	fmt.Fprintf(w, "%d\n", h.dropAll(self))
 }
 
 // serveRestart stops Herald gracefully (streams are told to reconnect) and
-// starts it again on the same data, answering once it serves.
+// starts it again on the same data, answering once it serves. ?hold=1
+// refuses new streams until /_test/release, as serveDrop does.
 func (h *jsHarness) serveRestart(w http.ResponseWriter, r *http.Request) {
+	h.hold.Store(r.URL.Query().Get("hold") == "1")
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.m.Close(r.Context()); err != nil {

@@ -41,17 +41,27 @@ export async function waitFor(what, cond, timeout = 10_000) {
   }
 }
 
-/** Cuts every client connection to Herald, as a network failure does. */
+/**
+ * Cuts every client connection to Herald, as a network failure does. New
+ * streams are refused until release(), so that what is published meanwhile
+ * can only reach a client through its resume.
+ */
 export async function dropConnections() {
-  const res = await fetch(`${control}/drop`, { method: 'POST' });
+  const res = await fetch(`${control}/drop?hold=1`, { method: 'POST' });
   if (!res.ok) throw new Error(`drop: ${res.status}`);
   return Number(await res.text());
 }
 
-/** Restarts Herald on the same data; resolves once it serves again. */
+/** Restarts Herald on the same data; resolves once it serves again. New streams are refused until release(). */
 export async function restartHerald() {
-  const res = await fetch(`${control}/restart`, { method: 'POST' });
+  const res = await fetch(`${control}/restart?hold=1`, { method: 'POST' });
   if (!res.ok) throw new Error(`restart: ${res.status} ${await res.text()}`);
+}
+
+/** Lets streams in again after dropConnections or restartHerald. */
+export async function release() {
+  const res = await fetch(`${control}/release`, { method: 'POST' });
+  if (!res.ok) throw new Error(`release: ${res.status}`);
 }
 
 /** Publishes JSON events {n} for each n in [from, to] to topic, one request each. */
