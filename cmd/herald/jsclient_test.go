@@ -173,24 +173,32 @@ func (h *jsHarness) serveDrop(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%d\n", h.dropAll(self))
 }
 
-// serveRestart stops Herald gracefully (streams are told to reconnect) and
-// starts it again on the same data, answering once it serves. ?hold=1
-// refuses new streams until /_test/release, as serveDrop does.
+// serveRestart restarts Herald (see restart). ?hold=1 refuses new
+// streams until /_test/release, as serveDrop does.
 func (h *jsHarness) serveRestart(w http.ResponseWriter, r *http.Request) {
-	h.hold.Store(r.URL.Query().Get("hold") == "1")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.m.Close(r.Context()); err != nil {
+	if err := h.restart(r.URL.Query().Get("hold") == "1"); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// restart stops Herald gracefully (streams are told to reconnect) and
+// starts it again on the same data, returning once it serves. With hold,
+// new streams are refused until the hold is released.
+func (h *jsHarness) restart(hold bool) error {
+	h.hold.Store(hold)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.m.Close(context.Background()); err != nil {
+		return err
 	}
 	m, err := h.startMain()
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return err
 	}
 	h.m = m
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // serveToken plays an application's backend: it asks Herald for a
@@ -202,7 +210,10 @@ func (h *jsHarness) serveToken(w http.ResponseWriter, r *http.Request) {
 		ttl = "1h"
 	}
 	body, _ := json.Marshal(map[string]any{"scopes": []string{"read:browser.>"}, "ttl": ttl})
-	req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, h.backend.Load().String()+"/v1/tokens", bytes.NewReader(body))
+	h.mu.Lock() // not while Herald restarts: a backend answers once it can
+	backend := h.backend.Load().String()
+	h.mu.Unlock()
+	req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, backend+"/v1/tokens", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+testAdminKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultTransport.RoundTrip(req)
@@ -357,8 +368,9 @@ func TestJSClientTypes(t *testing.T) {
 }
 
 // TestJSClientBrowser loads the client as an ES module in headless
-// Chromium, where it streams over the browser's own WebSocket and fetch
-// with connection tokens from a callback, through a restart of Herald.
+// Chromium (test/browser/page.html), where it streams over the browser's
+// own WebSocket and fetch with connection tokens from a callback, through
+// a restart of Herald, and sees every event once.
 func TestJSClientBrowser(t *testing.T) {
 	t.Parallel()
 	bin := os.Getenv("HERALD_TEST_CHROMIUM")
@@ -366,12 +378,113 @@ func TestJSClientBrowser(t *testing.T) {
 		t.Skip("the browser test of the JavaScript client needs Chromium: set HERALD_TEST_CHROMIUM (.ci/run sets it to Debian's chromium)")
 	}
 	h := startJSHarness(t)
-	c := adminClient(h.m)
+	ctx := t.Context()
+	c := client.New(h.url, client.WithKey(testAdminKey))
 	for _, topic := range []string{"browser.ws", "browser.sse"} {
-		if _, _, err := c.PutTopic(t.Context(), topic, client.TopicSettings{}); err != nil {
+		if _, _, err := c.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_ = c
-	_ = syscall.Kill
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			for _, topic := range []string{"browser.ws", "browser.sse"} {
+				if _, err := c.Publish(ctx, topic, fmt.Appendf(nil, `{"n":%d}`, i),
+					client.PublishOptions{ContentType: "application/json"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	count := func(kind string) int {
+		n := 0
+		for _, r := range h.reports.snapshot() {
+			if r["kind"] == "error" {
+				t.Fatalf("the page reported an error: %v", r["msg"])
+			}
+			if r["kind"] == kind {
+				n++
+			}
+		}
+		return n
+	}
+
+	// Some history first: the page starts from since 0.
+	publish(1, 5)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+		"--user-data-dir="+filepath.Join(dir, "profile"), h.url+"/_test/js/test/browser/page.html")
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers share its group
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the browser and its helper processes
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("chromium stderr:\n%s", stderr.String())
+		}
+	})
+	waitCond(t, "the page to open its streams and be refused the secret topic", 30*time.Second, func() bool {
+		return count("ws-open") >= 1 && count("sse-open") >= 1 && count("refused") == 1
+	})
+	publish(6, 20)
+	waitCond(t, "the first events in the page", 15*time.Second, func() bool { return count("ws") >= 20 && count("sse") >= 20 })
+
+	// Restart Herald and keep the page's streams out while more is
+	// published: those events can reach it only through its resume.
+	if err := h.restart(true); err != nil {
+		t.Fatal(err)
+	}
+	publish(21, 40)
+	if n := count("ws") + count("sse"); n != 40 {
+		t.Fatalf("the page got %d events while it was kept away, want the 40 it had", n)
+	}
+	h.hold.Store(false)
+	publish(41, 41)
+	waitCond(t, "every event in the page", 15*time.Second, func() bool { return count("ws") >= 41 && count("sse") >= 41 })
+
+	var ws, sse []string
+	var wsRestart, sseRestart bool
+	for _, r := range h.reports.snapshot() {
+		switch r["kind"] {
+		case "ws", "sse":
+			if r["seq"] != r["n"] {
+				t.Errorf("%s event %v carries n %v", r["kind"], r["seq"], r["n"])
+			}
+			if r["kind"] == "ws" {
+				ws = append(ws, fmt.Sprint(r["seq"]))
+			} else {
+				sse = append(sse, fmt.Sprint(r["seq"]))
+			}
+		case "ws-close":
+			wsRestart = wsRestart || r["code"] == float64(1012)
+		case "sse-close":
+			sseRestart = sseRestart || r["code"] == "shutdown"
+		case "refused":
+			if r["typed"] != true || r["name"] != "HeraldError" || r["status"] != float64(403) || r["code"] != "forbidden" || r["field"] != "topic" {
+				t.Errorf("the refused subscription reported %v, want a HeraldError 403 forbidden on field topic", r)
+			}
+		}
+	}
+	want := make([]string, 41)
+	for i := range want {
+		want[i] = fmt.Sprint(i + 1)
+	}
+	if strings.Join(ws, ",") != strings.Join(want, ",") {
+		t.Errorf("WebSocket seqs %v, want each of 1..41 once", ws)
+	}
+	if strings.Join(sse, ",") != strings.Join(want, ",") {
+		t.Errorf("SSE seqs %v, want each of 1..41 once", sse)
+	}
+	if !wsRestart || !sseRestart {
+		t.Errorf("the page was not told of the restart: WebSocket 1012 %v, SSE shutdown %v", wsRestart, sseRestart)
+	}
+	// A token per connection: the first two, and two more after the restart.
+	if n := h.tokens.Load(); n < 4 {
+		t.Errorf("the token callback fetched %d tokens, want at least 4", n)
+	}
 }

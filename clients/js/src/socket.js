@@ -36,6 +36,7 @@ export class HeraldSocket {
   #attempt = 0;
   #stop = new AbortController();
   #lastReceived = 0;
+  #pingedAt = 0;
   #keepAliveTimer = undefined;
   /** Ends the current connection at once, without waiting for its close handshake. */
   #endConnection = null;
@@ -362,7 +363,8 @@ export class HeraldSocket {
         } catch {
           // Already closing.
         }
-      } else if (idle >= ka) {
+      } else if (idle >= ka && this.#pingedAt < this.#lastReceived) {
+        this.#pingedAt = Date.now(); // once per silence
         this.#send({ op: 'ping' });
       }
     }, ka / 2);
