@@ -155,7 +155,9 @@ export class HeraldSocket {
       if (this.#stop.signal.aborted) return;
       let err = out.error;
       if (out.fatal) return this.#fail(err, { code: 1006, reason: '' });
-      if (!out.opened && !err) err = await this.#probe(out.token);
+      if (!out.opened && !err) {
+        err = (await this.#probe(out.token)) ?? new ConnectionError(this.#t.wsBase, 'the WebSocket handshake failed');
+      }
       if (this.#stop.signal.aborted) return;
 
       let now = false;
