@@ -50,7 +50,7 @@ type jsHarness struct {
 	backend atomic.Pointer[url.URL]
 
 	connsMu sync.Mutex
-	conns   map[net.Conn]struct{} // the front door's client connections, hijacked ones too
+	streams map[net.Conn]struct{} // the front door's client connections that carried a stream
 
 	hold    atomic.Bool  // refuse new streams (502) until /_test/release
 	tokens  atomic.Int64 // connection tokens handed out by /_test/token
@@ -61,7 +61,7 @@ type connKey struct{}
 
 func startJSHarness(t *testing.T) *jsHarness {
 	t.Helper()
-	h := &jsHarness{t: t, dir: t.TempDir(), conns: map[net.Conn]struct{}{}, reports: &jsReports{}}
+	h := &jsHarness{t: t, dir: t.TempDir(), streams: map[net.Conn]struct{}{}, reports: &jsReports{}}
 	m, err := h.startMain()
 	if err != nil {
 		t.Fatal(err)
@@ -86,9 +86,22 @@ func startJSHarness(t *testing.T) *jsHarness {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.hold.Load() && (r.URL.Path == "/v1/stream" || strings.HasSuffix(r.URL.Path, "/stream")) {
-			w.WriteHeader(http.StatusBadGateway) // as a proxy does while its backend is away
-			return
+		if r.URL.Path == "/v1/stream" || strings.HasSuffix(r.URL.Path, "/stream") {
+			if h.hold.Load() {
+				w.WriteHeader(http.StatusBadGateway) // as a proxy does while its backend is away
+				return
+			}
+			// The connection is a stream's while the request lasts; after
+			// it, a client may reuse it for anything.
+			c := r.Context().Value(connKey{}).(net.Conn)
+			h.connsMu.Lock()
+			h.streams[c] = struct{}{}
+			h.connsMu.Unlock()
+			defer func() {
+				h.connsMu.Lock()
+				delete(h.streams, c)
+				h.connsMu.Unlock()
+			}()
 		}
 		proxy.ServeHTTP(w, r)
 	}))
@@ -111,13 +124,11 @@ func startJSHarness(t *testing.T) *jsHarness {
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
-		ConnState:         h.track,
-		ErrorLog:          nil,
 	}
 	go func() { _ = h.front.Serve(ln) }()
 	t.Cleanup(func() {
 		_ = h.front.Close()
-		h.dropAll(nil)
+		h.dropStreams()
 	})
 	return h
 }
@@ -137,40 +148,27 @@ func (h *jsHarness) startMain() (*Main, error) {
 	return m, nil
 }
 
-func (h *jsHarness) track(c net.Conn, state http.ConnState) {
+// dropStreams closes every client connection that carried a stream. Other
+// connections, idle in clients' pools, are left alone: a publish reusing
+// one must not fail.
+func (h *jsHarness) dropStreams() int {
 	h.connsMu.Lock()
 	defer h.connsMu.Unlock()
-	switch state {
-	case http.StateNew:
-		h.conns[c] = struct{}{}
-	case http.StateClosed:
-		delete(h.conns, c)
+	n := len(h.streams)
+	for c := range h.streams {
+		_ = c.Close()
 	}
-}
-
-// dropAll closes every client connection of the front door but keep.
-func (h *jsHarness) dropAll(keep net.Conn) int {
-	h.connsMu.Lock()
-	defer h.connsMu.Unlock()
-	n := 0
-	for c := range h.conns {
-		if c != keep {
-			_ = c.Close()
-			delete(h.conns, c)
-			n++
-		}
-	}
+	clear(h.streams)
 	return n
 }
 
-// serveDrop cuts the connections of every client but the caller, with no
-// goodbye: what a failed network does. With ?hold=1, new streams are
-// refused until /_test/release, so that a test can publish while its
-// client is certainly away.
+// serveDrop cuts the connection of every stream, with no goodbye: what a
+// failed network does. With ?hold=1, new streams are refused until
+// /_test/release, so that a test can publish while its client is
+// certainly away. It answers the number of connections cut.
 func (h *jsHarness) serveDrop(w http.ResponseWriter, r *http.Request) {
 	h.hold.Store(r.URL.Query().Get("hold") == "1")
-	self, _ := r.Context().Value(connKey{}).(net.Conn)
-	fmt.Fprintf(w, "%d\n", h.dropAll(self))
+	fmt.Fprintf(w, "%d\n", h.dropStreams())
 }
 
 // serveRestart restarts Herald (see restart). ?hold=1 refuses new

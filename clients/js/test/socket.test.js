@@ -130,13 +130,13 @@ test('an expired token is refreshed through the callback, and the stream goes on
   const topic = topicName('token');
   await h.putTopic(topic);
   let calls = 0;
-  // The first token lives a second or two; the next ones an hour.
+  // The first token lives two or three seconds; the next ones an hour.
   let openGate;
   const gate = new Promise((resolve) => (openGate = resolve));
   const token = async () => {
     const n = calls++;
     if (n === 1) await gate; // the refresh waits until the test has published
-    return (await h.createToken({ scopes: [`read:${topic}`], ttl: n === 0 ? '2s' : '1h' })).token;
+    return (await h.createToken({ scopes: [`read:${topic}`], ttl: n === 0 ? '3s' : '1h' })).token;
   };
   const browser = new Herald({ url, token, backoff });
   const rec = recorder(t, browser);

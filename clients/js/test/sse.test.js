@@ -96,7 +96,7 @@ test('an expired token is refreshed through the callback', { skip: needsHerald }
   const token = async () => {
     const n = calls++;
     if (n === 1) await gate; // the refresh waits until the test has published
-    return (await h.createToken({ scopes: [`read:${topic}`], ttl: n === 0 ? '2s' : '1h' })).token;
+    return (await h.createToken({ scopes: [`read:${topic}`], ttl: n === 0 ? '3s' : '1h' })).token;
   };
   const rec = recorder(t, new Herald({ url, token, backoff }), topic);
   await waitFor('the stream', () => rec.stream.lastEventId === '0');
