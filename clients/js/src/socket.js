@@ -75,7 +75,9 @@ export class HeraldSocket {
     }
     const sub = new Subscription(this, id, topic, options);
     this.#subs.set(id, sub);
-    if (this.#state === 'idle') void this.#run();
+    if (this.#state === 'idle') {
+      this.#run().catch((e) => this.#fail(asError(e), { code: 1006, reason: 'internal error of the client' }));
+    }
     else if (this.#state === 'open') this.#send(sub._op());
     return sub;
   }
@@ -241,7 +243,6 @@ export class HeraldSocket {
     this.#state = 'open';
     this.#lastReceived = Date.now();
     this.#startKeepAlive();
-    callHook(this.#hooks.onOpen, this.#reportError);
     for (const sub of [...this.#subs.values()]) {
       if (sub._closing) {
         this.#subs.delete(sub.id); // the old connection's server side forgot it
@@ -250,6 +251,8 @@ export class HeraldSocket {
       sub.state = 'pending';
       this.#send(sub._op());
     }
+    // After the resubscriptions: what onOpen subscribes is sent once, by subscribe.
+    callHook(this.#hooks.onOpen, this.#reportError);
   }
 
   /**

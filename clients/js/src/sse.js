@@ -47,7 +47,7 @@ export class HeraldStream {
       }
       signal.addEventListener('abort', () => this.close(), { once: true, signal: this.#stop.signal });
     }
-    void this.#run();
+    this.#run().catch((e) => this.#fail(asError(e), '', 'internal error of the client'));
   }
 
   get topic() {

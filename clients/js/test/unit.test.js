@@ -107,12 +107,13 @@ class ScriptedWebSocket {
   }
 }
 
-test('frame dispatch: resume positions, unknown frames and foreign events go to onFrame', async () => {
+test('frame dispatch: resume positions, unknown frames and foreign events go to onFrame', async (t) => {
   ScriptedWebSocket.all = [];
   const h = new Herald({ url: 'http://herald.test', key: 'k', WebSocket: ScriptedWebSocket, backoff: { initial: 0, max: 0 } });
   const frames = [];
   const errors = [];
   const socket = h.socket({ onFrame: (f) => frames.push(f), onError: (e) => errors.push(e) });
+  t.after(() => socket.close());
   const one = [];
   const pat = [];
   socket.subscribe('orders.eu', { id: 'eu', onEvent: (e) => one.push(e) });
@@ -150,12 +151,13 @@ test('frame dispatch: resume positions, unknown frames and foreign events go to 
   assert.equal(ScriptedWebSocket.all.length, 2);
 });
 
-test('a callback that throws is reported and the stream goes on', async () => {
+test('a callback that throws is reported and the stream goes on', async (t) => {
   ScriptedWebSocket.all = [];
   const h = new Herald({ url: 'http://herald.test', token: 'tok', WebSocket: ScriptedWebSocket });
   const errors = [];
   const got = [];
   const socket = h.socket({ onError: (e) => errors.push(e) });
+  t.after(() => socket.close());
   socket.subscribe('a', {
     onEvent: (e) => {
       got.push(e.seq);
@@ -176,4 +178,23 @@ test('a callback that throws is reported and the stream goes on', async () => {
 test('a socket without a WebSocket implementation says what to do', () => {
   const h = new Herald({ url: 'http://herald.test', WebSocket: null });
   assert.throws(() => h.socket(), /no WebSocket implementation.*--experimental-websocket/);
+});
+
+test('a subscription made in onOpen is sent once, and resubscribed once after a reconnect', async (t) => {
+  ScriptedWebSocket.all = [];
+  const h = new Herald({ url: 'http://herald.test', token: 'tok', WebSocket: ScriptedWebSocket, backoff: { initial: 0, max: 0 } });
+  let opens = 0;
+  const socket = h.socket({
+    onOpen: () => {
+      if (opens++ === 0) socket.subscribe('late', { id: 'late', onEvent: () => {} });
+    },
+  });
+  t.after(() => socket.close());
+  socket.subscribe('first', { id: 'first', onEvent: () => {} });
+  await waitFor('the first connection', () => ScriptedWebSocket.all[0]?.sent.length >= 2);
+  assert.deepEqual(ScriptedWebSocket.all[0].sent.map((f) => f.id), ['first', 'late']);
+  ScriptedWebSocket.all[0].serverClose(1006, '');
+  await waitFor('the second connection', () => ScriptedWebSocket.all[1]?.sent.length === 2);
+  assert.deepEqual(ScriptedWebSocket.all[1].sent.map((f) => f.id), ['first', 'late']);
+  socket.close();
 });
