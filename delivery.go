@@ -10,6 +10,10 @@ const (
 	Delivered DeliveryOutcome = iota + 1 // accepted (any 2xx for webhooks)
 	Failed                               // not accepted: retry later
 	Gone                                 // the endpoint asked never to be called again (410): disable
+	// Sent is a verification outcome only: a request to confirm went out
+	// (an email with a link, an SMS with a code) and the confirmation
+	// arrives out of band.
+	Sent
 )
 
 // DeliveryResult is the outcome of one attempt to hand an event (or a

@@ -1,0 +1,183 @@
+// Package channel is the seam between the engine and the destinations a
+// subscription delivers to: webhooks, brokers, people, the archive, rules.
+//
+// A subscription names a channel ("webhook", "kafka", ...) and carries that
+// channel's config. The channel alone reads the config: it validates it when
+// the subscription is written, hides its secrets when it is shown, and opens
+// a Sink for it when a node takes the subscription's dispatch lease. The
+// engine keeps everything else, the same for every channel: cursors,
+// retries with backoff, dead letters, per-key order, leases, pause and
+// resume, the attempt log, limits and metrics.
+//
+// Optional capabilities are separate interfaces, found by type assertion:
+// a Sink that is a Batcher takes several events per call; a Channel that is
+// a Verifier proves an endpoint agreed to receive before delivery starts; a
+// Channel that is a Rotator rotates a signing secret.
+//
+// Every channel passes the conformance suite in channel/channeltest against
+// its real service.
+package channel
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+)
+
+// Channel is one kind of destination. Its methods are safe for concurrent
+// use.
+type Channel interface {
+	// Name is the value of Subscription.Channel this channel serves: a
+	// short lower-case word, stable on the wire.
+	Name() string
+
+	// Validate checks a subscription's config and returns it in canonical
+	// form: defaults applied, members normalized, secrets kept. On an
+	// update, p.Previous is the stored config, so a caller that leaves out
+	// a secret keeps the stored one. Errors are *herald.Error with
+	// CodeInvalid (or CodeForbidden for a refused destination) and a Field
+	// of the form "config.<member>".
+	Validate(ctx context.Context, p ValidateParams) (json.RawMessage, error)
+
+	// Public returns the config as callers may see it: every secret
+	// removed. It is what responses, system events and logs carry. The
+	// config is one Validate returned.
+	Public(config json.RawMessage) json.RawMessage
+
+	// Open prepares delivery of the subscription on this node. The engine
+	// calls it when a worker starts, that is once this node holds the
+	// subscription's lease, and closes the Sink when the worker stops: a
+	// channel whose state follows the lease (a rule's windows, an archive's
+	// open file) opens and closes it here. Open should not wait for a
+	// remote service: a destination that is down makes deliveries fail
+	// (and retry), not Open. An error stops the worker, which starts again
+	// at the next poll.
+	Open(ctx context.Context, sub *herald.Subscription) (Sink, error)
+}
+
+// ValidateParams is what Channel.Validate checks.
+type ValidateParams struct {
+	// Config is the config as the caller wrote it (JSON; may be empty).
+	Config json.RawMessage
+	// Previous is the stored config when an existing subscription is
+	// changed, nil when one is created.
+	Previous json.RawMessage
+	// Admin is true when an administrator makes the change: some options
+	// (a trusted internal destination, say) are theirs only.
+	Admin bool
+}
+
+// Sink delivers the events of one subscription. The engine calls Deliver
+// from many goroutines at once (up to the subscription's max_in_flight),
+// never after Close.
+type Sink interface {
+	// Deliver hands one event to the destination and reports the outcome:
+	// Delivered once the destination accepted it (a 2xx, a broker's
+	// acknowledgement), Failed to retry later (RetryAfter, when set, is the
+	// shortest wait), Gone when the destination asked never to be called
+	// again (the subscription is disabled). attempt counts from 1. Deliver
+	// must return by ctx's deadline; the engine sets it from the
+	// subscription's timeout, starting when the send can begin.
+	Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult
+
+	// Close releases what Open took (its share of a pooled connection, a
+	// file). In-flight Deliver calls have returned when it is called.
+	Close(ctx context.Context) error
+}
+
+// Delivery is one event handed to a Batcher, with its attempt number.
+type Delivery struct {
+	Event   *herald.Event
+	Attempt int
+}
+
+// BatchLimits bound what the engine hands a Batcher in one call.
+type BatchLimits struct {
+	MaxEvents int           // at least 1
+	MaxBytes  int           // payload bytes; 0 means no bound beyond MaxEvents
+	Linger    time.Duration // how long a partial batch may wait for more events; 0 sends at once
+}
+
+// Batcher is a Sink that takes several events in one call, for
+// destinations where one round trip per event would waste most of the time
+// (brokers, files). The engine gathers ready events up to the limits and
+// counts one call as one of the subscription's max_in_flight.
+type Batcher interface {
+	Sink
+	// BatchLimits are fixed for the Sink's life.
+	BatchLimits() BatchLimits
+	// DeliverBatch delivers the events, in order, and returns one result
+	// per event, in the same order. Events of one key are in seq order in
+	// the batch; a Batcher that cannot keep per-key order when one event of
+	// a key fails must report the later events of that key Failed too.
+	DeliverBatch(ctx context.Context, batch []Delivery) []herald.DeliveryResult
+}
+
+// Verifier is a Channel whose subscriptions start pending until their
+// endpoint proves it agreed to receive. The engine calls Verify on the
+// challenge schedule until the subscription's verification deadline.
+type Verifier interface {
+	// Verify sends the proof request for sub (its Challenge token is set).
+	// Delivered means the endpoint proved it there and then (a webhook
+	// echoed the challenge); Sent means a request to confirm went out and
+	// the confirmation arrives out of band (a link in an email, a code by
+	// SMS); Failed means try again later.
+	Verify(ctx context.Context, sub *herald.Subscription) herald.DeliveryResult
+}
+
+// Rotator is a Channel whose configs hold a signing secret callers may
+// rotate.
+type Rotator interface {
+	// Rotate returns the config with a new current secret (secret, or a
+	// fresh one when secret is ""), the old one kept valid until
+	// now+grace, and the new secret to show the caller once.
+	Rotate(config json.RawMessage, secret string, now time.Time, grace time.Duration) (json.RawMessage, string, error)
+}
+
+// Registry holds the channels a server offers, by name. It is built once
+// at start and read-only afterwards, so it is safe for concurrent use.
+type Registry struct {
+	byName map[string]Channel
+}
+
+// NewRegistry returns a registry of the channels; a repeated name is a
+// wiring bug and panics.
+func NewRegistry(channels ...Channel) *Registry {
+	r := &Registry{byName: make(map[string]Channel, len(channels))}
+	for _, c := range channels {
+		if _, dup := r.byName[c.Name()]; dup {
+			panic("channel: " + c.Name() + " registered twice")
+		}
+		r.byName[c.Name()] = c
+	}
+	return r
+}
+
+// Get returns the named channel, or a CodeInvalid error naming the field
+// "channel" and the channels there are.
+func (r *Registry) Get(name string) (Channel, error) {
+	if c, ok := r.byName[name]; ok {
+		return c, nil
+	}
+	return nil, herald.FieldErrorf("channel", "unknown channel %q; this server offers: %s", name, strings.Join(r.Names(), ", "))
+}
+
+// Names returns the names of the registered channels, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.byName))
+	for n := range r.byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Has reports whether the named channel is registered.
+func (r *Registry) Has(name string) bool {
+	_, ok := r.byName[name]
+	return ok
+}
