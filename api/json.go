@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -138,6 +139,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		if err != nil {
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				return nil, herald.Errorf(herald.CodeTooLarge, "the body is over its limit of %d bytes", limit)
+			}
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				// The server's read deadline (http.read-timeout) passed.
+				msg := fmt.Sprintf("the request body did not arrive in time: %d bytes came", len(buf))
+				if r.ContentLength > 0 {
+					msg += fmt.Sprintf(" of the %d announced", r.ContentLength)
+				}
+				return nil, &herald.Error{Code: codeRequestTimeout, Message: msg, Err: err}
 			}
 			return nil, &herald.Error{Code: herald.CodeInvalid, Message: "reading the request body failed", Err: err}
 		}

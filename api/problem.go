@@ -12,17 +12,27 @@ import (
 // problemContentType is the media type of every error response (RFC 9457).
 const problemContentType = "application/problem+json"
 
-// codeMethodNotAllowed is the API's own code for a known path asked with
-// the wrong method (405); no other layer reports it, so it is not in herald.
-const codeMethodNotAllowed herald.Code = "method-not-allowed"
+// The API's own codes, for failures only HTTP has; no other layer reports
+// them, so they are not in herald.
+const (
+	// codeMethodNotAllowed: a known path asked with the wrong method (405).
+	codeMethodNotAllowed herald.Code = "method-not-allowed"
+	// codeRequestTimeout: the request body did not arrive within
+	// http.read-timeout (408).
+	codeRequestTimeout herald.Code = "request-timeout"
+)
 
 // codeProblem returns the status, type and title for code: herald's
-// (herald.ProblemFor), plus the API's own codeMethodNotAllowed. A code
-// neither knows comes back as herald.CodeInternal.
+// (herald.ProblemFor), plus the API's own codes. A code neither knows comes
+// back as herald.CodeInternal.
 func codeProblem(code herald.Code) herald.Problem {
-	if code == codeMethodNotAllowed {
+	switch code {
+	case codeMethodNotAllowed:
 		return herald.Problem{Code: code, Status: http.StatusMethodNotAllowed,
 			Type: herald.ProblemTypeBase + string(code), Title: "Method not allowed"}
+	case codeRequestTimeout:
+		return herald.Problem{Code: code, Status: http.StatusRequestTimeout,
+			Type: herald.ProblemTypeBase + string(code), Title: "Request timeout"}
 	}
 	return herald.ProblemFor(code)
 }
@@ -106,6 +116,7 @@ func sendProblem(w http.ResponseWriter, r *http.Request, p problem, code herald.
 	h.Set("Content-Type", problemContentType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
+	stopReadingBody(w, r)
 	if code == herald.CodeUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}

@@ -151,12 +151,12 @@ func New(cfg Config, deps Deps) *Server {
 	s.deliverer = deps.Deliverer
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyCacheSize, s.now)
 	s.registerRoutes()
-	s.handler = s.withRequestID(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch))))
+	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
 	return s
 }
 
-// Handler returns the whole API: every route behind the request id, access
-// log and metrics, panic recovery and auth middleware.
+// Handler returns the whole API: every route behind the request id, body
+// tracking, access log and metrics, panic recovery and auth middleware.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // SetReady sets what /readyz answers: 503 until true. Main sets it true once

@@ -44,6 +44,10 @@ type Config struct {
 	StreamMaxConnsPerKey     int           // stream.max-conns-per-key: open streams per API key
 	StreamMaxSubscriptions   int           // stream.max-subscriptions: subscriptions per WebSocket
 	DebugAddr                string        // debug-addr: listen address of the Go profiler (net/http/pprof); "" = off
+	HTTPReadTimeout          time.Duration // http.read-timeout: time to read a whole request, headers and body
+	HTTPIdleTimeout          time.Duration // http.idle-timeout: how long a keep-alive connection may wait for its next request
+	HTTPMaxConns             int           // http.max-conns: open client connections, streams included
+	HTTPMaxConnsPerAddr      int           // http.max-conns-per-addr: open client connections from one remote address
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -72,6 +76,14 @@ func settings() []setting {
 		{"stream.max-conns-per-key", "1000", "open streams (SSE and WebSocket) per API key", "a whole number from 1 to 1000000", func(c *Config) binding { return intField(&c.StreamMaxConnsPerKey, 1, 1_000_000) }},
 		{"stream.max-subscriptions", "100", "subscriptions one WebSocket may carry", "a whole number from 1 to 10000", func(c *Config) binding { return intField(&c.StreamMaxSubscriptions, 1, 10_000) }},
 		{"debug-addr", "", `listen address of the Go profiler (/debug/pprof/), such as 127.0.0.1:6060; "" for none. It has no authentication: keep it on loopback`, `"" or host:port`, func(c *Config) binding { return textField(&c.DebugAddr, orEmpty(validAddr)) }},
+		{"http.read-timeout", "1m", "a request's headers and body must arrive within this, or it is answered 408 and its connection closed; open streams are not affected", "a duration from 1ms to 1h, such as 1m", func(c *Config) binding {
+			return durationField(&c.HTTPReadTimeout, between(time.Millisecond, time.Hour))
+		}},
+		{"http.idle-timeout", "2m", "how long a keep-alive connection may wait for its next request before it is closed", "a duration from 1ms to 1h, such as 2m", func(c *Config) binding {
+			return durationField(&c.HTTPIdleTimeout, between(time.Millisecond, time.Hour))
+		}},
+		{"http.max-conns", "4096", "open client connections at once, streams included; over it a new connection is answered 503 and closed. Keep it below the process's open-file limit", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConns, 1, 10_000_000) }},
+		{"http.max-conns-per-addr", "256", "open client connections from one remote IP address, streams included; behind a load balancer or proxy every client shares its address: set it to http.max-conns there", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConnsPerAddr, 1, 10_000_000) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }
@@ -346,6 +358,10 @@ func oneOf(values ...string) func(string) bool {
 
 func atLeast(least time.Duration) func(time.Duration) bool {
 	return func(d time.Duration) bool { return d >= least }
+}
+
+func between(least, most time.Duration) func(time.Duration) bool {
+	return func(d time.Duration) bool { return d >= least && d <= most }
 }
 
 func validTokenSecret(s string) bool { return s == "" || len(s) >= 32 }

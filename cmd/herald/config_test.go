@@ -57,6 +57,10 @@ var samples = map[string][3]string{
 	"stream.max-conns-per-key":   {"10", "20", "30"},
 	"stream.max-subscriptions":   {"5", "50", "500"},
 	"debug-addr":                 {"127.0.0.1:6060", "localhost:6061", ""},
+	"http.read-timeout":          {"30s", "5m", "1h"},
+	"http.idle-timeout":          {"1m", "30s", "10m"},
+	"http.max-conns":             {"100", "20000", "512"},
+	"http.max-conns-per-addr":    {"16", "4096", "64"},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every
@@ -166,6 +170,10 @@ func TestDefaults(t *testing.T) {
 		StreamQueueSize:        1024,
 		StreamMaxConnsPerKey:   1000,
 		StreamMaxSubscriptions: 100,
+		HTTPReadTimeout:        time.Minute,
+		HTTPIdleTimeout:        2 * time.Minute,
+		HTTPMaxConns:           4096,
+		HTTPMaxConnsPerAddr:    256,
 	}
 	if got := DefaultConfig(); got != want {
 		t.Errorf("DefaultConfig() = %+v\nwant %+v", got, want)

@@ -219,17 +219,28 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 
 	m.http = &http.Server{
-		Handler:           m.api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		Handler: m.api.Handler(),
+		// The whole request must arrive within ReadTimeout: a client that
+		// announces a body and sends it slowly, or not at all, is answered
+		// 408 and cut off. net/http clears the deadline once the body is
+		// read (or at once for a request without one), so responses and
+		// streams run as long as they need.
+		ReadHeaderTimeout: min(readHeaderTimeout, m.Config.HTTPReadTimeout),
+		ReadTimeout:       m.Config.HTTPReadTimeout,
+		IdleTimeout:       m.Config.HTTPIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	// Shutdown does not wait for hijacked connections (WebSockets, SSE
 	// over HTTP/1): tell them to reconnect as soon as shutdown begins.
 	m.http.RegisterOnShutdown(func() { _ = m.hub.Stop(context.WithoutCancel(ctx)) })
+	warnOpenFiles(log, m.Config)
+	ln := api.NewListener(m.ln, api.ListenerConfig{
+		MaxConns:        m.Config.HTTPMaxConns,
+		MaxConnsPerAddr: m.Config.HTTPMaxConnsPerAddr,
+	}, log, m.Registry)
 	m.served = make(chan error, 1)
-	go func() { m.served <- m.http.Serve(m.ln) }()
+	go func() { m.served <- m.http.Serve(ln) }()
 	m.api.SetReady(true)
 	if m.Config.DebugAddr != "" {
 		if err := m.serveDebug(log); err != nil {
@@ -470,6 +481,10 @@ func (m *Main) Close(ctx context.Context) error {
 	})
 	return m.closeErr
 }
+
+// readHeaderTimeout bounds the wait for a request's headers (less when
+// http.read-timeout is shorter).
+const readHeaderTimeout = 10 * time.Second
 
 // serveCommand runs `herald serve`: it serves until ctx ends (SIGINT or
 // SIGTERM), then shuts down gracefully.

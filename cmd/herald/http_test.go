@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldhq/herald/client"
+)
+
+// rawConn is a client connection written and read by hand, to send what
+// no well-behaved client would: a body announced and never sent.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// guardTimeout bounds every read of a rawConn: a server that never
+// answers fails the test instead of hanging it. It is not a measure of
+// speed: the tests that rely on it configure timeouts that would only
+// expire far later, or never.
+const guardTimeout = 30 * time.Second
+
+// dialRaw connects to m from the loopback address from (127.0.0.x),
+// skipping where the system does not route the whole of 127/8 to loopback.
+func dialRaw(t *testing.T, m *Main, from string) *rawConn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Skipf("cannot dial from %s (loopback aliases unavailable?): %v", from, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(guardTimeout))
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// sendHead writes a request's head: the method and path, the headers and
+// the blank line, and no body.
+func (r *rawConn) sendHead(method, path string, headers ...string) {
+	r.t.Helper()
+	head := method + " " + path + " HTTP/1.1\r\nHost: herald\r\n"
+	for _, h := range headers {
+		head += h + "\r\n"
+	}
+	if _, err := io.WriteString(r.c, head+"\r\n"); err != nil {
+		r.t.Fatalf("write request head: %v", err)
+	}
+}
+
+// response reads one response and its body.
+func (r *rawConn) response() (*http.Response, string) {
+	r.t.Helper()
+	resp, err := http.ReadResponse(r.br, nil)
+	if err != nil {
+		r.t.Fatalf("read response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		r.t.Fatalf("read response body: %v", err)
+	}
+	return resp, string(body)
+}
+
+// closedByServer waits for the server to close the connection: reading
+// on ends (at EOF, or with a reset when the client was still sending)
+// before the guard timeout.
+func (r *rawConn) closedByServer() {
+	r.t.Helper()
+	_, err := r.br.ReadByte()
+	if ne, ok := errors.AsType[net.Error](err); err == nil || ok && ne.Timeout() {
+		r.t.Fatalf("reading on: %v; want the server to close the connection", err)
+	}
+}
+
+// problemType is the type of a problem body ("" if it is none).
+func problemType(resp *http.Response, body string) string {
+	var p struct{ Type string }
+	if resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal([]byte(body), &p) != nil {
+		return ""
+	}
+	return strings.TrimPrefix(p.Type, "https://herald.dev/problems/")
+}
+
+// TestRefusalDoesNotWaitForTheBody sends requests that announce a body and
+// send none of it. A bad or missing key is answered 401 at once and the
+// connection closed, and so is any refusal made before the body is read;
+// the read timeout is an hour here, so only that could answer.
+func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { c.HTTPReadTimeout = time.Hour })
+	if _, _, err := adminClient(m).PutTopic(t.Context(), "orders", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		status  int
+		typ     string
+	}{
+		{"bad key", []string{"Authorization: Bearer hrld_not-a-key"}, 401, "unauthorized"},
+		{"no key", nil, 401, "unauthorized"},
+		{"unknown topic", []string{"Authorization: Bearer " + testAdminKey}, 404, "not-found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/v1/topics/orders/events"
+			if tc.typ == "not-found" {
+				path = "/v1/topics/nowhere/events"
+			}
+			c := dialRaw(t, m, "127.0.0.1")
+			c.sendHead("POST", path, append(tc.headers, "Content-Type: application/json", "Content-Length: 1000")...)
+			resp, body := c.response()
+			if resp.StatusCode != tc.status || problemType(resp, body) != tc.typ {
+				t.Fatalf("got %d %s; want a %d %s problem", resp.StatusCode, body, tc.status, tc.typ)
+			}
+			c.closedByServer()
+		})
+	}
+}
+
+// TestSlowBodyIsCutAtTheReadTimeout trickles a body a byte at a time, far
+// slower than it could ever complete: at http.read-timeout the request is
+// answered 408 and the connection closed, and nothing is stored.
+func TestSlowBodyIsCutAtTheReadTimeout(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { c.HTTPReadTimeout = 300 * time.Millisecond })
+	ac := adminClient(m)
+	if _, _, err := ac.PutTopic(t.Context(), "orders", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	c := dialRaw(t, m, "127.0.0.1")
+	c.sendHead("POST", "/v1/topics/orders/events", "Authorization: Bearer "+testAdminKey, "Content-Length: 1000")
+	trickle(t, c.c)
+	resp, body := c.response()
+	if resp.StatusCode != http.StatusRequestTimeout || problemType(resp, body) != "request-timeout" {
+		t.Fatalf("got %d %s; want a 408 request-timeout problem", resp.StatusCode, body)
+	}
+	c.closedByServer()
+	page, err := ac.ListEvents(t.Context(), "orders", 0, 10)
+	if err != nil || len(page.Events) != 0 {
+		t.Fatalf("the cut request stored %d events (%v)", len(page.Events), err)
+	}
+}
+
+// trickle writes one byte of body every 50ms until the connection fails:
+// a client slower than any read timeout the tests set.
+func trickle(t *testing.T, c net.Conn) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	t.Cleanup(func() { close(done); <-stopped })
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+}
+
+// TestSlowClientsCannotStarveOthers holds as many slow-body connections
+// from one address as it may have, with a valid key and a read timeout of
+// an hour: more from that address are refused with a 503 problem at once,
+// while an admin from another address is served; a slot comes back when a
+// slow connection closes.
+func TestSlowClientsCannotStarveOthers(t *testing.T) {
+	t.Parallel()
+	const perAddr = 4
+	m, _ := testServer(t, t.TempDir(), func(c *Config) {
+		c.HTTPReadTimeout = time.Hour
+		c.HTTPMaxConnsPerAddr = perAddr
+		c.HTTPMaxConns = 64
+	})
+	ctx := t.Context()
+	ac := adminClient(m)
+	if _, _, err := ac.PutTopic(ctx, "orders", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := ac.CreateKey(ctx, "producer", []string{"publish:orders"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := func() *rawConn {
+		c := dialRaw(t, m, "127.0.0.2")
+		c.sendHead("POST", "/v1/topics/orders/events", "Authorization: Bearer "+k.Secret, "Content-Length: 1000")
+		_, _ = c.c.Write([]byte("{"))
+		return c
+	}
+	var held []*rawConn
+	for range perAddr {
+		held = append(held, slow())
+	}
+	for range 3 * perAddr {
+		c := slow()
+		resp, body := c.response()
+		if resp.StatusCode != http.StatusServiceUnavailable || problemType(resp, body) != "unavailable" ||
+			!strings.Contains(body, "too many connections from your address") {
+			t.Fatalf("slow connection %d from one address: %d %s; want a 503 problem", perAddr+1, resp.StatusCode, body)
+		}
+	}
+
+	// The admin, from another address, is served: on a fresh connection
+	// (a new client) and through the Go client.
+	admin := dialRaw(t, m, "127.0.0.1")
+	admin.sendHead("GET", "/v1/topics", "Authorization: Bearer "+testAdminKey)
+	if resp, body := admin.response(); resp.StatusCode != 200 {
+		t.Fatalf("the admin got %d %s while slow clients held their connections", resp.StatusCode, body)
+	}
+	if _, err := ac.Publish(ctx, "orders", []byte(`{}`), client.PublishOptions{ContentType: "application/json"}); err != nil {
+		t.Fatalf("the admin cannot publish while slow clients held their connections: %v", err)
+	}
+
+	// Closing a slow connection gives its slot back.
+	_ = held[0].c.Close()
+	deadline := time.Now().Add(guardTimeout)
+	for {
+		c := dialRaw(t, m, "127.0.0.2")
+		c.sendHead("GET", "/healthz")
+		resp, _ := c.response()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot of a closed connection did not come back: %d", resp.StatusCode)
+		}
+	}
+}
+
+// TestStreamsOutliveTheReadTimeout opens an SSE stream and a WebSocket with
+// a read timeout of 200ms, waits for a slow body opened after them to be
+// cut (so their own read deadlines, had they any, have passed), and checks
+// both still carry traffic: the timeout is for request bodies only.
+func TestStreamsOutliveTheReadTimeout(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { c.HTTPReadTimeout = 200 * time.Millisecond })
+	ctx := t.Context()
+	ac := adminClient(m)
+	if _, _, err := ac.PutTopic(ctx, "live", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+
+	sreq, _ := http.NewRequestWithContext(ctx, "GET", m.URL()+"/v1/topics/live/stream", nil)
+	sreq.Header.Set("Accept", "text/event-stream")
+	sreq.Header.Set("Authorization", "Bearer "+testAdminKey)
+	sresp, err := http.DefaultClient.Do(sreq)
+	if err != nil || sresp.StatusCode != 200 {
+		t.Fatalf("open SSE: %v %v", sresp, err)
+	}
+	defer sresp.Body.Close()
+	sseData := make(chan string, 10)
+	go func() {
+		defer close(sseData)
+		sc := bufio.NewScanner(sresp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data:"); ok {
+				sseData <- strings.TrimSpace(d)
+			}
+		}
+	}()
+
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(m.URL(), "http")+"/v1/stream",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + testAdminKey}}})
+	if err != nil {
+		t.Fatalf("open WebSocket: %v", err)
+	}
+	defer ws.CloseNow()
+
+	// A slow body opened now is cut at its read deadline, which is later
+	// than the streams' would be.
+	c := dialRaw(t, m, "127.0.0.1")
+	c.sendHead("POST", "/v1/topics/live/events", "Authorization: Bearer "+testAdminKey, "Content-Length: 10")
+	if resp, body := c.response(); resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("slow body: %d %s, want 408", resp.StatusCode, body)
+	}
+
+	if _, err := ac.Publish(ctx, "live", []byte(`{"n":1}`), client.PublishOptions{ContentType: "application/json"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d, ok := <-sseData:
+		if !ok || d != `{"n":1}` {
+			t.Fatalf("SSE after the read timeout: %q (open %v), want the event", d, ok)
+		}
+	case <-time.After(guardTimeout):
+		t.Fatal("SSE: no event after the read timeout")
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, guardTimeout)
+	defer cancel()
+	if err := ws.Write(wctx, websocket.MessageText, []byte(`{"op":"ping"}`)); err != nil {
+		t.Fatalf("WebSocket write after the read timeout: %v", err)
+	}
+	_, msg, err := ws.Read(wctx)
+	if err != nil || !strings.Contains(string(msg), `"pong"`) {
+		t.Fatalf("WebSocket after the read timeout: %s, %v; want a pong", msg, err)
+	}
+}
+
+// TestIdleConnectionsAreClosed checks http.idle-timeout: a keep-alive
+// connection with no next request is closed by the server.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { c.HTTPIdleTimeout = 100 * time.Millisecond })
+	c := dialRaw(t, m, "127.0.0.1")
+	c.sendHead("GET", "/healthz")
+	if resp, body := c.response(); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("got %d (close %v) %s; want 200 on a kept-alive connection", resp.StatusCode, resp.Close, body)
+	}
+	c.closedByServer()
+}
