@@ -24,8 +24,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	if !s.ready.Load() {
-		return herald.Errorf(herald.CodeUnavailable, "not ready: starting or shutting down")
+	switch s.ready.Load() {
+	case readyStarting:
+		return herald.Errorf(herald.CodeUnavailable, "not ready: starting")
+	case readyStopping:
+		return herald.Errorf(herald.CodeUnavailable, "not ready: shutting down")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readyPingTimeout)
 	defer cancel()

@@ -27,7 +27,9 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 
 	e.api.SetReady(false)
-	e.problem(herald.CodeUnavailable, "", req{method: "GET", path: "/readyz", key: "-"})
+	if p := e.problem(herald.CodeUnavailable, "", req{method: "GET", path: "/readyz", key: "-"}); p.Detail != "not ready: shutting down" {
+		t.Errorf("readyz after SetReady(false): %q, want it to say it is shutting down", p.Detail)
+	}
 	e.api.SetReady(true)
 	e.must(http.StatusOK, req{method: "GET", path: "/readyz", key: "-"}, nil)
 

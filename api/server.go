@@ -116,7 +116,7 @@ type Server struct {
 	mux     *http.ServeMux
 	routes  []route // registered routes, in registration order
 	handler http.Handler
-	ready   atomic.Bool
+	ready   atomic.Int32 // readyStarting, readyServing or readyStopping
 
 	// deliverer sends test events; nil when the server has none.
 	deliverer Deliverer
@@ -161,7 +161,20 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // SetReady sets what /readyz answers: 503 until true. Main sets it true once
 // serving and false when shutdown begins, so load balancers drain the node.
-func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+func (s *Server) SetReady(ready bool) {
+	if ready {
+		s.ready.Store(readyServing)
+	} else {
+		s.ready.CompareAndSwap(readyServing, readyStopping)
+	}
+}
+
+// The states behind /readyz, in the order they come.
+const (
+	readyStarting int32 = iota
+	readyServing
+	readyStopping
+)
 
 // access says who may call a route.
 type access int

@@ -33,7 +33,8 @@ type Config struct {
 	InsecureNoAuth           bool          // insecure-no-auth: treat every request as admin
 	AutoCreateTopics         bool          // auto-create-topics: publishing to an unknown topic creates it
 	AllowPrivateDestinations bool          // allow-private-destinations: let webhooks reach private and loopback addresses
-	ShutdownTimeout          time.Duration // shutdown-timeout: how long a graceful shutdown may take
+	ShutdownTimeout          time.Duration // shutdown-timeout: how long a graceful shutdown may take, drain delay included
+	ShutdownDrainDelay       time.Duration // shutdown-drain-delay: how long /readyz answers 503 before the listener closes
 	RetentionCheckInterval   time.Duration // retention-check-interval: how often expired events are pruned
 	WebhookDisableAfter      time.Duration // webhook.disable-after: disable a subscription failing this long
 	WebhookMaxConcurrency    int           // webhook.max-concurrency: webhook requests in flight across all subscriptions
@@ -66,7 +67,8 @@ func settings() []setting {
 		{"insecure-no-auth", "false", "treat every request as admin, with no API key (local development only)", "true or false", func(c *Config) binding { return boolField(&c.InsecureNoAuth) }},
 		{"auto-create-topics", "false", "create unknown topics with default settings on first publish", "true or false", func(c *Config) binding { return boolField(&c.AutoCreateTopics) }},
 		{"allow-private-destinations", "false", "let webhooks reach private, loopback and link-local addresses", "true or false", func(c *Config) binding { return boolField(&c.AllowPrivateDestinations) }},
-		{"shutdown-timeout", "30s", "how long a graceful shutdown may take before work is abandoned", "a duration above zero, such as 30s or 2m", func(c *Config) binding { return durationField(&c.ShutdownTimeout, atLeast(time.Nanosecond)) }},
+		{"shutdown-timeout", "30s", "how long a graceful shutdown may take before work is abandoned, drain delay included", "a duration above zero, such as 30s or 2m", func(c *Config) binding { return durationField(&c.ShutdownTimeout, atLeast(time.Nanosecond)) }},
+		{"shutdown-drain-delay", "5s", "on shutdown, how long /readyz answers 503 while requests are still served, so load balancers stop sending first; 0 for none", "a duration from 0s to 10m, such as 5s", func(c *Config) binding { return durationField(&c.ShutdownDrainDelay, between(0, 10*time.Minute)) }},
 		{"retention-check-interval", "1m", "how often events past their topic's retention are pruned", "a duration of at least 1s, such as 1m or 1h", func(c *Config) binding { return durationField(&c.RetentionCheckInterval, atLeast(time.Second)) }},
 		{"webhook.disable-after", "5d", "disable a subscription when every delivery has failed for this long", "a duration of at least 1m, such as 5d or 12h", func(c *Config) binding { return durationField(&c.WebhookDisableAfter, atLeast(time.Minute)) }},
 		{"webhook.max-concurrency", "256", "webhook requests in flight at once across all subscriptions; one subscription holds at most a quarter of them, one host half", "a whole number from 1 to 65536", func(c *Config) binding { return intField(&c.WebhookMaxConcurrency, 1, 65536) }},

@@ -49,6 +49,7 @@ func testServer(t *testing.T, dir string, configure func(*Config)) (*Main, *sync
 	m.Config.LogLevel = -8 // debug, kept in the buffer for failures
 	m.Config.AllowPrivateDestinations = true
 	m.Config.ShutdownTimeout = 10 * time.Second
+	m.Config.ShutdownDrainDelay = 0 // a test about the delay sets one
 	if configure != nil {
 		configure(&m.Config)
 	}

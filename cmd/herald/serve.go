@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -403,22 +405,32 @@ func (m *Main) bootstrapKeys(ctx context.Context) ([]byte, error) {
 	return nil, nil
 }
 
-// Close shuts down in order: not ready; stop accepting HTTP and let
-// in-flight requests (and their commits) finish; stop the pruner; leave the
-// cluster; drain the dispatcher (in-flight deliveries finish, progress is
-// written, leases are released); drain and stop the committer; close the
-// store. It is idempotent and returns the first error.
+// Close shuts down in order: not ready, while the listener keeps serving
+// for the drain delay (shutdown-drain-delay) so load balancers see /readyz
+// fail and stop sending; stop accepting HTTP and let in-flight requests
+// (and their commits) finish; streams told to reconnect; stop the pruner;
+// leave the cluster; drain the dispatcher (in-flight deliveries finish,
+// progress is written, leases are released); drain and stop the committer;
+// close the store. shutdown-timeout bounds the whole sequence.
+//
+// ctx ending cuts the drain delay short (the rest still runs, bounded by
+// shutdown-timeout). Close is idempotent and returns the first error.
 func (m *Main) Close(ctx context.Context) error {
 	m.closeOnce.Do(func() {
 		timeout := m.Config.ShutdownTimeout
 		if timeout <= 0 {
 			timeout = 30 * time.Second
 		}
+		drain := ctx
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		var errs []error
 		if m.api != nil {
 			m.api.SetReady(false)
+			if m.http != nil && m.Config.ShutdownDrainDelay > 0 {
+				m.Logger.Info("draining: /readyz answers 503; still serving", "drain_delay", m.Config.ShutdownDrainDelay)
+				waitDrain(drain, ctx, m.Config.ShutdownDrainDelay)
+			}
 		}
 		if m.debug != nil {
 			_ = m.debug.Close() // profiles in progress are cut short
@@ -482,12 +494,24 @@ func (m *Main) Close(ctx context.Context) error {
 	return m.closeErr
 }
 
+// waitDrain waits for d, or until either context ends.
+func waitDrain(a, b context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-a.Done():
+	case <-b.Done():
+	}
+}
+
 // readHeaderTimeout bounds the wait for a request's headers (less when
 // http.read-timeout is shorter).
 const readHeaderTimeout = 10 * time.Second
 
 // serveCommand runs `herald serve`: it serves until ctx ends (SIGINT or
-// SIGTERM), then shuts down gracefully.
+// SIGTERM), then shuts down gracefully; another SIGINT or SIGTERM then
+// skips what is left of the drain delay.
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	m := NewMain(stdout, stderr, getenv)
 	if err := m.ParseFlags(args); err != nil {
@@ -497,8 +521,11 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return err
 	}
 	<-ctx.Done()
-	m.Logger.Info("shutting down", "timeout", m.Config.ShutdownTimeout)
-	return m.Close(context.WithoutCancel(ctx))
+	m.Logger.Info("shutting down", "timeout", m.Config.ShutdownTimeout, "drain_delay", m.Config.ShutdownDrainDelay)
+	// A second signal cuts the drain delay short.
+	again, stop := signal.NotifyContext(context.WithoutCancel(ctx), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return m.Close(again)
 }
 
 // migrateCommand runs `herald migrate`: it applies the store's embedded
