@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
@@ -35,7 +36,23 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Ping(ctx); err != nil {
 		return &herald.Error{Code: herald.CodeUnavailable, Message: "not ready: the store does not answer", Err: err}
 	}
+	// A store that answers may still be unable to commit (a full disk).
+	if h, ok := s.appender.(commitHealth); ok {
+		if err := h.Health(); err != nil {
+			msg := "the event store cannot commit"
+			if he, ok := errors.AsType[*herald.Error](err); ok && he.Message != "" {
+				msg = he.Message
+			}
+			return &herald.Error{Code: herald.CodeUnavailable, Message: "not ready: " + msg, Err: err}
+		}
+	}
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// commitHealth is an Appender that knows whether it can commit now
+// (engine.Committer): nil, or why not, in caller-safe words.
+type commitHealth interface {
+	Health() error
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {

@@ -6,6 +6,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -25,6 +27,9 @@ type CommitterConfig struct {
 	// full, Append blocks (pushing back on publishers) until there is room
 	// or its context ends. Default 4096.
 	QueueSize int
+	// FailureWindow is how long a failed commit makes Health report an
+	// error, unless a commit succeeds first. Default 10s.
+	FailureWindow time.Duration
 }
 
 // Committer groups concurrent appends into shared store transactions: it
@@ -41,8 +46,14 @@ type Committer struct {
 	metrics committerMetrics
 	group   *group[[]*herald.Event, []herald.AppendResult]
 
+	failureWindow time.Duration
+
 	mu    sync.Mutex
 	hooks []func([]*herald.Event)
+	// failed is the error of the last commit, and failedAt its time, while
+	// no commit has succeeded since; nil otherwise.
+	failed   *herald.Error
+	failedAt time.Time
 }
 
 // NewCommitter returns a committer over the store. It starts nothing; call
@@ -54,10 +65,13 @@ func NewCommitter(store herald.Store, cfg CommitterConfig, logger *slog.Logger, 
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 4096
 	}
+	if cfg.FailureWindow <= 0 {
+		cfg.FailureWindow = 10 * time.Second
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Committer{store: store, log: logger, metrics: newCommitterMetrics(reg)}
+	c := &Committer{store: store, log: logger, metrics: newCommitterMetrics(reg), failureWindow: cfg.FailureWindow}
 	c.group = newGroup(cfg.QueueSize, cfg.MaxBatch, func(evs []*herald.Event) int { return len(evs) }, c.commit)
 	return c
 }
@@ -108,8 +122,16 @@ func (c *Committer) commit(ctx context.Context, reqs [][]*herald.Event) ([][]her
 	if err != nil {
 		c.metrics.errors.Inc()
 		c.log.Error("commit failed", "events", n, "requests", len(reqs), "err", err)
-		return nil, &herald.Error{Code: herald.CodeUnavailable, Message: "the event store could not commit; retry", Err: err}
+		failed := &herald.Error{Code: herald.CodeUnavailable, Err: err,
+			Message: "the event store could not commit (" + storeReason(err) + "); retry later"}
+		c.mu.Lock()
+		c.failed, c.failedAt = failed, time.Now()
+		c.mu.Unlock()
+		return nil, failed
 	}
+	c.mu.Lock()
+	c.failed = nil
+	c.mu.Unlock()
 	out := make([][]herald.AppendResult, len(reqs))
 	i := 0
 	for k, r := range reqs {
@@ -131,6 +153,37 @@ func (c *Committer) commit(ctx context.Context, reqs [][]*herald.Event) ([][]her
 		}
 	}
 	return out, nil
+}
+
+// Health reports whether the committer can commit, as far as it knows: an
+// error (CodeUnavailable, its message the store's caller-safe reason, such
+// as "disk full: ...", and how long ago) when the last commit failed less
+// than FailureWindow ago and none has succeeded since; nil otherwise. The
+// window lets a node whose store recovered take traffic again even when no
+// publish came to prove it. Readiness checks (/readyz) call it.
+func (c *Committer) Health() error {
+	c.mu.Lock()
+	failed, at := c.failed, c.failedAt
+	c.mu.Unlock()
+	ago := time.Since(at)
+	if failed == nil || ago >= c.failureWindow {
+		return nil
+	}
+	when := "just now"
+	if ago >= time.Second {
+		when = ago.Round(time.Second).String() + " ago"
+	}
+	return &herald.Error{Code: herald.CodeUnavailable, Err: failed.Err,
+		Message: fmt.Sprintf("the event store's last commit failed %s (%s)", when, storeReason(failed.Err))}
+}
+
+// storeReason is the caller-safe part of a store error: the message of its
+// *herald.Error, which stores write without paths or driver text.
+func storeReason(err error) string {
+	if he, ok := errors.AsType[*herald.Error](err); ok && he.Message != "" {
+		return he.Message
+	}
+	return "store failure"
 }
 
 type committerMetrics struct {

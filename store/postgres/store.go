@@ -246,7 +246,7 @@ func (s *Store) fail(op string, err error) error {
 			pgReadOnlyTransaction, pgInsufficientResources, pgOutOfMemory:
 			code, msg = herald.CodeUnavailable, "the store is busy; try again"
 		case pgDiskFull:
-			code, msg = herald.CodeUnavailable, "the database disk is full"
+			code, msg = herald.CodeUnavailable, "disk full on the database server"
 		}
 	default:
 		if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {

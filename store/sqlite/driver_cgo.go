@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -38,6 +39,15 @@ func driverParams(busy time.Duration, readOnly bool) string {
 func sqliteCode(err error) int {
 	if e, ok := errors.AsType[sqlite3.Error](err); ok {
 		return int(e.ExtendedCode)
+	}
+	return 0
+}
+
+// sqliteErrno returns the operating system's error behind an SQLite I/O
+// error in err's chain (ENOSPC, EIO...), or 0.
+func sqliteErrno(err error) syscall.Errno {
+	if e, ok := errors.AsType[sqlite3.Error](err); ok {
+		return e.SystemErrno
 	}
 	return 0
 }

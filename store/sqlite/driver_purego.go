@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	msqlite "modernc.org/sqlite"
@@ -43,3 +44,8 @@ func sqliteCode(err error) int {
 	}
 	return 0
 }
+
+// sqliteErrno returns 0: modernc.org/sqlite does not report the operating
+// system's error behind an I/O error (a full disk still shows as
+// SQLITE_FULL).
+func sqliteErrno(error) syscall.Errno { return 0 }

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -301,16 +302,26 @@ func (s *Store) fail(op string, err error) error {
 		case sqliteBusy, sqliteLocked:
 			code, msg = herald.CodeUnavailable, "the store is busy; try again"
 		case sqliteFull:
-			code, msg = herald.CodeUnavailable, "the disk is full"
+			code, msg = herald.CodeUnavailable, msgDiskFull
+		case sqliteIOErr:
+			code, msg = herald.CodeUnavailable, "disk I/O error"
+			if sqliteErrno(err) == syscall.ENOSPC {
+				msg = msgDiskFull
+			}
 		}
 	}
 	return &herald.Error{Code: code, Message: msg, Err: fmt.Errorf("sqlite: %s: %w", op, err)}
 }
 
+// msgDiskFull is the caller-safe reason for a write that found no room: it
+// names the class of failure and no path.
+const msgDiskFull = "disk full: the database file cannot grow"
+
 // SQLite result codes used by fail (https://sqlite.org/rescode.html).
 const (
 	sqliteBusy                 = 5
 	sqliteLocked               = 6
+	sqliteIOErr                = 10
 	sqliteFull                 = 13
 	sqliteConstraint           = 19
 	sqliteConstraintPrimaryKey = 19 | 6<<8

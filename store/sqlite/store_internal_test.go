@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -243,5 +244,31 @@ func TestPruneShrinksTheFileAfterLargeDeletes(t *testing.T) {
 	after := count(t, s, `PRAGMA page_count`)
 	if after > before/2 {
 		t.Fatalf("page_count %d before, %d after deleting everything; want the file shrunk", before, after)
+	}
+}
+
+// A write that finds no room is reported as "disk full", unavailable, and
+// without the database's path: what a publisher and /readyz show. The
+// database's page limit stands in for a full disk here (both are
+// SQLITE_FULL); cmd/herald's TestFullDisk fills a real one.
+func TestFullDiskIsClassified(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, filepath.Join(dir, "h.db"))
+	ctx := t.Context()
+	if _, _, err := s.PutTopic(ctx, herald.Topic{Name: "t"}.WithDefaults()); err != nil {
+		t.Fatal(err)
+	}
+	pages := count(t, s, `PRAGMA page_count`)
+	if _, err := s.writer.ExecContext(ctx, fmt.Sprintf(`PRAGMA max_page_count = %d`, pages)); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	_, err := s.Append(ctx, []*herald.Event{{ID: herald.NewID(now), Topic: "t", Time: now, ContentType: "text/plain", Payload: make([]byte, 64<<10)}})
+	he, ok := errors.AsType[*herald.Error](err)
+	if !ok || he.Code != herald.CodeUnavailable || he.Message != msgDiskFull {
+		t.Fatalf("append over the page limit = %v; want unavailable %q", err, msgDiskFull)
+	}
+	if strings.Contains(he.Message, dir) {
+		t.Fatalf("the message shows the path: %q", he.Message)
 	}
 }
