@@ -4,9 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math"
-	"mime"
 	"net/http"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
@@ -109,14 +107,4 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, toEventJSON(&e))
-}
-
-// mediaType returns the lower-case media type of a Content-Type value
-// without parameters, or "" when it does not parse.
-func mediaType(ct string) string {
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return ""
-	}
-	return strings.ToLower(mt)
 }

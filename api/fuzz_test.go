@@ -79,3 +79,23 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzJSONFieldAt feeds arbitrary text and offsets to the locator behind
+// invalid-UTF-8 errors: it must never panic, and the path it names, which
+// goes into a problem, must itself be UTF-8.
+func FuzzJSONFieldAt(f *testing.F) {
+	f.Add([]byte(`{"events":[{"key":"a`+"\xff"+`"}]}`), int64(19))
+	f.Add([]byte(`[[{"a":[1,{"b":"`+"\xc3"+`"}]}]]`), int64(16))
+	f.Add([]byte(`{"`+"\xfe"+`":}`), int64(2))
+	f.Fuzz(func(t *testing.T, data []byte, at int64) {
+		path := jsonFieldAt(data, at)
+		if !utf8.ValidString(path) {
+			t.Fatalf("path %q is not UTF-8", path)
+		}
+		if !utf8.Valid(data) {
+			if err := invalidUTF8(data, "p."); !herald.IsCode(err, herald.CodeInvalid) {
+				t.Fatalf("invalidUTF8 = %v", err)
+			}
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
 )
@@ -30,8 +31,10 @@ func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
 // untouched when allowEmpty is set. Errors are *herald.Error naming the
 // field at fault where there is one.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, allowEmpty bool, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSONMediaType(ct) {
-		return herald.Errorf(herald.CodeUnsupported, "the body must be application/json, not %q", ct)
+	if mt, err := requestMediaType(r); err != nil {
+		return err
+	} else if mt != "" && !isJSONMediaType(mt) {
+		return herald.Errorf(herald.CodeUnsupported, "the body must be application/json, not %q", r.Header.Get("Content-Type"))
 	}
 	body, err := readBody(w, r, limit)
 	if err != nil {
@@ -47,8 +50,13 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, allowEmpty 
 }
 
 // unmarshalStrict decodes exactly one JSON value from data into v, refusing
-// unknown fields. Field names in errors get the prefix (like "events[3].").
+// unknown fields and text that is not UTF-8 (which encoding/json would
+// silently turn into U+FFFD, so a name or key would change). Field names in
+// errors get the prefix (like "events[3].").
 func unmarshalStrict(data []byte, v any, prefix string) error {
+	if !utf8.Valid(data) {
+		return invalidUTF8(data, prefix)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -59,6 +67,105 @@ func unmarshalStrict(data []byte, v any, prefix string) error {
 			Message: "unexpected data after the JSON value"}
 	}
 	return nil
+}
+
+// invalidUTF8 refuses JSON text that is not UTF-8 (RFC 8259 requires it),
+// naming the member that holds the first bad byte.
+func invalidUTF8(data []byte, prefix string) error {
+	at := 0
+	for at < len(data) {
+		r, size := utf8.DecodeRune(data[at:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		at += size
+	}
+	field := jsonFieldAt(data, int64(at))
+	if field != "" {
+		field = prefix + field
+	} else {
+		field = strings.TrimSuffix(prefix, ".")
+	}
+	what := "the JSON body"
+	if field != "" {
+		what = field
+	}
+	return &herald.Error{Code: herald.CodeInvalid, Field: field,
+		Message: fmt.Sprintf("%s is not valid UTF-8 (byte %d); send text as UTF-8, and other bytes base64-encoded where the API allows", what, at)}
+}
+
+// jsonFieldAt returns the path ("events[3].key") of the member of the JSON
+// text data whose token holds byte offset at, "" for the top level.
+func jsonFieldAt(data []byte, at int64) string {
+	type frame struct {
+		array   bool
+		index   int    // arrays: the current element
+		key     string // objects: the current member
+		wantKey bool   // objects: the next string is a member name
+	}
+	var stack []frame
+	path := func(key string) string {
+		var b strings.Builder
+		for _, f := range stack {
+			switch {
+			case f.array:
+				fmt.Fprintf(&b, "[%d]", f.index)
+			case f.key != "":
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(f.key)
+			}
+		}
+		if key != "" {
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(key)
+		}
+		return b.String()
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return path("")
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
+		name, isString := tok.(string)
+		isKey := isString && top != nil && !top.array && top.wantKey
+		if top != nil && top.array && tok != json.Delim(']') {
+			top.index++
+		}
+		if dec.InputOffset() > at { // this token holds the byte
+			if isKey {
+				top.key = ""
+				return path(name)
+			}
+			return path("")
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{array: true, index: -1})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if n := len(stack); n > 0 && !stack[n-1].array {
+				stack[n-1].wantKey = true
+			}
+		default:
+			switch {
+			case isKey:
+				top.key, top.wantKey = name, false
+			case top != nil && !top.array:
+				top.wantKey = true
+			}
+		}
+	}
 }
 
 // jsonError turns a decoding error into a caller-safe *herald.Error.
@@ -178,6 +285,28 @@ func marshalJSON(v any) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// requestMediaType returns the media type of the request's Content-Type in
+// lower case without its parameters, or "" when there is none. A value
+// that does not parse as a media type (RFC 9110, section 8.3) is refused
+// with 400 naming the field: it would otherwise be stored and sent on with
+// the event, or silently read as "none".
+func requestMediaType(r *http.Request) (string, error) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return "", nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && !strings.Contains(mt, "/") {
+		// mime accepts a lone token, which is a disposition, not a type.
+		err = errors.New("mime: no slash in the media type")
+	}
+	if err != nil {
+		return "", &herald.Error{Code: herald.CodeInvalid, Field: "Content-Type", Err: err,
+			Message: fmt.Sprintf("the Content-Type %q is not a media type such as application/json or text/plain; charset=utf-8", ct)}
+	}
+	return strings.ToLower(mt), nil
 }
 
 // isJSONMediaType reports whether the media type is application/json or a

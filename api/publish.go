@@ -42,8 +42,12 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := s.now().UTC()
 
+	mt, err := requestMediaType(r)
+	if err != nil {
+		return err
+	}
 	var e *herald.Event
-	switch ct := r.Header.Get("Content-Type"); mediaType(ct) {
+	switch ct := r.Header.Get("Content-Type"); mt {
 	case ceStructuredType:
 		body, err := readBody(w, r, ceStructuredLimit(t.MaxEventBytes))
 		if err != nil {
@@ -201,8 +205,10 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSONMediaType(ct) {
-		return herald.Errorf(herald.CodeUnsupported, "a batch body must be application/json, not %q", ct)
+	if mt, err := requestMediaType(r); err != nil {
+		return err
+	} else if mt != "" && !isJSONMediaType(mt) {
+		return herald.Errorf(herald.CodeUnsupported, "a batch body must be application/json, not %q", r.Header.Get("Content-Type"))
 	}
 	body, err := readBody(w, r, maxBatchBody)
 	if err != nil {

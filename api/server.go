@@ -12,8 +12,10 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -247,7 +249,7 @@ func (s *Server) registerRoutes() {
 // handle registers h behind auth and the problem adapter.
 func (s *Server) handle(pattern string, acc access, h handlerFunc) {
 	s.routes = append(s.routes, route{pattern, acc})
-	var next http.Handler = s.adapt(h)
+	var next http.Handler = s.adapt(wildcards(pattern), h)
 	if acc != public && acc != selfAuthenticated {
 		next = s.authenticate(acc, next)
 	}
@@ -255,13 +257,45 @@ func (s *Server) handle(pattern string, acc access, h handlerFunc) {
 }
 
 // adapt turns a handlerFunc into an http.Handler: the single place where a
-// returned error becomes a problem response.
-func (s *Server) adapt(h handlerFunc) http.Handler {
+// returned error becomes a problem response. It refuses first a path whose
+// named segments (names, the wildcards of the route's pattern) are not
+// UTF-8, so no handler or store sees such a name.
+func (s *Server) adapt(names []string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
+		err := checkPathValues(r, names)
+		if err == nil {
+			err = h(w, r)
+		}
+		if err != nil {
 			writeProblem(w, r, s.log, err)
 		}
 	})
+}
+
+// wildcards returns the names of the wildcards of a ServeMux pattern
+// ("{topic}", "{rest...}").
+func wildcards(pattern string) []string {
+	var names []string
+	for rest := pattern; ; {
+		_, after, ok := strings.Cut(rest, "{")
+		if !ok {
+			return names
+		}
+		name, tail, _ := strings.Cut(after, "}")
+		names = append(names, strings.TrimSuffix(name, "..."))
+		rest = tail
+	}
+}
+
+// checkPathValues refuses path values that are not UTF-8 (a %FF in the
+// URL), naming the segment.
+func checkPathValues(r *http.Request, names []string) error {
+	for _, name := range names {
+		if v := r.PathValue(name); !utf8.ValidString(v) {
+			return herald.FieldErrorf(name, "the %s in the path is not valid UTF-8: %q", name, v)
+		}
+	}
+	return nil
 }
 
 // dispatch hands the request to the mux, answering unknown routes (404)
