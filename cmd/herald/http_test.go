@@ -325,3 +325,18 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	}
 	c.closedByServer()
 }
+
+// TestMalformedRequestsGetProblems sends headers net/http refuses before
+// any handler runs: the answer is still a problem, not Go's plain text.
+func TestMalformedRequestsGetProblems(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	for _, header := range []string{"Herald-Event-Key: a\x01b", "Herald-Event-Type: a\rb", "Idempotency-Key: a\x7fb"} {
+		c := dialRaw(t, m, "127.0.0.1")
+		c.sendHead("POST", "/v1/topics/orders/events", "Authorization: Bearer "+testAdminKey, header, "Content-Length: 0")
+		resp, body := c.response()
+		if resp.StatusCode != 400 || problemType(resp, body) != "invalid" || !strings.Contains(body, "control character") {
+			t.Fatalf("header %q: %d %s %s; want a 400 invalid problem", header, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	}
+}

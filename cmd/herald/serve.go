@@ -544,12 +544,25 @@ func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	return s.Close()
 }
 
+// newLogger returns the server's logger in the format: "json" or text.
+// Durations read the same in both ("1.5s"): the JSON handler would write
+// them as integer nanoseconds.
 func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
+		opts.ReplaceAttr = durationsAsText
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// durationsAsText is a slog ReplaceAttr that writes durations as
+// time.Duration.String does.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // redactDSN hides a password in a connection URL for messages.
