@@ -415,3 +415,21 @@ func TestSecretRedaction(t *testing.T) {
 		t.Error("an empty secret should print as empty, showing it is unset")
 	}
 }
+
+// TestREADMEListsEverySetting keeps the README's configuration table in
+// step with the settings.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings() {
+		def := "`" + s.def + "`"
+		if s.def == "" {
+			def = "empty"
+		}
+		if row := "| `" + s.name + "` | " + def + " |"; !strings.Contains(string(readme), row) {
+			t.Errorf("README.md has no row starting %q", row)
+		}
+	}
+}
