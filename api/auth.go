@@ -59,7 +59,18 @@ func (s *Server) authenticate(acc access, next http.Handler) http.Handler {
 	})
 }
 
+// principal establishes the caller of r from its credentials. Success
+// also marks r's connection as authenticated, so the Listener never closes
+// it to make room for others.
 func (s *Server) principal(r *http.Request) (*principal, error) {
+	p, err := s.credentials(r)
+	if err == nil {
+		connAuthenticated(r.Context())
+	}
+	return p, err
+}
+
+func (s *Server) credentials(r *http.Request) (*principal, error) {
 	if s.cfg.InsecureNoAuth {
 		return adminPrincipal, nil
 	}

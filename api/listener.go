@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
@@ -27,14 +28,19 @@ type ListenerConfig struct {
 }
 
 // Listener is the API's net.Listener. It keeps the number of open
-// connections within its bounds: a connection over them is answered at once
-// with a 503 problem (Retry-After: 1) and closed, before any of its request
-// is read, so a flood of idle or slow connections from one address can
-// neither exhaust the process's open files nor take every slot. It also
-// rewrites the plain-text answers net/http gives to requests it cannot
-// parse (control characters in a header, a malformed request line, headers
-// over the size limit) into problems, so every error a client sees has the
-// API's shape.
+// connections within its bounds, so a flood of idle or slow connections
+// can neither exhaust the process's open files nor keep authenticated
+// clients out. When a new connection would go over a bound, the oldest
+// connection within that bound that has not yet authenticated (carried a
+// request with valid credentials; see ConnContext) is closed to make room;
+// when every one has, the new connection is answered at once with a 503
+// problem (Retry-After: 1) and closed, before any of its request is read.
+// So clients without credentials only ever take each other's slots.
+//
+// It also rewrites the plain-text answers net/http gives to requests it
+// cannot parse (control characters in a header, a malformed request line,
+// headers over the size limit) into problems, so every error a client sees
+// has the API's shape.
 //
 // Its methods are safe for concurrent use; connections release their slot
 // when closed, hijacked ones (WebSockets) included.
@@ -45,17 +51,21 @@ type Listener struct {
 
 	open    prometheus.Gauge
 	refused *prometheus.CounterVec
+	evicted *prometheus.CounterVec
 
 	mu     sync.Mutex
 	total  int
 	byAddr map[string]int
+	// unproven holds the open connections that have not authenticated,
+	// oldest first: the ones closed to make room.
+	unproven list.List
 }
 
-// Reasons a connection is refused, the label values of
-// herald_http_connections_refused_total.
+// The bounds a connection can meet, the label values of
+// herald_http_connections_refused_total and ..._evicted_total.
 const (
-	refusedMaxConns        = "max-conns"
-	refusedMaxConnsPerAddr = "max-conns-per-addr"
+	boundMaxConns        = "max-conns"
+	boundMaxConnsPerAddr = "max-conns-per-addr"
 )
 
 // NewListener wraps ln. A nil logger discards; metrics go to reg (nil: not
@@ -67,7 +77,7 @@ func NewListener(ln net.Listener, cfg ListenerConfig, log *slog.Logger, reg prom
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	l := &Listener{
+	return &Listener{
 		Listener: ln,
 		cfg:      cfg,
 		log:      log,
@@ -78,14 +88,17 @@ func NewListener(ln net.Listener, cfg ListenerConfig, log *slog.Logger, reg prom
 		})),
 		refused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_http_connections_refused_total",
-			Help: "Client connections refused for being over http.max-conns or http.max-conns-per-addr, by reason.",
+			Help: "New client connections refused because every connection within http.max-conns or http.max-conns-per-addr had authenticated, by bound.",
+		}, []string{"reason"})),
+		evicted: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_http_connections_evicted_total",
+			Help: "Client connections that had not authenticated, closed to make room for a new one under http.max-conns or http.max-conns-per-addr, by bound.",
 		}, []string{"reason"})),
 	}
-	return l
 }
 
-// Accept returns the next connection within the bounds, answering and
-// closing the ones over them.
+// Accept returns the next connection within the bounds, making room or
+// answering and closing the ones over them.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -93,38 +106,110 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		addr := remoteIP(c.RemoteAddr())
-		if reason := l.admit(addr); reason != "" {
-			l.refuse(c, addr, reason)
+		lc, victim, bound := l.admit(c, addr)
+		if victim != nil {
+			l.evicted.WithLabelValues(bound).Inc()
+			l.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed to make room",
+				slog.String("remote_addr", victim.addr), slog.String("reason", bound))
+			_ = victim.Conn.Close() // its server goroutine sees the error and ends
+		}
+		if lc == nil {
+			l.refuse(c, addr, bound)
 			continue
 		}
-		return &limitedConn{Conn: c, l: l, addr: addr}, nil
+		return lc, nil
 	}
 }
 
-// admit takes a slot for a connection from addr, or says why there is none.
-func (l *Listener) admit(addr string) string {
+// admit takes a slot for c from addr, closing the oldest unauthenticated
+// connection within a full bound to free one (victim, which admit has
+// already released). It returns nil, and the bound, when none is free.
+func (l *Listener) admit(c net.Conn, addr string) (lc, victim *limitedConn, bound string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case l.cfg.MaxConnsPerAddr > 0 && l.byAddr[addr] >= l.cfg.MaxConnsPerAddr:
-		return refusedMaxConnsPerAddr
+		bound = boundMaxConnsPerAddr
 	case l.cfg.MaxConns > 0 && l.total >= l.cfg.MaxConns:
-		return refusedMaxConns
+		bound = boundMaxConns
 	}
+	if bound != "" {
+		// Freeing one of addr's slots frees one of the total too.
+		victim = l.oldestUnproven(addr, bound == boundMaxConnsPerAddr)
+		if victim == nil {
+			return nil, nil, bound
+		}
+		l.releaseLocked(victim)
+	}
+	lc = &limitedConn{Conn: c, l: l, addr: addr}
+	lc.unproven = l.unproven.PushBack(lc)
 	l.total++
 	l.byAddr[addr]++
 	l.open.Inc()
-	return ""
+	return lc, victim, bound
 }
 
-func (l *Listener) release(addr string) {
+// oldestUnproven returns the oldest connection that has not authenticated,
+// from addr when sameAddr is set, or nil. l.mu is held.
+func (l *Listener) oldestUnproven(addr string, sameAddr bool) *limitedConn {
+	for e := l.unproven.Front(); e != nil; e = e.Next() {
+		if c := e.Value.(*limitedConn); !sameAddr || c.addr == addr {
+			return c
+		}
+	}
+	return nil
+}
+
+// release gives c's slot back, once.
+func (l *Listener) release(c *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.releaseLocked(c)
+}
+
+func (l *Listener) releaseLocked(c *limitedConn) {
+	if c.released {
+		return
+	}
+	c.released = true
+	if c.unproven != nil {
+		l.unproven.Remove(c.unproven)
+		c.unproven = nil
+	}
 	l.total--
-	if l.byAddr[addr]--; l.byAddr[addr] <= 0 {
-		delete(l.byAddr, addr)
+	if l.byAddr[c.addr]--; l.byAddr[c.addr] <= 0 {
+		delete(l.byAddr, c.addr)
 	}
 	l.open.Dec()
+}
+
+// prove marks c as authenticated: it is no longer closed to make room.
+func (l *Listener) prove(c *limitedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.unproven != nil {
+		l.unproven.Remove(c.unproven)
+		c.unproven = nil
+	}
+}
+
+type connKey struct{}
+
+// ConnContext is the http.Server's ConnContext for a server on a Listener:
+// it lets the API tell the Listener which connections have authenticated.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if lc, ok := c.(*limitedConn); ok {
+		return context.WithValue(ctx, connKey{}, lc)
+	}
+	return ctx
+}
+
+// connAuthenticated marks the connection that carried the request of ctx as
+// having presented valid credentials (see Listener).
+func connAuthenticated(ctx context.Context) {
+	if lc, ok := ctx.Value(connKey{}).(*limitedConn); ok {
+		lc.l.prove(lc)
+	}
 }
 
 // refuseWriteTimeout bounds the write of the 503 to a refused connection;
@@ -137,7 +222,7 @@ const refuseWriteTimeout = time.Second
 func (l *Listener) refuse(c net.Conn, addr, reason string) {
 	l.refused.WithLabelValues(reason).Inc()
 	detail := fmt.Sprintf("too many connections: the server holds at most %d at once; retry later", l.cfg.MaxConns)
-	if reason == refusedMaxConnsPerAddr {
+	if reason == boundMaxConnsPerAddr {
 		detail = fmt.Sprintf("too many connections from your address: at most %d at once; close idle ones or retry later", l.cfg.MaxConnsPerAddr)
 	}
 	id := herald.NewID(time.Now())
@@ -161,18 +246,29 @@ func remoteIP(a net.Addr) string {
 	return s
 }
 
-// limitedConn holds a slot of its Listener until closed.
+// limitedConn holds a slot of its Listener until closed. Its unproven
+// and released fields are guarded by the Listener's mu.
 type limitedConn struct {
 	net.Conn
-	l         *Listener
-	addr      string
-	closeOnce sync.Once
+	l        *Listener
+	addr     string
+	unproven *list.Element // in l.unproven until it authenticates
+	released bool
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.l.release(c.addr) })
+	c.l.release(c)
 	return err
+}
+
+// CloseWrite half-closes a TCP connection, as net/http does before it
+// closes one whose client may still be sending.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // Write passes p on, unless it is net/http's own plain-text answer to a

@@ -19,6 +19,7 @@ func listenerServer(t *testing.T, cfg ListenerConfig, h http.Handler, maxHeaderB
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.MaxHeaderBytes = maxHeaderBytes
+	srv.Config.ConnContext = ConnContext
 	srv.Listener = NewListener(srv.Listener, cfg, nil, nil)
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -76,51 +77,80 @@ func wantProblem(t *testing.T, resp *http.Response, body []byte, status int, cod
 	return p
 }
 
-// TestListenerLimits checks the connection bounds: over the per-address
-// bound a connection is answered 503 at once while other addresses are
-// served; over the total bound every new one is; a closed connection frees
-// its slot.
+// TestListenerLimits checks the connection bounds. Over a bound, the
+// oldest connection that has not authenticated is closed to make room;
+// when all have, the new one is answered 503 at once. A closed connection
+// frees its slot.
 func TestListenerLimits(t *testing.T) {
 	t.Parallel()
 	srv := listenerServer(t, ListenerConfig{MaxConns: 3, MaxConnsPerAddr: 2},
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }), 0)
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") == "yes" { // what principal does for a valid key
+				connAuthenticated(r.Context())
+			}
+			_, _ = io.WriteString(w, "ok")
+		}), 0)
 	addr := srv.Listener.Addr().String()
-	const get = "GET / HTTP/1.1\r\nHost: herald\r\n\r\n"
 
-	served := func(c net.Conn) {
+	type conn struct {
+		net.Conn
+		br *bufio.Reader
+	}
+	dial := func(from string) conn {
+		c := dialFrom(t, from, addr)
+		return conn{c, bufio.NewReader(c)}
+	}
+	// served sends a request on c, authenticated or not, and wants 200.
+	served := func(c conn, auth bool) {
 		t.Helper()
-		resp, body := roundTrip(t, c, bufio.NewReader(c), get)
+		raw := "GET / HTTP/1.1\r\nHost: herald\r\n\r\n"
+		if auth {
+			raw = "GET / HTTP/1.1\r\nHost: herald\r\nAuthorization: yes\r\n\r\n"
+		}
+		resp, body := roundTrip(t, c, c.br, raw)
 		if resp.StatusCode != 200 || string(body) != "ok" {
 			t.Fatalf("from %s: %d %s, want 200 ok", c.LocalAddr(), resp.StatusCode, body)
 		}
 	}
-	refused := func(c net.Conn, detail string) {
+	closed := func(c conn) {
 		t.Helper()
-		br := bufio.NewReader(c)
-		resp, body := readResponse(t, br) // answered before any request is sent
+		if _, err := c.br.ReadByte(); err == nil {
+			t.Fatalf("%s: the connection is still open", c.LocalAddr())
+		}
+	}
+	refused := func(c conn, detail string) {
+		t.Helper()
+		resp, body := readResponse(t, c.br) // answered before any request is sent
 		p := wantProblem(t, resp, body, http.StatusServiceUnavailable, herald.CodeUnavailable)
 		if !strings.Contains(p.Detail, detail) || resp.Header.Get("Retry-After") != "1" {
 			t.Fatalf("refusal: %+v, Retry-After %q; want a detail with %q", p, resp.Header.Get("Retry-After"), detail)
 		}
-		if _, err := br.ReadByte(); err != io.EOF {
-			t.Fatalf("after the refusal: %v, want the connection closed", err)
-		}
+		closed(c)
 	}
 
-	a1 := dialFrom(t, "127.0.0.1", addr)
-	served(a1)
-	served(dialFrom(t, "127.0.0.1", addr))
-	refused(dialFrom(t, "127.0.0.1", addr), "too many connections from your address: at most 2")
-	served(dialFrom(t, "127.0.0.2", addr)) // another address still gets in
-	refused(dialFrom(t, "127.0.0.3", addr), "the server holds at most 3")
+	// Per address: an idle connection that never authenticated makes room.
+	a1, a2 := dial("127.0.0.1"), dial("127.0.0.1")
+	served(a1, true)
+	served(a2, false) // served, but without credentials
+	a3 := dial("127.0.0.1")
+	closed(a2)
+	served(a3, true)
+	refused(dial("127.0.0.1"), "too many connections from your address: at most 2") // a1, a3 authenticated
+
+	// In all: the same, across addresses.
+	b1 := dial("127.0.0.2") // the third connection: the total is full
+	served(b1, false)
+	c1 := dial("127.0.0.3")
+	closed(b1)
+	served(c1, true)
+	refused(dial("127.0.0.4"), "the server holds at most 3") // a1, a3, c1 authenticated
 
 	// Closing a connection gives its slot back.
 	_ = a1.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c := dialFrom(t, "127.0.0.1", addr)
-		br := bufio.NewReader(c)
-		resp, _ := roundTrip(t, c, br, get)
+		c := dial("127.0.0.4")
+		resp, _ := roundTrip(t, c, c.br, "GET / HTTP/1.1\r\nHost: herald\r\n\r\n")
 		if resp.StatusCode == 200 {
 			break
 		}

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 
 	"github.com/heraldhq/herald"
@@ -56,7 +58,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) error {
 	if s.streams == nil {
 		return errNoStreams
 	}
-	s.streams.ServeSSE(w, r)
+	s.streams.ServeSSE(streamStarted{w, r}, r)
 	return nil
 }
 
@@ -64,9 +66,34 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
 	if s.streams == nil {
 		return errNoStreams
 	}
-	s.streams.ServeWebSocket(w, r)
+	s.streams.ServeWebSocket(streamStarted{w, r}, r)
 	return nil
 }
+
+// streamStarted tells the Listener that a stream's connection has
+// authenticated once the stream starts: when it takes the connection over
+// (SSE and WebSockets over HTTP/1) or answers 200 (SSE over HTTP/2). The
+// stream package does either only after it accepted the key or connection
+// token (tokens never reach principal), so a browser's stream is not
+// among the connections closed to make room.
+type streamStarted struct {
+	http.ResponseWriter
+	r *http.Request
+}
+
+func (w streamStarted) WriteHeader(status int) {
+	if status == http.StatusOK || status == http.StatusSwitchingProtocols {
+		connAuthenticated(w.r.Context())
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w streamStarted) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	connAuthenticated(w.r.Context())
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w streamStarted) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) error {
 	if s.tokens == nil {

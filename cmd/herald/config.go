@@ -84,8 +84,8 @@ func settings() []setting {
 		{"http.idle-timeout", "2m", "how long a keep-alive connection may wait for its next request before it is closed", "a duration from 1ms to 1h, such as 2m", func(c *Config) binding {
 			return durationField(&c.HTTPIdleTimeout, between(time.Millisecond, time.Hour))
 		}},
-		{"http.max-conns", "4096", "open client connections at once, streams included; over it a new connection is answered 503 and closed. Keep it below the process's open-file limit", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConns, 1, 10_000_000) }},
-		{"http.max-conns-per-addr", "256", "open client connections from one remote IP address, streams included; behind a load balancer or proxy every client shares its address: set it to http.max-conns there", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConnsPerAddr, 1, 10_000_000) }},
+		{"http.max-conns", "4096", "open client connections at once, streams included; over it the oldest connection that has not authenticated is closed to make room, or, when all have, the new one is answered 503. Keep it below the process's open-file limit", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConns, 1, 10_000_000) }},
+		{"http.max-conns-per-addr", "256", "open client connections from one remote IP address, streams included, bounded as http.max-conns is; behind a load balancer or proxy every client shares its address: set it to http.max-conns there", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConnsPerAddr, 1, 10_000_000) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }

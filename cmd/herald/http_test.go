@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -197,15 +198,22 @@ func TestSlowClientsCannotStarveOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A slow client asks to be told when its body is wanted (100
+	// Continue), which is once its key was accepted, and then sends one
+	// byte of it.
 	slow := func() *rawConn {
 		c := dialRaw(t, m, "127.0.0.2")
-		c.sendHead("POST", "/v1/topics/orders/events", "Authorization: Bearer "+k.Secret, "Content-Length: 1000")
-		_, _ = c.c.Write([]byte("{"))
+		c.sendHead("POST", "/v1/topics/orders/events", "Authorization: Bearer "+k.Secret, "Content-Length: 1000", "Expect: 100-continue")
 		return c
 	}
 	var held []*rawConn
 	for range perAddr {
-		held = append(held, slow())
+		c := slow()
+		if resp, body := c.response(); resp.StatusCode != http.StatusContinue {
+			t.Fatalf("slow connection: %d %s, want 100 Continue", resp.StatusCode, body)
+		}
+		_, _ = c.c.Write([]byte("{"))
+		held = append(held, c)
 	}
 	for range 3 * perAddr {
 		c := slow()
@@ -241,6 +249,103 @@ func TestSlowClientsCannotStarveOthers(t *testing.T) {
 			t.Fatalf("the slot of a closed connection did not come back: %d", resp.StatusCode)
 		}
 	}
+}
+
+// TestUnauthenticatedFloodCannotStarveOthers fills every connection slot
+// from many addresses with requests whose headers never end, so none has
+// authenticated: an admin still gets in (the oldest of them is closed to
+// make room), and so do streams and slow-but-authenticated requests that
+// were open before; those are not closed.
+func TestUnauthenticatedFloodCannotStarveOthers(t *testing.T) {
+	t.Parallel()
+	const maxConns = 12
+	m, _ := testServer(t, t.TempDir(), func(c *Config) {
+		c.HTTPReadTimeout = time.Hour
+		c.HTTPMaxConns = maxConns
+		c.HTTPMaxConnsPerAddr = 4
+	})
+	ctx := t.Context()
+	ac := adminClient(m)
+	if _, _, err := ac.PutTopic(ctx, "orders", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	// An authenticated producer (its first request proves it), halfway
+	// through the body of its second.
+	producer := dialRaw(t, m, "127.0.0.20")
+	producer.sendHead("GET", "/v1/topics/orders", "Authorization: Bearer "+testAdminKey)
+	if resp, body := producer.response(); resp.StatusCode != 200 {
+		t.Fatalf("producer: %d %s", resp.StatusCode, body)
+	}
+	producer.sendHead("POST", "/v1/topics/orders/events", "Authorization: Bearer "+testAdminKey, "Content-Length: 8")
+	_, _ = io.WriteString(producer.c, "{")
+	// A browser's stream, authenticated by a connection token.
+	sse := openSSEWithToken(t, m, "orders")
+
+	// The flood: three times the slots, from eight addresses.
+	for i := range 3 * maxConns {
+		c := dialRaw(t, m, fmt.Sprintf("127.0.0.%d", 30+i%8))
+		_, _ = io.WriteString(c.c, "GET /v1/topics HTTP/1.1\r\nHost: herald\r\nX-Slow: ")
+	}
+
+	admin := dialRaw(t, m, "127.0.0.1")
+	admin.sendHead("GET", "/v1/topics", "Authorization: Bearer "+testAdminKey)
+	if resp, body := admin.response(); resp.StatusCode != 200 {
+		t.Fatalf("the admin got %d %s while unauthenticated connections filled every slot", resp.StatusCode, body)
+	}
+	// The producer's connection was kept: its request completes. The
+	// stream was kept: it carries the event.
+	_, _ = io.WriteString(producer.c, `"n":1 }`)
+	if resp, body := producer.response(); resp.StatusCode != 201 {
+		t.Fatalf("the authenticated producer got %d %s after the flood", resp.StatusCode, body)
+	}
+	select {
+	case d, ok := <-sse:
+		if !ok || d != `{"n":1 }` {
+			t.Fatalf("the stream after the flood: %q (open %v), want the event", d, ok)
+		}
+	case <-time.After(guardTimeout):
+		t.Fatal("the stream carried nothing after the flood")
+	}
+}
+
+// openSSEWithToken follows topic over SSE authenticated by a connection
+// token, as a browser does, and returns the data lines it receives.
+func openSSEWithToken(t *testing.T, m *Main, topic string) <-chan string {
+	t.Helper()
+	ctx := t.Context()
+	req, _ := http.NewRequestWithContext(ctx, "POST", m.URL()+"/v1/tokens", strings.NewReader(`{"scopes":["read:`+topic+`"]}`))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || tok.Token == "" {
+		t.Fatalf("POST /v1/tokens = %d", resp.StatusCode)
+	}
+	sreq, _ := http.NewRequestWithContext(ctx, "GET", m.URL()+"/v1/topics/"+topic+"/stream?token="+tok.Token, nil)
+	sreq.Header.Set("Accept", "text/event-stream")
+	// A connection of its own, which only the token authenticates.
+	tr := &http.Transport{}
+	sresp, err := (&http.Client{Transport: tr}).Do(sreq)
+	if err != nil || sresp.StatusCode != 200 {
+		t.Fatalf("open SSE: %v %v", sresp, err)
+	}
+	t.Cleanup(func() { sresp.Body.Close(); tr.CloseIdleConnections() })
+	data := make(chan string, 10)
+	go func() {
+		defer close(data)
+		sc := bufio.NewScanner(sresp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data:"); ok {
+				data <- strings.TrimSpace(d)
+			}
+		}
+	}()
+	return data
 }
 
 // TestStreamsOutliveTheReadTimeout opens an SSE stream and a WebSocket with

@@ -232,6 +232,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		IdleTimeout:       m.Config.HTTPIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       api.ConnContext, // the API tells the listener who authenticated
 	}
 	// Shutdown does not wait for hijacked connections (WebSockets, SSE
 	// over HTTP/1): tell them to reconnect as soon as shutdown begins.
