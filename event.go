@@ -46,6 +46,9 @@ type AppendResult struct {
 
 // ValidateEvent checks the producer-set metadata of e against the limits.
 // It does not check the payload size, which is the topic's to set.
+// Everything a webhook delivery carries as a request header (the key, the
+// content type, the headers) must pass ValidHeaderName and
+// ValidHeaderValue, so an accepted event can always be sent.
 func ValidateEvent(e *Event) error {
 	switch {
 	case len(e.ID) > MaxEventIDLen:
@@ -59,28 +62,28 @@ func ValidateEvent(e *Event) error {
 		return FieldErrorf("type", "event type must be printable ASCII without spaces")
 	case len(e.Key) > MaxEventKeyLen:
 		return FieldErrorf("key", "event key is %d bytes; the limit is %d", len(e.Key), MaxEventKeyLen)
-	case !cleanText(e.Key):
-		return FieldErrorf("key", "event key must be valid UTF-8 without NUL bytes")
+	case !ValidHeaderValue(e.Key):
+		return FieldErrorf("key", "event key must be valid UTF-8 without control characters: webhooks carry it as the Herald-Event-Key header")
 	case len(e.IdempotencyKey) > MaxIdempotencyKeyLen:
 		return FieldErrorf("idempotency_key", "idempotency key is %d bytes; the limit is %d", len(e.IdempotencyKey), MaxIdempotencyKeyLen)
 	case !cleanText(e.IdempotencyKey):
 		return FieldErrorf("idempotency_key", "idempotency key must be valid UTF-8 without NUL bytes")
 	case len(e.ContentType) > MaxContentTypeLen:
 		return FieldErrorf("content_type", "content type is %d bytes; the limit is %d", len(e.ContentType), MaxContentTypeLen)
-	case !cleanText(e.ContentType):
-		return FieldErrorf("content_type", "content type must be valid UTF-8 without NUL bytes")
+	case !ValidHeaderValue(e.ContentType):
+		return FieldErrorf("content_type", "content type must be valid UTF-8 without control characters: webhooks carry it as the Content-Type header")
 	case len(e.Headers) > MaxHeaders:
 		return FieldErrorf("headers", "%d headers; the limit is %d", len(e.Headers), MaxHeaders)
 	}
 	for k, v := range e.Headers {
-		if k == "" || len(k) > MaxHeaderNameLen || !printable(k) {
-			return FieldErrorf("headers", "header name %q must be 1 to %d printable ASCII bytes", k, MaxHeaderNameLen)
+		if len(k) > MaxHeaderNameLen || !ValidHeaderName(k) {
+			return FieldErrorf("headers", "header name %q must be 1 to %d letters, digits or !#$%%&'*+-.^_`|~", k, MaxHeaderNameLen)
 		}
 		if len(v) > MaxHeaderValueLen {
 			return FieldErrorf("headers", "header %q value is %d bytes; the limit is %d", k, len(v), MaxHeaderValueLen)
 		}
-		if !cleanText(v) {
-			return FieldErrorf("headers", "header %q value must be valid UTF-8 without NUL bytes", k)
+		if !ValidHeaderValue(v) {
+			return FieldErrorf("headers", "header %q value must be valid UTF-8 without control characters (a tab is allowed)", k)
 		}
 	}
 	return nil

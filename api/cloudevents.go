@@ -44,6 +44,9 @@ func applyBinaryCloudEvent(h http.Header, e *herald.Event) (bool, error) {
 			return found, &herald.Error{Code: herald.CodeInvalid, Field: "ce-" + attr,
 				Message: "header ce-" + attr + " has a malformed percent-encoding", Err: err}
 		}
+		if err := checkCEHeaderValue("ce-"+attr, v); err != nil {
+			return found, err
+		}
 		switch attr {
 		case "id":
 			e.ID = v
@@ -84,29 +87,33 @@ func parseStructuredCloudEvent(body []byte) (*herald.Event, error) {
 		if !validCEAttrName(name) {
 			return nil, herald.FieldErrorf(name, "CloudEvents attribute names are lower-case letters and digits, got %q", name)
 		}
-		var err error
 		switch name {
 		case "data":
 			data = raw
+			continue
 		case "data_base64":
-			var b64 string
-			b64, err = ceString(name, raw)
+			b64, err := ceString(name, raw)
+			if err != nil {
+				return nil, err
+			}
 			dataBase64 = &b64
-		case "id":
-			e.ID, err = ceString(name, raw)
-		case "type":
-			e.Type, err = ceString(name, raw)
-		case "subject":
-			e.Key, err = ceString(name, raw)
-		case "datacontenttype":
-			contentType, err = ceString(name, raw)
-		default:
-			var v string
-			v, err = ceText(name, raw)
-			setHeader(e, "ce-"+name, v)
+			continue
 		}
+		v, err := ceAttr(name, raw)
 		if err != nil {
 			return nil, err
+		}
+		switch name {
+		case "id":
+			e.ID = v
+		case "type":
+			e.Type = v
+		case "subject":
+			e.Key = v
+		case "datacontenttype":
+			contentType = v
+		default:
+			setHeader(e, "ce-"+name, v)
 		}
 	}
 	switch {
@@ -127,6 +134,37 @@ func parseStructuredCloudEvent(body []byte) (*herald.Event, error) {
 		e.ContentType = cmp.Or(contentType, "application/octet-stream")
 	}
 	return e, nil
+}
+
+// ceStringAttrs are the context attributes whose JSON value must be a
+// string; any other attribute may be any JSON value.
+var ceStringAttrs = map[string]bool{"id": true, "type": true, "subject": true, "datacontenttype": true}
+
+// ceAttr returns the text of a structured-mode attribute, checked to be
+// something a delivery can carry in a request header.
+func ceAttr(name string, raw json.RawMessage) (string, error) {
+	var v string
+	var err error
+	if ceStringAttrs[name] {
+		v, err = ceString(name, raw)
+	} else {
+		v, err = ceText(name, raw)
+	}
+	if err != nil {
+		return "", err
+	}
+	return v, checkCEHeaderValue(name, v)
+}
+
+// checkCEHeaderValue refuses an attribute value that deliveries could not
+// carry: each attribute ends up in a request header (the subject as
+// Herald-Event-Key, datacontenttype as Content-Type, the others as
+// ce-<attr>). field is the attribute as the request named it.
+func checkCEHeaderValue(field, v string) error {
+	if !herald.ValidHeaderValue(v) {
+		return herald.FieldErrorf(field, "%s must be valid UTF-8 without control characters: deliveries carry it in a request header", field)
+	}
+	return nil
 }
 
 // ceText returns a string attribute's value, or another JSON value as its

@@ -292,7 +292,7 @@ func subscriptionHeaders(in map[string]string) (map[string]string, error) {
 	}
 	out := make(map[string]string, len(in))
 	for name, value := range in {
-		if name == "" || len(name) > herald.MaxHeaderNameLen || !isToken(name) {
+		if len(name) > herald.MaxHeaderNameLen || !herald.ValidHeaderName(name) {
 			return nil, herald.FieldErrorf("headers", "header name %q must be 1 to %d letters, digits or !#$%%&'*+-.^_`|~", name, herald.MaxHeaderNameLen)
 		}
 		lower := strings.ToLower(name)
@@ -302,7 +302,7 @@ func subscriptionHeaders(in map[string]string) (map[string]string, error) {
 		if len(value) > herald.MaxHeaderValueLen {
 			return nil, herald.FieldErrorf("headers", "header %q value is %d bytes; the limit is %d", name, len(value), herald.MaxHeaderValueLen)
 		}
-		if !validHeaderValue(value) {
+		if !herald.ValidHeaderValue(value) {
 			return nil, herald.FieldErrorf("headers", "header %q value must be valid UTF-8 without control characters", name)
 		}
 		canon := http.CanonicalHeaderKey(name)
@@ -312,34 +312,6 @@ func subscriptionHeaders(in map[string]string) (map[string]string, error) {
 		out[canon] = value
 	}
 	return out, nil
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue accepts UTF-8 text with tabs but no other control
-// characters, so a value can neither split a request nor break a store.
-func validHeaderValue(v string) bool {
-	if !utf8.ValidString(v) {
-		return false
-	}
-	for _, r := range v {
-		if (r < ' ' && r != '\t') || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // parseStart reads the "start" member of a create request.

@@ -152,17 +152,17 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, o Pu
 		if h.value == "" {
 			continue
 		}
-		if !validHeaderValue(h.value) {
-			return PublishResult{}, herald.FieldErrorf(h.field, "%s must not contain control characters", h.field)
+		if !herald.ValidHeaderValue(h.value) {
+			return PublishResult{}, herald.FieldErrorf(h.field, "%s must be valid UTF-8 without control characters", h.field)
 		}
 		hdr.Set(h.name, h.value)
 	}
 	for k, v := range o.Headers {
-		if !validHeaderName(k) {
+		if !herald.ValidHeaderName(k) {
 			return PublishResult{}, herald.FieldErrorf("headers", "header name %q must be letters, digits and !#$%%&'*+-.^_`|~", k)
 		}
-		if !validHeaderValue(v) {
-			return PublishResult{}, herald.FieldErrorf("headers", "header %q value must not contain control characters", k)
+		if !herald.ValidHeaderValue(v) {
+			return PublishResult{}, herald.FieldErrorf("headers", "header %q value must be valid UTF-8 without control characters", k)
 		}
 		hdr.Set("Herald-Header-"+k, v)
 	}
@@ -271,32 +271,4 @@ func (c *Client) GetEvent(ctx context.Context, topic, id string) (Event, error) 
 	var e Event
 	_, err = c.do(ctx, request{method: http.MethodGet, path: "/v1/topics/" + tseg + "/events/" + iseg, out: &e})
 	return e, err
-}
-
-// validHeaderName reports whether s is an HTTP token (RFC 9110 tchar).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue reports whether s can be sent as an HTTP header value:
-// no control characters other than tab.
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }

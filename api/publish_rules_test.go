@@ -1,0 +1,68 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/heraldhq/herald"
+)
+
+// TestPublishRefusesUndeliverableMetadata checks that a value a webhook
+// delivery would carry in a request header (an event's key, content type
+// and headers; CloudEvents attributes) is refused at publish when it holds
+// CR, LF or another control character, naming the field. Accepting it
+// would store an event whose every delivery fails, blocking its key when
+// the subscription is ordered.
+func TestPublishRefusesUndeliverableMetadata(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	e.putTopic("m", "")
+	batch := func(event string) req {
+		return req{method: "POST", path: "/v1/topics/m/events:batch", body: []byte(`{"events":[{},` + event + `]}`)}
+	}
+	structured := func(name string, value any) req {
+		attrs := map[string]any{"specversion": "1.0", "id": "c-1", "source": "/s", "type": "t", name: value}
+		body, err := json.Marshal(attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req{method: "POST", path: "/v1/topics/m/events", header: map[string]string{"Content-Type": ceStructuredType}, body: body}
+	}
+	binary := func(name, value string) req {
+		h := map[string]string{"ce-specversion": "1.0", "ce-id": "b-1", "ce-source": "/s", "ce-type": "t"}
+		h[name] = value
+		return req{method: "POST", path: "/v1/topics/m/events", header: h, body: []byte("x")}
+	}
+	cases := []struct {
+		name  string
+		req   req
+		field string
+	}{
+		{"batch key with CR LF", batch(`{"key":"a\r\nb"}`), "events[1].key"},
+		{"batch key with a bell", batch(`{"key":"a\u0007"}`), "events[1].key"},
+		{"batch content type with LF", batch(`{"content_type":"text/plain\nX-Evil: 1","data_base64":""}`), "events[1].content_type"},
+		{"batch header value with LF", batch(`{"headers":{"X-Trace":"a\nX-Evil: 1"}}`), "events[1].headers"},
+		{"batch header value with DEL", batch(`{"headers":{"X-Trace":"a\u007f"}}`), "events[1].headers"},
+		{"batch header name not a token", batch(`{"headers":{"X:Trace":"a"}}`), "events[1].headers"},
+		{"structured source with CR LF", structured("source", "/s\r\nX-Evil: 1"), "source"},
+		{"structured subject with LF", structured("subject", "a\nb"), "subject"},
+		{"structured datacontenttype with CR", structured("datacontenttype", "text/plain\r"), "datacontenttype"},
+		{"structured extension with a tab and LF", structured("myext", "v\t\nX: y"), "myext"},
+		{"binary source with CR LF", binary("ce-source", "/s%0D%0AX-Evil:%201"), "ce-source"},
+		{"binary subject with LF", binary("ce-subject", "a%0Ab"), "ce-subject"},
+		{"binary extension with NUL", binary("ce-myext", "a%00b"), "ce-myext"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e.with(t).problem(herald.CodeInvalid, c.field, c.req)
+		})
+	}
+	if n := len(e.events("m")); n != 0 {
+		t.Fatalf("%d events stored by refused publishes, want 0", n)
+	}
+
+	// Tabs and non-ASCII text are fine in a header value.
+	e.must(http.StatusCreated, batch(`{"key":"clé\tun","headers":{"X-Note":"déjà\tvu"},"content_type":"text/plain; charset=utf-8"}`), nil)
+	e.must(http.StatusCreated, structured("subject", "sujet été\tdeux"), nil)
+}
