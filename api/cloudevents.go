@@ -17,6 +17,8 @@ const (
 	ceStructuredType = "application/cloudevents+json"
 	ceBatchType      = "application/cloudevents-batch+json"
 	ceHeaderPrefix   = "Ce-" // canonical form of "ce-"
+	// ceSpecVersion is the one CloudEvents version Herald accepts.
+	ceSpecVersion = "1.0"
 )
 
 // ceStructuredLimit is the body limit of a structured-mode publish: room
@@ -29,7 +31,9 @@ func ceStructuredLimit(maxEventBytes int) int64 {
 // applyBinaryCloudEvent maps CloudEvents binary-mode headers onto e: ce-id
 // to ID, ce-type to Type, ce-subject to Key, and every other ce-* attribute
 // to a header named "ce-<attr>". Values are percent-decoded as the HTTP
-// binding requires. It reports whether any ce-* header was present.
+// binding requires. It reports whether any ce-* header was present: a
+// request with one is a CloudEvent, and must then carry the required
+// attributes (see checkCloudEvent); errors name the header ("ce-source").
 func applyBinaryCloudEvent(h http.Header, e *herald.Event) (bool, error) {
 	found := false
 	for name, values := range h {
@@ -58,7 +62,10 @@ func applyBinaryCloudEvent(h http.Header, e *herald.Event) (bool, error) {
 			setHeader(e, "ce-"+attr, v)
 		}
 	}
-	return found, nil
+	if !found {
+		return false, nil
+	}
+	return true, checkCloudEvent("ce-", e)
 }
 
 // parseStructuredCloudEvent reads a CloudEvents structured-mode JSON body:
@@ -67,7 +74,8 @@ func applyBinaryCloudEvent(h http.Header, e *herald.Event) (bool, error) {
 // (payload = the decoded bytes, content type datacontenttype or
 // application/octet-stream). Other attributes become headers "ce-<attr>",
 // strings as they are and other values as compact JSON text; null
-// attributes are absent. Errors are CodeInvalid naming the attribute.
+// attributes are absent. The event must carry the required attributes
+// (see checkCloudEvent). Errors are CodeInvalid naming the attribute.
 func parseStructuredCloudEvent(body []byte) (*herald.Event, error) {
 	var attrs map[string]json.RawMessage
 	if err := unmarshalStrict(body, &attrs, ""); err != nil {
@@ -116,6 +124,9 @@ func parseStructuredCloudEvent(body []byte) (*herald.Event, error) {
 			setHeader(e, "ce-"+name, v)
 		}
 	}
+	if err := checkCloudEvent("", e); err != nil {
+		return nil, err
+	}
 	switch {
 	case data != nil && dataBase64 != nil:
 		return nil, herald.FieldErrorf("data", "data and data_base64 are mutually exclusive")
@@ -138,7 +149,39 @@ func parseStructuredCloudEvent(body []byte) (*herald.Event, error) {
 
 // ceStringAttrs are the context attributes whose JSON value must be a
 // string; any other attribute may be any JSON value.
-var ceStringAttrs = map[string]bool{"id": true, "type": true, "subject": true, "datacontenttype": true}
+var ceStringAttrs = map[string]bool{"specversion": true, "id": true, "source": true, "type": true, "subject": true, "datacontenttype": true}
+
+// checkCloudEvent enforces the context attributes CloudEvents 1.0 requires
+// of every event, once e holds what the request gave: specversion "1.0",
+// and non-empty id, source (a URI-reference) and type. Herald assigns none
+// of them, not even the id: the spec makes the producer responsible for
+// it (source and id together identify the event, and a consumer drops
+// repeats by them), which only the producer can keep stable across its
+// retries. prefix is "ce-" in binary mode and "" in structured mode, so
+// the error names the attribute as the request spelled it.
+func checkCloudEvent(prefix string, e *herald.Event) error {
+	missing := func(attr string) error {
+		return herald.FieldErrorf(prefix+attr, "the CloudEvent has no %s%s: CloudEvents 1.0 requires specversion, id, source and type", prefix, attr)
+	}
+	specversion, source := e.Headers["ce-specversion"], e.Headers["ce-source"]
+	switch {
+	case specversion == "":
+		return missing("specversion")
+	case specversion != ceSpecVersion:
+		return herald.FieldErrorf(prefix+"specversion", "%sspecversion is %q; Herald accepts CloudEvents %q only", prefix, specversion, ceSpecVersion)
+	case e.ID == "":
+		return missing("id")
+	case source == "":
+		return missing("source")
+	case e.Type == "":
+		return missing("type")
+	}
+	if _, err := url.Parse(source); err != nil {
+		return &herald.Error{Code: herald.CodeInvalid, Field: prefix + "source",
+			Message: prefix + "source must be a URI-reference, such as /orders or https://shop.example/orders", Err: err}
+	}
+	return nil
+}
 
 // ceAttr returns the text of a structured-mode attribute, checked to be
 // something a delivery can carry in a request header.

@@ -2,8 +2,10 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"reflect"
 	"testing"
@@ -12,6 +14,15 @@ import (
 )
 
 func TestParseStructuredCloudEvent(t *testing.T) {
+	// ce completes a body and its event with the required attributes.
+	const required = `"specversion":"1.0","id":"1","source":"/s","type":"t"`
+	ce := func(e herald.Event) herald.Event {
+		e.ID, e.Type = cmp.Or(e.ID, "1"), cmp.Or(e.Type, "t")
+		h := map[string]string{"ce-specversion": "1.0", "ce-source": "/s"}
+		maps.Copy(h, e.Headers)
+		e.Headers = h
+		return e
+	}
 	cases := []struct {
 		name    string
 		body    string
@@ -22,24 +33,25 @@ func TestParseStructuredCloudEvent(t *testing.T) {
 		{name: "full", body: `{"specversion":"1.0","id":"1","source":"/s","type":"t.x","subject":"k","data":{"a":[1, 2]}}`,
 			want: herald.Event{ID: "1", Type: "t.x", Key: "k", ContentType: "application/json", Payload: []byte(`{"a":[1, 2]}`),
 				Headers: map[string]string{"ce-specversion": "1.0", "ce-source": "/s"}}},
-		{name: "datacontenttype names the data", body: `{"datacontenttype":"application/vnd.x+json","data":"s"}`,
-			want: herald.Event{ContentType: "application/vnd.x+json", Payload: []byte(`"s"`)}},
-		{name: "base64", body: `{"data_base64":"AAEC"}`,
-			want: herald.Event{ContentType: "application/octet-stream", Payload: []byte{0, 1, 2}}},
-		{name: "base64 unpadded", body: `{"data_base64":"AAE","datacontenttype":"x/y"}`,
-			want: herald.Event{ContentType: "x/y", Payload: []byte{0, 1}}},
-		{name: "no data", body: `{"id":"e"}`, want: herald.Event{ID: "e", ContentType: "application/octet-stream", Payload: []byte{}}},
-		{name: "null data is no data", body: `{"data":null}`, want: herald.Event{ContentType: "application/octet-stream", Payload: []byte{}}},
-		{name: "extensions keep JSON text", body: `{"n":1.50,"b":true,"o":{"k": "v"},"s":"x","z":null}`,
-			want: herald.Event{ContentType: "application/octet-stream", Payload: []byte{},
-				Headers: map[string]string{"ce-n": "1.50", "ce-b": "true", "ce-o": `{"k":"v"}`, "ce-s": "x"}}},
-		{name: "both data forms", body: `{"data":1,"data_base64":"AA=="}`, errCode: herald.CodeInvalid, field: "data"},
+		{name: "datacontenttype names the data", body: `{` + required + `,"datacontenttype":"application/vnd.x+json","data":"s"}`,
+			want: ce(herald.Event{ContentType: "application/vnd.x+json", Payload: []byte(`"s"`)})},
+		{name: "base64", body: `{` + required + `,"data_base64":"AAEC"}`,
+			want: ce(herald.Event{ContentType: "application/octet-stream", Payload: []byte{0, 1, 2}})},
+		{name: "base64 unpadded", body: `{` + required + `,"data_base64":"AAE","datacontenttype":"x/y"}`,
+			want: ce(herald.Event{ContentType: "x/y", Payload: []byte{0, 1}})},
+		{name: "no data", body: `{` + required + `}`, want: ce(herald.Event{ContentType: "application/octet-stream", Payload: []byte{}})},
+		{name: "null data is no data", body: `{` + required + `,"data":null}`, want: ce(herald.Event{ContentType: "application/octet-stream", Payload: []byte{}})},
+		{name: "extensions keep JSON text", body: `{` + required + `,"n":1.50,"b":true,"o":{"k": "v"},"s":"x","z":null}`,
+			want: ce(herald.Event{ContentType: "application/octet-stream", Payload: []byte{},
+				Headers: map[string]string{"ce-n": "1.50", "ce-b": "true", "ce-o": `{"k":"v"}`, "ce-s": "x"}})},
+		{name: "both data forms", body: `{` + required + `,"data":1,"data_base64":"AA=="}`, errCode: herald.CodeInvalid, field: "data"},
 		{name: "id not a string", body: `{"id":1}`, errCode: herald.CodeInvalid, field: "id"},
 		{name: "subject not a string", body: `{"subject":{}}`, errCode: herald.CodeInvalid, field: "subject"},
 		{name: "datacontenttype not a string", body: `{"datacontenttype":5}`, errCode: herald.CodeInvalid, field: "datacontenttype"},
 		{name: "data_base64 not a string", body: `{"data_base64":5}`, errCode: herald.CodeInvalid, field: "data_base64"},
-		{name: "bad base64", body: `{"data_base64":"!!!!"}`, errCode: herald.CodeInvalid, field: "data_base64"},
+		{name: "bad base64", body: `{` + required + `,"data_base64":"!!!!"}`, errCode: herald.CodeInvalid, field: "data_base64"},
 		{name: "upper-case attribute", body: `{"Source":"x"}`, errCode: herald.CodeInvalid, field: "Source"},
+		{name: "no required attributes", body: `{"data":1}`, errCode: herald.CodeInvalid, field: "specversion"},
 		{name: "array", body: `[]`, errCode: herald.CodeInvalid},
 		{name: "null", body: `null`, errCode: herald.CodeInvalid},
 		{name: "empty", body: ``, errCode: herald.CodeInvalid},
@@ -71,6 +83,7 @@ func TestApplyBinaryCloudEvent(t *testing.T) {
 	h.Set("ce-type", "t")
 	h.Set("ce-subject", "s%C3%A9")
 	h.Set("CE-SOURCE", "/src")
+	h.Set("ce-specversion", "1.0")
 	h.Set("ce-myext", "%22q%22")
 	h.Set("Content-Type", "text/plain")
 	e := &herald.Event{}
@@ -78,7 +91,7 @@ func TestApplyBinaryCloudEvent(t *testing.T) {
 	if err != nil || !found {
 		t.Fatalf("found %v err %v", found, err)
 	}
-	want := herald.Event{ID: "id/1", Type: "t", Key: "sé", Headers: map[string]string{"ce-source": "/src", "ce-myext": `"q"`}}
+	want := herald.Event{ID: "id/1", Type: "t", Key: "sé", Headers: map[string]string{"ce-specversion": "1.0", "ce-source": "/src", "ce-myext": `"q"`}}
 	if !reflect.DeepEqual(*e, want) {
 		t.Errorf("got %+v, want %+v", *e, want)
 	}

@@ -15,6 +15,7 @@ import (
 // accepts must be a usable event.
 func FuzzStructuredCloudEvent(f *testing.F) {
 	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"/s","type":"t","subject":"k","data":{"a":1}}`))
+	f.Add([]byte(`{"specversion":"1.0","id":"2","source":"/s","type":"t","data_base64":"AAEC","datacontenttype":"x/y","ext":[1,{"b":null}]}`))
 	f.Add([]byte(`{"data_base64":"AAEC","datacontenttype":"x/y","ext":[1,{"b":null}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		e, err := parseStructuredCloudEvent(body)
@@ -28,6 +29,12 @@ func FuzzStructuredCloudEvent(f *testing.F) {
 		if e.Payload == nil || e.ContentType == "" {
 			t.Fatalf("accepted event without payload or content type: %+v", e)
 		}
+		if e.ID == "" || e.Type == "" || e.Headers["ce-source"] == "" || e.Headers["ce-specversion"] != ceSpecVersion {
+			t.Fatalf("accepted event without the required CloudEvents attributes: %+v", e)
+		}
+		if !herald.ValidHeaderValue(e.Key) || !herald.ValidHeaderValue(e.ContentType) {
+			t.Fatalf("accepted key %q or content type %q that a delivery cannot carry", e.Key, e.ContentType)
+		}
 		// data is taken as its raw JSON bytes, which must then be JSON.
 		var attrs map[string]json.RawMessage
 		if json.Unmarshal(body, &attrs) == nil && attrs["data"] != nil && !isJSONNull(attrs["data"]) && !json.Valid(e.Payload) {
@@ -37,8 +44,8 @@ func FuzzStructuredCloudEvent(f *testing.F) {
 			if len(k) < 4 || k[:3] != "ce-" {
 				t.Fatalf("header %q is not a ce- attribute", k)
 			}
-			if !utf8.ValidString(v) && utf8.Valid(body) {
-				t.Fatalf("header %q value %q is not UTF-8 though the body is", k, v)
+			if !herald.ValidHeaderValue(v) {
+				t.Fatalf("header %q value %q cannot be sent in a request header", k, v)
 			}
 		}
 	})

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/heraldhq/herald"
@@ -65,4 +66,91 @@ func TestPublishRefusesUndeliverableMetadata(t *testing.T) {
 	// Tabs and non-ASCII text are fine in a header value.
 	e.must(http.StatusCreated, batch(`{"key":"clé\tun","headers":{"X-Note":"déjà\tvu"},"content_type":"text/plain; charset=utf-8"}`), nil)
 	e.must(http.StatusCreated, structured("subject", "sujet été\tdeux"), nil)
+}
+
+// TestPublishCloudEventsRequiredAttributes checks that a CloudEvent, in
+// structured or binary mode, is refused with 400 naming the attribute
+// unless it has the four attributes CloudEvents 1.0 requires (id, source,
+// specversion, type) with specversion "1.0". Herald assigns none of them.
+func TestPublishCloudEventsRequiredAttributes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	e.putTopic("ce", "")
+	complete := func() map[string]any {
+		return map[string]any{"specversion": "1.0", "id": "e-1", "source": "/orders", "type": "order.paid"}
+	}
+	structured := func(change func(map[string]any)) req {
+		attrs := complete()
+		change(attrs)
+		body, err := json.Marshal(attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req{method: "POST", path: "/v1/topics/ce/events", header: map[string]string{"Content-Type": ceStructuredType}, body: body}
+	}
+	binary := func(change func(map[string]any)) req {
+		attrs := complete()
+		change(attrs)
+		h := map[string]string{"Content-Type": "text/plain"}
+		for k, v := range attrs {
+			h["ce-"+k] = v.(string)
+		}
+		return req{method: "POST", path: "/v1/topics/ce/events", header: h, body: []byte("x")}
+	}
+	without := func(name string) func(map[string]any) { return func(a map[string]any) { delete(a, name) } }
+	set := func(name string, v any) func(map[string]any) { return func(a map[string]any) { a[name] = v } }
+
+	for _, attr := range []string{"id", "source", "specversion", "type"} {
+		t.Run("structured without "+attr, func(t *testing.T) {
+			e.with(t).problem(herald.CodeInvalid, attr, structured(without(attr)))
+		})
+		t.Run("structured with null "+attr, func(t *testing.T) {
+			e.with(t).problem(herald.CodeInvalid, attr, structured(set(attr, nil)))
+		})
+		t.Run("structured with empty "+attr, func(t *testing.T) {
+			e.with(t).problem(herald.CodeInvalid, attr, structured(set(attr, "")))
+		})
+		t.Run("binary without "+attr, func(t *testing.T) {
+			e.with(t).problem(herald.CodeInvalid, "ce-"+attr, binary(without(attr)))
+		})
+		t.Run("binary with empty "+attr, func(t *testing.T) {
+			e.with(t).problem(herald.CodeInvalid, "ce-"+attr, binary(set(attr, "")))
+		})
+	}
+	for _, v := range []string{"0.3", "1", "1.0.2", "2.0"} {
+		t.Run("specversion "+v, func(t *testing.T) {
+			p := e.with(t).problem(herald.CodeInvalid, "specversion", structured(set("specversion", v)))
+			if !strings.Contains(p.Detail, `"1.0"`) {
+				t.Errorf("detail %q does not say which specversion is accepted", p.Detail)
+			}
+			e.with(t).problem(herald.CodeInvalid, "ce-specversion", binary(set("specversion", v)))
+		})
+	}
+	t.Run("specversion not a string", func(t *testing.T) {
+		e.with(t).problem(herald.CodeInvalid, "specversion", structured(set("specversion", 1.0)))
+	})
+	t.Run("source not a string", func(t *testing.T) {
+		e.with(t).problem(herald.CodeInvalid, "source", structured(set("source", 7)))
+	})
+	t.Run("source not a URI-reference", func(t *testing.T) {
+		e.with(t).problem(herald.CodeInvalid, "source", structured(set("source", "http://[::1")))
+		e.with(t).problem(herald.CodeInvalid, "ce-source", binary(set("source", "http://[::1")))
+	})
+	if n := len(e.events("ce")); n != 0 {
+		t.Fatalf("%d events stored by refused publishes, want 0", n)
+	}
+
+	// Complete events pass, in both modes; a source may be any
+	// URI-reference, absolute or relative.
+	var res publishResultJSON
+	e.must(http.StatusCreated, structured(set("source", "https://shop.example/orders")), &res)
+	if res.ID != "e-1" {
+		t.Errorf("id %q, want the CloudEvent's", res.ID)
+	}
+	e.must(http.StatusCreated, binary(set("id", "e-2")), &res)
+	if res.ID != "e-2" {
+		t.Errorf("id %q, want ce-id", res.ID)
+	}
+	// A publish without any ce-* header is not a CloudEvent: nothing is required.
+	e.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/ce/events", body: []byte("plain")}, nil)
 }

@@ -214,7 +214,8 @@ func TestPublishCloudEventsBinary(t *testing.T) {
 
 	// Herald-Event-Key wins over ce-subject.
 	e.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/ce/events", body: body, header: map[string]string{
-		"ce-id": "ce-2", "ce-subject": "from-ce", "Herald-Event-Key": "from-herald",
+		"ce-specversion": "1.0", "ce-id": "ce-2", "ce-source": "/payments", "ce-type": "t",
+		"ce-subject": "from-ce", "Herald-Event-Key": "from-herald",
 	}}, &res)
 	var ev2 eventJSON
 	e.must(http.StatusOK, req{method: "GET", path: "/v1/topics/ce/events/ce-2"}, &ev2)
@@ -260,19 +261,20 @@ func TestPublishCloudEventsStructured(t *testing.T) {
 		t.Errorf("data_base64 event %+v (err %v)", stored, err)
 	}
 
+	const required = `"specversion":"1.0","id":"x","source":"/s","type":"t"`
 	cases := []struct {
 		name, body string
 		code       herald.Code
 		field      string
 	}{
-		{"data and data_base64", `{"id":"x","data":1,"data_base64":"AA=="}`, herald.CodeInvalid, "data"},
+		{"data and data_base64", `{` + required + `,"data":1,"data_base64":"AA=="}`, herald.CodeInvalid, "data"},
 		{"id not a string", `{"id":7}`, herald.CodeInvalid, "id"},
-		{"type with space", `{"type":"a b"}`, herald.CodeInvalid, "type"},
-		{"bad base64", `{"data_base64":"***"}`, herald.CodeInvalid, "data_base64"},
+		{"type with space", `{"specversion":"1.0","id":"x","source":"/s","type":"a b"}`, herald.CodeInvalid, "type"},
+		{"bad base64", `{` + required + `,"data_base64":"***"}`, herald.CodeInvalid, "data_base64"},
 		{"not an object", `[1]`, herald.CodeInvalid, ""},
 		{"malformed", `{"id":`, herald.CodeInvalid, ""},
 		{"bad attribute name", `{"Bad-Name":"x"}`, herald.CodeInvalid, "Bad-Name"},
-		{"data over the topic limit", `{"data":"` + strings.Repeat("x", 64) + `"}`, herald.CodeTooLarge, "data"},
+		{"data over the topic limit", `{` + required + `,"data":"` + strings.Repeat("x", 64) + `"}`, herald.CodeTooLarge, "data"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
