@@ -20,8 +20,8 @@ type Store interface {
 
 	// PutTopic creates the topic, or updates the settings of an existing
 	// one (its name, creation time and seqs stay). It returns the stored
-	// topic and whether it was created. Settings must be valid and non-zero
-	// (callers apply Topic.WithDefaults and Topic.Validate).
+	// topic and whether it was created. Settings must be valid (callers
+	// apply Topic.Validate); a zero DedupWindow turns deduplication off.
 	PutTopic(ctx context.Context, t Topic) (Topic, bool, error)
 
 	// GetTopic returns the topic with its statistics, or CodeNotFound.

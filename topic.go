@@ -13,7 +13,8 @@ const (
 	DefaultDedupWindow   = 24 * time.Hour
 	// MaxEventBytesLimit is the largest max_event_bytes a topic may set.
 	MaxEventBytesLimit = 4 << 20
-	// MaxRetention and MaxDedupWindow bound topic settings.
+	// MinRetention, MaxRetention and MaxDedupWindow bound topic settings.
+	MinRetention   = time.Minute
 	MaxRetention   = 365 * 24 * time.Hour
 	MaxDedupWindow = 30 * 24 * time.Hour
 	// SystemTopicPrefix starts the names of topics Herald itself writes to.
@@ -43,7 +44,9 @@ func (t Topic) EventCount() int64 {
 	return t.HeadSeq - t.FirstSeq + 1
 }
 
-// WithDefaults returns t with zero settings replaced by the defaults.
+// WithDefaults returns t with zero settings replaced by the defaults. It is
+// for settings nobody gave: a zero DedupWindow means deduplication off, so
+// a caller that was given one explicitly must not pass it through here.
 func (t Topic) WithDefaults() Topic {
 	if t.Retention == 0 {
 		t.Retention = DefaultRetention
@@ -63,12 +66,14 @@ func (t Topic) Validate() error {
 		return err
 	}
 	switch {
-	case t.Retention < time.Minute || t.Retention > MaxRetention:
-		return FieldErrorf("retention", "retention must be between 1m and %s, got %s", MaxRetention, t.Retention)
+	case t.Retention < MinRetention || t.Retention > MaxRetention:
+		return FieldErrorf("retention", "retention must be between %s and %s, got %s",
+			FormatDuration(MinRetention), FormatDuration(MaxRetention), FormatDuration(t.Retention))
 	case t.MaxEventBytes < 1 || t.MaxEventBytes > MaxEventBytesLimit:
 		return FieldErrorf("max_event_bytes", "max_event_bytes must be between 1 and %d, got %d", MaxEventBytesLimit, t.MaxEventBytes)
 	case t.DedupWindow < 0 || t.DedupWindow > MaxDedupWindow:
-		return FieldErrorf("dedup_window", "dedup_window must be between 0 and %s, got %s", MaxDedupWindow, t.DedupWindow)
+		return FieldErrorf("dedup_window", "dedup_window must be between 0s and %s (0s turns deduplication off), got %s",
+			FormatDuration(MaxDedupWindow), FormatDuration(t.DedupWindow))
 	}
 	return nil
 }

@@ -46,27 +46,41 @@ func toTopicJSON(t herald.Topic) topicJSON {
 	}
 }
 
-// topicSettings is the body of PUT /v1/topics/{topic}. Omitted or zero
-// settings take the defaults, on update too: PUT replaces the settings.
+// topicSettings is the body of PUT /v1/topics/{topic}. An absent setting
+// (or null, or "" for a duration, as elsewhere in the API) takes its
+// default, on update too: PUT replaces the settings. A given one is taken
+// as it is, zero included, so a dedup_window of "0s" turns deduplication
+// off while a zero retention or max_event_bytes is refused as out of
+// range: hence the pointers.
 type topicSettings struct {
-	Retention     string `json:"retention"`
-	MaxEventBytes int    `json:"max_event_bytes"`
-	DedupWindow   string `json:"dedup_window"`
+	Retention     *string `json:"retention"`
+	MaxEventBytes *int    `json:"max_event_bytes"`
+	DedupWindow   *string `json:"dedup_window"`
 }
 
+// topic returns the topic's settings: the defaults, overridden by every
+// setting given, then validated.
 func (ts topicSettings) topic(name string) (herald.Topic, error) {
-	t := herald.Topic{Name: name, MaxEventBytes: ts.MaxEventBytes}
+	t := herald.Topic{Name: name}.WithDefaults()
 	var err error
-	if t.Retention, err = parseSetting("retention", ts.Retention); err != nil {
-		return t, err
+	if ts.Retention != nil && *ts.Retention != "" {
+		if t.Retention, err = parseSetting("retention", *ts.Retention); err != nil {
+			return t, err
+		}
 	}
-	if t.DedupWindow, err = parseSetting("dedup_window", ts.DedupWindow); err != nil {
-		return t, err
+	if ts.MaxEventBytes != nil {
+		t.MaxEventBytes = *ts.MaxEventBytes
 	}
-	t = t.WithDefaults()
+	if ts.DedupWindow != nil && *ts.DedupWindow != "" {
+		if t.DedupWindow, err = parseSetting("dedup_window", *ts.DedupWindow); err != nil {
+			return t, err
+		}
+	}
 	return t, t.Validate()
 }
 
+// parseSetting parses an optional duration setting; "" is 0, for the
+// caller to read as "not given".
 func parseSetting(field, s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil

@@ -192,3 +192,53 @@ func TestTopicListScanBudget(t *testing.T) {
 		t.Errorf("saw %v, want [z.visible]", seen)
 	}
 }
+
+// TestTopicExplicitZeroSettings checks that PUT tells an absent setting
+// (the default) from an explicit zero: dedup_window "0s" turns
+// deduplication off and stays off, while a zero retention or
+// max_event_bytes is refused naming the field and the allowed range.
+func TestTopicExplicitZeroSettings(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+
+	off := e.putTopic("nodedup", `{"dedup_window":"0s"}`)
+	if off.DedupWindow != "0s" || off.Retention != "7d" || off.MaxEventBytes != herald.DefaultMaxEventBytes {
+		t.Fatalf("PUT {dedup_window:0s}: %+v; want dedup_window 0s and default retention and max_event_bytes", off)
+	}
+	var got topicJSON
+	e.must(http.StatusOK, req{method: "GET", path: "/v1/topics/nodedup"}, &got)
+	if got.DedupWindow != "0s" {
+		t.Fatalf("GET after PUT {dedup_window:0s}: dedup_window %q", got.DedupWindow)
+	}
+	// With deduplication off, the same idempotency key stores two events.
+	idem := map[string]string{"Idempotency-Key": "k-1"}
+	var first, second publishResultJSON
+	e.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/nodedup/events", body: []byte("a"), header: idem}, &first)
+	e.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/nodedup/events", body: []byte("a"), header: idem}, &second)
+	if second.Duplicate || second.Seq != first.Seq+1 {
+		t.Errorf("second publish with the key: %+v; want a new event after %+v", second, first)
+	}
+	// Absent, null or "" is the default again: PUT replaces the settings.
+	for _, body := range []string{`{}`, `{"dedup_window":null}`, `{"dedup_window":""}`} {
+		e.must(http.StatusOK, req{method: "PUT", path: "/v1/topics/nodedup", body: []byte(`{"dedup_window":"0s"}`)}, nil)
+		e.must(http.StatusOK, req{method: "PUT", path: "/v1/topics/nodedup", body: []byte(body)}, &got)
+		if got.DedupWindow != "1d" {
+			t.Errorf("PUT %s: dedup_window %q, want the default 1d", body, got.DedupWindow)
+		}
+	}
+
+	for _, c := range []struct{ body, field, allowed string }{
+		{`{"retention":"0s"}`, "retention", "between 1m and 365d"},
+		{`{"retention":"59s"}`, "retention", "between 1m and 365d"},
+		{`{"max_event_bytes":0}`, "max_event_bytes", "between 1 and 4194304"},
+		{`{"dedup_window":"-1s"}`, "dedup_window", "between 0s and 30d"},
+	} {
+		t.Run(c.body, func(t *testing.T) {
+			p := e.with(t).problem(herald.CodeInvalid, c.field, req{method: "PUT", path: "/v1/topics/zero", body: []byte(c.body)})
+			if !strings.Contains(p.Detail, c.allowed) {
+				t.Errorf("detail %q does not say %q", p.Detail, c.allowed)
+			}
+		})
+	}
+	e.problem(herald.CodeNotFound, anyField, req{method: "GET", path: "/v1/topics/zero"})
+}

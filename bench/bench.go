@@ -164,9 +164,9 @@ func (c Config) runHerald(ctx context.Context) (res *Result, _ error) {
 	base := c.sinkBase(sink)
 
 	topic := "bench." + randomHex(4)
-	settings := client.TopicSettings{Retention: 24 * time.Hour}
+	settings := client.TopicSettings{Retention: new(24 * time.Hour)}
 	if c.Size > herald.DefaultMaxEventBytes {
-		settings.MaxEventBytes = c.Size
+		settings.MaxEventBytes = &c.Size
 	}
 	if _, _, err := hc.PutTopic(ctx, topic, settings); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", topic, err)

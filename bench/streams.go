@@ -355,9 +355,9 @@ func RunStreams(ctx context.Context, cfg StreamsConfig) (rep *StreamsReport, err
 	}
 
 	topic := "bench-streams." + randomHex(4)
-	settings := client.TopicSettings{Retention: 24 * time.Hour}
+	settings := client.TopicSettings{Retention: new(24 * time.Hour)}
 	if cfg.Size > herald.DefaultMaxEventBytes {
-		settings.MaxEventBytes = cfg.Size
+		settings.MaxEventBytes = &cfg.Size
 	}
 	if _, _, err := hc.PutTopic(ctx, topic, settings); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", topic, err)

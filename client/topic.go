@@ -7,16 +7,21 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/heraldhq/herald"
 )
 
-// TopicSettings are the settings of a topic. A zero field is left out of
+// TopicSettings are the settings of a topic. A nil field is left out of
 // the request, and the server applies its default (retention 7d,
 // max_event_bytes 256 KiB, dedup_window 24h), also when it updates an
 // existing topic: PutTopic replaces the settings, it does not merge them.
+// A set field is sent as it is, zero included: DedupWindow
+// new(time.Duration(0)) turns deduplication off, while a zero Retention or
+// MaxEventBytes is out of range and refused.
 type TopicSettings struct {
-	Retention     time.Duration // how long events are kept
-	MaxEventBytes int           // largest payload accepted
-	DedupWindow   time.Duration // how long an idempotency key is remembered
+	Retention     *time.Duration // how long events are kept: 1m to 365d
+	MaxEventBytes *int           // largest payload accepted: 1 to 4 MiB
+	DedupWindow   *time.Duration // how long an idempotency key is remembered: 0 (off) to 30d
 }
 
 // Topic is a topic as the server reports it, with its statistics. It
@@ -93,11 +98,18 @@ func (c *Client) PutTopic(ctx context.Context, name string, s TopicSettings) (To
 	if err != nil {
 		return Topic{}, false, err
 	}
-	body, hdr, err := jsonBody(struct {
-		Retention     string `json:"retention,omitempty"`
-		MaxEventBytes int    `json:"max_event_bytes,omitempty"`
-		DedupWindow   string `json:"dedup_window,omitempty"`
-	}{formatDuration(s.Retention), s.MaxEventBytes, formatDuration(s.DedupWindow)})
+	settings := struct {
+		Retention     *string `json:"retention,omitempty"`
+		MaxEventBytes *int    `json:"max_event_bytes,omitempty"`
+		DedupWindow   *string `json:"dedup_window,omitempty"`
+	}{MaxEventBytes: s.MaxEventBytes}
+	if s.Retention != nil {
+		settings.Retention = new(herald.FormatDuration(*s.Retention)) // "0s", not "": zero is a value here
+	}
+	if s.DedupWindow != nil {
+		settings.DedupWindow = new(herald.FormatDuration(*s.DedupWindow))
+	}
+	body, hdr, err := jsonBody(settings)
 	if err != nil {
 		return Topic{}, false, err
 	}

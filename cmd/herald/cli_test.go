@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -254,14 +256,39 @@ func TestParseTopicsCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := topicsCreateArgs{"orders.created", client.TopicSettings{Retention: 7 * 24 * time.Hour, MaxEventBytes: 1024, DedupWindow: 90 * time.Minute}}
-	if got != want {
-		t.Errorf("got %+v, want %+v", got, want)
+	want := topicsCreateArgs{"orders.created", client.TopicSettings{Retention: new(7 * 24 * time.Hour), MaxEventBytes: new(1024), DedupWindow: new(90 * time.Minute)}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %s, want %s", settingsText(got.settings), settingsText(want.settings))
 	}
 	got, err = parseTopicsCreate(c, []string{"orders"})
 	if err != nil || got != (topicsCreateArgs{name: "orders"}) {
-		t.Errorf("no settings: got %+v, %v; want zero settings (server defaults)", got, err)
+		t.Errorf("no settings: got %s, %v; want none set (server defaults)", settingsText(got.settings), err)
 	}
+	// A zero given is sent, not mistaken for "not given": --dedup-window 0s
+	// turns deduplication off, and the server refuses the other zeros.
+	got, err = parseTopicsCreate(c, []string{"orders", "--dedup-window", "0s", "--max-event-bytes", "0", "--retention", "0s"})
+	want = topicsCreateArgs{"orders", client.TopicSettings{Retention: new(time.Duration(0)), MaxEventBytes: new(0), DedupWindow: new(time.Duration(0))}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("explicit zeros: got %s, %v; want %s", settingsText(got.settings), err, settingsText(want.settings))
+	}
+}
+
+// settingsText shows topic settings with their pointers followed.
+func settingsText(s client.TopicSettings) string {
+	show := func(p any) string {
+		switch v := p.(type) {
+		case *time.Duration:
+			if v != nil {
+				return v.String()
+			}
+		case *int:
+			if v != nil {
+				return strconv.Itoa(*v)
+			}
+		}
+		return "unset"
+	}
+	return fmt.Sprintf("{retention %s, max_event_bytes %s, dedup_window %s}", show(s.Retention), show(s.MaxEventBytes), show(s.DedupWindow))
 }
 
 func TestParseEventsList(t *testing.T) {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/client"
@@ -44,15 +46,29 @@ func parseTopicsCreate(c *cli, args []string) (topicsCreateArgs, error) {
 Create the topic NAME, or replace the settings of an existing one (its
 events stay): settings not given take the server's defaults. Names are dot-separated segments of letters, digits,
 '_' and '-', such as orders.created. Needs an admin key.`)
-	fs.Var(durationFlag{&a.settings.Retention}, "retention", "keep events for `D`, such as 7d or 12h (server default 7d)")
-	fs.IntVar(&a.settings.MaxEventBytes, "max-event-bytes", 0, "accept payloads up to `N` bytes (server default 262144)")
-	fs.Var(durationFlag{&a.settings.DedupWindow}, "dedup-window", "remember idempotency keys for `D` (server default 24h)")
+	var retention, dedup time.Duration
+	var maxBytes int
+	fs.Var(durationFlag{&retention}, "retention", "keep events for `D`, 1m to 365d, such as 7d or 12h (server default 7d)")
+	fs.IntVar(&maxBytes, "max-event-bytes", 0, "accept payloads up to `N` bytes, 1 to 4194304 (server default 262144)")
+	fs.Var(durationFlag{&dedup}, "dedup-window", "remember idempotency keys for `D`, up to 30d; 0s turns deduplication off (server default 24h)")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return a, err
 	}
-	if a.settings.MaxEventBytes < 0 {
-		return a, fs.usageErrorf("--max-event-bytes %d: want a positive number of bytes", a.settings.MaxEventBytes)
+	// Only the flags given are sent, zero included: the server applies
+	// its defaults to the others and judges the values.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "retention":
+			a.settings.Retention = &retention
+		case "max-event-bytes":
+			a.settings.MaxEventBytes = &maxBytes
+		case "dedup-window":
+			a.settings.DedupWindow = &dedup
+		}
+	})
+	if maxBytes < 0 {
+		return a, fs.usageErrorf("--max-event-bytes %d: want a positive number of bytes", maxBytes)
 	}
 	a.name = pos[0]
 	return a, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -131,7 +132,7 @@ func TestServeErrorsAreProblems(t *testing.T) {
 	m, _ := testServer(t, t.TempDir(), nil)
 	ctx := t.Context()
 	c := adminClient(m)
-	if _, _, err := c.PutTopic(ctx, "small", client.TopicSettings{MaxEventBytes: 10}); err != nil {
+	if _, _, err := c.PutTopic(ctx, "small", client.TopicSettings{MaxEventBytes: new(10)}); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -224,6 +225,13 @@ func TestCLIAgainstServer(t *testing.T) {
 	}
 	if out, errOut, code := cli("", "topics", "create", "cli.demo", "--retention", "2d"); code != 0 {
 		t.Fatalf("topics create: %d %s %s", code, out, errOut)
+	}
+	// An explicit zero is sent: 0s turns deduplication off, a zero size is refused.
+	if out, errOut, code := cli("", "topics", "create", "cli.nodedup", "--dedup-window", "0s"); code != 0 || !regexp.MustCompile(`dedup window:\s+0s\n`).MatchString(out) {
+		t.Fatalf("topics create --dedup-window 0s: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code := cli("", "topics", "create", "cli.zero", "--max-event-bytes", "0"); code != 1 || !strings.Contains(errOut, "max_event_bytes must be between 1 and 4194304") {
+		t.Fatalf("topics create --max-event-bytes 0: %d %q %q; want exit 1 naming the allowed range", code, out, errOut)
 	}
 	if out, errOut, code := cli(`{"n":1}`, "publish", "cli.demo", "--type", "demo.happened"); code != 0 || !strings.Contains(out, "1") {
 		t.Fatalf("publish from stdin: %d %q %q", code, out, errOut)
