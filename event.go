@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -40,8 +41,22 @@ type Event struct {
 type AppendResult struct {
 	ID        string // the stored event's id; for a duplicate, the first event's id
 	Seq       int64  // its seq; for a duplicate, the first event's seq
-	Duplicate bool   // the idempotency key was seen within the dedup window; nothing was stored
+	Duplicate bool   // the idempotency key or the event id was seen within the dedup window; nothing was stored
 	Err       error  // non-nil: this event was not stored (for example CodeNotFound: no such topic)
+}
+
+// ErrAppendConflict is what Store.Append returns, with its results, when an
+// event reuses the id of a different event of its topic within the dedup
+// window: nothing was stored, and the results say which events failed.
+var ErrAppendConflict = &Error{Code: CodeConflict, Message: "an event reused the id of a different event; nothing was stored"}
+
+// EventIDConflict is the error of an event whose ID already names the
+// event at seq of its topic, within the dedup window, with another
+// payload. Both stores return it, so the API says the same whichever runs.
+func EventIDConflict(e *Event, seq int64) *Error {
+	return &Error{Code: CodeConflict, Field: "id", Message: fmt.Sprintf(
+		"event id %s already names event %d of topic %s, which has a different payload: an event id is unique within its topic for the dedup window; send the same payload to retry it, or choose a new id",
+		e.ID, seq, e.Topic)}
 }
 
 // ValidateEvent checks the producer-set metadata of e against the limits.

@@ -37,8 +37,10 @@ type Store interface {
 
 	// Append commits the events in one transaction and returns one result
 	// per event, in order, after the commit is durable (it survives a crash
-	// of the process and of the machine). Each event must have ID, Topic and
-	// Time set and valid metadata; Append sets Seq on each stored event.
+	// of the process and of the machine). Each event must have Topic and
+	// Time set and valid metadata; Append sets Seq on each stored event,
+	// and ID on each stored one that had none: a new NewID at its Time,
+	// unique by construction.
 	//
 	// Seqs are per topic, gap-free and increasing: events of one topic in
 	// one call get consecutive seqs in slice order, after every seq
@@ -47,6 +49,22 @@ type Store interface {
 	// earlier in the same call) is not stored: its result has Duplicate set
 	// and the first event's ID and Seq. An event whose topic does not exist
 	// has Err with CodeNotFound and is not stored; the other events are.
+	//
+	// An event id is unique within its topic for the dedup window: an event
+	// given an ID (by its producer), not a duplicate by its IdempotencyKey,
+	// whose ID names the newest event of its topic with that id, stored
+	// less than the DedupWindow before the event's Time (including earlier
+	// in the same call), repeats it. With a byte-equal Payload it is a duplicate as above: not stored,
+	// Duplicate set, that event's ID and Seq. With another Payload it
+	// conflicts, and then Append stores nothing at all and returns
+	// ErrAppendConflict with the results: each conflicting event's Err is
+	// an EventIDConflict error (CodeConflict), each event that could not be
+	// stored for another reason has its Err, and every other result is
+	// zero. The caller drops what failed and appends the rest again, so one
+	// producer's mistake does not fail the events it was grouped with. With
+	// a DedupWindow of zero, ids are not checked. Outside the window, or
+	// once retention removed the event, the id may name a new event.
+	//
 	// A non-nil error means nothing was stored.
 	Append(ctx context.Context, events []*Event) ([]AppendResult, error)
 
@@ -55,7 +73,8 @@ type Store interface {
 	ReadEvents(ctx context.Context, topic string, afterSeq int64, limit int) ([]Event, error)
 
 	// GetEvent returns the event of the topic with the id (the newest one if
-	// a producer reused an id outside the dedup window), or CodeNotFound.
+	// a producer reused an id outside the dedup window, or on a topic
+	// without one), or CodeNotFound.
 	GetEvent(ctx context.Context, topic, id string) (Event, error)
 
 	// SeqAtTime returns the seq of the first retained event of the topic

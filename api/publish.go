@@ -78,10 +78,8 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	if err := applyHeraldHeaders(r.Header, e); err != nil {
 		return err
 	}
+	// Without a producer's id, the store assigns one at commit.
 	e.Topic, e.Time = name, now
-	if e.ID == "" {
-		e.ID = herald.NewID(now)
-	}
 	if err := herald.ValidateEvent(e); err != nil {
 		return err
 	}
@@ -148,8 +146,10 @@ func applyHeraldHeaders(h http.Header, e *herald.Event) error {
 }
 
 // append commits the events and counts what was stored and deduplicated. A
-// per-event failure is returned as the error: a request's events share one
-// topic, so they fail together.
+// per-event failure fails the request, which is then stored nothing (a
+// batch is all or nothing): an unknown topic (every event of a request
+// shares it), or an event id that names a different event (CodeConflict),
+// whose error names the event in a batch ("events[3].id").
 func (s *Server) append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
 	results, err := s.appender.Append(ctx, events)
 	if err != nil {
@@ -158,18 +158,33 @@ func (s *Server) append(ctx context.Context, events []*herald.Event) ([]herald.A
 	if len(results) != len(events) {
 		return nil, fmt.Errorf("append of %d events returned %d results", len(events), len(results))
 	}
-	var firstErr error
+	for i, res := range results {
+		if res.Err == nil {
+			continue
+		}
+		if he, ok := errors.AsType[*herald.Error](res.Err); ok && len(events) > 1 && he.Field != "topic" {
+			return nil, inBatchEvent(he, fmt.Sprintf("events[%d]", i))
+		}
+		return nil, res.Err
+	}
 	for _, res := range results {
-		switch {
-		case res.Err != nil:
-			firstErr = cmp.Or(firstErr, res.Err)
-		case res.Duplicate:
+		if res.Duplicate {
 			s.metrics.duplicates.Inc()
-		default:
+		} else {
 			s.metrics.published.Inc()
 		}
 	}
-	return results, firstErr
+	return results, nil
+}
+
+// inBatchEvent names the event of a batch that err is about: field "id"
+// of prefix "events[3]" becomes "events[3].id".
+func inBatchEvent(err *herald.Error, prefix string) *herald.Error {
+	field := prefix
+	if err.Field != "" {
+		field += "." + err.Field
+	}
+	return &herald.Error{Code: err.Code, Field: field, Message: prefix + ": " + err.Message, Err: err.Err}
 }
 
 // batchRequest is the body of a batch publish. Events are decoded one by
@@ -259,10 +274,7 @@ func decodeBatch(body []byte, maxEventBytes int, now time.Time) ([]*herald.Event
 		if err != nil {
 			return nil, err
 		}
-		e.Time = now
-		if e.ID == "" {
-			e.ID = herald.NewID(now)
-		}
+		e.Time = now // without a producer's id, the store assigns one at commit
 		events[i] = e
 	}
 	return events, nil
@@ -309,7 +321,7 @@ func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*h
 	}
 	if err := herald.ValidateEvent(e); err != nil {
 		if he, ok := errors.AsType[*herald.Error](err); ok && he.Field != "" {
-			return nil, &herald.Error{Code: he.Code, Field: prefix + "." + he.Field, Message: prefix + ": " + he.Message}
+			return nil, inBatchEvent(he, prefix)
 		}
 		return nil, err
 	}

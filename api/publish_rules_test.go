@@ -154,3 +154,73 @@ func TestPublishCloudEventsRequiredAttributes(t *testing.T) {
 	// A publish without any ce-* header is not a CloudEvent: nothing is required.
 	e.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/ce/events", body: []byte("plain")}, nil)
 }
+
+// TestPublishProducerIDRepeats checks that an event id a producer chose
+// (Herald-Event-Id, ce-id, a structured CloudEvent's or a batch event's
+// id) is unique within its topic for the dedup window: the same id with
+// the same payload is the 200 duplicate answer of an Idempotency-Key, with
+// another payload a 409 that stores nothing, not even the rest of a batch.
+func TestPublishProducerIDRepeats(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	e.putTopic("ids", "")
+	publish := func(header map[string]string, body string) req {
+		return req{method: "POST", path: "/v1/topics/ids/events", header: header, body: []byte(body)}
+	}
+	heraldID := map[string]string{"Herald-Event-Id": "my-id-1"}
+
+	var first, again publishResultJSON
+	e.must(http.StatusCreated, publish(heraldID, "one"), &first)
+	e.must(http.StatusOK, publish(heraldID, "one"), &again)
+	if first.ID != "my-id-1" || first.Duplicate || !again.Duplicate || again.ID != first.ID || again.Seq != first.Seq {
+		t.Fatalf("same id and payload twice: %+v then %+v; want the second a duplicate of the first", first, again)
+	}
+	p := e.problem(herald.CodeConflict, "id", publish(heraldID, "two"))
+	if !strings.Contains(p.Detail, "my-id-1") {
+		t.Errorf("conflict detail %q does not name the id", p.Detail)
+	}
+	var got eventJSON
+	e.must(http.StatusOK, req{method: "GET", path: "/v1/topics/ids/events/my-id-1"}, &got)
+	if got.Seq != first.Seq || string(payloadOf(t, got)) != "one" {
+		t.Errorf("GET my-id-1: %+v; want the first event", got)
+	}
+
+	// CloudEvents ids, in both modes.
+	binary := map[string]string{"ce-specversion": "1.0", "ce-id": "ce-7", "ce-source": "/s", "ce-type": "t"}
+	e.must(http.StatusCreated, publish(binary, "x"), &first)
+	e.must(http.StatusOK, publish(binary, "x"), &again)
+	if !again.Duplicate || again.Seq != first.Seq {
+		t.Errorf("ce-id twice: %+v then %+v", first, again)
+	}
+	structured := map[string]string{"Content-Type": ceStructuredType}
+	e.problem(herald.CodeConflict, "id", publish(structured, `{"specversion":"1.0","id":"ce-7","source":"/s","type":"t","data":"y"}`))
+
+	// Batches: a repeat inside a batch is a duplicate; a conflict fails
+	// the whole batch, naming the event.
+	var batch batchResultJSON
+	e.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/ids/events:batch",
+		body: []byte(`{"events":[{"id":"b-1","data":1},{"id":"b-1","data":1},{"id":"my-id-1","data_base64":"b25l"}]}`)}, &batch)
+	if b := batch.Events; b[0].Duplicate || !b[1].Duplicate || b[1].Seq != b[0].Seq || !b[2].Duplicate || b[2].ID != "my-id-1" {
+		t.Errorf("batch with repeated ids: %+v", b)
+	}
+	head := len(e.events("ids"))
+	e.problem(herald.CodeConflict, "events[1].id", req{method: "POST", path: "/v1/topics/ids/events:batch",
+		body: []byte(`{"events":[{"data":"new"},{"id":"b-1","data":2}]}`)})
+	e.problem(herald.CodeConflict, "events[2].id", req{method: "POST", path: "/v1/topics/ids/events:batch",
+		body: []byte(`{"events":[{"data":"new"},{"id":"c-1","data":1},{"id":"c-1","data":2}]}`)})
+	if n := len(e.events("ids")); n != head {
+		t.Errorf("%d events after refused batches, want %d: a batch is all or nothing", n, head)
+	}
+
+	// With deduplication off, an id may repeat; GET finds the newest.
+	e.putTopic("ids.off", `{"dedup_window":"0s"}`)
+	off := func(body string) req {
+		return req{method: "POST", path: "/v1/topics/ids.off/events", header: heraldID, body: []byte(body)}
+	}
+	e.must(http.StatusCreated, off("one"), &first)
+	e.must(http.StatusCreated, off("two"), &again)
+	e.must(http.StatusOK, req{method: "GET", path: "/v1/topics/ids.off/events/my-id-1"}, &got)
+	if again.Seq != first.Seq+1 || got.Seq != again.Seq {
+		t.Errorf("dedup off: seqs %d, %d, GET gives %d; want two events and the newest", first.Seq, again.Seq, got.Seq)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,7 +97,10 @@ func (c *Committer) Stop(ctx context.Context) error { return c.group.stop(ctx) }
 
 // Append commits the events in one transaction shared with other waiting
 // requests, and returns their results once the commit is durable (see
-// herald.Store.Append for the result contract). If ctx ends before the
+// herald.Store.Append for the result contract). When an event's id
+// conflicts, none of these events is stored: its result's Err has
+// CodeConflict, the other results are zero, and the requests it was
+// grouped with are committed without it. If ctx ends before the
 // commit is done, Append returns ctx's error and the events may or may not
 // be stored: producers retry with an idempotency key.
 func (c *Committer) Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
@@ -106,53 +110,99 @@ func (c *Committer) Append(ctx context.Context, events []*herald.Event) ([]heral
 	return c.group.submit(ctx, events)
 }
 
+// commit writes the requests with one Store.Append. When an event reuses
+// the id of a different event (herald.ErrAppendConflict: nothing was
+// stored), the requests holding an event that failed are answered with
+// their results and the others are appended again without them: one
+// producer's mistake fails neither the requests it was grouped with nor
+// the atomicity of its own batch. Each pass drops at least one request,
+// and conflicts are rare, so this is at most a few more transactions.
 func (c *Committer) commit(ctx context.Context, reqs [][]*herald.Event) ([][]herald.AppendResult, error) {
-	n := 0
-	for _, r := range reqs {
-		n += len(r)
-	}
-	events := make([]*herald.Event, 0, n)
-	for _, r := range reqs {
-		events = append(events, r...)
-	}
-	start := time.Now()
-	results, err := c.store.Append(ctx, events)
-	c.metrics.duration.Observe(time.Since(start).Seconds())
-	c.metrics.batchEvents.Observe(float64(n))
-	if err != nil {
-		c.metrics.errors.Inc()
-		c.log.Error("commit failed", "events", n, "requests", len(reqs), "err", err)
-		failed := &herald.Error{Code: herald.CodeUnavailable, Err: err,
-			Message: "the event store could not commit (" + storeReason(err) + "); retry later"}
-		c.mu.Lock()
-		c.failed, c.failedAt = failed, time.Now()
-		c.mu.Unlock()
-		return nil, failed
-	}
-	c.mu.Lock()
-	c.failed = nil
-	c.mu.Unlock()
 	out := make([][]herald.AppendResult, len(reqs))
-	i := 0
-	for k, r := range reqs {
-		out[k] = results[i : i+len(r) : i+len(r)]
-		i += len(r)
+	pending := make([]int, len(reqs)) // indexes in reqs still to commit
+	for k := range pending {
+		pending[k] = k
 	}
-	stored := make([]*herald.Event, 0, n)
+	for {
+		n := 0
+		for _, k := range pending {
+			n += len(reqs[k])
+		}
+		events := make([]*herald.Event, 0, n)
+		for _, k := range pending {
+			events = append(events, reqs[k]...)
+		}
+		start := time.Now()
+		results, err := c.store.Append(ctx, events)
+		c.metrics.duration.Observe(time.Since(start).Seconds())
+		c.metrics.batchEvents.Observe(float64(n))
+		if errors.Is(err, herald.ErrAppendConflict) && len(results) == len(events) {
+			if kept := answerFailed(reqs, pending, results, out); len(kept) < len(pending) {
+				if pending = kept; len(pending) == 0 {
+					return out, nil
+				}
+				continue
+			}
+			err = fmt.Errorf("the store reported a conflict but failed no event: %w", err)
+		}
+		if err != nil {
+			c.metrics.errors.Inc()
+			c.log.Error("commit failed", "events", n, "requests", len(pending), "err", err)
+			failed := &herald.Error{Code: herald.CodeUnavailable, Err: err,
+				Message: "the event store could not commit (" + storeReason(err) + "); retry later"}
+			c.mu.Lock()
+			c.failed, c.failedAt = failed, time.Now()
+			c.mu.Unlock()
+			return nil, failed
+		}
+		c.mu.Lock()
+		c.failed = nil
+		c.mu.Unlock()
+		i := 0
+		for _, k := range pending {
+			out[k] = results[i : i+len(reqs[k]) : i+len(reqs[k])]
+			i += len(reqs[k])
+		}
+		c.committed(events, results)
+		return out, nil
+	}
+}
+
+// answerFailed sets out for each pending request that holds an event with
+// an error in results (one result per event of the pending requests, in
+// order), and returns the requests left to commit.
+func answerFailed(reqs [][]*herald.Event, pending []int, results []herald.AppendResult, out [][]herald.AppendResult) []int {
+	var kept []int
+	i := 0
+	for _, k := range pending {
+		res := results[i : i+len(reqs[k]) : i+len(reqs[k])]
+		i += len(reqs[k])
+		if slices.ContainsFunc(res, func(r herald.AppendResult) bool { return r.Err != nil }) {
+			out[k] = res
+		} else {
+			kept = append(kept, k)
+		}
+	}
+	return kept
+}
+
+// committed runs the hooks with the events the commit stored.
+func (c *Committer) committed(events []*herald.Event, results []herald.AppendResult) {
+	stored := make([]*herald.Event, 0, len(events))
 	for j, res := range results {
 		if !res.Duplicate && res.Err == nil {
 			stored = append(stored, events[j])
 		}
 	}
-	if len(stored) > 0 {
-		c.mu.Lock()
-		hooks := c.hooks
-		c.mu.Unlock()
-		for _, h := range hooks {
-			h(stored)
-		}
+	if len(stored) == 0 {
+		return
 	}
-	return out, nil
+	c.mu.Lock()
+	hooks := c.hooks
+	c.mu.Unlock()
+	for _, h := range hooks {
+		h(stored)
+	}
 }
 
 // Health reports whether the committer can commit, as far as it knows: an

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -31,6 +32,18 @@ const dedupLookupSQL = `SELECT t.name, d.idem_key, d.event_id, d.seq, d.time_ns
 	FROM unnest($1::text[], $2::text[]) AS v(name, idem_key)
 	JOIN topics t ON t.name = v.name
 	JOIN dedup d ON d.topic_id = t.id AND d.idem_key = v.idem_key`
+
+// idLookupSQL reads, for each event id of an Append, the newest stored
+// event of its topic with that id, with its payload to compare. Like
+// dedupLookupSQL it runs after lockTopicsSQL, so it sees every event
+// committed before. The LATERAL subquery with its LIMIT is one probe of
+// events_by_id per id: as a plain join, the planner hashes the ids and
+// scans the whole events table.
+const idLookupSQL = `SELECT v.name, v.id, e.seq, e.time_ns, e.payload
+	FROM unnest($1::text[], $2::text[]) AS v(name, id)
+	JOIN topics t ON t.name = v.name
+	CROSS JOIN LATERAL (SELECT seq, time_ns, payload FROM events
+		WHERE topic_id = t.id AND id = v.id COLLATE "C" ORDER BY seq DESC LIMIT 1) e`
 
 // allocSeqsSQL allocates n seqs on a topic whose row the transaction has
 // locked; it returns the new head, the last of them.
@@ -76,6 +89,13 @@ type dedupEntry struct {
 	time int64
 }
 
+// idEntry is the newest event stored with an id.
+type idEntry struct {
+	seq     int64
+	time    int64
+	payload []byte
+}
+
 // eventRows holds the rows of an Append column by column, the shape both
 // INSERT ... unnest and COPY take.
 type eventRows struct {
@@ -84,10 +104,10 @@ type eventRows struct {
 	headers, payload                   [][]byte
 }
 
-func (r *eventRows) add(topicID, seq int64, e *herald.Event, headers []byte) {
+func (r *eventRows) add(topicID, seq int64, id string, e *herald.Event, headers []byte) {
 	r.topicID = append(r.topicID, topicID)
 	r.seq = append(r.seq, seq)
-	r.id = append(r.id, e.ID)
+	r.id = append(r.id, id)
 	r.time = append(r.time, e.Time.UnixNano())
 	r.typ = append(r.typ, e.Type)
 	r.key = append(r.key, e.Key)
@@ -157,8 +177,6 @@ func checkEvent(e *herald.Event) error {
 	switch {
 	case e == nil:
 		return herald.FieldErrorf("event", "the event is missing")
-	case e.ID == "":
-		return herald.FieldErrorf("id", "the event id is empty")
 	case e.Topic == "":
 		return herald.FieldErrorf("topic", "the event topic is empty")
 	case e.Time.IsZero() || !inNanosRange(e.Time):
@@ -186,17 +204,20 @@ func checkEvent(e *herald.Event) error {
 // Append commits the events in one transaction and returns one result per
 // event, in order, after the commit is durable. See herald.Store.
 //
-// An event the store cannot take (a missing ID, Topic or Time, invalid
+// An event the store cannot take (a missing Topic or Time, invalid
 // metadata, or text that is not valid UTF-8 or holds NUL bytes) gets Err
 // with CodeInvalid and is not stored; the other events are. An event whose
 // topic does not exist gets CodeNotFound.
 //
 // The transaction locks the rows of the batch's topics in id order, reads
-// their stored idempotency keys, then allocates seqs by incrementing each
-// topic's head_seq and writes the events and keys. Concurrent appends to a
-// topic, from any node, queue on its row lock for the length of one
-// transaction; seqs stay gap-free because a rolled-back transaction also
-// rolls back its increment. It takes two round trips to the server, each
+// their stored idempotency keys and the newest events with the batch's
+// given event ids, then allocates seqs by incrementing each topic's
+// head_seq and writes the events and keys (or, when an event id
+// conflicts, rolls back and returns herald.ErrAppendConflict with the
+// results). Concurrent appends to a topic, from any node, queue on its row
+// lock for the length of one transaction, so two nodes cannot both store
+// one id; seqs stay gap-free because a rolled-back transaction also rolls
+// back its increment. It takes two round trips to the server, each
 // a pipelined batch: begin, lock and look up keys; then allocate, write
 // and commit.
 //
@@ -213,8 +234,10 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 	results := make([]herald.AppendResult, len(events))
 	var names []string
 	var dedupNames, dedupKeys []string
+	var idNames, ids []string // given event ids; a dedupKey holds the id as its key
 	seenName := make(map[string]bool)
 	seenKey := make(map[dedupKey]bool)
+	seenID := make(map[dedupKey]bool)
 	for i, e := range events {
 		if err := checkEvent(e); err != nil {
 			results[i].Err = err
@@ -232,6 +255,11 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 			seenKey[k] = true
 			dedupNames = append(dedupNames, k.topic)
 			dedupKeys = append(dedupKeys, k.key)
+		}
+		if k := (dedupKey{e.Topic, e.ID}); k.key != "" && !seenID[k] {
+			seenID[k] = true
+			idNames = append(idNames, k.topic)
+			ids = append(ids, k.key)
 		}
 	}
 	if len(names) == 0 {
@@ -275,11 +303,25 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 			return err
 		})
 	}
+	storedIDs := make(map[dedupKey]idEntry)
+	if len(ids) > 0 {
+		b.Queue(idLookupSQL, idNames, ids).Query(func(rows pgx.Rows) error {
+			var k dedupKey
+			var d idEntry
+			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key, &d.seq, &d.time, &d.payload}, func() error {
+				storedIDs[k] = d
+				return nil
+			})
+			return err
+		})
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, s.fail("append: lock topics", err)
 	}
 
-	// Decide each event: not found, duplicate, or stored with the next seq.
+	// Decide each event: not found, duplicate, conflict, or stored with
+	// the next seq.
+	conflict := false
 	var rows eventRows
 	var dedupRows struct {
 		topicID, seq, time []int64
@@ -303,16 +345,33 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 				continue
 			}
 		}
+		// A given id, like a key, is live for a window after its newest
+		// event; one Herald makes is unique by construction.
+		id, idk := e.ID, dedupKey{e.Topic, e.ID}
+		if id == "" {
+			id = herald.NewID(e.Time)
+		} else if d, ok := storedIDs[idk]; ok && t.window > 0 && at-d.time < t.window {
+			if bytes.Equal(d.payload, e.Payload) {
+				results[i] = herald.AppendResult{ID: e.ID, Seq: d.seq, Duplicate: true}
+			} else {
+				results[i].Err = herald.EventIDConflict(e, d.seq)
+				conflict = true
+			}
+			continue
+		}
 		headers, err := encodeHeaders(e.Headers)
 		if err != nil {
 			results[i].Err = err
 			continue
 		}
 		t.head++
-		rows.add(t.id, t.head, e, headers)
-		results[i] = herald.AppendResult{ID: e.ID, Seq: t.head}
+		rows.add(t.id, t.head, id, e, headers)
+		results[i] = herald.AppendResult{ID: id, Seq: t.head}
+		if e.ID != "" {
+			storedIDs[idk] = idEntry{seq: t.head, time: at, payload: e.Payload} // a later repeat in this call is judged against it
+		}
 		if k.key != "" && t.window > 0 {
-			d := dedupEntry{id: e.ID, seq: t.head, time: at}
+			d := dedupEntry{id: id, seq: t.head, time: at}
 			stored[k] = d // a later event of this call with the key is a duplicate
 			if j, ok := newKeys[k]; ok {
 				dedupRows.eventID[j], dedupRows.seq[j], dedupRows.time[j] = d.id, d.seq, d.time
@@ -325,6 +384,16 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 				dedupRows.time = append(dedupRows.time, d.time)
 			}
 		}
+	}
+
+	if conflict {
+		// Nothing is written: the deferred rollback ends the transaction.
+		for i := range results {
+			if results[i].Err == nil {
+				results[i] = herald.AppendResult{}
+			}
+		}
+		return results, herald.ErrAppendConflict
 	}
 
 	// Round trip 2: allocate the seqs, write events and keys, commit. The
@@ -402,7 +471,7 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 
 	for i, e := range events {
 		if r := results[i]; r.Err == nil && !r.Duplicate {
-			e.Seq = r.Seq
+			e.ID, e.Seq = r.ID, r.Seq
 		}
 	}
 	return results, nil

@@ -30,15 +30,27 @@ func benchStore(b *testing.B, dedup time.Duration) *sqlite.Store {
 	return s
 }
 
-func benchEvents(n int, keyed bool, serial *int) []*herald.Event {
+// benchWith names what the events of a benchmark carry besides a payload.
+type benchWith int
+
+const (
+	withNothing        benchWith = iota // the store assigns ids, nothing is looked up
+	withIdempotencyKey                  // a new idempotency key each
+	withProducerID                      // a new id chosen by the producer each
+)
+
+func benchEvents(n int, with benchWith, serial *int) []*herald.Event {
 	now := time.Now()
 	evs := make([]*herald.Event, n)
 	for i := range evs {
-		evs[i] = &herald.Event{ID: herald.NewID(now), Topic: "bench", Type: "order.created",
+		evs[i] = &herald.Event{Topic: "bench", Type: "order.created",
 			ContentType: "application/json", Payload: benchPayload, Time: now}
-		if keyed {
+		switch with {
+		case withIdempotencyKey:
 			*serial++
 			evs[i].IdempotencyKey = fmt.Sprintf("req-%d", *serial)
+		case withProducerID:
+			evs[i].ID = herald.NewID(now)
 		}
 	}
 	return evs
@@ -46,20 +58,17 @@ func benchEvents(n int, keyed bool, serial *int) []*herald.Event {
 
 // BenchmarkAppend commits batches of events of ~200 B, each batch one
 // durable transaction (synchronous=FULL), as the group committer does.
+// Idempotency keys and producer ids each cost a lookup per event.
 func BenchmarkAppend(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
-		for _, keyed := range []bool{false, true} {
-			name := fmt.Sprintf("events=%d", n)
-			if keyed {
-				name += "/idempotency_keys"
-			}
-			b.Run(name, func(b *testing.B) {
+		for with, suffix := range []string{"", "/idempotency_keys", "/producer_ids"} {
+			b.Run(fmt.Sprintf("events=%d%s", n, suffix), func(b *testing.B) {
 				s := benchStore(b, 24*time.Hour)
 				b.SetBytes(int64(n * len(benchPayload)))
 				serial := 0
 				cpu := cpuTime()
 				for b.Loop() {
-					if _, err := s.Append(b.Context(), benchEvents(n, keyed, &serial)); err != nil {
+					if _, err := s.Append(b.Context(), benchEvents(n, benchWith(with), &serial)); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -117,7 +126,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 		done := make(chan error, 1)
 		serial := 0
 		for pb.Next() {
-			queue <- publish{e: benchEvents(1, false, &serial)[0], done: done}
+			queue <- publish{e: benchEvents(1, withNothing, &serial)[0], done: done}
 			if err := <-done; err != nil {
 				b.Error(err)
 				return
@@ -136,7 +145,7 @@ func BenchmarkReadEvents(b *testing.B) {
 	s := benchStore(b, 0)
 	serial := 0
 	for range total / 1000 {
-		if _, err := s.Append(b.Context(), benchEvents(1000, false, &serial)); err != nil {
+		if _, err := s.Append(b.Context(), benchEvents(1000, withNothing, &serial)); err != nil {
 			b.Fatal(err)
 		}
 	}

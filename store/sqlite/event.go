@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -27,6 +28,7 @@ type appendTopic struct {
 	exists  bool
 	touched bool
 	keys    []string // idempotency keys to look up
+	ids     []string // event ids to look up
 }
 
 type dedupKey struct {
@@ -43,8 +45,20 @@ type dedupEntry struct {
 	dirty   bool // stored in this call; written at the end
 }
 
+type idKey struct {
+	topicID int64
+	id      string
+}
+
+// idEntry is the newest event stored with an id; a zero seq means none is.
+type idEntry struct {
+	seq     int64
+	time    int64
+	payload []byte
+}
+
 // Append commits the events in one transaction; see herald.Store. An event
-// without ID, Topic or Time fails the whole call with CodeInvalid.
+// without Topic or Time fails the whole call with CodeInvalid.
 func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -53,8 +67,6 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 		switch {
 		case e == nil:
 			return nil, herald.FieldErrorf("events", "event %d is nil", i)
-		case e.ID == "":
-			return nil, herald.FieldErrorf("id", "event %d has no id", i)
 		case e.Topic == "":
 			return nil, herald.FieldErrorf("topic", "event %d has no topic", i)
 		case e.Time.IsZero():
@@ -66,21 +78,29 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 		return results, nil
 	}
 	err := s.withTx(ctx, func(tx *sql.Tx) error { return s.appendTx(ctx, tx, events, results) })
+	if errors.Is(err, herald.ErrAppendConflict) {
+		return results, err
+	}
 	if err != nil {
 		return nil, s.fail(fmt.Sprintf("append %d events", len(events)), err)
 	}
 	for i, r := range results {
 		if r.Err == nil && !r.Duplicate {
-			events[i].Seq = r.Seq
+			events[i].ID, events[i].Seq = r.ID, r.Seq
 		}
 	}
 	return results, nil
 }
 
+// appendTx writes the events in tx and fills results. When an event's id
+// conflicts it writes nothing and returns herald.ErrAppendConflict, for
+// the caller to roll back, with results as herald.Store.Append describes.
 func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event, results []herald.AppendResult) error {
-	// 1. The topics, and the idempotency keys to look up.
+	// 1. The topics, and the idempotency keys and event ids to look up.
+	// Both are remembered only while the topic has a dedup window.
 	topics := make(map[string]*appendTopic, 1)
 	var keys map[dedupKey]*dedupEntry
+	var ids map[idKey]*idEntry
 	topicStmt := tx.StmtContext(ctx, s.wTopicByName)
 	defer topicStmt.Close()
 	for _, e := range events {
@@ -106,15 +126,30 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 				t.keys = append(t.keys, e.IdempotencyKey)
 			}
 		}
+		if t.exists && t.window > 0 && e.ID != "" {
+			if ids == nil {
+				ids = make(map[idKey]*idEntry)
+			}
+			if k := (idKey{t.id, e.ID}); ids[k] == nil {
+				ids[k] = &idEntry{}
+				t.ids = append(t.ids, e.ID)
+			}
+		}
 	}
 	if keys != nil {
 		if err := s.lookUpKeys(ctx, tx, topics, keys); err != nil {
 			return err
 		}
 	}
+	if ids != nil {
+		if err := s.lookUpIDs(ctx, tx, topics, ids); err != nil {
+			return err
+		}
+	}
 
-	// 2. Seqs and duplicates, in slice order.
+	// 2. Seqs, duplicates and conflicts, in slice order.
 	args := make([]any, 0, len(events)*eventColumns)
+	conflict := false
 	for i, e := range events {
 		t := topics[e.Topic]
 		if !t.exists {
@@ -132,11 +167,33 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 				continue
 			}
 		}
+		id := e.ID
+		var prev *idEntry
+		switch {
+		case id == "":
+			id = herald.NewID(e.Time) // unique by construction: nothing to look up
+		case t.window > 0:
+			// A given id, like a key, is live for a window after its
+			// newest event.
+			prev = ids[idKey{t.id, id}]
+			if prev.seq != 0 && at-prev.time < t.window {
+				if bytes.Equal(prev.payload, e.Payload) {
+					results[i] = herald.AppendResult{ID: e.ID, Seq: prev.seq, Duplicate: true}
+				} else {
+					results[i].Err = herald.EventIDConflict(e, prev.seq)
+					conflict = true
+				}
+				continue
+			}
+		}
 		t.head++
 		t.touched = true
-		results[i] = herald.AppendResult{ID: e.ID, Seq: t.head}
+		results[i] = herald.AppendResult{ID: id, Seq: t.head}
 		if entry != nil {
-			*entry = dedupEntry{eventID: e.ID, seq: t.head, time: at, dirty: true}
+			*entry = dedupEntry{eventID: id, seq: t.head, time: at, dirty: true}
+		}
+		if prev != nil {
+			*prev = idEntry{seq: t.head, time: at, payload: e.Payload}
 		}
 		payload := e.Payload
 		if payload == nil {
@@ -146,7 +203,16 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 		if len(e.Headers) > 0 {
 			headers = encodeHeaders(e.Headers)
 		}
-		args = append(args, t.id, t.head, e.ID, at, e.Type, e.Key, e.IdempotencyKey, e.ContentType, headers, payload)
+		args = append(args, t.id, t.head, id, at, e.Type, e.Key, e.IdempotencyKey, e.ContentType, headers, payload)
+	}
+
+	if conflict {
+		for i := range results {
+			if results[i].Err == nil {
+				results[i] = herald.AppendResult{}
+			}
+		}
+		return herald.ErrAppendConflict
 	}
 
 	// 3. Write.
@@ -177,28 +243,68 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 }
 
 // lookUpKeys fills keys with the stored first events of the idempotency
-// keys, up to maxBatchRows keys per query. A list shorter than its
-// statement's IN list repeats its last key.
+// keys.
 func (s *Store) lookUpKeys(ctx context.Context, tx *sql.Tx, topics map[string]*appendTopic, keys map[dedupKey]*dedupEntry) error {
-	args := make([]any, 0, 1+maxBatchRows)
 	for _, t := range topics {
-		for list := t.keys; len(list) > 0; {
-			n := min(len(list), maxBatchRows)
-			i := bits.Len(uint(n - 1)) // the smallest IN list that holds n keys
-			args = append(args[:0], t.id)
-			for j := range 1 << i {
-				args = append(args, list[min(j, n-1)])
+		err := queryInLists(ctx, tx, s.wDedupGet, t.id, t.keys, func(rows *sql.Rows) error {
+			var key string
+			var e dedupEntry
+			if err := rows.Scan(&key, &e.eventID, &e.seq, &e.time); err != nil {
+				return err
 			}
-			list = list[n:]
-			if err := s.scanKeys(ctx, tx, s.wDedupGet[i], args, t.id, keys); err != nil {
-				return fmt.Errorf("look up idempotency keys: %w", err)
-			}
+			*keys[dedupKey{t.id, key}] = e
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("look up idempotency keys: %w", err)
 		}
 	}
 	return nil
 }
 
-func (s *Store) scanKeys(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args []any, topicID int64, keys map[dedupKey]*dedupEntry) error {
+// lookUpIDs fills ids with the newest stored event of each event id.
+func (s *Store) lookUpIDs(ctx context.Context, tx *sql.Tx, topics map[string]*appendTopic, ids map[idKey]*idEntry) error {
+	for _, t := range topics {
+		err := queryInLists(ctx, tx, s.wIDGet, t.id, t.ids, func(rows *sql.Rows) error {
+			var id string
+			var e idEntry
+			if err := rows.Scan(&id, &e.seq, &e.time, &e.payload); err != nil {
+				return err
+			}
+			if cur := ids[idKey{t.id, id}]; e.seq > cur.seq {
+				*cur = e
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("look up event ids: %w", err)
+		}
+	}
+	return nil
+}
+
+// queryInLists runs the statements, whose arguments are a topic id and an
+// IN list of 1, 2, 4, ... values, over list in runs of up to maxBatchRows
+// values, and calls scan for each row. A run shorter than its statement's
+// IN list repeats its last value.
+func queryInLists(ctx context.Context, tx *sql.Tx, stmts batchStmts, topicID int64, list []string, scan func(*sql.Rows) error) error {
+	args := make([]any, 0, 1+maxBatchRows)
+	for len(list) > 0 {
+		n := min(len(list), maxBatchRows)
+		i := bits.Len(uint(n - 1)) // the smallest IN list that holds n values
+		args = append(args[:0], topicID)
+		for j := range 1 << i {
+			args = append(args, list[min(j, n-1)])
+		}
+		list = list[n:]
+		if err := queryRows(ctx, tx, stmts[i], args, scan); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func queryRows(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args []any, scan func(*sql.Rows) error) error {
 	get := tx.StmtContext(ctx, st)
 	defer get.Close()
 	rows, err := get.QueryContext(ctx, args...)
@@ -207,12 +313,9 @@ func (s *Store) scanKeys(ctx context.Context, tx *sql.Tx, st *sql.Stmt, args []a
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var key string
-		var e dedupEntry
-		if err := rows.Scan(&key, &e.eventID, &e.seq, &e.time); err != nil {
+		if err := scan(rows); err != nil {
 			return err
 		}
-		*keys[dedupKey{topicID, key}] = e
 	}
 	return rows.Err()
 }

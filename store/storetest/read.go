@@ -78,10 +78,11 @@ func runRead(t *testing.T, open func(t *testing.T) herald.Store) {
 	t.Run("GetEventReusedIDGivesNewest", func(t *testing.T) {
 		t.Parallel()
 		s := open(t)
-		putTopic(t, s, topic("reused"))
+		// An id names a new event only outside the dedup window.
+		dedupTopic(t, s, "reused", time.Minute)
 		at := base()
 		first := event("reused", at, "first")
-		second := event("reused", at.Add(time.Minute), "second")
+		second := event("reused", at.Add(2*time.Minute), "second")
 		second.ID = first.ID
 		appendStored(t, s, first)
 		appendStored(t, s, event("reused", at, "between"))

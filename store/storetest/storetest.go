@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) herald.Store) {
 	t.Run("Topics", func(t *testing.T) { runTopics(t, open) })
 	t.Run("Append", func(t *testing.T) { runAppend(t, open) })
 	t.Run("Dedup", func(t *testing.T) { runDedup(t, open) })
+	t.Run("EventIDs", func(t *testing.T) { runEventIDs(t, open) })
 	t.Run("Read", func(t *testing.T) { runRead(t, open) })
 	t.Run("Prune", func(t *testing.T) { runPrune(t, open) })
 	t.Run("Keys", func(t *testing.T) { runKeys(t, open) })
