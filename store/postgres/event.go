@@ -27,11 +27,15 @@ const lockTopicsSQL = `SELECT id, name, head_seq, dedup_window FROM topics
 // dedupLookupSQL reads the stored idempotency keys of an Append. It runs
 // after lockTopicsSQL in the same transaction: every writer of a topic's
 // keys holds that topic's row lock, so the statement's snapshot (taken
-// after the lock was granted) sees every key committed before.
-const dedupLookupSQL = `SELECT t.name, d.idem_key, d.event_id, d.seq, d.time_ns
+// after the lock was granted) sees every key committed before. The
+// LATERAL subquery with its LIMIT is one probe of dedup's primary key per
+// key: as a plain join, the planner hashed the keys and scanned the whole
+// dedup table (98 ms for 1,000 keys against 200,000 stored).
+const dedupLookupSQL = `SELECT v.name, v.idem_key, d.event_id, d.seq, d.time_ns
 	FROM unnest($1::text[], $2::text[]) AS v(name, idem_key)
 	JOIN topics t ON t.name = v.name
-	JOIN dedup d ON d.topic_id = t.id AND d.idem_key = v.idem_key`
+	CROSS JOIN LATERAL (SELECT event_id, seq, time_ns FROM dedup
+		WHERE topic_id = t.id AND idem_key = v.idem_key COLLATE "C" LIMIT 1) d`
 
 // idLookupSQL reads, for each event id of an Append, the newest stored
 // event of its topic with that id, with its payload to compare. Like

@@ -185,7 +185,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	s.rGetTopic = rprep(`SELECT ` + topicColumns + ` FROM topics t WHERE t.name = ?`)
 	s.rReadEvents = rprep(eventSelect + ` WHERE e.topic_id = (SELECT id FROM topics WHERE name = ?) AND e.seq > ? ORDER BY e.seq LIMIT ?`)
-	s.rGetEvent = rprep(eventSelect + ` WHERE e.topic_id = (SELECT id FROM topics WHERE name = ?) AND e.id = ? ORDER BY e.seq DESC LIMIT 1`)
+	// INDEXED BY, as for wIDGet: otherwise a GET by id scans the topic.
+	s.rGetEvent = rprep(eventSelect + ` INDEXED BY events_by_id WHERE e.topic_id = (SELECT id FROM topics WHERE name = ?) AND e.id = ?
+		ORDER BY e.seq DESC LIMIT 1`)
 	s.rSeqAtTime = rprep(`SELECT t.head_seq, (SELECT min(e.seq) FROM events e WHERE e.topic_id = t.id AND e.time >= ?)
 		FROM topics t WHERE t.name = ?`)
 	s.rGetSub = rprep(getSubSQL)
