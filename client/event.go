@@ -114,7 +114,10 @@ type PublishOptions struct {
 	// IdempotencyKey makes a repeated publish within the topic's dedup
 	// window return the first event instead of storing another.
 	IdempotencyKey string
-	// ID is the event id; "" lets the server assign a UUIDv7.
+	// ID is the event id; "" lets the server assign a UUIDv7. An id is
+	// unique within its topic for the dedup window: publishing it again
+	// with the same payload returns the first event (Duplicate), with
+	// another payload a *Problem with status 409.
 	ID string
 	// Headers are carried to deliveries. The server stores each name as Go
 	// canonicalises an HTTP header name ("x-tenant" becomes "X-Tenant").
@@ -126,8 +129,9 @@ type PublishResult struct {
 	ID    string `json:"id"`
 	Topic string `json:"topic"`
 	Seq   int64  `json:"seq"`
-	// Duplicate reports that the idempotency key was seen within the dedup
-	// window: nothing was stored and ID and Seq are the first event's.
+	// Duplicate reports that the idempotency key, or the event id with the
+	// same payload, was seen within the dedup window: nothing was stored
+	// and ID and Seq are the first event's.
 	Duplicate bool `json:"duplicate"`
 }
 
@@ -188,8 +192,10 @@ type BatchEvent struct {
 
 // PublishBatch publishes 1 to 1000 events to the topic in one commit: all
 // are stored, or none is. It returns one result per event, in order, with
-// Duplicate set for events whose idempotency key was already seen. Errors
-// about one event name it in the Problem's Field ("events[3].type").
+// Duplicate set for events whose idempotency key, or id with the same
+// payload, was already seen. Errors about one event name it in the
+// Problem's Field ("events[3].type"; an id that names a different event is
+// a 409 with "events[3].id").
 //
 // Payloads are sent base64-encoded so they are stored byte for byte.
 func (c *Client) PublishBatch(ctx context.Context, topic string, events []BatchEvent) ([]PublishResult, error) {
