@@ -57,11 +57,23 @@ func ParseScope(s string) (Scope, error) {
 // Allows reports whether the scope permits the action on the topic (a name,
 // or a pattern when the caller asks for a pattern subscription: then the
 // scope's pattern must cover every topic the asked pattern can match).
+//
+// Herald's own topics (IsSystemTopic) are covered only by admin and by a
+// scope whose pattern names them ("read:herald.>", which only an admin can
+// grant): a wildcard never reaches them, so "read:>" and
+// "read:*.subscriptions" do not allow "herald.subscriptions". A pattern
+// asked for that starts with a wildcard ("*.subscriptions", ">") may still
+// match system topics: whoever delivers such a pattern to a non-admin must
+// check each system topic with Allows before sending it (the stream hub
+// skips those the caller may not read).
 func (s Scope) Allows(a Action, topic string) bool {
 	if s.Action == ActionAdmin {
 		return true
 	}
 	if s.Action != a {
+		return false
+	}
+	if IsSystemTopic(topic) && !IsSystemTopic(s.Pattern) {
 		return false
 	}
 	return CoversPattern(s.Pattern, topic)

@@ -99,7 +99,8 @@ func ValidateTopicName(name string) error {
 	return nil
 }
 
-// IsSystemTopic reports whether the name is reserved for Herald's own events.
+// IsSystemTopic reports whether the name is reserved for Herald's own
+// events; for a pattern, whether it names only such topics ("herald.>").
 func IsSystemTopic(name string) bool { return strings.HasPrefix(name, SystemTopicPrefix) }
 
 func validSegment(s string) bool {

@@ -361,12 +361,16 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// needsAdmin reports whether a subscription's topic can match one of
-// Herald's own topics ("herald.*"): its first segment is "herald" or a
-// wildcard. Only admins may create or manage those.
+// needsAdmin reports whether a subscription's pattern starts with a
+// wildcard, so it can match Herald's own topics ("herald.*") as well as
+// the caller's: the dispatcher delivers every topic a pattern matches,
+// whoever owns it, so only admins may create or manage those. A
+// subscription naming a system topic ("herald.>") needs admin or a
+// subscribe scope naming it, which only an admin can grant (see
+// herald.Scope.Allows).
 func needsAdmin(topic string) bool {
 	first, _, _ := strings.Cut(topic, ".")
-	return first == "herald" || first == "*" || first == ">"
+	return first == "*" || first == ">"
 }
 
 // mayManage reports whether the caller may see and manage a subscription
@@ -382,8 +386,11 @@ func mayManage(p *principal, topic string) bool {
 }
 
 func errNoSubscribeScope(topic string) error {
-	if needsAdmin(topic) {
+	switch {
+	case needsAdmin(topic):
 		return herald.Errorf(herald.CodeForbidden, "subscriptions to %q need the admin scope: the pattern can match Herald's own %q topics", topic, herald.SystemTopicPrefix+"*")
+	case herald.IsSystemTopic(topic):
+		return herald.Errorf(herald.CodeForbidden, "subscriptions to Herald's own topic %q need the admin scope or a subscribe scope that names it (subscribe:%s>)", topic, herald.SystemTopicPrefix)
 	}
 	return herald.Errorf(herald.CodeForbidden, "the API key has no subscribe scope for topic %q", topic)
 }

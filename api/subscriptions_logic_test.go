@@ -305,6 +305,7 @@ func TestSubscriptionAuthRules(t *testing.T) {
 	sub := &principal{keyID: "key_1", scopes: herald.Scopes{{Action: herald.ActionSubscribe, Pattern: "orders.>"}}}
 	all := &principal{keyID: "key_2", scopes: herald.Scopes{{Action: herald.ActionSubscribe, Pattern: ">"}}}
 	pub := &principal{keyID: "key_3", scopes: herald.Scopes{{Action: herald.ActionPublish, Pattern: ">"}, {Action: herald.ActionRead, Pattern: ">"}}}
+	sys := &principal{keyID: "key_4", scopes: herald.Scopes{{Action: herald.ActionSubscribe, Pattern: "herald.>"}}}
 	cases := []struct {
 		p     *principal
 		topic string
@@ -324,6 +325,10 @@ func TestSubscriptionAuthRules(t *testing.T) {
 		{all, "herald.>", false},
 		{all, "*.created", false}, // can match herald.created
 		{all, ">", false},
+		{sys, "herald.subscriptions", true}, // a scope an admin granted by name
+		{sys, "herald.>", true},
+		{sys, ">", false},
+		{sys, "orders", false},
 		{pub, "orders", false}, // publish and read do not let a key subscribe
 		{nil, "orders", false},
 	}

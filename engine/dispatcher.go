@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -543,11 +544,13 @@ func (d *Dispatcher) expire(ctx context.Context, s herald.Subscription, now time
 	return nil
 }
 
-// announce publishes a system event about a subscription.
+// announce publishes a system event about a subscription. It carries
+// what a reader of the system topic needs and no secret: the endpoint's
+// scheme and host, not its URL (whose path and query often hold a token).
 func (d *Dispatcher) announce(ctx context.Context, typ string, s herald.Subscription, reason string) {
 	now := d.cfg.Now().UTC()
 	body, _ := json.Marshal(map[string]any{
-		"type": typ, "subscription_id": s.ID, "topic": s.Topic, "url": s.URL,
+		"type": typ, "subscription_id": s.ID, "topic": s.Topic, "endpoint": endpointOrigin(s.URL),
 		"state": s.State, "reason": reason, "time": now.Format(time.RFC3339Nano),
 	})
 	ev := &herald.Event{
@@ -557,6 +560,16 @@ func (d *Dispatcher) announce(ctx context.Context, typ string, s herald.Subscrip
 	if _, err := d.appender.Append(ctx, []*herald.Event{ev}); err != nil {
 		d.log.Warn("publish system event", "type", typ, "subscription_id", s.ID, "err", err)
 	}
+}
+
+// endpointOrigin returns a webhook URL's scheme, host and port only
+// ("https://hooks.example.com"): no user info, path, query or fragment.
+func endpointOrigin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
 }
 
 // startVerify sends a pending subscription's challenge in the background

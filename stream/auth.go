@@ -58,11 +58,17 @@ func (h *Hub) authenticate(r *http.Request) (caller, error) {
 // authorizeStream checks that the scopes allow streaming the topic or
 // pattern: read or subscribe on it, for every topic a pattern can match.
 func authorizeStream(scopes herald.Scopes, topic string) error {
-	if scopes.Allows(herald.ActionRead, topic) || scopes.Allows(herald.ActionSubscribe, topic) {
+	if mayStream(scopes, topic) {
 		return nil
 	}
 	return &herald.Error{Code: herald.CodeForbidden, Field: "topic",
 		Message: "the credentials have no read or subscribe scope covering " + quote(topic)}
+}
+
+// mayStream reports whether the scopes allow streaming the topic or
+// pattern.
+func mayStream(scopes herald.Scopes, topic string) bool {
+	return scopes.Allows(herald.ActionRead, topic) || scopes.Allows(herald.ActionSubscribe, topic)
 }
 
 // checkOrigin lets a request through when it comes from no browser (no

@@ -506,6 +506,18 @@ func newSub(c *conn, id, pattern string, f *filter.Filter, start startSpec) *sub
 	return &sub{conn: c, id: id, pattern: pattern, exact: !herald.IsPattern(pattern), filter: f, start: start}
 }
 
+// matches reports whether the subscription covers the topic: it is the
+// subscription's topic, or its pattern matches it and the caller may read
+// it. A wildcard reaches Herald's own topics ("herald.") only for callers
+// whose scopes allow them (admin, or a scope naming them; see
+// herald.Scope.Allows): "read:>" streams every topic but those.
+func (s *sub) matches(topic string) bool {
+	if !herald.MatchTopic(s.pattern, topic) {
+		return false
+	}
+	return !herald.IsSystemTopic(topic) || mayStream(s.conn.scopes, topic)
+}
+
 // offer queues an event fanned out by the hub, or notes it as missed while
 // the subscription replays. It never blocks. Called with hub.mu read-held.
 func (s *sub) offer(oe *outEvent) {
@@ -618,6 +630,9 @@ func (h *Hub) plan(ctx context.Context, s *sub) ([]cursor, []gapInfo, error) {
 	case s.start.kind == startLive:
 		// Only the listed topics replay; look up just those.
 		for name := range s.start.positions {
+			if !s.matches(name) {
+				continue
+			}
 			t, err := h.store.GetTopic(ctx, name)
 			if herald.IsCode(err, herald.CodeNotFound) {
 				continue
@@ -636,7 +651,7 @@ func (h *Hub) plan(ctx context.Context, s *sub) ([]cursor, []gapInfo, error) {
 				return nil, nil, err
 			}
 			for _, t := range page {
-				if herald.MatchTopic(s.pattern, t.Name) {
+				if s.matches(t.Name) {
 					topics = append(topics, t)
 				}
 			}

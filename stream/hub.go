@@ -530,7 +530,7 @@ func (h *Hub) streamed(topic string) bool {
 		return true
 	}
 	for _, s := range h.patterns {
-		if herald.MatchTopic(s.pattern, topic) {
+		if s.matches(topic) {
 			return true
 		}
 	}
@@ -553,7 +553,7 @@ func (h *Hub) forget(topic string) {
 		s.conn.enqueue(item{kind: itemForget, sub: s, topic: topic})
 	}
 	for _, s := range h.patterns {
-		if herald.MatchTopic(s.pattern, topic) {
+		if s.matches(topic) {
 			s.conn.enqueue(item{kind: itemForget, sub: s, topic: topic})
 		}
 	}
@@ -597,7 +597,7 @@ func (h *Hub) deliver(oe *outEvent) {
 		s.offer(oe)
 	}
 	for _, s := range h.patterns {
-		if herald.MatchTopic(s.pattern, topic) {
+		if s.matches(topic) {
 			s.offer(oe)
 		}
 	}
