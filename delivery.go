@@ -1,6 +1,9 @@
 package herald
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // DeliveryOutcome classifies one delivery attempt.
 type DeliveryOutcome int
@@ -22,7 +25,14 @@ type DeliveryResult struct {
 	Outcome    DeliveryOutcome
 	StatusCode int           // 0 when there was no response
 	Latency    time.Duration // from send to the end of the response
-	Err        string        // what went wrong, for people; "" when delivered
+	// Err is why the attempt failed, as a reason from a small documented
+	// set ("dns-failure", "timeout", "http-503"; see package webhook):
+	// safe to show anyone who may see the subscription. "" when delivered.
+	Err string
+	// Detail is the raw cause behind Err (the resolver's or the dialer's
+	// error, with host names and addresses), for the server log and admin
+	// keys only; often "".
+	Detail     string
 	Response   []byte        // at most MaxResponseExcerpt bytes of the answer
 	RetryAfter time.Duration // the endpoint asked to wait this long (429, 503)
 }
@@ -39,3 +49,25 @@ const (
 	EventSubscriptionFailed    = "herald.subscription.failed"
 	EventSubscriptionActivated = "herald.subscription.activated"
 )
+
+// A stored failure reason (Attempt.Error, Retry.LastError,
+// DeadLetter.LastError, Subscription.StateReason) is its public text, then,
+// when there is one, a newline and its detail: the raw cause, which can
+// name internal hosts and addresses, shown to admin keys only. JoinReason
+// and SplitReason are the only code that knows this form.
+
+// JoinReason returns the stored form of a public reason and its detail.
+// The reason must be one line.
+func JoinReason(reason, detail string) string {
+	if detail == "" {
+		return reason
+	}
+	return reason + "\n" + detail
+}
+
+// SplitReason splits a stored reason into its public text and its detail
+// ("" when it has none).
+func SplitReason(stored string) (reason, detail string) {
+	reason, detail, _ = strings.Cut(stored, "\n")
+	return reason, detail
+}

@@ -112,6 +112,25 @@ func authorize(r *http.Request, a herald.Action, topic string) error {
 	return herald.Errorf(herald.CodeForbidden, "the API key has no %s scope for topic %q", a, topic)
 }
 
+// showsDetail reports whether the caller sees failure details: the raw
+// causes behind the public reasons of attempts, dead letters and
+// subscription states, which name internal hosts, resolvers and addresses
+// (see herald.JoinReason). Admins only.
+func showsDetail(r *http.Request) bool {
+	p := principalFrom(r.Context())
+	return p != nil && p.scopes.IsAdmin()
+}
+
+// splitReason splits a stored reason into its public text and, when
+// detail is true, its detail ("" otherwise).
+func splitReason(stored string, detail bool) (string, string) {
+	reason, d := herald.SplitReason(stored)
+	if !detail {
+		d = ""
+	}
+	return reason, d
+}
+
 // keyLookup is the part of the store the key cache reads.
 type keyLookup interface {
 	KeyByHash(ctx context.Context, hash []byte) (herald.APIKey, error)

@@ -83,14 +83,16 @@ type subscriptionJSON struct {
 	ExpiresAfterIdle string            `json:"expires_after_idle,omitempty"`
 	State            string            `json:"state"`
 	StateReason      string            `json:"state_reason,omitempty"`
-	VerifyDeadline   string            `json:"verify_deadline,omitempty"`
-	CreatedAt        string            `json:"created_at"`
-	UpdatedAt        string            `json:"updated_at"`
-	LastSuccessAt    string            `json:"last_success_at,omitempty"`
-	FailingSince     string            `json:"failing_since,omitempty"`
-	LastActivityAt   string            `json:"last_activity_at,omitempty"`
-	Secret           string            `json:"secret,omitempty"`
-	Stats            *statsJSON        `json:"stats,omitempty"`
+	// StateReasonDetail is the raw cause behind StateReason, for admins.
+	StateReasonDetail string     `json:"state_reason_detail,omitempty"`
+	VerifyDeadline    string     `json:"verify_deadline,omitempty"`
+	CreatedAt         string     `json:"created_at"`
+	UpdatedAt         string     `json:"updated_at"`
+	LastSuccessAt     string     `json:"last_success_at,omitempty"`
+	FailingSince      string     `json:"failing_since,omitempty"`
+	LastActivityAt    string     `json:"last_activity_at,omitempty"`
+	Secret            string     `json:"secret,omitempty"`
+	Stats             *statsJSON `json:"stats,omitempty"`
 }
 
 // statsJSON is the delivery state GET of one subscription adds.
@@ -108,7 +110,10 @@ func formatOptTime(t time.Time) string {
 	return formatTime(t)
 }
 
-func toSubscriptionJSON(s herald.Subscription) subscriptionJSON {
+// toSubscriptionJSON writes a subscription for a caller; detail says
+// whether the caller sees failure details (see showsDetail).
+func toSubscriptionJSON(s herald.Subscription, detail bool) subscriptionJSON {
+	reason, reasonDetail := splitReason(s.StateReason, detail)
 	out := subscriptionJSON{
 		ID:          s.ID,
 		Topic:       s.Topic,
@@ -120,17 +125,18 @@ func toSubscriptionJSON(s herald.Subscription) subscriptionJSON {
 			Initial:     herald.FormatDuration(s.Retry.Initial),
 			Max:         herald.FormatDuration(s.Retry.Max),
 		},
-		Timeout:        herald.FormatDuration(s.Timeout),
-		MaxInFlight:    s.MaxInFlight,
-		RateLimit:      s.RateLimit,
-		Ordered:        s.Ordered,
-		State:          string(s.State),
-		StateReason:    s.StateReason,
-		CreatedAt:      formatTime(s.CreatedAt),
-		UpdatedAt:      formatTime(s.UpdatedAt),
-		LastSuccessAt:  formatOptTime(s.LastSuccessAt),
-		FailingSince:   formatOptTime(s.FailingSince),
-		LastActivityAt: formatOptTime(s.LastActivityAt),
+		Timeout:           herald.FormatDuration(s.Timeout),
+		MaxInFlight:       s.MaxInFlight,
+		RateLimit:         s.RateLimit,
+		Ordered:           s.Ordered,
+		State:             string(s.State),
+		StateReason:       reason,
+		StateReasonDetail: reasonDetail,
+		CreatedAt:         formatTime(s.CreatedAt),
+		UpdatedAt:         formatTime(s.UpdatedAt),
+		LastSuccessAt:     formatOptTime(s.LastSuccessAt),
+		FailingSince:      formatOptTime(s.FailingSince),
+		LastActivityAt:    formatOptTime(s.LastActivityAt),
 	}
 	if len(s.Filter) > 0 {
 		out.Filter = s.Filter
@@ -618,7 +624,7 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	s.changed(sub.ID)
-	out := toSubscriptionJSON(sub)
+	out := toSubscriptionJSON(sub, showsDetail(r))
 	out.Secret = sub.Secret
 	w.Header().Set("Location", "/v1/subscriptions/"+url.PathEscape(sub.ID))
 	w.Header().Set("Cache-Control", "no-store")
@@ -637,7 +643,7 @@ func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := toSubscriptionJSON(sub)
+	out := toSubscriptionJSON(sub, showsDetail(r))
 	out.Stats = &stats
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -720,7 +726,7 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) error
 				out.NextCursor = encodeCursor(out.Subscriptions[limit-1].ID)
 				return writeJSON(w, http.StatusOK, out)
 			}
-			out.Subscriptions = append(out.Subscriptions, toSubscriptionJSON(sub))
+			out.Subscriptions = append(out.Subscriptions, toSubscriptionJSON(sub, showsDetail(r)))
 		}
 		if len(page) <= int(limit) { // the store has no more
 			return writeJSON(w, http.StatusOK, out)
@@ -883,7 +889,7 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	s.changed(next.ID)
-	return writeJSON(w, http.StatusOK, toSubscriptionJSON(next))
+	return writeJSON(w, http.StatusOK, toSubscriptionJSON(next, showsDetail(r)))
 }
 
 // applyPatch applies a merge patch of the settings to next; verify tells

@@ -30,7 +30,9 @@ type deadLetterJSON struct {
 	Key       string `json:"key,omitempty"`
 	Attempts  int    `json:"attempts"`
 	LastError string `json:"last_error"`
-	DeadAt    string `json:"dead_at"`
+	// LastErrorDetail is the raw cause behind LastError, for admins.
+	LastErrorDetail string `json:"last_error_detail,omitempty"`
+	DeadAt          string `json:"dead_at"`
 }
 
 type deadLetterListJSON struct {
@@ -88,9 +90,10 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 			out.NextCursor = encodePosCursor(herald.Cursor{Topic: last.Topic, Seq: last.Seq})
 			break
 		}
+		reason, detail := splitReason(d.LastError, showsDetail(r))
 		out.DeadLetters = append(out.DeadLetters, deadLetterJSON{
 			Topic: d.Topic, Seq: d.Seq, EventID: d.EventID, Key: d.Key,
-			Attempts: d.Attempts, LastError: d.LastError, DeadAt: formatTime(d.DeadAt),
+			Attempts: d.Attempts, LastError: reason, LastErrorDetail: detail, DeadAt: formatTime(d.DeadAt),
 		})
 	}
 	return writeJSON(w, http.StatusOK, out)
@@ -356,7 +359,9 @@ type attemptJSON struct {
 	StatusCode int     `json:"status_code,omitempty"`
 	LatencyMS  float64 `json:"latency_ms"`
 	Error      string  `json:"error,omitempty"`
-	Response   string  `json:"response,omitempty"`
+	// ErrorDetail is the raw cause behind Error, for admins.
+	ErrorDetail string `json:"error_detail,omitempty"`
+	Response    string `json:"response,omitempty"`
 }
 
 type attemptListJSON struct {
@@ -405,10 +410,11 @@ func (s *Server) listAttempts(w http.ResponseWriter, r *http.Request) error {
 			out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(attempts[i-1].ID, 10)))
 			break
 		}
+		reason, detail := splitReason(a.Error, showsDetail(r))
 		out.Attempts = append(out.Attempts, attemptJSON{
 			ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt,
 			Time: formatTime(a.Time), Outcome: string(a.Outcome), StatusCode: a.StatusCode,
-			LatencyMS: millis(a.Latency), Error: a.Error, Response: a.Response,
+			LatencyMS: millis(a.Latency), Error: reason, ErrorDetail: detail, Response: a.Response,
 		})
 	}
 	return writeJSON(w, http.StatusOK, out)
@@ -426,7 +432,9 @@ type testResultJSON struct {
 	StatusCode int     `json:"status_code,omitempty"`
 	LatencyMS  float64 `json:"latency_ms"`
 	Error      string  `json:"error,omitempty"`
-	Response   string  `json:"response,omitempty"`
+	// ErrorDetail is the raw cause behind Error, for admins.
+	ErrorDetail string `json:"error_detail,omitempty"`
+	Response    string `json:"response,omitempty"`
 }
 
 // testSubscription sends a synthetic event of type herald.test to the
@@ -482,6 +490,9 @@ func (s *Server) testSubscription(w http.ResponseWriter, r *http.Request) error 
 	}
 	if res.Outcome == herald.Delivered {
 		out.Outcome = string(herald.OutcomeSuccess)
+	}
+	if showsDetail(r) {
+		out.ErrorDetail = res.Detail
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

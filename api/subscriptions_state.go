@@ -32,7 +32,7 @@ func (s *Server) saveState(w http.ResponseWriter, r *http.Request, sub herald.Su
 		return err
 	}
 	s.changed(sub.ID)
-	return writeJSON(w, http.StatusOK, toSubscriptionJSON(sub))
+	return writeJSON(w, http.StatusOK, toSubscriptionJSON(sub, showsDetail(r)))
 }
 
 func (s *Server) pauseSubscription(w http.ResponseWriter, r *http.Request) error {

@@ -79,13 +79,17 @@ type Subscription struct {
 	Ordered          bool
 	ExpiresAfterIdle time.Duration // 0: never
 	State            herald.SubscriptionState
-	StateReason      string    // why it is paused, disabled, failed or pending
-	VerifyDeadline   time.Time // pending only
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-	LastSuccessAt    time.Time
-	FailingSince     time.Time
-	LastActivityAt   time.Time
+	StateReason      string // why it is paused, disabled, failed or pending
+	// StateReasonDetail is the raw cause behind StateReason (a resolver's
+	// or a dialer's error, naming hosts and addresses); only admin keys
+	// are shown it.
+	StateReasonDetail string
+	VerifyDeadline    time.Time // pending only
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	LastSuccessAt     time.Time
+	FailingSince      time.Time
+	LastActivityAt    time.Time
 	// Secret is the signing secret; set only by CreateSubscription (see
 	// GetSecret).
 	Secret string
@@ -121,28 +125,29 @@ func (r retryJSON) policy() (herald.RetryPolicy, error) {
 }
 
 type subscriptionJSON struct {
-	ID               string             `json:"id"`
-	Topic            string             `json:"topic"`
-	URL              string             `json:"url"`
-	Description      string             `json:"description"`
-	Filter           json.RawMessage    `json:"filter,omitempty"`
-	Headers          map[string]string  `json:"headers"`
-	Retry            retryJSON          `json:"retry"`
-	Timeout          string             `json:"timeout"`
-	MaxInFlight      int                `json:"max_in_flight"`
-	RateLimit        float64            `json:"rate_limit"`
-	Ordered          bool               `json:"ordered"`
-	ExpiresAfterIdle string             `json:"expires_after_idle,omitempty"`
-	State            string             `json:"state"`
-	StateReason      string             `json:"state_reason,omitempty"`
-	VerifyDeadline   string             `json:"verify_deadline,omitempty"`
-	CreatedAt        string             `json:"created_at"`
-	UpdatedAt        string             `json:"updated_at"`
-	LastSuccessAt    string             `json:"last_success_at,omitempty"`
-	FailingSince     string             `json:"failing_since,omitempty"`
-	LastActivityAt   string             `json:"last_activity_at,omitempty"`
-	Secret           string             `json:"secret,omitempty"`
-	Stats            *SubscriptionStats `json:"stats,omitempty"`
+	ID                string             `json:"id"`
+	Topic             string             `json:"topic"`
+	URL               string             `json:"url"`
+	Description       string             `json:"description"`
+	Filter            json.RawMessage    `json:"filter,omitempty"`
+	Headers           map[string]string  `json:"headers"`
+	Retry             retryJSON          `json:"retry"`
+	Timeout           string             `json:"timeout"`
+	MaxInFlight       int                `json:"max_in_flight"`
+	RateLimit         float64            `json:"rate_limit"`
+	Ordered           bool               `json:"ordered"`
+	ExpiresAfterIdle  string             `json:"expires_after_idle,omitempty"`
+	State             string             `json:"state"`
+	StateReason       string             `json:"state_reason,omitempty"`
+	StateReasonDetail string             `json:"state_reason_detail,omitempty"`
+	VerifyDeadline    string             `json:"verify_deadline,omitempty"`
+	CreatedAt         string             `json:"created_at"`
+	UpdatedAt         string             `json:"updated_at"`
+	LastSuccessAt     string             `json:"last_success_at,omitempty"`
+	FailingSince      string             `json:"failing_since,omitempty"`
+	LastActivityAt    string             `json:"last_activity_at,omitempty"`
+	Secret            string             `json:"secret,omitempty"`
+	Stats             *SubscriptionStats `json:"stats,omitempty"`
 }
 
 // MarshalJSON writes the API's form of a subscription.
@@ -156,7 +161,8 @@ func (s Subscription) MarshalJSON() ([]byte, error) {
 		Headers: headers, Retry: toRetryJSON(s.Retry), Timeout: formatDuration(s.Timeout),
 		MaxInFlight: s.MaxInFlight, RateLimit: s.RateLimit, Ordered: s.Ordered,
 		ExpiresAfterIdle: formatDuration(s.ExpiresAfterIdle), State: string(s.State), StateReason: s.StateReason,
-		VerifyDeadline: formatTime(s.VerifyDeadline), CreatedAt: formatTime(s.CreatedAt), UpdatedAt: formatTime(s.UpdatedAt),
+		StateReasonDetail: s.StateReasonDetail,
+		VerifyDeadline:    formatTime(s.VerifyDeadline), CreatedAt: formatTime(s.CreatedAt), UpdatedAt: formatTime(s.UpdatedAt),
 		LastSuccessAt: formatTime(s.LastSuccessAt), FailingSince: formatTime(s.FailingSince),
 		LastActivityAt: formatTime(s.LastActivityAt), Secret: s.Secret, Stats: s.Stats,
 	})
@@ -171,7 +177,7 @@ func (s *Subscription) UnmarshalJSON(b []byte) error {
 	out := Subscription{
 		ID: w.ID, Topic: w.Topic, URL: w.URL, Description: w.Description, Headers: w.Headers,
 		MaxInFlight: w.MaxInFlight, RateLimit: w.RateLimit, Ordered: w.Ordered,
-		State: herald.SubscriptionState(w.State), StateReason: w.StateReason, Secret: w.Secret, Stats: w.Stats,
+		State: herald.SubscriptionState(w.State), StateReason: w.StateReason, StateReasonDetail: w.StateReasonDetail, Secret: w.Secret, Stats: w.Stats,
 	}
 	if len(w.Filter) > 0 && string(w.Filter) != "null" {
 		out.Filter = w.Filter

@@ -19,23 +19,27 @@ type DeadLetter struct {
 	EventID   string
 	Key       string // the event key; "" when none
 	Attempts  int
-	LastError string
-	DeadAt    time.Time
+	LastError string // the reason from the documented set (docs/webhooks.md)
+	// LastErrorDetail is the raw cause behind LastError; only admin keys
+	// are shown it.
+	LastErrorDetail string
+	DeadAt          time.Time
 }
 
 type deadLetterJSON struct {
-	Topic     string `json:"topic"`
-	Seq       int64  `json:"seq"`
-	EventID   string `json:"event_id"`
-	Key       string `json:"key,omitempty"`
-	Attempts  int    `json:"attempts"`
-	LastError string `json:"last_error"`
-	DeadAt    string `json:"dead_at"`
+	Topic           string `json:"topic"`
+	Seq             int64  `json:"seq"`
+	EventID         string `json:"event_id"`
+	Key             string `json:"key,omitempty"`
+	Attempts        int    `json:"attempts"`
+	LastError       string `json:"last_error"`
+	LastErrorDetail string `json:"last_error_detail,omitempty"`
+	DeadAt          string `json:"dead_at"`
 }
 
 // MarshalJSON writes the API's form of a dead letter.
 func (d DeadLetter) MarshalJSON() ([]byte, error) {
-	return marshal(deadLetterJSON{d.Topic, d.Seq, d.EventID, d.Key, d.Attempts, d.LastError, formatTime(d.DeadAt)})
+	return marshal(deadLetterJSON{d.Topic, d.Seq, d.EventID, d.Key, d.Attempts, d.LastError, d.LastErrorDetail, formatTime(d.DeadAt)})
 }
 
 // UnmarshalJSON reads the API's form of a dead letter.
@@ -48,7 +52,7 @@ func (d *DeadLetter) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
-	*d = DeadLetter{w.Topic, w.Seq, w.EventID, w.Key, w.Attempts, w.LastError, t}
+	*d = DeadLetter{w.Topic, w.Seq, w.EventID, w.Key, w.Attempts, w.LastError, w.LastErrorDetail, t}
 	return nil
 }
 
@@ -162,22 +166,26 @@ type Attempt struct {
 	Outcome    herald.Outcome
 	StatusCode int // 0 when there was no response
 	Latency    time.Duration
-	Error      string
-	Response   string // at most 1 KiB of the response body
+	Error      string // the reason from the documented set (docs/webhooks.md)
+	// ErrorDetail is the raw cause behind Error; only admin keys are
+	// shown it.
+	ErrorDetail string
+	Response    string // at most 1 KiB of the response body
 }
 
 type attemptJSON struct {
-	ID         int64   `json:"id"`
-	Topic      string  `json:"topic"`
-	Seq        int64   `json:"seq"`
-	EventID    string  `json:"event_id"`
-	Attempt    int     `json:"attempt"`
-	Time       string  `json:"time"`
-	Outcome    string  `json:"outcome"`
-	StatusCode int     `json:"status_code,omitempty"`
-	LatencyMS  float64 `json:"latency_ms"`
-	Error      string  `json:"error,omitempty"`
-	Response   string  `json:"response,omitempty"`
+	ID          int64   `json:"id"`
+	Topic       string  `json:"topic"`
+	Seq         int64   `json:"seq"`
+	EventID     string  `json:"event_id"`
+	Attempt     int     `json:"attempt"`
+	Time        string  `json:"time"`
+	Outcome     string  `json:"outcome"`
+	StatusCode  int     `json:"status_code,omitempty"`
+	LatencyMS   float64 `json:"latency_ms"`
+	Error       string  `json:"error,omitempty"`
+	ErrorDetail string  `json:"error_detail,omitempty"`
+	Response    string  `json:"response,omitempty"`
 }
 
 // MarshalJSON writes the API's form of an attempt.
@@ -185,7 +193,7 @@ func (a Attempt) MarshalJSON() ([]byte, error) {
 	return marshal(attemptJSON{
 		ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt, Time: formatTime(a.Time),
 		Outcome: string(a.Outcome), StatusCode: a.StatusCode, LatencyMS: float64(a.Latency) / float64(time.Millisecond),
-		Error: a.Error, Response: a.Response,
+		Error: a.Error, ErrorDetail: a.ErrorDetail, Response: a.Response,
 	})
 }
 
@@ -203,7 +211,7 @@ func (a *Attempt) UnmarshalJSON(b []byte) error {
 		ID: w.ID, Topic: w.Topic, Seq: w.Seq, EventID: w.EventID, Attempt: w.Attempt, Time: t,
 		Outcome: herald.Outcome(w.Outcome), StatusCode: w.StatusCode,
 		Latency: time.Duration(math.Round(w.LatencyMS * float64(time.Millisecond))),
-		Error:   w.Error, Response: w.Response,
+		Error:   w.Error, ErrorDetail: w.ErrorDetail, Response: w.Response,
 	}
 	return nil
 }
@@ -254,24 +262,29 @@ type TestResult struct {
 	Outcome    herald.Outcome // success when the endpoint answered 2xx
 	StatusCode int            // 0 when there was no response
 	Latency    time.Duration
-	Error      string // why it failed
-	Response   string // at most 1 KiB of the response body
+	Error      string // why it failed: a reason from the documented set (docs/webhooks.md)
+	// ErrorDetail is the raw cause behind Error; only admin keys are
+	// shown it.
+	ErrorDetail string
+	Response    string // at most 1 KiB of the response body
 }
 
 type testResultJSON struct {
-	EventID    string  `json:"event_id"`
-	Outcome    string  `json:"outcome"`
-	StatusCode int     `json:"status_code,omitempty"`
-	LatencyMS  float64 `json:"latency_ms"`
-	Error      string  `json:"error,omitempty"`
-	Response   string  `json:"response,omitempty"`
+	EventID     string  `json:"event_id"`
+	Outcome     string  `json:"outcome"`
+	StatusCode  int     `json:"status_code,omitempty"`
+	LatencyMS   float64 `json:"latency_ms"`
+	Error       string  `json:"error,omitempty"`
+	ErrorDetail string  `json:"error_detail,omitempty"`
+	Response    string  `json:"response,omitempty"`
 }
 
 // MarshalJSON writes the API's form of a test result.
 func (r TestResult) MarshalJSON() ([]byte, error) {
 	return marshal(testResultJSON{
 		EventID: r.EventID, Outcome: string(r.Outcome), StatusCode: r.StatusCode,
-		LatencyMS: float64(r.Latency) / float64(time.Millisecond), Error: r.Error, Response: r.Response,
+		LatencyMS: float64(r.Latency) / float64(time.Millisecond), Error: r.Error, ErrorDetail: r.ErrorDetail,
+		Response: r.Response,
 	})
 }
 
@@ -283,7 +296,8 @@ func (r *TestResult) UnmarshalJSON(b []byte) error {
 	}
 	*r = TestResult{
 		EventID: w.EventID, Outcome: herald.Outcome(w.Outcome), StatusCode: w.StatusCode,
-		Latency: time.Duration(math.Round(w.LatencyMS * float64(time.Millisecond))), Error: w.Error, Response: w.Response,
+		Latency: time.Duration(math.Round(w.LatencyMS * float64(time.Millisecond))), Error: w.Error,
+		ErrorDetail: w.ErrorDetail, Response: w.Response,
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func TestSubscriptionWireRoundTrip(t *testing.T) {
 			  "filter":{"types":["order.*"]},"headers":{"X-Team":"payments"},
 			  "retry":{"max_attempts":5,"initial":"1s","max":"1h30m"},"timeout":"15s","max_in_flight":16,
 			  "rate_limit":2.5,"ordered":true,"expires_after_idle":"30d","state":"pending",
-			  "state_reason":"waiting","verify_deadline":"2025-01-03T03:04:05.678Z",
+			  "state_reason":"waiting (last: dns-failure)","state_reason_detail":"lookup h on 10.0.0.53:53: no such host","verify_deadline":"2025-01-03T03:04:05.678Z",
 			  "created_at":"2025-01-02T03:04:05.678Z","updated_at":"2025-01-02T03:04:05.678Z",
 			  "last_success_at":"2025-01-02T04:00:00.000Z","failing_since":"2025-01-02T05:00:00.000Z",
 			  "last_activity_at":"2025-01-02T06:00:00.000Z","secret":"whsec_x",
@@ -43,15 +43,15 @@ func TestSubscriptionWireRoundTrip(t *testing.T) {
 			`{"secret":"whsec_new","previous_secret":"whsec_old","previous_expires_at":"2025-01-02T03:04:05.000Z"}`},
 		{"dead letters", func() any { return new(client.DeadLetterPage) },
 			`{"dead_letters":[{"topic":"orders","seq":4,"event_id":"e1","key":"k","attempts":15,
-			  "last_error":"status 500","dead_at":"2025-01-02T03:04:05.000Z"}],"next_cursor":"x"}`},
+			  "last_error":"connection-refused","last_error_detail":"dial tcp 10.0.0.1:80: connect: connection refused","dead_at":"2025-01-02T03:04:05.000Z"}],"next_cursor":"x"}`},
 		{"attempts", func() any { return new(client.AttemptPage) },
 			`{"attempts":[{"id":9,"topic":"orders","seq":4,"event_id":"e1","attempt":2,
 			  "time":"2025-01-02T03:04:05.000Z","outcome":"failure","status_code":503,"latency_ms":12.345,
-			  "error":"status 503","response":"busy"},
+			  "error":"http-503","response":"busy"},
 			  {"id":8,"topic":"orders","seq":4,"event_id":"e1","attempt":1,
-			  "time":"2025-01-02T03:04:04.000Z","outcome":"failure","latency_ms":0.5,"error":"connection refused"}]}`},
+			  "time":"2025-01-02T03:04:04.000Z","outcome":"failure","latency_ms":0.5,"error":"connection-refused","error_detail":"dial tcp 10.0.0.1:80: connect: connection refused"}]}`},
 		{"test result", func() any { return new(client.TestResult) },
-			`{"event_id":"e9","outcome":"failure","status_code":503,"latency_ms":1.25,"error":"HTTP 503","response":"busy"}`},
+			`{"event_id":"e9","outcome":"failure","status_code":503,"latency_ms":1.25,"error":"connection-refused","error_detail":"dial tcp 10.0.0.1:80: connect: connection refused"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

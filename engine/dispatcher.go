@@ -530,7 +530,8 @@ func (d *Dispatcher) disable(id string, ranWith time.Time, reason string) {
 		}
 	}
 	d.metrics.disabled.Inc()
-	d.log.Warn("subscription disabled", "subscription_id", id, "reason", reason)
+	public, detail := herald.SplitReason(reason)
+	d.log.Warn("subscription disabled", "subscription_id", id, "reason", public, "detail", detail)
 	d.announce(ctx, herald.EventSubscriptionDisabled, s, reason)
 }
 
@@ -546,9 +547,11 @@ func (d *Dispatcher) expire(ctx context.Context, s herald.Subscription, now time
 
 // announce publishes a system event about a subscription. It carries
 // what a reader of the system topic needs and no secret: the endpoint's
-// scheme and host, not its URL (whose path and query often hold a token).
+// scheme and host, not its URL (whose path and query often hold a token),
+// and the reason without its detail (which names internal addresses).
 func (d *Dispatcher) announce(ctx context.Context, typ string, s herald.Subscription, reason string) {
 	now := d.cfg.Now().UTC()
+	reason, _ = herald.SplitReason(reason)
 	body, _ := json.Marshal(map[string]any{
 		"type": typ, "subscription_id": s.ID, "topic": s.Topic, "endpoint": endpointOrigin(s.URL),
 		"state": s.State, "reason": reason, "time": now.Format(time.RFC3339Nano),
@@ -602,8 +605,8 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 func (d *Dispatcher) Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult {
 	slot := slotKey{sub.ID + " (outside its worker)", destination(sub.ID, sub.URL)}
 	if err := d.slots.acquire(ctx, slot); err != nil {
-		return herald.DeliveryResult{Outcome: herald.Failed,
-			Err: "not sent: every send slot stayed in use (webhook.max-concurrency): " + err.Error()}
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: "no-send-slot",
+			Detail: "not sent: every send slot stayed in use (webhook.max-concurrency): " + err.Error()}
 	}
 	defer d.slots.release(slot)
 	return d.deliverer.Deliver(ctx, sub, ev, attempt)
@@ -640,6 +643,9 @@ func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
 			return
 		}
 	}
+	if res.Outcome != herald.Delivered {
+		d.log.Info("verification challenge failed", "subscription_id", s.ID, "reason", res.Err, "detail", res.Detail)
+	}
 	if typ != "" {
 		d.log.Info("subscription verification", "subscription_id", s.ID, "state", cur.State)
 		d.announce(ctx, typ, cur, cur.StateReason)
@@ -664,10 +670,10 @@ func (d *Dispatcher) recordChallenge(cur *herald.Subscription, res herald.Delive
 	}
 	if next.After(cur.VerifyDeadline) {
 		cur.State = herald.StateFailed
-		cur.StateReason = fmt.Sprintf("the endpoint did not answer the verification challenge by %s (last: %s)", cur.VerifyDeadline.Format(time.RFC3339), lastError(res))
+		cur.StateReason = herald.JoinReason(fmt.Sprintf("the endpoint did not answer the verification challenge by %s (last: %s)", cur.VerifyDeadline.Format(time.RFC3339), failure(res)), res.Detail)
 		return herald.EventSubscriptionFailed
 	}
-	cur.StateReason = "waiting for the endpoint to answer the verification challenge (last: " + lastError(res) + ")"
+	cur.StateReason = herald.JoinReason("waiting for the endpoint to answer the verification challenge (last: "+failure(res)+")", res.Detail)
 	cur.NextChallengeAt = next
 	return ""
 }

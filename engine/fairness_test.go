@@ -152,7 +152,7 @@ func TestDispatchDeliverOutsideWorkersTakesASlot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	res := e.dispatcher.Deliver(ctx, &s, ev, 1)
 	cancel()
-	if res.Outcome != herald.Failed || !strings.Contains(res.Err, "not sent") {
+	if res.Outcome != herald.Failed || res.Err != "no-send-slot" || !strings.Contains(res.Detail, "not sent") {
 		t.Fatalf("a test event with no slot free = %+v, want a failure saying it was not sent", res)
 	}
 	if _, total := ok.count(); total != 0 {

@@ -727,7 +727,7 @@ func (w *worker) handle(r sendResult) {
 	w.d.metrics.observe(r.res)
 	a := herald.Attempt{
 		SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Attempt: r.attempt, Time: now,
-		Outcome: herald.OutcomeSuccess, StatusCode: r.res.StatusCode, Latency: r.res.Latency, Error: r.res.Err,
+		Outcome: herald.OutcomeSuccess, StatusCode: r.res.StatusCode, Latency: r.res.Latency, Error: herald.JoinReason(r.res.Err, r.res.Detail),
 		Response: string(r.res.Response),
 	}
 	if r.res.Outcome != herald.Delivered {
@@ -786,7 +786,7 @@ func (w *worker) handle(r sendResult) {
 		w.pending.FailingSince = now
 	}
 	if now.Sub(w.failingSince) >= w.d.cfg.DisableAfter {
-		w.disable(now, fmt.Sprintf("every delivery failed for %s (last: %s)", herald.FormatDuration(now.Sub(w.failingSince).Round(time.Minute)), lastError(r.res)))
+		w.disable(now, herald.JoinReason(fmt.Sprintf("every delivery failed for %s (last: %s)", herald.FormatDuration(now.Sub(w.failingSince).Round(time.Minute)), failure(r.res)), r.res.Detail))
 	}
 }
 
@@ -855,11 +855,16 @@ func (w *worker) disable(now time.Time, reason string) {
 	w.d.disable(w.sub.ID, w.sub.UpdatedAt, reason)
 }
 
-func lastError(r herald.DeliveryResult) string {
+// lastError is the stored form of a failed attempt's reason and detail
+// (see herald.JoinReason).
+func lastError(r herald.DeliveryResult) string { return herald.JoinReason(failure(r), r.Detail) }
+
+// failure is a failed attempt's public reason.
+func failure(r herald.DeliveryResult) string {
 	if r.Err != "" {
 		return r.Err
 	}
-	return fmt.Sprintf("HTTP %d", r.StatusCode)
+	return fmt.Sprintf("http-%d", r.StatusCode)
 }
 
 func (w *worker) pendingSize() int {

@@ -56,7 +56,7 @@ func (d *Deliverer) Deliver(ctx context.Context, sub *herald.Subscription, ev *h
 	now := d.now()
 	keys, err := signingKeys(sub, now)
 	if err != nil {
-		return herald.DeliveryResult{Outcome: herald.Failed, Err: "cannot sign: " + err.Error()}
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: ReasonSigning, Detail: err.Error()}
 	}
 	h := newHeaders(10 + len(ev.Headers) + len(sub.Headers))
 	for k, v := range ev.Headers {
@@ -97,7 +97,7 @@ func (d *Deliverer) Challenge(ctx context.Context, sub *herald.Subscription) her
 	now := d.now()
 	keys, err := signingKeys(sub, now)
 	if err != nil {
-		return herald.DeliveryResult{Outcome: herald.Failed, Err: "cannot sign: " + err.Error()}
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: ReasonSigning, Detail: err.Error()}
 	}
 	body, _ := json.Marshal(struct {
 		Type           string `json:"type"`
@@ -122,7 +122,8 @@ func (d *Deliverer) Challenge(ctx context.Context, sub *herald.Subscription) her
 	}
 	if json.Unmarshal(res.Excerpt, &answer) != nil || subtle.ConstantTimeCompare([]byte(answer.Challenge), []byte(sub.Challenge)) != 1 {
 		out.Outcome = herald.Failed
-		out.Err = fmt.Sprintf(`the endpoint answered %d but its body was not {"challenge":"<the token sent>"}`, res.StatusCode)
+		out.Err = ReasonChallengeMismatch
+		out.Detail = fmt.Sprintf(`the endpoint answered %d but its body was not {"challenge":"<the token sent>"}`, res.StatusCode)
 	}
 	return out
 }
@@ -173,6 +174,8 @@ func signingKeys(sub *herald.Subscription, now time.Time) ([][]byte, error) {
 	return keys, nil
 }
 
+// result turns a Result into what the engine records: the outcome, and
+// for a failure its reason (see Reason*) with the raw error as detail.
 func result(res Result) herald.DeliveryResult {
 	out := herald.DeliveryResult{
 		StatusCode: res.StatusCode,
@@ -185,13 +188,13 @@ func result(res Result) herald.DeliveryResult {
 		out.Outcome = herald.Delivered
 	case OutcomeGone:
 		out.Outcome = herald.Gone
-		out.Err = "HTTP 410 Gone"
+		out.Err = HTTPReason(res.StatusCode)
 	default:
 		out.Outcome = herald.Failed
 		if res.Err != nil {
-			out.Err = res.Err.Error()
+			out.Err, out.Detail = classifyErr(res.Err), res.Err.Error()
 		} else {
-			out.Err = "HTTP " + strconv.Itoa(res.StatusCode)
+			out.Err = HTTPReason(res.StatusCode)
 		}
 	}
 	return out
