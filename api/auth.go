@@ -18,6 +18,12 @@ const (
 	// here for at most this long; one deleted through this server is
 	// dropped at once.
 	keyCacheTTL = 5 * time.Second
+	// keyIndexTTL is how long the list of keys that CheckKey reads is
+	// trusted: a key deleted through another node still passes CheckKey
+	// here for at most this long, so its tokens are refused, and its open
+	// streams closed (with the stream hub's KeyCheckInterval on top),
+	// within about 3 seconds.
+	keyIndexTTL = 2 * time.Second
 	// keyCacheSize bounds the cached keys.
 	keyCacheSize = 1024
 	// maxBearerLen bounds the credential we hash; real secrets are 48 bytes.
@@ -29,6 +35,11 @@ type principal struct {
 	keyID  string // "" for the bootstrap admin and insecure mode
 	scopes herald.Scopes
 }
+
+// adminSubject names the bootstrap admin key (and everyone, with
+// authentication off) to the stream hub, which stored keys name by id.
+// It is never revoked.
+const adminSubject = "admin"
 
 var adminPrincipal = &principal{scopes: herald.Scopes{{Action: herald.ActionAdmin}}}
 
@@ -134,19 +145,26 @@ func splitReason(stored string, detail bool) (string, string) {
 // keyLookup is the part of the store the key cache reads.
 type keyLookup interface {
 	KeyByHash(ctx context.Context, hash []byte) (herald.APIKey, error)
+	ListKeys(ctx context.Context) ([]herald.APIKey, error)
 }
 
 // keyCache remembers keys found in the store for a few seconds, so a busy
 // producer costs one store read per TTL rather than one per request. It
-// keeps only found keys: a key created anywhere works at once.
+// keeps only found keys: a key created anywhere works at once. Apart, it
+// keeps a list of every key by id for byID, read again after indexTTL.
 type keyCache struct {
-	store keyLookup
-	ttl   time.Duration
-	size  int
-	now   func() time.Time
+	store    keyLookup
+	ttl      time.Duration
+	indexTTL time.Duration
+	size     int
+	now      func() time.Time
 
-	mu      sync.Mutex
-	entries map[[sha256.Size]byte]cachedKey
+	refreshMu sync.Mutex // held while byID reads the list of keys
+
+	mu        sync.Mutex
+	entries   map[[sha256.Size]byte]cachedKey
+	index     map[string]herald.APIKey // every key by id; nil until read
+	indexedAt time.Time                // when the read of index began
 	// gen counts forget calls: a lookup that raced a delete does not put
 	// the deleted key back.
 	gen uint64
@@ -157,8 +175,9 @@ type cachedKey struct {
 	fetched time.Time
 }
 
-func newKeyCache(store keyLookup, ttl time.Duration, size int, now func() time.Time) *keyCache {
-	return &keyCache{store: store, ttl: ttl, size: size, now: now, entries: make(map[[sha256.Size]byte]cachedKey)}
+func newKeyCache(store keyLookup, ttl, indexTTL time.Duration, size int, now func() time.Time) *keyCache {
+	return &keyCache{store: store, ttl: ttl, indexTTL: indexTTL, size: size, now: now,
+		entries: make(map[[sha256.Size]byte]cachedKey)}
 }
 
 // lookup returns the key with the hash, from the cache when fresh, else from
@@ -219,6 +238,72 @@ func (c *keyCache) forget(id string) {
 		if e.key.ID == id {
 			delete(c.entries, h)
 		}
+	}
+	delete(c.index, id)
+}
+
+// byID returns the key with the id (CodeNotFound when there is none) from
+// a list of every key, read again from the store when older than
+// indexTTL: one read per indexTTL, however many streams and tokens are
+// checked, whatever the number of keys behind them. An id missing from
+// the list may be a key created since it was read, so a miss is answered
+// only by a list read after the call began: a key created anywhere is
+// found at once, and a deleted one costs a read per call, as an unknown
+// secret does in lookup.
+func (c *keyCache) byID(ctx context.Context, id string) (herald.APIKey, error) {
+	asked := c.now()
+	k, found, fresh, _ := c.indexed(id)
+	if !found || !fresh {
+		c.refreshMu.Lock() // one reader at a time; the others use its list
+		defer c.refreshMu.Unlock()
+		var readAt time.Time
+		k, found, fresh, readAt = c.indexed(id)
+		if !fresh || !found && readAt.Before(asked) {
+			if err := c.readIndex(ctx); err != nil {
+				return herald.APIKey{}, err
+			}
+			k, found, _, _ = c.indexed(id)
+		}
+	}
+	if !found {
+		return herald.APIKey{}, herald.Errorf(herald.CodeNotFound, "API key %s not found", id)
+	}
+	return k, nil
+}
+
+// indexed looks the id up in the list of keys, and reports whether the
+// list is fresh and when its read began.
+func (c *keyCache) indexed(id string) (k herald.APIKey, found, fresh bool, readAt time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, found = c.index[id]
+	return k, found, c.index != nil && c.now().Sub(c.indexedAt) < c.indexTTL, c.indexedAt
+}
+
+// readIndex reads the list of keys from the store. c.refreshMu is held.
+func (c *keyCache) readIndex(ctx context.Context) error {
+	// A delete that commits while the list is read may be missing from
+	// it: read again rather than bring the key back (forget counts in gen).
+	for try := 1; ; try++ {
+		c.mu.Lock()
+		gen := c.gen
+		c.mu.Unlock()
+		start := c.now()
+		keys, err := c.store.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		index := make(map[string]herald.APIKey, len(keys))
+		for _, k := range keys {
+			index[k.ID] = k
+		}
+		c.mu.Lock()
+		if c.gen == gen || try == 3 {
+			c.index, c.indexedAt = index, start
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
 	}
 }
 

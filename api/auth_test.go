@@ -174,7 +174,7 @@ func TestKeyCacheTTL(t *testing.T) {
 	e := newEnv(t, Config{})
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	c := newKeyCache(e.store, time.Second, 2, clock)
+	c := newKeyCache(e.store, time.Second, time.Second, 2, clock)
 
 	id, secret := e.createKey("read:a")
 	hash := [32]byte(herald.HashKeySecret(secret))

@@ -106,6 +106,9 @@ func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.keys.forget(id)
+	for _, f := range s.keyDeleted {
+		f(id) // e.g. the key's open streams end now
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -113,6 +113,7 @@ type Server struct {
 	// metricsHandler serves Deps.Registry at /metrics.
 	metricsHandler http.Handler
 	keys           *keyCache
+	keyDeleted     []func(id string) // told of every key deleted through the API
 	now            func() time.Time
 
 	mux     *http.ServeMux
@@ -151,7 +152,7 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	s.metricsHandler = newMetricsHandler(reg, log)
 	s.deliverer = deps.Deliverer
-	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyCacheSize, s.now)
+	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
 	return s

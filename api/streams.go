@@ -2,8 +2,10 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/heraldhq/herald"
 )
@@ -41,9 +43,41 @@ func (s *Server) Authenticate(r *http.Request) (herald.Scopes, string, error) {
 	}
 	subject := p.keyID
 	if subject == "" {
-		subject = "admin"
+		subject = adminSubject
 	}
 	return p.scopes, subject, nil
+}
+
+// errKeyRevoked answers a stream or token whose key is gone.
+var errKeyRevoked = herald.Errorf(herald.CodeUnauthorized, "the API key was deleted or has expired")
+
+// CheckKey reports whether the key a subject of Authenticate names still
+// holds: its expiry (zero: never), or CodeUnauthorized once it was deleted
+// or has expired. The bootstrap admin always holds. It implements
+// stream.KeyChecker, so tokens never outlive their key and streams end
+// with it. A key deleted through this server fails at once; one deleted
+// through another node within keyIndexTTL (2 s), the age of the list of
+// keys it reads.
+func (s *Server) CheckKey(ctx context.Context, subject string) (time.Time, error) {
+	if subject == adminSubject {
+		return time.Time{}, nil
+	}
+	k, err := s.keys.byID(ctx, subject)
+	if herald.IsCode(err, herald.CodeNotFound) || err == nil && k.Expired(s.now()) {
+		return time.Time{}, errKeyRevoked
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return k.ExpiresAt, nil
+}
+
+// OnKeyDeleted registers f to be told the id of every key deleted through
+// the API, after the deletion: the stream hub closes the key's open
+// streams at once (other nodes find out through CheckKey). Call it before
+// the server handles requests; f must not block.
+func (s *Server) OnKeyDeleted(f func(id string)) {
+	s.keyDeleted = append(s.keyDeleted, f)
 }
 
 // WriteProblem writes err as application/problem+json, exactly as the API

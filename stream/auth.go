@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"path"
@@ -25,16 +26,36 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (scopes herald.Scopes, subject string, err error)
 }
 
+// KeyChecker is an optional capability of an Authenticator, found by type
+// assertion: it tells whether the API key a subject names still holds.
+// With it, a connection token is refused once its key was deleted or has
+// expired, and is never issued to outlive its key; open streams of such a
+// key, opened with it or with a token of it, are closed with
+// ReasonKeyRevoked (at the key's expiry, or within a check of the hub's
+// KeyCheckInterval after a deletion, plus the checker's own delay).
+type KeyChecker interface {
+	// CheckKey returns the expiry of the key the subject names (zero: it
+	// never expires), or a *herald.Error with CodeUnauthorized when the
+	// key was deleted or has expired. Other errors (the store is
+	// unreachable) decide nothing. Answers may come from a cache, so a
+	// deletion made elsewhere is seen after a delay the implementation
+	// bounds and documents. It must be safe for concurrent use and
+	// should not block for long.
+	CheckKey(ctx context.Context, subject string) (expires time.Time, err error)
+}
+
 // caller is who opened a stream.
 type caller struct {
-	scopes  herald.Scopes
-	subject string
-	expires time.Time // the token's expiry; zero for API keys
+	scopes     herald.Scopes
+	subject    string
+	expires    time.Time // the token's expiry; zero for API keys
+	keyExpires time.Time // the key's expiry; zero: never, or no KeyChecker
 }
 
 // authenticate reads the connection token of ?token= when there is one,
-// else asks the Authenticator.
+// else asks the Authenticator; then it checks that the key still holds.
 func (h *Hub) authenticate(r *http.Request) (caller, error) {
+	var who caller
 	if tok := r.URL.Query().Get("token"); tok != "" {
 		if h.tokens == nil {
 			return caller{}, herald.Errorf(herald.CodeUnauthorized, "connection tokens are not enabled on this server")
@@ -43,16 +64,28 @@ func (h *Hub) authenticate(r *http.Request) (caller, error) {
 		if err != nil {
 			return caller{}, err
 		}
-		return caller{scopes: c.scopes, subject: c.subject, expires: c.expires}, nil
+		who = caller{scopes: c.scopes, subject: c.subject, expires: c.expires}
+	} else {
+		if h.auth == nil {
+			return caller{}, herald.Errorf(herald.CodeUnauthorized, "a connection token (?token=) is required")
+		}
+		scopes, subject, err := h.auth.Authenticate(r)
+		if err != nil {
+			return caller{}, err
+		}
+		who = caller{scopes: scopes, subject: subject}
 	}
-	if h.auth == nil {
-		return caller{}, herald.Errorf(herald.CodeUnauthorized, "a connection token (?token=) is required")
+	if h.keys != nil {
+		exp, err := h.keys.CheckKey(r.Context(), who.subject)
+		if herald.IsCode(err, herald.CodeUnauthorized) && !who.expires.IsZero() {
+			return caller{}, herald.Errorf(herald.CodeUnauthorized, "the API key that asked for this connection token was deleted or has expired")
+		}
+		if err != nil {
+			return caller{}, err
+		}
+		who.keyExpires = exp
 	}
-	scopes, subject, err := h.auth.Authenticate(r)
-	if err != nil {
-		return caller{}, err
-	}
-	return caller{scopes: scopes, subject: subject}, nil
+	return who, nil
 }
 
 // authorizeStream checks that the scopes allow streaming the topic or

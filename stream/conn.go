@@ -25,6 +25,7 @@ const (
 	// ReasonInvalidUTF8 closes a WebSocket that sent a text frame of
 	// invalid UTF-8 (RFC 6455 section 8.1).
 	ReasonInvalidUTF8 = "text frames must be valid UTF-8"
+	ReasonKeyRevoked  = "key revoked: the API key was deleted or has expired"
 )
 
 // clockMargin widens a time-based start for topics a client has seen
@@ -57,6 +58,7 @@ const (
 	reasonShutdown
 	reasonTokenExpired
 	reasonInvalidUTF8
+	reasonKeyRevoked
 )
 
 // closeError ends a connection's writer for a reason the client is told.
@@ -72,6 +74,8 @@ func (e closeError) Error() string {
 		return ReasonTokenExpired
 	case reasonInvalidUTF8:
 		return ReasonInvalidUTF8
+	case reasonKeyRevoked:
+		return ReasonKeyRevoked
 	}
 	return "closed"
 }
@@ -96,6 +100,9 @@ type conn struct {
 	subject   string
 	scopes    herald.Scopes
 	expires   time.Time // token expiry; zero for API keys
+	// keyExpires is the expiry of the key behind the connection (its own,
+	// or its token's); zero when it never expires.
+	keyExpires time.Time
 
 	ws       *websocket.Conn // set under mu once accepted
 	nc       net.Conn        // SSE over a connection taken from net/http; set under mu
@@ -243,15 +250,18 @@ func (c *conn) heartbeat() {
 var heartbeatLine = []byte(":\n\n")
 
 // shutdown makes the writer end the connection for reason, dropping what
-// is queued: the client replays it after reconnecting.
-func (c *conn) shutdown(reason closeReason) {
+// is queued: the client replays it after reconnecting. It reports whether
+// the connection was not ending already.
+func (c *conn) shutdown(reason closeReason) bool {
 	c.mu.Lock()
-	if c.closing == reasonNone {
+	first := c.closing == reasonNone
+	if first {
 		c.closing = reason
 		c.queue = nil
 	}
 	c.kickLocked()
 	c.mu.Unlock()
+	return first
 }
 
 // finish stops new goroutines of the connection and waits for the

@@ -70,8 +70,9 @@
 // "data_base64".
 // The server pings every PingInterval and closes a connection that does
 // not answer. It closes with 1012 when it stops, 1013 for a slow
-// consumer, 1008 when the connection token expires and 1007 for a text
-// frame that is not UTF-8.
+// consumer, 1008 when the connection token expires or its API key is
+// deleted or expires (ReasonKeyRevoked), and 1007 for a text frame that
+// is not UTF-8.
 //
 // # SSE
 //
@@ -97,6 +98,10 @@
 // A request carries an API key (checked by the Authenticator the API
 // provides) or ?token= with a connection token from Tokens. Streaming a
 // topic or pattern needs the read or subscribe scope covering it.
+// When the Authenticator is also a KeyChecker, a token never outlives its
+// key, and the streams of a key (or of its tokens) end with
+// ReasonKeyRevoked once it expires or is deleted: Revoke on the node that
+// deleted it, a check every KeyCheckInterval on the others.
 // Connections are limited per key (MaxConnsPerSubject; a token counts for
 // the key that asked for it) and subscriptions per WebSocket
 // (MaxSubscriptionsPerConn). Browser origins other than the server's own

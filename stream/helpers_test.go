@@ -98,6 +98,8 @@ type nodeOptions struct {
 	mux      func(*http.ServeMux)
 	noTokens bool
 	http2    bool // serve HTTP/2 over TLS
+	// auth, if set, authenticates instead of keys (a KeyChecker, say).
+	auth stream.Authenticator
 	// wrapStore, if set, wraps the store the hub reads (to count reads).
 	wrapStore func(stream.Store) stream.Store
 }
@@ -127,11 +129,15 @@ func startNode(t *testing.T, o nodeOptions) *node {
 			t.Fatal(err)
 		}
 	}
+	var auth stream.Authenticator = o.keys
+	if o.auth != nil {
+		auth = o.auth
+	}
 	var hubStore stream.Store = st
 	if o.wrapStore != nil {
 		hubStore = o.wrapStore(st)
 	}
-	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: hubStore, Tail: n.tail, Auth: o.keys, Tokens: n.tokens,
+	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: hubStore, Tail: n.tail, Auth: auth, Tokens: n.tokens,
 		Registry: n.reg, Now: o.clock.now})
 	n.committer.OnCommit(n.tail.Add)
 	n.committer.OnCommit(n.hub.OnCommit)
@@ -146,7 +152,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	mux.HandleFunc("OPTIONS /v1/topics/{topic}/stream", n.hub.ServeSSE)
 	mux.HandleFunc("GET /v1/stream", n.hub.ServeWebSocket)
 	if n.tokens != nil {
-		mux.Handle("POST /v1/tokens", n.tokens.Handler(o.keys))
+		mux.Handle("POST /v1/tokens", n.tokens.Handler(auth))
 	}
 	if o.mux != nil {
 		o.mux(mux)

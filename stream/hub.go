@@ -60,8 +60,12 @@ type Config struct {
 	// Default 65536.
 	FanoutBuffer int
 	// SweepInterval is how often the hub checks connections for due pings
-	// and expired tokens. Default 1s.
+	// and expired tokens and keys. Default 1s.
 	SweepInterval time.Duration
+	// KeyCheckInterval is how often the hub asks the Authenticator's
+	// KeyChecker whether the keys behind its open streams still hold,
+	// closing those of a key deleted meanwhile (on any node). Default 1s.
+	KeyCheckInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -91,6 +95,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.WriteTimeout, 10*time.Second)
 	defDur(&c.SSERetry, 2*time.Second)
 	defDur(&c.SweepInterval, time.Second)
+	defDur(&c.KeyCheckInterval, time.Second)
 	return c
 }
 
@@ -146,6 +151,7 @@ type Hub struct {
 	store   Store
 	tail    TailReader
 	auth    Authenticator
+	keys    KeyChecker // auth's, if it has the capability; else nil
 	tokens  *Tokens
 	log     *slog.Logger
 	metrics *metrics
@@ -226,6 +232,7 @@ func NewHub(cfg Config, deps Deps) *Hub {
 	if h.problem == nil {
 		h.problem = defaultProblemWriter(log)
 	}
+	h.keys, _ = deps.Auth.(KeyChecker)
 	return h
 }
 
@@ -384,11 +391,18 @@ func (h *Hub) kick() {
 	}
 }
 
-// loop is the hub's one goroutine: it fans out committed events in commit
+// loop is the hub's main goroutine: it fans out committed events in commit
 // order, catches up topics from the store, and sweeps connections for
-// pings and expired tokens. Owned by Start and Stop.
+// pings and expired tokens and keys. With a KeyChecker it runs checkKeys
+// beside it, whose store reads must not hold up fan-out. Owned by Start
+// and Stop.
 func (h *Hub) loop() {
 	defer close(h.loopDone)
+	if h.keys != nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(h.checkKeys)
+	}
 	t := time.NewTicker(h.cfg.SweepInterval)
 	defer t.Stop()
 	for {
@@ -604,7 +618,7 @@ func (h *Hub) deliver(oe *outEvent) {
 }
 
 // sweep pings WebSockets that are due and closes connections whose token
-// has expired.
+// or key has expired.
 func (h *Hub) sweep() {
 	now := h.now()
 	h.mu.RLock()
@@ -612,6 +626,10 @@ func (h *Hub) sweep() {
 	for c := range h.conns {
 		if !c.expires.IsZero() && !now.Before(c.expires) {
 			c.shutdown(reasonTokenExpired)
+			continue
+		}
+		if !c.keyExpires.IsZero() && !now.Before(c.keyExpires) {
+			c.shutdown(reasonKeyRevoked)
 			continue
 		}
 		switch {
@@ -622,6 +640,69 @@ func (h *Hub) sweep() {
 			c.lastBeat = now
 			c.heartbeat()
 		}
+	}
+}
+
+// Revoke closes every open stream of the subject (the API key's id; its
+// tokens' streams too) with ReasonKeyRevoked: the API calls it when it
+// deletes a key. Other nodes notice the deletion through the KeyChecker
+// (see checkKeys). It never blocks.
+func (h *Hub) Revoke(subject string) { h.revoke(subject) }
+
+// revoke closes the subject's streams and returns how many were not
+// closing already.
+func (h *Hub) revoke(subject string) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for c := range h.conns {
+		if c.subject == subject && c.shutdown(reasonKeyRevoked) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkKeys asks the KeyChecker, every KeyCheckInterval, about the key of
+// each open stream, and revokes the streams of keys that no longer hold:
+// deleted through another node, or expired. A key deleted anywhere closes
+// its streams here within KeyCheckInterval plus the checker's delay. A
+// check that fails (the store is away) closes nothing. Run by loop until
+// the hub's context ends.
+func (h *Hub) checkKeys() {
+	t := time.NewTicker(h.cfg.KeyCheckInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.RLock()
+		subjects := make([]string, 0, len(h.perSubject))
+		for s := range h.perSubject {
+			subjects = append(subjects, s)
+		}
+		h.mu.RUnlock()
+		var failed error
+		for _, s := range subjects {
+			ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+			_, err := h.keys.CheckKey(ctx, s)
+			cancel()
+			switch {
+			case herald.IsCode(err, herald.CodeUnauthorized):
+				if n := h.revoke(s); n > 0 {
+					h.log.Info("closed the streams of a deleted or expired API key", "subject", s, "streams", n)
+				}
+			case err != nil && h.ctx.Err() == nil:
+				failed = err
+			}
+		}
+		if failed != nil && !failing {
+			h.log.Warn("cannot check the API keys of open streams; they stay open until it works again", "err", failed)
+		}
+		failing = failed != nil
 	}
 }
 

@@ -128,7 +128,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	c := &conn{hub: h, transport: transportSSE, subject: who.subject, scopes: who.scopes, expires: who.expires,
+	c := &conn{hub: h, transport: transportSSE, subject: who.subject, scopes: who.scopes, expires: who.expires, keyExpires: who.keyExpires,
 		wakeCh: make(chan struct{}, 1)}
 	if err := h.addConn(c); err != nil {
 		return err
@@ -377,8 +377,8 @@ func (o *sseOut) flush() error {
 }
 
 // disconnectEvent is the data of "herald.disconnect", the last event of a
-// stream the server ends. Code is slow-consumer, shutdown, token-expired
-// or a problem code such as unavailable.
+// stream the server ends. Code is slow-consumer, shutdown, token-expired,
+// key-revoked or a problem code such as unavailable.
 type disconnectEvent struct {
 	Code   string `json:"code"`
 	Reason string `json:"reason"`
@@ -396,6 +396,8 @@ func (o *sseOut) end(err error) {
 			d = disconnectEvent{"shutdown", ReasonShutdown}
 		case reasonTokenExpired:
 			d = disconnectEvent{"token-expired", ReasonTokenExpired}
+		case reasonKeyRevoked:
+			d = disconnectEvent{"key-revoked", ReasonKeyRevoked}
 		}
 	} else if _, ok := errors.AsType[writeError](err); ok {
 		return // the client is gone or too slow to write to

@@ -55,9 +55,10 @@ type TokensConfig struct {
 
 // Tokens issues and verifies short-lived connection tokens: JWTs (HS256)
 // that carry read or subscribe scopes on topic patterns, an expiry, and
-// the subject of the key that asked for them. Browsers, which cannot set
-// an Authorization header on EventSource or WebSocket, pass them as
-// ?token=. A Tokens is safe for concurrent use.
+// the subject of the key that asked for them ("sub": the key's id), so a
+// token is refused once its key is gone (see KeyChecker). Browsers, which
+// cannot set an Authorization header on EventSource or WebSocket, pass
+// them as ?token=. A Tokens is safe for concurrent use.
 type Tokens struct {
 	secret     []byte
 	defaultTTL time.Duration
@@ -118,6 +119,11 @@ type tokenClaims struct {
 // configured maximum. Errors are CodeInvalid with the field at fault.
 // Issue does not check that anyone may hold the scopes: Handler does.
 func (t *Tokens) Issue(scopes herald.Scopes, ttl time.Duration, subject string) (string, time.Time, error) {
+	return t.issue(scopes, ttl, subject, time.Time{})
+}
+
+// issue is Issue with the expiry capped at notAfter, unless it is zero.
+func (t *Tokens) issue(scopes herald.Scopes, ttl time.Duration, subject string, notAfter time.Time) (string, time.Time, error) {
 	if len(scopes) == 0 {
 		return "", time.Time{}, herald.FieldErrorf("scopes", "at least one scope is required")
 	}
@@ -130,7 +136,11 @@ func (t *Tokens) Issue(scopes herald.Scopes, ttl time.Duration, subject string) 
 		return "", time.Time{}, herald.FieldErrorf("ttl", "ttl must be more than 0 and at most %s, got %s", herald.FormatDuration(t.maxTTL), ttl)
 	}
 	now := t.now()
-	exp := now.Add(ttl).Truncate(time.Second)
+	exp := now.Add(ttl)
+	if !notAfter.IsZero() && notAfter.Before(exp) {
+		exp = notAfter // a token never outlives its key
+	}
+	exp = exp.Truncate(time.Second)
 	var jti [12]byte
 	_, _ = rand.Read(jti[:]) // crypto/rand.Read never fails
 	claims := tokenClaims{
@@ -203,9 +213,10 @@ type TokenResponse struct {
 // Handler serves POST /v1/tokens: {"scopes": ["read:orders.>"], "ttl":
 // "15m"} (ttl optional, herald duration form, at most the maximum)
 // answers 200 with a TokenResponse. The caller, established by auth, must
-// hold every requested scope itself (admin holds all). The answer has
-// Cache-Control: no-store. Failures are problems: 400 with the field at
-// fault, 401 and 403 from auth, 403 for a scope the caller lacks.
+// hold every requested scope itself (admin holds all). When auth is a
+// KeyChecker, the token expires no later than the caller's key. The
+// answer has Cache-Control: no-store. Failures are problems: 400 with the
+// field at fault, 401 and 403 from auth, 403 for a scope the caller lacks.
 func (t *Tokens) Handler(auth Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := t.serveIssue(w, r, auth); err != nil {
@@ -260,7 +271,13 @@ func (t *Tokens) serveIssue(w http.ResponseWriter, r *http.Request, auth Authent
 			return herald.FieldErrorf("ttl", "ttl %q: want a duration such as 15m or 1h", req.TTL)
 		}
 	}
-	token, exp, err := t.Issue(scopes, ttl, subject)
+	var keyExpires time.Time
+	if kc, ok := auth.(KeyChecker); ok {
+		if keyExpires, err = kc.CheckKey(r.Context(), subject); err != nil {
+			return err
+		}
+	}
+	token, exp, err := t.issue(scopes, ttl, subject, keyExpires)
 	if err != nil {
 		return err
 	}

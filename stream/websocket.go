@@ -29,6 +29,7 @@ const (
 	CloseSlowConsumer   = websocket.StatusTryAgainLater           // 1013: the connection's queue was full
 	CloseTokenExpired   = websocket.StatusPolicyViolation         // 1008: the connection token expired
 	CloseInvalidUTF8    = websocket.StatusInvalidFramePayloadData // 1007: a text frame was not UTF-8
+	CloseKeyRevoked     = websocket.StatusPolicyViolation         // 1008: the API key was deleted or expired
 )
 
 // ServeWebSocket serves GET /v1/stream: it authenticates the request (API
@@ -56,7 +57,7 @@ func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c := &conn{hub: h, transport: transportWS, subject: who.subject, scopes: who.scopes, expires: who.expires}
+	c := &conn{hub: h, transport: transportWS, subject: who.subject, scopes: who.scopes, expires: who.expires, keyExpires: who.keyExpires}
 	if err := h.addConn(c); err != nil {
 		return err
 	}
@@ -390,6 +391,8 @@ func (c *conn) closeWS(err error) {
 		_ = c.ws.Close(CloseTokenExpired, ReasonTokenExpired)
 	case reasonInvalidUTF8:
 		_ = c.ws.Close(CloseInvalidUTF8, ReasonInvalidUTF8)
+	case reasonKeyRevoked:
+		_ = c.ws.Close(CloseKeyRevoked, ReasonKeyRevoked)
 	default:
 		_ = c.ws.CloseNow()
 	}

@@ -358,6 +358,7 @@ func (m *Main) newStreams() error {
 	m.committer.OnCommit(m.hub.OnCommit)
 	m.api.SetStreams(m.hub, tokens.Handler(m.api))
 	m.api.OnTopicDeleted(m.topicDeleted)
+	m.api.OnKeyDeleted(m.hub.Revoke)
 	return nil
 }
 
