@@ -108,18 +108,24 @@ func (p RetryPolicy) Delay(attempt int, rnd float64) time.Duration {
 }
 
 // Subscription routes the events of a topic, or of every topic matching a
-// pattern, to a webhook endpoint.
+// pattern, to a destination: a webhook endpoint, a broker, a person. Channel
+// names the kind of destination and Config is that channel's settings
+// (package channel); everything else is the engine's and the same for every
+// channel.
 type Subscription struct {
-	ID          string // "sub_..."
-	Topic       string // a topic name or a pattern ("orders.*", "orders.>")
-	URL         string
+	ID      string // "sub_..."
+	Topic   string // a topic name or a pattern ("orders.*", "orders.>")
+	Channel string // "webhook", "kafka", ...: see package channel
+	// Config is the channel's settings in the canonical JSON its Validate
+	// returned. It holds secrets (a signing secret, a password): only the
+	// channel reads it, and callers see Channel.Public's form of it.
+	Config      json.RawMessage
 	Description string
-	Filter      json.RawMessage   // canonical filter JSON (package filter); nil = everything
-	Headers     map[string]string // static request headers
+	Filter      json.RawMessage // canonical filter JSON (package filter); nil = everything
 	Retry       RetryPolicy
 	Timeout     time.Duration
 	MaxInFlight int
-	RateLimit   float64 // requests per second; 0 = unlimited
+	RateLimit   float64 // deliveries per second; 0 = unlimited
 	Ordered     bool    // per-key FIFO
 	// ExpiresAfterIdle removes the subscription after this long with no
 	// matching event and no API activity; 0 = never.
@@ -128,14 +134,10 @@ type Subscription struct {
 	State       SubscriptionState
 	StateReason string // why it is disabled, failed or paused, for people
 
-	// Secrets sign requests. Secret is current; PreviousSecret keeps signing
-	// too until PreviousExpiresAt, so receivers can roll over.
-	Secret            string
-	PreviousSecret    string
-	PreviousExpiresAt time.Time
-
-	// Verification: the challenge token sent to the endpoint, the time it
-	// must be answered by, and when the next challenge request is due.
+	// Verification, for channels whose endpoints must prove they agreed
+	// to receive (channel.Verifier): the token sent to the endpoint (a
+	// webhook challenge, the nonce of an email link, an SMS code), the
+	// time it must be answered by, and when the next request is due.
 	Challenge       string
 	VerifyDeadline  time.Time
 	NextChallengeAt time.Time
@@ -156,6 +158,9 @@ type Subscription struct {
 	// update.
 	Version int64
 }
+
+// ChannelWebhook is the channel of a subscription that names none.
+const ChannelWebhook = "webhook"
 
 // Cursor is a subscription's position in one topic's log: every event with
 // seq <= Seq is settled (delivered, filtered out, in the retry set or dead).
@@ -307,7 +312,9 @@ type SubscriptionStore interface {
 	// before the first retained event with start.Earliest, after start.Seq,
 	// or before the first event at or after start.Time. Topics created later
 	// have no cursor and start from their first event. The stored Version
-	// starts at 0, whatever s.Version is. CodeConflict if the ID exists.
+	// starts at 0, whatever s.Version is. Channel and Config are stored
+	// as given (an empty Channel as ChannelWebhook); the store never reads
+	// the config. CodeConflict if the ID exists.
 	CreateSubscription(ctx context.Context, s Subscription, start StartPosition) error
 
 	// GetSubscription returns the subscription, or CodeNotFound.
@@ -317,7 +324,7 @@ type SubscriptionStore interface {
 	ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]Subscription, error)
 
 	// UpdateSubscription replaces the stored subscription's fields except
-	// ID, Topic, CreatedAt, OwnerKeyID and Version, if s.Version is the
+	// ID, Topic, Channel, CreatedAt, OwnerKeyID and Version, if s.Version is the
 	// stored version, and increments the stored version by one.
 	// LastSuccessAt and LastActivityAt never move backwards: a settlement
 	// may have advanced them since the caller read the subscription without

@@ -9,6 +9,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 )
 
 // Config holds the API's settings. The zero value requires API keys and
@@ -37,10 +39,6 @@ type Config struct {
 	AdminKeyHash []byte
 	// Version is reported by /healthz.
 	Version string
-	// AllowPrivateDestinations lets webhook subscriptions name loopback,
-	// private, link-local and other non-public addresses. Off by default:
-	// such URLs are refused with field "url".
-	AllowPrivateDestinations bool
 }
 
 // Appender commits events durably and returns one result per event, in
@@ -85,6 +83,9 @@ type Deps struct {
 	// Notifier is told of every subscription change made through the API
 	// (engine.Dispatcher).
 	Notifier Notifier
+	// Channels are the destinations subscriptions may name; required with
+	// Subscriptions.
+	Channels *channel.Registry
 	Logger   *slog.Logger
 	// Registry receives the API's metrics and is what /metrics serves.
 	Registry *prometheus.Registry
@@ -104,6 +105,7 @@ type Server struct {
 	appender Appender
 	subs     herald.SubscriptionStore
 	notifier Notifier
+	channels *channel.Registry
 	// topicDeleted are told of every topic deleted through the API.
 	topicDeleted []func(topic string)
 	streams      Streams
@@ -145,6 +147,7 @@ func New(cfg Config, deps Deps) *Server {
 		appender: deps.Appender,
 		subs:     deps.Subscriptions,
 		notifier: deps.Notifier,
+		channels: cmp.Or(deps.Channels, channel.NewRegistry()),
 		log:      log,
 		metrics:  newMetrics(reg),
 		now:      time.Now,

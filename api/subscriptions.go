@@ -2,11 +2,13 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -17,8 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/filter"
-	"github.com/heraldhq/herald/webhook"
 )
 
 // Notifier is told that the API created, changed or deleted a subscription,
@@ -47,18 +49,6 @@ const (
 	activityResolution = time.Minute
 )
 
-// reservedHeaders are request headers a subscription may not set: Herald
-// writes them itself, or they belong to the transport. Names starting with
-// "webhook-" or "herald-" are reserved too.
-var reservedHeaders = map[string]bool{
-	"content-type":      true,
-	"content-length":    true,
-	"host":              true,
-	"user-agent":        true,
-	"connection":        true,
-	"transfer-encoding": true,
-}
-
 // retryJSON is a retry policy on the wire.
 type retryJSON struct {
 	MaxAttempts int    `json:"max_attempts"`
@@ -69,20 +59,24 @@ type retryJSON struct {
 // subscriptionJSON is a subscription on the wire. Secret is set only in the
 // create response, Stats only by GET of one subscription.
 type subscriptionJSON struct {
-	ID               string            `json:"id"`
-	Topic            string            `json:"topic"`
-	URL              string            `json:"url"`
-	Description      string            `json:"description"`
-	Filter           json.RawMessage   `json:"filter,omitempty"`
-	Headers          map[string]string `json:"headers"`
-	Retry            retryJSON         `json:"retry"`
-	Timeout          string            `json:"timeout"`
-	MaxInFlight      int               `json:"max_in_flight"`
-	RateLimit        float64           `json:"rate_limit"`
-	Ordered          bool              `json:"ordered"`
-	ExpiresAfterIdle string            `json:"expires_after_idle,omitempty"`
-	State            string            `json:"state"`
-	StateReason      string            `json:"state_reason,omitempty"`
+	ID      string          `json:"id"`
+	Topic   string          `json:"topic"`
+	Channel string          `json:"channel"`
+	Config  json.RawMessage `json:"config"` // the channel's Public form: no secrets
+	// URL and Headers repeat a webhook's config at the top level, where
+	// they were before there were other channels.
+	URL              string             `json:"url,omitempty"`
+	Description      string             `json:"description"`
+	Filter           json.RawMessage    `json:"filter,omitempty"`
+	Headers          *map[string]string `json:"headers,omitempty"`
+	Retry            retryJSON          `json:"retry"`
+	Timeout          string             `json:"timeout"`
+	MaxInFlight      int                `json:"max_in_flight"`
+	RateLimit        float64            `json:"rate_limit"`
+	Ordered          bool               `json:"ordered"`
+	ExpiresAfterIdle string             `json:"expires_after_idle,omitempty"`
+	State            string             `json:"state"`
+	StateReason      string             `json:"state_reason,omitempty"`
 	// StateReasonDetail is the raw cause behind StateReason, for admins.
 	StateReasonDetail string     `json:"state_reason_detail,omitempty"`
 	VerifyDeadline    string     `json:"verify_deadline,omitempty"`
@@ -110,16 +104,17 @@ func formatOptTime(t time.Time) string {
 	return formatTime(t)
 }
 
-// toSubscriptionJSON writes a subscription for a caller; detail says
-// whether the caller sees failure details (see showsDetail).
-func toSubscriptionJSON(s herald.Subscription, detail bool) subscriptionJSON {
+// toSubscriptionJSON renders a subscription for a caller: its config as
+// its channel shows it, without secrets; detail says whether the caller
+// sees failure details (see showsDetail).
+func (srv *Server) toSubscriptionJSON(s herald.Subscription, detail bool) subscriptionJSON {
 	reason, reasonDetail := splitReason(s.StateReason, detail)
 	out := subscriptionJSON{
 		ID:          s.ID,
 		Topic:       s.Topic,
-		URL:         s.URL,
+		Channel:     cmp.Or(s.Channel, herald.ChannelWebhook),
+		Config:      json.RawMessage(`{}`),
 		Description: s.Description,
-		Headers:     s.Headers,
 		Retry: retryJSON{
 			MaxAttempts: s.Retry.MaxAttempts,
 			Initial:     herald.FormatDuration(s.Retry.Initial),
@@ -141,8 +136,19 @@ func toSubscriptionJSON(s herald.Subscription, detail bool) subscriptionJSON {
 	if len(s.Filter) > 0 {
 		out.Filter = s.Filter
 	}
-	if out.Headers == nil {
-		out.Headers = map[string]string{}
+	if ch, err := srv.channels.Get(out.Channel); err == nil {
+		out.Config = ch.Public(s.Config)
+	}
+	if out.Channel == herald.ChannelWebhook {
+		var public struct {
+			URL     string            `json:"url"`
+			Headers map[string]string `json:"headers"`
+		}
+		_ = json.Unmarshal(out.Config, &public) // the webhook channel's Public form
+		if public.Headers == nil {
+			public.Headers = map[string]string{}
+		}
+		out.URL, out.Headers = public.URL, &public.Headers
 	}
 	if s.ExpiresAfterIdle > 0 {
 		out.ExpiresAfterIdle = herald.FormatDuration(s.ExpiresAfterIdle)
@@ -165,36 +171,80 @@ type retrySpec struct {
 // POST /v1/subscriptions, and the document a PATCH is merged into.
 // Omitted members take the defaults.
 type subscriptionSpec struct {
-	Topic            string            `json:"topic"`
+	Topic   string          `json:"topic"`
+	Channel string          `json:"channel"`
+	Config  json.RawMessage `json:"config"`
+	// URL, Headers and Secret are members of a webhook's config, accepted
+	// at the top level too, where they were before there were other
+	// channels; Secret applies to creation.
 	URL              string            `json:"url"`
+	Headers          map[string]string `json:"headers"`
+	Secret           *string           `json:"secret"`
 	Description      string            `json:"description"`
 	Filter           json.RawMessage   `json:"filter"`
-	Headers          map[string]string `json:"headers"`
 	Retry            *retrySpec        `json:"retry"`
 	Timeout          string            `json:"timeout"`
 	MaxInFlight      *int              `json:"max_in_flight"`
 	RateLimit        float64           `json:"rate_limit"`
 	Ordered          bool              `json:"ordered"`
 	ExpiresAfterIdle string            `json:"expires_after_idle"`
-	// Verification, Start and Secret apply to creation ("verification" to
-	// a PATCH that changes the URL too).
+	// Verification and Start apply to creation ("verification" to a
+	// PATCH that moves the subscription to a new endpoint too).
 	Verification string          `json:"verification"`
 	Start        json.RawMessage `json:"start"`
-	// Secret is a signing secret the caller chose (see callerSecret); nil
-	// has Herald make one.
-	Secret *string `json:"secret"`
+}
+
+// channelConfig returns the spec's channel and the config as the caller
+// wrote it, and whether it came as a webhook's top-level members.
+func (s *Server) channelConfig(spec subscriptionSpec) (channel.Channel, json.RawMessage, bool, error) {
+	name := cmp.Or(spec.Channel, herald.ChannelWebhook)
+	ch, err := s.channels.Get(name)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	noConfig := len(bytes.TrimSpace(spec.Config)) == 0 || isNull(spec.Config)
+	topLevel := spec.URL != "" || spec.Headers != nil || spec.Secret != nil || name == herald.ChannelWebhook && noConfig
+	if !topLevel {
+		return ch, spec.Config, false, nil
+	}
+	switch {
+	case name != herald.ChannelWebhook:
+		return nil, nil, false, herald.FieldErrorf("url", "url, headers and secret are settings of webhooks; a %s subscription takes its settings in config", name)
+	case !noConfig:
+		return nil, nil, false, herald.FieldErrorf("config", "give a webhook's url, headers and secret either at the top level or in config, not both")
+	}
+	config, err := json.Marshal(struct {
+		URL     string            `json:"url,omitempty"`
+		Headers map[string]string `json:"headers,omitempty"`
+		Secret  *string           `json:"secret,omitempty"`
+	}{spec.URL, spec.Headers, spec.Secret})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("encode webhook config: %w", err)
+	}
+	return ch, config, true, nil
 }
 
 // configure validates the spec's settings and writes them into sub: every
-// writable field but the topic. Errors name the field at fault.
-func (s *Server) configure(spec subscriptionSpec, sub *herald.Subscription) error {
-	if spec.URL == "" {
-		return herald.FieldErrorf("url", "url is required: the webhook endpoint, http:// or https://")
-	}
-	if err := webhook.ValidateURL(spec.URL, s.cfg.AllowPrivateDestinations); err != nil {
+// writable field but the topic and the channel. previous is the stored
+// config when sub exists (nil when it is being created). Errors name the
+// field at fault: a channel's own as "config.<member>", or for a webhook
+// given at the top level, the member.
+func (s *Server) configure(ctx context.Context, spec subscriptionSpec, sub *herald.Subscription, previous json.RawMessage, admin bool) error {
+	ch, config, topLevel, err := s.channelConfig(spec)
+	if err != nil {
 		return err
 	}
-	sub.URL = spec.URL
+	if previous != nil && ch.Name() != cmp.Or(sub.Channel, herald.ChannelWebhook) {
+		return herald.FieldErrorf("channel", "the channel of a subscription cannot change; create a new subscription")
+	}
+	canon, err := ch.Validate(ctx, channel.ValidateParams{Config: config, Previous: previous, Admin: admin})
+	if err != nil {
+		if e, ok := errors.AsType[*herald.Error](err); ok && !topLevel {
+			e.Field = strings.TrimSuffix("config."+e.Field, ".")
+		}
+		return err
+	}
+	sub.Channel, sub.Config = ch.Name(), canon
 
 	if len(spec.Description) > herald.MaxDescriptionLen {
 		return herald.FieldErrorf("description", "description is %d bytes; the limit is %d", len(spec.Description), herald.MaxDescriptionLen)
@@ -212,12 +262,6 @@ func (s *Server) configure(spec subscriptionSpec, sub *herald.Subscription) erro
 	if canon := f.String(); f != nil && canon != "{}" {
 		sub.Filter = json.RawMessage(canon)
 	}
-
-	headers, err := subscriptionHeaders(spec.Headers)
-	if err != nil {
-		return err
-	}
-	sub.Headers = headers
 
 	var retry herald.RetryPolicy
 	var attempts *int
@@ -284,40 +328,6 @@ func parsePositive(field, v string) (time.Duration, error) {
 		return 0, herald.FieldErrorf(field, "%s must be a positive duration, got %q", field, v)
 	}
 	return d, nil
-}
-
-// subscriptionHeaders checks a subscription's static request headers and
-// returns them with canonical names ("x-team" becomes "X-Team"); nil when
-// there are none.
-func subscriptionHeaders(in map[string]string) (map[string]string, error) {
-	if len(in) == 0 {
-		return nil, nil
-	}
-	if len(in) > herald.MaxSubscriptionHeaders {
-		return nil, herald.FieldErrorf("headers", "%d headers; the limit is %d", len(in), herald.MaxSubscriptionHeaders)
-	}
-	out := make(map[string]string, len(in))
-	for name, value := range in {
-		if len(name) > herald.MaxHeaderNameLen || !herald.ValidHeaderName(name) {
-			return nil, herald.FieldErrorf("headers", "header name %q must be 1 to %d letters, digits or !#$%%&'*+-.^_`|~", name, herald.MaxHeaderNameLen)
-		}
-		lower := strings.ToLower(name)
-		if reservedHeaders[lower] || strings.HasPrefix(lower, "webhook-") || strings.HasPrefix(lower, "herald-") {
-			return nil, herald.FieldErrorf("headers", "header %q is reserved: Herald sets it (webhook-*, herald-*, content-type, content-length, host, user-agent, connection and transfer-encoding are reserved)", name)
-		}
-		if len(value) > herald.MaxHeaderValueLen {
-			return nil, herald.FieldErrorf("headers", "header %q value is %d bytes; the limit is %d", name, len(value), herald.MaxHeaderValueLen)
-		}
-		if !herald.ValidHeaderValue(value) {
-			return nil, herald.FieldErrorf("headers", "header %q value must be valid UTF-8 without control characters", name)
-		}
-		canon := http.CanonicalHeaderKey(name)
-		if _, dup := out[canon]; dup {
-			return nil, herald.FieldErrorf("headers", "header %q is given twice (names are case-insensitive)", canon)
-		}
-		out[canon] = value
-	}
-	return out, nil
 }
 
 // parseStart reads the "start" member of a create request.
@@ -522,42 +532,6 @@ func requireVerification(sub *herald.Subscription, now time.Time) {
 	sub.ChallengeTries = 0
 }
 
-// minSecretDistinctBytes is how many different byte values a caller's
-// secret must hold at least. 24 random bytes hold 23 on average and fewer
-// than 12 about once in 10^13 tries; a placeholder ("whsec_AAAA...") or a
-// repeated word holds a handful.
-const minSecretDistinctBytes = 12
-
-// callerSecret validates a signing secret chosen by the caller of a create
-// request and returns it in canonical text form: "whsec_" and the standard
-// padded base64 of webhook.MinSecretBytes to webhook.MaxSecretBytes random
-// bytes. Letting the caller choose means a receiver configured with the
-// secret before the subscription exists passes the first verification
-// challenge, which Herald sends at once. Errors name the field "secret"
-// and never contain it.
-func callerSecret(text string) (string, error) {
-	const how = `generate one with: echo "whsec_$(openssl rand -base64 32)"`
-	if !strings.HasPrefix(text, webhook.SecretPrefix) {
-		return "", herald.FieldErrorf("secret", "the secret must start with %q followed by the standard base64 of %d to %d random bytes; omit it to have Herald make one, or %s",
-			webhook.SecretPrefix, webhook.MinSecretBytes, webhook.MaxSecretBytes, how)
-	}
-	key, err := webhook.ParseSecret(text)
-	if err != nil {
-		return "", err
-	}
-	var seen [256]bool
-	distinct := 0
-	for _, b := range key {
-		if !seen[b] {
-			seen[b], distinct = true, distinct+1
-		}
-	}
-	if distinct < minSecretDistinctBytes {
-		return "", herald.FieldErrorf("secret", "the secret does not look random: its %d bytes hold only %d different values; %s", len(key), distinct, how)
-	}
-	return webhook.SecretPrefix + base64.StdEncoding.EncodeToString(key), nil
-}
-
 // verificationMode checks the "verification" member: "challenge" (or
 // empty) or "none", which needs admin. It reports whether the endpoint must
 // be verified.
@@ -597,35 +571,34 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	secret := webhook.NewSecret()
-	if spec.Secret != nil {
-		if secret, err = callerSecret(*spec.Secret); err != nil {
-			return err
-		}
-	}
+	p := principalFrom(r.Context())
 	now := s.now().UTC()
 	sub := herald.Subscription{
 		ID:             newSubscriptionID(),
 		Topic:          spec.Topic,
 		State:          herald.StateActive,
-		Secret:         secret,
-		OwnerKeyID:     principalFrom(r.Context()).keyID,
+		OwnerKeyID:     p.keyID,
 		CreatedAt:      now,
 		UpdatedAt:      now,
 		LastActivityAt: now,
 	}
-	if err := s.configure(spec, &sub); err != nil {
+	if err := s.configure(r.Context(), spec, &sub, nil, p.scopes.IsAdmin()); err != nil {
 		return err
 	}
-	if verify {
+	ch, _ := s.channels.Get(sub.Channel) // configure found it
+	if _, verifies := ch.(channel.Verifier); verify && verifies {
 		requireVerification(&sub, now)
+	} else if !verifies && spec.Verification == herald.VerifyChallenge {
+		return herald.FieldErrorf("verification", "%s subscriptions have no verification: they are active at once", sub.Channel)
 	}
 	if err := st.CreateSubscription(r.Context(), sub, start); err != nil {
 		return err
 	}
 	s.changed(sub.ID)
-	out := toSubscriptionJSON(sub, showsDetail(r))
-	out.Secret = sub.Secret
+	out := s.toSubscriptionJSON(sub, showsDetail(r))
+	if rot, ok := ch.(channel.Rotator); ok {
+		out.Secret = rot.Secrets(sub.Config, now).Secret // shown this once
+	}
 	w.Header().Set("Location", "/v1/subscriptions/"+url.PathEscape(sub.ID))
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusCreated, out)
@@ -643,7 +616,7 @@ func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := toSubscriptionJSON(sub, showsDetail(r))
+	out := s.toSubscriptionJSON(sub, showsDetail(r))
 	out.Stats = &stats
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -706,9 +679,15 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 	}
+	chName := q.Get("channel")
+	if chName != "" {
+		if _, err := s.channels.Get(chName); err != nil {
+			return err
+		}
+	}
 	p := principalFrom(r.Context())
 	visible := func(sub herald.Subscription) bool {
-		return (topic == "" || sub.Topic == topic) && mayManage(p, sub.Topic)
+		return (topic == "" || sub.Topic == topic) && (chName == "" || sub.Channel == chName) && mayManage(p, sub.Topic)
 	}
 
 	out := subscriptionListJSON{Subscriptions: []subscriptionJSON{}}
@@ -726,7 +705,7 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) error
 				out.NextCursor = encodeCursor(out.Subscriptions[limit-1].ID)
 				return writeJSON(w, http.StatusOK, out)
 			}
-			out.Subscriptions = append(out.Subscriptions, toSubscriptionJSON(sub, showsDetail(r)))
+			out.Subscriptions = append(out.Subscriptions, s.toSubscriptionJSON(sub, showsDetail(r)))
 		}
 		if len(page) <= int(limit) { // the store has no more
 			return writeJSON(w, http.StatusOK, out)
@@ -758,26 +737,30 @@ func printableASCII(s string) bool {
 }
 
 // patchable are the members a PATCH may carry, besides "verification".
+// "url" and "headers" are a webhook's config members at the top level.
 var patchable = map[string]bool{
-	"url": true, "description": true, "filter": true, "headers": true, "retry": true, "timeout": true,
+	"config": true, "url": true, "description": true, "filter": true, "headers": true, "retry": true, "timeout": true,
 	"max_in_flight": true, "rate_limit": true, "ordered": true, "expires_after_idle": true,
 }
 
 // specOf renders the writable settings of sub in the wire form a PATCH is
-// merged into; zero optional settings are left out.
-func specOf(sub herald.Subscription) map[string]json.RawMessage {
+// merged into; zero optional settings are left out. The config is its
+// channel's public form: the channel keeps the stored secrets when it
+// validates the merged config against the stored one.
+func (s *Server) specOf(sub herald.Subscription) map[string]json.RawMessage {
 	m := map[string]json.RawMessage{}
 	put := func(k string, v any) {
 		b, _ := json.Marshal(v) // strings, numbers, maps of strings: cannot fail
 		m[k] = b
 	}
-	put("url", sub.URL)
+	put("channel", cmp.Or(sub.Channel, herald.ChannelWebhook))
+	m["config"] = json.RawMessage(`{}`)
+	if ch, err := s.channels.Get(cmp.Or(sub.Channel, herald.ChannelWebhook)); err == nil {
+		m["config"] = ch.Public(sub.Config)
+	}
 	put("description", sub.Description)
 	if len(sub.Filter) > 0 {
 		m["filter"] = sub.Filter
-	}
-	if len(sub.Headers) > 0 {
-		put("headers", sub.Headers)
 	}
 	put("retry", retryJSON{
 		MaxAttempts: sub.Retry.MaxAttempts,
@@ -795,16 +778,71 @@ func specOf(sub herald.Subscription) map[string]json.RawMessage {
 }
 
 // mergePatch applies a JSON merge patch (RFC 7396) of a subscription's
-// settings to doc. "headers" and "retry" merge member by member, headers
-// by case-insensitive name; every other member, "filter" included, is
-// replaced as a whole; null removes a member, which then takes its default.
+// settings to doc. "config" merges as RFC 7396 says, member by member at
+// every depth; "retry" member by member; a webhook's top-level "url" and
+// "headers" merge into its config, headers by case-insensitive name; every
+// other member, "filter" included, is replaced as a whole; null removes a
+// member, which then takes its default.
 func mergePatch(doc, patch map[string]json.RawMessage) error {
+	if url, ok := patch["url"]; ok {
+		if err := mergeInto(doc, "config", map[string]json.RawMessage{"url": url}); err != nil {
+			return err
+		}
+	}
+	if headers, ok := patch["headers"]; ok {
+		var hm map[string]json.RawMessage
+		if json.Unmarshal(headers, &hm) != nil && !isNull(headers) {
+			return herald.FieldErrorf("headers", "headers must be an object of header names and values")
+		}
+		var cfg map[string]json.RawMessage
+		_ = json.Unmarshal(doc["config"], &cfg) // rendered by specOf: an object
+		cur := map[string]json.RawMessage{}
+		_ = json.Unmarshal(cfg["headers"], &cur)
+		canon := map[string]json.RawMessage{}
+		for k, v := range cur {
+			canon[http.CanonicalHeaderKey(k)] = v
+		}
+		seen := map[string]bool{}
+		for k, v := range hm {
+			k = http.CanonicalHeaderKey(k)
+			if seen[k] {
+				return herald.FieldErrorf("headers", "header %q is given twice (names are case-insensitive)", k)
+			}
+			seen[k] = true
+			if isNull(v) {
+				delete(canon, k)
+			} else {
+				canon[k] = v
+			}
+		}
+		if isNull(headers) {
+			canon = map[string]json.RawMessage{}
+		}
+		if cfg == nil {
+			cfg = map[string]json.RawMessage{}
+		}
+		cfg["headers"], _ = json.Marshal(canon) // raw JSON values: cannot fail
+		doc["config"], _ = json.Marshal(cfg)
+	}
 	for k, v := range patch {
+		if k == "url" || k == "headers" {
+			continue
+		}
 		if isNull(v) {
 			delete(doc, k)
 			continue
 		}
-		if k != "headers" && k != "retry" {
+		if k == "config" {
+			var pm map[string]json.RawMessage
+			if json.Unmarshal(v, &pm) != nil || pm == nil {
+				return herald.FieldErrorf("config", "config must be an object")
+			}
+			if err := mergeInto(doc, "config", pm); err != nil {
+				return err
+			}
+			continue
+		}
+		if k != "retry" {
 			doc[k] = v
 			continue
 		}
@@ -820,15 +858,7 @@ func mergePatch(doc, patch map[string]json.RawMessage) error {
 		if cur == nil {
 			cur = map[string]json.RawMessage{}
 		}
-		seen := map[string]bool{}
 		for pk, pv := range pm {
-			if k == "headers" {
-				pk = http.CanonicalHeaderKey(pk)
-				if seen[pk] {
-					return herald.FieldErrorf("headers", "header %q is given twice (names are case-insensitive)", pk)
-				}
-				seen[pk] = true
-			}
 			if isNull(pv) {
 				delete(cur, pk)
 			} else {
@@ -842,6 +872,47 @@ func mergePatch(doc, patch map[string]json.RawMessage) error {
 		doc[k] = b
 	}
 	return nil
+}
+
+// mergeInto merges patch into the object doc[key] as RFC 7396 says:
+// objects member by member at every depth, null removing a member, any
+// other value replacing.
+func mergeInto(doc map[string]json.RawMessage, key string, patch map[string]json.RawMessage) error {
+	var cur any
+	if old, ok := doc[key]; ok {
+		_ = json.Unmarshal(old, &cur)
+	}
+	var p any
+	b, _ := json.Marshal(patch) // raw JSON values: cannot fail
+	if err := json.Unmarshal(b, &p); err != nil {
+		return herald.FieldErrorf(key, "%s must be a JSON object", key)
+	}
+	merged, err := json.Marshal(mergeValue(cur, p))
+	if err != nil {
+		return fmt.Errorf("merge %s: %w", key, err)
+	}
+	doc[key] = merged
+	return nil
+}
+
+// mergeValue is RFC 7396's MergePatch(target, patch).
+func mergeValue(target, patch any) any {
+	pm, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	tm, ok := target.(map[string]any)
+	if !ok {
+		tm = map[string]any{}
+	}
+	for k, v := range pm {
+		if v == nil {
+			delete(tm, k)
+		} else {
+			tm[k] = mergeValue(tm[k], v)
+		}
+	}
+	return tm
 }
 
 func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }
@@ -872,6 +943,8 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 			delete(patch, k)
 		case k == "topic":
 			return herald.FieldErrorf("topic", "the topic of a subscription cannot change; create a new subscription")
+		case k == "channel":
+			return herald.FieldErrorf("channel", "the channel of a subscription cannot change; create a new subscription")
 		case !patchable[k]:
 			return herald.FieldErrorf(k, "unknown or read-only field %q", k)
 		}
@@ -883,20 +956,20 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 	// The patch applies to the subscription as stored when it is written,
 	// so it merges with what a dispatcher changed meanwhile (see save).
 	next, err := s.save(r.Context(), sub, func(next *herald.Subscription) error {
-		return s.applyPatch(patch, verify, next)
+		return s.applyPatch(r.Context(), patch, verify, principalFrom(r.Context()).scopes.IsAdmin(), next)
 	})
 	if err != nil {
 		return err
 	}
 	s.changed(next.ID)
-	return writeJSON(w, http.StatusOK, toSubscriptionJSON(next, showsDetail(r)))
+	return writeJSON(w, http.StatusOK, s.toSubscriptionJSON(next, showsDetail(r)))
 }
 
 // applyPatch applies a merge patch of the settings to next; verify tells
 // whether a new URL must answer a challenge first.
-func (s *Server) applyPatch(patch map[string]json.RawMessage, verify bool, next *herald.Subscription) error {
+func (s *Server) applyPatch(ctx context.Context, patch map[string]json.RawMessage, verify, admin bool, next *herald.Subscription) error {
 	sub := *next
-	doc := specOf(sub)
+	doc := s.specOf(sub)
 	if err := mergePatch(doc, patch); err != nil {
 		return err
 	}
@@ -908,11 +981,19 @@ func (s *Server) applyPatch(patch map[string]json.RawMessage, verify bool, next 
 	if err := unmarshalStrict(merged, &spec, ""); err != nil {
 		return err
 	}
-	if err := s.configure(spec, next); err != nil {
+	if err := s.configure(ctx, spec, next, sub.Config, admin); err != nil {
+		// A webhook's url and headers patched at the top level are named
+		// there, as when they were given there at creation.
+		if e, ok := errors.AsType[*herald.Error](err); ok {
+			if member, ok := strings.CutPrefix(e.Field, "config."); ok && patch[member] != nil {
+				e.Field = member
+			}
+		}
 		return err
 	}
 	now := s.now().UTC()
-	if next.URL != sub.URL {
+	ch, _ := s.channels.Get(next.Channel) // configure found it
+	if v, ok := ch.(channel.Verifier); ok && v.Reverify(sub.Config, next.Config) {
 		next.FailingSince = time.Time{} // that run of failures was another endpoint's
 		switch {
 		case verify && sub.State == herald.StatePaused:

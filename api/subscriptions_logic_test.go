@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -12,12 +13,38 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/webhook"
 )
 
 // These tests cover the pure logic of the subscription endpoints: field
 // validation, merge patches, start positions and the auth rules. The
 // end-to-end tests in subscriptions_test.go run the same rules through a
 // real server and store.
+
+// newLogicServer returns a server with the webhook channel and no store,
+// enough for the logic of configure and merge patches.
+func newLogicServer(allowPrivate bool) *Server {
+	ch := webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{}), webhook.ChannelConfig{AllowPrivate: allowPrivate})
+	return New(Config{}, Deps{Channels: channel.NewRegistry(ch)})
+}
+
+// hook returns the webhook config of sub.
+func hook(t *testing.T, sub herald.Subscription) webhook.Config {
+	t.Helper()
+	c, err := webhook.ParseConfig(sub.Config)
+	if err != nil {
+		t.Fatalf("config %s: %v", sub.Config, err)
+	}
+	return c
+}
+
+// withoutConfig returns sub without its channel and config, which tests
+// check apart (the config holds a random secret).
+func withoutConfig(sub herald.Subscription) herald.Subscription {
+	sub.Channel, sub.Config = "", nil
+	return sub
+}
 
 // specFrom decodes a create body as the handler does.
 func specFrom(t *testing.T, body string) subscriptionSpec {
@@ -30,19 +57,22 @@ func specFrom(t *testing.T, body string) subscriptionSpec {
 }
 
 func TestConfigureDefaults(t *testing.T) {
-	s := New(Config{}, Deps{})
+	s := newLogicServer(false)
+	ctx := t.Context()
 	var sub herald.Subscription
-	if err := s.configure(specFrom(t, `{"topic":"orders","url":"https://example.com/hook"}`), &sub); err != nil {
+	if err := s.configure(ctx, specFrom(t, `{"topic":"orders","url":"https://example.com/hook"}`), &sub, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	want := herald.Subscription{
-		URL:         "https://example.com/hook",
 		Retry:       herald.DefaultRetryPolicy,
 		Timeout:     herald.DefaultTimeout,
 		MaxInFlight: herald.DefaultMaxInFlight,
 	}
-	if !reflect.DeepEqual(sub, want) {
-		t.Errorf("defaults:\n got %+v\nwant %+v", sub, want)
+	if c := hook(t, sub); sub.Channel != herald.ChannelWebhook || c.URL != "https://example.com/hook" || c.Headers != nil || !strings.HasPrefix(c.Secret, "whsec_") {
+		t.Errorf("defaults: channel %q config %s; want a webhook to the URL with a fresh secret", sub.Channel, sub.Config)
+	}
+	if got := withoutConfig(sub); !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
 
 	// Every setting given.
@@ -51,25 +81,36 @@ func TestConfigureDefaults(t *testing.T) {
 		"filter":{"types":["b","a","a"]},"headers":{"x-team":"payments"},
 		"retry":{"max_attempts":3,"initial":"1s","max":"1m"},"timeout":"30s","max_in_flight":4,
 		"rate_limit":2.5,"ordered":true,"expires_after_idle":"30d"}`
-	if err := s.configure(specFrom(t, body), &sub); err != nil {
+	if err := s.configure(ctx, specFrom(t, body), &sub, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	want = herald.Subscription{
-		URL: "https://example.com/h", Description: "payments team",
-		Filter:  json.RawMessage(`{"types":["a","b"]}`),
-		Headers: map[string]string{"X-Team": "payments"},
-		Retry:   herald.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Minute},
-		Timeout: 30 * time.Second, MaxInFlight: 4, RateLimit: 2.5, Ordered: true,
+		Description: "payments team",
+		Filter:      json.RawMessage(`{"types":["a","b"]}`),
+		Retry:       herald.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Minute},
+		Timeout:     30 * time.Second, MaxInFlight: 4, RateLimit: 2.5, Ordered: true,
 		ExpiresAfterIdle: 30 * 24 * time.Hour,
 	}
-	if !reflect.DeepEqual(sub, want) {
-		t.Errorf("all settings:\n got %+v\nwant %+v", sub, want)
+	if c := hook(t, sub); c.URL != "https://example.com/h" || !maps.Equal(c.Headers, map[string]string{"X-Team": "payments"}) {
+		t.Errorf("all settings: config %s; want the URL and the canonical header", sub.Config)
+	}
+	if got := withoutConfig(sub); !reflect.DeepEqual(got, want) {
+		t.Errorf("all settings:\n got %+v\nwant %+v", got, want)
+	}
+
+	// The same in the config object, as every channel takes it.
+	var inConfig herald.Subscription
+	if err := s.configure(ctx, specFrom(t, `{"topic":"orders","channel":"webhook","config":{"url":"https://example.com/h","headers":{"x-team":"payments"}}}`), &inConfig, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if c := hook(t, inConfig); c.URL != "https://example.com/h" || !maps.Equal(c.Headers, map[string]string{"X-Team": "payments"}) {
+		t.Errorf("config object: %s; want the URL and the canonical header", inConfig.Config)
 	}
 
 	// A partial retry policy takes the defaults for the rest; a long
 	// initial delay raises the default max with it.
 	sub = herald.Subscription{}
-	if err := s.configure(specFrom(t, `{"url":"https://example.com","retry":{"initial":"6h"}}`), &sub); err != nil {
+	if err := s.configure(ctx, specFrom(t, `{"url":"https://example.com","retry":{"initial":"6h"}}`), &sub, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	if sub.Retry != (herald.RetryPolicy{MaxAttempts: herald.DefaultRetryPolicy.MaxAttempts, Initial: 6 * time.Hour, Max: 6 * time.Hour}) {
@@ -78,7 +119,7 @@ func TestConfigureDefaults(t *testing.T) {
 
 	// An empty filter accepts everything, like none: it is not stored.
 	sub = herald.Subscription{}
-	if err := s.configure(specFrom(t, `{"url":"https://example.com","filter":{}}`), &sub); err != nil {
+	if err := s.configure(ctx, specFrom(t, `{"url":"https://example.com","filter":{}}`), &sub, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	if sub.Filter != nil {
@@ -87,7 +128,7 @@ func TestConfigureDefaults(t *testing.T) {
 }
 
 func TestConfigureValidation(t *testing.T) {
-	s := New(Config{}, Deps{})
+	s := newLogicServer(false)
 	tooManyHeaders := map[string]string{}
 	for i := range herald.MaxSubscriptionHeaders + 1 {
 		tooManyHeaders["X-H"+strings.Repeat("a", i)] = "v"
@@ -132,11 +173,17 @@ func TestConfigureValidation(t *testing.T) {
 		{"expires_after_idle too short", `{"url":"https://example.com","expires_after_idle":"59m"}`, "expires_after_idle"},
 		{"expires_after_idle zero", `{"url":"https://example.com","expires_after_idle":"0s"}`, "expires_after_idle"},
 		{"expires_after_idle too long", `{"url":"https://example.com","expires_after_idle":"366d"}`, "expires_after_idle"},
+		{"unknown channel", `{"channel":"carrier-pigeon","config":{}}`, "channel"},
+		{"webhook in config without url", `{"config":{}}`, "config.url"},
+		{"webhook config member misspelt", `{"config":{"url":"https://example.com","hedaers":{}}}`, "config.hedaers"},
+		{"webhook config loopback", `{"config":{"url":"http://127.0.0.1/h"}}`, "config.url"},
+		{"url and config both", `{"url":"https://example.com","config":{"url":"https://example.org"}}`, "config"},
+		{"secret not whsec", `{"url":"https://example.com","secret":"hunter2"}`, "secret"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var sub herald.Subscription
-			err := s.configure(specFrom(t, c.body), &sub)
+			err := s.configure(t.Context(), specFrom(t, c.body), &sub, nil, false)
 			he, ok := err.(*herald.Error)
 			if !ok || he.Code != herald.CodeInvalid || he.Field != c.field {
 				t.Fatalf("err = %#v, want invalid with field %q", err, c.field)
@@ -148,32 +195,10 @@ func TestConfigureValidation(t *testing.T) {
 	}
 
 	// The same private URL passes when private destinations are allowed.
-	open := New(Config{AllowPrivateDestinations: true}, Deps{})
+	open := newLogicServer(true)
 	var sub herald.Subscription
-	if err := open.configure(specFrom(t, `{"url":"http://127.0.0.1:8080/hook"}`), &sub); err != nil {
+	if err := open.configure(t.Context(), specFrom(t, `{"url":"http://127.0.0.1:8080/hook"}`), &sub, nil, false); err != nil {
 		t.Errorf("private URL with AllowPrivateDestinations: %v", err)
-	}
-}
-
-func TestReservedHeaders(t *testing.T) {
-	for _, name := range []string{"webhook-id", "Webhook-Signature", "webhook-anything", "Herald-Topic", "herald-x",
-		"Content-Type", "content-length", "Host", "User-Agent", "Connection", "Transfer-Encoding"} {
-		_, err := subscriptionHeaders(map[string]string{name: "v"})
-		if !herald.IsCode(err, herald.CodeInvalid) || !strings.Contains(err.Error(), "reserved") {
-			t.Errorf("header %q: err = %v, want reserved", name, err)
-		}
-	}
-	for _, name := range []string{"Authorization", "X-Webhook-Id", "X-Herald", "Accept", "content-md5"} {
-		if _, err := subscriptionHeaders(map[string]string{name: "v"}); err != nil {
-			t.Errorf("header %q refused: %v", name, err)
-		}
-	}
-	got, err := subscriptionHeaders(map[string]string{"authorization": "Bearer x", "x-api-key": "k\tv"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := map[string]string{"Authorization": "Bearer x", "X-Api-Key": "k\tv"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("canonical headers %v, want %v", got, want)
 	}
 }
 
@@ -216,24 +241,26 @@ func TestParseStart(t *testing.T) {
 }
 
 func TestMergePatch(t *testing.T) {
+	secret := webhook.NewSecret()
 	cur := herald.Subscription{
-		URL: "https://example.com/a", Description: "old",
-		Filter:  json.RawMessage(`{"types":["x"],"payload":{"a":[1]}}`),
-		Headers: map[string]string{"X-Keep": "1", "X-Drop": "2"},
-		Retry:   herald.RetryPolicy{MaxAttempts: 5, Initial: time.Second, Max: time.Minute},
-		Timeout: 10 * time.Second, MaxInFlight: 8, RateLimit: 3, Ordered: true,
+		Channel:     herald.ChannelWebhook,
+		Config:      webhook.Config{URL: "https://example.com/a", Headers: map[string]string{"X-Keep": "1", "X-Drop": "2"}, Secret: secret}.Encode(),
+		Description: "old",
+		Filter:      json.RawMessage(`{"types":["x"],"payload":{"a":[1]}}`),
+		Retry:       herald.RetryPolicy{MaxAttempts: 5, Initial: time.Second, Max: time.Minute},
+		Timeout:     10 * time.Second, MaxInFlight: 8, RateLimit: 3, Ordered: true,
 		ExpiresAfterIdle: 48 * time.Hour,
 	}
-	s := New(Config{}, Deps{})
+	s := newLogicServer(false)
 	apply := func(t *testing.T, patch string) (herald.Subscription, error) {
 		t.Helper()
 		var p map[string]json.RawMessage
 		if err := json.Unmarshal([]byte(patch), &p); err != nil {
 			t.Fatal(err)
 		}
-		doc := specOf(cur)
+		doc := s.specOf(cur)
 		if err := mergePatch(doc, p); err != nil {
-			t.Fatal(err)
+			return herald.Subscription{}, err
 		}
 		b, _ := json.Marshal(doc)
 		var spec subscriptionSpec
@@ -241,7 +268,13 @@ func TestMergePatch(t *testing.T) {
 			return herald.Subscription{}, err
 		}
 		next := cur
-		return next, s.configure(spec, &next)
+		err := s.configure(t.Context(), spec, &next, cur.Config, false)
+		if e, ok := errors.AsType[*herald.Error](err); ok { // as applyPatch names them
+			if member, ok := strings.CutPrefix(e.Field, "config."); ok && p[member] != nil {
+				e.Field = member
+			}
+		}
+		return next, err
 	}
 
 	// An empty patch changes nothing: rendering and re-reading is lossless.
@@ -256,10 +289,11 @@ func TestMergePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := cur
-	want.Headers = map[string]string{"X-Keep": "1", "X-New": "3"} // merged by name, case-insensitively
-	want.Retry.Max = 2 * time.Hour                                // merged member by member
-	want.Description = ""                                         // null removes
-	want.Filter = json.RawMessage(`{"types":["y"]}`)              // replaced as a whole
+	want.Config = webhook.Config{URL: "https://example.com/a", Headers: map[string]string{"X-Keep": "1", "X-New": "3"}, // merged by name, case-insensitively
+		Secret: secret}.Encode() // kept: not in the rendered settings
+	want.Retry.Max = 2 * time.Hour                   // merged member by member
+	want.Description = ""                            // null removes
+	want.Filter = json.RawMessage(`{"types":["y"]}`) // replaced as a whole
 	want.ExpiresAfterIdle = 0
 	want.RateLimit = 0
 	want.Ordered = false
@@ -273,12 +307,12 @@ func TestMergePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Retry != herald.DefaultRetryPolicy || got.Timeout != herald.DefaultTimeout ||
-		got.MaxInFlight != herald.DefaultMaxInFlight || got.Headers != nil || got.Filter != nil {
+		got.MaxInFlight != herald.DefaultMaxInFlight || hook(t, got).Headers != nil || got.Filter != nil || hook(t, got).Secret != secret {
 		t.Errorf("nulls did not restore defaults: %+v", got)
 	}
 
 	// Errors name the field.
-	if err := mergePatch(specOf(cur), map[string]json.RawMessage{"headers": json.RawMessage(`{"x-a":"1","X-A":"2"}`)}); !herald.IsCode(err, herald.CodeInvalid) {
+	if err := mergePatch(s.specOf(cur), map[string]json.RawMessage{"headers": json.RawMessage(`{"x-a":"1","X-A":"2"}`)}); !herald.IsCode(err, herald.CodeInvalid) {
 		t.Errorf("a header named twice in a patch: %v", err)
 	}
 	for patch, field := range map[string]string{
@@ -292,6 +326,9 @@ func TestMergePatch(t *testing.T) {
 		`{"filter":{"payload":{"a":"b"}}}`:   "filter.payload.a",
 		`{"expires_after_idle":"5m"}`:        "expires_after_idle",
 		`{"url":"http://169.254.169.254/x"}`: "url",
+		`{"config":{"url":null}}`:            "config.url",
+		`{"config":{"secret":"whsec_x"}}`:    "config.secret",
+		`{"config":"x"}`:                     "config",
 	} {
 		_, err := apply(t, patch)
 		if he, ok := err.(*herald.Error); !ok || he.Field != field {
@@ -419,7 +456,8 @@ func FuzzSubscriptionSpec(f *testing.F) {
 		[]byte(`{"headers":{"X-A":null,"x-b":"2"},"retry":{"max":"2h"},"filter":null,"expires_after_idle":null}`))
 	f.Add([]byte(`{"url":"http://127.0.0.1/","start":7}`), []byte(`{"url":"https://example.org","retry":"x"}`))
 	f.Add([]byte(`{"url":"https://e.com","headers":{"Host":"x"}}`), []byte(`{"headers":[1],"timeout":null}`))
-	s := New(Config{}, Deps{})
+	f.Add([]byte(`{"channel":"webhook","config":{"url":"https://e.com","headers":{"a":"b"}}}`), []byte(`{"config":{"headers":{"a":null}}}`))
+	s := newLogicServer(false)
 	invalid := func(t *testing.T, what string, err error) {
 		t.Helper()
 		if e, ok := errors.AsType[*herald.Error](err); !ok || e.Code != herald.CodeInvalid || e.Message == "" {
@@ -436,11 +474,11 @@ func FuzzSubscriptionSpec(f *testing.F) {
 			invalid(t, "start", err)
 		}
 		var sub herald.Subscription
-		if err := s.configure(spec, &sub); err != nil {
+		if err := s.configure(t.Context(), spec, &sub, nil, false); err != nil {
 			invalid(t, "configure", err)
 			return
 		}
-		rendered, err := json.Marshal(specOf(sub))
+		rendered, err := json.Marshal(s.specOf(sub))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,7 +487,7 @@ func FuzzSubscriptionSpec(f *testing.F) {
 			t.Fatalf("rendered settings %s do not decode: %v", rendered, err)
 		}
 		var back herald.Subscription
-		if err := s.configure(again, &back); err != nil || !reflect.DeepEqual(back, sub) {
+		if err := s.configure(t.Context(), again, &back, sub.Config, false); err != nil || !reflect.DeepEqual(back, sub) {
 			t.Fatalf("rendered settings %s read back as %+v, %v\nwant %+v", rendered, back, err, sub)
 		}
 
@@ -457,7 +495,7 @@ func FuzzSubscriptionSpec(f *testing.F) {
 		if json.Unmarshal(patch, &p) != nil {
 			return
 		}
-		doc := specOf(sub)
+		doc := s.specOf(sub)
 		if err := mergePatch(doc, p); err != nil {
 			invalid(t, "merge", err)
 			return
@@ -472,7 +510,7 @@ func FuzzSubscriptionSpec(f *testing.F) {
 			return
 		}
 		patched := sub
-		if err := s.configure(next, &patched); err != nil {
+		if err := s.configure(t.Context(), next, &patched, sub.Config, false); err != nil {
 			invalid(t, "configure merged", err)
 		}
 	})

@@ -1,12 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"net/http"
 	"time"
 
 	"github.com/heraldhq/herald"
-	"github.com/heraldhq/herald/webhook"
+	"github.com/heraldhq/herald/channel"
 )
 
 // maxRotationGrace bounds the grace of a secret rotation.
@@ -32,7 +33,7 @@ func (s *Server) saveState(w http.ResponseWriter, r *http.Request, sub herald.Su
 		return err
 	}
 	s.changed(sub.ID)
-	return writeJSON(w, http.StatusOK, toSubscriptionJSON(sub, showsDetail(r)))
+	return writeJSON(w, http.StatusOK, s.toSubscriptionJSON(sub, showsDetail(r)))
 }
 
 func (s *Server) pauseSubscription(w http.ResponseWriter, r *http.Request) error {
@@ -120,24 +121,51 @@ func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	rot, err := s.rotator(sub)
+	if err != nil {
+		return err
+	}
 	if err := s.touch(r.Context(), &sub); err != nil {
 		return err
 	}
-	out := secretJSON{Secret: sub.Secret}
-	if sub.PreviousSecret != "" && sub.PreviousExpiresAt.After(s.now()) {
-		out.PreviousSecret = sub.PreviousSecret
-		out.PreviousExpiresAt = formatTime(sub.PreviousExpiresAt)
-	}
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, toSecretJSON(rot.Secrets(sub.Config, s.now())))
+}
+
+// rotator returns the subscription's channel if it has signing secrets.
+func (s *Server) rotator(sub herald.Subscription) (channel.Rotator, error) {
+	ch, err := s.channels.Get(cmp.Or(sub.Channel, herald.ChannelWebhook))
+	if err != nil {
+		return nil, err
+	}
+	rot, ok := ch.(channel.Rotator)
+	if !ok {
+		return nil, herald.Errorf(herald.CodeNotFound, "%s subscriptions have no signing secret", ch.Name())
+	}
+	return rot, nil
+}
+
+func toSecretJSON(sec channel.Secrets) secretJSON {
+	out := secretJSON{Secret: sec.Secret, PreviousSecret: sec.PreviousSecret}
+	if !sec.PreviousExpiresAt.IsZero() {
+		out.PreviousExpiresAt = formatTime(sec.PreviousExpiresAt)
+	}
+	return out
 }
 
 type rotateRequest struct {
 	Grace *string `json:"grace"`
+	// Secret is the new secret, chosen by the caller (checked as at
+	// creation); nil has Herald make one.
+	Secret *string `json:"secret"`
 }
 
 func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	sub, err := s.loadSubscription(r)
+	if err != nil {
+		return err
+	}
+	rot, err := s.rotator(sub)
 	if err != nil {
 		return err
 	}
@@ -154,14 +182,22 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 		}
 		grace = d
 	}
-	secret := webhook.NewSecret()
+	var secret string
+	if req.Secret != nil {
+		if secret = *req.Secret; secret == "" {
+			return herald.FieldErrorf("secret", "the secret is empty; omit it to have Herald make one")
+		}
+	}
 	// Applied to the stored subscription as written: two rotations at once
 	// leave the first one's new secret as the previous one (see save).
+	now := s.now().UTC()
+	var sec channel.Secrets
 	sub, err = s.save(r.Context(), sub, func(sub *herald.Subscription) error {
-		now := s.now().UTC()
-		sub.PreviousSecret = sub.Secret
-		sub.PreviousExpiresAt = now.Add(grace)
-		sub.Secret = secret
+		config, secrets, err := rot.Rotate(sub.Config, secret, now, grace)
+		if err != nil {
+			return err
+		}
+		sub.Config, sec = config, secrets
 		sub.UpdatedAt = now
 		sub.LastActivityAt = now
 		return nil
@@ -171,9 +207,5 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.changed(sub.ID)
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, secretJSON{
-		Secret:            sub.Secret,
-		PreviousSecret:    sub.PreviousSecret,
-		PreviousExpiresAt: formatTime(sub.PreviousExpiresAt),
-	})
+	return writeJSON(w, http.StatusOK, toSecretJSON(sec))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/sqlite"
 	"github.com/heraldhq/herald/webhook"
@@ -77,11 +78,12 @@ func openSubStore(t *testing.T) *sqlite.Store {
 
 func newSubEnv(t *testing.T, cfg Config) *subEnv {
 	t.Helper()
-	return newSubEnvWith(t, cfg, nil)
+	return newSubEnvWith(t, cfg, nil, false)
 }
 
-// newSubEnvWith is newSubEnv with a deliverer for test events.
-func newSubEnvWith(t *testing.T, cfg Config, deliverer Deliverer) *subEnv {
+// newSubEnvWith is newSubEnv with a deliverer for test events, and webhooks
+// that may name private addresses when allowPrivate is set.
+func newSubEnvWith(t *testing.T, cfg Config, deliverer Deliverer, allowPrivate bool) *subEnv {
 	t.Helper()
 	st := openSubStore(t)
 	logs := &lockedBuffer{}
@@ -107,9 +109,11 @@ func newSubEnvWith(t *testing.T, cfg Config, deliverer Deliverer) *subEnv {
 		Appender:      committer,
 		Subscriptions: st,
 		Notifier:      notified,
-		Logger:        logger,
-		Registry:      reg,
-		Deliverer:     deliverer,
+		Channels: channel.NewRegistry(webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{AllowPrivate: allowPrivate}),
+			webhook.ChannelConfig{AllowPrivate: allowPrivate})),
+		Logger:    logger,
+		Registry:  reg,
+		Deliverer: deliverer,
 	})
 	s.SetReady(true)
 	srv := httptest.NewServer(s.Handler())
@@ -132,6 +136,16 @@ func (e *subEnv) create(key, body string) subscriptionJSON {
 }
 
 // stored reads a subscription straight from the store.
+// hookOf returns a stored webhook subscription's config.
+func hookOf(t testing.TB, s herald.Subscription) webhook.Config {
+	t.Helper()
+	c, err := webhook.ParseConfig(s.Config)
+	if err != nil {
+		t.Fatalf("config of %s: %v", s.ID, err)
+	}
+	return c
+}
+
 func (e *subEnv) stored(id string) herald.Subscription {
 	e.t.Helper()
 	s, err := e.subs.GetSubscription(context.Background(), id)
@@ -264,14 +278,14 @@ func TestSubscriptionCreate(t *testing.T) {
 	if string(created.Filter) != `{"types":["a","order.*"]}` {
 		t.Errorf("filter %s, want the canonical form", created.Filter)
 	}
-	if created.Headers["X-Team"] != "payments" {
+	if (*created.Headers)["X-Team"] != "payments" {
 		t.Errorf("headers %v", created.Headers)
 	}
 
 	// The store holds the challenge and the schedule for the dispatcher.
 	st := e.stored(created.ID)
 	if len(st.Challenge) != 43 || st.NextChallengeAt.IsZero() || st.NextChallengeAt.After(time.Now()) ||
-		st.LastActivityAt.IsZero() || st.Secret != created.Secret || st.OwnerKeyID != "" {
+		st.LastActivityAt.IsZero() || hookOf(t, st).Secret != created.Secret || st.OwnerKeyID != "" {
 		t.Errorf("stored %+v", st)
 	}
 	if e.notified.count(created.ID) != 1 {
@@ -407,7 +421,7 @@ func TestSubscriptionPrivateDestinations(t *testing.T) {
 	e.problem(herald.CodeInvalid, "url", req{method: "PATCH", path: "/v1/subscriptions/" + s.ID,
 		body: []byte(`{"url":"http://[::1]/hook"}`)})
 
-	open := newSubEnv(t, Config{AllowPrivateDestinations: true})
+	open := newSubEnvWith(t, Config{}, nil, true)
 	if got := open.create("", body); got.URL != "http://127.0.0.1:9/hook" {
 		t.Errorf("created %+v", got)
 	}
@@ -585,13 +599,13 @@ func TestSubscriptionPatch(t *testing.T) {
 	if stored := e.get(s.ID); stored.Stats == nil || !sameJSON(t, withoutStats(stored), got) {
 		t.Errorf("GET after PATCH %+v\nPATCH answered %+v", stored, got)
 	}
-	if !maps2Equal(got.Headers, map[string]string{"X-Keep": "1", "X-New": "3"}) || got.Retry != (retryJSON{5, "1s", "4h"}) ||
+	if !maps2Equal(*got.Headers, map[string]string{"X-Keep": "1", "X-New": "3"}) || got.Retry != (retryJSON{5, "1s", "4h"}) ||
 		got.Filter != nil || got.ExpiresAfterIdle != "" || got.Timeout != "5s" {
 		t.Errorf("patched %+v", got)
 	}
 	after := e.stored(s.ID)
-	if !after.UpdatedAt.After(before.UpdatedAt) || after.Secret != before.Secret || after.CreatedAt != before.CreatedAt {
-		t.Errorf("store after patch: updated %v -> %v, secret kept %v", before.UpdatedAt, after.UpdatedAt, after.Secret == before.Secret)
+	if !after.UpdatedAt.After(before.UpdatedAt) || hookOf(t, after).Secret != hookOf(t, before).Secret || after.CreatedAt != before.CreatedAt {
+		t.Errorf("store after patch: updated %v -> %v, secret kept %v", before.UpdatedAt, after.UpdatedAt, hookOf(t, after).Secret == hookOf(t, before).Secret)
 	}
 
 	// A new URL must be verified again, with a new challenge.
@@ -736,7 +750,7 @@ func TestSubscriptionStateTransitions(t *testing.T) {
 func TestSubscriptionSecret(t *testing.T) {
 	e := newSubEnv(t, Config{})
 	s := e.create("", `{"topic":"orders","url":"https://example.com/a"}`)
-	created := e.stored(s.ID).Secret
+	created := hookOf(t, e.stored(s.ID)).Secret
 
 	var sec secretJSON
 	res := e.must(http.StatusOK, req{method: "GET", path: "/v1/subscriptions/" + s.ID + "/secret"}, &sec)
@@ -757,13 +771,13 @@ func TestSubscriptionSecret(t *testing.T) {
 		t.Errorf("secret after rotation %+v, want %+v", sec, rot)
 	}
 	st := e.stored(s.ID)
-	if st.Secret != rot.Secret || st.PreviousSecret != created {
-		t.Errorf("stored secrets %q %q", st.Secret, st.PreviousSecret)
+	if hookOf(t, st).Secret != rot.Secret || hookOf(t, st).PreviousSecret != created {
+		t.Errorf("stored secrets %q %q", hookOf(t, st).Secret, hookOf(t, st).PreviousSecret)
 	}
 
 	// Default grace 24h; an empty body is fine.
 	rot = e.rotate(s.ID, "")
-	if rot.PreviousSecret != st.Secret || !near(t, rot.PreviousExpiresAt, time.Now().Add(24*time.Hour)) {
+	if rot.PreviousSecret != hookOf(t, st).Secret || !near(t, rot.PreviousExpiresAt, time.Now().Add(24*time.Hour)) {
 		t.Errorf("default rotation: %+v", rot)
 	}
 	// Grace 0s: the previous secret stops at once.
@@ -788,8 +802,8 @@ func TestSubscriptionCallerSecret(t *testing.T) {
 	}
 	chosen := "whsec_" + base64.StdEncoding.EncodeToString(key)
 	s := e.create("", `{"topic":"orders","url":"https://example.com/a","secret":"`+chosen+`"}`)
-	if s.Secret != chosen || e.stored(s.ID).Secret != chosen || e.secret(s.ID).Secret != chosen {
-		t.Errorf("created with %s: answer %q, stored %q", chosen, s.Secret, e.stored(s.ID).Secret)
+	if s.Secret != chosen || hookOf(t, e.stored(s.ID)).Secret != chosen || e.secret(s.ID).Secret != chosen {
+		t.Errorf("created with %s: answer %q, stored %q", chosen, s.Secret, hookOf(t, e.stored(s.ID)).Secret)
 	}
 	res := e.must(http.StatusOK, req{method: "GET", path: "/v1/subscriptions/" + s.ID}, nil)
 	if strings.Contains(string(res.body), chosen) || strings.Contains(string(res.body), `"secret"`) {
@@ -1116,6 +1130,19 @@ func (d *timeoutRecorder) Deliver(ctx context.Context, sub *herald.Subscription,
 	return d.Deliverer.Deliver(ctx, sub, ev, attempt)
 }
 
+// sinkDeliverer sends test events the way the dispatcher does, through
+// the subscription's channel.
+type sinkDeliverer struct{ ch channel.Channel }
+
+func (d sinkDeliverer) Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult {
+	sink, err := d.ch.Open(ctx, sub)
+	if err != nil {
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: err.Error()}
+	}
+	defer func() { _ = sink.Close(ctx) }()
+	return sink.Deliver(ctx, ev, attempt)
+}
+
 func (d *timeoutRecorder) last() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -1156,8 +1183,9 @@ func TestSubscriptionTestEvent(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(got)
 	}
-	deliverer := &timeoutRecorder{Deliverer: webhook.NewDeliverer(webhook.NewSender(webhook.SenderConfig{AllowPrivate: true}), nil)}
-	e := newSubEnvWith(t, Config{AllowPrivateDestinations: true}, deliverer)
+	deliverer := &timeoutRecorder{Deliverer: sinkDeliverer{webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{AllowPrivate: true}),
+		webhook.ChannelConfig{AllowPrivate: true})}}
+	e := newSubEnvWith(t, Config{}, deliverer, true)
 	testPath := func(id string) string { return "/v1/subscriptions/" + id + "/test" }
 
 	// Nothing goes to an endpoint that has not answered the challenge.

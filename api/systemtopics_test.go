@@ -14,7 +14,7 @@ import (
 // can.
 func TestSystemTopicsNeedAdminOrANamedScope(t *testing.T) {
 	t.Parallel()
-	e := newSubEnv(t, Config{AllowPrivateDestinations: true})
+	e := newSubEnvWith(t, Config{}, nil, true)
 	ctx := t.Context()
 	sys := herald.Topic{Name: herald.SubscriptionsTopic}.WithDefaults()
 	if _, _, err := e.store.PutTopic(ctx, sys); err != nil {

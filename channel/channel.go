@@ -19,6 +19,7 @@
 package channel
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"sort"
@@ -39,14 +40,21 @@ type Channel interface {
 	// form: defaults applied, members normalized, secrets kept. On an
 	// update, p.Previous is the stored config, so a caller that leaves out
 	// a secret keeps the stored one. Errors are *herald.Error with
-	// CodeInvalid (or CodeForbidden for a refused destination) and a Field
-	// of the form "config.<member>".
+	// CodeInvalid and a Field naming the member of the config at fault
+	// ("url", "brokers"); the API reports it as "config.<member>".
 	Validate(ctx context.Context, p ValidateParams) (json.RawMessage, error)
 
 	// Public returns the config as callers may see it: every secret
 	// removed. It is what responses, system events and logs carry. The
 	// config is one Validate returned.
 	Public(config json.RawMessage) json.RawMessage
+
+	// Destination names where the config's deliveries go, for the
+	// engine's fair share of send slots: subscriptions with the same
+	// destination (a webhook host and port, a broker cluster, a mail
+	// server) share one cap, so one hung server cannot hold every slot.
+	// "" means the subscription is a destination of its own.
+	Destination(config json.RawMessage) string
 
 	// Open prepares delivery of the subscription on this node. The engine
 	// calls it when a worker starts, that is once this node holds the
@@ -127,15 +135,32 @@ type Verifier interface {
 	// the confirmation arrives out of band (a link in an email, a code by
 	// SMS); Failed means try again later.
 	Verify(ctx context.Context, sub *herald.Subscription) herald.DeliveryResult
+
+	// Reverify reports whether changing a subscription's config from
+	// previous to next points it at an endpoint that has not proved it
+	// agreed to receive (a new URL, a new address): it must verify again.
+	Reverify(previous, next json.RawMessage) bool
 }
 
-// Rotator is a Channel whose configs hold a signing secret callers may
-// rotate.
+// Rotator is a Channel whose configs hold a signing secret that callers
+// read (GET .../secret) and rotate.
 type Rotator interface {
+	// Secrets returns the config's current signing secret and, during a
+	// rotation's grace period, the previous one with when it stops being
+	// used (zero values otherwise).
+	Secrets(config json.RawMessage, now time.Time) Secrets
 	// Rotate returns the config with a new current secret (secret, or a
 	// fresh one when secret is ""), the old one kept valid until
-	// now+grace, and the new secret to show the caller once.
-	Rotate(config json.RawMessage, secret string, now time.Time, grace time.Duration) (json.RawMessage, string, error)
+	// now+grace, and the secrets as they now are. Errors name the field
+	// "secret".
+	Rotate(config json.RawMessage, secret string, now time.Time, grace time.Duration) (json.RawMessage, Secrets, error)
+}
+
+// Secrets are a config's signing secrets, as a Rotator reports them.
+type Secrets struct {
+	Secret            string
+	PreviousSecret    string
+	PreviousExpiresAt time.Time
 }
 
 // Registry holds the channels a server offers, by name. It is built once
@@ -180,4 +205,28 @@ func (r *Registry) Names() []string {
 func (r *Registry) Has(name string) bool {
 	_, ok := r.byName[name]
 	return ok
+}
+
+// DecodeConfig reads a config object into v strictly, for a channel's
+// Validate: an unknown member is an error naming it, so a misspelt setting
+// is not silently ignored; an empty config is an empty object. Errors are
+// *herald.Error with CodeInvalid and the member as the field.
+func DecodeConfig(raw json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		raw = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := err.Error()
+		if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+			name = strings.Trim(name, `"`)
+			return herald.FieldErrorf(name, "unknown config member %q", name)
+		}
+		if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {
+			return herald.FieldErrorf(te.Field, "%s has the wrong type: want %s", te.Field, te.Type)
+		}
+		return herald.FieldErrorf("", "the config must be a JSON object: %v", err)
+	}
+	return nil
 }

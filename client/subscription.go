@@ -30,13 +30,19 @@ func VerifyWebhook(secret string, header http.Header, body []byte) error {
 	return webhook.Verify(secret, header, body, time.Now(), WebhookTolerance)
 }
 
-// SubscriptionSpec is a new webhook subscription. Zero settings are left out
-// of the request and the server applies its defaults: herald.DefaultRetryPolicy,
-// timeout 15s, 16 requests in flight, no rate limit, unordered, never
-// expiring, verified by challenge, starting now.
+// SubscriptionSpec is a new subscription. Zero settings are left out of
+// the request and the server applies its defaults: a webhook,
+// herald.DefaultRetryPolicy, timeout 15s, 16 deliveries in flight, no rate
+// limit, unordered, never expiring, verified by challenge, starting now.
+//
+// A webhook takes URL, Headers and Secret (or the same in Config); any
+// other channel takes its settings in Config (docs/channels.md).
 type SubscriptionSpec struct {
-	Topic       string // a topic name, or a pattern such as "orders.*" or "orders.>"
-	URL         string // the endpoint, http:// or https://
+	Topic   string // a topic name, or a pattern such as "orders.*" or "orders.>"
+	Channel string // "webhook" (the default), "kafka", "nats", "amqp", "mqtt", "redis", ...
+	// Config is the channel's settings as a JSON object.
+	Config      json.RawMessage
+	URL         string // a webhook's endpoint, http:// or https://
 	Description string
 	// Filter is a filter in Herald's filter language (package filter), as
 	// JSON; nil delivers every event.
@@ -63,15 +69,18 @@ type SubscriptionSpec struct {
 	Secret string
 }
 
-// Subscription is a webhook subscription as the server reports it. It
-// marshals to and from the API's JSON form.
+// Subscription is a subscription as the server reports it. It marshals to
+// and from the API's JSON form.
 type Subscription struct {
-	ID               string // "sub_..."
-	Topic            string
-	URL              string
+	ID      string // "sub_..."
+	Topic   string
+	Channel string
+	// Config is the channel's settings, without secrets.
+	Config           json.RawMessage
+	URL              string            // a webhook's endpoint, as in Config
+	Headers          map[string]string // a webhook's static request headers, as in Config
 	Description      string
 	Filter           json.RawMessage // canonical filter JSON; nil: every event
-	Headers          map[string]string
 	Retry            herald.RetryPolicy
 	Timeout          time.Duration
 	MaxInFlight      int
@@ -127,10 +136,12 @@ func (r retryJSON) policy() (herald.RetryPolicy, error) {
 type subscriptionJSON struct {
 	ID                string             `json:"id"`
 	Topic             string             `json:"topic"`
-	URL               string             `json:"url"`
+	Channel           string             `json:"channel"`
+	Config            json.RawMessage    `json:"config"`
+	URL               string             `json:"url,omitempty"`
 	Description       string             `json:"description"`
 	Filter            json.RawMessage    `json:"filter,omitempty"`
-	Headers           map[string]string  `json:"headers"`
+	Headers           *map[string]string `json:"headers,omitempty"` // webhooks only
 	Retry             retryJSON          `json:"retry"`
 	Timeout           string             `json:"timeout"`
 	MaxInFlight       int                `json:"max_in_flight"`
@@ -152,12 +163,20 @@ type subscriptionJSON struct {
 
 // MarshalJSON writes the API's form of a subscription.
 func (s Subscription) MarshalJSON() ([]byte, error) {
-	headers := s.Headers
-	if headers == nil {
-		headers = map[string]string{}
+	var headers *map[string]string
+	if s.Headers != nil || s.Channel == "" || s.Channel == herald.ChannelWebhook {
+		h := s.Headers
+		if h == nil {
+			h = map[string]string{}
+		}
+		headers = &h
+	}
+	config := s.Config
+	if config == nil {
+		config = json.RawMessage(`{}`)
 	}
 	return marshal(subscriptionJSON{
-		ID: s.ID, Topic: s.Topic, URL: s.URL, Description: s.Description, Filter: s.Filter,
+		ID: s.ID, Topic: s.Topic, Channel: s.Channel, Config: config, URL: s.URL, Description: s.Description, Filter: s.Filter,
 		Headers: headers, Retry: toRetryJSON(s.Retry), Timeout: formatDuration(s.Timeout),
 		MaxInFlight: s.MaxInFlight, RateLimit: s.RateLimit, Ordered: s.Ordered,
 		ExpiresAfterIdle: formatDuration(s.ExpiresAfterIdle), State: string(s.State), StateReason: s.StateReason,
@@ -175,9 +194,12 @@ func (s *Subscription) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	out := Subscription{
-		ID: w.ID, Topic: w.Topic, URL: w.URL, Description: w.Description, Headers: w.Headers,
+		ID: w.ID, Topic: w.Topic, Channel: w.Channel, Config: w.Config, URL: w.URL, Description: w.Description,
 		MaxInFlight: w.MaxInFlight, RateLimit: w.RateLimit, Ordered: w.Ordered,
 		State: herald.SubscriptionState(w.State), StateReason: w.StateReason, StateReasonDetail: w.StateReasonDetail, Secret: w.Secret, Stats: w.Stats,
+	}
+	if w.Headers != nil {
+		out.Headers = *w.Headers
 	}
 	if len(w.Filter) > 0 && string(w.Filter) != "null" {
 		out.Filter = w.Filter
@@ -222,10 +244,11 @@ type SubscriptionPage struct {
 // returns. Zero fields select everything, from the first page, 100 at a
 // time.
 type SubscriptionListOptions struct {
-	Cursor string                   // from SubscriptionPage.NextCursor
-	Limit  int                      // 1 to 1000; 0: the server's default (100)
-	State  herald.SubscriptionState // only this state
-	Topic  string                   // only subscriptions whose topic or pattern is exactly this
+	Cursor  string                   // from SubscriptionPage.NextCursor
+	Limit   int                      // 1 to 1000; 0: the server's default (100)
+	State   herald.SubscriptionState // only this state
+	Topic   string                   // only subscriptions whose topic or pattern is exactly this
+	Channel string                   // only subscriptions of this channel
 }
 
 // startJSON is the wire form of a start position: absent for now.
@@ -262,7 +285,9 @@ func (c *Client) CreateSubscription(ctx context.Context, spec SubscriptionSpec) 
 	}
 	body, hdr, err := jsonBody(struct {
 		Topic            string            `json:"topic"`
-		URL              string            `json:"url"`
+		Channel          string            `json:"channel,omitempty"`
+		Config           json.RawMessage   `json:"config,omitempty"`
+		URL              string            `json:"url,omitempty"`
 		Description      string            `json:"description,omitempty"`
 		Filter           json.RawMessage   `json:"filter,omitempty"`
 		Headers          map[string]string `json:"headers,omitempty"`
@@ -276,7 +301,7 @@ func (c *Client) CreateSubscription(ctx context.Context, spec SubscriptionSpec) 
 		Start            json.RawMessage   `json:"start,omitempty"`
 		Secret           string            `json:"secret,omitempty"`
 	}{
-		Topic: spec.Topic, URL: spec.URL, Description: spec.Description, Filter: filter, Headers: spec.Headers,
+		Topic: spec.Topic, Channel: spec.Channel, Config: spec.Config, URL: spec.URL, Description: spec.Description, Filter: filter, Headers: spec.Headers,
 		Retry: retry, Timeout: formatDuration(spec.Timeout), MaxInFlight: maxInFlight, RateLimit: spec.RateLimit,
 		Ordered: spec.Ordered, ExpiresAfterIdle: formatDuration(spec.ExpiresAfterIdle),
 		Verification: spec.Verification, Start: startJSON(spec.Start), Secret: spec.Secret,
@@ -301,6 +326,9 @@ func (c *Client) ListSubscriptions(ctx context.Context, o SubscriptionListOption
 	}
 	if o.State != "" {
 		q.Set("state", string(o.State))
+	}
+	if o.Channel != "" {
+		q.Set("channel", o.Channel)
 	}
 	if o.Topic != "" {
 		q.Set("topic", o.Topic)

@@ -319,9 +319,9 @@ func TestClusterSubscriptionChangesWakeOtherNodes(t *testing.T) {
 	}
 	now := time.Now().UTC()
 	sub := herald.Subscription{
-		ID: "sub_1", Topic: "orders", URL: "https://example.com/hook", State: herald.StateActive,
+		ID: "sub_1", Topic: "orders", State: herald.StateActive,
 		Retry:   herald.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Minute},
-		Timeout: 10 * time.Second, MaxInFlight: 1, Secret: "whsec_x", CreatedAt: now, UpdatedAt: now,
+		Timeout: 10 * time.Second, MaxInFlight: 1, CreatedAt: now, UpdatedAt: now,
 	}
 	if err := a.store.CreateSubscription(t.Context(), sub, herald.StartPosition{}); err != nil {
 		t.Fatal(err)

@@ -1,13 +1,13 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -15,21 +15,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/filter"
 )
 
 // DispatchStore is what the dispatcher needs of the store: all of it.
 type DispatchStore = herald.Store
 
-// Deliverer hands events and verification challenges to a subscription's
-// endpoint. The webhook package implements it for HTTP endpoints. It must
-// be safe for concurrent use and must return by ctx's deadline.
-type Deliverer interface {
-	// Deliver sends one event; attempt counts from 1.
-	Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult
-	// Challenge sends the verification challenge; Delivered means the
-	// endpoint proved it agreed to receive.
-	Challenge(ctx context.Context, sub *herald.Subscription) herald.DeliveryResult
+// Appender commits events durably (the Committer); the dispatcher
+// publishes its own system events through it.
+type Appender interface {
+	Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error)
+}
+
+// DispatcherDeps are the parts a Dispatcher runs on. Store, Tail and
+// Channels are required; a nil Appender publishes no system events, a nil
+// Logger discards and a nil Registry registers no metrics.
+type DispatcherDeps struct {
+	Store DispatchStore
+	Tail  *Tail
+	// Channels are the destinations subscriptions deliver to, by name.
+	Channels *channel.Registry
+	Appender Appender
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // DispatcherConfig tunes the dispatcher. Zero values mean the defaults.
@@ -84,18 +93,16 @@ type DispatcherConfig struct {
 // endpoints, disables subscriptions that keep failing, removes idle ones,
 // and writes all workers' progress through one group-commit settler.
 type Dispatcher struct {
-	store     DispatchStore
-	tail      *Tail
-	deliverer Deliverer
-	appender  interface {
-		Append(context.Context, []*herald.Event) ([]herald.AppendResult, error)
-	}
-	cfg     DispatcherConfig
-	log     *slog.Logger
-	metrics *dispatchMetrics
-	settler *group[herald.SettleItem, error]
-	senders *goPool   // runs the workers' deliveries
-	slots   *slotPool // bounds them, fairly
+	store    DispatchStore
+	tail     *Tail
+	channels *channel.Registry
+	appender Appender
+	cfg      DispatcherConfig
+	log      *slog.Logger
+	metrics  *dispatchMetrics
+	settler  *group[herald.SettleItem, error]
+	senders  *goPool   // runs the workers' deliveries
+	slots    *slotPool // bounds them, fairly
 
 	// clockBase is the dispatcher's start by cfg.Now: lease ends are kept
 	// as durations since it (see worker.leaseHeld).
@@ -142,11 +149,9 @@ func (d *Dispatcher) updateGauges(ctx context.Context) {
 	d.metrics.deadLetters.Set(float64(dead))
 }
 
-// NewDispatcher returns a dispatcher; it starts nothing. appender publishes
-// Herald's own events (the committer). reg may be nil.
-func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appender interface {
-	Append(context.Context, []*herald.Event) ([]herald.AppendResult, error)
-}, cfg DispatcherConfig, logger *slog.Logger, reg prometheus.Registerer) *Dispatcher {
+// NewDispatcher returns a dispatcher; it starts nothing.
+func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
+	logger := deps.Logger
 	if cfg.NodeID == "" {
 		host, _ := os.Hostname()
 		cfg.NodeID = fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
@@ -183,8 +188,8 @@ func NewDispatcher(store DispatchStore, tail *Tail, deliverer Deliverer, appende
 	}
 	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
-		store: store, tail: tail, deliverer: deliverer, appender: appender,
-		cfg: cfg, log: logger, metrics: newDispatchMetrics(reg, slots),
+		store: deps.Store, tail: deps.Tail, channels: deps.Channels, appender: deps.Appender,
+		cfg: cfg, log: logger, metrics: newDispatchMetrics(deps.Registry, slots),
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
 		verifying: make(map[string]bool),
@@ -428,6 +433,10 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	if err != nil {
 		return fmt.Errorf("subscription %s: stored filter: %w", s.ID, err)
 	}
+	ch, err := d.channels.Get(cmp.Or(s.Channel, herald.ChannelWebhook))
+	if err != nil {
+		return fmt.Errorf("subscription %s: %w", s.ID, err)
+	}
 	sent := d.cfg.Now()
 	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.cfg.LeaseTTL)
 	switch {
@@ -436,7 +445,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	case err != nil:
 		return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
 	}
-	nw := newWorker(d, s, f, epoch)
+	nw := newWorker(d, s, ch, f, epoch)
 	nw.renewed(sent)
 	wctx, cancel := context.WithCancel(ctx)
 	nw.cancel = cancel
@@ -552,27 +561,26 @@ func (d *Dispatcher) expire(ctx context.Context, s herald.Subscription, now time
 func (d *Dispatcher) announce(ctx context.Context, typ string, s herald.Subscription, reason string) {
 	now := d.cfg.Now().UTC()
 	reason, _ = herald.SplitReason(reason)
+	// Where it delivers, as far as its channel names it: a webhook's
+	// scheme and host, never a path or query that may hold a secret.
+	channelName, endpoint := cmp.Or(s.Channel, herald.ChannelWebhook), ""
+	if ch, err := d.channels.Get(channelName); err == nil {
+		endpoint = ch.Destination(s.Config)
+	}
 	body, _ := json.Marshal(map[string]any{
-		"type": typ, "subscription_id": s.ID, "topic": s.Topic, "endpoint": endpointOrigin(s.URL),
+		"type": typ, "subscription_id": s.ID, "topic": s.Topic, "channel": channelName, "endpoint": endpoint,
 		"state": s.State, "reason": reason, "time": now.Format(time.RFC3339Nano),
 	})
 	ev := &herald.Event{
 		ID: herald.NewID(now), Topic: herald.SubscriptionsTopic, Type: typ, Key: s.ID,
 		ContentType: "application/json", Payload: body, Time: now,
 	}
+	if d.appender == nil {
+		return
+	}
 	if _, err := d.appender.Append(ctx, []*herald.Event{ev}); err != nil {
 		d.log.Warn("publish system event", "type", typ, "subscription_id", s.ID, "err", err)
 	}
-}
-
-// endpointOrigin returns a webhook URL's scheme, host and port only
-// ("https://hooks.example.com"): no user info, path, query or fragment.
-func endpointOrigin(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return ""
-	}
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
 }
 
 // startVerify sends a pending subscription's challenge in the background
@@ -603,23 +611,46 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 // does not queue behind the subscription's own deliveries. The request's
 // timeout starts once it has the slot.
 func (d *Dispatcher) Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult {
-	slot := slotKey{sub.ID + " (outside its worker)", destination(sub.ID, sub.URL)}
+	ch, err := d.channels.Get(cmp.Or(sub.Channel, herald.ChannelWebhook))
+	if err != nil {
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: err.Error()}
+	}
+	slot := subSlot(sub.ID+" (outside its worker)", ch.Destination(sub.Config))
 	if err := d.slots.acquire(ctx, slot); err != nil {
 		return herald.DeliveryResult{Outcome: herald.Failed, Err: "no-send-slot",
 			Detail: "not sent: every send slot stayed in use (webhook.max-concurrency): " + err.Error()}
 	}
 	defer d.slots.release(slot)
-	return d.deliverer.Deliver(ctx, sub, ev, attempt)
+	sink, err := ch.Open(ctx, sub)
+	if err != nil {
+		return herald.DeliveryResult{Outcome: herald.Failed, Err: "cannot open the channel: " + err.Error()}
+	}
+	defer func() { _ = sink.Close(context.WithoutCancel(ctx)) }()
+	return sink.Deliver(ctx, ev, attempt)
 }
 
 func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
-	slot := slotKey{s.ID, destination(s.ID, s.URL)}
+	ch, err := d.channels.Get(cmp.Or(s.Channel, herald.ChannelWebhook))
+	if err != nil {
+		d.log.Warn("verify subscription: its channel is not offered by this node", "subscription_id", s.ID, "err", err)
+		return
+	}
+	verifier, ok := ch.(channel.Verifier)
+	if !ok {
+		return // nothing to verify: created active
+	}
+	slot := subSlot(s.ID, ch.Destination(s.Config))
 	if d.slots.acquire(ctx, slot) != nil {
 		return // stopping
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.Timeout+5*time.Second)
-	res := d.deliverer.Challenge(cctx, &s)
-	cancel()
+	var res herald.DeliveryResult
+	if d.cfg.Now().Before(s.VerifyDeadline) {
+		cctx, cancel := context.WithTimeout(ctx, s.Timeout+5*time.Second)
+		res = verifier.Verify(cctx, &s)
+		cancel()
+	} else {
+		res = herald.DeliveryResult{Outcome: herald.Failed, Err: "not confirmed by the deadline"}
+	}
 	d.slots.release(slot)
 	if ctx.Err() != nil {
 		return
@@ -663,6 +694,13 @@ func (d *Dispatcher) recordChallenge(cur *herald.Subscription, res herald.Delive
 		cur.NextChallengeAt = time.Time{}
 		cur.LastActivityAt = now
 		return herald.EventSubscriptionActivated
+	}
+	if res.Outcome == herald.Sent {
+		// A person confirms out of band (a link, a code): ask once, and
+		// again only if asked to (a new challenge), until the deadline.
+		cur.StateReason = "waiting for confirmation: " + cmp.Or(res.Err, "a request to confirm was sent")
+		cur.NextChallengeAt = cur.VerifyDeadline
+		return ""
 	}
 	next := now.Add(d.cfg.Challenge.Delay(cur.ChallengeTries, d.rand()))
 	if res.RetryAfter > 0 {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/webhook"
@@ -72,7 +73,10 @@ func startEnvWrapped(t *testing.T, path string, wrap func(engine.DispatchStore) 
 	if wrap != nil {
 		dst = wrap(st)
 	}
-	e.dispatcher = engine.NewDispatcher(dst, tail, webhook.NewDeliverer(e.sender, nil), e.committer, cfg, nil, nil)
+	e.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
+		Store: dst, Tail: tail, Appender: e.committer,
+		Channels: channel.NewRegistry(webhook.NewChannel(e.sender, webhook.ChannelConfig{AllowPrivate: true})),
+	}, cfg)
 	e.committer.OnCommit(e.dispatcher.OnCommit)
 	if err := e.committer.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -124,15 +128,36 @@ func (e *env) publish(topic string, n int, key func(i int) string) {
 	}
 }
 
+// hookConfig is the webhook config of a subscription to url, with a fresh
+// signing secret.
+func hookConfig(url string) json.RawMessage {
+	return webhook.Config{URL: url, Secret: webhook.NewSecret()}.Encode()
+}
+
+// secretOf returns the signing secret of a webhook subscription.
+func secretOf(s herald.Subscription) string {
+	c, err := webhook.ParseConfig(s.Config)
+	if err != nil {
+		panic(err)
+	}
+	return c.Secret
+}
+
+// urlOf returns the URL of a webhook subscription.
+func urlOf(s herald.Subscription) string {
+	c, err := webhook.ParseConfig(s.Config)
+	if err != nil {
+		panic(err)
+	}
+	return c.URL
+}
+
 // subscribe stores an active subscription with a fast retry schedule.
 func (e *env) subscribe(s herald.Subscription) herald.Subscription {
 	e.t.Helper()
 	now := time.Now().UTC()
 	if s.ID == "" {
 		s.ID = "sub_" + strconv.FormatInt(now.UnixNano(), 36)
-	}
-	if s.Secret == "" {
-		s.Secret = webhook.NewSecret()
 	}
 	if s.State == "" {
 		s.State = herald.StateActive
@@ -265,8 +290,8 @@ func testDispatchDeliversEverySignedEvent(t *testing.T) {
 	e := startEnv(t, dbPath(t))
 	e.topic("orders")
 	r := newReceiver(t, nil)
-	s := e.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	e.publish("orders", 200, nil)
 	waitFor(t, "200 deliveries", 20*time.Second, func() bool { d, _ := r.count(); return d == 200 })
 	if len(r.bad) > 0 {
@@ -287,8 +312,8 @@ func testDispatchRetriesUntilEveryEventArrives(t *testing.T) {
 		}
 		return 0
 	})
-	s := e.subscribe(herald.Subscription{Topic: "flaky", URL: r.URL})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "flaky", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	e.publish("flaky", 300, nil)
 	waitFor(t, "every event delivered", 30*time.Second, func() bool { d, _ := r.count(); return d == 300 })
 	_, total := r.count()
@@ -314,8 +339,8 @@ func testDispatchDeadLettersAndRedrive(t *testing.T) {
 		}
 		return 0
 	})
-	s := e.subscribe(herald.Subscription{Topic: "dl", URL: r.URL, Retry: herald.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "dl", Config: hookConfig(r.URL), Retry: herald.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
+	r.secret = secretOf(s)
 	e.publish("dl", 20, nil)
 	ctx := context.Background()
 	waitFor(t, "10 dead letters", 20*time.Second, func() bool {
@@ -346,8 +371,8 @@ func testDispatchOrderedPerKeyUnderFailures(t *testing.T) {
 		}
 		return 0
 	})
-	s := e.subscribe(herald.Subscription{Topic: "ledger", URL: r.URL, Ordered: true, MaxInFlight: 16})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "ledger", Config: hookConfig(r.URL), Ordered: true, MaxInFlight: 16})
+	r.secret = secretOf(s)
 	keys := []string{"acct-a", "acct-b", "acct-c", "acct-d"}
 	e.publish("ledger", 120, func(i int) string { return keys[i%len(keys)] })
 	waitFor(t, "120 ordered deliveries", 30*time.Second, func() bool { d, _ := r.count(); return d == 120 })
@@ -379,8 +404,8 @@ func testDispatchRestartInTheMiddleOfRetriesLosesNothing(t *testing.T) {
 		}
 		return 0
 	})
-	s := e.subscribe(herald.Subscription{Topic: "restart", URL: r.URL, Retry: herald.RetryPolicy{MaxAttempts: 50, Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "restart", Config: hookConfig(r.URL), Retry: herald.RetryPolicy{MaxAttempts: 50, Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}})
+	r.secret = secretOf(s)
 	e.publish("restart", 100, nil)
 	waitFor(t, "the healthy three quarters", 20*time.Second, func() bool { d, _ := r.count(); return d == 75 })
 	e.stop()
@@ -396,8 +421,8 @@ func testDispatchGoneDisablesAndAnnounces(t *testing.T) {
 	e := startEnv(t, dbPath(t))
 	e.topic("gone")
 	r := newReceiver(t, func(int64, int) int { return 410 })
-	s := e.subscribe(herald.Subscription{Topic: "gone", URL: r.URL})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "gone", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	e.publish("gone", 3, nil)
 	ctx := context.Background()
 	waitFor(t, "subscription disabled", 10*time.Second, func() bool {
@@ -433,8 +458,8 @@ func testDispatchLateGoneKeepsTheOwnersChange(t *testing.T) {
 			old := newReceiver(t, func(int64, int) int { return 410 })
 			old.hold = make(chan struct{})
 			next := newReceiver(t, nil)
-			s := e.subscribe(herald.Subscription{Topic: "moving", URL: old.URL})
-			old.secret, next.secret = s.Secret, s.Secret
+			s := e.subscribe(herald.Subscription{Topic: "moving", Config: hookConfig(old.URL)})
+			old.secret, next.secret = secretOf(s), secretOf(s)
 			e.publish("moving", 1, nil)
 			waitFor(t, "the delivery to the old endpoint in flight", 10*time.Second, func() bool {
 				old.mu.Lock()
@@ -445,7 +470,7 @@ func testDispatchLateGoneKeepsTheOwnersChange(t *testing.T) {
 			wantURL := old.URL
 			e.change(s.ID, func(sub *herald.Subscription) {
 				if c.moves {
-					sub.URL, sub.FailingSince = next.URL, time.Time{}
+					sub.Config, sub.FailingSince = webhook.Config{URL: next.URL, Secret: secretOf(*sub)}.Encode(), time.Time{}
 					wantURL = next.URL
 				} else {
 					sub.State, sub.StateReason = herald.StatePaused, "paused by its owner"
@@ -464,8 +489,8 @@ func testDispatchLateGoneKeepsTheOwnersChange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.State != c.want || got.URL != wantURL {
-				t.Fatalf("after a late 410: state %s (%s), url %s; want %s, url %s", got.State, got.StateReason, got.URL, c.want, wantURL)
+			if gotURL := urlOf(got); got.State != c.want || gotURL != wantURL {
+				t.Fatalf("after a late 410: state %s (%s), url %s; want %s, url %s", got.State, got.StateReason, gotURL, c.want, wantURL)
 			}
 			if c.want == herald.StateActive {
 				waitFor(t, "the event at the new endpoint", 10*time.Second, func() bool { d, _ := next.count(); return d == 1 })
@@ -495,8 +520,8 @@ func testDispatchDisablesAfterFailingTooLong(t *testing.T) {
 	e := startEnv(t, dbPath(t), func(c *engine.DispatcherConfig) { c.DisableAfter = 300 * time.Millisecond })
 	e.topic("down")
 	r := newReceiver(t, func(int64, int) int { return 500 })
-	s := e.subscribe(herald.Subscription{Topic: "down", URL: r.URL, Retry: herald.RetryPolicy{MaxAttempts: 100, Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond}})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "down", Config: hookConfig(r.URL), Retry: herald.RetryPolicy{MaxAttempts: 100, Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond}})
+	r.secret = secretOf(s)
 	e.publish("down", 3, nil)
 	ev := e.systemEvent(herald.EventSubscriptionDisabled, s.ID)
 	got, err := e.store.GetSubscription(context.Background(), s.ID)
@@ -520,9 +545,9 @@ func testDispatchRemovesIdleSubscriptions(t *testing.T) {
 	e := startEnv(t, dbPath(t), func(c *engine.DispatcherConfig) { c.Now = clock })
 	e.topic("quiet")
 	r := newReceiver(t, nil)
-	s := e.subscribe(herald.Subscription{Topic: "quiet", URL: r.URL, ExpiresAfterIdle: time.Hour})
-	r.secret = s.Secret
-	keep := e.subscribe(herald.Subscription{ID: "sub_keep", Topic: "quiet", URL: r.URL})
+	s := e.subscribe(herald.Subscription{Topic: "quiet", Config: hookConfig(r.URL), ExpiresAfterIdle: time.Hour})
+	r.secret = secretOf(s)
+	keep := e.subscribe(herald.Subscription{ID: "sub_keep", Topic: "quiet", Config: hookConfig(r.URL)})
 	mu.Lock()
 	now = now.Add(61 * time.Minute)
 	mu.Unlock()
@@ -542,7 +567,7 @@ func testDispatchFailsUnverifiedAfterDeadline(t *testing.T) {
 	r := newReceiver(t, func(int64, int) int { return 404 })
 	now := time.Now()
 	s := e.subscribe(herald.Subscription{
-		Topic: "never", URL: r.URL, State: herald.StatePending, Challenge: "tok",
+		Topic: "never", Config: hookConfig(r.URL), State: herald.StatePending, Challenge: "tok",
 		VerifyDeadline: now.Add(time.Second), NextChallengeAt: now, // the next retry falls after the deadline
 	})
 	e.systemEvent(herald.EventSubscriptionFailed, s.ID)
@@ -570,8 +595,8 @@ func testDispatchHonoursRateLimit(t *testing.T) {
 	// 50 requests/s with a burst of 5: 40 events cannot all arrive in less
 	// than (40-5)/50 = 0.7s. (A lower bound only: a slow machine makes it
 	// longer, never shorter, so this cannot flake.)
-	s := e.subscribe(herald.Subscription{Topic: "limited", URL: r.URL, RateLimit: 50, MaxInFlight: 16})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "limited", Config: hookConfig(r.URL), RateLimit: 50, MaxInFlight: 16})
+	r.secret = secretOf(s)
 	e.publish("limited", 40, nil)
 	waitFor(t, "40 rate-limited deliveries", 20*time.Second, func() bool { d, _ := r.count(); return d == 40 })
 	mu.Lock()
@@ -589,9 +614,9 @@ func testDispatchSlowEndpointDoesNotDelayAnother(t *testing.T) {
 	slow.hold = make(chan struct{})
 	t.Cleanup(func() { close(slow.hold) })
 	fast := newReceiver(t, nil)
-	s1 := e.subscribe(herald.Subscription{ID: "sub_slow", Topic: "shared", URL: slow.URL, MaxInFlight: 2})
-	s2 := e.subscribe(herald.Subscription{ID: "sub_fast", Topic: "shared", URL: fast.URL})
-	slow.secret, fast.secret = s1.Secret, s2.Secret
+	s1 := e.subscribe(herald.Subscription{ID: "sub_slow", Topic: "shared", Config: hookConfig(slow.URL), MaxInFlight: 2})
+	s2 := e.subscribe(herald.Subscription{ID: "sub_fast", Topic: "shared", Config: hookConfig(fast.URL)})
+	slow.secret, fast.secret = secretOf(s1), secretOf(s2)
 	e.publish("shared", 100, nil)
 	waitFor(t, "the fast endpoint gets all 100 while the slow one hangs", 20*time.Second, func() bool {
 		d, _ := fast.count()
@@ -630,10 +655,10 @@ func testDispatchPendingGetsNothingUntilVerified(t *testing.T) {
 	})
 	now := time.Now()
 	s := e.subscribe(herald.Subscription{
-		Topic: "verify", URL: r.URL, State: herald.StatePending, Challenge: "tok-123",
+		Topic: "verify", Config: hookConfig(r.URL), State: herald.StatePending, Challenge: "tok-123",
 		VerifyDeadline: now.Add(time.Hour), NextChallengeAt: now,
 	})
-	r.secret = s.Secret
+	r.secret = secretOf(s)
 	e.publish("verify", 5, nil)
 	waitFor(t, "a challenge", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return challenges >= 1 })
 	if d, _ := r.count(); d != 0 {
@@ -775,8 +800,8 @@ func TestDispatchWritesSubscriptionTimesAtMostOnceASecond(t *testing.T) {
 	})
 	e.topic("steady")
 	r := newReceiver(t, nil)
-	s := e.subscribe(herald.Subscription{Topic: "steady", URL: r.URL})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "steady", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	ctx := context.Background()
 
 	e.publish("steady", 1, nil)

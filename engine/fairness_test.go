@@ -55,11 +55,11 @@ func TestDispatchHungEndpointDoesNotStarveOthers(t *testing.T) {
 	hung := newReceiver(t, nil)
 	hung.hang(t)
 	ok := newReceiver(t, nil)
-	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", URL: hung.URL, MaxInFlight: 2 * pool, Timeout: 10 * time.Second,
+	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", Config: hookConfig(hung.URL), MaxInFlight: 2 * pool, Timeout: 10 * time.Second,
 		Retry: herald.RetryPolicy{MaxAttempts: 1}})
-	s := e.subscribe(herald.Subscription{ID: "sub_ok", Topic: "healthy", URL: ok.URL, Timeout: 300 * time.Millisecond,
+	s := e.subscribe(herald.Subscription{ID: "sub_ok", Topic: "healthy", Config: hookConfig(ok.URL), Timeout: 300 * time.Millisecond,
 		Retry: herald.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond}})
-	hung.secret, ok.secret = h.Secret, s.Secret
+	hung.secret, ok.secret = secretOf(h), secretOf(s)
 
 	e.publish("hung", 2*pool, nil)
 	waitFor(t, "the hung endpoint to hold requests", 10*time.Second, func() bool { return hung.inFlightNow() > 0 })
@@ -103,11 +103,11 @@ func TestDispatchTimeoutStartsWhenTheRequestIsSent(t *testing.T) {
 		time.Sleep(answerIn) // the receiver's own pace, not the test waiting
 		return 0
 	})
-	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", URL: hung.URL, MaxInFlight: 4 * pool, Timeout: 2 * time.Second,
+	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", Config: hookConfig(hung.URL), MaxInFlight: 4 * pool, Timeout: 2 * time.Second,
 		Retry: herald.RetryPolicy{MaxAttempts: 1}})
-	s := e.subscribe(herald.Subscription{ID: "sub_slow", Topic: "slow", URL: slow.URL, MaxInFlight: 8, Timeout: time.Second,
+	s := e.subscribe(herald.Subscription{ID: "sub_slow", Topic: "slow", Config: hookConfig(slow.URL), MaxInFlight: 8, Timeout: time.Second,
 		Retry: herald.RetryPolicy{MaxAttempts: 1}})
-	hung.secret, slow.secret = h.Secret, s.Secret
+	hung.secret, slow.secret = secretOf(h), secretOf(s)
 
 	e.publish("hung", 4*pool, nil)
 	waitFor(t, "the hung endpoint to hold requests", 10*time.Second, func() bool { return hung.inFlightNow() > 0 })
@@ -141,9 +141,9 @@ func TestDispatchDeliverOutsideWorkersTakesASlot(t *testing.T) {
 	answer := sync.OnceFunc(func() { close(hung.hold) })
 	t.Cleanup(answer)
 	ok := newReceiver(t, nil)
-	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", URL: hung.URL, Timeout: 10 * time.Second})
-	s := e.subscribe(herald.Subscription{ID: "sub_ok", Topic: "other", URL: ok.URL, State: herald.StatePaused})
-	hung.secret, ok.secret = h.Secret, s.Secret
+	h := e.subscribe(herald.Subscription{ID: "sub_hung", Topic: "hung", Config: hookConfig(hung.URL), Timeout: 10 * time.Second})
+	s := e.subscribe(herald.Subscription{ID: "sub_ok", Topic: "other", Config: hookConfig(ok.URL), State: herald.StatePaused})
+	hung.secret, ok.secret = secretOf(h), secretOf(s)
 	e.publish("hung", 1, nil)
 	waitFor(t, "the only slot taken", 10*time.Second, func() bool { return hung.inFlightNow() == 1 })
 

@@ -92,8 +92,8 @@ func TestDispatchStopsSendingWhenItsLeaseMayHaveLapsed(t *testing.T) {
 	answer := sync.OnceFunc(func() { close(r.hold) })
 	t.Cleanup(answer)
 	const inFlight, n = 4, 20
-	s := e.subscribe(herald.Subscription{Topic: "paused", URL: r.URL, MaxInFlight: inFlight})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "paused", Config: hookConfig(r.URL), MaxInFlight: inFlight})
+	r.secret = secretOf(s)
 	e.publish("paused", n, nil)
 	waitFor(t, "a full window in flight", 10*time.Second, func() bool { return r.inFlightNow() == inFlight })
 
@@ -136,8 +136,8 @@ func TestDispatchTakesBackLeasesOfAPreviousProcess(t *testing.T) {
 			r := newReceiver(t, nil)
 			before := startEnv(t, path)
 			before.topic("restarted")
-			s := before.subscribe(herald.Subscription{Topic: "restarted", URL: r.URL})
-			r.secret = s.Secret
+			s := before.subscribe(herald.Subscription{Topic: "restarted", Config: hookConfig(r.URL)})
+			r.secret = secretOf(s)
 			before.stop()
 			// What a kill -9 leaves: a lease that lasts an hour more.
 			st, err := openSQLite(context.Background(), path)

@@ -28,7 +28,7 @@ func TestFailureDetailStaysOutOfPublicReasons(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close() // nothing listens: every attempt is refused
-	s := e.subscribe(herald.Subscription{Topic: "down", URL: "http://" + addr + "/hooks/T0001/s3cret-path?token=s3cret",
+	s := e.subscribe(herald.Subscription{Topic: "down", Config: hookConfig("http://" + addr + "/hooks/T0001/s3cret-path?token=s3cret"),
 		Retry: herald.RetryPolicy{MaxAttempts: 100, Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond}})
 	e.publish("down", 1, nil)
 	ev := e.systemEvent(herald.EventSubscriptionDisabled, s.ID)

@@ -44,8 +44,8 @@ func TestRemoteCommitsWakeDispatcher(t *testing.T) {
 	join(t, b, "node-b")
 	a.topic("orders")
 	r := newReceiver(t, nil)
-	s := a.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-	r.secret = s.Secret
+	s := a.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 
 	a.publish("orders", 5, nil) // a's tail: seqs 1-5
 	waitFor(t, "a's own events", 20*time.Second, func() bool { d, _ := r.count(); return d == 5 })
@@ -80,8 +80,8 @@ func TestOwnershipMovesWithoutLossOrRepeat(t *testing.T) {
 	b := startEnv(t, dsn, nodeID("node-b"), owns("node-b"))
 	a.topic("orders")
 	r := newReceiver(t, nil)
-	s := a.subscribe(herald.Subscription{Topic: "orders", URL: r.URL, MaxInFlight: 4})
-	r.secret = s.Secret
+	s := a.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL), MaxInFlight: 4})
+	r.secret = secretOf(s)
 
 	a.publish("orders", 100, nil)
 	waitFor(t, "a to deliver some", 20*time.Second, func() bool { d, _ := r.count(); return d >= 20 })
@@ -107,8 +107,8 @@ func TestStaleLeaseCannotMoveCursor(t *testing.T) {
 	a.topic("orders")
 	r := newReceiver(t, nil)
 	r.hold = make(chan struct{})
-	s := a.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-	r.secret = s.Secret
+	s := a.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	a.publish("orders", 1, nil)
 	waitFor(t, "the delivery to be in flight", 20*time.Second, func() bool {
 		r.mu.Lock()

@@ -3,9 +3,7 @@ package engine
 import (
 	"container/heap"
 	"context"
-	"net/url"
 	"slices"
-	"strings"
 	"sync"
 )
 
@@ -97,15 +95,14 @@ func newSlotPool(size int) *slotPool {
 	}
 }
 
-// destination names where a subscription's requests go, for the pool's
-// per-destination cap: a webhook URL's host and port. Subscriptions of
-// other kinds of channel will name their own (a broker's cluster, a mail
-// relay); until then anything else is its own destination.
-func destination(sub string, rawURL string) string {
-	if u, err := url.Parse(rawURL); err == nil && u.Host != "" {
-		return strings.ToLower(u.Host)
+// subSlot is the slot key of a subscription's deliveries: its own share,
+// and its destination's as its channel names it (channel.Destination),
+// or a destination of its own when the channel names none.
+func subSlot(id, dest string) slotKey {
+	if dest == "" {
+		dest = "sub:" + id
 	}
-	return "sub:" + sub
+	return slotKey{id, dest}
 }
 
 // acquire waits for a slot for key, or until ctx ends (its error). Every

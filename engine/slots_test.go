@@ -191,14 +191,11 @@ func TestSlotPoolBoundsHoldUnderLoad(t *testing.T) {
 	}
 }
 
-func TestDestination(t *testing.T) {
-	for _, c := range []struct{ url, want string }{
-		{"https://Hooks.Example.com/a?b=c", "hooks.example.com"},
-		{"http://127.0.0.1:8080/x", "127.0.0.1:8080"},
-		{"", "sub:sub_1"},
-	} {
-		if got := destination("sub_1", c.url); got != c.want {
-			t.Errorf("destination(%q) = %q, want %q", c.url, got, c.want)
-		}
+func TestSubSlot(t *testing.T) {
+	if got := subSlot("sub_1", "https://hooks.example.com"); got != (slotKey{"sub_1", "https://hooks.example.com"}) {
+		t.Errorf("subSlot with a destination = %v", got)
+	}
+	if got := subSlot("sub_1", ""); got != (slotKey{"sub_1", "sub:sub_1"}) {
+		t.Errorf("subSlot without a destination = %v, want the subscription as its own destination", got)
 	}
 }

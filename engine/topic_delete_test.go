@@ -137,8 +137,8 @@ func testDispatchTopicCreatedAgainStartsAtItsFirstEvent(t *testing.T) {
 func checkTopicCreatedAgain(t *testing.T, pub, sub *env, timeout time.Duration) {
 	t.Helper()
 	r := newIDReceiver(t)
-	s := sub.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-	r.secret = s.Secret
+	s := sub.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	pub.publish("orders", 5, nil)
 	old := storedEvents(t, pub.store, "orders")
 	waitFor(t, "the old topic's 5 events", timeout, func() bool { return r.has(old) })
@@ -163,8 +163,8 @@ func testDispatchTopicDeletedUnderPattern(t *testing.T) {
 	e.topic("orders.a")
 	e.topic("orders.b")
 	r := newIDReceiver(t)
-	s := e.subscribe(herald.Subscription{Topic: "orders.*", URL: r.URL, MaxInFlight: 4})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "orders.*", Config: hookConfig(r.URL), MaxInFlight: 4})
+	r.secret = secretOf(s)
 	e.publish("orders.a", 4, nil)
 	e.publish("orders.b", 4, nil)
 	oldA := storedEvents(t, e.store, "orders.a")
@@ -222,8 +222,8 @@ func testDispatchStaleSettlementAfterTopicDeleted(t *testing.T) {
 	}, noRenewals)
 	e.topic("orders")
 	r := newIDReceiver(t)
-	s := e.subscribe(herald.Subscription{Topic: "orders", URL: r.URL})
-	r.secret = s.Secret
+	s := e.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
 	e.publish("orders", 5, nil)
 	old := storedEvents(t, e.store, "orders")
 	select {

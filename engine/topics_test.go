@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/engine"
 )
 
@@ -35,7 +36,7 @@ func TestTopicDeletedElsewhereLeavesNoStaleCache(t *testing.T) {
 		evs = append(evs, &herald.Event{Topic: "orders", Seq: seq + 1, Payload: []byte("old")})
 	}
 	tail.Add(evs)
-	d := engine.NewDispatcher(st, tail, nil, nil, engine.DispatcherConfig{}, nil, nil)
+	d := engine.NewDispatcher(engine.DispatcherDeps{Store: st, Tail: tail, Channels: channel.NewRegistry()}, engine.DispatcherConfig{})
 
 	// Another node deletes the topic, creates it again with other
 	// settings and commits two events to it.

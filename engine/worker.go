@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/filter"
 )
 
@@ -26,11 +27,13 @@ import (
 // All state below is owned by the run goroutine; send goroutines only
 // deliver and report on results.
 type worker struct {
-	d      *Dispatcher
-	sub    herald.Subscription // fixed for the worker's life; a change restarts it
-	filter *filter.Filter
-	epoch  int64
-	log    *slog.Logger
+	d       *Dispatcher
+	sub     herald.Subscription // fixed for the worker's life; a change restarts it
+	channel channel.Channel
+	sink    channel.Sink // opened by run once the worker starts, closed when it ends
+	filter  *filter.Filter
+	epoch   int64
+	log     *slog.Logger
 
 	ctx     context.Context // the run context, for sends started from handle
 	wake    chan struct{}   // cap 1: there may be new events or due retries
@@ -139,7 +142,7 @@ func (p *topicPos) settle(seq int64) {
 	}
 }
 
-func newWorker(d *Dispatcher, sub herald.Subscription, f *filter.Filter, epoch int64) *worker {
+func newWorker(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *filter.Filter, epoch int64) *worker {
 	w := &worker{
 		d:        d,
 		sub:      sub,
@@ -153,7 +156,8 @@ func newWorker(d *Dispatcher, sub herald.Subscription, f *filter.Filter, epoch i
 		retrying: make(map[evRef]struct{}),
 
 		flushDone: make(chan flushResult, 1),
-		slot:      slotKey{sub.ID, destination(sub.ID, sub.URL)},
+		channel:   ch,
+		slot:      subSlot(sub.ID, ch.Destination(sub.Config)),
 	}
 	if sub.Ordered {
 		w.chain = make(map[herald.RetryKey]int)
@@ -183,6 +187,7 @@ func (w *worker) window() int { return max(1024, 64*w.sub.MaxInFlight) }
 func (w *worker) run(ctx context.Context) {
 	w.ctx = ctx
 	defer close(w.exited)
+	defer w.closeSink() // after finish: no send is in flight any more
 	defer w.finish()
 	// Ending on its own (disabled, lease lapsed), the worker drops the
 	// sends still waiting for a slot; those in flight finish in finish.
@@ -193,6 +198,15 @@ func (w *worker) run(ctx context.Context) {
 		}
 		return
 	}
+	sink, err := w.channel.Open(ctx, &w.sub)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.reason = "the channel could not open"
+			w.log.Error("dispatcher could not open the subscription's channel; trying again at the next poll", "channel", w.channel.Name(), "err", err)
+		}
+		return
+	}
+	w.sink = sink
 	flush := time.NewTicker(w.d.cfg.SettleInterval)
 	defer flush.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -685,9 +699,21 @@ func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fro
 	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.sub.Timeout+5*time.Second)
 	defer cancel()
-	r.res = w.d.deliverer.Deliver(sendCtx, &w.sub, ev, attempt)
+	r.res = w.sink.Deliver(sendCtx, ev, attempt)
 	r.at = w.d.cfg.Now()
 	return r
+}
+
+// closeSink closes the channel's sink, if run opened one.
+func (w *worker) closeSink() {
+	if w.sink == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
+	defer cancel()
+	if err := w.sink.Close(ctx); err != nil {
+		w.log.Warn("close the subscription's channel", "channel", w.channel.Name(), "err", err)
+	}
 }
 
 // leaseMargin is the part of the lease TTL a node does not count on: it

@@ -11,7 +11,7 @@ import (
 	"github.com/heraldhq/herald"
 )
 
-// BenchmarkDeliver measures one signed delivery through the Deliverer and
+// BenchmarkDeliver measures one signed delivery through the channel's sink and
 // the Sender to a loopback receiver that answers 204: the per-delivery
 // work of Herald's webhook path (headers, signature, HTTP client) plus the
 // receiver's, with a kept-alive connection. Run in parallel like the
@@ -23,9 +23,12 @@ func BenchmarkDeliver(b *testing.B) {
 	defer srv.Close()
 	s := NewSender(SenderConfig{AllowPrivate: true})
 	defer s.Close()
-	d := NewDeliverer(s, nil)
-	sub := &herald.Subscription{ID: "sub_bench", URL: srv.URL, Secret: NewSecret(), State: herald.StateActive,
-		Headers: map[string]string{"X-Tenant": "acme"}}
+	sub := &herald.Subscription{ID: "sub_bench", Channel: herald.ChannelWebhook, State: herald.StateActive,
+		Config: Config{URL: srv.URL, Secret: NewSecret(), Headers: map[string]string{"X-Tenant": "acme"}}.Encode()}
+	d, err := NewChannel(s, ChannelConfig{AllowPrivate: true}).Open(context.Background(), sub)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ev := &herald.Event{ID: "evt_bench", Topic: "orders.eu", Seq: 42, Type: "order.created", Key: "order-7",
 		ContentType: "application/json", Payload: []byte(`{"total":` + strings.Repeat("1", 180) + `}`),
 		Time: time.Now()}
@@ -33,7 +36,7 @@ func BenchmarkDeliver(b *testing.B) {
 	b.SetParallelism(16) // requests in flight, as a busy dispatcher has
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if res := d.Deliver(context.Background(), sub, ev, 1); res.Outcome != herald.Delivered {
+			if res := d.Deliver(context.Background(), ev, 1); res.Outcome != herald.Delivered {
 				b.Errorf("outcome %v: %s", res.Outcome, res.Err)
 				return
 			}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"strconv"
 	"syscall"
+
+	"github.com/heraldhq/herald/channel"
 )
 
 // Failure reasons: what a failed delivery or challenge reports in
@@ -51,7 +53,7 @@ func classifyErr(err error) string {
 		netErr     net.Error
 	)
 	switch {
-	case errors.Is(err, ErrDestinationRefused):
+	case errors.Is(err, channel.ErrDestinationRefused):
 		return ReasonDestinationRefused
 	case errors.As(err, &dnsErr):
 		return ReasonDNS

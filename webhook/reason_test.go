@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 )
 
 // TestFailureReasons: a failed attempt reports a reason from the
@@ -39,11 +40,11 @@ func TestFailureReasons(t *testing.T) {
 	untrusted := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(untrusted.Close)
 
-	open := NewDeliverer(newSender(t, SenderConfig{AllowPrivate: true}), nil)
-	guarded := NewDeliverer(newSender(t, SenderConfig{}), nil)
+	open := NewChannel(newSender(t, SenderConfig{AllowPrivate: true}), ChannelConfig{AllowPrivate: true})
+	guarded := NewChannel(newSender(t, SenderConfig{}), ChannelConfig{AllowPrivate: true})
 	cases := []struct {
 		name     string
-		d        *Deliverer
+		d        *Channel
 		url      string
 		want     string
 		wantDead herald.DeliveryOutcome
@@ -64,9 +65,13 @@ func TestFailureReasons(t *testing.T) {
 			if c.want == ReasonTimeout {
 				timeout = 200 * time.Millisecond
 			}
-			sub := &herald.Subscription{ID: "sub_1", URL: c.url, Secret: NewSecret(), Timeout: timeout}
+			sub := &herald.Subscription{ID: "sub_1", Config: Config{URL: c.url, Secret: NewSecret()}.Encode(), Timeout: timeout}
 			ev := &herald.Event{ID: "evt_1", Topic: "orders", Seq: 1, Payload: []byte("{}")}
-			res := c.d.Deliver(t.Context(), sub, ev, 1)
+			sink, err := c.d.Open(t.Context(), sub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := sink.Deliver(t.Context(), ev, 1)
 			if res.Outcome != c.wantDead || res.Err != c.want {
 				t.Fatalf("outcome %v, reason %q (detail %q); want %v, %q", res.Outcome, res.Err, res.Detail, c.wantDead, c.want)
 			}
@@ -77,8 +82,8 @@ func TestFailureReasons(t *testing.T) {
 	}
 
 	t.Run("challenge not echoed", func(t *testing.T) {
-		sub := &herald.Subscription{ID: "sub_1", URL: status(200), Secret: NewSecret(), Challenge: "tok", Timeout: time.Second}
-		res := open.Challenge(t.Context(), sub)
+		sub := &herald.Subscription{ID: "sub_1", Config: Config{URL: status(200), Secret: NewSecret()}.Encode(), Challenge: "tok", Timeout: time.Second}
+		res := open.Verify(t.Context(), sub)
 		if res.Outcome != herald.Failed || res.Err != ReasonChallengeMismatch || !strings.Contains(res.Detail, "200") {
 			t.Fatalf("outcome %v, reason %q, detail %q", res.Outcome, res.Err, res.Detail)
 		}
@@ -98,7 +103,7 @@ func TestClassifyErr(t *testing.T) {
 	}{
 		{dial(&net.DNSError{Err: "no such host", Name: "hooks.internal", Server: "10.255.255.53:53", IsNotFound: true}), ReasonDNS},
 		{dial(&net.DNSError{Err: "i/o timeout", Name: "hooks.internal", Server: "10.255.255.53:53", IsTimeout: true}), ReasonDNS},
-		{fmt.Errorf("dial 10.0.0.1:443: %w", ErrDestinationRefused), ReasonDestinationRefused},
+		{fmt.Errorf("dial 10.0.0.1:443: %w", channel.ErrDestinationRefused), ReasonDestinationRefused},
 		{fmt.Errorf("no response within 5s: %w", context.DeadlineExceeded), ReasonTimeout},
 		{fmt.Errorf("post: %w", context.Canceled), ReasonCanceled},
 		{fmt.Errorf("post: something else"), ReasonNetwork},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 )
 
 // Sender defaults; a zero SenderConfig field takes the default.
@@ -99,7 +100,7 @@ func NewSender(cfg SenderConfig) *Sender {
 	dialer := &net.Dialer{
 		Timeout:        cfg.ConnectTimeout,
 		KeepAlive:      30 * time.Second,
-		ControlContext: DialControl(cfg.AllowPrivate),
+		ControlContext: channel.DialControl(cfg.AllowPrivate),
 	}
 	t := &http.Transport{
 		Proxy:                  cfg.Proxy,
@@ -149,7 +150,7 @@ type Result struct {
 	// receiving the response headers, or to the failure.
 	Latency time.Duration
 	// Err is why no response arrived: a timeout, a refused destination
-	// (errors.Is(err, ErrDestinationRefused)), a connection failure. It
+	// (errors.Is(err, channel.ErrDestinationRefused)), a connection failure. It
 	// never contains the URL, which may hold credentials.
 	Err error
 	// Excerpt holds the first bytes of the response body, at most MaxExcerpt.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 )
 
 // countingServer is an httptest server on 127.0.0.1 that counts the
@@ -73,8 +74,8 @@ func TestSendRefusesPrivateDestinations(t *testing.T) {
 		"http://[::ffff:127.0.0.1]:" + port, // the IPv4-mapped form
 	} {
 		res := s.Send(context.Background(), Request{URL: u, Body: []byte(`{}`)})
-		if !errors.Is(res.Err, ErrDestinationRefused) {
-			t.Errorf("Send(%s).Err = %v, want ErrDestinationRefused", u, res.Err)
+		if !errors.Is(res.Err, channel.ErrDestinationRefused) {
+			t.Errorf("Send(%s).Err = %v, want channel.ErrDestinationRefused", u, res.Err)
 		}
 		if res.StatusCode != 0 || Classify(res) != OutcomeFailure {
 			t.Errorf("Send(%s) = status %d, outcome %s; want 0, failure", u, res.StatusCode, Classify(res))
@@ -367,7 +368,7 @@ func TestClassify(t *testing.T) {
 		{Result{StatusCode: 502, RetryAfter: time.Second}, OutcomeFailure},
 		{Result{StatusCode: 500}, OutcomeFailure},
 		{Result{Err: context.DeadlineExceeded}, OutcomeFailure},
-		{Result{Err: ErrDestinationRefused}, OutcomeFailure},
+		{Result{Err: channel.ErrDestinationRefused}, OutcomeFailure},
 		{Result{}, OutcomeFailure},
 	}
 	for _, c := range cases {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/api"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/sqlite"
@@ -246,6 +247,7 @@ func subsServer(t *testing.T) (map[string]string, *sqlite.Store) {
 	admin, hash := herald.NewKeySecret()
 	s := api.New(api.Config{AdminKeyHash: hash}, api.Deps{
 		Store: st, Topics: engine.NewTopics(st, engine.TopicsConfig{}), Appender: committer, Subscriptions: st,
+		Channels: channel.NewRegistry(webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{}), webhook.ChannelConfig{})),
 	})
 	s.SetReady(true)
 	srv := httptest.NewServer(s.Handler())

@@ -23,6 +23,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/api"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/postgres"
@@ -53,6 +54,7 @@ type Main struct {
 	dispatcher *engine.Dispatcher
 	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
 	sender     *webhook.Sender
+	channels   *channel.Registry
 	hub        *stream.Hub
 	api        *api.Server
 	http       *http.Server
@@ -172,7 +174,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}, log, m.Registry)
 		dcfg.Owns, dcfg.LeaseTTL = m.cluster.Owns, cluster.LeaseTTL
 	}
-	m.dispatcher = engine.NewDispatcher(m.store, m.tail, webhook.NewDeliverer(m.sender, nil), m.committer, dcfg, log, m.Registry)
+	m.channels = channel.NewRegistry(
+		webhook.NewChannel(m.sender, webhook.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations}),
+	)
+	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
+		Store: m.store, Tail: m.tail, Channels: m.channels, Appender: m.committer, Logger: log, Registry: m.Registry,
+	}, dcfg)
 	m.committer.OnCommit(m.dispatcher.OnCommit)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	deps := api.Deps{
@@ -183,14 +190,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Registry: m.Registry,
 	}
 	deps.Subscriptions = m.store
+	deps.Channels = m.channels
 	deps.Notifier = m.dispatcher
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	m.api = api.New(api.Config{
-		InsecureNoAuth:           m.Config.InsecureNoAuth,
-		AutoCreateTopics:         m.Config.AutoCreateTopics,
-		AllowPrivateDestinations: m.Config.AllowPrivateDestinations,
-		AdminKeyHash:             adminHash,
-		Version:                  herald.Version,
+		InsecureNoAuth:   m.Config.InsecureNoAuth,
+		AutoCreateTopics: m.Config.AutoCreateTopics,
+		AdminKeyHash:     adminHash,
+		Version:          herald.Version,
 	}, deps)
 	if err := m.newStreams(); err != nil {
 		return err

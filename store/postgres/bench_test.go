@@ -173,7 +173,7 @@ func BenchmarkSettle(b *testing.B) {
 	items := make([]herald.SettleItem, subs)
 	for i := range items {
 		id := fmt.Sprintf("sub_%03d", i)
-		sub := herald.Subscription{ID: id, Topic: "orders", URL: "https://example.com/hook", State: herald.StateActive}
+		sub := herald.Subscription{ID: id, Topic: "orders", State: herald.StateActive}
 		if err := s.CreateSubscription(ctx, sub, herald.StartPosition{}); err != nil {
 			b.Fatal(err)
 		}

@@ -315,7 +315,7 @@ func TestSubscriptionChangesNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub.URL, sub.UpdatedAt = "https://example.com/other", now.Add(time.Second)
+	sub.Description, sub.UpdatedAt = "moved", now.Add(time.Second)
 	if err := a.UpdateSubscription(ctx, sub); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,10 +19,9 @@ var _ herald.SubscriptionStore = (*Store)(nil)
 // write, in the order of subArgs. The lease columns are not among them:
 // only AcquireLease and ReleaseLease write those. scanSubscription reads
 // subReadColumns: these and the version, which only the store writes.
-const subColumns = `id, topic, url, description, filter, headers,
+const subColumns = `id, topic, channel, config, description, filter,
 	retry_max_attempts, retry_initial, retry_max, timeout, max_in_flight, rate_limit, ordered, expires_after_idle,
-	state, state_reason, secret, previous_secret, previous_expires_at,
-	challenge, verify_deadline, next_challenge_at, challenge_tries,
+	state, state_reason, challenge, verify_deadline, next_challenge_at, challenge_tries,
 	owner_key_id, created_at, updated_at, last_activity_at, last_success_at, failing_since`
 
 // subReadColumns are what scanSubscription reads.
@@ -31,7 +31,7 @@ const subReadColumns = subColumns + `, version`
 // range checks.
 func subTimes(s *herald.Subscription) []namedTime {
 	return []namedTime{
-		{"previous_expires_at", s.PreviousExpiresAt}, {"verify_deadline", s.VerifyDeadline},
+		{"verify_deadline", s.VerifyDeadline},
 		{"next_challenge_at", s.NextChallengeAt}, {"created_at", s.CreatedAt}, {"updated_at", s.UpdatedAt},
 		{"last_activity_at", s.LastActivityAt}, {"last_success_at", s.LastSuccessAt}, {"failing_since", s.FailingSince},
 	}
@@ -59,38 +59,32 @@ func subArgs(s *herald.Subscription) ([]any, error) {
 	if err := checkTimes(subTimes(s)...); err != nil {
 		return nil, err
 	}
-	headers, err := encodeHeaders(s.Headers)
-	if err != nil {
-		return nil, err
-	}
 	var filter []byte
 	if len(s.Filter) > 0 {
 		filter = s.Filter
 	}
-	var hdr any // nil []byte would be sent as an empty jsonb, not NULL
-	if headers != nil {
-		hdr = json.RawMessage(headers)
+	config := []byte(s.Config)
+	if len(config) == 0 {
+		config = []byte("{}")
 	}
 	return []any{
-		s.ID, s.Topic, s.URL, s.Description, filter, hdr,
+		s.ID, s.Topic, cmp.Or(s.Channel, herald.ChannelWebhook), config, s.Description, filter,
 		int64(s.Retry.MaxAttempts), int64(s.Retry.Initial), int64(s.Retry.Max), int64(s.Timeout),
 		int64(s.MaxInFlight), s.RateLimit, s.Ordered, int64(s.ExpiresAfterIdle),
-		string(s.State), s.StateReason, s.Secret, s.PreviousSecret, nanos(s.PreviousExpiresAt),
-		s.Challenge, nanos(s.VerifyDeadline), nanos(s.NextChallengeAt), int64(s.ChallengeTries),
+		string(s.State), s.StateReason, s.Challenge, nanos(s.VerifyDeadline), nanos(s.NextChallengeAt), int64(s.ChallengeTries),
 		s.OwnerKeyID, nanos(s.CreatedAt), nanos(s.UpdatedAt), nanos(s.LastActivityAt), nanos(s.LastSuccessAt), nanos(s.FailingSince),
 	}, nil
 }
 
 func scanSubscription(row pgx.Row) (herald.Subscription, error) {
 	var s herald.Subscription
-	var filter, headers []byte
+	var filter, config []byte
 	var maxAttempts, initial, maxDelay, timeout, maxInFlight, idle, tries int64
 	var state string
-	var prevExp, deadline, nextChallenge, created, updated, activity, success, failing int64
-	err := row.Scan(&s.ID, &s.Topic, &s.URL, &s.Description, &filter, &headers,
+	var deadline, nextChallenge, created, updated, activity, success, failing int64
+	err := row.Scan(&s.ID, &s.Topic, &s.Channel, &config, &s.Description, &filter,
 		&maxAttempts, &initial, &maxDelay, &timeout, &maxInFlight, &s.RateLimit, &s.Ordered, &idle,
-		&state, &s.StateReason, &s.Secret, &s.PreviousSecret, &prevExp,
-		&s.Challenge, &deadline, &nextChallenge, &tries,
+		&state, &s.StateReason, &s.Challenge, &deadline, &nextChallenge, &tries,
 		&s.OwnerKeyID, &created, &updated, &activity, &success, &failing, &s.Version)
 	if err != nil {
 		return herald.Subscription{}, err
@@ -98,15 +92,11 @@ func scanSubscription(row pgx.Row) (herald.Subscription, error) {
 	if filter != nil {
 		s.Filter = json.RawMessage(filter)
 	}
-	if headers != nil {
-		if err := json.Unmarshal(headers, &s.Headers); err != nil {
-			return herald.Subscription{}, fmt.Errorf("subscription %s headers: %w", s.ID, err)
-		}
-	}
+	s.Config = config
 	s.Retry = herald.RetryPolicy{MaxAttempts: int(maxAttempts), Initial: time.Duration(initial), Max: time.Duration(maxDelay)}
 	s.Timeout, s.MaxInFlight, s.ExpiresAfterIdle = time.Duration(timeout), int(maxInFlight), time.Duration(idle)
 	s.State, s.ChallengeTries = herald.SubscriptionState(state), int(tries)
-	s.PreviousExpiresAt, s.VerifyDeadline, s.NextChallengeAt = fromNanos(prevExp), fromNanos(deadline), fromNanos(nextChallenge)
+	s.VerifyDeadline, s.NextChallengeAt = fromNanos(deadline), fromNanos(nextChallenge)
 	s.CreatedAt, s.UpdatedAt, s.LastActivityAt = fromNanos(created), fromNanos(updated), fromNanos(activity)
 	s.LastSuccessAt, s.FailingSince = fromNanos(success), fromNanos(failing)
 	return s, nil
@@ -181,7 +171,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription,
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO subscriptions (`+subColumns+`) VALUES
 			($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-			 $21, $22, $23, $24, $25, $26, $27, $28, $29)`, args...); err != nil {
+			 $21, $22, $23, $24, $25, $26)`, args...); err != nil {
 			return err
 		}
 		names := []string{sub.Topic}
@@ -296,7 +286,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 }
 
 // UpdateSubscription replaces the stored subscription's fields except ID,
-// Topic, CreatedAt, OwnerKeyID and Version (and the lease, which only
+// Topic, Channel, CreatedAt, OwnerKeyID and Version (and the lease, which only
 // AcquireLease and ReleaseLease change) if sub.Version is the stored
 // version, and increments it. CodeNotFound if missing; CodeConflict if the
 // version differs; CodeInvalid as for CreateSubscription.
@@ -314,17 +304,16 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 	if err != nil {
 		return err
 	}
-	// $1 the id, then subColumns from url to challenge_tries, then
+	// $1 the id, then subColumns from config to challenge_tries, then
 	// updated_at to the end.
-	upd := append(append(append([]any{args[0]}, args[2:23]...), args[25:]...), sub.Version)
-	n, err := s.exec(ctx, `UPDATE subscriptions SET url = $2, description = $3, filter = $4, headers = $5,
-		retry_max_attempts = $6, retry_initial = $7, retry_max = $8, timeout = $9, max_in_flight = $10,
-		rate_limit = $11, ordered = $12, expires_after_idle = $13, state = $14, state_reason = $15,
-		secret = $16, previous_secret = $17, previous_expires_at = $18, challenge = $19, verify_deadline = $20,
-		next_challenge_at = $21, challenge_tries = $22, updated_at = $23,
-		last_activity_at = GREATEST(last_activity_at, $24), last_success_at = GREATEST(last_success_at, $25),
-		failing_since = $26, version = version + 1
-		WHERE id = $1 AND version = $27`, upd...)
+	upd := append(append(append([]any{args[0]}, args[3:20]...), args[22:]...), sub.Version)
+	n, err := s.exec(ctx, `UPDATE subscriptions SET config = $2, description = $3, filter = $4,
+		retry_max_attempts = $5, retry_initial = $6, retry_max = $7, timeout = $8, max_in_flight = $9,
+		rate_limit = $10, ordered = $11, expires_after_idle = $12, state = $13, state_reason = $14,
+		challenge = $15, verify_deadline = $16, next_challenge_at = $17, challenge_tries = $18, updated_at = $19,
+		last_activity_at = GREATEST(last_activity_at, $20), last_success_at = GREATEST(last_success_at, $21),
+		failing_since = $22, version = version + 1
+		WHERE id = $1 AND version = $23`, upd...)
 	if err != nil {
 		return s.fail("update subscription", err)
 	}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -10,14 +11,15 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/jackc/pgx/v5"
 )
 
 // testSub returns a subscription with every field set.
 func testSub(id, topic string, now time.Time) herald.Subscription {
 	return herald.Subscription{
-		ID: id, Topic: topic, URL: "https://example.com/hook", Description: "orders to the ERP",
+		ID: id, Topic: topic, Channel: "webhook", Description: "orders to the ERP",
+		Config:           json.RawMessage(`{"url":"https://example.com/hook","headers":{"X-Team":"billing"},"secret":"whsec_new"}`),
 		Filter:           json.RawMessage(`{"type":["order.created"]}`),
-		Headers:          map[string]string{"X-Team": "billing"},
 		Retry:            herald.RetryPolicy{MaxAttempts: 5, Initial: time.Second, Max: time.Minute},
 		Timeout:          10 * time.Second,
 		MaxInFlight:      8,
@@ -25,7 +27,6 @@ func testSub(id, topic string, now time.Time) herald.Subscription {
 		Ordered:          true,
 		ExpiresAfterIdle: 48 * time.Hour,
 		State:            herald.StateActive, StateReason: "",
-		Secret: "whsec_new", PreviousSecret: "whsec_old", PreviousExpiresAt: now.Add(time.Hour),
 		Challenge: "chal", VerifyDeadline: now.Add(24 * time.Hour), NextChallengeAt: now.Add(time.Minute), ChallengeTries: 2,
 		OwnerKeyID: "key_1", CreatedAt: now, UpdatedAt: now, LastActivityAt: now.Add(-time.Minute),
 		LastSuccessAt: now.Add(-2 * time.Minute), FailingSince: now.Add(-3 * time.Minute),
@@ -102,14 +103,14 @@ func TestSubscriptionCRUD(t *testing.T) {
 	bare := herald.Subscription{ID: "sub_2", Topic: "orders", State: herald.StatePending}
 	createSub(t, s, bare, herald.StartPosition{})
 	got := getSub(t, s, "sub_2")
-	if got.Filter != nil || got.Headers != nil || !got.LastSuccessAt.IsZero() || got.CreatedAt.IsZero() || !got.UpdatedAt.Equal(got.CreatedAt) {
+	if got.Filter != nil || string(got.Config) != "{}" || !got.LastSuccessAt.IsZero() || got.CreatedAt.IsZero() || !got.UpdatedAt.Equal(got.CreatedAt) {
 		t.Fatalf("bare subscription read back as %+v", got)
 	}
 
 	// Update replaces everything but ID, Topic, CreatedAt and OwnerKeyID.
 	upd := testSub("sub_1", "other.topic", now.Add(time.Hour))
-	upd.URL, upd.State, upd.StateReason, upd.OwnerKeyID = "https://example.org/new", herald.StatePaused, "owner paused", "key_other"
-	upd.Headers, upd.Filter, upd.FailingSince = nil, nil, time.Time{}
+	upd.Config, upd.State, upd.StateReason, upd.OwnerKeyID = json.RawMessage(`{"url":"https://example.org/new"}`), herald.StatePaused, "owner paused", "key_other"
+	upd.Filter, upd.FailingSince = nil, time.Time{}
 	if err := s.UpdateSubscription(ctx, upd); err != nil {
 		t.Fatalf("UpdateSubscription: %v", err)
 	}
@@ -306,6 +307,79 @@ func TestLeaseRace(t *testing.T) {
 		}
 		if won != 1 {
 			t.Fatalf("%s: %d nodes got the lease, want 1", id, won)
+		}
+	}
+}
+
+// A schema at version 5 with webhook subscriptions keeps them through the
+// migration to channels: each becomes channel "webhook" with its URL,
+// static headers and both signing secrets in its config.
+func TestMigrateSubscriptionsToChannels(t *testing.T) {
+	dsn, _ := testDSN(t)
+	ctx := t.Context()
+	ms, err := loadMigrations()
+	if err != nil || len(ms) < 6 {
+		t.Fatalf("loadMigrations = %d migrations, %v", len(ms), err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:5] {
+		if _, err := conn.Exec(ctx, m.sql); err != nil {
+			t.Fatalf("migration %s: %v", m.name, err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO schema_version (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prevExp := time.Date(2026, 12, 8, 9, 30, 0, 123456000, time.UTC) // microseconds: what the migration keeps
+	insert := `INSERT INTO subscriptions (id, topic, url, description, headers, retry_max_attempts,
+		retry_initial, retry_max, timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state,
+		state_reason, secret, previous_secret, previous_expires_at, challenge, verify_deadline,
+		next_challenge_at, challenge_tries, owner_key_id, created_at, updated_at, last_activity_at,
+		last_success_at, failing_since)
+		VALUES ($1, 'orders', $2, '', $3, 5, 1000000000, 60000000000, 10000000000,
+		10, 0, false, 0, 'active', '', $4, $5, $6, '', 0, 0, 0, '', 1, 1, 0, 0, 0)`
+	if _, err := conn.Exec(ctx, insert, "sub_1", "https://hooks.example.com/a?k=v",
+		json.RawMessage(`{"X-Team":"billing","Authorization":"Bearer t"}`), "whsec_cur", "whsec_old", prevExp.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, insert, "sub_2", "https://hooks.example.com/b", nil, "whsec_only", "", int64(0)); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openTest(t, dsn)
+	for _, want := range []struct {
+		id, url, secret, prev string
+		headers               map[string]string
+		prevExpiry            time.Time
+	}{
+		{"sub_1", "https://hooks.example.com/a?k=v", "whsec_cur", "whsec_old", map[string]string{"X-Team": "billing", "Authorization": "Bearer t"}, prevExp},
+		{"sub_2", "https://hooks.example.com/b", "whsec_only", "", nil, time.Time{}},
+	} {
+		got, err := s.GetSubscription(ctx, want.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct {
+			URL               string            `json:"url"`
+			Headers           map[string]string `json:"headers"`
+			Secret            string            `json:"secret"`
+			PreviousSecret    string            `json:"previous_secret"`
+			PreviousExpiresAt time.Time         `json:"previous_expires_at"`
+		}
+		if err := json.Unmarshal(got.Config, &c); err != nil {
+			t.Fatalf("%s config %s: %v", want.id, got.Config, err)
+		}
+		if got.Channel != herald.ChannelWebhook || c.URL != want.url || !maps.Equal(c.Headers, want.headers) ||
+			c.Secret != want.secret || c.PreviousSecret != want.prev || !c.PreviousExpiresAt.Equal(want.prevExpiry) {
+			t.Errorf("%s after migration: channel %q config %s; want the webhook's url, headers and secrets", want.id, got.Channel, got.Config)
 		}
 	}
 }

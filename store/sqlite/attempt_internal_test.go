@@ -422,9 +422,9 @@ func benchFanOut(b *testing.B, spread bool) {
 	target := make([]int, subs) // how many it delivers before the benchmark
 	for i := range subs {
 		id := fmt.Sprintf("sub_%03d", i)
-		sub := herald.Subscription{ID: id, Topic: "bench", URL: "https://hooks.example.com/" + id, State: herald.StateActive,
+		sub := herald.Subscription{ID: id, Topic: "bench", State: herald.StateActive,
 			Retry: herald.DefaultRetryPolicy, Timeout: herald.DefaultTimeout, MaxInFlight: herald.DefaultMaxInFlight,
-			Secret: "whsec_x", CreatedAt: start, UpdatedAt: start}
+			CreatedAt: start, UpdatedAt: start}
 		if err := s.CreateSubscription(ctx, sub, herald.StartPosition{}); err != nil {
 			b.Fatal(err)
 		}

@@ -194,9 +194,9 @@ func BenchmarkSettle(b *testing.B) {
 	items := make([]herald.SettleItem, subs)
 	for i := range items {
 		id := fmt.Sprintf("sub_%03d", i)
-		sub := herald.Subscription{ID: id, Topic: "bench", URL: "https://hooks.example.com/" + id, State: herald.StateActive,
+		sub := herald.Subscription{ID: id, Topic: "bench", State: herald.StateActive,
 			Retry: herald.DefaultRetryPolicy, Timeout: herald.DefaultTimeout, MaxInFlight: herald.DefaultMaxInFlight,
-			Secret: "whsec_x", CreatedAt: now, UpdatedAt: now}
+			CreatedAt: now, UpdatedAt: now}
 		if err := s.CreateSubscription(ctx, sub, herald.StartPosition{}); err != nil {
 			b.Fatal(err)
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/heraldhq/herald"
 )
@@ -47,6 +49,64 @@ func loadMigrations() ([]migration, error) {
 	return out, nil
 }
 
+// goSteps are the parts of migrations that SQL cannot do, by version: each
+// runs right after that version's SQL, in the same transaction.
+var goSteps = map[int]func(context.Context, *sql.Tx) error{
+	6: webhookConfigs,
+}
+
+// webhookConfigs writes the config of every subscription from the webhook
+// columns migration 6 replaces, then drops them. The JSON is the webhook
+// channel's stored config (webhook.Config) as it was when the migration
+// was written; migrations never change afterwards, so neither does this.
+func webhookConfigs(ctx context.Context, tx *sql.Tx) error {
+	type config struct {
+		URL               string            `json:"url"`
+		Headers           map[string]string `json:"headers,omitempty"`
+		Secret            string            `json:"secret,omitempty"`
+		PreviousSecret    string            `json:"previous_secret,omitempty"`
+		PreviousExpiresAt time.Time         `json:"previous_expires_at,omitzero"`
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT sid, url, headers, secret, previous_secret, previous_expires_at FROM subscriptions`)
+	if err != nil {
+		return err
+	}
+	configs := map[int64][]byte{}
+	for rows.Next() {
+		var sid, prevExp int64
+		var headers []byte
+		var c config
+		if err := rows.Scan(&sid, &c.URL, &headers, &c.Secret, &c.PreviousSecret, &prevExp); err != nil {
+			rows.Close()
+			return err
+		}
+		if c.Headers, err = decodeHeaders(headers); err != nil {
+			rows.Close()
+			return fmt.Errorf("subscription %d: %w", sid, err)
+		}
+		c.PreviousExpiresAt = fromNanos(prevExp)
+		if configs[sid], err = json.Marshal(c); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for sid, c := range configs {
+		if _, err := tx.ExecContext(ctx, `UPDATE subscriptions SET config = ? WHERE sid = ?`, c, sid); err != nil {
+			return err
+		}
+	}
+	for _, col := range []string{"url", "headers", "secret", "previous_secret", "previous_expires_at"} {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE subscriptions DROP COLUMN `+col); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SchemaVersion is the schema version this build migrates a store to.
 func SchemaVersion() int {
 	ms, err := loadMigrations()
@@ -80,6 +140,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		for _, m := range ms[from:] {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return fmt.Errorf("migration %s: %w", m.name, err)
+			}
+			if step := goSteps[m.version]; step != nil {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("migration %s: %w", m.name, err)
+				}
 			}
 		}
 		if from < latest {

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -16,10 +17,10 @@ var _ herald.SubscriptionStore = (*Store)(nil)
 // subColumns are the stored fields of a subscription that callers write,
 // in the order subArgs binds them. scanSubscription reads subReadColumns:
 // these and the version, which only the store writes.
-const subColumns = `id, topic, url, description, filter, headers, retry_max_attempts, retry_initial, retry_max,
-	timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state, state_reason, secret, previous_secret,
-	previous_expires_at, challenge, verify_deadline, next_challenge_at, challenge_tries, owner_key_id, created_at,
-	updated_at, last_activity_at, last_success_at, failing_since`
+const subColumns = `id, topic, channel, config, description, filter, retry_max_attempts, retry_initial, retry_max,
+	timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state, state_reason, challenge, verify_deadline,
+	next_challenge_at, challenge_tries, owner_key_id, created_at, updated_at, last_activity_at, last_success_at,
+	failing_since`
 
 // subReadColumns are what scanSubscription reads.
 const subReadColumns = subColumns + `, version`
@@ -40,49 +41,48 @@ func subNanos(t time.Time) int64 {
 }
 
 func subArgs(s *herald.Subscription) []any {
-	var filter, headers []byte
+	var filter []byte
 	if len(s.Filter) > 0 {
 		filter = s.Filter
 	}
-	if len(s.Headers) > 0 {
-		headers = encodeHeaders(s.Headers)
+	config := []byte(s.Config)
+	if len(config) == 0 {
+		config = []byte("{}")
 	}
+	channel := cmp.Or(s.Channel, herald.ChannelWebhook)
 	ordered := 0
 	if s.Ordered {
 		ordered = 1
 	}
-	return []any{s.ID, s.Topic, s.URL, s.Description, filter, headers, s.Retry.MaxAttempts, int64(s.Retry.Initial),
+	return []any{s.ID, s.Topic, channel, config, s.Description, filter, s.Retry.MaxAttempts, int64(s.Retry.Initial),
 		int64(s.Retry.Max), int64(s.Timeout), s.MaxInFlight, s.RateLimit, ordered, int64(s.ExpiresAfterIdle),
-		string(s.State), s.StateReason, s.Secret, s.PreviousSecret, subNanos(s.PreviousExpiresAt), s.Challenge,
-		subNanos(s.VerifyDeadline), subNanos(s.NextChallengeAt), s.ChallengeTries, s.OwnerKeyID,
+		string(s.State), s.StateReason, s.Challenge, subNanos(s.VerifyDeadline), subNanos(s.NextChallengeAt), s.ChallengeTries, s.OwnerKeyID,
 		subNanos(s.CreatedAt), subNanos(s.UpdatedAt), subNanos(s.LastActivityAt), subNanos(s.LastSuccessAt),
 		subNanos(s.FailingSince)}
 }
 
 func scanSubscription(sc interface{ Scan(...any) error }) (herald.Subscription, error) {
 	var s herald.Subscription
-	var filter, headers []byte
-	var initial, maxDelay, timeout, idle, prevExp, deadline, nextChallenge int64
+	var filter, config []byte
+	var initial, maxDelay, timeout, idle, deadline, nextChallenge int64
 	var created, updated, activity, success, failing int64
 	var ordered int
 	var state string
-	err := sc.Scan(&s.ID, &s.Topic, &s.URL, &s.Description, &filter, &headers, &s.Retry.MaxAttempts, &initial,
-		&maxDelay, &timeout, &s.MaxInFlight, &s.RateLimit, &ordered, &idle, &state, &s.StateReason, &s.Secret,
-		&s.PreviousSecret, &prevExp, &s.Challenge, &deadline, &nextChallenge, &s.ChallengeTries, &s.OwnerKeyID,
-		&created, &updated, &activity, &success, &failing, &s.Version)
+	err := sc.Scan(&s.ID, &s.Topic, &s.Channel, &config, &s.Description, &filter, &s.Retry.MaxAttempts, &initial,
+		&maxDelay, &timeout, &s.MaxInFlight, &s.RateLimit, &ordered, &idle, &state, &s.StateReason, &s.Challenge,
+		&deadline, &nextChallenge, &s.ChallengeTries, &s.OwnerKeyID, &created, &updated, &activity, &success,
+		&failing, &s.Version)
 	if err != nil {
 		return herald.Subscription{}, err
 	}
 	if len(filter) > 0 {
 		s.Filter = filter
 	}
-	if s.Headers, err = decodeHeaders(headers); err != nil {
-		return herald.Subscription{}, fmt.Errorf("subscription %s: %w", s.ID, err)
-	}
+	s.Config = config
 	s.Retry.Initial, s.Retry.Max = time.Duration(initial), time.Duration(maxDelay)
 	s.Timeout, s.ExpiresAfterIdle = time.Duration(timeout), time.Duration(idle)
 	s.Ordered, s.State = ordered != 0, herald.SubscriptionState(state)
-	s.PreviousExpiresAt, s.VerifyDeadline, s.NextChallengeAt = fromNanos(prevExp), fromNanos(deadline), fromNanos(nextChallenge)
+	s.VerifyDeadline, s.NextChallengeAt = fromNanos(deadline), fromNanos(nextChallenge)
 	s.CreatedAt, s.UpdatedAt, s.LastActivityAt = fromNanos(created), fromNanos(updated), fromNanos(activity)
 	s.LastSuccessAt, s.FailingSince = fromNanos(success), fromNanos(failing)
 	return s, nil
@@ -137,7 +137,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription,
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		var sid int64
 		err := tx.QueryRowContext(ctx, `INSERT INTO subscriptions (`+subColumns+`) VALUES
-			(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sid`,
+			(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sid`,
 			subArgs(&sub)...).Scan(&sid)
 		if err != nil {
 			return err
@@ -302,7 +302,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 }
 
 // UpdateSubscription replaces the stored subscription's fields except ID,
-// Topic, CreatedAt, OwnerKeyID and Version (and the lease, which only
+// Topic, Channel, CreatedAt, OwnerKeyID and Version (and the lease, which only
 // AcquireLease and ReleaseLease change) if sub.Version is the stored
 // version, and increments it. CodeNotFound if missing; CodeConflict if
 // the version differs.
@@ -311,14 +311,14 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 		return err
 	}
 	a := subArgs(&sub)
-	// a: id, topic, url .. owner_key_id (index 23), created_at (24),
-	// updated_at .. failing_since.
-	args := append(append(append([]any{}, a[2:23]...), a[25:]...), a[0], sub.Version)
+	// a: id, topic, channel, config .. challenge_tries (index 19),
+	// owner_key_id (20), created_at (21), updated_at .. failing_since.
+	args := append(append(append([]any{}, a[3:20]...), a[22:]...), a[0], sub.Version)
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		n, err := execCount(ctx, tx, `UPDATE subscriptions SET url = ?, description = ?, filter = ?, headers = ?,
+		n, err := execCount(ctx, tx, `UPDATE subscriptions SET config = ?, description = ?, filter = ?,
 			retry_max_attempts = ?, retry_initial = ?, retry_max = ?, timeout = ?, max_in_flight = ?, rate_limit = ?,
-			ordered = ?, expires_after_idle = ?, state = ?, state_reason = ?, secret = ?, previous_secret = ?,
-			previous_expires_at = ?, challenge = ?, verify_deadline = ?, next_challenge_at = ?, challenge_tries = ?,
+			ordered = ?, expires_after_idle = ?, state = ?, state_reason = ?, challenge = ?, verify_deadline = ?,
+			next_challenge_at = ?, challenge_tries = ?,
 			updated_at = ?, last_activity_at = MAX(last_activity_at, ?), last_success_at = MAX(last_success_at, ?),
 			failing_since = ?, version = version + 1
 			WHERE id = ? AND version = ?`, args...)

@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"encoding/json"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,5 +147,86 @@ func TestMigrateFromVersion1(t *testing.T) {
 	cs, err := s.Cursors(t.Context(), "sub_1")
 	if err != nil || len(cs) != 1 || cs[0] != (herald.Cursor{Topic: "orders", Seq: 7}) {
 		t.Fatalf("cursors after migration = %v, %v; want orders at 7", cs, err)
+	}
+}
+
+// A store at version 5 with webhook subscriptions keeps them through the
+// migration to channels: each becomes channel "webhook" with its URL,
+// static headers and both signing secrets in its config.
+func TestMigrateSubscriptionsToChannels(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.db")
+	ms, err := loadMigrations()
+	if err != nil || len(ms) < 6 {
+		t.Fatalf("loadMigrations = %d migrations, %v", len(ms), err)
+	}
+	old := openDB(dsn(path, time.Second, false))
+	steps := []string{ms[0].sql, ms[1].sql, ms[2].sql, ms[3].sql, ms[4].sql,
+		`CREATE TABLE schema_version (version INTEGER NOT NULL)`, `INSERT INTO schema_version (version) VALUES (5)`}
+	prevExp := time.Date(2026, 12, 8, 9, 30, 0, 123456789, time.UTC)
+	insert := `INSERT INTO subscriptions (id, topic, url, description, headers, retry_max_attempts,
+		retry_initial, retry_max, timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state,
+		state_reason, secret, previous_secret, previous_expires_at, challenge, verify_deadline,
+		next_challenge_at, challenge_tries, owner_key_id, created_at, updated_at, last_activity_at,
+		last_success_at, failing_since)
+		VALUES (?, 'orders', ?, '', ?, 5, 1000000000, 60000000000, 10000000000,
+		10, 0, 0, 0, 'active', '', ?, ?, ?, '', 0, 0, 0, '', 1, 1, 0, 0, 0)`
+	for _, q := range steps {
+		if _, err := old.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("build a version 5 store: %v", err)
+		}
+	}
+	rows := []struct {
+		id, url    string
+		headers    map[string]string
+		secret     string
+		prev       string
+		prevExpiry time.Time
+	}{
+		{"sub_1", "https://hooks.example.com/a?k=v", map[string]string{"X-Team": "billing", "Authorization": "Bearer t"},
+			"whsec_cur", "whsec_old", prevExp},
+		{"sub_2", "https://hooks.example.com/b", nil, "whsec_only", "", time.Time{}},
+	}
+	for _, r := range rows {
+		var h []byte
+		if r.headers != nil {
+			h = encodeHeaders(r.headers)
+		}
+		var exp int64
+		if !r.prevExpiry.IsZero() {
+			exp = r.prevExpiry.UnixNano()
+		}
+		if _, err := old.ExecContext(t.Context(), insert, r.id, r.url, h, r.secret, r.prev, exp); err != nil {
+			t.Fatalf("insert a version 5 subscription: %v", err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openTest(t, path)
+	for _, r := range rows {
+		got, err := s.GetSubscription(t.Context(), r.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct {
+			URL               string            `json:"url"`
+			Headers           map[string]string `json:"headers"`
+			Secret            string            `json:"secret"`
+			PreviousSecret    string            `json:"previous_secret"`
+			PreviousExpiresAt time.Time         `json:"previous_expires_at"`
+		}
+		if err := json.Unmarshal(got.Config, &c); err != nil {
+			t.Fatalf("%s config %s: %v", r.id, got.Config, err)
+		}
+		if got.Channel != herald.ChannelWebhook || c.URL != r.url || !maps.Equal(c.Headers, r.headers) ||
+			c.Secret != r.secret || c.PreviousSecret != r.prev || !c.PreviousExpiresAt.Equal(r.prevExpiry) {
+			t.Errorf("%s after migration: channel %q config %s; want the webhook's url, headers and secrets", r.id, got.Channel, got.Config)
+		}
+	}
+	var cols int
+	if err := s.writer.QueryRowContext(t.Context(), `SELECT count(*) FROM pragma_table_info('subscriptions')
+		WHERE name IN ('url', 'headers', 'secret', 'previous_secret', 'previous_expires_at')`).Scan(&cols); err != nil || cols != 0 {
+		t.Fatalf("old webhook columns left after migration: %d, %v", cols, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -77,43 +76,42 @@ const (
 // backend forgets shows up in sameSub.
 func newSub(id, pattern string) herald.Subscription {
 	return herald.Subscription{
-		ID:          id,
-		Topic:       pattern,
-		URL:         "https://hooks.example.com/herald/" + id,
+		ID:      id,
+		Topic:   pattern,
+		Channel: "kafka",
+		// The store keeps a config byte for byte, whatever the channel.
+		Config:      json.RawMessage(`{"brokers":["k1:9092"],"topic":"erp-` + id + `","password":"s\u00e9cret"}`),
 		Description: "orders to the ERP \u00e9",
 		Filter:      json.RawMessage(`{"type":["order.created","order.paid"]}`),
-		Headers:     map[string]string{"X-Team": "billing", "Authorization": "Bearer abc"},
 		Retry:       herald.RetryPolicy{MaxAttempts: 7, Initial: 1500 * time.Millisecond, Max: 90 * time.Minute},
 		Timeout:     12*time.Second + 345*time.Millisecond,
 		MaxInFlight: 24,
 		RateLimit:   12.5,
 		Ordered:     true,
 		// 36h and a nanosecond: durations are kept exactly.
-		ExpiresAfterIdle:  36*time.Hour + time.Nanosecond,
-		State:             herald.StatePending,
-		StateReason:       "waiting for the endpoint",
-		Secret:            "whsec_current",
-		PreviousSecret:    "whsec_previous",
-		PreviousExpiresAt: at(3600),
-		Challenge:         "challenge-token",
-		VerifyDeadline:    at(86400),
-		NextChallengeAt:   at(5).Add(250 * time.Microsecond),
-		ChallengeTries:    2,
-		OwnerKeyID:        "key_owner",
-		CreatedAt:         at(0),
-		UpdatedAt:         at(1),
-		LastActivityAt:    at(2),
-		LastSuccessAt:     at(-100),
-		FailingSince:      at(-50),
+		ExpiresAfterIdle: 36*time.Hour + time.Nanosecond,
+		State:            herald.StatePending,
+		StateReason:      "waiting for the endpoint",
+		Challenge:        "challenge-token",
+		VerifyDeadline:   at(86400),
+		NextChallengeAt:  at(5).Add(250 * time.Microsecond),
+		ChallengeTries:   2,
+		OwnerKeyID:       "key_owner",
+		CreatedAt:        at(0),
+		UpdatedAt:        at(1),
+		LastActivityAt:   at(2),
+		LastSuccessAt:    at(-100),
+		FailingSince:     at(-50),
 	}
 }
 
 // plainSub returns an active subscription with only what the store needs.
 func plainSub(id, pattern string) herald.Subscription {
 	return herald.Subscription{
-		ID: id, Topic: pattern, URL: "https://hooks.example.com/" + id, State: herald.StateActive,
-		Retry: herald.DefaultRetryPolicy, Timeout: herald.DefaultTimeout, MaxInFlight: herald.DefaultMaxInFlight,
-		Secret: "whsec_x", CreatedAt: t0, UpdatedAt: t0, LastActivityAt: t0,
+		ID: id, Topic: pattern, Channel: herald.ChannelWebhook, State: herald.StateActive,
+		Config: json.RawMessage(`{"url":"https://hooks.example.com/` + id + `","secret":"whsec_x"}`),
+		Retry:  herald.DefaultRetryPolicy, Timeout: herald.DefaultTimeout, MaxInFlight: herald.DefaultMaxInFlight,
+		CreatedAt: t0, UpdatedAt: t0, LastActivityAt: t0,
 	}
 }
 
@@ -131,10 +129,10 @@ func sameSub(t *testing.T, what string, got, want herald.Subscription) {
 	tm := func(field string, g, w time.Time) { check(field, g.Equal(w), g, w) }
 	str("ID", got.ID, want.ID)
 	str("Topic", got.Topic, want.Topic)
-	str("URL", got.URL, want.URL)
+	str("Channel", got.Channel, want.Channel)
+	check("Config", bytes.Equal(got.Config, want.Config), string(got.Config), string(want.Config))
 	str("Description", got.Description, want.Description)
 	check("Filter", bytes.Equal(got.Filter, want.Filter), string(got.Filter), string(want.Filter))
-	check("Headers", maps.Equal(got.Headers, want.Headers), got.Headers, want.Headers)
 	check("Retry", got.Retry == want.Retry, got.Retry, want.Retry)
 	check("Timeout", got.Timeout == want.Timeout, got.Timeout, want.Timeout)
 	check("MaxInFlight", got.MaxInFlight == want.MaxInFlight, got.MaxInFlight, want.MaxInFlight)
@@ -143,9 +141,6 @@ func sameSub(t *testing.T, what string, got, want herald.Subscription) {
 	check("ExpiresAfterIdle", got.ExpiresAfterIdle == want.ExpiresAfterIdle, got.ExpiresAfterIdle, want.ExpiresAfterIdle)
 	str("State", string(got.State), string(want.State))
 	str("StateReason", got.StateReason, want.StateReason)
-	str("Secret", got.Secret, want.Secret)
-	str("PreviousSecret", got.PreviousSecret, want.PreviousSecret)
-	tm("PreviousExpiresAt", got.PreviousExpiresAt, want.PreviousExpiresAt)
 	str("Challenge", got.Challenge, want.Challenge)
 	tm("VerifyDeadline", got.VerifyDeadline, want.VerifyDeadline)
 	tm("NextChallengeAt", got.NextChallengeAt, want.NextChallengeAt)

@@ -18,13 +18,16 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 		sameSub(t, "GetSubscription", getSub(t, s, full.ID), full)
 
 		// The zero values of everything optional come back as zero.
-		bare := herald.Subscription{ID: "sub_bare", Topic: "orders.created", URL: "https://x.example/h",
+		// No channel is a webhook; no config, an empty object.
+		bare := herald.Subscription{ID: "sub_bare", Topic: "orders.created",
 			State: herald.StateActive, CreatedAt: t0, UpdatedAt: t0}
 		createSub(t, s, bare, herald.StartPosition{})
 		got := getSub(t, s, bare.ID)
-		sameSub(t, "GetSubscription of a bare subscription", got, bare)
-		if len(got.Filter) != 0 || len(got.Headers) != 0 {
-			t.Fatalf("bare subscription read back with filter %q, headers %v; want none", got.Filter, got.Headers)
+		want := bare
+		want.Channel, want.Config = herald.ChannelWebhook, json.RawMessage(`{}`)
+		sameSub(t, "GetSubscription of a bare subscription", got, want)
+		if len(got.Filter) != 0 {
+			t.Fatalf("bare subscription read back with filter %q; want none", got.Filter)
 		}
 	})
 
@@ -147,10 +150,10 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 			Topic:            "payments.>",   // immutable: kept
 			OwnerKeyID:       "key_intruder", // immutable: kept
 			CreatedAt:        at(999),        // immutable: kept
-			URL:              "https://new.example.com/h",
+			Channel:          "nats",         // immutable: kept
+			Config:           json.RawMessage(`{"url":"nats://n1:4222","subject":"erp.new"}`),
 			Description:      "",
 			Filter:           json.RawMessage(`{"type":["order.paid"]}`),
-			Headers:          map[string]string{"X-New": "1"},
 			Retry:            herald.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Hour},
 			Timeout:          time.Second,
 			MaxInFlight:      1,
@@ -159,31 +162,28 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 			ExpiresAfterIdle: 0,
 			State:            herald.StateDisabled,
 			StateReason:      "the endpoint answered 410 Gone",
-			Secret:           "whsec_rotated",
-			PreviousSecret:   "whsec_current",
 			// The verification fields cleared.
 			UpdatedAt:      at(500),
 			LastActivityAt: at(400),
 			LastSuccessAt:  at(300),
 			FailingSince:   time.Time{}, // cleared (resume clears a failure run)
 		}
-		upd.PreviousExpiresAt = at(7200)
 		if err := s.UpdateSubscription(t.Context(), upd); err != nil {
 			t.Fatalf("UpdateSubscription: %v", err)
 		}
 		want := upd
-		want.Topic, want.OwnerKeyID, want.CreatedAt = orig.Topic, orig.OwnerKeyID, orig.CreatedAt
+		want.Topic, want.OwnerKeyID, want.CreatedAt, want.Channel = orig.Topic, orig.OwnerKeyID, orig.CreatedAt, orig.Channel
 		sameSub(t, "GetSubscription after update", getSub(t, s, orig.ID), want)
 
-		// Clearing the filter and headers stores none. The update took the
-		// version from 0 to 1; this copy has to say so.
-		upd.Filter, upd.Headers, upd.Version = nil, nil, 1
+		// Clearing the filter stores none. The update took the version
+		// from 0 to 1; this copy has to say so.
+		upd.Filter, upd.Version = nil, 1
 		if err := s.UpdateSubscription(t.Context(), upd); err != nil {
 			t.Fatalf("UpdateSubscription without filter: %v", err)
 		}
 		got := getSub(t, s, orig.ID)
-		if len(got.Filter) != 0 || len(got.Headers) != 0 {
-			t.Fatalf("after clearing, filter %q headers %v; want none", got.Filter, got.Headers)
+		if len(got.Filter) != 0 {
+			t.Fatalf("after clearing, filter %q; want none", got.Filter)
 		}
 	})
 

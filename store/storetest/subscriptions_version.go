@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -20,22 +22,22 @@ func runSubscriptionVersions(t *testing.T, open func(t *testing.T) SubscriptionT
 		sub.Version = 42 // not the store's to take: every subscription starts at 0
 		createSub(t, s, sub, herald.StartPosition{})
 
-		// A user changes the URL while the dispatcher disables the
+		// A user changes the config while the dispatcher disables the
 		// subscription; both read it first.
 		user, dispatcher := getSub(t, s, sub.ID), getSub(t, s, sub.ID)
 		if user.Version != 0 {
 			t.Fatalf("a new subscription has version %d, want 0", user.Version)
 		}
-		user.URL, user.UpdatedAt = "https://new.example.com/h", at(10)
+		user.Config, user.UpdatedAt = json.RawMessage(`{"brokers":["k2:9092"]}`), at(10)
 		if err := s.UpdateSubscription(t.Context(), user); err != nil {
 			t.Fatalf("UpdateSubscription: %v", err)
 		}
 		dispatcher.State, dispatcher.StateReason, dispatcher.UpdatedAt = herald.StateDisabled, "the endpoint answered 410 Gone", at(11)
 		wantCode(t, "UpdateSubscription of a copy read before another update", s.UpdateSubscription(t.Context(), dispatcher), herald.CodeConflict)
 		got := getSub(t, s, sub.ID)
-		if got.URL != user.URL || got.State != herald.StateActive || !got.UpdatedAt.Equal(at(10)) || got.Version != 1 {
-			t.Fatalf("after a refused stale update: url %q, state %s, updated %v, version %d; want the user's url, active, at(10), version 1",
-				got.URL, got.State, got.UpdatedAt, got.Version)
+		if !bytes.Equal(got.Config, user.Config) || got.State != herald.StateActive || !got.UpdatedAt.Equal(at(10)) || got.Version != 1 {
+			t.Fatalf("after a refused stale update: config %s, state %s, updated %v, version %d; want the user's config, active, at(10), version 1",
+				got.Config, got.State, got.UpdatedAt, got.Version)
 		}
 
 		// The refused writer reads again and applies its change to the new
@@ -46,8 +48,8 @@ func runSubscriptionVersions(t *testing.T, open func(t *testing.T) SubscriptionT
 			t.Fatalf("UpdateSubscription of a fresh copy: %v", err)
 		}
 		got = getSub(t, s, sub.ID)
-		if got.URL != user.URL || got.State != herald.StateDisabled || got.Version != 2 {
-			t.Fatalf("after the retry: url %q, state %s, version %d; want the user's url, disabled, version 2", got.URL, got.State, got.Version)
+		if !bytes.Equal(got.Config, user.Config) || got.State != herald.StateDisabled || got.Version != 2 {
+			t.Fatalf("after the retry: config %s, state %s, version %d; want the user's config, disabled, version 2", got.Config, got.State, got.Version)
 		}
 
 		// A missing subscription is CodeNotFound whatever the version.
