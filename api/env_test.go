@@ -30,7 +30,8 @@ type env struct {
 	reg      *prometheus.Registry
 	admin    string // bootstrap admin secret
 	logs     *lockedBuffer
-	defaultK string // key sent when a request names none
+	defaultK string       // key sent when a request names none
+	feed     *engine.Feed // what the API reports; tests listen to it
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
@@ -60,10 +61,12 @@ func newEnv(t *testing.T, cfg Config) *env {
 	if cfg.AdminKeyHash == nil {
 		cfg.AdminKeyHash = hash
 	}
+	feed := engine.NewFeed()
 	s := New(cfg, Deps{
 		Store:    st,
 		Topics:   engine.NewTopics(st, engine.TopicsConfig{}),
 		Appender: committer,
+		Notices:  feed,
 		Logger:   logger,
 		Registry: reg,
 	})
@@ -75,7 +78,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, api: s, srv: srv, store: st, reg: reg, admin: admin, logs: logs, defaultK: admin}
+	return &env{t: t, api: s, srv: srv, store: st, reg: reg, admin: admin, logs: logs, defaultK: admin, feed: feed}
 }
 
 // with returns a copy of e that reports to t (a subtest).

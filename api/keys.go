@@ -106,8 +106,8 @@ func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.keys.forget(id)
-	for _, f := range s.keyDeleted {
-		f(id) // e.g. the key's open streams end now
+	if s.notices != nil {
+		s.notices.KeyRevoked(id) // e.g. the key's open streams end now; other nodes find out through CheckKey
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -72,7 +72,7 @@ type Deliverer interface {
 // Deps are the parts the API runs on. Store, Topics and Appender are
 // required; a nil Logger discards, a nil Registry gets a private one. A nil
 // Subscriptions makes the subscription endpoints answer 503; a nil
-// Notifier is no one to tell.
+// Notices is no one to tell.
 type Deps struct {
 	Store    herald.Store // reads, keys, topic lists, Ping
 	Topics   Topics
@@ -80,9 +80,9 @@ type Deps struct {
 	// Subscriptions keeps webhook subscriptions and their delivery state
 	// (usually the same store as Store).
 	Subscriptions herald.SubscriptionStore
-	// Notifier is told of every subscription change made through the API
-	// (engine.Dispatcher).
-	Notifier Notifier
+	// Notices is told of the subscription and topic changes made through
+	// the API (engine.Feed); nil is no one to tell.
+	Notices Notices
 	// Channels are the destinations subscriptions may name; required with
 	// Subscriptions.
 	Channels *channel.Registry
@@ -104,18 +104,15 @@ type Server struct {
 	topics   Topics
 	appender Appender
 	subs     herald.SubscriptionStore
-	notifier Notifier
+	notices  Notices
 	channels *channel.Registry
-	// topicDeleted are told of every topic deleted through the API.
-	topicDeleted []func(topic string)
-	streams      Streams
-	tokens       http.Handler
-	log          *slog.Logger
-	metrics      *metrics
+	streams  Streams
+	tokens   http.Handler
+	log      *slog.Logger
+	metrics  *metrics
 	// metricsHandler serves Deps.Registry at /metrics.
 	metricsHandler http.Handler
 	keys           *keyCache
-	keyDeleted     []func(id string) // told of every key deleted through the API
 	now            func() time.Time
 
 	mux     *http.ServeMux
@@ -146,7 +143,7 @@ func New(cfg Config, deps Deps) *Server {
 		topics:   deps.Topics,
 		appender: deps.Appender,
 		subs:     deps.Subscriptions,
-		notifier: deps.Notifier,
+		notices:  deps.Notices,
 		channels: cmp.Or(deps.Channels, channel.NewRegistry()),
 		log:      log,
 		metrics:  newMetrics(reg),

@@ -25,14 +25,6 @@ func (s *Server) SetStreams(st Streams, tokens http.Handler) {
 	s.streams, s.tokens = st, tokens
 }
 
-// OnTopicDeleted registers f to be told of every topic deleted through
-// the API, after the deletion: the node's open streams of the topic and
-// its caches act on it. Call it before the server handles requests; f
-// must not block.
-func (s *Server) OnTopicDeleted(f func(topic string)) {
-	s.topicDeleted = append(s.topicDeleted, f)
-}
-
 // Authenticate checks the request's API key, as every API route does, and
 // returns its scopes and a subject naming the key (for per-key connection
 // limits). It implements stream.Authenticator.
@@ -70,14 +62,6 @@ func (s *Server) CheckKey(ctx context.Context, subject string) (time.Time, error
 		return time.Time{}, err
 	}
 	return k.ExpiresAt, nil
-}
-
-// OnKeyDeleted registers f to be told the id of every key deleted through
-// the API, after the deletion: the stream hub closes the key's open
-// streams at once (other nodes find out through CheckKey). Call it before
-// the server handles requests; f must not block.
-func (s *Server) OnKeyDeleted(f func(id string)) {
-	s.keyDeleted = append(s.keyDeleted, f)
 }
 
 // WriteProblem writes err as application/problem+json, exactly as the API

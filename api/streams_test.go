@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/stream"
 )
 
@@ -28,7 +29,7 @@ func TestDeleteTopicEndsItsStreams(t *testing.T) {
 		}
 	})
 	e.api.SetStreams(hub, nil)
-	e.api.OnTopicDeleted(hub.Forget)
+	e.feed.Listen(engine.StageConsumer, hub.Listener())
 	e.putTopic("orders.eu", "")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

@@ -23,11 +23,16 @@ import (
 	"github.com/heraldhq/herald/filter"
 )
 
-// Notifier is told that the API created, changed or deleted a subscription,
-// so the node's dispatcher acts at once instead of at its next poll
-// (engine.Dispatcher implements it). Changed must not block.
-type Notifier interface {
-	Changed(id string)
+// Notices is told of the changes the API made that other parts of the
+// node act on at once (engine.Feed implements it): a subscription
+// created, changed or deleted (the dispatcher starts, restarts or stops
+// its worker rather than wait for its next poll), a topic deleted (its open
+// streams end and caches forget it), a key deleted (its open streams end).
+// Its methods must not block.
+type Notices interface {
+	SubscriptionChanged(id string)
+	TopicDeleted(topic string)
+	KeyRevoked(keyID string)
 }
 
 // Subscription limits of the API.
@@ -500,10 +505,10 @@ func (s *Server) save(ctx context.Context, sub herald.Subscription, change func(
 	}
 }
 
-// changed tells the notifier about a change, if there is one.
+// changed reports a change of the subscription.
 func (s *Server) changed(id string) {
-	if s.notifier != nil {
-		s.notifier.Changed(id)
+	if s.notices != nil {
+		s.notices.SubscriptionChanged(id)
 	}
 }
 

@@ -18,7 +18,7 @@ const pausedReason = "paused through the API"
 
 // saveState applies a state change to sub and writes it (applying it again
 // to a fresh copy when another writer got there first; see save), then
-// tells the notifier. change checks the state it starts from.
+// reports the change. change checks the state it starts from.
 func (s *Server) saveState(w http.ResponseWriter, r *http.Request, sub herald.Subscription, change func(*herald.Subscription) error) error {
 	sub, err := s.save(r.Context(), sub, func(sub *herald.Subscription) error {
 		if err := change(sub); err != nil {

@@ -40,13 +40,17 @@ type subEnv struct {
 	notified *notifyRecorder
 }
 
-// notifyRecorder is the Notifier of the tests: it remembers every id.
+// notifyRecorder is the Notices of the tests: it remembers every
+// subscription id.
 type notifyRecorder struct {
 	mu  sync.Mutex
 	ids []string
 }
 
-func (n *notifyRecorder) Changed(id string) {
+func (n *notifyRecorder) TopicDeleted(string) {}
+func (n *notifyRecorder) KeyRevoked(string)   {}
+
+func (n *notifyRecorder) SubscriptionChanged(id string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.ids = append(n.ids, id)
@@ -108,7 +112,7 @@ func newSubEnvWith(t *testing.T, cfg Config, deliverer Deliverer, allowPrivate b
 		Topics:        engine.NewTopics(st, engine.TopicsConfig{}),
 		Appender:      committer,
 		Subscriptions: st,
-		Notifier:      notified,
+		Notices:       notified,
 		Channels: channel.NewRegistry(webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{AllowPrivate: allowPrivate}),
 			webhook.ChannelConfig{AllowPrivate: allowPrivate})),
 		Logger:    logger,

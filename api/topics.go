@@ -155,8 +155,8 @@ func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) error {
 	if err := s.topics.Delete(r.Context(), name); err != nil {
 		return err
 	}
-	for _, f := range s.topicDeleted {
-		f(name) // e.g. the topic's open streams end rather than wait forever
+	if s.notices != nil {
+		s.notices.TopicDeleted(name) // e.g. its open streams end rather than wait forever
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

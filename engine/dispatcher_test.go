@@ -32,6 +32,7 @@ type env struct {
 	committer  *engine.Committer
 	dispatcher *engine.Dispatcher
 	sender     *webhook.Sender
+	feed       *engine.Feed // wired as the server wires it
 }
 
 // startEnv opens the store at path: a postgres:// DSN or a SQLite file.
@@ -58,8 +59,10 @@ func startEnvWrapped(t *testing.T, path string, wrap func(engine.DispatchStore) 
 	}
 	e := &env{t: t, path: path, store: st}
 	e.committer = engine.NewCommitter(st, engine.CommitterConfig{}, nil, nil)
+	e.feed = engine.NewFeed()
+	e.committer.OnCommit(e.feed.Committed)
 	tail := engine.NewTail(engine.TailConfig{})
-	e.committer.OnCommit(tail.Add)
+	e.feed.Listen(engine.StageCache, tail.Listener())
 	e.sender = webhook.NewSender(webhook.SenderConfig{AllowPrivate: true})
 	cfg := engine.DispatcherConfig{
 		PollInterval:   50 * time.Millisecond,
@@ -77,7 +80,7 @@ func startEnvWrapped(t *testing.T, path string, wrap func(engine.DispatchStore) 
 		Store: dst, Tail: tail, Appender: e.committer,
 		Channels: channel.NewRegistry(webhook.NewChannel(e.sender, webhook.ChannelConfig{AllowPrivate: true})),
 	}, cfg)
-	e.committer.OnCommit(e.dispatcher.OnCommit)
+	e.feed.Listen(engine.StageConsumer, e.dispatcher.Listener())
 	if err := e.committer.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

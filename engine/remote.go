@@ -6,16 +6,10 @@ import "github.com/heraldhq/herald"
 // headSeq were committed elsewhere (by another node): the cluster calls it
 // for every notification and resync, so it may repeat a head already seen.
 // It wakes the workers whose subscriptions match the topic, as OnCommit
-// does for this node's commits. It never blocks.
-//
-// The tail cache has none of those events. When its newest event of the
-// topic is older than headSeq, the topic is dropped from it first, so
-// readers go to the store instead of being told "nothing newer" by a
-// cache that only ever saw this node's share of the topic.
+// does for this node's commits. It never blocks. The tail cache has none of
+// those events: in a Feed, it has dropped the topic before the dispatcher
+// hears of the commit (Tail.Listener), so workers read the store.
 func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
-	if d.tail.Head(topic) < headSeq {
-		d.tail.Forget(topic)
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, w := range d.workers {
@@ -29,10 +23,11 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 // cluster calls it for a deletion made on another node, and the server
 // for its own), once the deletion has committed. It never blocks.
 //
-// The tail cache drops the topic. Otherwise, once a topic of the same
-// name is created again and its events are committed elsewhere, the
-// cache, whose newest event of the old topic is newer than those, would
-// keep answering reads with the old topic's events.
+// In a Feed, the tail cache has dropped the topic before (Tail.Listener).
+// Otherwise, once a topic of the same name is created again and its events
+// are committed elsewhere, the cache, whose newest event of the old topic
+// is newer than those, would keep answering reads with the old topic's
+// events.
 //
 // Every worker whose subscription matches the topic drops its state of
 // the topic and restarts: a worker keeps its position in each topic in
@@ -48,7 +43,6 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 // the notification) is restarted by its next lease renewal, which the
 // fence gives a new epoch; its unsettled progress is then repeated.
 func (d *Dispatcher) OnTopicDeleted(topic string) {
-	d.tail.Forget(topic)
 	d.mu.Lock()
 	var stop []*worker
 	for id, w := range d.workers {
@@ -89,6 +83,24 @@ func (d *Dispatcher) Rebalance() {
 	select {
 	case d.kick <- struct{}{}:
 	default:
+	}
+}
+
+// Listener is the dispatcher's part in a Feed, at StageConsumer: commits
+// here and elsewhere wake matching workers, a deleted topic restarts them,
+// and subscription or membership changes are acted on at once.
+func (d *Dispatcher) Listener() Listener {
+	return Listener{
+		Committed:       d.OnCommit,
+		RemoteCommitted: d.OnRemoteCommit,
+		TopicDeleted:    d.OnTopicDeleted,
+		SubscriptionChanged: func(id string) {
+			if id == "" {
+				d.Rebalance()
+			} else {
+				d.Changed(id)
+			}
+		},
 	}
 }
 

@@ -95,6 +95,23 @@ func (t *Tail) evictOldest() {
 	}
 }
 
+// Listener is the tail's part in a Feed, at StageCache: it keeps this
+// node's commits, forgets a topic deleted anywhere, and forgets a topic
+// another node committed past what it has seen, so readers go to the
+// store rather than be told "nothing newer" by a cache that only saw this
+// node's share of the topic.
+func (t *Tail) Listener() Listener {
+	return Listener{
+		Committed: t.Add,
+		RemoteCommitted: func(topic string, head int64) {
+			if t.Head(topic) < head {
+				t.Forget(topic)
+			}
+		},
+		TopicDeleted: t.Forget,
+	}
+}
+
 // Forget drops a topic (it was deleted).
 func (t *Tail) Forget(topic string) {
 	t.mu.Lock()

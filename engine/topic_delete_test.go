@@ -112,13 +112,13 @@ func waitCursor(t *testing.T, st herald.SubscriptionStore, id, topic string, seq
 func noRenewals(c *engine.DispatcherConfig) { c.PollInterval = time.Hour }
 
 // deleteTopic deletes the topic as the server does: in the store, then
-// the dispatcher is told.
+// the feed is told.
 func (e *env) deleteTopic(name string) {
 	e.t.Helper()
 	if err := e.store.DeleteTopic(context.Background(), name); err != nil {
 		e.t.Fatal(err)
 	}
-	e.dispatcher.OnTopicDeleted(name)
+	e.feed.TopicDeleted(name)
 }
 
 // A topic deleted and created again is delivered from its first event,
@@ -295,10 +295,10 @@ func joinHearingDeletions(t *testing.T, e *env, id string, hear bool) *cluster.C
 	c := cluster.New(e.store.(cluster.Store), e.store.(cluster.Bus), cluster.Config{
 		NodeID: id, HeartbeatInterval: 100 * time.Millisecond, ResyncInterval: time.Hour,
 	}, nil, nil)
-	c.OnRemoteCommit(e.dispatcher.OnRemoteCommit)
-	c.OnMembershipChange(e.dispatcher.Rebalance)
+	c.OnRemoteCommit(e.feed.RemoteCommitted)
+	c.OnMembershipChange(e.feed.SubscriptionsChanged)
 	if hear {
-		c.OnTopicDeleted(e.dispatcher.OnTopicDeleted)
+		c.OnTopicDeleted(e.feed.TopicDeleted)
 	}
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -99,6 +99,10 @@ func (t *Topics) Delete(ctx context.Context, name string) error {
 	return err
 }
 
+// Listener is the topic cache's part in a Feed, at StageCache: a topic
+// deleted anywhere is forgotten.
+func (t *Topics) Listener() Listener { return Listener{TopicDeleted: t.Forget} }
+
 // Forget drops the topic from the cache, so its settings are read from the
 // store again: the cluster calls it when another node deleted the topic,
 // so a topic created again under the name is not served with the old one's

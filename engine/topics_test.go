@@ -37,6 +37,12 @@ func TestTopicDeletedElsewhereLeavesNoStaleCache(t *testing.T) {
 	}
 	tail.Add(evs)
 	d := engine.NewDispatcher(engine.DispatcherDeps{Store: st, Tail: tail, Channels: channel.NewRegistry()}, engine.DispatcherConfig{})
+	feed := engine.NewFeed()
+	// Registered against the stage order on purpose: the feed, not the
+	// order of registration, makes the caches hear first.
+	feed.Listen(engine.StageConsumer, d.Listener())
+	feed.Listen(engine.StageCache, tail.Listener())
+	feed.Listen(engine.StageCache, topics.Listener())
 
 	// Another node deletes the topic, creates it again with other
 	// settings and commits two events to it.
@@ -47,15 +53,14 @@ func TestTopicDeletedElsewhereLeavesNoStaleCache(t *testing.T) {
 	if _, _, err := st.PutTopic(ctx, renewed); err != nil {
 		t.Fatal(err)
 	}
-	d.OnRemoteCommit("orders", 2)
+	feed.RemoteCommitted("orders", 2)
 	if got, ok := tail.Read("orders", 0, 10); !ok || len(got) == 0 {
 		t.Fatalf("before the deletion is known: tail read %d events, ok %v; the test no longer shows the hazard", len(got), ok)
 	}
 
-	d.OnTopicDeleted("orders")
-	topics.Forget("orders")
+	feed.TopicDeleted("orders")
 	if got, ok := tail.Read("orders", 0, 10); ok {
-		t.Errorf("after OnTopicDeleted the tail still answers with %d events", len(got))
+		t.Errorf("after the deletion the tail still answers with %d events", len(got))
 	}
 	if got, err := topics.Get(ctx, "orders"); err != nil || got.MaxEventBytes != 2000 {
 		t.Errorf("after Forget: %+v %v, want the new settings", got, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/engine"
 )
 
 // Config tunes the hub. Zero values mean the defaults; every limit is
@@ -303,6 +304,14 @@ func (h *Hub) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+// Listener is the hub's part in an engine.Feed, at StageConsumer: this
+// node's commits fan out from memory, other nodes' commits are read from
+// the store, a deleted topic ends its subscriptions, and a revoked key its
+// streams.
+func (h *Hub) Listener() engine.Listener {
+	return engine.Listener{Committed: h.OnCommit, RemoteCommitted: h.Notify, TopicDeleted: h.Forget, KeyRevoked: h.Revoke}
 }
 
 // OnCommit takes the events of one commit, for fan-out to the matching
@@ -644,8 +653,8 @@ func (h *Hub) sweep() {
 }
 
 // Revoke closes every open stream of the subject (the API key's id; its
-// tokens' streams too) with ReasonKeyRevoked: the API calls it when it
-// deletes a key. Other nodes notice the deletion through the KeyChecker
+// tokens' streams too) with ReasonKeyRevoked: the API reports a key it
+// deletes to the feed, which calls it. Other nodes notice the deletion through the KeyChecker
 // (see checkKeys). It never blocks.
 func (h *Hub) Revoke(subject string) { h.revoke(subject) }
 

@@ -47,6 +47,7 @@ type Main struct {
 	Registry *prometheus.Registry
 
 	store      herald.Store
+	feed       *engine.Feed // notices between components; see Run
 	committer  *engine.Committer
 	pruner     *engine.Pruner
 	tail       *engine.Tail
@@ -146,9 +147,15 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("listen on %s (setting addr): %w", m.Config.Addr, err)
 	}
 
+	// The feed carries every notice between components: this node's
+	// commits (from the committer), other nodes' commits and deletions
+	// (from the cluster), and the API's changes. Caches hear each notice
+	// before the consumers that read them (see engine.Feed).
+	m.feed = engine.NewFeed()
 	m.committer = engine.NewCommitter(m.store, engine.CommitterConfig{}, log, m.Registry)
+	m.committer.OnCommit(m.feed.Committed)
 	m.tail = engine.NewTail(engine.TailConfig{})
-	m.committer.OnCommit(m.tail.Add)
+	m.feed.Listen(engine.StageCache, m.tail.Listener())
 	m.sender = webhook.NewSender(webhook.SenderConfig{
 		AllowPrivate:        m.Config.AllowPrivateDestinations,
 		MaxIdleConnsPerHost: m.Config.WebhookMaxConcurrency,
@@ -180,8 +187,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
 		Store: m.store, Tail: m.tail, Channels: m.channels, Appender: m.committer, Logger: log, Registry: m.Registry,
 	}, dcfg)
-	m.committer.OnCommit(m.dispatcher.OnCommit)
+	m.feed.Listen(engine.StageConsumer, m.dispatcher.Listener())
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
+	m.feed.Listen(engine.StageCache, m.topics.Listener())
 	deps := api.Deps{
 		Store:    m.store,
 		Topics:   m.topics,
@@ -191,7 +199,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	deps.Subscriptions = m.store
 	deps.Channels = m.channels
-	deps.Notifier = m.dispatcher
+	deps.Notices = m.feed
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	m.api = api.New(api.Config{
 		InsecureNoAuth:   m.Config.InsecureNoAuth,
@@ -203,10 +211,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if m.cluster != nil {
-		m.cluster.OnRemoteCommit(m.dispatcher.OnRemoteCommit)
-		m.cluster.OnRemoteCommit(m.hub.Notify)
-		m.cluster.OnMembershipChange(m.dispatcher.Rebalance)
-		m.cluster.OnTopicDeleted(m.topicDeleted)
+		m.cluster.OnRemoteCommit(m.feed.RemoteCommitted)
+		m.cluster.OnMembershipChange(m.feed.SubscriptionsChanged)
+		m.cluster.OnTopicDeleted(m.feed.TopicDeleted)
 	}
 	if err := m.committer.Start(ctx); err != nil {
 		return err
@@ -362,22 +369,9 @@ func (m *Main) newStreams() error {
 		Store: m.store, Tail: m.tail, Auth: m.api, Tokens: tokens,
 		Logger: m.Logger, Registry: m.Registry, WriteProblem: m.api.WriteProblem,
 	})
-	m.committer.OnCommit(m.hub.OnCommit)
+	m.feed.Listen(engine.StageConsumer, m.hub.Listener())
 	m.api.SetStreams(m.hub, tokens.Handler(m.api))
-	m.api.OnTopicDeleted(m.topicDeleted)
-	m.api.OnKeyDeleted(m.hub.Revoke)
 	return nil
-}
-
-// topicDeleted drops what this node keeps in memory about a deleted topic,
-// whether it was deleted through this node's API or another node's (the
-// cluster announces those): its streams end with not-found, and the tail
-// cache and the topic cache forget it, so a topic created again under the
-// name is served from its first event with its own settings.
-func (m *Main) topicDeleted(topic string) {
-	m.hub.Forget(topic)
-	m.dispatcher.OnTopicDeleted(topic)
-	m.topics.Forget(topic)
 }
 
 // bootstrapKeys makes sure someone can administer the server: a configured
