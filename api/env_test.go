@@ -36,6 +36,13 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return newEnvAuto(t, cfg, false)
+}
+
+// newEnvAuto is newEnv with a publisher that creates unknown topics when
+// autoCreate is set.
+func newEnvAuto(t *testing.T, cfg Config, autoCreate bool) *env {
+	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "herald.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
@@ -62,13 +69,14 @@ func newEnv(t *testing.T, cfg Config) *env {
 		cfg.AdminKeyHash = hash
 	}
 	feed := engine.NewFeed()
+	topics := engine.NewTopics(st, engine.TopicsConfig{})
 	s := New(cfg, Deps{
-		Store:    st,
-		Topics:   engine.NewTopics(st, engine.TopicsConfig{}),
-		Appender: committer,
-		Notices:  feed,
-		Logger:   logger,
-		Registry: reg,
+		Store:     st,
+		Topics:    topics,
+		Publisher: engine.NewPublisher(topics, committer, engine.PublisherConfig{AutoCreateTopics: autoCreate}, logger, reg),
+		Notices:   feed,
+		Logger:    logger,
+		Registry:  reg,
 	})
 	s.SetReady(true)
 	srv := httptest.NewServer(s.Handler())

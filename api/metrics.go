@@ -9,10 +9,8 @@ import (
 // metrics are the API's Prometheus collectors. Labels come from bounded
 // sets: route patterns and status codes.
 type metrics struct {
-	requests   *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
-	published  prometheus.Counter
-	duplicates prometheus.Counter
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,14 +24,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to answer HTTP requests, by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"})),
-		published: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_events_published_total",
-			Help: "Events committed through the API (duplicates excluded).",
-		})),
-		duplicates: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_events_duplicate_total",
-			Help: "Publishes answered with an earlier event because their idempotency key was seen.",
-		})),
 	}
 }
 

@@ -37,7 +37,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		return &herald.Error{Code: herald.CodeUnavailable, Message: "not ready: the store does not answer", Err: err}
 	}
 	// A store that answers may still be unable to commit (a full disk).
-	if h, ok := s.appender.(commitHealth); ok {
+	if h, ok := s.publisher.(commitHealth); ok {
 		if err := h.Health(); err != nil {
 			msg := "the event store cannot commit"
 			if he, ok := errors.AsType[*herald.Error](err); ok && he.Message != "" {
@@ -49,7 +49,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// commitHealth is an Appender that knows whether it can commit now
+// commitHealth is a Publisher that knows whether it can commit now
 // (engine.Committer): nil, or why not, in caller-safe words.
 type commitHealth interface {
 	Health() error

@@ -56,8 +56,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		`herald_http_requests_total{code="201",route="POST /v1/topics/{topic}/events"} 1`,
 		`herald_http_requests_total{code="404",route="GET /v1/topics/{topic}"} 1`,
 		`herald_http_request_duration_seconds_count{route="POST /v1/topics/{topic}/events"} 1`,
-		`herald_events_published_total 1`,
-		`herald_events_duplicate_total 0`,
+		`herald_events_published_total{source="api"} 1`,
+		`herald_events_duplicate_total{source="api"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -2,9 +2,7 @@ package api
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/engine"
 )
 
 // Publish limits.
@@ -80,11 +79,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Without a producer's id, the store assigns one at commit.
 	e.Topic, e.Time = name, now
-	if err := herald.ValidateEvent(e); err != nil {
-		return err
-	}
-
-	results, err := s.append(r.Context(), []*herald.Event{e})
+	results, err := s.publisher.Publish(r.Context(), engine.PublishParams{Events: []*herald.Event{e}, Source: "api"})
 	if err != nil {
 		return err
 	}
@@ -98,7 +93,8 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 }
 
 // publishTarget checks the topic name and the caller's publish scope, and
-// returns the topic, creating it when auto-create is on.
+// returns the topic (created when the server auto-creates topics): its
+// payload limit bounds what is read of the body.
 func (s *Server) publishTarget(r *http.Request) (string, herald.Topic, error) {
 	name, err := topicName(r)
 	if err != nil {
@@ -107,13 +103,7 @@ func (s *Server) publishTarget(r *http.Request) (string, herald.Topic, error) {
 	if err := authorize(r, herald.ActionPublish, name); err != nil {
 		return name, herald.Topic{}, err
 	}
-	if herald.IsSystemTopic(name) {
-		return name, herald.Topic{}, errReserved(name)
-	}
-	t, err := s.topics.Get(r.Context(), name)
-	if herald.IsCode(err, herald.CodeNotFound) && s.cfg.AutoCreateTopics {
-		t, _, err = s.topics.Put(r.Context(), herald.Topic{Name: name}.WithDefaults())
-	}
+	t, err := s.publisher.Topic(r.Context(), name)
 	return name, t, err
 }
 
@@ -143,48 +133,6 @@ func applyHeraldHeaders(h http.Header, e *herald.Event) error {
 		setHeader(e, hn, strings.Join(values, ", "))
 	}
 	return nil
-}
-
-// append commits the events and counts what was stored and deduplicated. A
-// per-event failure fails the request, which is then stored nothing (a
-// batch is all or nothing): an unknown topic (every event of a request
-// shares it), or an event id that names a different event (CodeConflict),
-// whose error names the event in a batch ("events[3].id").
-func (s *Server) append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error) {
-	results, err := s.appender.Append(ctx, events)
-	if err != nil {
-		return nil, err
-	}
-	if len(results) != len(events) {
-		return nil, fmt.Errorf("append of %d events returned %d results", len(events), len(results))
-	}
-	for i, res := range results {
-		if res.Err == nil {
-			continue
-		}
-		if he, ok := errors.AsType[*herald.Error](res.Err); ok && len(events) > 1 && he.Field != "topic" {
-			return nil, inBatchEvent(he, fmt.Sprintf("events[%d]", i))
-		}
-		return nil, res.Err
-	}
-	for _, res := range results {
-		if res.Duplicate {
-			s.metrics.duplicates.Inc()
-		} else {
-			s.metrics.published.Inc()
-		}
-	}
-	return results, nil
-}
-
-// inBatchEvent names the event of a batch that err is about: field "id"
-// of prefix "events[3]" becomes "events[3].id".
-func inBatchEvent(err *herald.Error, prefix string) *herald.Error {
-	field := prefix
-	if err.Field != "" {
-		field += "." + err.Field
-	}
-	return &herald.Error{Code: err.Code, Field: field, Message: prefix + ": " + err.Message, Err: err.Err}
 }
 
 // batchRequest is the body of a batch publish. Events are decoded one by
@@ -236,7 +184,7 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	for _, e := range events {
 		e.Topic = name
 	}
-	results, err := s.append(r.Context(), events)
+	results, err := s.publisher.Publish(r.Context(), engine.PublishParams{Events: events, Source: "api", Batch: true})
 	if err != nil {
 		return err
 	}
@@ -319,11 +267,6 @@ func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*h
 		return nil, &herald.Error{Code: herald.CodeTooLarge, Field: field,
 			Message: fmt.Sprintf("%s is %d bytes; the topic takes at most %d", field, len(e.Payload), maxEventBytes)}
 	}
-	if err := herald.ValidateEvent(e); err != nil {
-		if he, ok := errors.AsType[*herald.Error](err); ok && he.Field != "" {
-			return nil, inBatchEvent(he, prefix)
-		}
-		return nil, err
-	}
+	// The metadata limits are the publisher's to check.
 	return e, nil
 }

@@ -338,7 +338,7 @@ func TestPublishUnknownAndReservedTopics(t *testing.T) {
 	e.problem(herald.CodeInvalid, "topic", req{method: "POST", path: "/v1/topics/herald.x/events", body: []byte("x")})
 	e.problem(herald.CodeInvalid, "topic", req{method: "POST", path: "/v1/topics/bad..name/events", body: []byte("x")})
 
-	auto := newEnv(t, Config{AutoCreateTopics: true})
+	auto := newEnvAuto(t, Config{}, true)
 	_, pub := auto.createKey("publish:auto.>")
 	auto.must(http.StatusCreated, req{method: "POST", path: "/v1/topics/auto.made/events", body: []byte("x"), key: pub}, nil)
 	var tp topicJSON

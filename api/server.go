@@ -22,6 +22,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/engine"
 )
 
 // Config holds the API's settings. The zero value requires API keys and
@@ -30,9 +31,6 @@ type Config struct {
 	// InsecureNoAuth treats every request as admin. For local development
 	// only.
 	InsecureNoAuth bool
-	// AutoCreateTopics makes a publish to an unknown topic create it with
-	// the default settings (never a reserved "herald." topic).
-	AutoCreateTopics bool
 	// AdminKeyHash, when set, is the SHA-256 (herald.HashKeySecret) of a
 	// bootstrap secret that is accepted as an admin key without being in
 	// the store.
@@ -41,11 +39,17 @@ type Config struct {
 	Version string
 }
 
-// Appender commits events durably and returns one result per event, in
-// order (engine.Committer implements it). All events of one call are
-// committed in one transaction, which makes batch publishes all or nothing.
-type Appender interface {
-	Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error)
+// Publisher commits events by the rules of publishing (engine.Publisher
+// implements it): the API translates its wire formats into events and
+// checks the caller's scopes; everything else about publishing is the
+// publisher's.
+type Publisher interface {
+	// Topic returns the settings of a topic the caller may publish to
+	// (created with the defaults if the server auto-creates topics), or
+	// CodeNotFound, or CodeInvalid for a reserved one.
+	Topic(ctx context.Context, name string) (herald.Topic, error)
+	// Publish commits the events, all or none.
+	Publish(ctx context.Context, p engine.PublishParams) ([]herald.AppendResult, error)
 }
 
 // Topics is a cached view of the topics over the store (engine.Topics
@@ -69,14 +73,14 @@ type Deliverer interface {
 	Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult
 }
 
-// Deps are the parts the API runs on. Store, Topics and Appender are
+// Deps are the parts the API runs on. Store, Topics and Publisher are
 // required; a nil Logger discards, a nil Registry gets a private one. A nil
 // Subscriptions makes the subscription endpoints answer 503; a nil
 // Notices is no one to tell.
 type Deps struct {
-	Store    herald.Store // reads, keys, topic lists, Ping
-	Topics   Topics
-	Appender Appender // the group committer
+	Store     herald.Store // reads, keys, topic lists, Ping
+	Topics    Topics
+	Publisher Publisher
 	// Subscriptions keeps webhook subscriptions and their delivery state
 	// (usually the same store as Store).
 	Subscriptions herald.SubscriptionStore
@@ -99,17 +103,17 @@ type Deps struct {
 // Handler with an http.Server, and flip SetReady around start and shutdown.
 // Its methods are safe for concurrent use.
 type Server struct {
-	cfg      Config
-	store    herald.Store
-	topics   Topics
-	appender Appender
-	subs     herald.SubscriptionStore
-	notices  Notices
-	channels *channel.Registry
-	streams  Streams
-	tokens   http.Handler
-	log      *slog.Logger
-	metrics  *metrics
+	cfg       Config
+	store     herald.Store
+	topics    Topics
+	publisher Publisher
+	subs      herald.SubscriptionStore
+	notices   Notices
+	channels  *channel.Registry
+	streams   Streams
+	tokens    http.Handler
+	log       *slog.Logger
+	metrics   *metrics
 	// metricsHandler serves Deps.Registry at /metrics.
 	metricsHandler http.Handler
 	keys           *keyCache
@@ -138,17 +142,17 @@ func New(cfg Config, deps Deps) *Server {
 		reg = prometheus.NewRegistry()
 	}
 	s := &Server{
-		cfg:      cfg,
-		store:    deps.Store,
-		topics:   deps.Topics,
-		appender: deps.Appender,
-		subs:     deps.Subscriptions,
-		notices:  deps.Notices,
-		channels: cmp.Or(deps.Channels, channel.NewRegistry()),
-		log:      log,
-		metrics:  newMetrics(reg),
-		now:      time.Now,
-		mux:      http.NewServeMux(),
+		cfg:       cfg,
+		store:     deps.Store,
+		topics:    deps.Topics,
+		publisher: deps.Publisher,
+		subs:      deps.Subscriptions,
+		notices:   deps.Notices,
+		channels:  cmp.Or(deps.Channels, channel.NewRegistry()),
+		log:       log,
+		metrics:   newMetrics(reg),
+		now:       time.Now,
+		mux:       http.NewServeMux(),
 	}
 	s.metricsHandler = newMetricsHandler(reg, log)
 	s.deliverer = deps.Deliverer

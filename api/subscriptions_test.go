@@ -107,10 +107,11 @@ func newSubEnvWith(t *testing.T, cfg Config, deliverer Deliverer, allowPrivate b
 	admin, hash := herald.NewKeySecret()
 	cfg.AdminKeyHash = hash
 	notified := &notifyRecorder{}
+	topics := engine.NewTopics(st, engine.TopicsConfig{})
 	s := New(cfg, Deps{
 		Store:         st,
-		Topics:        engine.NewTopics(st, engine.TopicsConfig{}),
-		Appender:      committer,
+		Topics:        topics,
+		Publisher:     engine.NewPublisher(topics, committer, engine.PublisherConfig{}, logger, reg),
 		Subscriptions: st,
 		Notices:       notified,
 		Channels: channel.NewRegistry(webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{AllowPrivate: allowPrivate}),

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/engine"
 )
 
 // TestSystemTopicsNeedAdminOrANamedScope: a key whose read scope is a
@@ -21,8 +22,8 @@ func TestSystemTopicsNeedAdminOrANamedScope(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	if _, err := e.api.appender.Append(ctx, []*herald.Event{{ID: herald.NewID(now), Topic: sys.Name,
-		ContentType: "application/json", Payload: []byte(`{"subscription_id":"sub_x"}`), Time: now}}); err != nil {
+	if _, err := e.api.publisher.Publish(ctx, engine.PublishParams{System: true, Events: []*herald.Event{{ID: herald.NewID(now), Topic: sys.Name,
+		ContentType: "application/json", Payload: []byte(`{"subscription_id":"sub_x"}`), Time: now}}}); err != nil {
 		t.Fatal(err)
 	}
 	e.putTopic("orders.subscriptions", "")

@@ -22,23 +22,29 @@ import (
 // DispatchStore is what the dispatcher needs of the store: all of it.
 type DispatchStore = herald.Store
 
-// Appender commits events durably (the Committer); the dispatcher
-// publishes its own system events through it.
+// Appender commits events durably: the Committer, under the Publisher.
 type Appender interface {
 	Append(ctx context.Context, events []*herald.Event) ([]herald.AppendResult, error)
 }
 
+// EventPublisher is what publishes events by the rules of publishing (the
+// Publisher); the dispatcher announces what it did to subscriptions
+// through it, on Herald's system topic.
+type EventPublisher interface {
+	Publish(ctx context.Context, p PublishParams) ([]herald.AppendResult, error)
+}
+
 // DispatcherDeps are the parts a Dispatcher runs on. Store, Tail and
-// Channels are required; a nil Appender publishes no system events, a nil
-// Logger discards and a nil Registry registers no metrics.
+// Channels are required; a nil Publisher publishes no system events, a
+// nil Logger discards and a nil Registry registers no metrics.
 type DispatcherDeps struct {
 	Store DispatchStore
 	Tail  *Tail
 	// Channels are the destinations subscriptions deliver to, by name.
-	Channels *channel.Registry
-	Appender Appender
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	Channels  *channel.Registry
+	Publisher EventPublisher
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
 }
 
 // DispatcherConfig tunes the dispatcher. Zero values mean the defaults.
@@ -93,16 +99,16 @@ type DispatcherConfig struct {
 // endpoints, disables subscriptions that keep failing, removes idle ones,
 // and writes all workers' progress through one group-commit settler.
 type Dispatcher struct {
-	store    DispatchStore
-	tail     *Tail
-	channels *channel.Registry
-	appender Appender
-	cfg      DispatcherConfig
-	log      *slog.Logger
-	metrics  *dispatchMetrics
-	settler  *group[herald.SettleItem, error]
-	senders  *goPool   // runs the workers' deliveries
-	slots    *slotPool // bounds them, fairly
+	store     DispatchStore
+	tail      *Tail
+	channels  *channel.Registry
+	publisher EventPublisher
+	cfg       DispatcherConfig
+	log       *slog.Logger
+	metrics   *dispatchMetrics
+	settler   *group[herald.SettleItem, error]
+	senders   *goPool   // runs the workers' deliveries
+	slots     *slotPool // bounds them, fairly
 
 	// clockBase is the dispatcher's start by cfg.Now: lease ends are kept
 	// as durations since it (see worker.leaseHeld).
@@ -188,7 +194,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	}
 	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
-		store: deps.Store, tail: deps.Tail, channels: deps.Channels, appender: deps.Appender,
+		store: deps.Store, tail: deps.Tail, channels: deps.Channels, publisher: deps.Publisher,
 		cfg: cfg, log: logger, metrics: newDispatchMetrics(deps.Registry, slots),
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
@@ -575,10 +581,10 @@ func (d *Dispatcher) announce(ctx context.Context, typ string, s herald.Subscrip
 		ID: herald.NewID(now), Topic: herald.SubscriptionsTopic, Type: typ, Key: s.ID,
 		ContentType: "application/json", Payload: body, Time: now,
 	}
-	if d.appender == nil {
+	if d.publisher == nil {
 		return
 	}
-	if _, err := d.appender.Append(ctx, []*herald.Event{ev}); err != nil {
+	if _, err := d.publisher.Publish(ctx, PublishParams{Events: []*herald.Event{ev}, System: true, Source: "herald"}); err != nil {
 		d.log.Warn("publish system event", "type", typ, "subscription_id", s.ID, "err", err)
 	}
 }

@@ -46,6 +46,13 @@ func startEnv(t *testing.T, path string, tune ...func(*engine.DispatcherConfig))
 func startEnvWrapped(t *testing.T, path string, wrap func(engine.DispatchStore) engine.DispatchStore,
 	tune ...func(*engine.DispatcherConfig)) *env {
 	t.Helper()
+	return startEnvWith(t, path, wrap, nil, tune...)
+}
+
+// startEnvWith is startEnvWrapped with channels besides webhooks.
+func startEnvWith(t *testing.T, path string, wrap func(engine.DispatchStore) engine.DispatchStore,
+	channels []channel.Channel, tune ...func(*engine.DispatcherConfig)) *env {
+	t.Helper()
 	ctx := context.Background()
 	var st engine.DispatchStore
 	var err error
@@ -77,8 +84,9 @@ func startEnvWrapped(t *testing.T, path string, wrap func(engine.DispatchStore) 
 		dst = wrap(st)
 	}
 	e.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
-		Store: dst, Tail: tail, Appender: e.committer,
-		Channels: channel.NewRegistry(webhook.NewChannel(e.sender, webhook.ChannelConfig{AllowPrivate: true})),
+		Store: dst, Tail: tail,
+		Publisher: engine.NewPublisher(engine.NewTopics(st, engine.TopicsConfig{}), e.committer, engine.PublisherConfig{}, nil, nil),
+		Channels:  channel.NewRegistry(append(channels, webhook.NewChannel(e.sender, webhook.ChannelConfig{AllowPrivate: true}))...),
 	}, cfg)
 	e.feed.Listen(engine.StageConsumer, e.dispatcher.Listener())
 	if err := e.committer.Start(ctx); err != nil {

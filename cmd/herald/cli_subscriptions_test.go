@@ -245,8 +245,9 @@ func subsServer(t *testing.T) (map[string]string, *sqlite.Store) {
 		_ = committer.Stop(ctx)
 	})
 	admin, hash := herald.NewKeySecret()
+	topics := engine.NewTopics(st, engine.TopicsConfig{})
 	s := api.New(api.Config{AdminKeyHash: hash}, api.Deps{
-		Store: st, Topics: engine.NewTopics(st, engine.TopicsConfig{}), Appender: committer, Subscriptions: st,
+		Store: st, Topics: topics, Publisher: engine.NewPublisher(topics, committer, engine.PublisherConfig{}, nil, nil), Subscriptions: st,
 		Channels: channel.NewRegistry(webhook.NewChannel(webhook.NewSender(webhook.SenderConfig{}), webhook.ChannelConfig{})),
 	})
 	s.SetReady(true)

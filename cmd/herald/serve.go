@@ -49,6 +49,7 @@ type Main struct {
 	store      herald.Store
 	feed       *engine.Feed // notices between components; see Run
 	committer  *engine.Committer
+	publisher  *engine.Publisher // the one path into the log: API, sources, rules, schedules
 	pruner     *engine.Pruner
 	tail       *engine.Tail
 	topics     *engine.Topics // the API's cache of topic settings
@@ -184,28 +185,28 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.channels = channel.NewRegistry(
 		webhook.NewChannel(m.sender, webhook.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations}),
 	)
-	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
-		Store: m.store, Tail: m.tail, Channels: m.channels, Appender: m.committer, Logger: log, Registry: m.Registry,
-	}, dcfg)
-	m.feed.Listen(engine.StageConsumer, m.dispatcher.Listener())
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
+	m.publisher = engine.NewPublisher(m.topics, m.committer, engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics}, log, m.Registry)
+	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
+		Store: m.store, Tail: m.tail, Channels: m.channels, Publisher: m.publisher, Logger: log, Registry: m.Registry,
+	}, dcfg)
+	m.feed.Listen(engine.StageConsumer, m.dispatcher.Listener())
 	deps := api.Deps{
-		Store:    m.store,
-		Topics:   m.topics,
-		Appender: m.committer,
-		Logger:   log,
-		Registry: m.Registry,
+		Store:     m.store,
+		Topics:    m.topics,
+		Publisher: m.publisher,
+		Logger:    log,
+		Registry:  m.Registry,
 	}
 	deps.Subscriptions = m.store
 	deps.Channels = m.channels
 	deps.Notices = m.feed
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	m.api = api.New(api.Config{
-		InsecureNoAuth:   m.Config.InsecureNoAuth,
-		AutoCreateTopics: m.Config.AutoCreateTopics,
-		AdminKeyHash:     adminHash,
-		Version:          herald.Version,
+		InsecureNoAuth: m.Config.InsecureNoAuth,
+		AdminKeyHash:   adminHash,
+		Version:        herald.Version,
 	}, deps)
 	if err := m.newStreams(); err != nil {
 		return err

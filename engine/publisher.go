@@ -1,0 +1,213 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+)
+
+// PublisherConfig tunes the publisher. The zero value refuses events for
+// topics that do not exist.
+type PublisherConfig struct {
+	// AutoCreateTopics makes a publish to an unknown topic create it with
+	// the default settings (never a reserved "herald." topic).
+	AutoCreateTopics bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// PublishParams is one call to Publish.
+type PublishParams struct {
+	// Events to commit, all or none. Each names its Topic and carries its
+	// Payload, ContentType and whatever metadata the caller has (Type,
+	// Key, IdempotencyKey, Headers, ID). A zero Time is set to now; an
+	// empty ID is assigned by the store at commit.
+	Events []*herald.Event
+	// System lets the caller write Herald's reserved "herald." topics.
+	// Only Herald's own parts set it.
+	System bool
+	// Source names who publishes, for the metrics: "api", "source",
+	// "rule", "schedule", "archive"... A small fixed set: it is a label.
+	Source string
+	// Batch says the events came as a list (a batch publish): errors name
+	// the event, as "events[0].key", even when there is one.
+	Batch bool
+}
+
+// Publisher is the one path by which anything becomes an event: the HTTP
+// API, sources, rules, the scheduler, archive replays. Every rule of
+// publishing lives here once: reserved topics, auto-create, the metadata
+// limits, the topic's payload limit, the time stamp, and the publish
+// metrics. Authorization is the caller's (it knows the principal).
+//
+// Publish is safe for concurrent use; the Publisher owns no goroutine.
+type Publisher struct {
+	topics   TopicSource
+	appender Appender
+	cfg      PublisherConfig
+	log      *slog.Logger
+
+	published  *prometheus.CounterVec
+	duplicates *prometheus.CounterVec
+}
+
+// TopicSource gives a topic's settings, creating a topic when asked
+// (Topics implements it, with its cache).
+type TopicSource interface {
+	Get(ctx context.Context, name string) (herald.Topic, error)
+	Put(ctx context.Context, t herald.Topic) (herald.Topic, bool, error)
+}
+
+// NewPublisher returns a publisher committing through appender (the
+// Committer). logger and reg may be nil.
+func NewPublisher(topics TopicSource, appender Appender, cfg PublisherConfig, logger *slog.Logger, reg prometheus.Registerer) *Publisher {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Publisher{
+		topics: topics, appender: appender, cfg: cfg, log: logger,
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_events_published_total",
+			Help: "Events committed (duplicates excluded), by who published them (api, source, rule, schedule...).",
+		}, []string{"source"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_events_duplicate_total",
+			Help: "Publishes answered with an earlier event (a repeated idempotency key or event id), by who published them.",
+		}, []string{"source"}),
+	}
+	if reg != nil {
+		reg.MustRegister(p.published, p.duplicates)
+	}
+	return p
+}
+
+// Publish checks the events, commits them in one transaction and returns
+// one result per event, in order: its id and seq, or the earlier event's
+// with Duplicate set.
+//
+// Errors are *herald.Error: CodeInvalid naming the field at fault (as
+// "events[3].key" when there are several events), CodeTooLarge for a
+// payload over its topic's max_event_bytes, CodeNotFound for an unknown
+// topic (unless AutoCreateTopics), CodeConflict for an event id that names
+// a different event, CodeUnavailable when the committer is stopping. On an
+// error nothing is stored.
+func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald.AppendResult, error) {
+	events := params.Events
+	if len(events) == 0 {
+		return nil, herald.FieldErrorf("events", "no events to publish")
+	}
+	now := p.cfg.Now().UTC()
+	settings := make(map[string]herald.Topic, 1)
+	for i, e := range events {
+		t, ok := settings[e.Topic]
+		if !ok {
+			var err error
+			if t, err = p.topic(ctx, e.Topic, params.System); err != nil {
+				return nil, err
+			}
+			settings[e.Topic] = t
+		}
+		if err := herald.ValidateEvent(e); err != nil {
+			return nil, inEvent(err, i, params.list())
+		}
+		if len(e.Payload) > t.MaxEventBytes {
+			return nil, inEvent(&herald.Error{Code: herald.CodeTooLarge, Field: "data",
+				Message: fmt.Sprintf("the payload is %d bytes; topic %q takes at most %d", len(e.Payload), e.Topic, t.MaxEventBytes)}, i, params.list())
+		}
+		if e.Time.IsZero() {
+			e.Time = now
+		}
+	}
+	results, err := p.appender.Append(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	if len(results) != len(events) {
+		return nil, fmt.Errorf("append of %d events returned %d results", len(events), len(results))
+	}
+	for i, res := range results {
+		if res.Err == nil {
+			continue
+		}
+		if he, ok := errors.AsType[*herald.Error](res.Err); ok && he.Field != "topic" {
+			return nil, inEvent(he, i, params.list())
+		}
+		return nil, res.Err
+	}
+	source := params.Source
+	if source == "" {
+		source = "api"
+	}
+	var stored, dups int
+	for _, res := range results {
+		if res.Duplicate {
+			dups++
+		} else {
+			stored++
+		}
+	}
+	p.published.WithLabelValues(source).Add(float64(stored))
+	p.duplicates.WithLabelValues(source).Add(float64(dups))
+	return results, nil
+}
+
+// Topic returns the settings of the topic an event may be published to:
+// a reserved "herald." topic only for system callers, created with the
+// defaults when it is missing and AutoCreateTopics is on. Callers that
+// read a body before publishing (the API) ask first, for the payload
+// limit.
+func (p *Publisher) Topic(ctx context.Context, name string) (herald.Topic, error) {
+	return p.topic(ctx, name, false)
+}
+
+func (p *Publisher) topic(ctx context.Context, name string, system bool) (herald.Topic, error) {
+	if err := herald.ValidateTopicName(name); err != nil {
+		return herald.Topic{}, err
+	}
+	if herald.IsSystemTopic(name) && !system {
+		return herald.Topic{}, herald.FieldErrorf("topic", "topic %q is reserved: names starting %q are written by Herald only", name, herald.SystemTopicPrefix)
+	}
+	t, err := p.topics.Get(ctx, name)
+	if herald.IsCode(err, herald.CodeNotFound) && p.cfg.AutoCreateTopics && !herald.IsSystemTopic(name) {
+		now := p.cfg.Now().UTC()
+		t, _, err = p.topics.Put(ctx, herald.Topic{Name: name, CreatedAt: now, UpdatedAt: now}.WithDefaults())
+	}
+	return t, err
+}
+
+// Health reports whether events can be committed now: the committer's
+// last commit error within a short window, in caller-safe words (see
+// Committer.Health); nil when it can.
+func (p *Publisher) Health() error {
+	if h, ok := p.appender.(interface{ Health() error }); ok {
+		return h.Health()
+	}
+	return nil
+}
+
+// list reports whether errors name the event.
+func (p PublishParams) list() bool { return p.Batch || len(p.Events) > 1 }
+
+// inEvent names the event of a list that err is about: field "id" of the
+// fourth becomes "events[3].id". A single event's error stays as it is.
+func inEvent(err error, i int, list bool) error {
+	he, ok := errors.AsType[*herald.Error](err)
+	if !ok || !list {
+		return err
+	}
+	prefix := fmt.Sprintf("events[%d]", i)
+	field := prefix
+	if he.Field != "" {
+		field += "." + he.Field
+	}
+	return &herald.Error{Code: he.Code, Field: field, Message: prefix + ": " + he.Message, Err: he.Err}
+}
