@@ -31,6 +31,7 @@ type worker struct {
 	sub     herald.Subscription // fixed for the worker's life; a change restarts it
 	channel channel.Channel
 	sink    channel.Sink // opened by run once the worker starts, closed when it ends
+	batch   batcher      // when the sink takes batches: see batch.go
 	filter  *filter.Filter
 	epoch   int64
 	log     *slog.Logger
@@ -182,7 +183,7 @@ func (w *worker) poke() {
 }
 
 // window bounds the events read ahead of the cursor in one topic.
-func (w *worker) window() int { return max(1024, 64*w.sub.MaxInFlight) }
+func (w *worker) window() int { return max(1024, 64*w.sub.MaxInFlight, 2*w.capacity()) }
 
 func (w *worker) run(ctx context.Context) {
 	w.ctx = ctx
@@ -207,6 +208,7 @@ func (w *worker) run(ctx context.Context) {
 		return
 	}
 	w.sink = sink
+	w.useBatches()
 	flush := time.NewTicker(w.d.cfg.SettleInterval)
 	defer flush.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -223,6 +225,9 @@ func (w *worker) run(ctx context.Context) {
 		w.fill(ctx)
 		if w.stopped {
 			return
+		}
+		if w.batching() {
+			w.sendBatches(ctx)
 		}
 		w.lag.Store(w.currentLag())
 		if w.pendingSize() >= 512 {
@@ -242,6 +247,8 @@ func (w *worker) run(ctx context.Context) {
 			return
 		case r := <-w.results:
 			w.handle(r)
+		case rs := <-w.batch.done:
+			w.batchReturned(ctx, rs)
 		case f := <-w.flushDone:
 			if !w.flushed(f) {
 				return
@@ -267,10 +274,16 @@ func (w *worker) finish() {
 	w.dropDeleted()
 	done := make(chan struct{})
 	go func() { w.sends.Wait(); close(done) }()
+	w.batch.gathered = nil // not sent: whoever dispatches next sends them
 	for waiting := true; waiting; {
 		select {
 		case r := <-w.results:
 			w.handle(r)
+		case rs := <-w.batch.done:
+			w.batch.calls--
+			for _, r := range rs {
+				w.handle(r)
+			}
 		case <-done:
 			waiting = false
 		case <-ctx.Done():
@@ -281,6 +294,11 @@ func (w *worker) finish() {
 		select {
 		case r := <-w.results:
 			w.handle(r)
+			continue
+		case rs := <-w.batch.done:
+			for _, r := range rs {
+				w.handle(r)
+			}
 			continue
 		default:
 		}
@@ -304,6 +322,9 @@ func (w *worker) sleepFor() time.Duration {
 	}
 	if !w.rateWaitTill.IsZero() {
 		d = min(d, max(w.rateWaitTill.Sub(now), time.Millisecond))
+	}
+	if due := w.batchDue(); !due.IsZero() {
+		d = min(d, max(due.Sub(now), time.Millisecond))
 	}
 	return d
 }
@@ -484,7 +505,7 @@ func (w *worker) fill(ctx context.Context) {
 // room is how many sends may start now: free in-flight slots, capped by the
 // rate limiter's tokens.
 func (w *worker) room() int {
-	n := w.sub.MaxInFlight - w.inflight
+	n := w.capacity() - w.inflight
 	if w.limiter == nil || n <= 0 {
 		return n
 	}
@@ -674,6 +695,10 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 	w.inflight++
 	if w.limiter != nil {
 		w.limiter.AllowN(w.d.cfg.Now(), 1) // room() checked there is a token
+	}
+	if w.batching() {
+		w.gather(ctx, sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry})
+		return
 	}
 	w.sends.Add(1)
 	w.d.senders.Go(func() {
