@@ -77,6 +77,11 @@ type ValidateParams struct {
 	// Admin is true when an administrator makes the change: some options
 	// (a trusted internal destination, say) are theirs only.
 	Admin bool
+	// Internal is true when Herald itself writes the subscription for a
+	// resource of its own (a rule, an archive), not a caller of
+	// /v1/subscriptions. A channel that only such resources may use
+	// refuses a config when it is false.
+	Internal bool
 }
 
 // Sink delivers the events of one subscription. The engine calls Deliver
