@@ -203,15 +203,20 @@ func TestClusterMembershipAndWakeups(t *testing.T) {
 	}
 
 	// A commit on a reaches b's callbacks with the topic's head; a skips
-	// its own. Notifications arrive in commit order, so once a sees b's
-	// later commit it has also seen (and skipped) its own two.
+	// its own. First a hears a commit of b's, so a's listener is up: a
+	// listener that connects later starts with a resync, which reports
+	// every head, a's own included. Notifications arrive in commit order,
+	// so once a sees b's later commit it has also seen (and skipped) its
+	// own two.
+	appendTo(t, b.store, "orders", 1)
+	waitUntil(t, "a to hear of head 1", func() bool { return a.head("orders") == 1 })
 	appendTo(t, a.store, "orders", 3)
 	appendTo(t, a.store, "orders", 2)
-	waitUntil(t, "b to hear of head 5", func() bool { return b.head("orders") == 5 })
+	waitUntil(t, "b to hear of head 6", func() bool { return b.head("orders") == 6 })
 	appendTo(t, b.store, "orders", 1)
-	waitUntil(t, "a to hear of head 6", func() bool { return a.head("orders") == 6 })
+	waitUntil(t, "a to hear of head 7", func() bool { return a.head("orders") == 7 })
 	a.mu.Lock()
-	if slices.Contains(a.calls, "orders@3") || slices.Contains(a.calls, "orders@5") {
+	if slices.Contains(a.calls, "orders@4") || slices.Contains(a.calls, "orders@6") {
 		t.Errorf("a was told of its own commits: %v", a.calls)
 	}
 	a.mu.Unlock()

@@ -426,11 +426,11 @@ func TestJSClientBrowser(t *testing.T) {
 			t.Logf("chromium stderr:\n%s", stderr.String())
 		}
 	})
-	waitCond(t, "the page to open its streams and be refused the secret topic", 30*time.Second, func() bool {
+	waitCond(t, "the page to open its streams and be refused the secret topic", 90*time.Second, func() bool {
 		return count("ws-open") >= 1 && count("sse-open") >= 1 && count("refused") == 1
 	})
 	publish(6, 20)
-	waitCond(t, "the first events in the page", 15*time.Second, func() bool { return count("ws") >= 20 && count("sse") >= 20 })
+	waitCond(t, "the first events in the page", 30*time.Second, func() bool { return count("ws") >= 20 && count("sse") >= 20 })
 
 	// Restart Herald and keep the page's streams out while more is
 	// published: those events can reach it only through its resume.
@@ -443,7 +443,7 @@ func TestJSClientBrowser(t *testing.T) {
 	}
 	h.hold.Store(false)
 	publish(41, 41)
-	waitCond(t, "every event in the page", 15*time.Second, func() bool { return count("ws") >= 41 && count("sse") >= 41 })
+	waitCond(t, "every event in the page", 30*time.Second, func() bool { return count("ws") >= 41 && count("sse") >= 41 })
 
 	var ws, sse []string
 	var wsRestart, sseRestart bool
