@@ -43,6 +43,15 @@ const adminSubject = "admin"
 
 var adminPrincipal = &principal{scopes: herald.Scopes{{Action: herald.ActionAdmin}}}
 
+// subject names the caller to the stream hub and in tokens: its key's id,
+// or adminSubject.
+func (p *principal) subject() string {
+	if p.keyID == "" {
+		return adminSubject
+	}
+	return p.keyID
+}
+
 func principalFrom(ctx context.Context) *principal {
 	p, _ := ctx.Value(principalKey).(*principal)
 	return p

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/sqlite"
+	"github.com/heraldhq/herald/stream"
 )
 
 // env is a whole API over a real SQLite store and the real committer.
@@ -32,6 +33,30 @@ type env struct {
 	logs     *lockedBuffer
 	defaultK string       // key sent when a request names none
 	feed     *engine.Feed // what the API reports; tests listen to it
+	tokens   *stream.Tokens
+}
+
+// testTokenSecret signs the connection tokens of test servers.
+var testTokenSecret = []byte("api-test-secret-api-test-secret!")
+
+// startHub serves the environment's streams with a real hub that hears
+// the API's notices, until the test ends.
+func (e *env) startHub(cfg stream.Config) *stream.Hub {
+	e.t.Helper()
+	hub := stream.NewHub(cfg, stream.Deps{Store: e.store, Keys: e.api})
+	if err := hub.Start(e.t.Context()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := hub.Stop(ctx); err != nil {
+			e.t.Errorf("stop hub: %v", err)
+		}
+	})
+	e.api.SetStreams(hub)
+	e.feed.Listen(engine.StageConsumer, hub.Listener())
+	return hub
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
@@ -70,11 +95,16 @@ func newEnvAuto(t *testing.T, cfg Config, autoCreate bool) *env {
 	}
 	feed := engine.NewFeed()
 	topics := engine.NewTopics(st, engine.TopicsConfig{})
+	tokens, err := stream.NewTokens(stream.TokensConfig{Secret: testTokenSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := New(cfg, Deps{
 		Store:     st,
 		Topics:    topics,
 		Publisher: engine.NewPublisher(topics, committer, engine.PublisherConfig{AutoCreateTopics: autoCreate}, logger, reg),
 		Notices:   feed,
+		Tokens:    tokens,
 		Logger:    logger,
 		Registry:  reg,
 	})
@@ -86,7 +116,7 @@ func newEnvAuto(t *testing.T, cfg Config, autoCreate bool) *env {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &env{t: t, api: s, srv: srv, store: st, reg: reg, admin: admin, logs: logs, defaultK: admin, feed: feed}
+	return &env{t: t, api: s, srv: srv, store: st, reg: reg, admin: admin, logs: logs, defaultK: admin, feed: feed, tokens: tokens}
 }
 
 // with returns a copy of e that reports to t (a subtest).

@@ -90,7 +90,9 @@ type Deps struct {
 	// Channels are the destinations subscriptions may name; required with
 	// Subscriptions.
 	Channels *channel.Registry
-	Logger   *slog.Logger
+	// Tokens issues and verifies connection tokens; nil refuses them.
+	Tokens Tokens
+	Logger *slog.Logger
 	// Registry receives the API's metrics and is what /metrics serves.
 	Registry *prometheus.Registry
 
@@ -111,7 +113,7 @@ type Server struct {
 	notices   Notices
 	channels  *channel.Registry
 	streams   Streams
-	tokens    http.Handler
+	tokens    Tokens
 	log       *slog.Logger
 	metrics   *metrics
 	// metricsHandler serves Deps.Registry at /metrics.
@@ -149,6 +151,7 @@ func New(cfg Config, deps Deps) *Server {
 		subs:      deps.Subscriptions,
 		notices:   deps.Notices,
 		channels:  cmp.Or(deps.Channels, channel.NewRegistry()),
+		tokens:    deps.Tokens,
 		log:       log,
 		metrics:   newMetrics(reg),
 		now:       time.Now,
@@ -248,7 +251,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/topics/{topic}/stream", selfAuthenticated, s.serveSSE)
 	s.handle("OPTIONS /v1/topics/{topic}/stream", public, s.serveSSE) // CORS preflight
 	s.handle("GET /v1/stream", selfAuthenticated, s.serveWebSocket)
-	s.handle("POST /v1/tokens", selfAuthenticated, s.issueToken)
+	s.handle("POST /v1/tokens", authenticated, s.issueToken)
 }
 
 // handle registers h behind auth and the problem adapter.

@@ -1,44 +1,43 @@
 package api
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"time"
 
 	"github.com/heraldhq/herald"
 )
 
-// Streams serves the realtime endpoints; package stream's Hub implements
-// it. The handlers authenticate the request themselves (API key or a
-// connection token in ?token=).
+// Streams serves the realtime endpoints once the API has established who
+// calls (package stream's Hub implements it). Each method returns an error
+// only before it wrote anything; the API answers it as a problem, as it
+// answers every error.
 type Streams interface {
-	ServeSSE(w http.ResponseWriter, r *http.Request)
-	ServeWebSocket(w http.ResponseWriter, r *http.Request)
+	// Preflight answers a browser's CORS preflight of an SSE stream.
+	Preflight(w http.ResponseWriter, r *http.Request) error
+	// ServeSSE serves GET /v1/topics/{topic}/stream for who.
+	ServeSSE(w http.ResponseWriter, r *http.Request, who herald.Principal) error
+	// ServeWebSocket serves GET /v1/stream for who.
+	ServeWebSocket(w http.ResponseWriter, r *http.Request, who herald.Principal) error
 }
 
-// SetStreams attaches the realtime endpoints and the connection-token
-// issuer (POST /v1/tokens). Call it before the server handles requests;
-// until then those routes answer 503.
-func (s *Server) SetStreams(st Streams, tokens http.Handler) {
-	s.streams, s.tokens = st, tokens
+// Tokens issues and verifies connection tokens (package stream's Tokens
+// implements it): short-lived credentials a browser passes as ?token=,
+// since EventSource and WebSocket cannot set an Authorization header.
+type Tokens interface {
+	// Issue returns a token granting the scopes to subject for ttl, but
+	// no later than notAfter (zero: no cap), and its expiry; CodeInvalid
+	// naming "scopes" or "ttl".
+	Issue(scopes herald.Scopes, ttl time.Duration, subject string, notAfter time.Time) (string, time.Time, error)
+	// Verify returns who holds a token, or CodeUnauthorized.
+	Verify(token string) (herald.Principal, error)
+	// DefaultTTL is a token's lifetime when its request names none.
+	DefaultTTL() time.Duration
 }
 
-// Authenticate checks the request's API key, as every API route does, and
-// returns its scopes and a subject naming the key (for per-key connection
-// limits). It implements stream.Authenticator.
-func (s *Server) Authenticate(r *http.Request) (herald.Scopes, string, error) {
-	p, err := s.principal(r)
-	if err != nil {
-		return nil, "", err
-	}
-	subject := p.keyID
-	if subject == "" {
-		subject = adminSubject
-	}
-	return p.scopes, subject, nil
-}
+// SetStreams attaches the realtime endpoints. Call it before the server
+// handles requests; until then those routes answer 503.
+func (s *Server) SetStreams(st Streams) { s.streams = st }
 
 // errKeyRevoked answers a stream or token whose key is gone.
 var errKeyRevoked = herald.Errorf(herald.CodeUnauthorized, "the API key was deleted or has expired")
@@ -64,59 +63,124 @@ func (s *Server) CheckKey(ctx context.Context, subject string) (time.Time, error
 	return k.ExpiresAt, nil
 }
 
-// WriteProblem writes err as application/problem+json, exactly as the API
-// writes its own errors, so streams and tokens answer in the same shape.
-func (s *Server) WriteProblem(w http.ResponseWriter, r *http.Request, err error) {
-	writeProblem(w, r, s.log, err)
-}
-
 var errNoStreams = &herald.Error{Code: herald.CodeUnavailable, Message: "this server does not serve realtime streams"}
+
+// streamPrincipal establishes who opens a stream: the holder of the
+// connection token in ?token=, or of the API key. Either way the key
+// behind it must still hold (CheckKey): a token of a deleted key opens
+// nothing. Success marks the connection as authenticated, so the Listener
+// never closes it to make room for others.
+func (s *Server) streamPrincipal(r *http.Request) (herald.Principal, error) {
+	var who herald.Principal
+	if tok := r.URL.Query().Get("token"); tok != "" {
+		if s.tokens == nil {
+			return who, herald.Errorf(herald.CodeUnauthorized, "connection tokens are not enabled on this server")
+		}
+		var err error
+		if who, err = s.tokens.Verify(tok); err != nil {
+			return who, err
+		}
+		exp, err := s.CheckKey(r.Context(), who.Subject)
+		if herald.IsCode(err, herald.CodeUnauthorized) {
+			return who, herald.Errorf(herald.CodeUnauthorized, "the API key that asked for this connection token was deleted or has expired")
+		}
+		if err != nil {
+			return who, err
+		}
+		who.KeyExpires = exp
+		connAuthenticated(r.Context())
+		return who, nil
+	}
+	p, err := s.principal(r)
+	if err != nil {
+		return who, err
+	}
+	who = herald.Principal{Subject: p.subject(), Scopes: p.scopes}
+	if who.KeyExpires, err = s.CheckKey(r.Context(), who.Subject); err != nil {
+		return who, err
+	}
+	return who, nil
+}
 
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) error {
 	if s.streams == nil {
 		return errNoStreams
 	}
-	s.streams.ServeSSE(streamStarted{w, r}, r)
-	return nil
+	if r.Method == http.MethodOptions {
+		return s.streams.Preflight(w, r)
+	}
+	who, err := s.streamPrincipal(r)
+	if err != nil {
+		return err
+	}
+	return s.streams.ServeSSE(w, r, who)
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
 	if s.streams == nil {
 		return errNoStreams
 	}
-	s.streams.ServeWebSocket(streamStarted{w, r}, r)
-	return nil
-}
-
-// streamStarted tells the Listener that a stream's connection has
-// authenticated once the stream starts: when it takes the connection over
-// (SSE and WebSockets over HTTP/1) or answers 200 (SSE over HTTP/2). The
-// stream package does either only after it accepted the key or connection
-// token (tokens never reach principal), so a browser's stream is not
-// among the connections closed to make room.
-type streamStarted struct {
-	http.ResponseWriter
-	r *http.Request
-}
-
-func (w streamStarted) WriteHeader(status int) {
-	if status == http.StatusOK || status == http.StatusSwitchingProtocols {
-		connAuthenticated(w.r.Context())
+	who, err := s.streamPrincipal(r)
+	if err != nil {
+		return err
 	}
-	w.ResponseWriter.WriteHeader(status)
+	return s.streams.ServeWebSocket(w, r, who)
 }
 
-func (w streamStarted) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	connAuthenticated(w.r.Context())
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+// tokenRequest is the body of POST /v1/tokens.
+type tokenRequest struct {
+	Scopes []string `json:"scopes"`
+	TTL    string   `json:"ttl"`
 }
 
-func (w streamStarted) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// tokenJSON is the answer of POST /v1/tokens.
+type tokenJSON struct {
+	Token     string   `json:"token"`
+	ExpiresAt string   `json:"expires_at"`
+	Scopes    []string `json:"scopes"`
+}
 
+// maxTokenRequestBytes bounds the body of POST /v1/tokens.
+const maxTokenRequestBytes = 16 << 10
+
+// issueToken serves POST /v1/tokens: {"scopes": ["read:orders.>"], "ttl":
+// "15m"} (ttl optional) answers a connection token holding those scopes.
+// The caller's key must hold every requested scope itself (admin holds
+// all), and the token expires no later than the key. The answer has
+// Cache-Control: no-store.
 func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) error {
 	if s.tokens == nil {
 		return errNoStreams
 	}
-	s.tokens.ServeHTTP(w, r)
-	return nil
+	p := principalFrom(r.Context())
+	var req tokenRequest
+	if err := decodeJSON(w, r, maxTokenRequestBytes, false, &req); err != nil {
+		return err
+	}
+	scopes, err := herald.ParseScopes(req.Scopes)
+	if err != nil {
+		return err
+	}
+	for _, sc := range scopes {
+		if (sc.Action == herald.ActionRead || sc.Action == herald.ActionSubscribe) && !p.scopes.Allows(sc.Action, sc.Pattern) {
+			return &herald.Error{Code: herald.CodeForbidden, Field: "scopes",
+				Message: "the API key does not hold scope \"" + sc.String() + "\"; a token can only hold scopes of its key"}
+		}
+	}
+	ttl := s.tokens.DefaultTTL()
+	if req.TTL != "" {
+		if ttl, err = herald.ParseDuration(req.TTL); err != nil {
+			return herald.FieldErrorf("ttl", "ttl %q: want a duration such as 15m or 1h", req.TTL)
+		}
+	}
+	keyExpires, err := s.CheckKey(r.Context(), p.subject())
+	if err != nil {
+		return err
+	}
+	token, exp, err := s.tokens.Issue(scopes, ttl, p.subject(), keyExpires)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, tokenJSON{Token: token, ExpiresAt: formatTime(exp), Scopes: scopes.Strings()})
 }

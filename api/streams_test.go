@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/stream"
 )
 
@@ -17,19 +16,7 @@ import (
 // of staying open and silent.
 func TestDeleteTopicEndsItsStreams(t *testing.T) {
 	e := newEnv(t, Config{})
-	hub := stream.NewHub(stream.Config{}, stream.Deps{Store: e.store, Auth: e.api, WriteProblem: e.api.WriteProblem})
-	if err := hub.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := hub.Stop(ctx); err != nil {
-			t.Errorf("stop hub: %v", err)
-		}
-	})
-	e.api.SetStreams(hub, nil)
-	e.feed.Listen(engine.StageConsumer, hub.Listener())
+	e.startHub(stream.Config{})
 	e.putTopic("orders.eu", "")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -62,7 +63,7 @@ func startStreamServer(t *testing.T, path, addr string, cfg stream.Config) *stre
 	keys := streamKeys{"key": herald.Scopes{{Action: herald.ActionRead, Pattern: "orders.>"}}}
 	tail := engine.NewTail(engine.TailConfig{})
 	com := engine.NewCommitter(st, engine.CommitterConfig{}, nil, nil)
-	hub := stream.NewHub(cfg, stream.Deps{Store: st, Tail: tail, Auth: keys})
+	hub := stream.NewHub(cfg, stream.Deps{Store: st, Tail: tail})
 	com.OnCommit(tail.Add)
 	com.OnCommit(hub.OnCommit)
 	if err := hub.Start(ctx); err != nil {
@@ -72,7 +73,20 @@ func startStreamServer(t *testing.T, path, addr string, cfg stream.Config) *stre
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/stream", hub.ServeWebSocket)
+	mux.HandleFunc("GET /v1/stream", func(w http.ResponseWriter, r *http.Request) {
+		// The API's part: establish who calls, answer refusals.
+		scopes, subject, err := keys.Authenticate(r)
+		if err == nil {
+			err = hub.ServeWebSocket(w, r, herald.Principal{Subject: subject, Scopes: scopes})
+		}
+		if err != nil {
+			code := herald.CodeInternal
+			if he, ok := errors.AsType[*herald.Error](err); ok {
+				code = he.Code
+			}
+			http.Error(w, err.Error(), herald.ProblemFor(code).Status)
+		}
+	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

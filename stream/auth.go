@@ -11,28 +11,12 @@ import (
 	"github.com/heraldhq/herald"
 )
 
-// Authenticator establishes who is calling, from the request's
-// credentials: the API implements it for API keys (Authorization: Bearer).
-// Connection tokens (?token=) are checked by the hub itself and never
-// reach it.
-//
-// Authenticate returns the caller's scopes and a subject that names the
-// caller for per-key limits (the key's id; any stable string), or an
-// error: a *herald.Error with CodeUnauthorized for missing, unknown or
-// expired credentials, or CodeForbidden. Any other error is answered as
-// an internal error. It must be safe for concurrent use and should not
-// block for long: it runs before every stream starts.
-type Authenticator interface {
-	Authenticate(r *http.Request) (scopes herald.Scopes, subject string, err error)
-}
-
-// KeyChecker is an optional capability of an Authenticator, found by type
-// assertion: it tells whether the API key a subject names still holds.
-// With it, a connection token is refused once its key was deleted or has
-// expired, and is never issued to outlive its key; open streams of such a
-// key, opened with it or with a token of it, are closed with
-// ReasonKeyRevoked (at the key's expiry, or within a check of the hub's
-// KeyCheckInterval after a deletion, plus the checker's own delay).
+// KeyChecker tells whether the API key a subject names still holds (the
+// API implements it). With it, open streams of a key deleted or expired,
+// opened with the key or with a token of it, are closed with
+// ReasonKeyRevoked: at the key's expiry (Principal.KeyExpires), or within
+// a check of the hub's KeyCheckInterval after a deletion, plus the
+// checker's own delay.
 type KeyChecker interface {
 	// CheckKey returns the expiry of the key the subject names (zero: it
 	// never expires), or a *herald.Error with CodeUnauthorized when the
@@ -42,50 +26,6 @@ type KeyChecker interface {
 	// bounds and documents. It must be safe for concurrent use and
 	// should not block for long.
 	CheckKey(ctx context.Context, subject string) (expires time.Time, err error)
-}
-
-// caller is who opened a stream.
-type caller struct {
-	scopes     herald.Scopes
-	subject    string
-	expires    time.Time // the token's expiry; zero for API keys
-	keyExpires time.Time // the key's expiry; zero: never, or no KeyChecker
-}
-
-// authenticate reads the connection token of ?token= when there is one,
-// else asks the Authenticator; then it checks that the key still holds.
-func (h *Hub) authenticate(r *http.Request) (caller, error) {
-	var who caller
-	if tok := r.URL.Query().Get("token"); tok != "" {
-		if h.tokens == nil {
-			return caller{}, herald.Errorf(herald.CodeUnauthorized, "connection tokens are not enabled on this server")
-		}
-		c, err := h.tokens.verify(tok)
-		if err != nil {
-			return caller{}, err
-		}
-		who = caller{scopes: c.scopes, subject: c.subject, expires: c.expires}
-	} else {
-		if h.auth == nil {
-			return caller{}, herald.Errorf(herald.CodeUnauthorized, "a connection token (?token=) is required")
-		}
-		scopes, subject, err := h.auth.Authenticate(r)
-		if err != nil {
-			return caller{}, err
-		}
-		who = caller{scopes: scopes, subject: subject}
-	}
-	if h.keys != nil {
-		exp, err := h.keys.CheckKey(r.Context(), who.subject)
-		if herald.IsCode(err, herald.CodeUnauthorized) && !who.expires.IsZero() {
-			return caller{}, herald.Errorf(herald.CodeUnauthorized, "the API key that asked for this connection token was deleted or has expired")
-		}
-		if err != nil {
-			return caller{}, err
-		}
-		who.keyExpires = exp
-	}
-	return who, nil
 }
 
 // authorizeStream checks that the scopes allow streaming the topic or
@@ -102,6 +42,36 @@ func authorizeStream(scopes herald.Scopes, topic string) error {
 // pattern.
 func mayStream(scopes herald.Scopes, topic string) bool {
 	return scopes.Allows(herald.ActionRead, topic) || scopes.Allows(herald.ActionSubscribe, topic)
+}
+
+// Preflight answers a browser's CORS preflight (OPTIONS) of an SSE stream
+// from an allowed origin. It returns an error, before writing anything,
+// for an origin that is not allowed.
+func (h *Hub) Preflight(w http.ResponseWriter, r *http.Request) error {
+	if err := h.allowOrigin(w, r); err != nil {
+		return err
+	}
+	hd := w.Header()
+	hd.Set("Access-Control-Allow-Methods", "GET")
+	hd.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
+	hd.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// allowOrigin checks the request's Origin and, for a cross-origin one
+// that is allowed, sets the CORS headers of the answer.
+func (h *Hub) allowOrigin(w http.ResponseWriter, r *http.Request) error {
+	origin, err := h.checkOrigin(r)
+	if err != nil {
+		return err
+	}
+	if origin != "" {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", origin)
+		hd.Add("Vary", "Origin")
+	}
+	return nil
 }
 
 // checkOrigin lets a request through when it comes from no browser (no

@@ -138,7 +138,7 @@ func TestBrowser(t *testing.T) {
 	n.createTopic("browser.sse", 0)
 	n.createTopic("browser.ws", 0)
 	// The application's backend asks for a token and hands it to the page.
-	token, _, err := n.tokens.Issue(scopes(t, "read:browser.>"), time.Hour, "browser-app")
+	token, _, err := n.tokens.Issue(scopes(t, "read:browser.>"), time.Hour, "browser-app", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,11 +95,12 @@
 //
 // # Authentication
 //
-// A request carries an API key (checked by the Authenticator the API
-// provides) or ?token= with a connection token from Tokens. Streaming a
-// topic or pattern needs the read or subscribe scope covering it.
-// When the Authenticator is also a KeyChecker, a token never outlives its
-// key, and the streams of a key (or of its tokens) end with
+// The API establishes who opens a stream (an API key, or ?token= with a
+// connection token that Tokens issued and verifies) and hands the hub a
+// herald.Principal; it also answers, as problems, the errors ServeSSE and
+// ServeWebSocket return before a stream starts. Streaming a topic or
+// pattern needs the read or subscribe scope covering it. With a
+// KeyChecker (Deps.Keys), the streams of a key (or of its tokens) end with
 // ReasonKeyRevoked once it expires or is deleted: Revoke on the node that
 // deleted it, a check every KeyCheckInterval on the others.
 // Connections are limited per key (MaxConnsPerSubject; a token counts for

@@ -31,6 +31,12 @@ import (
 // testSecret signs the connection tokens of test nodes.
 var testSecret = []byte("test-secret-test-secret-test-secret!")
 
+// authenticator establishes who calls from an API key: the API's part,
+// played by the tests.
+type authenticator interface {
+	Authenticate(r *http.Request) (herald.Scopes, string, error)
+}
+
 // testKeys authenticates "Authorization: Bearer <name>" with the scopes
 // listed for the name: the API's role, played by a map. The subject is
 // the name.
@@ -63,6 +69,121 @@ func defaultKeys(t testing.TB) testKeys {
 		"admin":  scopes(t, "admin"),
 		"reader": scopes(t, "read:orders.>"),
 	}
+}
+
+// front plays the API in front of the hub, as the API does it: it
+// establishes who calls (an API key through auth, or a connection token
+// in ?token= whose key must still hold), hands the hub the principal, and
+// answers errors as problems. The API's own handlers are tested in
+// package api; these tests are about the hub.
+type front struct {
+	hub    *stream.Hub
+	auth   authenticator
+	tokens *stream.Tokens
+	keys   stream.KeyChecker
+}
+
+func (f front) principal(r *http.Request) (herald.Principal, error) {
+	var who herald.Principal
+	if tok := r.URL.Query().Get("token"); tok != "" {
+		if f.tokens == nil {
+			return who, herald.Errorf(herald.CodeUnauthorized, "connection tokens are not enabled on this server")
+		}
+		var err error
+		if who, err = f.tokens.Verify(tok); err != nil {
+			return who, err
+		}
+	} else {
+		scopes, subject, err := f.auth.Authenticate(r)
+		if err != nil {
+			return who, err
+		}
+		who = herald.Principal{Subject: subject, Scopes: scopes}
+	}
+	if f.keys != nil {
+		exp, err := f.keys.CheckKey(r.Context(), who.Subject)
+		if herald.IsCode(err, herald.CodeUnauthorized) && !who.Expires.IsZero() {
+			return who, herald.Errorf(herald.CodeUnauthorized, "the API key that asked for this connection token was deleted or has expired")
+		}
+		if err != nil {
+			return who, err
+		}
+		who.KeyExpires = exp
+	}
+	return who, nil
+}
+
+func (f front) handle(serve func(http.ResponseWriter, *http.Request, herald.Principal) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		who, err := f.principal(r)
+		if err == nil {
+			err = serve(w, r, who)
+		}
+		if err != nil {
+			writeProblem(w, err)
+		}
+	}
+}
+
+// issueToken serves POST /v1/tokens for the hub's tests: the caller's key
+// must hold the scopes asked for, and the token ends with the key.
+func (f front) issueToken(w http.ResponseWriter, r *http.Request) {
+	err := func() error {
+		callerScopes, subject, err := f.auth.Authenticate(r)
+		if err != nil {
+			return err
+		}
+		var req struct {
+			Scopes []string `json:"scopes"`
+			TTL    string   `json:"ttl"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			return herald.Errorf(herald.CodeInvalid, "bad token request: %v", err)
+		}
+		scopes, err := herald.ParseScopes(req.Scopes)
+		if err != nil {
+			return err
+		}
+		for _, s := range scopes {
+			if !callerScopes.Allows(s.Action, s.Pattern) {
+				return herald.Errorf(herald.CodeForbidden, "the key does not hold %s", s)
+			}
+		}
+		ttl := f.tokens.DefaultTTL()
+		if req.TTL != "" {
+			if ttl, err = herald.ParseDuration(req.TTL); err != nil {
+				return herald.FieldErrorf("ttl", "bad ttl")
+			}
+		}
+		var notAfter time.Time
+		if f.keys != nil {
+			if notAfter, err = f.keys.CheckKey(r.Context(), subject); err != nil {
+				return err
+			}
+		}
+		token, exp, err := f.tokens.Issue(scopes, ttl, subject, notAfter)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		return json.NewEncoder(w).Encode(map[string]any{"token": token, "expires_at": exp.Format(time.RFC3339), "scopes": scopes.Strings()})
+	}()
+	if err != nil {
+		writeProblem(w, err)
+	}
+}
+
+// writeProblem answers err as the API does: application/problem+json of
+// its code, with the error's message and field.
+func writeProblem(w http.ResponseWriter, err error) {
+	code, msg, field := herald.CodeInternal, err.Error(), ""
+	if he, ok := errors.AsType[*herald.Error](err); ok {
+		code, msg, field = he.Code, he.Message, he.Field
+	}
+	p := herald.ProblemFor(code)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": p.Type, "title": p.Title, "status": p.Status, "detail": msg, "field": field})
 }
 
 // clock is a settable clock; zero means the real time.
@@ -98,8 +219,9 @@ type nodeOptions struct {
 	mux      func(*http.ServeMux)
 	noTokens bool
 	http2    bool // serve HTTP/2 over TLS
-	// auth, if set, authenticates instead of keys (a KeyChecker, say).
-	auth stream.Authenticator
+	// auth, if set, authenticates instead of keys (a KeyChecker too,
+	// say).
+	auth authenticator
 	// wrapStore, if set, wraps the store the hub reads (to count reads).
 	wrapStore func(stream.Store) stream.Store
 }
@@ -129,7 +251,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 			t.Fatal(err)
 		}
 	}
-	var auth stream.Authenticator = o.keys
+	var auth authenticator = o.keys
 	if o.auth != nil {
 		auth = o.auth
 	}
@@ -137,8 +259,10 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	if o.wrapStore != nil {
 		hubStore = o.wrapStore(st)
 	}
-	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: hubStore, Tail: n.tail, Auth: auth, Tokens: n.tokens,
+	keys, _ := auth.(stream.KeyChecker)
+	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: hubStore, Tail: n.tail, Keys: keys,
 		Registry: n.reg, Now: o.clock.now})
+	f := front{hub: n.hub, auth: auth, tokens: n.tokens, keys: keys}
 	n.committer.OnCommit(n.tail.Add)
 	n.committer.OnCommit(n.hub.OnCommit)
 	if err := n.hub.Start(ctx); err != nil {
@@ -148,11 +272,19 @@ func startNode(t *testing.T, o nodeOptions) *node {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/topics/{topic}/stream", n.hub.ServeSSE)
-	mux.HandleFunc("OPTIONS /v1/topics/{topic}/stream", n.hub.ServeSSE)
-	mux.HandleFunc("GET /v1/stream", n.hub.ServeWebSocket)
+	mux.HandleFunc("GET /v1/topics/{topic}/stream", f.handle(func(w http.ResponseWriter, r *http.Request, who herald.Principal) error {
+		return n.hub.ServeSSE(w, r, who)
+	}))
+	mux.HandleFunc("OPTIONS /v1/topics/{topic}/stream", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.hub.Preflight(w, r); err != nil {
+			writeProblem(w, err)
+		}
+	})
+	mux.HandleFunc("GET /v1/stream", f.handle(func(w http.ResponseWriter, r *http.Request, who herald.Principal) error {
+		return n.hub.ServeWebSocket(w, r, who)
+	}))
 	if n.tokens != nil {
-		mux.Handle("POST /v1/tokens", n.tokens.Handler(auth))
+		mux.HandleFunc("POST /v1/tokens", f.issueToken)
 	}
 	if o.mux != nil {
 		o.mux(mux)

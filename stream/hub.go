@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,22 +115,17 @@ type TailReader interface {
 }
 
 // Deps are the parts the hub runs on. Store is required. A nil Tail reads
-// every replay from the store; a nil Auth refuses every request that has
-// no token; a nil Tokens refuses every token; a nil Logger discards; a nil
-// Registry keeps the metrics private; a nil WriteProblem uses the
-// package's own RFC 9457 writer; a nil Now is time.Now.
+// every replay from the store; a nil Keys never re-checks the keys behind
+// open streams; a nil Logger discards; a nil Registry keeps the metrics
+// private; a nil Now is time.Now.
 type Deps struct {
 	Store  Store
 	Tail   TailReader
-	Auth   Authenticator
-	Tokens *Tokens
+	Keys   KeyChecker
 	Logger *slog.Logger
 	// Registry receives the herald_stream_* metrics. A second hub on the
 	// same registry shares them.
 	Registry prometheus.Registerer
-	// WriteProblem writes an error as a problem response before a stream
-	// starts; the API passes its own writer so every problem looks alike.
-	WriteProblem ProblemWriter
 	// Now is the clock for token expiry of open connections.
 	Now func() time.Time
 }
@@ -151,12 +145,9 @@ type Hub struct {
 	cfg     Config
 	store   Store
 	tail    TailReader
-	auth    Authenticator
-	keys    KeyChecker // auth's, if it has the capability; else nil
-	tokens  *Tokens
+	keys    KeyChecker // nil: keys are not re-checked
 	log     *slog.Logger
 	metrics *metrics
-	problem ProblemWriter
 	now     func() time.Time
 
 	mu         sync.RWMutex
@@ -215,11 +206,9 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		cfg:        cfg.withDefaults(),
 		store:      deps.Store,
 		tail:       deps.Tail,
-		auth:       deps.Auth,
-		tokens:     deps.Tokens,
+		keys:       deps.Keys,
 		log:        log,
 		metrics:    newMetrics(deps.Registry),
-		problem:    deps.WriteProblem,
 		now:        now,
 		exact:      make(map[string][]*sub),
 		conns:      make(map[*conn]struct{}),
@@ -230,10 +219,6 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		wake:       make(chan struct{}, 1),
 		heads:      make(map[string]int64),
 	}
-	if h.problem == nil {
-		h.problem = defaultProblemWriter(log)
-	}
-	h.keys, _ = deps.Auth.(KeyChecker)
 	return h
 }
 
@@ -844,8 +829,3 @@ func (h *Hub) unindex(s *sub) {
 
 // stopping is closed when Stop begins.
 func (h *Hub) stopping() <-chan struct{} { return h.stopCh }
-
-// writeProblem answers a request that did not become a stream.
-func (h *Hub) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
-	h.problem(w, r, err)
-}

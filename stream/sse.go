@@ -25,37 +25,17 @@ const (
 // as "id:" (the seq; for a pattern, a position vector), "event:" (its
 // type, or "message") and "data:" lines, and a comment heartbeat keeps
 // the stream alive. Query parameters: since (a seq or an RFC 3339 time),
-// filter (URL-encoded filter JSON), format (raw or json), token (a
-// connection token). The Last-Event-ID header, which EventSource sends
-// when it reconnects, takes precedence over since. OPTIONS answers a CORS
-// preflight. Mount it without the API's key middleware: it authenticates
-// with the Authenticator or the token itself. Errors before the stream
-// starts are problems; see docs/streams.md for the events the stream
-// itself carries.
-func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
-	if err := h.serveSSE(w, r); err != nil {
-		h.writeProblem(w, r, err)
-	}
-}
-
-// serveSSE returns an error only before anything was written.
-func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
-	origin, err := h.checkOrigin(r)
-	if err != nil {
+// filter (URL-encoded filter JSON), format (raw or json). The
+// Last-Event-ID header, which EventSource sends when it reconnects, takes
+// precedence over since. who is the caller the API established (an API
+// key, or a connection token in ?token=); the hub checks its scopes cover
+// the topic. See docs/streams.md for the events the stream itself carries.
+//
+// It returns an error only before anything was written: the API answers
+// it as a problem, as it answers every error.
+func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request, who herald.Principal) error {
+	if err := h.allowOrigin(w, r); err != nil {
 		return err
-	}
-	if origin != "" {
-		hd := w.Header()
-		hd.Set("Access-Control-Allow-Origin", origin)
-		hd.Add("Vary", "Origin")
-	}
-	if r.Method == http.MethodOptions {
-		hd := w.Header()
-		hd.Set("Access-Control-Allow-Methods", "GET")
-		hd.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
-		hd.Set("Access-Control-Max-Age", "600")
-		w.WriteHeader(http.StatusNoContent)
-		return nil
 	}
 	if r.Method != http.MethodGet {
 		return herald.Errorf(herald.CodeInvalid, "use GET to open a stream")
@@ -69,15 +49,12 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 	if err := herald.ValidatePattern(topic); err != nil {
 		return err
 	}
-	who, err := h.authenticate(r)
-	if err != nil {
-		return err
-	}
-	if err := authorizeStream(who.scopes, topic); err != nil {
+	if err := authorizeStream(who.Scopes, topic); err != nil {
 		return err
 	}
 	q := r.URL.Query()
 	var f *filter.Filter
+	var err error
 	if raw := q.Get("filter"); raw != "" {
 		if f, err = filter.Parse([]byte(raw)); err != nil {
 			return err
@@ -128,7 +105,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	c := &conn{hub: h, transport: transportSSE, subject: who.subject, scopes: who.scopes, expires: who.expires, keyExpires: who.keyExpires,
+	c := &conn{hub: h, transport: transportSSE, subject: who.Subject, scopes: who.Scopes, expires: who.Expires, keyExpires: who.KeyExpires,
 		wakeCh: make(chan struct{}, 1)}
 	if err := h.addConn(c); err != nil {
 		return err
@@ -152,7 +129,7 @@ func (h *Hub) serveSSE(w http.ResponseWriter, r *http.Request) error {
 		c.replaying = append(c.replaying, s)
 	}
 	out := &sseOut{w: w, rc: http.NewResponseController(w), hub: h, format: format, pattern: !s.exact,
-		mark: start.mark, subject: who.subject}
+		mark: start.mark, subject: who.Subject}
 	if !s.exact && out.mark.IsZero() && start.kind == startLive {
 		out.mark = s.registered // resume unseen topics from here (see parseLastEventID)
 		initialID = string(formatPositionID(nil, out.mark, &s.pos))

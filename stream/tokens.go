@@ -3,13 +3,8 @@ package stream
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"mime"
-	"net/http"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -46,11 +41,6 @@ type TokensConfig struct {
 	MaxTTL time.Duration
 	// Now is the clock for issuing and checking expiry; nil is time.Now.
 	Now func() time.Time
-	// Logger receives internal errors of the token endpoint; nil discards.
-	Logger *slog.Logger
-	// WriteProblem answers failed token requests; nil uses the package's
-	// RFC 9457 writer.
-	WriteProblem ProblemWriter
 }
 
 // Tokens issues and verifies short-lived connection tokens: JWTs (HS256)
@@ -64,7 +54,6 @@ type Tokens struct {
 	defaultTTL time.Duration
 	maxTTL     time.Duration
 	now        func() time.Time
-	problem    ProblemWriter
 	parser     *jwt.Parser
 }
 
@@ -79,7 +68,6 @@ func NewTokens(cfg TokensConfig) (*Tokens, error) {
 		defaultTTL: cfg.DefaultTTL,
 		maxTTL:     cfg.MaxTTL,
 		now:        cfg.Now,
-		problem:    cfg.WriteProblem,
 	}
 	if t.maxTTL <= 0 {
 		t.maxTTL = DefaultMaxTokenTTL
@@ -89,13 +77,6 @@ func NewTokens(cfg TokensConfig) (*Tokens, error) {
 	}
 	if t.now == nil {
 		t.now = time.Now
-	}
-	if t.problem == nil {
-		log := cfg.Logger
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
-		}
-		t.problem = defaultProblemWriter(log)
 	}
 	t.parser = jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -113,17 +94,17 @@ type tokenClaims struct {
 	jwt.RegisteredClaims
 }
 
-// Issue returns a token that grants the scopes to subject until now+ttl,
-// and its expiry (whole seconds, as the token holds it). Scopes may only
-// be read or subscribe scopes; ttl must be positive and at most the
-// configured maximum. Errors are CodeInvalid with the field at fault.
-// Issue does not check that anyone may hold the scopes: Handler does.
-func (t *Tokens) Issue(scopes herald.Scopes, ttl time.Duration, subject string) (string, time.Time, error) {
-	return t.issue(scopes, ttl, subject, time.Time{})
-}
+// DefaultTTL is the lifetime of a token whose request names none.
+func (t *Tokens) DefaultTTL() time.Duration { return t.defaultTTL }
 
-// issue is Issue with the expiry capped at notAfter, unless it is zero.
-func (t *Tokens) issue(scopes herald.Scopes, ttl time.Duration, subject string, notAfter time.Time) (string, time.Time, error) {
+// Issue returns a token that grants the scopes to subject until now+ttl,
+// or until notAfter when that is sooner (a token never outlives its key;
+// zero: no cap), and its expiry (whole seconds, as the token holds it).
+// Scopes may only be read or subscribe scopes; ttl must be positive and at
+// most the configured maximum. Errors are CodeInvalid with the field at
+// fault. Issue does not check that the subject may hold the scopes: the
+// API, which knows the caller, does.
+func (t *Tokens) Issue(scopes herald.Scopes, ttl time.Duration, subject string, notAfter time.Time) (string, time.Time, error) {
 	if len(scopes) == 0 {
 		return "", time.Time{}, herald.FieldErrorf("scopes", "at least one scope is required")
 	}
@@ -162,133 +143,26 @@ func (t *Tokens) issue(scopes herald.Scopes, ttl time.Duration, subject string, 
 }
 
 // Verify checks a token's signature, issuer, audience and expiry and
-// returns its scopes and subject. A token that is malformed, forged,
-// expired or not yet valid is a CodeUnauthorized *herald.Error saying
-// which, without revealing more.
-func (t *Tokens) Verify(token string) (herald.Scopes, string, error) {
-	c, err := t.verify(token)
-	return c.scopes, c.subject, err
-}
-
-type verified struct {
-	scopes  herald.Scopes
-	subject string
-	expires time.Time
-}
-
-func (t *Tokens) verify(token string) (verified, error) {
+// returns who holds it: its subject, scopes and expiry. A token that is
+// malformed, forged, expired or not yet valid is a CodeUnauthorized
+// *herald.Error saying which, without revealing more.
+func (t *Tokens) Verify(token string) (herald.Principal, error) {
 	if len(token) > MaxTokenBytes {
-		return verified{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
+		return herald.Principal{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
 	}
 	var claims tokenClaims
 	_, err := t.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.secret, nil })
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return verified{}, herald.Errorf(herald.CodeUnauthorized, "the connection token has expired; ask for a new one (POST /v1/tokens)")
+		return herald.Principal{}, herald.Errorf(herald.CodeUnauthorized, "the connection token has expired; ask for a new one (POST /v1/tokens)")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return verified{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid yet")
+		return herald.Principal{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid yet")
 	case err != nil:
-		return verified{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
+		return herald.Principal{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
 	}
 	scopes, err := herald.ParseScopes(claims.Scopes)
 	if err != nil {
-		return verified{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
+		return herald.Principal{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
 	}
-	return verified{scopes: scopes, subject: claims.Subject, expires: claims.ExpiresAt.Time}, nil
-}
-
-// tokenRequest is the body of POST /v1/tokens.
-type tokenRequest struct {
-	Scopes []string `json:"scopes"`
-	TTL    string   `json:"ttl"`
-}
-
-// TokenResponse is the answer of POST /v1/tokens.
-type TokenResponse struct {
-	Token     string   `json:"token"`
-	ExpiresAt string   `json:"expires_at"`
-	Scopes    []string `json:"scopes"`
-}
-
-// Handler serves POST /v1/tokens: {"scopes": ["read:orders.>"], "ttl":
-// "15m"} (ttl optional, herald duration form, at most the maximum)
-// answers 200 with a TokenResponse. The caller, established by auth, must
-// hold every requested scope itself (admin holds all). When auth is a
-// KeyChecker, the token expires no later than the caller's key. The
-// answer has Cache-Control: no-store. Failures are problems: 400 with the
-// field at fault, 401 and 403 from auth, 403 for a scope the caller lacks.
-func (t *Tokens) Handler(auth Authenticator) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := t.serveIssue(w, r, auth); err != nil {
-			t.problem(w, r, err)
-		}
-	})
-}
-
-func (t *Tokens) serveIssue(w http.ResponseWriter, r *http.Request, auth Authenticator) error {
-	if r.Method != http.MethodPost {
-		return herald.Errorf(herald.CodeInvalid, "use POST to ask for a connection token")
-	}
-	if auth == nil {
-		return herald.Errorf(herald.CodeUnauthorized, "an API key is required")
-	}
-	callerScopes, subject, err := auth.Authenticate(r)
-	if err != nil {
-		return err
-	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return herald.Errorf(herald.CodeUnsupported, "send the token request as application/json")
-		}
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTokenRequestBytes))
-	dec.DisallowUnknownFields()
-	var req tokenRequest
-	if err := dec.Decode(&req); err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return herald.Errorf(herald.CodeTooLarge, "the token request is over %d bytes", maxTokenRequestBytes)
-		}
-		return &herald.Error{Code: herald.CodeInvalid, Message: "the body must be a JSON object {\"scopes\": [...], \"ttl\": \"15m\"}", Err: err}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return herald.Errorf(herald.CodeInvalid, "the body must hold one JSON object")
-	}
-	scopes, err := herald.ParseScopes(req.Scopes)
-	if err != nil {
-		return err
-	}
-	for _, s := range scopes {
-		if s.Action == herald.ActionRead || s.Action == herald.ActionSubscribe {
-			if !callerScopes.Allows(s.Action, s.Pattern) {
-				return &herald.Error{Code: herald.CodeForbidden, Field: "scopes",
-					Message: "the API key does not hold scope " + quote(s.String()) + "; a token can only hold scopes of its key"}
-			}
-		}
-	}
-	ttl := t.defaultTTL
-	if req.TTL != "" {
-		if ttl, err = herald.ParseDuration(req.TTL); err != nil {
-			return herald.FieldErrorf("ttl", "ttl %q: want a duration such as 15m or 1h", req.TTL)
-		}
-	}
-	var keyExpires time.Time
-	if kc, ok := auth.(KeyChecker); ok {
-		if keyExpires, err = kc.CheckKey(r.Context(), subject); err != nil {
-			return err
-		}
-	}
-	token, exp, err := t.issue(scopes, ttl, subject, keyExpires)
-	if err != nil {
-		return err
-	}
-	body, err := json.Marshal(TokenResponse{Token: token, ExpiresAt: formatTime(exp), Scopes: scopes.Strings()})
-	if err != nil {
-		return fmt.Errorf("encode token response: %w", err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(append(body, '\n'))
-	return nil
+	return herald.Principal{Subject: claims.Subject, Scopes: scopes, Expires: claims.ExpiresAt.Time}, nil
 }

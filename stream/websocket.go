@@ -32,32 +32,21 @@ const (
 	CloseKeyRevoked     = websocket.StatusPolicyViolation         // 1008: the API key was deleted or expired
 )
 
-// ServeWebSocket serves GET /v1/stream: it authenticates the request (API
-// key through the Authenticator, or ?token=), checks the Origin, and
-// upgrades to a WebSocket that carries many subscriptions as JSON text
-// frames (the protocol is in the package documentation and
-// docs/streams.md). Refusals before the upgrade are problems: 400 (not a
-// WebSocket request), 401, 403 (scope or origin), 429 (too many
-// connections for the key), 503 (not running). Mount it without the API's
-// key middleware.
-func (h *Hub) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
-	if err := h.serveWebSocket(w, r); err != nil {
-		h.writeProblem(w, r, err)
-	}
-}
-
-func (h *Hub) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
+// ServeWebSocket serves GET /v1/stream for who, the caller the API
+// established: it checks the Origin and upgrades to a WebSocket that
+// carries many subscriptions as JSON text frames (the protocol is in the
+// package documentation and docs/streams.md). It returns an error, which
+// the API answers as a problem, only before the upgrade: not a WebSocket
+// request (400), an origin not allowed (403), too many connections for
+// the key (429), not running (503).
+func (h *Hub) ServeWebSocket(w http.ResponseWriter, r *http.Request, who herald.Principal) error {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
 		return herald.Errorf(herald.CodeInvalid, "this is a WebSocket endpoint: send a WebSocket upgrade request")
 	}
 	if _, err := h.checkOrigin(r); err != nil {
 		return err
 	}
-	who, err := h.authenticate(r)
-	if err != nil {
-		return err
-	}
-	c := &conn{hub: h, transport: transportWS, subject: who.subject, scopes: who.scopes, expires: who.expires, keyExpires: who.keyExpires}
+	c := &conn{hub: h, transport: transportWS, subject: who.Subject, scopes: who.Scopes, expires: who.Expires, keyExpires: who.KeyExpires}
 	if err := h.addConn(c); err != nil {
 		return err
 	}

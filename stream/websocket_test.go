@@ -266,7 +266,12 @@ func TestWebSocketLimits(t *testing.T) {
 		return err == nil
 	})
 
-	resp2, err := n.srv.Client().Get(n.url + "/v1/stream")
+	plain, err := http.NewRequest(http.MethodGet, n.url+"/v1/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Header.Set("Authorization", "Bearer reader")
+	resp2, err := n.srv.Client().Do(plain)
 	if err != nil {
 		t.Fatal(err)
 	}

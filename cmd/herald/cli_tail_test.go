@@ -38,7 +38,7 @@ func tailServer(t *testing.T) (string, func(topic, typ, ct, payload string)) {
 		t.Fatal(err)
 	}
 	com := engine.NewCommitter(st, engine.CommitterConfig{}, nil, nil)
-	hub := stream.NewHub(stream.Config{}, stream.Deps{Store: st, Auth: tailKeys{}})
+	hub := stream.NewHub(stream.Config{}, stream.Deps{Store: st})
 	com.OnCommit(hub.OnCommit)
 	if err := hub.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -47,7 +47,16 @@ func tailServer(t *testing.T) (string, func(topic, typ, ct, payload string)) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/stream", hub.ServeWebSocket)
+	mux.HandleFunc("GET /v1/stream", func(w http.ResponseWriter, r *http.Request) {
+		// The API's part: establish who calls, answer refusals.
+		scopes, subject, err := tailKeys{}.Authenticate(r)
+		if err == nil {
+			err = hub.ServeWebSocket(w, r, herald.Principal{Subject: subject, Scopes: scopes})
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+		}
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		_ = hub.Stop(context.Background())

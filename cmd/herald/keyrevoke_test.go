@@ -24,7 +24,13 @@ import (
 const revokeSecret = "revoke-secret-0123456789abcdef0123456789"
 
 // mintToken asks base for a connection token with the key.
-func mintToken(t *testing.T, base, key, body string) stream.TokenResponse {
+// token is the answer of POST /v1/tokens.
+type token struct {
+	Token     string `json:"token"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+func mintToken(t *testing.T, base, key, body string) token {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), "POST", base+"/v1/tokens", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -34,7 +40,7 @@ func mintToken(t *testing.T, base, key, body string) stream.TokenResponse {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var tr stream.TokenResponse
+	var tr token
 	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("POST /v1/tokens = %d, %v", resp.StatusCode, err)
 	}

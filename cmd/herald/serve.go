@@ -203,14 +203,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	deps.Channels = m.channels
 	deps.Notices = m.feed
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
+	tokens, err := m.newTokens()
+	if err != nil {
+		return err
+	}
+	deps.Tokens = tokens
 	m.api = api.New(api.Config{
 		InsecureNoAuth: m.Config.InsecureNoAuth,
 		AdminKeyHash:   adminHash,
 		Version:        herald.Version,
 	}, deps)
-	if err := m.newStreams(); err != nil {
-		return err
-	}
+	m.newStreams()
 	if m.cluster != nil {
 		m.cluster.OnRemoteCommit(m.feed.RemoteCommitted)
 		m.cluster.OnMembershipChange(m.feed.SubscriptionsChanged)
@@ -336,11 +339,10 @@ func (m *Main) openStore(ctx context.Context) (herald.Store, error) {
 	}
 }
 
-// newStreams builds the realtime hub and the connection-token issuer, and
-// hooks them to the committer and the API. Without a configured token
+// newTokens builds the connection-token issuer. Without a configured
 // secret a random one is made: tokens then work only on this node, and
 // only until it restarts, so several nodes must share one.
-func (m *Main) newStreams() error {
+func (m *Main) newTokens() (*stream.Tokens, error) {
 	secret := []byte(m.Config.StreamTokenSecret)
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -351,10 +353,16 @@ func (m *Main) newStreams() error {
 			m.Logger.Info("no stream.token-secret set: connection tokens are valid only until this process restarts")
 		}
 	}
-	tokens, err := stream.NewTokens(stream.TokensConfig{Secret: secret, Logger: m.Logger, WriteProblem: m.api.WriteProblem})
+	tokens, err := stream.NewTokens(stream.TokensConfig{Secret: secret})
 	if err != nil {
-		return fmt.Errorf("setting stream.token-secret: %w", err)
+		return nil, fmt.Errorf("setting stream.token-secret: %w", err)
 	}
+	return tokens, nil
+}
+
+// newStreams builds the realtime hub, hears the feed's notices and serves
+// the API's stream endpoints.
+func (m *Main) newStreams() {
 	var origins []string
 	for o := range strings.SplitSeq(m.Config.StreamAllowedOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -366,13 +374,9 @@ func (m *Main) newStreams() error {
 		MaxSubscriptionsPerConn: m.Config.StreamMaxSubscriptions,
 		MaxConnsPerSubject:      m.Config.StreamMaxConnsPerKey,
 		AllowedOrigins:          origins,
-	}, stream.Deps{
-		Store: m.store, Tail: m.tail, Auth: m.api, Tokens: tokens,
-		Logger: m.Logger, Registry: m.Registry, WriteProblem: m.api.WriteProblem,
-	})
+	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry})
 	m.feed.Listen(engine.StageConsumer, m.hub.Listener())
-	m.api.SetStreams(m.hub, tokens.Handler(m.api))
-	return nil
+	m.api.SetStreams(m.hub)
 }
 
 // bootstrapKeys makes sure someone can administer the server: a configured
