@@ -16,7 +16,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/lifecycle"
 )
 
 // Timing defaults. A node that dies stops heartbeating; the others drop it
@@ -185,10 +186,7 @@ type Cluster struct {
 	resyncing int
 	deletedAt map[string]uint64 // topic -> delGen of its deletion
 
-	runMu  sync.Mutex
-	cancel context.CancelFunc
-	done   bool // Stop ran
-	wg     sync.WaitGroup
+	life lifecycle.Runner // heartbeats, the commit listener, resyncs
 }
 
 // New returns a cluster member over the store's two capabilities (usually
@@ -280,10 +278,8 @@ func (c *Cluster) Members() []Member {
 // nodes (failing if the store cannot be reached), then keeps heartbeating,
 // listening and resyncing in the background until Stop.
 func (c *Cluster) Start(ctx context.Context) error {
-	c.runMu.Lock()
-	defer c.runMu.Unlock()
-	if c.cancel != nil || c.done {
-		return errors.New("cluster: already started")
+	if err := c.life.CanStart("cluster"); err != nil {
+		return err
 	}
 	if err := c.bus.EnableNotify(ctx, c.cfg.NodeID); err != nil {
 		return fmt.Errorf("enable commit notifications: %w", err)
@@ -292,11 +288,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err := c.beat(ctx); err != nil {
 		return fmt.Errorf("join the cluster: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.wg.Go(func() { c.heartbeats(ctx) })
-	c.wg.Go(func() { c.listen(ctx) })
-	c.wg.Go(func() { c.resyncs(ctx) })
+	if err := c.life.Start(ctx, "cluster", c.heartbeats, c.listen, c.resyncs); err != nil {
+		return err
+	}
 	c.log.Info("cluster joined", "node_id", c.cfg.NodeID, "nodes", len(c.Members()))
 	return nil
 }
@@ -306,21 +300,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 // waiting for NodeTTL (they still wait for its leases, which its
 // dispatcher releases as it stops). Idempotent and safe before Start.
 func (c *Cluster) Stop(ctx context.Context) error {
-	c.runMu.Lock()
-	cancel := c.cancel
-	wasDone := c.done
-	c.done = true
-	c.runMu.Unlock()
-	if cancel == nil || wasDone {
-		return nil
-	}
-	cancel()
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	stopped, err := c.life.Stop(ctx)
+	if err != nil || !stopped {
+		return err
 	}
 	lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer lcancel()

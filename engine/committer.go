@@ -87,8 +87,9 @@ func (c *Committer) OnCommit(f func(events []*herald.Event)) {
 	c.hooks = append(c.hooks, f)
 }
 
-// Start launches the commit loop. It returns at once.
-func (c *Committer) Start(ctx context.Context) error { return c.group.start(ctx) }
+// Start launches the commit loop. It returns at once; it may be called
+// once.
+func (c *Committer) Start(ctx context.Context) error { return c.group.start(ctx, "committer") }
 
 // Stop makes new Appends fail with CodeUnavailable, commits every request
 // already queued, and returns when the loop has exited or ctx ends. It is

@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/filter"
+	"github.com/heraldhq/herald/lifecycle"
 )
 
 // DispatchStore is what the dispatcher needs of the store: all of it.
@@ -122,8 +123,7 @@ type Dispatcher struct {
 	verifying  map[string]bool
 	stopping   map[string]*worker // stopped workers that may still be finishing
 	kick       chan struct{}      // cap 1: re-read subscriptions now
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	life       lifecycle.Runner   // the manager, workers and verifications
 	lastPrune  time.Time
 	lastGauges time.Time
 }
@@ -242,32 +242,19 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	} else if n > 0 {
 		d.log.Info("took back the dispatch leases of a previous process", "leases", n)
 	}
-	if err := d.settler.start(ctx); err != nil {
+	if err := d.settler.start(ctx, "settlement writer"); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.mu.Lock()
-	d.cancel = cancel
-	d.mu.Unlock()
-	d.wg.Go(func() { d.manage(ctx) })
-	return nil
+	return d.life.Start(ctx, "dispatcher", d.manage)
 }
 
 // Stop stops every worker (each finishes its in-flight sends, up to
 // DrainTimeout, and writes its progress), then the settler. Idempotent and
 // safe before Start.
 func (d *Dispatcher) Stop(ctx context.Context) error {
-	d.mu.Lock()
-	if d.cancel != nil {
-		d.cancel() // workers run under the manager's context
-	}
-	d.mu.Unlock()
-	done := make(chan struct{})
-	go func() { d.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
+	// Workers run under the manager's context: they stop with it.
+	if _, err := d.life.Stop(ctx); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	clear(d.workers)
@@ -458,7 +445,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	d.mu.Lock()
 	d.workers[s.ID] = nw
 	d.mu.Unlock()
-	d.wg.Go(func() {
+	started := d.life.Go(func(context.Context) {
 		defer d.poke() // a replacement may be waiting for this worker to exit
 		nw.run(wctx)
 		if nw.reason != "" {
@@ -469,6 +456,13 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 			d.mu.Unlock()
 		}
 	})
+	if !started { // stopping: the next start takes the lease back
+		cancel()
+		d.mu.Lock()
+		delete(d.workers, s.ID)
+		d.mu.Unlock()
+		return nil
+	}
 	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", epoch)
 	return nil
 }
@@ -599,7 +593,7 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 	}
 	d.verifying[s.ID] = true
 	d.mu.Unlock()
-	d.wg.Go(func() {
+	started := d.life.Go(func(context.Context) {
 		defer func() {
 			d.mu.Lock()
 			delete(d.verifying, s.ID)
@@ -607,6 +601,11 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 		}()
 		d.verify(ctx, s)
 	})
+	if !started { // stopping
+		d.mu.Lock()
+		delete(d.verifying, s.ID)
+		d.mu.Unlock()
+	}
 }
 
 // Deliver sends one event to the subscription's endpoint now, outside its

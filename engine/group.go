@@ -2,10 +2,10 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/lifecycle"
 )
 
 // group is a group commit loop: callers submit requests from many
@@ -23,10 +23,10 @@ type group[Req, Res any] struct {
 
 	queue chan *groupCall[Req, Res]
 
-	mu      sync.Mutex
-	started bool
-	quit    chan struct{} // closed by stop
-	exited  chan struct{} // closed when the loop returns
+	life     lifecycle.Runner
+	quitOnce sync.Once
+	quit     chan struct{} // closed by stop
+	exited   chan struct{} // closed when the loop returns
 }
 
 type groupCall[Req, Res any] struct {
@@ -47,38 +47,21 @@ func newGroup[Req, Res any](queueSize, maxBatch int, weight func(Req) int, commi
 	}
 }
 
-func (g *group[Req, Res]) start(ctx context.Context) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.started {
-		return errors.New("already started")
-	}
-	g.started = true
-	go g.loop(context.WithoutCancel(ctx))
-	return nil
+// start runs the loop; it may be called once. name names the group in
+// errors.
+func (g *group[Req, Res]) start(ctx context.Context, name string) error {
+	// The loop ends on quit, after committing what is queued: its commits
+	// must not see Stop's cancellation.
+	return g.life.Start(ctx, name, func(ctx context.Context) { g.loop(context.WithoutCancel(ctx)) })
 }
 
 // stop makes new submissions fail with CodeUnavailable, commits what is
 // queued, and waits for the loop to exit or ctx to end. Idempotent, safe
 // before start.
 func (g *group[Req, Res]) stop(ctx context.Context) error {
-	g.mu.Lock()
-	select {
-	case <-g.quit:
-	default:
-		close(g.quit)
-	}
-	started := g.started
-	g.mu.Unlock()
-	if !started {
-		return nil
-	}
-	select {
-	case <-g.exited:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	g.quitOnce.Do(func() { close(g.quit) })
+	_, err := g.life.Stop(ctx)
+	return err
 }
 
 var errStopped = &herald.Error{Code: herald.CodeUnavailable, Message: "Herald is shutting down; retry against another node or after restart"}

@@ -3,12 +3,12 @@ package engine
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/lifecycle"
 )
 
 // PrunerConfig tunes the retention pruner. Zero values mean the defaults.
@@ -26,9 +26,7 @@ type Pruner struct {
 	log     *slog.Logger
 	deleted prometheus.Counter
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	run lifecycle.Runner
 }
 
 // NewPruner returns a pruner over the store; it starts nothing. reg may be nil.
@@ -56,37 +54,20 @@ func NewPruner(store herald.Store, cfg PrunerConfig, logger *slog.Logger, reg pr
 	return p
 }
 
-// Start runs a pass at once and then one every Interval until Stop.
+// Start runs a pass at once and then one every Interval until Stop. It
+// may be called once.
 func (p *Pruner) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cancel != nil {
-		return nil
-	}
-	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	p.wg.Go(func() { p.run(ctx) })
-	return nil
+	return p.run.Start(ctx, "pruner", p.loop)
 }
 
 // Stop ends the pruner and waits for a pass in progress to stop. It is
 // idempotent and safe before Start.
 func (p *Pruner) Stop(ctx context.Context) error {
-	p.mu.Lock()
-	if p.cancel != nil {
-		p.cancel()
-	}
-	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, err := p.run.Stop(ctx)
+	return err
 }
 
-func (p *Pruner) run(ctx context.Context) {
+func (p *Pruner) loop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/lifecycle"
 )
 
 // Config tunes the hub. Zero values mean the defaults; every limit is
@@ -158,10 +159,9 @@ type Hub struct {
 	state      hubState
 	accepting  atomic.Bool // OnCommit and Notify take events: between Start and Stop
 	startedAt  time.Time
-	ctx        context.Context // the hub's lifetime; cancelled by Stop once handlers are done
-	cancel     context.CancelFunc
-	stopCh     chan struct{} // closed when Stop begins
-	loopDone   chan struct{} // closed when the fan-out loop exits
+	ctx        context.Context  // the hub's lifetime; cancelled by Stop once handlers are done
+	life       lifecycle.Runner // loop and checkKeys
+	stopCh     chan struct{}    // closed when Stop begins
 	handlers   sync.WaitGroup
 
 	// inbox holds committed events waiting for fan-out, in commit order.
@@ -214,7 +214,6 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		conns:      make(map[*conn]struct{}),
 		perSubject: make(map[string]int),
 		stopCh:     make(chan struct{}),
-		loopDone:   make(chan struct{}),
 		pending:    make(map[string]int64),
 		wake:       make(chan struct{}, 1),
 		heads:      make(map[string]int64),
@@ -234,9 +233,15 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.state = hubRunning
 	h.startedAt = h.now()
-	h.ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if err := h.life.Start(ctx, "stream hub"); err != nil {
+		return err
+	}
+	h.ctx = h.life.Context()
 	h.accepting.Store(true)
-	go h.loop()
+	h.life.Go(h.loop)
+	if h.keys != nil {
+		h.life.Go(h.checkKeys)
+	}
 	return nil
 }
 
@@ -276,19 +281,8 @@ func (h *Hub) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
-	h.mu.RLock()
-	cancel := h.cancel
-	h.mu.RUnlock()
-	if cancel == nil {
-		return nil // never started: no loop to wait for
-	}
-	cancel()
-	select {
-	case <-h.loopDone:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
+	_, err := h.life.Stop(ctx) // the loop and checkKeys; nothing before Start
+	return err
 }
 
 // Listener is the hub's part in an engine.Feed, at StageConsumer: this
@@ -387,21 +381,15 @@ func (h *Hub) kick() {
 
 // loop is the hub's main goroutine: it fans out committed events in commit
 // order, catches up topics from the store, and sweeps connections for
-// pings and expired tokens and keys. With a KeyChecker it runs checkKeys
-// beside it, whose store reads must not hold up fan-out. Owned by Start
-// and Stop.
-func (h *Hub) loop() {
-	defer close(h.loopDone)
-	if h.keys != nil {
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		wg.Go(h.checkKeys)
-	}
+// pings and expired tokens and keys. With a KeyChecker, checkKeys runs
+// beside it, so its store reads do not hold up fan-out. Owned by Start and
+// Stop.
+func (h *Hub) loop(ctx context.Context) {
 	t := time.NewTicker(h.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-h.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			h.sweep()
@@ -661,9 +649,9 @@ func (h *Hub) revoke(subject string) int {
 // each open stream, and revokes the streams of keys that no longer hold:
 // deleted through another node, or expired. A key deleted anywhere closes
 // its streams here within KeyCheckInterval plus the checker's delay. A
-// check that fails (the store is away) closes nothing. Run by loop until
-// the hub's context ends.
-func (h *Hub) checkKeys() {
+// check that fails (the store is away) closes nothing. Run beside loop
+// until the hub's context ends.
+func (h *Hub) checkKeys(context.Context) {
 	t := time.NewTicker(h.cfg.KeyCheckInterval)
 	defer t.Stop()
 	failing := false
