@@ -54,6 +54,7 @@ Scenarios (docs/benchmarks.md):
   failing receiver           herald bench --events 20000 --fail-rate 0.3
   smoke run (seconds)        herald bench --events 500 --subscriptions 2 --timeout 30s
   realtime streams           herald bench streams --clients 5000 --rate 10 (see herald bench streams -h)
+  many subscriptions         herald bench subscriptions --subs 10000 (see herald bench subscriptions -h)
   three nodes on PostgreSQL  herald bench --servers http://127.0.0.1:18481,http://127.0.0.1:18482,http://127.0.0.1:18483 --db-process postgres --events 100000 --batch 10 --workers 16 --subscriptions 2`
 
 // parseBench turns a "bench" command line into a bench.Config.
@@ -153,6 +154,9 @@ func benchSplitList(s string) []string {
 func benchVerb(ctx context.Context, c *cli, args []string) error {
 	if len(args) > 0 && args[0] == "streams" {
 		return benchStreamsVerb(ctx, c, args[1:])
+	}
+	if len(args) > 0 && args[0] == "subscriptions" {
+		return benchSubsVerb(ctx, c, args[1:])
 	}
 	cfg, out, err := parseBench(c, args)
 	if err != nil {
