@@ -1,0 +1,383 @@
+// Package kafka is the channel that delivers events to Apache Kafka topics
+// with franz-go: an idempotent producer with acks=all, records keyed by the
+// event key (so one key goes to one partition, in order), the Herald
+// metadata and the CloudEvents binary-mode attributes in record headers,
+// and batches of many events per call. A delivery counts as delivered when
+// every in-sync replica of its partition has the record.
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+)
+
+// Name is the channel's name in a subscription's "channel".
+const Name = "kafka"
+
+// Limits of a config, enforced by Validate and documented in
+// docs/channels.md.
+const (
+	MaxBrokers        = 32   // addresses in "brokers"
+	MaxTopicLen       = 249  // Kafka's limit on a topic name
+	DefaultBatch      = 500  // events per produce call when "max_batch_events" is 0
+	MaxBatch          = 5000 // the largest "max_batch_events"
+	MaxLingerMS       = 1000 // the largest "linger_ms"
+	MaxClientIDLen    = 128
+	MaxCredentialLen  = 1024  // a SASL user name or password
+	MaxPEMLen         = 65536 // a CA bundle, certificate or key
+	DefaultTopic      = "{topic}"
+	topicPlaceholder  = "{topic}"
+	defaultClientID   = "herald"
+	maxBatchBytesHint = 4 << 20 // payload bytes per DeliverBatch call
+)
+
+// SASL mechanisms a config may name.
+const (
+	MechanismPlain       = "PLAIN"
+	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
+	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
+)
+
+// Compression codecs a config may name.
+var codecs = []string{"none", "gzip", "snappy", "lz4", "zstd"}
+
+// Config is a kafka subscription's config as stored. Password and
+// TLSKeyPEM are secrets: written by callers, never shown (see
+// Channel.Public).
+type Config struct {
+	// Brokers are the seed brokers, "host:port".
+	Brokers []string `json:"brokers"`
+	// Topic is the Kafka topic, a template: "{topic}" stands for the
+	// event's Herald topic. Default "{topic}".
+	Topic string `json:"topic"`
+	// ClientID is the Kafka client id the producer announces.
+	ClientID string `json:"client_id"`
+	// Compression is the batch codec: none, gzip, snappy, lz4 or zstd.
+	Compression string `json:"compression"`
+	// MaxBatchEvents bounds the events of one produce call.
+	MaxBatchEvents int `json:"max_batch_events"`
+	// LingerMS is how long a partial batch waits for more events.
+	LingerMS int `json:"linger_ms"`
+
+	// SASLMechanism turns SASL authentication on: PLAIN, SCRAM-SHA-256
+	// or SCRAM-SHA-512, with Username and Password.
+	SASLMechanism string `json:"sasl_mechanism,omitempty"`
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"` // secret
+
+	// TLS makes the producer speak TLS to the brokers, with the system's
+	// roots unless TLSCAPEM is set.
+	TLS           bool   `json:"tls,omitempty"`
+	TLSCAPEM      string `json:"tls_ca_pem,omitempty"`      // PEM roots that sign the brokers' certificates
+	TLSServerName string `json:"tls_server_name,omitempty"` // overrides the name checked in the certificate
+	// TLSInsecureSkipVerify accepts any certificate; admin keys only.
+	TLSInsecureSkipVerify bool   `json:"tls_insecure_skip_verify,omitempty"`
+	TLSCertPEM            string `json:"tls_cert_pem,omitempty"` // client certificate, for mutual TLS
+	TLSKeyPEM             string `json:"tls_key_pem,omitempty"`  // its private key; secret
+}
+
+// ParseConfig reads a stored config.
+func ParseConfig(raw json.RawMessage) (Config, error) {
+	var c Config
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return Config{}, fmt.Errorf("kafka config: %w", err)
+	}
+	return c, nil
+}
+
+// Encode returns the config's canonical JSON.
+func (c Config) Encode() json.RawMessage {
+	b, _ := json.Marshal(c) // strings, numbers, slices: cannot fail
+	return b
+}
+
+// ChannelConfig configures the channel.
+type ChannelConfig struct {
+	// AllowPrivate lets configs name loopback, private and other refused
+	// broker addresses, and lets the producers dial them (see
+	// channel.CheckHostPort and channel.DialControl).
+	AllowPrivate bool
+	// Logger receives the pool's and franz-go's warnings; nil discards.
+	Logger *slog.Logger
+	// Registry receives the channel's metrics; nil registers none.
+	Registry prometheus.Registerer
+}
+
+// Channel delivers to Kafka. One producer serves every subscription with
+// the same brokers and connection settings, shared by reference count. It
+// is safe for concurrent use.
+type Channel struct {
+	cfg     ChannelConfig
+	log     *slog.Logger
+	metrics *metrics
+
+	mu    sync.Mutex
+	pools map[string]*producer // by poolKey
+}
+
+var _ channel.Channel = (*Channel)(nil)
+
+// New returns the kafka channel.
+func New(cfg ChannelConfig) *Channel {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Channel{cfg: cfg, log: log.With("channel", Name), metrics: newMetrics(cfg.Registry), pools: map[string]*producer{}}
+}
+
+// Name is "kafka".
+func (c *Channel) Name() string { return Name }
+
+// Validate checks a kafka config and returns its canonical form. Errors
+// name the member ("brokers", "topic", "password", "tls_ca_pem"). On an
+// update, a password or TLS key left out is kept from the stored config
+// when the rest of the credential is unchanged.
+func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+	var in Config
+	if err := channel.DecodeConfig(p.Config, &in); err != nil {
+		return nil, err
+	}
+	var prev Config
+	if p.Previous != nil {
+		var err error
+		if prev, err = ParseConfig(p.Previous); err != nil {
+			return nil, err
+		}
+	}
+	if len(in.Brokers) == 0 {
+		return nil, herald.FieldErrorf("brokers", `brokers is required: the seed brokers as ["host:port", ...]`)
+	}
+	if len(in.Brokers) > MaxBrokers {
+		return nil, herald.FieldErrorf("brokers", "%d brokers; the limit is %d", len(in.Brokers), MaxBrokers)
+	}
+	brokers := make([]string, 0, len(in.Brokers))
+	for _, b := range in.Brokers {
+		b = strings.TrimSpace(b)
+		if err := channel.CheckHostPort(b, c.cfg.AllowPrivate, "brokers"); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(brokers, b) {
+			brokers = append(brokers, b)
+		}
+	}
+	slices.Sort(brokers)
+	out := Config{Brokers: brokers, Topic: in.Topic, ClientID: in.ClientID, Compression: in.Compression,
+		MaxBatchEvents: in.MaxBatchEvents, LingerMS: in.LingerMS}
+	if out.Topic == "" {
+		out.Topic = DefaultTopic
+	}
+	if err := validateTopic(out.Topic); err != nil {
+		return nil, err
+	}
+	if out.ClientID == "" {
+		out.ClientID = defaultClientID
+	}
+	if len(out.ClientID) > MaxClientIDLen || !kafkaName(out.ClientID) {
+		return nil, herald.FieldErrorf("client_id", "client_id must be 1 to %d letters, digits, '.', '_' or '-'", MaxClientIDLen)
+	}
+	if out.Compression == "" {
+		out.Compression = "none"
+	}
+	if !slices.Contains(codecs, out.Compression) {
+		return nil, herald.FieldErrorf("compression", "compression %q is not one of %s", out.Compression, strings.Join(codecs, ", "))
+	}
+	if out.MaxBatchEvents == 0 {
+		out.MaxBatchEvents = DefaultBatch
+	}
+	if out.MaxBatchEvents < 1 || out.MaxBatchEvents > MaxBatch {
+		return nil, herald.FieldErrorf("max_batch_events", "max_batch_events must be between 1 and %d, got %d", MaxBatch, out.MaxBatchEvents)
+	}
+	if out.LingerMS < 0 || out.LingerMS > MaxLingerMS {
+		return nil, herald.FieldErrorf("linger_ms", "linger_ms must be between 0 and %d, got %d", MaxLingerMS, out.LingerMS)
+	}
+	if err := validateSASL(&out, in, prev); err != nil {
+		return nil, err
+	}
+	if err := validateTLS(&out, in, prev, p.Admin); err != nil {
+		return nil, err
+	}
+	return out.Encode(), nil
+}
+
+// validateTopic checks a topic template: Kafka's characters around at
+// most the placeholder, short enough for the longest Herald topic.
+func validateTopic(tmpl string) error {
+	literal := strings.ReplaceAll(tmpl, topicPlaceholder, "")
+	if strings.ContainsAny(literal, "{}") {
+		return herald.FieldErrorf("topic", `topic %q: the only placeholder is {topic}, the event's Herald topic`, tmpl)
+	}
+	if literal != "" && !kafkaName(literal) {
+		return herald.FieldErrorf("topic", "topic %q: a Kafka topic holds only letters, digits, '.', '_' and '-'", tmpl)
+	}
+	longest := len(literal) + strings.Count(tmpl, topicPlaceholder)*herald.MaxTopicNameLen
+	if longest > MaxTopicLen {
+		return herald.FieldErrorf("topic", "topic %q can be %d bytes long with a Herald topic of %d; Kafka's limit is %d",
+			tmpl, longest, herald.MaxTopicNameLen, MaxTopicLen)
+	}
+	if tmpl == "." || tmpl == ".." {
+		return herald.FieldErrorf("topic", "topic %q is not a valid Kafka topic", tmpl)
+	}
+	return nil
+}
+
+// kafkaName reports whether s holds only the characters of Kafka topic
+// names and client ids.
+func kafkaName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// topicFor renders the template for a Herald topic.
+func topicFor(tmpl, topic string) string {
+	if tmpl == DefaultTopic {
+		return topic
+	}
+	return strings.ReplaceAll(tmpl, topicPlaceholder, topic)
+}
+
+// validateSASL copies and checks the SASL members. A password left out
+// of an update is kept when the mechanism and user name are unchanged.
+func validateSASL(out *Config, in, prev Config) error {
+	mech := strings.ToUpper(in.SASLMechanism)
+	switch mech {
+	case "":
+		if in.Username != "" || in.Password != "" {
+			return herald.FieldErrorf("sasl_mechanism", "username and password need sasl_mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+		}
+		return nil
+	case MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512:
+	default:
+		return herald.FieldErrorf("sasl_mechanism", "sasl_mechanism %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", in.SASLMechanism)
+	}
+	if in.Username == "" || len(in.Username) > MaxCredentialLen {
+		return herald.FieldErrorf("username", "username must be 1 to %d bytes", MaxCredentialLen)
+	}
+	password := in.Password
+	if password == "" && prev.SASLMechanism == mech && prev.Username == in.Username {
+		password = prev.Password
+	}
+	if password == "" || len(password) > MaxCredentialLen {
+		return herald.FieldErrorf("password", "password must be 1 to %d bytes (it is never shown again; an update may leave it out to keep it)", MaxCredentialLen)
+	}
+	out.SASLMechanism, out.Username, out.Password = mech, in.Username, password
+	return nil
+}
+
+// validateTLS copies and checks the TLS members. A key left out of an
+// update is kept when the certificate is unchanged.
+func validateTLS(out *Config, in, prev Config, admin bool) error {
+	if !in.TLS {
+		if in.TLSCAPEM != "" || in.TLSServerName != "" || in.TLSInsecureSkipVerify || in.TLSCertPEM != "" || in.TLSKeyPEM != "" {
+			return herald.FieldErrorf("tls", `the tls_* members need "tls": true`)
+		}
+		return nil
+	}
+	if in.TLSInsecureSkipVerify && !admin {
+		return herald.FieldErrorf("tls_insecure_skip_verify", "only an admin key may turn certificate checks off")
+	}
+	for name, v := range map[string]string{"tls_ca_pem": in.TLSCAPEM, "tls_cert_pem": in.TLSCertPEM, "tls_key_pem": in.TLSKeyPEM} {
+		if len(v) > MaxPEMLen {
+			return herald.FieldErrorf(name, "%s is %d bytes; the limit is %d", name, len(v), MaxPEMLen)
+		}
+	}
+	if len(in.TLSServerName) > 253 {
+		return herald.FieldErrorf("tls_server_name", "tls_server_name is longer than 253 bytes")
+	}
+	if in.TLSCAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(in.TLSCAPEM)) {
+		return herald.FieldErrorf("tls_ca_pem", "tls_ca_pem holds no PEM certificate")
+	}
+	key := in.TLSKeyPEM
+	if key == "" && in.TLSCertPEM != "" && prev.TLSCertPEM == in.TLSCertPEM {
+		key = prev.TLSKeyPEM
+	}
+	switch {
+	case in.TLSCertPEM == "" && key != "":
+		return herald.FieldErrorf("tls_cert_pem", "tls_key_pem needs its certificate in tls_cert_pem")
+	case in.TLSCertPEM != "" && key == "":
+		return herald.FieldErrorf("tls_key_pem", "tls_cert_pem needs its private key in tls_key_pem")
+	case in.TLSCertPEM != "":
+		if _, err := tls.X509KeyPair([]byte(in.TLSCertPEM), []byte(key)); err != nil {
+			if b, _ := pem.Decode([]byte(in.TLSCertPEM)); b == nil {
+				return herald.FieldErrorf("tls_cert_pem", "tls_cert_pem holds no PEM certificate")
+			}
+			return herald.FieldErrorf("tls_key_pem", "tls_key_pem is not the private key of tls_cert_pem")
+		}
+	}
+	out.TLS, out.TLSCAPEM, out.TLSServerName, out.TLSInsecureSkipVerify = true, in.TLSCAPEM, in.TLSServerName, in.TLSInsecureSkipVerify
+	out.TLSCertPEM, out.TLSKeyPEM = in.TLSCertPEM, key
+	return nil
+}
+
+// Public returns the config without the password and the TLS key.
+func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	cfg.Password, cfg.TLSKeyPEM = "", ""
+	return cfg.Encode()
+}
+
+// Destination is "kafka://" and the sorted seed brokers: subscriptions to
+// one cluster share its part of the send slots.
+func (c *Channel) Destination(raw json.RawMessage) string {
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		return ""
+	}
+	return "kafka://" + strings.Join(cfg.Brokers, ",")
+}
+
+// poolKey identifies the producer a config uses: everything that shapes
+// the connection (brokers, credentials, TLS) or the producer (client id,
+// codec). Secrets enter only hashed.
+func poolKey(cfg Config) string {
+	var b bytes.Buffer
+	p := cfg
+	p.Topic, p.MaxBatchEvents, p.LingerMS = "", 0, 0
+	_ = json.NewEncoder(&b).Encode(p)
+	sum := sha256.Sum256(b.Bytes())
+	return hex.EncodeToString(sum[:])
+}
+
+// Open takes a share of the producer for the config's brokers, making it
+// when it is the first. It does not wait for the brokers: a cluster that
+// is down makes deliveries fail, not Open.
+func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sink, error) {
+	cfg, err := ParseConfig(sub.Config)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.acquire(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
+	}
+	return &sink{c: c, p: p, subID: sub.ID, topic: cfg.Topic, timeout: sub.Timeout,
+		limits: channel.BatchLimits{MaxEvents: cfg.MaxBatchEvents, MaxBytes: maxBatchBytesHint, Linger: lingerOf(cfg)}}, nil
+}

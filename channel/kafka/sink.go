@@ -1,0 +1,278 @@
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+)
+
+// Failure reasons a kafka delivery reports in herald.DeliveryResult.Err,
+// besides "kafka-<error>" for an error the broker answered
+// ("kafka-not-enough-replicas", "kafka-message-too-large"): the same words
+// as the webhook channel's for the same causes. docs/channels.md lists
+// them.
+const (
+	ReasonDNS                = "dns-failure"
+	ReasonDestinationRefused = "destination-refused"
+	ReasonConnectionRefused  = "connection-refused"
+	ReasonConnectionReset    = "connection-reset"
+	ReasonTimeout            = "timeout"
+	ReasonTLS                = "tls-error"
+	ReasonNetwork            = "network-error"
+	ReasonCanceled           = "canceled"
+	// ReasonOrder is the reason of an event not delivered because an
+	// earlier event of its key in the same batch failed: it must not
+	// overtake it.
+	ReasonOrder = "earlier-event-of-key-failed"
+)
+
+// Record headers a delivery carries. Producer headers ride along under
+// their own names; names starting "herald-" or "ce_" are Herald's.
+const (
+	HeaderEventID        = "herald-event-id"
+	HeaderTopic          = "herald-topic"
+	HeaderSeq            = "herald-seq"
+	HeaderEventType      = "herald-event-type"
+	HeaderEventKey       = "herald-event-key"
+	HeaderTime           = "herald-time"
+	HeaderAttempt        = "herald-attempt"
+	HeaderSubscriptionID = "herald-subscription-id"
+	HeaderContentType    = "content-type"
+)
+
+// sink delivers one subscription's events through a pooled producer.
+type sink struct {
+	c       *Channel
+	p       *producer
+	subID   string
+	topic   string // the template
+	timeout time.Duration
+	limits  channel.BatchLimits
+	closed  sync.Once
+}
+
+var _ channel.Batcher = (*sink)(nil)
+
+func lingerOf(cfg Config) time.Duration { return time.Duration(cfg.LingerMS) * time.Millisecond }
+
+// BatchLimits are the config's max_batch_events and linger_ms.
+func (s *sink) BatchLimits() channel.BatchLimits { return s.limits }
+
+// Deliver produces one event.
+func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
+	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+}
+
+// Close gives back the sink's share of the producer.
+func (s *sink) Close(context.Context) error {
+	s.closed.Do(func() { s.c.release(s.p) })
+	return nil
+}
+
+// DeliverBatch produces every event and waits until each is acked or
+// failed, or the subscription's timeout passes; records still in the
+// producer then are reported Failed (they may still reach Kafka: a retry
+// is a duplicate, never a loss). An event that follows a failed event of
+// its key is reported Failed too, so a retry cannot put it first.
+func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
+	if s.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	var (
+		mu      sync.Mutex
+		errs    = make([]error, len(batch))
+		took    = make([]time.Duration, len(batch))
+		settled = make([]bool, len(batch))
+		left    = len(batch)
+		done    = make(chan struct{})
+	)
+	for i, d := range batch {
+		rec := s.record(d)
+		s.p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			errs[i], took[i], settled[i] = err, time.Since(start), true
+			if left--; left == 0 {
+				close(done)
+			}
+		})
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	out := make([]herald.DeliveryResult, len(batch))
+	failedKeys := map[string]bool{}
+	mu.Lock()
+	defer mu.Unlock()
+	acked, failed := 0, 0
+	for i, d := range batch {
+		r := &out[i]
+		key := d.Event.Key
+		switch {
+		case !settled[i]:
+			r.Outcome, r.Latency = herald.Failed, time.Since(start)
+			r.Err, r.Detail = s.reason(ctx.Err())
+		case errs[i] != nil:
+			r.Outcome, r.Latency = herald.Failed, took[i]
+			r.Err, r.Detail = s.reason(errs[i])
+		case key != "" && failedKeys[key]:
+			r.Outcome, r.Latency = herald.Failed, took[i]
+			r.Err, r.Detail = ReasonOrder, "an earlier event of the key in the same batch was not acknowledged; this one was, and will be sent again after it"
+		default:
+			r.Outcome, r.Latency = herald.Delivered, took[i]
+			acked++
+			continue
+		}
+		failed++
+		if key != "" {
+			failedKeys[key] = true
+		}
+	}
+	s.c.metrics.records.WithLabelValues("acked").Add(float64(acked))
+	s.c.metrics.records.WithLabelValues("failed").Add(float64(failed))
+	return out
+}
+
+// record is the Kafka record of one delivery: the event key as record
+// key, the payload as value, and the metadata in headers, CloudEvents
+// binary mode included.
+func (s *sink) record(d channel.Delivery) *kgo.Record {
+	ev := d.Event
+	rec := &kgo.Record{Topic: topicFor(s.topic, ev.Topic), Value: ev.Payload, Timestamp: ev.Time}
+	if ev.Key != "" {
+		rec.Key = []byte(ev.Key)
+	}
+	h := make([]kgo.RecordHeader, 0, 16+len(ev.Headers))
+	add := func(k, v string) { h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	ct := ev.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	add(HeaderContentType, ct)
+	add(HeaderEventID, ev.ID)
+	add(HeaderTopic, ev.Topic)
+	add(HeaderSeq, strconv.FormatInt(ev.Seq, 10))
+	if ev.Type != "" {
+		add(HeaderEventType, ev.Type)
+	}
+	if ev.Key != "" {
+		add(HeaderEventKey, ev.Key)
+	}
+	add(HeaderTime, ev.Time.UTC().Format(time.RFC3339Nano))
+	add(HeaderAttempt, strconv.Itoa(d.Attempt))
+	add(HeaderSubscriptionID, s.subID)
+	// CloudEvents Kafka binding, binary mode: ce_<attribute> headers.
+	// An event published as a CloudEvent keeps its source and other
+	// attributes; any other event gets a source naming its Herald topic.
+	add("ce_specversion", "1.0")
+	add("ce_id", ev.ID)
+	add("ce_source", cmpOr(header(ev.Headers, "ce-source"), "/herald/topics/"+ev.Topic))
+	add("ce_type", cmpOr(ev.Type, "herald.event"))
+	add("ce_time", ev.Time.UTC().Format(time.RFC3339Nano))
+	if ev.Key != "" {
+		add("ce_subject", ev.Key)
+	}
+	for k, v := range ev.Headers {
+		lk := strings.ToLower(k)
+		switch {
+		case strings.HasPrefix(lk, "ce-"):
+			attr := lk[3:]
+			switch attr {
+			case "specversion", "id", "source", "type", "time", "subject", "datacontenttype":
+				continue // written above
+			}
+			add("ce_"+attr, v)
+		case strings.HasPrefix(lk, "herald-"), strings.HasPrefix(lk, "ce_"), lk == HeaderContentType:
+			// Herald's own names: a producer header never overrides them.
+		default:
+			add(k, v)
+		}
+	}
+	rec.Headers = h
+	return rec
+}
+
+func header(h map[string]string, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// reason classifies a failed record: the broker's error code, or why the
+// brokers could not be reached. The detail (addresses, the raw error) is
+// for admins and the log.
+func (s *sink) reason(err error) (string, string) {
+	var ke *kerr.Error
+	switch {
+	case errors.As(err, &ke):
+		return "kafka-" + strings.ReplaceAll(strings.ToLower(ke.Message), "_", "-"), ke.Description
+	case errors.Is(err, context.Canceled):
+		return ReasonCanceled, err.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
+		if f := s.p.lastDial.Load(); f != nil {
+			return classifyNet(f.err), "no broker could be reached before the timeout: " + f.err.Error()
+		}
+		return ReasonTimeout, "the brokers did not acknowledge the records within the subscription's timeout"
+	}
+	return classifyNet(err), err.Error()
+}
+
+// classifyNet returns the reason of a failure to reach a broker.
+func classifyNet(err error) string {
+	var (
+		dnsErr    *net.DNSError
+		certErr   *tls.CertificateVerificationError
+		alertErr  tls.AlertError
+		recordErr tls.RecordHeaderError
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		netErr    net.Error
+	)
+	switch {
+	case errors.Is(err, channel.ErrDestinationRefused):
+		return ReasonDestinationRefused
+	case errors.As(err, &dnsErr):
+		return ReasonDNS
+	case errors.Is(err, context.Canceled):
+		return ReasonCanceled
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return ReasonTimeout
+	case errors.As(err, &certErr), errors.As(err, &alertErr), errors.As(err, &recordErr),
+		errors.As(err, &unknownCA), errors.As(err, &hostErr):
+		return ReasonTLS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ReasonConnectionRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return ReasonConnectionReset
+	}
+	return ReasonNetwork
+}
