@@ -25,6 +25,7 @@ import (
 	"github.com/heraldhq/herald/api"
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/kafka"
+	"github.com/heraldhq/herald/channel/nats"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/store/postgres"
@@ -186,6 +187,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.channels = channel.NewRegistry(
 		webhook.NewChannel(m.sender, webhook.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations}),
 		kafka.New(kafka.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
+		nats.NewChannel(nats.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 	)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())

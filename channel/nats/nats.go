@@ -1,0 +1,498 @@
+// Package nats is the nats channel: it publishes a subscription's events to
+// NATS, to core NATS subjects or to JetStream streams, with nats.go.
+//
+// A JetStream publish counts as delivered once the stream acknowledged it;
+// its Nats-Msg-Id is the event id, so the stream drops the copies Herald
+// sends again after a lost acknowledgement (within the stream's duplicate
+// window). A core NATS publish counts as delivered once the server has it
+// (a flush round trip): core NATS keeps nothing for a subscriber that is
+// not listening.
+//
+// Each message carries the payload byte for byte and headers: Nats-Msg-Id
+// (JetStream), Herald-Event-Id, Herald-Topic, Herald-Seq,
+// Herald-Event-Type, Herald-Event-Key, Herald-Attempt,
+// Herald-Subscription-Id, Content-Type and the producer's headers.
+//
+// Sinks of the same servers and login share one connection, which
+// reconnects on its own with backoff; while it is down, deliveries fail
+// at once (and retry): nothing is buffered where a restart would lose it.
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+)
+
+// Name is the channel's name on the wire.
+const Name = "nats"
+
+// Failure reasons of this channel, beside channel.NetReason's: safe to show
+// anyone who may see the subscription; docs/channels.md lists them.
+const (
+	ReasonNotConnected = "not-connected"  // the connection is down; it reconnects on its own
+	ReasonAuth         = "auth-failed"    // the server refused the login or the subject
+	ReasonNoStream     = "no-stream"      // JetStream: no stream takes the subject
+	ReasonTooLarge     = "too-large"      // the message is over the server's max_payload
+	ReasonRejected     = "rejected"       // JetStream refused the message (its error is the detail)
+	ReasonPublish      = "publish-failed" // any other failure
+)
+
+// ChannelConfig configures the nats channel.
+type ChannelConfig struct {
+	// AllowPrivate lets subscriptions name loopback, private and other
+	// refused addresses, and lets connections reach them (the SSRF guard
+	// checks the address actually dialed, including servers a cluster
+	// advertises).
+	AllowPrivate bool
+	// DialTimeout bounds one connection attempt; default 5s.
+	DialTimeout time.Duration
+	// ReconnectWait is the pause between reconnection attempts, with
+	// jitter; default 1s.
+	ReconnectWait time.Duration
+	// Logger gets connection changes (never secrets); nil discards them.
+	Logger *slog.Logger
+	// Registry gets the channel's metrics; nil registers none.
+	Registry prometheus.Registerer
+}
+
+// Channel is the nats channel. It is safe for concurrent use.
+type Channel struct {
+	cfg     ChannelConfig
+	log     *slog.Logger
+	pool    *channel.Pool[*conn]
+	metrics metrics
+}
+
+var _ channel.Channel = (*Channel)(nil)
+
+type metrics struct {
+	reconnects prometheus.Counter
+}
+
+// NewChannel returns the nats channel.
+func NewChannel(cfg ChannelConfig) *Channel {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Channel{cfg: cfg, log: log.With("channel", Name)}
+	c.pool = channel.NewPool(func(cn *conn) { cn.close() })
+	c.metrics = metrics{
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_nats_reconnects_total", Help: "Times a connection to NATS was lost and made again.",
+		}),
+	}
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(c.metrics.reconnects,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
+				ConstLabels: prometheus.Labels{"state": "up"},
+			}, func() float64 { return float64(c.connections(true)) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
+				ConstLabels: prometheus.Labels{"state": "down"},
+			}, func() float64 { return float64(c.connections(false)) }),
+		)
+	}
+	return c
+}
+
+// Name is "nats".
+func (c *Channel) Name() string { return Name }
+
+// Validate checks a nats config: servers the guard allows, a subject
+// template that makes valid subjects, at most one login. Errors name the
+// member ("url", "subject", "stream", "user", "password", "token",
+// "creds").
+func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+	cfg, err := validate(p, c.cfg.AllowPrivate)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.encode(), nil
+}
+
+// Public returns the config without its password, token and creds.
+func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
+	cfg, err := parseConfig(raw)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	cfg.Password, cfg.Token, cfg.Creds = "", "", ""
+	return cfg.encode()
+}
+
+// Destination is the servers ("nats://host:4222"): subscriptions to one
+// NATS cluster share its part of the send slots.
+func (c *Channel) Destination(raw json.RawMessage) string {
+	cfg, err := parseConfig(raw)
+	if err != nil {
+		return ""
+	}
+	return cfg.URL
+}
+
+// Open returns a sink over the pooled connection of the config's servers
+// and login, connecting in the background when this is the first.
+func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sink, error) {
+	cfg, err := parseConfig(sub.Config)
+	if err != nil {
+		return nil, err
+	}
+	subject, err := channel.ParseTemplate(cfg.Subject)
+	if err != nil {
+		return nil, fmt.Errorf("subscription %s: subject: %w", sub.ID, err)
+	}
+	cn, release, err := c.pool.Acquire(cfg.poolKey(), func() (*conn, error) { return c.dial(cfg) })
+	if err != nil {
+		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
+	}
+	return &sink{conn: cn, release: release, cfg: cfg, subject: subject, subID: sub.ID}, nil
+}
+
+// conn is one pooled connection. Connecting starts in the background at
+// dial; ready is closed once the first attempt is over (the connection
+// then is up, or reconnecting on its own).
+type conn struct {
+	ready chan struct{}
+	nc    *natsgo.Conn
+	js    jetstream.JetStream
+	err   error // the options were refused: nothing will ever connect
+}
+
+func (c *Channel) dial(cfg Config) (*conn, error) {
+	dialer := &net.Dialer{Timeout: c.cfg.DialTimeout, ControlContext: channel.DialControl(c.cfg.AllowPrivate)}
+	log := c.log.With("servers", cfg.URL)
+	opts := []natsgo.Option{
+		natsgo.Name("herald"),
+		natsgo.SetCustomDialer(dialer),
+		natsgo.Timeout(c.cfg.DialTimeout),
+		natsgo.RetryOnFailedConnect(true),
+		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(c.cfg.ReconnectWait),
+		natsgo.ReconnectJitter(c.cfg.ReconnectWait/2, c.cfg.ReconnectWait),
+		// No reconnect buffer: a publish while the connection is down
+		// fails and is retried from the log, instead of sitting in a
+		// buffer that a crash would lose.
+		natsgo.ReconnectBufSize(-1),
+		natsgo.ConnectHandler(func(*natsgo.Conn) {
+			log.Info("nats connected")
+		}),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if err != nil { // nil: closed by Herald
+				log.Warn("nats connection lost", "err", err)
+			}
+		}),
+		natsgo.ReconnectHandler(func(*natsgo.Conn) {
+			c.metrics.reconnects.Inc()
+			log.Info("nats reconnected")
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
+			log.Warn("nats error", "err", err)
+		}),
+	}
+	switch {
+	case cfg.Creds != "":
+		opts = append(opts, natsgo.UserCredentialBytes([]byte(cfg.Creds)))
+	case cfg.Token != "":
+		opts = append(opts, natsgo.Token(cfg.Token))
+	case cfg.User != "":
+		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
+	}
+	cn := &conn{ready: make(chan struct{})}
+	// The first attempt can take up to the dial timeout (a server that
+	// accepts and never answers); Open must not wait for it. The
+	// goroutine ends with the attempt: after it, nats.go reconnects on
+	// goroutines of its own, which Close stops.
+	go func() {
+		defer close(cn.ready)
+		nc, err := natsgo.Connect(cfg.URL, opts...)
+		if err != nil {
+			log.Error("nats connection refused its options", "err", err)
+			cn.err = err
+			return
+		}
+		cn.nc = nc
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384), jetstream.WithPublishAsyncTimeout(time.Minute))
+		if err != nil {
+			cn.err = err
+			return
+		}
+		cn.js = js
+	}()
+	return cn, nil
+}
+
+// connections counts the pooled connections that are up (or down).
+func (c *Channel) connections(up bool) int {
+	n := 0
+	for _, cn := range c.pool.Clients() {
+		select {
+		case <-cn.ready:
+			if (cn.nc != nil && cn.nc.IsConnected()) == up {
+				n++
+			}
+		default:
+			if !up {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (cn *conn) close() {
+	<-cn.ready
+	if cn.nc != nil {
+		cn.nc.Close()
+	}
+}
+
+// sink publishes one subscription's events.
+type sink struct {
+	conn    *conn
+	release func()
+	cfg     Config
+	subject channel.Template
+	subID   string
+}
+
+var _ channel.Batcher = (*sink)(nil)
+
+// BatchLimits: up to 500 events or 4 MiB a call, sent at once.
+func (s *sink) BatchLimits() channel.BatchLimits {
+	return channel.BatchLimits{MaxEvents: 500, MaxBytes: 4 << 20}
+}
+
+// Deliver publishes one event.
+func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
+	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+}
+
+// DeliverBatch publishes the events in order on the one connection, then
+// waits for the server: JetStream's acknowledgement of each, or for core
+// NATS one flush round trip for all.
+func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
+	start := time.Now()
+	res := make([]herald.DeliveryResult, len(batch))
+	fail := func(from int, reason string, err error) {
+		for i := from; i < len(res); i++ {
+			if res[i].Outcome == 0 {
+				res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: reason, Detail: detail(err)}
+			}
+		}
+	}
+	select {
+	case <-s.conn.ready:
+	case <-ctx.Done():
+		fail(0, channel.ReasonTimeout, errors.New("the connection to the servers is still being made"))
+		return s.finish(batch, res, start)
+	}
+	if s.conn.err != nil {
+		fail(0, ReasonPublish, s.conn.err)
+		return s.finish(batch, res, start)
+	}
+	nc := s.conn.nc
+	if !nc.IsConnected() {
+		fail(0, s.downReason(), nc.LastError())
+		return s.finish(batch, res, start)
+	}
+	if s.cfg.JetStream {
+		s.publishJetStream(ctx, batch, res)
+	} else {
+		for i, d := range batch {
+			if err := nc.PublishMsg(s.message(d)); err != nil {
+				r, e := s.classify(err)
+				fail(i, r, e)
+				break
+			}
+		}
+		if err := nc.FlushWithContext(ctx); err != nil {
+			r, e := s.classify(err)
+			fail(0, r, e)
+		}
+		for i := range res {
+			if res[i].Outcome == 0 {
+				res[i].Outcome = herald.Delivered
+			}
+		}
+	}
+	return s.finish(batch, res, start)
+}
+
+func (s *sink) publishJetStream(ctx context.Context, batch []channel.Delivery, res []herald.DeliveryResult) {
+	var opts []jetstream.PublishOpt
+	if s.cfg.Stream != "" {
+		opts = append(opts, jetstream.WithExpectStream(s.cfg.Stream))
+	}
+	futures := make([]jetstream.PubAckFuture, len(batch))
+	for i, d := range batch {
+		f, err := s.conn.js.PublishMsgAsync(s.message(d), append(opts, jetstream.WithMsgID(d.Event.ID))...)
+		if err != nil {
+			r, e := s.classify(err)
+			for j := i; j < len(res); j++ {
+				res[j] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: detail(e)}
+			}
+			break
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+			res[i].Outcome = herald.Delivered // a duplicate is delivered too: the stream has it
+		case err := <-f.Err():
+			r, e := s.classify(err)
+			res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: detail(e)}
+		case <-ctx.Done():
+			r, e := s.classify(ctx.Err())
+			for j := i; j < len(res); j++ {
+				if res[j].Outcome == 0 {
+					res[j] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: detail(e)}
+				}
+			}
+			return
+		}
+	}
+}
+
+// finish keeps per-key order across failures and stamps the latency.
+func (s *sink) finish(batch []channel.Delivery, res []herald.DeliveryResult, start time.Time) []herald.DeliveryResult {
+	channel.KeepKeyOrder(batch, res)
+	took := time.Since(start)
+	for i := range res {
+		res[i].Latency = took
+	}
+	return res
+}
+
+// message builds the NATS message of one delivery.
+func (s *sink) message(d channel.Delivery) *natsgo.Msg {
+	ev := d.Event
+	m := natsgo.NewMsg(subjectFor(s.subject, ev))
+	m.Data = ev.Payload
+	for k, v := range ev.Headers {
+		if !reservedHeader(k) {
+			m.Header.Set(k, v)
+		}
+	}
+	ct := ev.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	m.Header.Set("Content-Type", ct)
+	m.Header.Set("Herald-Event-Id", ev.ID)
+	m.Header.Set("Herald-Topic", ev.Topic)
+	m.Header.Set("Herald-Seq", strconv.FormatInt(ev.Seq, 10))
+	if ev.Type != "" {
+		m.Header.Set("Herald-Event-Type", ev.Type)
+	}
+	if ev.Key != "" {
+		m.Header.Set("Herald-Event-Key", ev.Key)
+	}
+	m.Header.Set("Herald-Attempt", strconv.Itoa(d.Attempt))
+	m.Header.Set("Herald-Subscription-Id", s.subID)
+	return m
+}
+
+// reservedHeader reports whether a producer's header name is Herald's or
+// NATS's to set.
+func reservedHeader(name string) bool {
+	n := len(name)
+	lower := func(p string) bool { return n >= len(p) && equalFold(name[:len(p)], p) }
+	return lower("herald-") || lower("nats-") || equalFold(name, "content-type")
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// downReason is the reason while the connection is down: why the last
+// attempt failed when that is known, else not-connected.
+func (s *sink) downReason() string {
+	err := s.conn.nc.LastError()
+	if errors.Is(err, natsgo.ErrAuthorization) || errors.Is(err, natsgo.ErrAuthExpired) || errors.Is(err, natsgo.ErrAuthRevoked) {
+		return ReasonAuth
+	}
+	if r := channel.NetReason(err); r != "" && r != channel.ReasonCanceled {
+		return r
+	}
+	return ReasonNotConnected
+}
+
+// classify returns the reason of a publish error and the error to detail.
+func (s *sink) classify(err error) (string, error) {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, natsgo.ErrReconnectBufExceeded), errors.Is(err, natsgo.ErrConnectionReconnecting),
+		errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrDisconnected):
+		if last := s.conn.nc.LastError(); last != nil {
+			return s.downReason(), last
+		}
+		return ReasonNotConnected, err
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		return ReasonTooLarge, err
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, natsgo.ErrNoResponders):
+		return ReasonNoStream, fmt.Errorf("no JetStream stream takes the subject: %w", err)
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, natsgo.ErrTimeout):
+		return channel.ReasonTimeout, err
+	case errors.Is(err, natsgo.ErrAuthorization), errors.Is(err, natsgo.ErrPermissionViolation):
+		return ReasonAuth, err
+	case errors.As(err, &apiErr):
+		return ReasonRejected, err
+	}
+	if r := channel.NetReason(err); r != "" {
+		return r, err
+	}
+	return ReasonPublish, err
+}
+
+func detail(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Close releases the sink's share of the connection.
+func (s *sink) Close(context.Context) error {
+	s.release()
+	return nil
+}
