@@ -127,4 +127,4 @@ func KeepKeyOrder(batch []Delivery, res []herald.DeliveryResult) {
 // ReasonOrder is the failure reason of an event a destination accepted
 // but that follows a failed event of its key in the same batch: it is sent
 // again after that one, to keep the key's order.
-const ReasonOrder = "after-failed-event-of-key"
+const ReasonOrder = "earlier-event-of-key-failed" // the kafka channel says the same
