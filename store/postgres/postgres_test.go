@@ -29,3 +29,9 @@ func TestConformanceCopy(t *testing.T) {
 func TestSubscriptionConformance(t *testing.T) {
 	storetest.RunSubscriptions(t, func(t *testing.T) storetest.SubscriptionTestStore { return newTestStore(t) })
 }
+
+// TestTimeConformance runs the TimeStore conformance suite: delayed
+// events, schedules and named leases.
+func TestTimeConformance(t *testing.T) {
+	storetest.RunTime(t, func(t *testing.T) herald.Store { return newTestStore(t) })
+}

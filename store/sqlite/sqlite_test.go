@@ -123,3 +123,7 @@ func appendUntilKilled(t *testing.T, path string) {
 		}
 	}
 }
+
+func TestTimeConformance(t *testing.T) {
+	storetest.RunTime(t, func(t *testing.T) herald.Store { return openTemp(t) })
+}
