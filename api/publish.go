@@ -32,6 +32,9 @@ type publishResultJSON struct {
 	Topic     string `json:"topic"`
 	Seq       int64  `json:"seq"`
 	Duplicate bool   `json:"duplicate"`
+	// DeliverAt is set for an event accepted for later (202): it joins
+	// its topic's log, with Seq, at this time.
+	DeliverAt string `json:"deliver_at,omitempty"`
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
@@ -77,14 +80,30 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	if err := applyHeraldHeaders(r.Header, e); err != nil {
 		return err
 	}
+	due, err := requestDue(r.Header, e, now)
+	if err != nil {
+		return err
+	}
 	// Without a producer's id, the store assigns one at commit.
 	e.Topic, e.Time = name, now
-	results, err := s.publisher.Publish(r.Context(), engine.PublishParams{Events: []*herald.Event{e}, Source: "api"})
+	params := engine.PublishParams{Events: []*herald.Event{e}, Source: "api"}
+	if due.After(now) {
+		params.DeliverAt = []time.Time{due}
+	}
+	results, err := s.publisher.Publish(r.Context(), params)
 	if err != nil {
 		return err
 	}
 	res := results[0]
 	out := publishResultJSON{ID: res.ID, Topic: name, Seq: res.Seq, Duplicate: res.Duplicate}
+	if params.DeliverAt != nil && res.Seq == 0 {
+		// Committed, and waiting for its due time: it joins the log then.
+		out.DeliverAt = formatTime(due)
+		if res.Duplicate {
+			return writeJSON(w, http.StatusOK, out)
+		}
+		return writeJSON(w, http.StatusAccepted, out)
+	}
 	if res.Duplicate {
 		return writeJSON(w, http.StatusOK, out)
 	}
@@ -151,6 +170,10 @@ type batchEvent struct {
 	Headers        map[string]string `json:"headers"`
 	Data           json.RawMessage   `json:"data"`
 	DataBase64     *string           `json:"data_base64"`
+	// DeliverAt (RFC 3339) or Delay (a duration) delays this event; the
+	// request's Herald-Deliver-At or Herald-Delay apply to the others.
+	DeliverAt string `json:"deliver_at"`
+	Delay     string `json:"delay"`
 }
 
 type batchResultJSON struct {
@@ -161,6 +184,7 @@ type batchItemJSON struct {
 	ID        string `json:"id"`
 	Seq       int64  `json:"seq"`
 	Duplicate bool   `json:"duplicate"`
+	DeliverAt string `json:"deliver_at,omitempty"` // set for an event accepted for later
 }
 
 func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
@@ -177,24 +201,47 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	events, err := decodeBatch(body, t.MaxEventBytes, s.now().UTC())
+	now := s.now().UTC()
+	reqDue, err := dueTime(r.Header.Get(headerDeliverAt), r.Header.Get(headerDelay), now, true, "")
 	if err != nil {
 		return err
 	}
-	for _, e := range events {
-		e.Topic = name
+	events, dues, err := decodeBatchDue(body, t.MaxEventBytes, now)
+	if err != nil {
+		return err
 	}
-	results, err := s.publisher.Publish(r.Context(), engine.PublishParams{Events: events, Source: "api", Batch: true})
+	params := engine.PublishParams{Events: events, Source: "api", Batch: true}
+	for i, e := range events {
+		e.Topic = name
+		if dues[i].IsZero() {
+			dues[i] = reqDue
+		}
+		if dues[i].After(now) {
+			params.DeliverAt = dues
+		}
+	}
+	results, err := s.publisher.Publish(r.Context(), params)
 	if err != nil {
 		return err
 	}
 	out := batchResultJSON{Events: make([]batchItemJSON, len(results))}
 	status := http.StatusOK
+	later := 0
 	for i, res := range results {
 		out.Events[i] = batchItemJSON{ID: res.ID, Seq: res.Seq, Duplicate: res.Duplicate}
+		if params.DeliverAt != nil && res.Seq == 0 {
+			out.Events[i].DeliverAt = formatTime(dues[i])
+			if !res.Duplicate {
+				later++
+			}
+			continue
+		}
 		if !res.Duplicate {
 			status = http.StatusCreated
 		}
+	}
+	if later == len(results) {
+		status = http.StatusAccepted // every event waits for its due time
 	}
 	return writeJSON(w, status, out)
 }
@@ -203,38 +250,46 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
 // checked against the metadata limits and the topic's payload limit. Errors
 // name the field as "events[3].data".
 func decodeBatch(body []byte, maxEventBytes int, now time.Time) ([]*herald.Event, error) {
+	events, _, err := decodeBatchDue(body, maxEventBytes, now)
+	return events, err
+}
+
+// decodeBatchDue is decodeBatch that also returns each event's due time
+// (zero: none given).
+func decodeBatchDue(body []byte, maxEventBytes int, now time.Time) ([]*herald.Event, []time.Time, error) {
 	var req batchRequest
 	if err := unmarshalStrict(body, &req, ""); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch {
 	case req.Events == nil:
-		return nil, herald.FieldErrorf("events", "events is required: a list of 1 to %d events", maxBatchEvents)
+		return nil, nil, herald.FieldErrorf("events", "events is required: a list of 1 to %d events", maxBatchEvents)
 	case len(req.Events) == 0:
-		return nil, herald.FieldErrorf("events", "events is empty; send 1 to %d events", maxBatchEvents)
+		return nil, nil, herald.FieldErrorf("events", "events is empty; send 1 to %d events", maxBatchEvents)
 	case len(req.Events) > maxBatchEvents:
-		return nil, herald.FieldErrorf("events", "%d events; the limit is %d per request", len(req.Events), maxBatchEvents)
+		return nil, nil, herald.FieldErrorf("events", "%d events; the limit is %d per request", len(req.Events), maxBatchEvents)
 	}
 	events := make([]*herald.Event, len(req.Events))
+	dues := make([]time.Time, len(req.Events))
 	for i, raw := range req.Events {
 		prefix := fmt.Sprintf("events[%d]", i)
-		e, err := decodeBatchEvent(raw, prefix, maxEventBytes)
+		e, due, err := decodeBatchEvent(raw, prefix, maxEventBytes, now)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		e.Time = now // without a producer's id, the store assigns one at commit
-		events[i] = e
+		events[i], dues[i] = e, due
 	}
-	return events, nil
+	return events, dues, nil
 }
 
-func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*herald.Event, error) {
+func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int, now time.Time) (*herald.Event, time.Time, error) {
 	if isJSONNull(raw) {
-		return nil, herald.FieldErrorf(prefix, "%s must be an event object, not null", prefix)
+		return nil, time.Time{}, herald.FieldErrorf(prefix, "%s must be an event object, not null", prefix)
 	}
 	var be batchEvent
 	if err := unmarshalStrict(raw, &be, prefix+"."); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	e := &herald.Event{
 		ID:             be.ID,
@@ -247,7 +302,7 @@ func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*h
 	field := prefix + ".data"
 	switch {
 	case be.Data != nil && be.DataBase64 != nil:
-		return nil, herald.FieldErrorf(field, "data and data_base64 are mutually exclusive")
+		return nil, time.Time{}, herald.FieldErrorf(field, "data and data_base64 are mutually exclusive")
 	case be.Data != nil:
 		e.Payload = []byte(be.Data)
 		e.ContentType = cmp.Or(e.ContentType, "application/json")
@@ -255,7 +310,7 @@ func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*h
 		field = prefix + ".data_base64"
 		b, err := decodeBase64(*be.DataBase64)
 		if err != nil {
-			return nil, &herald.Error{Code: herald.CodeInvalid, Field: field, Message: "data_base64 is not valid base64", Err: err}
+			return nil, time.Time{}, &herald.Error{Code: herald.CodeInvalid, Field: field, Message: "data_base64 is not valid base64", Err: err}
 		}
 		e.Payload = b
 		e.ContentType = cmp.Or(e.ContentType, defaultContentType)
@@ -264,9 +319,13 @@ func decodeBatchEvent(raw json.RawMessage, prefix string, maxEventBytes int) (*h
 		e.ContentType = cmp.Or(e.ContentType, defaultContentType)
 	}
 	if len(e.Payload) > maxEventBytes {
-		return nil, &herald.Error{Code: herald.CodeTooLarge, Field: field,
+		return nil, time.Time{}, &herald.Error{Code: herald.CodeTooLarge, Field: field,
 			Message: fmt.Sprintf("%s is %d bytes; the topic takes at most %d", field, len(e.Payload), maxEventBytes)}
 	}
+	due, err := dueTime(be.DeliverAt, be.Delay, now, false, prefix+".")
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	// The metadata limits are the publisher's to check.
-	return e, nil
+	return e, due, nil
 }

@@ -99,6 +99,10 @@ type Deps struct {
 	// Deliverer sends test events (POST /v1/subscriptions/{id}/test); nil
 	// makes that endpoint answer 503.
 	Deliverer Deliverer
+
+	// Delayed lists and cancels pending delayed events; nil makes those
+	// endpoints answer 503.
+	Delayed DelayedEvents
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -128,6 +132,7 @@ type Server struct {
 
 	// deliverer sends test events; nil when the server has none.
 	deliverer Deliverer
+	delayed   DelayedEvents
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -159,6 +164,7 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	s.metricsHandler = newMetricsHandler(reg, log)
 	s.deliverer = deps.Deliverer
+	s.delayed = deps.Delayed
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
@@ -224,6 +230,8 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/topics/{topic}/events:batch", authenticated, s.publishBatch)
 	s.handle("GET /v1/topics/{topic}/events", authenticated, s.listEvents)
 	s.handle("GET /v1/topics/{topic}/events/{id}", authenticated, s.getEvent)
+	s.handle("GET /v1/topics/{topic}/scheduled", authenticated, s.listScheduled)
+	s.handle("DELETE /v1/topics/{topic}/scheduled/{id}", authenticated, s.cancelScheduled)
 
 	s.handle("POST /v1/keys", adminOnly, s.createKey)
 	s.handle("GET /v1/keys", adminOnly, s.listKeys)

@@ -20,7 +20,21 @@ type PublisherConfig struct {
 	AutoCreateTopics bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Delayed keeps events published with a due time until it comes (the
+	// store's herald.TimeStore); nil refuses delayed publishes.
+	Delayed DelayedStore
+	// OnDelayed is told the due times of events just scheduled, so the
+	// promoter wakes for one due sooner than it planned. It must not block.
+	OnDelayed func(due time.Time)
 }
+
+// DelayedStore is where the Publisher keeps events until their due time.
+type DelayedStore interface {
+	ScheduleEvents(ctx context.Context, events []herald.ScheduledEvent) ([]herald.AppendResult, error)
+}
+
+// MaxDelay bounds how far ahead an event may be scheduled.
+const MaxDelay = 366 * 24 * time.Hour
 
 // PublishParams is one call to Publish.
 type PublishParams struct {
@@ -38,6 +52,11 @@ type PublishParams struct {
 	// Batch says the events came as a list (a batch publish): errors name
 	// the event, as "events[0].key", even when there is one.
 	Batch bool
+	// DeliverAt, when set, has one due time per event: an event whose due
+	// time is after now is committed to the delayed set instead of its
+	// topic's log, gets its id now, and joins the log at the due time
+	// (its result has Seq 0). A zero or past due time publishes at once.
+	DeliverAt []time.Time
 }
 
 // Publisher is the one path by which anything becomes an event: the HTTP
@@ -55,6 +74,7 @@ type Publisher struct {
 
 	published  *prometheus.CounterVec
 	duplicates *prometheus.CounterVec
+	delayed    *prometheus.CounterVec
 }
 
 // TopicSource gives a topic's settings, creating a topic when asked
@@ -83,9 +103,13 @@ func NewPublisher(topics TopicSource, appender Appender, cfg PublisherConfig, lo
 			Name: "herald_events_duplicate_total",
 			Help: "Publishes answered with an earlier event (a repeated idempotency key or event id), by who published them.",
 		}, []string{"source"}),
+		delayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_events_delayed_total",
+			Help: "Events accepted with a due time ahead, kept until it comes (pending ones repeated by id or idempotency key included), by who published them.",
+		}, []string{"source"}),
 	}
 	if reg != nil {
-		reg.MustRegister(p.published, p.duplicates)
+		reg.MustRegister(p.published, p.duplicates, p.delayed)
 	}
 	return p
 }
@@ -127,6 +151,19 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 			e.Time = now
 		}
 	}
+	if params.DeliverAt != nil {
+		return p.publishDelayed(ctx, params, now)
+	}
+	results, err := p.append(ctx, params, events)
+	if err != nil {
+		return nil, err
+	}
+	p.count(params.Source, results)
+	return results, nil
+}
+
+// append commits events to their topics' logs and checks the results.
+func (p *Publisher) append(ctx context.Context, params PublishParams, events []*herald.Event) ([]herald.AppendResult, error) {
 	results, err := p.appender.Append(ctx, events)
 	if err != nil {
 		return nil, err
@@ -143,7 +180,90 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 		}
 		return nil, res.Err
 	}
-	source := params.Source
+	return results, nil
+}
+
+// publishDelayed commits the events due later to the delayed set and the
+// others to the log: the delayed ones first, so an error of either leaves
+// nothing behind that the caller was told failed, except the delayed
+// ones when the log's commit fails, which are cancelled again.
+func (p *Publisher) publishDelayed(ctx context.Context, params PublishParams, now time.Time) ([]herald.AppendResult, error) {
+	events := params.Events
+	if len(params.DeliverAt) != len(events) {
+		return nil, fmt.Errorf("publish: %d due times for %d events", len(params.DeliverAt), len(events))
+	}
+	results := make([]herald.AppendResult, len(events))
+	var later []herald.ScheduledEvent
+	var laterIdx, nowIdx []int
+	var immediate []*herald.Event
+	var first time.Time
+	for i, e := range events {
+		due := params.DeliverAt[i]
+		if !due.After(now) {
+			immediate = append(immediate, e)
+			nowIdx = append(nowIdx, i)
+			continue
+		}
+		if due.Sub(now) > MaxDelay {
+			return nil, inEvent(herald.FieldErrorf("deliver_at", "the due time %s is more than %s ahead", due.Format(time.RFC3339), herald.FormatDuration(MaxDelay)), i, params.list())
+		}
+		if p.cfg.Delayed == nil {
+			return nil, herald.Errorf(herald.CodeUnsupported, "this server does not keep delayed events")
+		}
+		if e.ID == "" {
+			e.ID = herald.NewID(now)
+		}
+		later = append(later, herald.ScheduledEvent{Event: *e, DueAt: due.UTC()})
+		laterIdx = append(laterIdx, i)
+		if first.IsZero() || due.Before(first) {
+			first = due
+		}
+	}
+	if len(later) > 0 {
+		res, err := p.cfg.Delayed.ScheduleEvents(ctx, later)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range laterIdx {
+			results[i] = res[j]
+		}
+		if p.cfg.OnDelayed != nil {
+			p.cfg.OnDelayed(first)
+		}
+		p.delayed.WithLabelValues(sourceLabel(params.Source)).Add(float64(len(later)))
+	}
+	if len(immediate) > 0 {
+		res, err := p.append(ctx, params, immediate)
+		if err != nil {
+			if c, ok := p.cfg.Delayed.(interface {
+				CancelScheduled(ctx context.Context, topic, id string) error
+			}); ok {
+				for j, i := range laterIdx {
+					if !results[i].Duplicate {
+						_ = c.CancelScheduled(context.WithoutCancel(ctx), later[j].Topic, later[j].ID)
+					}
+				}
+			}
+			return nil, err
+		}
+		for j, i := range nowIdx {
+			results[i] = res[j]
+		}
+		p.count(params.Source, res)
+	}
+	return results, nil
+}
+
+func sourceLabel(s string) string {
+	if s == "" {
+		return "api"
+	}
+	return s
+}
+
+// count adds committed and duplicate events to the publish metrics.
+func (p *Publisher) count(src string, results []herald.AppendResult) {
+	source := src
 	if source == "" {
 		source = "api"
 	}
@@ -157,7 +277,6 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 	}
 	p.published.WithLabelValues(source).Add(float64(stored))
 	p.duplicates.WithLabelValues(source).Add(float64(dups))
-	return results, nil
 }
 
 // Topic returns the settings of the topic an event may be published to:

@@ -28,6 +28,7 @@ import (
 	"github.com/heraldhq/herald/channel/nats"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/schedule"
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
 	"github.com/heraldhq/herald/stream"
@@ -60,6 +61,7 @@ type Main struct {
 	sender     *webhook.Sender
 	channels   *channel.Registry
 	hub        *stream.Hub
+	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
 	api        *api.Server
 	http       *http.Server
 	ln         net.Listener
@@ -191,7 +193,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
-	m.publisher = engine.NewPublisher(m.topics, m.committer, engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics}, log, m.Registry)
+	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics}
+	// Delayed events wait in the store until due; the promoter, leased so
+	// one node of a cluster does it, moves them into the log then.
+	timeStore, hasTime := m.store.(herald.TimeStore)
+	if hasTime {
+		pcfg.Delayed = timeStore
+		pcfg.OnDelayed = func(due time.Time) { m.promoter.Wake(due) }
+	}
+	m.publisher = engine.NewPublisher(m.topics, m.committer, pcfg, log, m.Registry)
+	if hasTime {
+		m.promoter = schedule.NewPromoter(timeStore, m.publisher, schedule.PromoterConfig{NodeID: dcfg.NodeID}, log, m.Registry)
+	}
 	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
 		Store: m.store, Tail: m.tail, Channels: m.channels, Publisher: m.publisher, Logger: log, Registry: m.Registry,
 	}, dcfg)
@@ -207,6 +220,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	deps.Channels = m.channels
 	deps.Notices = m.feed
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
+	if hasTime {
+		deps.Delayed = timeStore
+	}
 	tokens, err := m.newTokens()
 	if err != nil {
 		return err
@@ -240,6 +256,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
 	if err := m.pruner.Start(ctx); err != nil {
 		return err
+	}
+	if m.promoter != nil {
+		if err := m.promoter.Start(ctx); err != nil {
+			return err
+		}
 	}
 
 	m.http = &http.Server{
@@ -468,6 +489,13 @@ func (m *Main) Close(ctx context.Context) error {
 		if m.pruner != nil {
 			if err := m.pruner.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop pruner: %w", err))
+			}
+		}
+		if m.promoter != nil {
+			// Before the committer: a promotion in progress finishes, and
+			// the lease goes to another node at once.
+			if err := m.promoter.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop promoter: %w", err))
 			}
 		}
 		if m.cluster != nil {

@@ -1,0 +1,259 @@
+// Package schedule does what Herald does at a time of its own choosing:
+// the Promoter moves delayed events into their topics' logs when they are
+// due, and the Scheduler publishes the ticks of schedules. Both publish
+// through engine.Publisher, run under lifecycle.Runner, and act only while
+// they hold a named lease in the store, so one node of a cluster does the
+// work at a time.
+package schedule
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/lifecycle"
+)
+
+// Publisher is the part of engine.Publisher the promoter and the
+// scheduler use.
+type Publisher interface {
+	Publish(ctx context.Context, params engine.PublishParams) ([]herald.AppendResult, error)
+}
+
+// PromoterConfig tunes the promoter. Zero values mean the defaults.
+type PromoterConfig struct {
+	// NodeID names this node in the lease; required.
+	NodeID string
+	// Interval is the longest wait between looks at the store, which is
+	// how soon an event scheduled on another node with an earlier due
+	// time than any known here is seen; default 250ms. Events scheduled
+	// on this node wake the promoter at once (Wake).
+	Interval time.Duration
+	// BatchSize is how many due events one step promotes; default 2000.
+	BatchSize int
+	// LeaseTTL is how long the promotion lease lasts unrenewed; default 5s.
+	LeaseTTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// LeasePromote names the lease the promoter holds.
+const LeasePromote = "herald.promote"
+
+// Promoter moves delayed events into their topics' logs when they are
+// due, in due order: it reads a batch of due events, publishes them (with
+// their ids, so a batch published again after a crash between the publish
+// and the delete is a duplicate within the topic's dedup window, not a
+// second event), then deletes them from the delayed set.
+//
+// An event that can no longer be published (its topic was deleted, or its
+// payload is over a limit changed since) is dropped with a warning and
+// counted in herald_delayed_dropped_total.
+type Promoter struct {
+	store herald.TimeStore
+	pub   Publisher
+	cfg   PromoterConfig
+	log   *slog.Logger
+	wake  chan struct{}
+	run   lifecycle.Runner
+
+	promoted prometheus.Counter
+	dropped  prometheus.Counter
+	lateness prometheus.Histogram
+	pending  prometheus.GaugeFunc
+	leader   prometheus.Gauge
+}
+
+// NewPromoter returns a promoter; it starts nothing. logger and reg may be nil.
+func NewPromoter(store herald.TimeStore, pub Publisher, cfg PromoterConfig, logger *slog.Logger, reg prometheus.Registerer) *Promoter {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 250 * time.Millisecond
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 2000
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Promoter{store: store, pub: pub, cfg: cfg, log: logger, wake: make(chan struct{}, 1)}
+	p.promoted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_delayed_promoted_total",
+		Help: "Delayed events moved into their topics' logs at their due time.",
+	})
+	p.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_delayed_dropped_total",
+		Help: "Delayed events dropped at their due time because they could no longer be published (topic deleted, limits changed).",
+	})
+	p.lateness = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "herald_delayed_lateness_seconds",
+		Help:    "How long after its due time a delayed event joined its topic's log.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 60},
+	})
+	p.leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "herald_delayed_promoter_leader",
+		Help: "1 while this node holds the promotion lease.",
+	})
+	if reg != nil {
+		reg.MustRegister(p.promoted, p.dropped, p.lateness, p.leader)
+	}
+	return p
+}
+
+// Wake tells the promoter an event was scheduled due at due, so it looks
+// again now rather than at its planned time. It never blocks.
+func (p *Promoter) Wake(time.Time) {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the promoter until Stop. It may be called once.
+func (p *Promoter) Start(ctx context.Context) error {
+	return p.run.Start(ctx, "promoter", p.loop)
+}
+
+// Stop ends the promoter, waits for a step in progress, and gives up the
+// lease so another node takes over at once. Idempotent; safe before Start.
+func (p *Promoter) Stop(ctx context.Context) error {
+	stopped, err := p.run.Stop(ctx)
+	if stopped && err == nil {
+		err = p.store.ReleaseNamedLease(ctx, LeasePromote, p.cfg.NodeID)
+		p.leader.Set(0)
+	}
+	return err
+}
+
+func (p *Promoter) loop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var lease leaseHolder
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.wake:
+		}
+		wait := p.cfg.Interval
+		if lease.hold(ctx, p.store, LeasePromote, p.cfg.NodeID, p.cfg.Now, p.cfg.LeaseTTL, p.log) {
+			p.leader.Set(1)
+			next, err := p.promoteDue(ctx, &lease)
+			if err != nil && ctx.Err() == nil {
+				p.log.Warn("promoting delayed events failed; retrying", "err", err)
+			} else if !next.IsZero() {
+				wait = min(wait, max(0, next.Sub(p.cfg.Now())))
+			}
+		} else {
+			p.leader.Set(0)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// PromoteDue promotes every event due now, batch by batch, without
+// taking the lease (for tools and tests that run one node), and returns
+// the next due time (zero if none is pending).
+func (p *Promoter) PromoteDue(ctx context.Context) (time.Time, error) { return p.promoteDue(ctx, nil) }
+
+// promoteDue is PromoteDue while the lease (nil: none needed) is held.
+func (p *Promoter) promoteDue(ctx context.Context, lease *leaseHolder) (time.Time, error) {
+	for {
+		if lease != nil && !lease.valid() {
+			return time.Time{}, nil
+		}
+		now := p.cfg.Now()
+		due, err := p.store.DueEvents(ctx, now, p.cfg.BatchSize)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if len(due) > 0 {
+			if lease != nil && !lease.valid() {
+				return time.Time{}, nil // paused past the lease: another node may be promoting
+			}
+			if err := p.promote(ctx, due); err != nil {
+				return time.Time{}, err
+			}
+		}
+		if len(due) < p.cfg.BatchSize {
+			return p.store.NextDue(ctx)
+		}
+	}
+}
+
+// promote publishes the events, one call per topic in due order, then
+// deletes them from the delayed set.
+func (p *Promoter) promote(ctx context.Context, due []herald.ScheduledEvent) error {
+	var order []string
+	byTopic := map[string][]*herald.ScheduledEvent{}
+	for i := range due {
+		e := &due[i]
+		if _, ok := byTopic[e.Topic]; !ok {
+			order = append(order, e.Topic)
+		}
+		byTopic[e.Topic] = append(byTopic[e.Topic], e)
+	}
+	refs := make([]herald.EventRef, 0, len(due))
+	var failed error
+	for _, topic := range order {
+		group := byTopic[topic]
+		events := make([]*herald.Event, len(group))
+		for i, se := range group {
+			e := se.Event
+			e.Time, e.Seq = time.Time{}, 0 // stamped when it joins the log
+			events[i] = &e
+		}
+		_, err := p.pub.Publish(ctx, engine.PublishParams{Events: events, Source: "delayed"})
+		switch {
+		case err == nil:
+			now := p.cfg.Now()
+			for _, se := range group {
+				p.lateness.Observe(max(0, now.Sub(se.DueAt)).Seconds())
+			}
+			p.promoted.Add(float64(len(group)))
+		case permanent(err):
+			p.log.Warn("delayed events dropped: they can no longer be published", "topic", topic, "events", len(group), "err", err)
+			p.dropped.Add(float64(len(group)))
+		default:
+			failed = errors.Join(failed, err)
+			continue
+		}
+		for _, se := range group {
+			refs = append(refs, herald.EventRef{Topic: se.Topic, ID: se.ID})
+		}
+	}
+	if err := p.store.DeleteScheduled(ctx, refs); err != nil {
+		return err
+	}
+	return failed
+}
+
+// permanent reports whether publishing again cannot succeed.
+func permanent(err error) bool {
+	he, ok := errors.AsType[*herald.Error](err)
+	if !ok {
+		return false
+	}
+	switch he.Code {
+	case herald.CodeNotFound, herald.CodeInvalid, herald.CodeTooLarge, herald.CodeConflict:
+		return true
+	}
+	return false
+}
