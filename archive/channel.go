@@ -1,0 +1,332 @@
+// Package archive keeps events for years in date-partitioned files that
+// Herald and standard tools (DuckDB, Athena, Trino, Spark) read: JSON Lines
+// compressed with zstd or gzip, or Parquet, in Hive-style folders
+// (key=value/.../year=YYYY/month=MM/day=DD/hour=HH/) on the local disk or in
+// S3-compatible object storage.
+//
+// An archive is a channel: the API writes an internal subscription of the
+// "archive" channel for each archive, so the engine delivers to it as to
+// any subscription, with its cursors, leases, retries and pause/resume. The
+// engine hands the Sink batches (the flush policy is the batch limits);
+// each batch becomes one file per partition and topic, written under a
+// temporary name and made visible only when complete, and DeliverBatch
+// reports the events delivered only then: the cursor moves after the file
+// is durable. A crash before the cursor moved writes the batch again; the
+// file name carries the topic and first and last seq, so the same batch
+// replaces its file, and a batch cut differently after a restart leaves
+// duplicates of at most one batch, which the query API removes (by topic
+// and seq).
+package archive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+)
+
+// Name is the channel's name.
+const Name = "archive"
+
+// ChannelConfig are the server's settings for archives.
+type ChannelConfig struct {
+	// Dir is the folder local destinations live in; "" refuses them.
+	Dir string
+	// AllowPrivate lets S3 endpoints be private, loopback or link-local
+	// addresses.
+	AllowPrivate bool
+}
+
+// Channel writes archives. It is safe for concurrent use.
+type Channel struct {
+	cfg     ChannelConfig
+	log     *slog.Logger
+	metrics *metrics
+}
+
+var _ channel.Channel = (*Channel)(nil)
+
+// New returns the archive channel, registering its metrics on reg.
+func New(cfg ChannelConfig, log *slog.Logger, reg prometheus.Registerer) *Channel {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Channel{cfg: cfg, log: log, metrics: newMetrics(reg)}
+}
+
+// Name is "archive".
+func (ch *Channel) Name() string { return Name }
+
+// Validate checks an archive's config. Only archives may use the channel:
+// a config from /v1/subscriptions (not Internal) is refused.
+func (ch *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+	if !p.Internal {
+		return nil, herald.FieldErrorf("", "the archive channel belongs to archives: create one with PUT /v1/archives/{name}")
+	}
+	var c Config
+	if err := channel.DecodeConfig(p.Config, &c); err != nil {
+		return nil, err
+	}
+	var prev *Config
+	if p.Previous != nil {
+		pc, err := parseConfig(p.Previous)
+		if err != nil {
+			return nil, err
+		}
+		prev = &pc
+	}
+	if err := ch.validate(&c, prev); err != nil {
+		return nil, err
+	}
+	return canonical(c)
+}
+
+// Public returns the config without its credentials.
+func (ch *Channel) Public(config json.RawMessage) json.RawMessage {
+	c, err := parseConfig(config)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	c.Destination.AccessKeyID, c.Destination.SecretAccessKey, c.Destination.SessionToken = "", "", ""
+	out, err := canonical(c)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	return out
+}
+
+// Destination is the archive's own: writes to one archive never wait for
+// another's.
+func (ch *Channel) Destination(config json.RawMessage) string { return "" }
+
+// Open returns the archive's writer.
+func (ch *Channel) Open(ctx context.Context, sub *herald.Subscription) (channel.Sink, error) {
+	c, err := parseConfig(sub.Config)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := ch.objects(c)
+	if err != nil {
+		return nil, err
+	}
+	return &sink{ch: ch, sub: sub.ID, cfg: c, objs: objs}, nil
+}
+
+// objects returns where the config's files go.
+func (ch *Channel) objects(c Config) (objects, error) {
+	switch c.Destination.Type {
+	case DestinationLocal:
+		if ch.cfg.Dir == "" {
+			return nil, fmt.Errorf("archive: this server has no archive directory (--archive-dir) for local destinations")
+		}
+		return &localObjects{root: filepath.Join(ch.cfg.Dir, filepath.FromSlash(c.Destination.Path))}, nil
+	case DestinationS3:
+		return newS3Objects(c.Destination, ch.cfg.AllowPrivate)
+	}
+	return nil, fmt.Errorf("archive: unknown destination type %q", c.Destination.Type)
+}
+
+// sink writes one archive's batches. Batches of one archive are written
+// one at a time (its manifests are read, changed and written back).
+type sink struct {
+	ch   *Channel
+	sub  string
+	cfg  Config
+	objs objects
+	mu   sync.Mutex
+}
+
+var _ channel.Batcher = (*sink)(nil)
+
+func (s *sink) BatchLimits() channel.BatchLimits {
+	return channel.BatchLimits{MaxEvents: s.cfg.Flush.MaxEvents, MaxBytes: s.cfg.Flush.MaxBytes, Linger: s.cfg.Flush.MaxAgeDuration()}
+}
+
+func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
+	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+}
+
+func (s *sink) Close(ctx context.Context) error { return nil }
+
+// fileGroup is the events of one batch that go into one file.
+type fileGroup struct {
+	dir     string // partition folder, ending in "/"
+	topic   string
+	indexes []int // into the batch
+}
+
+// DeliverBatch writes the batch: one file per partition and topic, then
+// each touched partition's manifest. An event is Delivered once its file
+// and the manifest that lists it are durable; the events of a file or
+// manifest that could not be written are Failed (and retried).
+func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	results := make([]herald.DeliveryResult, len(batch))
+	groups := map[string]*fileGroup{}
+	for i, d := range batch {
+		dir := partitionPath(s.cfg.Partition, partitionValues(s.cfg.Partition, d.Event), d.Event.Time)
+		k := dir + "\x00" + d.Event.Topic
+		g := groups[k]
+		if g == nil {
+			g = &fileGroup{dir: dir, topic: d.Event.Topic}
+			groups[k] = g
+		}
+		g.indexes = append(g.indexes, i)
+	}
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range groups {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	fail := func(idx []int, err error) {
+		for _, i := range idx {
+			results[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: "archive-write-failed", Detail: err.Error(), Latency: time.Since(start)}
+		}
+	}
+	written := map[string][]manifestFile{} // partition -> new files
+	waiting := map[string][]int{}          // partition -> events of its new files
+	ext := extension(s.cfg)
+	for _, k := range keys {
+		g := groups[k]
+		recs := make([]Record, len(g.indexes))
+		mf := manifestFile{Topic: g.topic, FirstSeq: batch[g.indexes[0]].Event.Seq, LastSeq: batch[g.indexes[0]].Event.Seq, Events: len(recs)}
+		for j, i := range g.indexes {
+			ev := batch[i].Event
+			recs[j] = toRecord(ev)
+			mf.FirstSeq, mf.LastSeq = min(mf.FirstSeq, ev.Seq), max(mf.LastSeq, ev.Seq)
+			if mf.MinTime.IsZero() || ev.Time.Before(mf.MinTime) {
+				mf.MinTime = ev.Time.UTC()
+			}
+			if ev.Time.After(mf.MaxTime) {
+				mf.MaxTime = ev.Time.UTC()
+			}
+		}
+		data, err := encode(s.cfg, recs)
+		if err != nil {
+			fail(g.indexes, err)
+			continue
+		}
+		mf.Name, mf.Bytes = fileName(g.topic, mf.FirstSeq, mf.LastSeq, ext), len(data)
+		if err := s.objs.Put(ctx, g.dir+mf.Name, data); err != nil {
+			s.ch.metrics.failures.Inc()
+			fail(g.indexes, fmt.Errorf("write %s: %w", path.Join(s.objs.Where(), g.dir, mf.Name), err))
+			continue
+		}
+		s.ch.metrics.files.Inc()
+		s.ch.metrics.bytes.Add(float64(len(data)))
+		written[g.dir] = append(written[g.dir], mf)
+		waiting[g.dir] = append(waiting[g.dir], g.indexes...)
+	}
+	for dir, files := range written {
+		if err := s.addToManifest(ctx, dir, files); err != nil {
+			s.ch.metrics.failures.Inc()
+			fail(waiting[dir], err)
+			continue
+		}
+		for _, i := range waiting[dir] {
+			results[i] = herald.DeliveryResult{Outcome: herald.Delivered, Latency: time.Since(start)}
+		}
+		s.ch.metrics.events.Add(float64(len(waiting[dir])))
+	}
+	s.ch.metrics.flush.Observe(time.Since(start).Seconds())
+	return results
+}
+
+// addToManifest lists the files in the partition's manifest, replacing
+// entries of the same name (a batch written again).
+func (s *sink) addToManifest(ctx context.Context, dir string, files []manifestFile) error {
+	m, err := readManifest(ctx, s.objs, dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		i := slices.IndexFunc(m.Files, func(x manifestFile) bool { return x.Name == f.Name })
+		if i >= 0 {
+			m.Files[i] = f
+		} else {
+			m.Files = append(m.Files, f)
+		}
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := s.objs.Put(ctx, dir+manifestName, data); err != nil {
+		return fmt.Errorf("write manifest %s: %w", path.Join(s.objs.Where(), dir, manifestName), err)
+	}
+	return nil
+}
+
+// readManifest returns a partition's manifest; an empty one when there is
+// none yet.
+func readManifest(ctx context.Context, objs objects, dir string) (manifest, error) {
+	var m manifest
+	data, err := objs.Get(ctx, dir+manifestName)
+	if isNotExist(err) {
+		return m, nil
+	}
+	if err != nil {
+		return m, fmt.Errorf("read manifest %s: %w", path.Join(objs.Where(), dir, manifestName), err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, fmt.Errorf("read manifest %s: %w", path.Join(objs.Where(), dir, manifestName), err)
+	}
+	return m, nil
+}
+
+// trimSlash is a prefix without its slashes at either end.
+func trimSlash(s string) string { return strings.Trim(s, "/") }
+
+// metrics are the archive writer's.
+type metrics struct {
+	files, bytes, events, failures prometheus.Counter
+	flush                          prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		files:    prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_archive_files_written_total", Help: "Archive files written and made visible."}),
+		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_archive_bytes_written_total", Help: "Bytes of archive files written."}),
+		events:   prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_archive_events_written_total", Help: "Events written to archives (their files and manifests durable)."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_archive_write_failures_total", Help: "Archive files or manifests that could not be written (their events are retried)."}),
+		flush:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "herald_archive_flush_seconds", Help: "Time to write one batch of an archive.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
+	}
+	if reg != nil {
+		m.files = register(reg, m.files)
+		m.bytes = register(reg, m.bytes)
+		m.events = register(reg, m.events)
+		m.failures = register(reg, m.failures)
+		m.flush = register(reg, m.flush)
+	}
+	return m
+}
+
+// register registers c, or returns the collector registered under its
+// name already (a second channel on the same registry shares it).
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}
