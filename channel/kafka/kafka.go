@@ -10,11 +10,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -39,8 +36,7 @@ const (
 	MaxBatch          = 5000 // the largest "max_batch_events"
 	MaxLingerMS       = 1000 // the largest "linger_ms"
 	MaxClientIDLen    = 128
-	MaxCredentialLen  = 1024  // a SASL user name or password
-	MaxPEMLen         = 65536 // a CA bundle, certificate or key
+	MaxCredentialLen  = 1024 // a SASL user name or password
 	DefaultTopic      = "{topic}"
 	topicPlaceholder  = "{topic}"
 	defaultClientID   = "herald"
@@ -58,7 +54,7 @@ const (
 var codecs = []string{"none", "gzip", "snappy", "lz4", "zstd"}
 
 // Config is a kafka subscription's config as stored. Password and
-// TLSKeyPEM are secrets: written by callers, never shown (see
+// TLSOptions.KeyPEM are secrets: written by callers, never shown (see
 // Channel.Public).
 type Config struct {
 	// Brokers are the seed brokers, "host:port".
@@ -81,15 +77,9 @@ type Config struct {
 	Username      string `json:"username,omitempty"`
 	Password      string `json:"password,omitempty"` // secret
 
-	// TLS makes the producer speak TLS to the brokers, with the system's
-	// roots unless TLSCAPEM is set.
-	TLS           bool   `json:"tls,omitempty"`
-	TLSCAPEM      string `json:"tls_ca_pem,omitempty"`      // PEM roots that sign the brokers' certificates
-	TLSServerName string `json:"tls_server_name,omitempty"` // overrides the name checked in the certificate
-	// TLSInsecureSkipVerify accepts any certificate; admin keys only.
-	TLSInsecureSkipVerify bool   `json:"tls_insecure_skip_verify,omitempty"`
-	TLSCertPEM            string `json:"tls_cert_pem,omitempty"` // client certificate, for mutual TLS
-	TLSKeyPEM             string `json:"tls_key_pem,omitempty"`  // its private key; secret
+	// TLS: tls, tls_ca_pem, tls_server_name, tls_insecure_skip_verify,
+	// tls_cert_pem and tls_key_pem (a secret).
+	channel.TLSOptions
 }
 
 // ParseConfig reads a stored config.
@@ -210,7 +200,8 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 	if err := validateSASL(&out, in, prev); err != nil {
 		return nil, err
 	}
-	if err := validateTLS(&out, in, prev, p.Admin); err != nil {
+	var err error
+	if out.TLSOptions, err = in.TLSOptions.Validate(prev.TLSOptions, p.Admin); err != nil {
 		return nil, err
 	}
 	return out.Encode(), nil
@@ -289,58 +280,13 @@ func validateSASL(out *Config, in, prev Config) error {
 	return nil
 }
 
-// validateTLS copies and checks the TLS members. A key left out of an
-// update is kept when the certificate is unchanged.
-func validateTLS(out *Config, in, prev Config, admin bool) error {
-	if !in.TLS {
-		if in.TLSCAPEM != "" || in.TLSServerName != "" || in.TLSInsecureSkipVerify || in.TLSCertPEM != "" || in.TLSKeyPEM != "" {
-			return herald.FieldErrorf("tls", `the tls_* members need "tls": true`)
-		}
-		return nil
-	}
-	if in.TLSInsecureSkipVerify && !admin {
-		return herald.FieldErrorf("tls_insecure_skip_verify", "only an admin key may turn certificate checks off")
-	}
-	for name, v := range map[string]string{"tls_ca_pem": in.TLSCAPEM, "tls_cert_pem": in.TLSCertPEM, "tls_key_pem": in.TLSKeyPEM} {
-		if len(v) > MaxPEMLen {
-			return herald.FieldErrorf(name, "%s is %d bytes; the limit is %d", name, len(v), MaxPEMLen)
-		}
-	}
-	if len(in.TLSServerName) > 253 {
-		return herald.FieldErrorf("tls_server_name", "tls_server_name is longer than 253 bytes")
-	}
-	if in.TLSCAPEM != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(in.TLSCAPEM)) {
-		return herald.FieldErrorf("tls_ca_pem", "tls_ca_pem holds no PEM certificate")
-	}
-	key := in.TLSKeyPEM
-	if key == "" && in.TLSCertPEM != "" && prev.TLSCertPEM == in.TLSCertPEM {
-		key = prev.TLSKeyPEM
-	}
-	switch {
-	case in.TLSCertPEM == "" && key != "":
-		return herald.FieldErrorf("tls_cert_pem", "tls_key_pem needs its certificate in tls_cert_pem")
-	case in.TLSCertPEM != "" && key == "":
-		return herald.FieldErrorf("tls_key_pem", "tls_cert_pem needs its private key in tls_key_pem")
-	case in.TLSCertPEM != "":
-		if _, err := tls.X509KeyPair([]byte(in.TLSCertPEM), []byte(key)); err != nil {
-			if b, _ := pem.Decode([]byte(in.TLSCertPEM)); b == nil {
-				return herald.FieldErrorf("tls_cert_pem", "tls_cert_pem holds no PEM certificate")
-			}
-			return herald.FieldErrorf("tls_key_pem", "tls_key_pem is not the private key of tls_cert_pem")
-		}
-	}
-	out.TLS, out.TLSCAPEM, out.TLSServerName, out.TLSInsecureSkipVerify = true, in.TLSCAPEM, in.TLSServerName, in.TLSInsecureSkipVerify
-	out.TLSCertPEM, out.TLSKeyPEM = in.TLSCertPEM, key
-	return nil
-}
-
 // Public returns the config without the password and the TLS key.
 func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
 	cfg, err := ParseConfig(raw)
 	if err != nil {
 		return json.RawMessage(`{}`)
 	}
-	cfg.Password, cfg.TLSKeyPEM = "", ""
+	cfg.Password, cfg.KeyPEM = "", ""
 	return cfg.Encode()
 }
 

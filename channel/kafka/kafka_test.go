@@ -7,10 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -291,8 +291,8 @@ func TestBrokerDownThenBack(t *testing.T) {
 
 	second := mk(7, 6)
 	for i, r := range b.DeliverBatch(t.Context(), second) {
-		if r.Outcome != herald.Failed || r.Err != kafka.ReasonConnectionRefused {
-			t.Fatalf("event %d while the broker is down: %+v; want Failed, %s", i, r, kafka.ReasonConnectionRefused)
+		if r.Outcome != herald.Failed || r.Err != channel.ReasonConnectionRefused {
+			t.Fatalf("event %d while the broker is down: %+v; want Failed, %s", i, r, channel.ReasonConnectionRefused)
 		}
 	}
 

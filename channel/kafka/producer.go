@@ -2,14 +2,11 @@ package kafka
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -87,24 +84,11 @@ func (c *Channel) options(cfg Config, p *producer) ([]kgo.Opt, error) {
 		kgo.ProducerBatchCompression(codec(cfg.Compression)),
 		kgo.WithLogger(kgoLogger{c.log}),
 	}
-	nd := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: channel.DialControl(c.cfg.AllowPrivate)}
-	dial := nd.DialContext
-	if cfg.TLS {
-		tc, err := tlsConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
-		td := &tls.Dialer{NetDialer: nd, Config: tc}
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if tc.ServerName == "" {
-				host, _, _ := net.SplitHostPort(addr)
-				conf := tc.Clone()
-				conf.ServerName = host
-				return (&tls.Dialer{NetDialer: nd, Config: conf}).DialContext(ctx, network, addr)
-			}
-			return td.DialContext(ctx, network, addr)
-		}
+	tc, err := cfg.TLSOptions.Config()
+	if err != nil {
+		return nil, err
 	}
+	dial := channel.Dialer(c.cfg.AllowPrivate, tc)
 	opts = append(opts, kgo.Dialer(func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
 		if err != nil {
@@ -142,25 +126,6 @@ func mechanism(s Config) sasl.Mechanism {
 		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()
 	}
 	return plain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()
-}
-
-func tlsConfig(t Config) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.TLSServerName, InsecureSkipVerify: t.TLSInsecureSkipVerify} //nolint:gosec // admin's explicit choice, checked by Validate
-	if t.TLSCAPEM != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(t.TLSCAPEM)) {
-			return nil, fmt.Errorf("kafka tls: ca_pem holds no certificate")
-		}
-		tc.RootCAs = pool
-	}
-	if t.TLSCertPEM != "" {
-		cert, err := tls.X509KeyPair([]byte(t.TLSCertPEM), []byte(t.TLSKeyPEM))
-		if err != nil {
-			return nil, fmt.Errorf("kafka tls: client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // kgoLogger passes franz-go's warnings and errors to slog; its info and

@@ -2,15 +2,10 @@ package kafka
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"io"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -20,25 +15,10 @@ import (
 	"github.com/heraldhq/herald/channel"
 )
 
-// Failure reasons a kafka delivery reports in herald.DeliveryResult.Err,
-// besides "kafka-<error>" for an error the broker answered
-// ("kafka-not-enough-replicas", "kafka-message-too-large"): the same words
-// as the webhook channel's for the same causes. docs/channels.md lists
-// them.
-const (
-	ReasonDNS                = "dns-failure"
-	ReasonDestinationRefused = "destination-refused"
-	ReasonConnectionRefused  = "connection-refused"
-	ReasonConnectionReset    = "connection-reset"
-	ReasonTimeout            = "timeout"
-	ReasonTLS                = "tls-error"
-	ReasonNetwork            = "network-error"
-	ReasonCanceled           = "canceled"
-	// ReasonOrder is the reason of an event not delivered because an
-	// earlier event of its key in the same batch failed: it must not
-	// overtake it.
-	ReasonOrder = "earlier-event-of-key-failed"
-)
+// Failure reasons: a kafka delivery reports "kafka-<error>" for an error
+// the broker answered ("kafka-not-enough-replicas",
+// "kafka-message-too-large"), and otherwise one of channel's Reason*
+// words. docs/channels.md lists them.
 
 // Record headers a delivery carries. Producer headers ride along under
 // their own names; names starting "herald-" or "ce_" are Herald's.
@@ -119,13 +99,10 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	case <-ctx.Done():
 	}
 	out := make([]herald.DeliveryResult, len(batch))
-	failedKeys := map[string]bool{}
 	mu.Lock()
 	defer mu.Unlock()
-	acked, failed := 0, 0
-	for i, d := range batch {
+	for i := range batch {
 		r := &out[i]
-		key := d.Event.Key
 		switch {
 		case !settled[i]:
 			r.Outcome, r.Latency = herald.Failed, time.Since(start)
@@ -133,19 +110,18 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 		case errs[i] != nil:
 			r.Outcome, r.Latency = herald.Failed, took[i]
 			r.Err, r.Detail = s.reason(errs[i])
-		case key != "" && failedKeys[key]:
-			r.Outcome, r.Latency = herald.Failed, took[i]
-			r.Err, r.Detail = ReasonOrder, "an earlier event of the key in the same batch was not acknowledged; this one was, and will be sent again after it"
 		default:
 			r.Outcome, r.Latency = herald.Delivered, took[i]
-			acked++
-			continue
-		}
-		failed++
-		if key != "" {
-			failedKeys[key] = true
 		}
 	}
+	channel.KeepKeyOrder(batch, out)
+	acked := 0
+	for _, r := range out {
+		if r.Outcome == herald.Delivered {
+			acked++
+		}
+	}
+	failed := len(out) - acked
 	s.c.metrics.records.WithLabelValues("acked").Add(float64(acked))
 	s.c.metrics.records.WithLabelValues("failed").Add(float64(failed))
 	return out
@@ -235,44 +211,20 @@ func (s *sink) reason(err error) (string, string) {
 	case errors.As(err, &ke):
 		return "kafka-" + strings.ReplaceAll(strings.ToLower(ke.Message), "_", "-"), ke.Description
 	case errors.Is(err, context.Canceled):
-		return ReasonCanceled, err.Error()
+		return channel.ReasonCanceled, err.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
 		if f := s.p.lastDial.Load(); f != nil {
-			return classifyNet(f.err), "no broker could be reached before the timeout: " + f.err.Error()
+			return netReason(f.err), "no broker could be reached before the timeout: " + f.err.Error()
 		}
-		return ReasonTimeout, "the brokers did not acknowledge the records within the subscription's timeout"
+		return channel.ReasonTimeout, "the brokers did not acknowledge the records within the subscription's timeout"
 	}
-	return classifyNet(err), err.Error()
+	return netReason(err), err.Error()
 }
 
-// classifyNet returns the reason of a failure to reach a broker.
-func classifyNet(err error) string {
-	var (
-		dnsErr    *net.DNSError
-		certErr   *tls.CertificateVerificationError
-		alertErr  tls.AlertError
-		recordErr tls.RecordHeaderError
-		unknownCA x509.UnknownAuthorityError
-		hostErr   x509.HostnameError
-		netErr    net.Error
-	)
-	switch {
-	case errors.Is(err, channel.ErrDestinationRefused):
-		return ReasonDestinationRefused
-	case errors.As(err, &dnsErr):
-		return ReasonDNS
-	case errors.Is(err, context.Canceled):
-		return ReasonCanceled
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return ReasonTimeout
-	case errors.As(err, &certErr), errors.As(err, &alertErr), errors.As(err, &recordErr),
-		errors.As(err, &unknownCA), errors.As(err, &hostErr):
-		return ReasonTLS
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return ReasonConnectionRefused
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return ReasonConnectionReset
+// netReason is channel.NetReason, network-error when it has none.
+func netReason(err error) string {
+	if r := channel.NetReason(err); r != "" {
+		return r
 	}
-	return ReasonNetwork
+	return channel.ReasonNetwork
 }

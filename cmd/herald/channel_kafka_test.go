@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/kafka"
 	"github.com/heraldhq/herald/client"
 )
@@ -180,7 +181,7 @@ func TestKafkaChannelEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, a := range page.Attempts {
-			if a.Error == kafka.ReasonConnectionRefused {
+			if a.Error == channel.ReasonConnectionRefused {
 				return true
 			}
 		}
