@@ -1,4 +1,4 @@
--- 0007: archives. An archive names the internal subscription that carries
+-- 0008: archives. An archive names the internal subscription that carries
 -- its settings and delivery state (see herald.Archive).
 
 CREATE TABLE archives (
