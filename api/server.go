@@ -23,6 +23,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/source"
 )
 
 // Config holds the API's settings. The zero value requires API keys and
@@ -103,6 +104,13 @@ type Deps struct {
 	// Delayed lists and cancels pending delayed events; nil makes those
 	// endpoints answer 503.
 	Delayed DelayedEvents
+	// Sources keeps sources (usually the same store as Store), SourceKinds
+	// are the kinds they may name, and SourceRuntime runs them and takes
+	// inbound requests; with any of them nil the source endpoints answer
+	// 503.
+	Sources       herald.SourceStore
+	SourceKinds   *source.Registry
+	SourceRuntime Sources
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -133,6 +141,10 @@ type Server struct {
 	// deliverer sends test events; nil when the server has none.
 	deliverer Deliverer
 	delayed   DelayedEvents
+
+	sources       herald.SourceStore
+	sourceKinds   *source.Registry
+	sourceRuntime Sources
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -165,6 +177,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.metricsHandler = newMetricsHandler(reg, log)
 	s.deliverer = deps.Deliverer
 	s.delayed = deps.Delayed
+	s.sources, s.sourceKinds, s.sourceRuntime = deps.Sources, deps.SourceKinds, deps.SourceRuntime
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
@@ -254,6 +267,17 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/subscriptions/{id}/replay", authenticated, s.replay)
 	s.handle("GET /v1/subscriptions/{id}/attempts", authenticated, s.listAttempts)
 	s.handle("POST /v1/subscriptions/{id}/test", authenticated, s.testSubscription)
+
+	s.handle("POST /v1/sources", adminOnly, s.createSource)
+	s.handle("GET /v1/sources", adminOnly, s.listSources)
+	s.handle("GET /v1/sources/{id}", adminOnly, s.getSource)
+	s.handle("PATCH /v1/sources/{id}", adminOnly, s.updateSource)
+	s.handle("DELETE /v1/sources/{id}", adminOnly, s.deleteSource)
+	s.handle("POST /v1/sources/{id}/pause", adminOnly, s.pauseSource)
+	s.handle("POST /v1/sources/{id}/resume", adminOnly, s.resumeSource)
+	// Inbound webhooks are verified by their source's own scheme (a
+	// signature), not an API key.
+	s.handle("POST /v1/inbound/{source}", public, s.receiveInbound)
 
 	// Realtime: the stream handlers authenticate (keys or tokens) themselves.
 	s.handle("GET /v1/topics/{topic}/stream", selfAuthenticated, s.serveSSE)

@@ -40,6 +40,7 @@ func verbs() []verb {
 		{"events", groupClient, "list a topic's events, or get one", eventsVerb},
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
+		{"sources", groupClient, "manage sources: outbox, inbound webhooks, brokers", sourcesVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},
 		{"listen", groupClient, "receive a topic's webhooks on a local port and print them (development)", listenVerb},
 		{"bench", groupClient, "measure a running Herald (or the raw relay)", benchVerb},

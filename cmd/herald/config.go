@@ -49,6 +49,7 @@ type Config struct {
 	HTTPIdleTimeout          time.Duration // http.idle-timeout: how long a keep-alive connection may wait for its next request
 	HTTPMaxConns             int           // http.max-conns: open client connections, streams included
 	HTTPMaxConnsPerAddr      int           // http.max-conns-per-addr: open client connections from one remote address
+	SourcesFile              string        // sources-file: a JSON file of sources declared with the configuration; "" = none
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -86,6 +87,7 @@ func settings() []setting {
 		}},
 		{"http.max-conns", "4096", "open client connections at once, streams included; over it the oldest connection that has not authenticated is closed to make room, or, when all have, the new one is answered 503. Keep it below the process's open-file limit", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConns, 1, 10_000_000) }},
 		{"http.max-conns-per-addr", "256", "open client connections from one remote IP address, streams included, bounded as http.max-conns is; behind a load balancer or proxy every client shares its address: set it to http.max-conns there", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConnsPerAddr, 1, 10_000_000) }},
+		{"sources-file", "", `a JSON file of sources ({"sources": [...]}, see docs/sources.md) kept in step with the store at start; ${NAME} in it reads the environment; "" for none`, `"" or a path`, func(c *Config) binding { return textField(&c.SourcesFile, nil) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }

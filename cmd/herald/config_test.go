@@ -57,6 +57,7 @@ var samples = map[string][3]string{
 	"stream.max-conns-per-key":   {"10", "20", "30"},
 	"stream.max-subscriptions":   {"5", "50", "500"},
 	"debug-addr":                 {"127.0.0.1:6060", "localhost:6061", ""},
+	"sources-file":               {"/etc/herald/sources.json", "sources.json", ""},
 	"shutdown-drain-delay":       {"0s", "10s", "1m"},
 	"http.read-timeout":          {"30s", "5m", "1h"},
 	"http.idle-timeout":          {"1m", "30s", "10m"},

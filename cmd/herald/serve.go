@@ -30,6 +30,7 @@ import (
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/schedule"
+	"github.com/heraldhq/herald/source"
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
 	"github.com/heraldhq/herald/stream"
@@ -63,6 +64,7 @@ type Main struct {
 	channels   *channel.Registry
 	hub        *stream.Hub
 	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
+	sources    *source.Runtime // runs the sources (connectors in); nil on a store without them
 	api        *api.Server
 	http       *http.Server
 	ln         net.Listener
@@ -225,6 +227,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if hasTime {
 		deps.Delayed = timeStore
 	}
+	if err := m.newSources(ctx, dcfg); err != nil {
+		return err
+	}
+	if m.sources != nil {
+		deps.Sources, deps.SourceKinds, deps.SourceRuntime = m.store.(herald.SourceStore), m.sourceKinds(), m.sources
+	}
 	tokens, err := m.newTokens()
 	if err != nil {
 		return err
@@ -254,6 +262,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	if err := m.hub.Start(ctx); err != nil {
 		return err
+	}
+	if m.sources != nil {
+		if err := m.sources.Start(ctx); err != nil {
+			return err
+		}
 	}
 	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
 	if err := m.pruner.Start(ctx); err != nil {
@@ -469,6 +482,14 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 		if m.debug != nil {
 			_ = m.debug.Close() // profiles in progress are cut short
+		}
+		if m.sources != nil {
+			// Sources stop first: what they took from their services and
+			// have not committed stays there, unacknowledged, for the next
+			// holder of each shard.
+			if err := m.sources.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop sources: %w", err))
+			}
 		}
 		if m.http != nil {
 			if err := m.http.Shutdown(ctx); err != nil {

@@ -35,3 +35,8 @@ func TestSubscriptionConformance(t *testing.T) {
 func TestTimeConformance(t *testing.T) {
 	storetest.RunTime(t, func(t *testing.T) herald.Store { return newTestStore(t) })
 }
+
+// TestSourceConformance runs the SourceStore conformance suite.
+func TestSourceConformance(t *testing.T) {
+	storetest.RunSources(t, func(t *testing.T) herald.SourceStore { return newTestStore(t) })
+}

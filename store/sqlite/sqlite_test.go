@@ -127,3 +127,7 @@ func appendUntilKilled(t *testing.T, path string) {
 func TestTimeConformance(t *testing.T) {
 	storetest.RunTime(t, func(t *testing.T) herald.Store { return openTemp(t) })
 }
+
+func TestSourceConformance(t *testing.T) {
+	storetest.RunSources(t, func(t *testing.T) herald.SourceStore { return openTemp(t) })
+}

@@ -1,0 +1,442 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/source"
+)
+
+// Sources is the source runtime as the API sees it (source.Runtime): told
+// of changes, and handed inbound requests.
+type Sources interface {
+	// Changed wakes the runtime after a source changed.
+	Changed()
+	// Receive verifies an inbound request for the source and commits its
+	// event, returning after the commit.
+	Receive(ctx context.Context, id string, header http.Header, body []byte) (source.Received, error)
+}
+
+// Source limits.
+const (
+	sourceIDPrefix = "src_"
+	// maxInboundBody bounds an inbound webhook's body, read whole before
+	// it is verified; the topic's max_event_bytes still applies.
+	maxInboundBody = 1 << 20
+)
+
+type sourceRequest struct {
+	Kind        *string          `json:"kind"`
+	Config      json.RawMessage  `json:"config"`
+	Topic       *string          `json:"topic"`
+	Mapping     json.RawMessage  `json:"mapping"`
+	Description *string          `json:"description"`
+	Shards      *int             `json:"shards"`
+	State       *string          `json:"state"`
+	ID          *json.RawMessage `json:"id"`
+}
+
+type sourceShardJSON struct {
+	Shard          int    `json:"shard"`
+	Node           string `json:"node"`
+	LeaseExpiresAt string `json:"lease_expires_at,omitempty"`
+	Lag            int64  `json:"lag"`
+	EventsIn       int64  `json:"events_in"`
+	Errors         int64  `json:"errors"`
+	LastError      string `json:"last_error,omitempty"`
+	LastErrorAt    string `json:"last_error_at,omitempty"`
+	ReportedAt     string `json:"reported_at,omitempty"`
+}
+
+// sourceJSON is a source on the wire: config without its secrets, and the
+// status its shards' runners last reported.
+type sourceJSON struct {
+	ID          string            `json:"id"`
+	Kind        string            `json:"kind"`
+	Config      json.RawMessage   `json:"config"`
+	Topic       string            `json:"topic"`
+	Mapping     json.RawMessage   `json:"mapping"`
+	Description string            `json:"description"`
+	Shards      int               `json:"shards"`
+	State       string            `json:"state"`
+	StateReason string            `json:"state_reason,omitempty"`
+	Managed     bool              `json:"managed"`
+	InboundURL  string            `json:"inbound_path,omitempty"`
+	Lag         int64             `json:"lag"`
+	EventsIn    int64             `json:"events_in"`
+	Errors      int64             `json:"errors"`
+	LastError   string            `json:"last_error,omitempty"`
+	LastErrorAt string            `json:"last_error_at,omitempty"`
+	ShardStatus []sourceShardJSON `json:"shard_status"`
+	CreatedAt   string            `json:"created_at"`
+	UpdatedAt   string            `json:"updated_at"`
+}
+
+type sourceListJSON struct {
+	Sources    []sourceJSON `json:"sources"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) sourceStore() (herald.SourceStore, error) {
+	if s.sources == nil || s.sourceKinds == nil {
+		return nil, herald.Errorf(herald.CodeUnavailable, "sources are not available on this server")
+	}
+	return s.sources, nil
+}
+
+func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus bool) sourceJSON {
+	out := sourceJSON{
+		ID: src.ID, Kind: src.Kind, Config: src.Config, Topic: src.Topic, Mapping: src.Mapping,
+		Description: src.Description, Shards: src.Shards, State: string(src.State), StateReason: src.StateReason,
+		Managed: src.Managed, Lag: -1, ShardStatus: []sourceShardJSON{},
+		CreatedAt: formatTime(src.CreatedAt), UpdatedAt: formatTime(src.UpdatedAt),
+	}
+	if k, ok := s.sourceKinds.Get(src.Kind); ok {
+		out.Config = k.Public(src.Config)
+		if _, ok := k.(source.Receiver); ok {
+			out.InboundURL = "/v1/inbound/" + src.ID
+		}
+	}
+	if len(out.Config) == 0 {
+		out.Config = json.RawMessage("{}")
+	}
+	if len(out.Mapping) == 0 {
+		out.Mapping = json.RawMessage("{}")
+	}
+	if !withStatus {
+		return out
+	}
+	shards, err := s.sources.SourceShards(ctx, src.ID)
+	if err != nil {
+		return out
+	}
+	var lastAt time.Time
+	known := false
+	var lag int64
+	for _, sh := range shards {
+		if sh.Shard >= max(src.Shards, 1) {
+			continue // a shard of an earlier, larger shard count
+		}
+		j := sourceShardJSON{Shard: sh.Shard, Node: sh.Node, Lag: sh.Lag, EventsIn: sh.EventsIn, Errors: sh.Errors, LastError: sh.LastError}
+		if !sh.LeaseExpiresAt.IsZero() {
+			j.LeaseExpiresAt = formatTime(sh.LeaseExpiresAt)
+		}
+		if !sh.LastErrorAt.IsZero() {
+			j.LastErrorAt = formatTime(sh.LastErrorAt)
+		}
+		if !sh.ReportedAt.IsZero() {
+			j.ReportedAt = formatTime(sh.ReportedAt)
+		}
+		out.ShardStatus = append(out.ShardStatus, j)
+		out.EventsIn += sh.EventsIn
+		out.Errors += sh.Errors
+		if sh.Lag >= 0 {
+			lag += sh.Lag
+			known = true
+		}
+		if sh.LastError != "" && sh.LastErrorAt.After(lastAt) {
+			lastAt, out.LastError, out.LastErrorAt = sh.LastErrorAt, sh.LastError, formatTime(sh.LastErrorAt)
+		}
+	}
+	if known {
+		out.Lag = lag
+	}
+	return out
+}
+
+// configFieldError names a kind's config member as "config.<member>".
+func configFieldError(err error) error {
+	if e, ok := errors.AsType[*herald.Error](err); ok && e.Code == herald.CodeInvalid && !strings.HasPrefix(e.Field, "config") {
+		c := *e
+		c.Field = strings.TrimSuffix("config."+e.Field, ".")
+		return &c
+	}
+	return err
+}
+
+// applySourceRequest checks the request's fields and writes them into src;
+// create says every required field must be there.
+func (s *Server) applySourceRequest(req *sourceRequest, src *herald.Source, create bool) error {
+	if req.ID != nil {
+		return herald.FieldErrorf("id", "id is assigned by Herald")
+	}
+	if create {
+		if req.Kind == nil || *req.Kind == "" {
+			return herald.FieldErrorf("kind", "kind is required: one of %s", strings.Join(s.sourceKinds.Names(), ", "))
+		}
+		src.Kind = *req.Kind
+	} else if req.Kind != nil && *req.Kind != src.Kind {
+		return herald.FieldErrorf("kind", "a source's kind cannot change (it is %s); create another source", src.Kind)
+	}
+	kind, ok := s.sourceKinds.Get(src.Kind)
+	if !ok {
+		return herald.FieldErrorf("kind", "unknown kind %q: one of %s", src.Kind, strings.Join(s.sourceKinds.Names(), ", "))
+	}
+	if create || req.Config != nil {
+		var prev json.RawMessage
+		if !create {
+			prev = src.Config
+		}
+		cfg, err := kind.Validate(req.Config, prev)
+		if err != nil {
+			return configFieldError(err)
+		}
+		if len(cfg) > herald.MaxSourceConfigSize {
+			return herald.FieldErrorf("config", "config is %d bytes; the limit is %d", len(cfg), herald.MaxSourceConfigSize)
+		}
+		src.Config = cfg
+	}
+	if create && req.Topic == nil {
+		return source.ValidateTopicTemplate("")
+	}
+	if req.Topic != nil {
+		if err := source.ValidateTopicTemplate(*req.Topic); err != nil {
+			return err
+		}
+		src.Topic = *req.Topic
+	}
+	if create || req.Mapping != nil {
+		_, canon, err := source.ParseMapping(req.Mapping)
+		if err != nil {
+			return err
+		}
+		src.Mapping = canon
+	}
+	if req.Description != nil {
+		if len(*req.Description) > herald.MaxDescriptionLen || !utf8.ValidString(*req.Description) {
+			return herald.FieldErrorf("description", "description must be at most %d bytes of UTF-8", herald.MaxDescriptionLen)
+		}
+		src.Description = *req.Description
+	}
+	if create {
+		src.Shards = 1
+	}
+	if req.Shards != nil {
+		if *req.Shards < 1 || *req.Shards > herald.MaxSourceShards {
+			return herald.FieldErrorf("shards", "shards must be from 1 to %d, got %d", herald.MaxSourceShards, *req.Shards)
+		}
+		src.Shards = *req.Shards
+	}
+	if req.State != nil {
+		switch st := herald.SourceState(*req.State); st {
+		case herald.SourceActive, herald.SourcePaused:
+			if st != src.State {
+				src.State, src.StateReason = st, ""
+				if st == herald.SourcePaused {
+					src.StateReason = "paused through the API"
+				}
+			}
+		default:
+			return herald.FieldErrorf("state", "state must be active or paused, got %q", *req.State)
+		}
+	}
+	return nil
+}
+
+func (s *Server) createSource(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.sourceStore()
+	if err != nil {
+		return err
+	}
+	var req sourceRequest
+	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	src := herald.Source{ID: newSourceID(), State: herald.SourceActive, CreatedAt: now, UpdatedAt: now}
+	if err := s.applySourceRequest(&req, &src, true); err != nil {
+		return err
+	}
+	if existing, err := st.ListSources(r.Context(), "", herald.MaxSources); err != nil {
+		return err
+	} else if len(existing) >= herald.MaxSources {
+		return herald.Errorf(herald.CodeConflict, "this server has %d sources, the limit; delete one first", len(existing))
+	}
+	if err := st.CreateSource(r.Context(), src); err != nil {
+		return err
+	}
+	s.sourcesChanged()
+	w.Header().Set("Location", "/v1/sources/"+src.ID)
+	return writeJSON(w, http.StatusCreated, s.toSourceJSON(r.Context(), src, false))
+}
+
+func (s *Server) listSources(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.sourceStore()
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit, err := queryInt(q.Get("limit"), "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return err
+	}
+	after, err := decodeIDCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	page, err := st.ListSources(r.Context(), after, int(limit)+1)
+	if err != nil {
+		return err
+	}
+	out := sourceListJSON{Sources: []sourceJSON{}}
+	for i, src := range page {
+		if i == int(limit) {
+			out.NextCursor = encodeCursor(page[i-1].ID)
+			break
+		}
+		out.Sources = append(out.Sources, s.toSourceJSON(r.Context(), src, true))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) loadSource(r *http.Request) (herald.Source, error) {
+	st, err := s.sourceStore()
+	if err != nil {
+		return herald.Source{}, err
+	}
+	return st.GetSource(r.Context(), r.PathValue("id"))
+}
+
+func (s *Server) getSource(w http.ResponseWriter, r *http.Request) error {
+	src, err := s.loadSource(r)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.toSourceJSON(r.Context(), src, true))
+}
+
+func managedError(src herald.Source) error {
+	return herald.Errorf(herald.CodeConflict, "source %s is declared in the server's sources file; change it there", src.ID)
+}
+
+func (s *Server) updateSource(w http.ResponseWriter, r *http.Request) error {
+	var req sourceRequest
+	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
+		return err
+	}
+	return s.changeSource(w, r, func(src *herald.Source) error { return s.applySourceRequest(&req, src, false) })
+}
+
+// changeSource applies change to the stored source and saves it, reading
+// it again when another writer changed it in between.
+func (s *Server) changeSource(w http.ResponseWriter, r *http.Request, change func(*herald.Source) error) error {
+	st, err := s.sourceStore()
+	if err != nil {
+		return err
+	}
+	for range 5 {
+		src, err := s.loadSource(r)
+		if err != nil {
+			return err
+		}
+		if src.Managed {
+			return managedError(src)
+		}
+		if err := change(&src); err != nil {
+			return err
+		}
+		src.UpdatedAt = s.now().UTC()
+		err = st.UpdateSource(r.Context(), src)
+		if herald.IsCode(err, herald.CodeConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.sourcesChanged()
+		src.Version++
+		return writeJSON(w, http.StatusOK, s.toSourceJSON(r.Context(), src, true))
+	}
+	return herald.Errorf(herald.CodeConflict, "the source kept changing; try again")
+}
+
+func (s *Server) deleteSource(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.sourceStore()
+	if err != nil {
+		return err
+	}
+	src, err := s.loadSource(r)
+	if err != nil {
+		return err
+	}
+	if src.Managed {
+		return managedError(src)
+	}
+	if err := st.DeleteSource(r.Context(), src.ID); err != nil {
+		return err
+	}
+	s.sourcesChanged()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) pauseSource(w http.ResponseWriter, r *http.Request) error {
+	return s.changeSource(w, r, func(src *herald.Source) error {
+		src.State, src.StateReason = herald.SourcePaused, "paused through the API"
+		return nil
+	})
+}
+
+func (s *Server) resumeSource(w http.ResponseWriter, r *http.Request) error {
+	return s.changeSource(w, r, func(src *herald.Source) error {
+		src.State, src.StateReason = herald.SourceActive, ""
+		return nil
+	})
+}
+
+func (s *Server) sourcesChanged() {
+	if s.sourceRuntime != nil {
+		s.sourceRuntime.Changed()
+	}
+}
+
+type inboundJSON struct {
+	ID        string `json:"id"`
+	Topic     string `json:"topic"`
+	Seq       int64  `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// receiveInbound serves POST /v1/inbound/{source}: a third party's webhook,
+// verified by the source's own scheme instead of an API key, committed
+// before the answer. The raw body becomes the payload byte for byte.
+func (s *Server) receiveInbound(w http.ResponseWriter, r *http.Request) error {
+	if s.sourceRuntime == nil {
+		return herald.Errorf(herald.CodeUnavailable, "sources are not available on this server")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxInboundBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return herald.Errorf(herald.CodeTooLarge, "the body is over %d bytes", maxInboundBody)
+		}
+		return herald.Errorf(herald.CodeInvalid, "the body could not be read")
+	}
+	res, err := s.sourceRuntime.Receive(r.Context(), r.PathValue("source"), r.Header, bytes.Clone(body))
+	if err != nil {
+		return err
+	}
+	status := http.StatusAccepted
+	if res.Duplicate {
+		status = http.StatusOK
+	}
+	return writeJSON(w, status, inboundJSON(res))
+}
+
+var sourceIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newSourceID returns "src_" and 10 random bytes in lowercase base32.
+func newSourceID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return sourceIDPrefix + strings.ToLower(sourceIDEncoding.EncodeToString(b[:]))
+}
