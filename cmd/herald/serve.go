@@ -64,7 +64,7 @@ type Main struct {
 	channels   *channel.Registry
 	hub        *stream.Hub
 	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
-	sources    *source.Runtime // runs the sources (connectors in); nil on a store without them
+	sources    *source.Runtime    // runs the sources (connectors in); nil on a store without them
 	api        *api.Server
 	http       *http.Server
 	ln         net.Listener
