@@ -363,6 +363,15 @@ type SubscriptionStore interface {
 	// CodeNotFound if the subscription does not exist.
 	AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error)
 
+	// RenewLeases extends every live lease node holds to now+ttl in one
+	// step, as AcquireLease would extend each, except a lease under which a
+	// topic was deleted (a fence): that one is left to lapse, and the
+	// dispatcher, not finding it renewed, restarts the subscription under a
+	// new epoch. It returns the leases it renewed. A node renews all its
+	// leases at once so that the cost of keeping them grows with the
+	// subscriptions it dispatches by one statement, not one per lease.
+	RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]Lease, error)
+
 	// ReleaseLease ends node's lease if it still holds it with this epoch.
 	ReleaseLease(ctx context.Context, id, node string, epoch int64) error
 
@@ -442,10 +451,21 @@ type SubscriptionStore interface {
 	// CountDeadLetters returns how many dead letters the subscription has.
 	CountDeadLetters(ctx context.Context, id string) (int64, error)
 
+	// CountBacklog returns the sizes of the retry sets and the dead letters
+	// of every subscription whose lease node holds (of every subscription
+	// when node is ""), in one query each: the dispatcher's gauges.
+	CountBacklog(ctx context.Context, node string) (retries, deadLetters int64, err error)
+
 	// ListAttempts returns the subscription's attempts, newest first.
 	ListAttempts(ctx context.Context, id string, f AttemptFilter) ([]Attempt, error)
 
 	// PruneAttempts deletes up to limit attempts older than before and
 	// returns how many.
 	PruneAttempts(ctx context.Context, before time.Time, limit int) (int64, error)
+}
+
+// Lease is a dispatch lease a node holds: the subscription and the epoch.
+type Lease struct {
+	SubscriptionID string
+	Epoch          int64
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,9 +68,18 @@ type DispatcherConfig struct {
 	// index, so fewer, larger writes cost less per delivery; a crash repeats
 	// at most this much of its deliveries.
 	SettleInterval time.Duration
-	// PollInterval is how often subscriptions are re-read (changes made on
-	// other nodes) and idle workers look at their retry sets. Default 1s.
+	// PollInterval is how often the dispatch leases are renewed (all of
+	// them in one store call; never when Exclusive, whose leases do not
+	// lapse), and how soon a subscription this node could not start (its
+	// lease still held elsewhere, its channel failing to open) is tried
+	// again. Default 1s.
 	PollInterval time.Duration
+	// ResyncInterval is how often every subscription is read again, as a
+	// safety net under the notices of changes (this node's API, other
+	// nodes' notifications, membership changes), which are acted on at
+	// once for just the subscriptions they name. Default 1m, or 10m when
+	// Exclusive (no other process changes subscriptions).
+	ResyncInterval time.Duration
 	// DisableAfter disables a subscription whose deliveries have all failed
 	// for this long. Default herald.DefaultDisableAfter (5 days).
 	DisableAfter time.Duration
@@ -118,14 +128,72 @@ type Dispatcher struct {
 	rndMu sync.Mutex
 	rnd   *rand.Rand
 
-	mu         sync.Mutex
-	workers    map[string]*worker
-	verifying  map[string]bool
-	stopping   map[string]*worker // stopped workers that may still be finishing
-	kick       chan struct{}      // cap 1: re-read subscriptions now
-	life       lifecycle.Runner   // the manager, workers and verifications
-	lastPrune  time.Time
-	lastGauges time.Time
+	// leaseTTL is the lease taken: cfg.LeaseTTL, or, when Exclusive, one
+	// that does not lapse while the process lives (nothing else dispatches
+	// from the store, and the next process ends every lease as it starts).
+	leaseTTL time.Duration
+
+	// wakeups counts the turns of all workers' loops: at rest it stays
+	// still (see Wakeups).
+	wakeups atomic.Int64
+
+	mu        sync.Mutex
+	workers   map[string]*worker
+	byTopic   map[string]map[*worker]struct{} // workers of single-topic subscriptions, by topic
+	patterns  map[*worker]struct{}            // workers of pattern subscriptions
+	verifying map[string]bool
+	stopping  map[string]*worker   // stopped workers that may still be finishing
+	due       map[string]time.Time // subscriptions to look at again, and when
+	changed   map[string]bool      // subscriptions to look at now
+	kick      chan struct{}        // cap 1: re-read every subscription now
+	wake      chan struct{}        // cap 1: changed or due has news
+	life      lifecycle.Runner     // the manager, workers and verifications
+}
+
+// addWorker makes w the subscription's worker. d.mu is held.
+func (d *Dispatcher) addWorker(id string, w *worker) {
+	d.workers[id] = w
+	if herald.IsPattern(w.sub.Topic) {
+		d.patterns[w] = struct{}{}
+		return
+	}
+	set := d.byTopic[w.sub.Topic]
+	if set == nil {
+		set = make(map[*worker]struct{})
+		d.byTopic[w.sub.Topic] = set
+	}
+	set[w] = struct{}{}
+}
+
+// removeWorker ends w's place as the subscription's worker, if it has it.
+// d.mu is held.
+func (d *Dispatcher) removeWorker(id string, w *worker) {
+	if d.workers[id] != w {
+		return
+	}
+	delete(d.workers, id)
+	delete(d.patterns, w)
+	if set := d.byTopic[w.sub.Topic]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(d.byTopic, w.sub.Topic)
+		}
+	}
+}
+
+// matching calls f for each worker whose subscription matches the topic:
+// those of the topic itself, found by name, and the pattern ones. A
+// commit costs the subscriptions it concerns, not all of them. d.mu is
+// held.
+func (d *Dispatcher) matching(topic string, f func(*worker)) {
+	for w := range d.byTopic[topic] {
+		f(w)
+	}
+	for w := range d.patterns {
+		if herald.MatchTopic(w.sub.Topic, topic) {
+			f(w)
+		}
+	}
 }
 
 // updateGauges refreshes the backlog gauges: lag from the workers' memory,
@@ -142,15 +210,18 @@ func (d *Dispatcher) updateGauges(ctx context.Context) {
 		l := w.lag.Load()
 		lag += l
 		lagMax = max(lagMax, l)
-		if n, err := d.store.CountRetries(ctx, w.sub.ID); err == nil {
-			retries += n
-		}
-		if n, err := d.store.CountDeadLetters(ctx, w.sub.ID); err == nil {
-			dead += n
-		}
 	}
 	d.metrics.lagTotal.Set(float64(lag))
 	d.metrics.lagMax.Set(float64(lagMax))
+	node := d.cfg.NodeID
+	if d.cfg.Exclusive {
+		node = "" // every lease is this process's
+	}
+	if r, dl, err := d.store.CountBacklog(ctx, node); err == nil {
+		retries, dead = r, dl
+	} else if ctx.Err() == nil {
+		d.log.Warn("count the retry sets and dead letters", "err", err)
+	}
 	d.metrics.retries.Set(float64(retries))
 	d.metrics.deadLetters.Set(float64(dead))
 }
@@ -170,6 +241,12 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = time.Minute
+		if cfg.Exclusive {
+			cfg.ResyncInterval = 10 * time.Minute
+		}
 	}
 	if cfg.DisableAfter <= 0 {
 		cfg.DisableAfter = herald.DefaultDisableAfter
@@ -195,15 +272,25 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
 		store: deps.Store, tail: deps.Tail, channels: deps.Channels, publisher: deps.Publisher,
-		cfg: cfg, log: logger, metrics: newDispatchMetrics(deps.Registry, slots),
+		cfg: cfg, log: logger,
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
+		byTopic:   make(map[string]map[*worker]struct{}),
+		patterns:  make(map[*worker]struct{}),
 		verifying: make(map[string]bool),
 		stopping:  make(map[string]*worker),
+		due:       make(map[string]time.Time),
+		changed:   make(map[string]bool),
 		kick:      make(chan struct{}, 1),
+		wake:      make(chan struct{}, 1),
+		leaseTTL:  cfg.LeaseTTL,
 		senders:   newGoPool(senderIdle),
 		slots:     slots,
 		clockBase: cfg.Now(),
+	}
+	d.metrics = newDispatchMetrics(deps.Registry, slots, &d.wakeups)
+	if cfg.Exclusive {
+		d.leaseTTL = 10 * 365 * 24 * time.Hour
 	}
 	d.settler = newGroup(1024, 256, func(herald.SettleItem) int { return 1 }, d.commitSettlements)
 	return d
@@ -214,6 +301,11 @@ func (d *Dispatcher) rand() float64 {
 	defer d.rndMu.Unlock()
 	return d.rnd.Float64()
 }
+
+// Wakeups is how many times the workers have woken up, summed: a worker
+// wakes for a commit, a result, a due retry or settlement, never on a
+// timer of its own while it has nothing to do, so at rest this stays still.
+func (d *Dispatcher) Wakeups() int64 { return d.wakeups.Load() }
 
 // NodeID is the name this dispatcher holds leases under.
 func (d *Dispatcher) NodeID() string { return d.cfg.NodeID }
@@ -258,6 +350,8 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	clear(d.workers)
+	clear(d.byTopic)
+	clear(d.patterns)
 	d.mu.Unlock()
 	return d.settler.stop(ctx)
 }
@@ -271,51 +365,213 @@ func (d *Dispatcher) OnCommit(events []*herald.Event) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, w := range d.workers {
-		for topic, seq := range heads {
-			if herald.MatchTopic(w.sub.Topic, topic) {
-				w.noteCommit(topic, seq)
-			}
-		}
+	for topic, seq := range heads {
+		d.matching(topic, func(w *worker) { w.noteCommit(topic, seq) })
 	}
 }
 
-// poke asks the manager to sync now.
-func (d *Dispatcher) poke() {
+// look asks the manager to look at one subscription again now.
+func (d *Dispatcher) look(id string) {
+	d.mu.Lock()
+	d.changed[id] = true
+	d.mu.Unlock()
 	select {
-	case d.kick <- struct{}{}:
+	case d.wake <- struct{}{}:
 	default:
+	}
+}
+
+// lookAt asks the manager to look at one subscription again at t (the
+// earliest of the times asked for wins). d.mu is held.
+func (d *Dispatcher) lookAt(id string, t time.Time) {
+	if cur, ok := d.due[id]; !ok || t.Before(cur) {
+		d.due[id] = t
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // Changed tells the dispatcher that a subscription was created, changed or
-// deleted through this node, so it acts now instead of at the next poll.
+// deleted (through this node, or another that said which), or that its
+// retry set changed: it reads that one subscription again now, and its
+// worker looks at its retry set.
 func (d *Dispatcher) Changed(id string) {
 	d.mu.Lock()
 	if w := d.workers[id]; w != nil {
+		w.recheck.Store(true)
 		w.poke()
 	}
 	d.mu.Unlock()
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
+	d.look(id)
 }
 
+// housekeeping is how often the gauges are refreshed and the attempt log
+// pruned.
+const housekeeping = 15 * time.Second
+
+// manage runs the dispatcher: a full sync at the start, on Rebalance and
+// every ResyncInterval; the subscriptions named by Changed, or due to be
+// looked at again, one by one; lease renewals; housekeeping. Nothing in
+// it costs per subscription and second: at rest, with every worker idle,
+// it renews leases (one store call) and sleeps.
 func (d *Dispatcher) manage(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
+	full := time.NewTimer(0)
+	defer full.Stop()
+	renew := time.NewTicker(d.cfg.PollInterval)
+	defer renew.Stop()
+	if d.cfg.Exclusive {
+		renew.Stop() // its leases do not lapse
+	}
+	house := time.NewTicker(housekeeping)
+	defer house.Stop()
+	dueTimer := time.NewTimer(time.Hour)
+	defer dueTimer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-full.C:
+			d.fullSync(ctx)
+			full.Reset(d.cfg.ResyncInterval)
 		case <-d.kick:
+			d.fullSync(ctx)
+			if !full.Stop() {
+				select {
+				case <-full.C:
+				default:
+				}
+			}
+			full.Reset(d.cfg.ResyncInterval)
+		case <-d.wake:
+		case <-dueTimer.C:
+		case <-renew.C:
+			d.renewLeases(ctx)
+		case <-house.C:
+			d.housekeep(ctx)
 		}
-		if err := d.sync(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("dispatcher sync failed", "err", err)
+		d.syncNamed(ctx)
+		if !dueTimer.Stop() {
+			select {
+			case <-dueTimer.C:
+			default:
+			}
 		}
-		t.Reset(d.cfg.PollInterval)
+		if next := d.nextDue(); !next.IsZero() {
+			dueTimer.Reset(max(next.Sub(d.cfg.Now()), time.Millisecond))
+		}
+	}
+}
+
+func (d *Dispatcher) fullSync(ctx context.Context) {
+	if err := d.sync(ctx); err != nil && ctx.Err() == nil {
+		d.log.Warn("dispatcher sync failed", "err", err)
+	}
+}
+
+// nextDue is the earliest time a subscription is to be looked at again.
+func (d *Dispatcher) nextDue() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var next time.Time
+	for _, t := range d.due {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	return next
+}
+
+// syncNamed looks at the subscriptions Changed named and those now due.
+func (d *Dispatcher) syncNamed(ctx context.Context) {
+	now := d.cfg.Now()
+	d.mu.Lock()
+	ids := make([]string, 0, len(d.changed))
+	for id := range d.changed {
+		ids = append(ids, id)
+	}
+	clear(d.changed)
+	for id, t := range d.due {
+		if !t.After(now) {
+			if _, named := d.changed[id]; !named {
+				ids = append(ids, id)
+			}
+			delete(d.due, id)
+		}
+	}
+	d.mu.Unlock()
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		s, err := d.store.GetSubscription(ctx, id)
+		switch {
+		case herald.IsCode(err, herald.CodeNotFound):
+			d.mu.Lock()
+			w := d.workers[id]
+			d.mu.Unlock()
+			if w != nil {
+				d.stopWorker(id, w)
+			}
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				d.log.Warn("read subscription", "subscription_id", id, "err", err)
+				d.mu.Lock()
+				d.lookAt(id, now.Add(d.cfg.PollInterval))
+				d.mu.Unlock()
+			}
+			continue
+		}
+		if err := d.syncOne(ctx, s, d.cfg.Now()); err != nil && ctx.Err() == nil {
+			d.log.Warn("dispatcher sync failed", "subscription_id", id, "err", err)
+		}
+	}
+	d.mu.Lock()
+	n := len(d.workers)
+	d.mu.Unlock()
+	d.metrics.workers.Set(float64(n))
+}
+
+// renewLeases renews every lease this node holds in one store call. A
+// worker whose lease was not renewed (it lapsed, or a topic deletion
+// fenced its epoch) stops, and its subscription is looked at again.
+func (d *Dispatcher) renewLeases(ctx context.Context) {
+	sent := d.cfg.Now()
+	leases, err := d.store.RenewLeases(ctx, d.cfg.NodeID, sent, d.leaseTTL)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("renew dispatch leases", "err", err)
+		}
+		return // the workers stop by themselves once their leases may have lapsed
+	}
+	held := make(map[string]int64, len(leases))
+	for _, l := range leases {
+		held[l.SubscriptionID] = l.Epoch
+	}
+	d.mu.Lock()
+	var lost []*worker
+	for id, w := range d.workers {
+		if epoch, ok := held[id]; ok && epoch == w.epoch {
+			w.renewed(sent)
+		} else if !w.acquired.After(sent) {
+			lost = append(lost, w)
+		}
+	}
+	d.mu.Unlock()
+	for _, w := range lost {
+		d.log.Info("lost dispatch lease", "subscription_id", w.sub.ID)
+		d.stopWorker(w.sub.ID, w)
+	}
+}
+
+// housekeep refreshes the gauges and prunes the attempt log.
+func (d *Dispatcher) housekeep(ctx context.Context) {
+	d.updateGauges(ctx)
+	now := d.cfg.Now()
+	if _, err := d.store.PruneAttempts(ctx, now.Add(-d.cfg.AttemptRetention), 10000); err != nil && ctx.Err() == nil {
+		d.log.Warn("prune attempts", "err", err)
 	}
 }
 
@@ -346,25 +602,16 @@ func (d *Dispatcher) sync(ctx context.Context) error {
 	for id, w := range d.workers {
 		if !seen[id] {
 			gone = append(gone, w)
-			delete(d.workers, id)
 		}
 	}
-	active := len(d.workers)
 	d.mu.Unlock()
 	for _, w := range gone {
-		w.cancel()
+		d.stopWorker(w.sub.ID, w)
 	}
+	d.mu.Lock()
+	active := len(d.workers)
+	d.mu.Unlock()
 	d.metrics.workers.Set(float64(active))
-	if now.Sub(d.lastGauges) >= 15*time.Second {
-		d.lastGauges = now
-		d.updateGauges(ctx)
-	}
-	if now.Sub(d.lastPrune) > time.Minute {
-		d.lastPrune = now
-		if _, err := d.store.PruneAttempts(ctx, now.Add(-d.cfg.AttemptRetention), 10000); err != nil {
-			errs = append(errs, fmt.Errorf("prune attempts: %w", err))
-		}
-	}
 	return errors.Join(errs...)
 }
 
@@ -377,20 +624,32 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 			delete(d.stopping, s.ID)
 		default:
 			d.mu.Unlock()
-			return nil // the previous worker is still finishing
+			return nil // the previous worker is still finishing: its exit looks again
 		}
 	}
 	d.mu.Unlock()
 	owns := d.cfg.Owns == nil || d.cfg.Owns(s.ID)
 
-	if s.ExpiresAfterIdle > 0 && now.Sub(s.LastActivityAt) >= s.ExpiresAfterIdle && owns {
-		if w != nil {
-			d.stopWorker(s.ID, w)
+	if s.ExpiresAfterIdle > 0 && owns {
+		if end := s.LastActivityAt.Add(s.ExpiresAfterIdle); !now.Before(end) {
+			if w != nil {
+				d.stopWorker(s.ID, w)
+			}
+			return d.expire(ctx, s, now)
+		} else {
+			d.mu.Lock()
+			d.lookAt(s.ID, end)
+			d.mu.Unlock()
 		}
-		return d.expire(ctx, s, now)
 	}
-	if s.State == herald.StatePending && owns && !s.NextChallengeAt.After(now) {
-		d.startVerify(ctx, s)
+	if s.State == herald.StatePending && owns {
+		if !s.NextChallengeAt.After(now) {
+			d.startVerify(ctx, s)
+		} else {
+			d.mu.Lock()
+			d.lookAt(s.ID, s.NextChallengeAt)
+			d.mu.Unlock()
+		}
 	}
 	want := s.State == herald.StateActive && owns
 	switch {
@@ -398,26 +657,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		d.stopWorker(s.ID, w)
 		return nil // its replacement starts once it has exited
 	case w != nil:
-		d.mu.Lock()
-		current := d.workers[s.ID] == w
-		d.mu.Unlock()
-		if !current {
-			// Stopped meanwhile (OnTopicDeleted): a renewal now could move
-			// the epoch (see AcquireLease) before its last settlement.
-			return nil
-		}
-		// Renew the lease; losing it stops the worker. The lease runs
-		// from when the request is sent (see worker.renewed), not from
-		// the start of a sync that may have renewed many before.
-		sent := d.cfg.Now()
-		epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.cfg.LeaseTTL)
-		if err != nil || epoch != w.epoch {
-			d.log.Info("lost dispatch lease", "subscription_id", s.ID, "err", err)
-			d.stopWorker(s.ID, w)
-			return nil
-		}
-		w.renewed(sent)
-		return nil
+		return nil // running as it should; renewLeases keeps its lease
 	}
 	if !want {
 		return nil
@@ -430,37 +670,54 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	if err != nil {
 		return fmt.Errorf("subscription %s: %w", s.ID, err)
 	}
+	if ctx.Err() != nil {
+		return nil // stopping: take no lease that nothing would release
+	}
 	sent := d.cfg.Now()
-	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.cfg.LeaseTTL)
+	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.leaseTTL)
 	switch {
-	case herald.IsCode(err, herald.CodeConflict), herald.IsCode(err, herald.CodeNotFound):
-		return nil // another node has it, or it was just deleted
+	case herald.IsCode(err, herald.CodeNotFound):
+		return nil // just deleted
+	case herald.IsCode(err, herald.CodeConflict):
+		// Another node has it: when that node stopped or died, its
+		// lease ends within LeaseTTL; try again until then.
+		d.mu.Lock()
+		d.lookAt(s.ID, sent.Add(d.cfg.PollInterval))
+		d.mu.Unlock()
+		return nil
 	case err != nil:
+		d.mu.Lock()
+		d.lookAt(s.ID, sent.Add(d.cfg.PollInterval))
+		d.mu.Unlock()
 		return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
 	}
 	nw := newWorker(d, s, ch, f, epoch)
+	nw.acquired = sent
 	nw.renewed(sent)
 	wctx, cancel := context.WithCancel(ctx)
 	nw.cancel = cancel
 	d.mu.Lock()
-	d.workers[s.ID] = nw
+	d.addWorker(s.ID, nw)
 	d.mu.Unlock()
 	started := d.life.Go(func(context.Context) {
-		defer d.poke() // a replacement may be waiting for this worker to exit
 		nw.run(wctx)
-		if nw.reason != "" {
-			d.mu.Lock()
-			if d.workers[s.ID] == nw {
-				delete(d.workers, s.ID)
-			}
-			d.mu.Unlock()
+		d.mu.Lock()
+		d.removeWorker(s.ID, nw)
+		if wctx.Err() == nil || nw.reason != "" {
+			// Ended on its own (the channel did not open, the lease may
+			// have lapsed): try again shortly.
+			d.lookAt(s.ID, d.cfg.Now().Add(d.cfg.PollInterval))
 		}
+		d.mu.Unlock()
+		// A replacement may be waiting for this worker to exit.
+		d.look(s.ID)
 	})
-	if !started { // stopping: the next start takes the lease back
+	if !started { // stopping: give the lease back
 		cancel()
 		d.mu.Lock()
-		delete(d.workers, s.ID)
+		d.removeWorker(s.ID, nw)
 		d.mu.Unlock()
+		_ = d.store.ReleaseLease(context.WithoutCancel(ctx), s.ID, d.cfg.NodeID, epoch)
 		return nil
 	}
 	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", epoch)
@@ -473,9 +730,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 // new worker starts for the subscription (see syncOne).
 func (d *Dispatcher) stopWorker(id string, w *worker) {
 	d.mu.Lock()
-	if d.workers[id] == w {
-		delete(d.workers, id)
-	}
+	d.removeWorker(id, w)
 	d.stopping[id] = w
 	d.mu.Unlock()
 	w.cancel()
@@ -597,6 +852,9 @@ func (d *Dispatcher) startVerify(ctx context.Context, s herald.Subscription) {
 		defer func() {
 			d.mu.Lock()
 			delete(d.verifying, s.ID)
+			// Look again for the next challenge (or, if this one could
+			// not be recorded, to try once more), not at once.
+			d.lookAt(s.ID, d.cfg.Now().Add(d.cfg.PollInterval))
 			d.mu.Unlock()
 		}()
 		d.verify(ctx, s)
@@ -736,7 +994,7 @@ type dispatchMetrics struct {
 	deadLetters    prometheus.Gauge
 }
 
-func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool) *dispatchMetrics {
+func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups *atomic.Int64) *dispatchMetrics {
 	m := &dispatchMetrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone).",
@@ -780,6 +1038,9 @@ func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool) *dispatchMet
 	if reg != nil {
 		reg.MustRegister(m.deliveries, m.latency, m.filtered, m.dead, m.disabled, m.gap, m.workers, m.settleDuration,
 			m.lagTotal, m.lagMax, m.retries, m.deadLetters,
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "herald_dispatch_wakeups_total", Help: "Times the subscriptions' workers woke up (for commits, results, due retries and settlements); it stays still at rest.",
+			}, func() float64 { return float64(wakeups.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "herald_delivery_slots_used", Help: "Send slots held by deliveries and challenges in flight (at most webhook.max-concurrency).",
 			}, func() float64 { used, _ := slots.stats(); return float64(used) }),

@@ -12,11 +12,7 @@ import "github.com/heraldhq/herald"
 func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, w := range d.workers {
-		if herald.MatchTopic(w.sub.Topic, topic) {
-			w.noteCommit(topic, headSeq)
-		}
-	}
+	d.matching(topic, func(w *worker) { w.noteCommit(topic, headSeq) })
 }
 
 // OnTopicDeleted tells the dispatcher that the topic was deleted (the
@@ -45,13 +41,13 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 func (d *Dispatcher) OnTopicDeleted(topic string) {
 	d.mu.Lock()
 	var stop []*worker
-	for id, w := range d.workers {
-		if herald.MatchTopic(w.sub.Topic, topic) {
-			w.topicDeleted(topic)
-			delete(d.workers, id)
-			d.stopping[id] = w
-			stop = append(stop, w)
-		}
+	d.matching(topic, func(w *worker) {
+		stop = append(stop, w)
+	})
+	for _, w := range stop {
+		w.topicDeleted(topic)
+		d.removeWorker(w.sub.ID, w)
+		d.stopping[w.sub.ID] = w
 	}
 	for _, w := range d.stopping {
 		// Already stopping for another reason: its final settlement must

@@ -83,6 +83,13 @@ type worker struct {
 
 	lag atomic.Int64 // events read-behind over all topics, for the metrics
 
+	// recheck asks the worker to read its retry set again: the API
+	// changed it (a replay), which the worker would not otherwise poll.
+	recheck atomic.Bool
+
+	flushStarted time.Time // when the last settlement write began
+	acquired     time.Time // when its lease was acquired (the request sent)
+
 	pending      herald.Settlement
 	flushing     bool             // a settlement write is under way
 	flushDone    chan flushResult // its outcome (cap 1)
@@ -209,11 +216,17 @@ func (w *worker) run(ctx context.Context) {
 	}
 	w.sink = sink
 	w.useBatches()
-	flush := time.NewTicker(w.d.cfg.SettleInterval)
-	defer flush.Stop()
+	// One timer, armed only for something due: a retry, the rate limit,
+	// a batch's linger, a settlement. A caught-up worker holds none, so an
+	// idle subscription costs no wake-ups at all.
 	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	defer timer.Stop()
 	for {
+		w.d.wakeups.Add(1)
+		if w.recheck.Swap(false) {
+			w.wantRetryAt(w.d.cfg.Now()) // told its retry set may have changed
+		}
 		if w.lapsed || !w.leaseHeld() {
 			// Paused (a stopped process, a long GC pause) or cut off
 			// from the store past the lease: another node may own the
@@ -241,7 +254,14 @@ func (w *worker) run(ctx context.Context) {
 			}
 			continue
 		}
-		timer.Reset(w.sleepFor())
+		if due := w.flushDue(); !due.IsZero() && !w.d.cfg.Now().Before(due) {
+			w.startFlush(ctx, false)
+		}
+		var wakeAt <-chan time.Time
+		if d, ok := w.sleepFor(); ok {
+			timer.Reset(d)
+			wakeAt = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -254,11 +274,35 @@ func (w *worker) run(ctx context.Context) {
 				return
 			}
 		case <-w.wake:
-		case <-timer.C:
-		case <-flush.C:
-			w.startFlush(ctx, false)
+		case <-wakeAt:
+		}
+		if wakeAt != nil && !timer.Stop() {
+			select { // fired but not taken: drain it before the next Reset
+			case <-timer.C:
+			default:
+			}
 		}
 	}
+}
+
+// flushDue is when the pending settlement should be written: SettleInterval
+// after the last write began, when there is anything to write; zero when
+// there is nothing, or a write is under way (its end wakes the worker).
+func (w *worker) flushDue() time.Time {
+	if w.flushing {
+		return time.Time{}
+	}
+	dirty := !w.pending.Empty()
+	for _, p := range w.topics {
+		if dirty {
+			break
+		}
+		dirty = p.settled > p.durable
+	}
+	if !dirty {
+		return time.Time{}
+	}
+	return w.flushStarted.Add(w.d.cfg.SettleInterval)
 }
 
 // maxPending bounds the results a worker holds while a settlement is
@@ -314,19 +358,20 @@ func (w *worker) finish() {
 	_ = w.d.store.ReleaseLease(ctx, w.sub.ID, w.d.cfg.NodeID, w.epoch)
 }
 
-func (w *worker) sleepFor() time.Duration {
-	d := w.d.cfg.PollInterval
-	now := w.d.cfg.Now()
-	if !w.nextRetryAt.IsZero() {
-		d = min(d, max(w.nextRetryAt.Sub(now), time.Millisecond))
+// sleepFor is how long the worker may wait for a message before it has
+// something of its own to do; false when it has nothing (it then waits
+// without a timer).
+func (w *worker) sleepFor() (time.Duration, bool) {
+	var next time.Time
+	for _, t := range []time.Time{w.nextRetryAt, w.rateWaitTill, w.batchDue(), w.flushDue()} {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
 	}
-	if !w.rateWaitTill.IsZero() {
-		d = min(d, max(w.rateWaitTill.Sub(now), time.Millisecond))
+	if next.IsZero() {
+		return 0, false
 	}
-	if due := w.batchDue(); !due.IsZero() {
-		d = min(d, max(due.Sub(now), time.Millisecond))
-	}
-	return d
+	return max(next.Sub(w.d.cfg.Now()), time.Millisecond), true
 }
 
 // load reads the cursors, the topics the subscription matches and, for
@@ -528,10 +573,10 @@ func (w *worker) fillRetries(ctx context.Context, now time.Time) {
 		w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
 		return
 	}
+	// None due later: the set is empty but for what is due now, and only
+	// this worker adds to it (or the API, which then says so: recheck),
+	// so there is nothing to poll for.
 	w.nextRetryAt = next
-	if w.nextRetryAt.IsZero() {
-		w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
-	}
 	taken := 0
 	for _, r := range rows {
 		ref := evRef{r.Topic, r.Seq}
@@ -562,9 +607,10 @@ func (w *worker) fillRetries(ctx context.Context, now time.Time) {
 		taken++
 		w.send(ctx, ev, r.Attempt+1, true)
 	}
-	if taken == 0 && len(rows) > 0 && len(rows) == len(w.retrying) {
-		// Everything due is already in flight: wait for results.
-		w.nextRetryAt = now.Add(w.d.cfg.PollInterval)
+	if taken == 0 && len(rows) > 0 && len(rows) == len(w.retrying) && (w.nextRetryAt.IsZero() || !w.nextRetryAt.After(now)) {
+		// Everything due is already in flight: its results (flushed) make
+		// the worker look again.
+		w.nextRetryAt = time.Time{}
 	}
 }
 
@@ -936,6 +982,7 @@ func (w *worker) startFlush(ctx context.Context, final bool) {
 	if w.flushing {
 		return
 	}
+	w.flushStarted = w.d.cfg.Now()
 	w.dropDeleted()
 	for name, p := range w.topics {
 		if p.settled > p.durable {
@@ -995,8 +1042,15 @@ func (w *worker) flushed(f flushResult) bool {
 		for _, ref := range f.settling {
 			delete(w.retrying, ref)
 		}
-		if len(f.settling) > 0 {
-			w.wantRetryAt(w.d.cfg.Now()) // rows freed: look again
+		if len(f.settling) > 0 || len(f.s.UnblockKeys) > 0 {
+			w.wantRetryAt(w.d.cfg.Now()) // rows freed or unblocked: look again
+		}
+		// The retries just written are the store's now: look at the set
+		// when the first falls due (a look before found none of them).
+		for _, r := range f.s.AddRetries {
+			if !r.DueAt.IsZero() {
+				w.wantRetryAt(r.DueAt)
+			}
 		}
 		return true
 	case herald.IsCode(err, herald.CodeConflict), herald.IsCode(err, herald.CodeNotFound):

@@ -100,6 +100,25 @@ func (s *Store) CountDeadLetters(ctx context.Context, id string) (int64, error) 
 	return s.count(ctx, "count dead letters", `SELECT count(*) FROM dead_letters WHERE subscription_id = $1`, id)
 }
 
+// CountBacklog returns the retry-set and dead-letter sizes of the
+// subscriptions node holds leases on, or of all when node is "".
+func (s *Store) CountBacklog(ctx context.Context, node string) (retries, dead int64, err error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, 0, err
+	}
+	if !validText(node) {
+		return 0, 0, nil
+	}
+	err = s.pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM retries t WHERE $1 = '' OR t.subscription_id IN (SELECT id FROM subscriptions WHERE lease_node = $1)),
+		(SELECT count(*) FROM dead_letters t WHERE $1 = '' OR t.subscription_id IN (SELECT id FROM subscriptions WHERE lease_node = $1))`,
+		node).Scan(&retries, &dead)
+	if err != nil {
+		return 0, 0, s.fail("count backlog", err)
+	}
+	return retries, dead, nil
+}
+
 func (s *Store) count(ctx context.Context, op, sql, id string) (int64, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err

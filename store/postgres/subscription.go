@@ -452,6 +452,47 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 		id, holder, fromNanos(expires).Format(time.RFC3339Nano))
 }
 
+// RenewLeases extends every live, unfenced lease node holds to now+ttl in
+// one statement and returns them.
+func (s *Store) RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if node == "" || !validText(node) {
+		return nil, herald.FieldErrorf("node", "the node name must be non-empty UTF-8 without NUL bytes")
+	}
+	if now.IsZero() || !inNanosRange(now) {
+		return nil, herald.FieldErrorf("now", "now must be between %s and %s", minTime.UTC(), maxTime.UTC())
+	}
+	until := now.Add(ttl)
+	switch {
+	case until.After(maxTime):
+		until = maxTime
+	case until.Before(now):
+		until = now
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE subscriptions s SET lease_expires_at = $3
+		WHERE lease_node = $1 AND lease_expires_at > $2 AND NOT EXISTS (
+			SELECT 1 FROM topic_fences f WHERE f.subscription_id = s.id AND f.epoch >= s.lease_epoch)
+		RETURNING id, lease_epoch`, node, now.UnixNano(), until.UnixNano())
+	if err != nil {
+		return nil, s.fail("renew leases", err)
+	}
+	var out []herald.Lease
+	for rows.Next() {
+		var l herald.Lease
+		if err := rows.Scan(&l.SubscriptionID, &l.Epoch); err != nil {
+			rows.Close()
+			return nil, s.fail("renew leases", err)
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("renew leases", err)
+	}
+	return out, nil
+}
+
 // ReleaseLease ends node's lease if it still holds it with this epoch, so
 // another node may take the subscription at once; the epoch stays, and the
 // next AcquireLease increases it. Anything else is left as it is, without

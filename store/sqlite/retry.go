@@ -105,6 +105,27 @@ func (s *Store) CountDeadLetters(ctx context.Context, id string) (int64, error) 
 	return s.count(ctx, "count dead letters", s.rCountDead, id)
 }
 
+// CountBacklog returns the retry-set and dead-letter sizes of the
+// subscriptions node holds leases on, or of all when node is "".
+func (s *Store) CountBacklog(ctx context.Context, node string) (retries, dead int64, err error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, 0, err
+	}
+	q := func(table string) (int64, error) {
+		var n int64
+		err := s.reader.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` t
+			WHERE ?1 = '' OR t.sid IN (SELECT sid FROM subscriptions WHERE lease_node = ?1)`, node).Scan(&n)
+		return n, err
+	}
+	if retries, err = q("retries"); err != nil {
+		return 0, 0, s.fail("count backlog", err)
+	}
+	if dead, err = q("dead_letters"); err != nil {
+		return 0, 0, s.fail("count backlog", err)
+	}
+	return retries, dead, nil
+}
+
 func (s *Store) count(ctx context.Context, op string, st *sql.Stmt, id string) (int64, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err

@@ -459,6 +459,43 @@ func (s *Store) ReleaseLease(ctx context.Context, id, node string, epoch int64) 
 	return s.fail("release lease", err)
 }
 
+// RenewLeases extends every live, unfenced lease node holds to now+ttl and
+// returns them.
+func (s *Store) RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if node == "" {
+		return nil, herald.FieldErrorf("node", "the node name is empty")
+	}
+	at := clampNanos(now)
+	until := clampNanos(now.Add(max(ttl, 0)))
+	var out []herald.Lease
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		rows, err := tx.QueryContext(ctx, `UPDATE subscriptions SET lease_expires_at = ?1
+			WHERE lease_node = ?2 AND lease_expires_at > ?3 AND NOT EXISTS (
+				SELECT 1 FROM topic_fences f WHERE f.sid = subscriptions.sid AND f.epoch >= subscriptions.lease_epoch)
+			RETURNING id, lease_epoch`, until, node, at)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var l herald.Lease
+			if err := rows.Scan(&l.SubscriptionID, &l.Epoch); err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, s.fail("renew leases", err)
+	}
+	return out, nil
+}
+
 // ReleaseNodeLeases ends every lease node holds (every lease of every node
 // when node is ""), keeping the epochs, and returns how many it ended.
 func (s *Store) ReleaseNodeLeases(ctx context.Context, node string) (int64, error) {

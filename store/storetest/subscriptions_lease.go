@@ -203,3 +203,86 @@ func runLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 		wantCode(t, "AcquireLease of an unknown subscription", err, herald.CodeNotFound)
 	})
 }
+
+// runRenewLeases checks the bulk renewal a dispatcher makes of all its
+// leases: live ones of the node are extended with their epochs, lapsed
+// ones, other nodes' and fenced ones are not.
+func runRenewLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
+	t.Parallel()
+	s := open(t)
+	for _, id := range []string{"sub_1", "sub_2", "sub_3", "sub_4"} {
+		createSub(t, s, plainSub(id, "orders."+id), herald.StartPosition{})
+	}
+	subTopic(t, s, "orders.sub_4", 1, "k")
+	e1, err := s.AcquireLease(t.Context(), "sub_1", nodeA, at(0), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(t.Context(), "sub_2", nodeA, at(0), 2*time.Second); err != nil { // lapses at 2s
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(t.Context(), "sub_3", nodeB, at(0), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(t.Context(), "sub_4", nodeA, at(0), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTopic(t.Context(), "orders.sub_4"); err != nil { // fences sub_4's epoch
+		t.Fatal(err)
+	}
+	got, err := s.RenewLeases(t.Context(), nodeA, at(5), 10*time.Second)
+	if err != nil {
+		t.Fatalf("RenewLeases: %v", err)
+	}
+	if len(got) != 1 || got[0] != (herald.Lease{SubscriptionID: "sub_1", Epoch: e1}) {
+		t.Fatalf("RenewLeases renewed %+v, want only sub_1 at epoch %d", got, e1)
+	}
+	// Renewed to 15s: node B cannot take it at 12s, past its first end.
+	_, err = s.AcquireLease(t.Context(), "sub_1", nodeB, at(12), 10*time.Second)
+	wantCode(t, "AcquireLease by another node after the bulk renewal", err, herald.CodeConflict)
+	// The lapsed one was not renewed: node B takes it.
+	if _, err := s.AcquireLease(t.Context(), "sub_2", nodeB, at(5), 10*time.Second); err != nil {
+		t.Fatalf("take the lease node A let lapse: %v", err)
+	}
+	if _, err := s.RenewLeases(t.Context(), "", at(5), time.Second); !herald.IsCode(err, herald.CodeInvalid) {
+		t.Fatalf("RenewLeases with no node: %v, want CodeInvalid", err)
+	}
+}
+
+// runCountBacklog checks the dispatcher's gauge query: retry sets and
+// dead letters of the subscriptions a node leases, or of all.
+func runCountBacklog(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
+	t.Parallel()
+	s := open(t)
+	for _, id := range []string{"sub_1", "sub_2"} {
+		subTopic(t, s, "orders."+id, 3, "k")
+		createSub(t, s, plainSub(id, "orders."+id), herald.StartPosition{Earliest: true})
+	}
+	e1, err := s.AcquireLease(t.Context(), "sub_1", nodeA, at(0), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, err := s.AcquireLease(t.Context(), "sub_2", nodeB, at(0), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settleOK(t, s, "sub_1", e1, herald.Settlement{
+		AddRetries:  []herald.Retry{retry("sub_1", "orders.sub_1", 1, "k", 1, at(30)), retry("sub_1", "orders.sub_1", 2, "k", 1, at(30))},
+		DeadLetters: []herald.DeadLetter{deadLetter("sub_1", "orders.sub_1", 3, "k", 3, at(20))},
+	})
+	settleOK(t, s, "sub_2", e2, herald.Settlement{
+		AddRetries: []herald.Retry{retry("sub_2", "orders.sub_2", 1, "k", 1, at(30))},
+	})
+	for _, c := range []struct {
+		node        string
+		retries, dl int64
+	}{{nodeA, 2, 1}, {nodeB, 1, 0}, {"", 3, 1}, {"nobody", 0, 0}} {
+		r, d, err := s.CountBacklog(t.Context(), c.node)
+		if err != nil {
+			t.Fatalf("CountBacklog(%q): %v", c.node, err)
+		}
+		if r != c.retries || d != c.dl {
+			t.Fatalf("CountBacklog(%q) = %d retries, %d dead letters; want %d, %d", c.node, r, d, c.retries, c.dl)
+		}
+	}
+}
