@@ -17,6 +17,8 @@ import (
 // is CodeInternal.
 type Store interface {
 	SubscriptionStore
+	SchemaStore
+	StateStore
 
 	// PutTopic creates the topic, or updates the settings of an existing
 	// one (its name, creation time and seqs stay). It returns the stored

@@ -84,9 +84,13 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	asJSON, err := s.formatJSON(r)
+	if err != nil {
+		return err
+	}
 	out := eventListJSON{Events: make([]eventJSON, len(events)), NextAfterSeq: afterSeq}
 	for i := range events {
-		out.Events[i] = toEventJSON(&events[i])
+		out.Events[i] = s.eventJSON(r, &events[i], asJSON)
 	}
 	if len(events) > 0 {
 		out.NextAfterSeq = events[len(events)-1].Seq
@@ -102,9 +106,38 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	if err := authorize(r, herald.ActionRead, name); err != nil {
 		return err
 	}
+	asJSON, err := s.formatJSON(r)
+	if err != nil {
+		return err
+	}
 	e, err := s.store.GetEvent(r.Context(), name, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, toEventJSON(&e))
+	return writeJSON(w, http.StatusOK, s.eventJSON(r, &e, asJSON))
+}
+
+// formatJSON reads the format parameter: "json" renders protobuf payloads
+// of topics with a protobuf schema as JSON (protojson) in data.
+func (s *Server) formatJSON(r *http.Request) (bool, error) {
+	switch f := r.URL.Query().Get("format"); f {
+	case "":
+		return false, nil
+	case "json":
+		return true, nil
+	default:
+		return false, herald.FieldErrorf("format", "format must be \"json\" or absent, got %q", f)
+	}
+}
+
+// eventJSON renders an event; with asJSON, a protobuf payload its topic's
+// schema can read comes as JSON in data (the bytes stay as stored).
+func (s *Server) eventJSON(r *http.Request, e *herald.Event, asJSON bool) eventJSON {
+	out := toEventJSON(e)
+	if asJSON && out.DataBase64 != nil && s.schemas != nil {
+		if js, err := s.schemas.JSON(r.Context(), e.Topic, e.Payload, e.ContentType); err == nil && json.Valid(js) && string(js) != string(e.Payload) {
+			out.Data, out.DataBase64 = json.RawMessage(js), nil
+		}
+	}
+	return out
 }

@@ -111,6 +111,9 @@ type Deps struct {
 	Sources       herald.SourceStore
 	SourceKinds   *source.Registry
 	SourceRuntime Sources
+	// Schemas keeps topics' schemas; nil makes PUT and DELETE
+	// .../schema answer 503.
+	Schemas Schemas
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -145,6 +148,7 @@ type Server struct {
 	sources       herald.SourceStore
 	sourceKinds   *source.Registry
 	sourceRuntime Sources
+	schemas       Schemas
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -178,6 +182,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.deliverer = deps.Deliverer
 	s.delayed = deps.Delayed
 	s.sources, s.sourceKinds, s.sourceRuntime = deps.Sources, deps.SourceKinds, deps.SourceRuntime
+	s.schemas = deps.Schemas
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
@@ -238,6 +243,10 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/topics/{topic}", authenticated, s.getTopic)
 	s.handle("PUT /v1/topics/{topic}", adminOnly, s.putTopic)
 	s.handle("DELETE /v1/topics/{topic}", adminOnly, s.deleteTopic)
+	s.handle("PUT /v1/topics/{topic}/schema", adminOnly, s.putSchema)
+	s.handle("GET /v1/topics/{topic}/schema", authenticated, s.getSchema)
+	s.handle("DELETE /v1/topics/{topic}/schema", adminOnly, s.deleteSchema)
+	s.handle("GET /v1/topics/{topic}/schema/versions", authenticated, s.listSchemaVersions)
 
 	s.handle("POST /v1/topics/{topic}/events", authenticated, s.publish)
 	s.handle("POST /v1/topics/{topic}/events:batch", authenticated, s.publishBatch)

@@ -158,6 +158,9 @@ func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) error {
 	if s.notices != nil {
 		s.notices.TopicDeleted(name) // e.g. its open streams end rather than wait forever
 	}
+	if s.schemas != nil {
+		s.schemas.Forget(name)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

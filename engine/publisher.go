@@ -26,6 +26,16 @@ type PublisherConfig struct {
 	// OnDelayed is told the due times of events just scheduled, so the
 	// promoter wakes for one due sooner than it planned. It must not block.
 	OnDelayed func(due time.Time)
+	// Schemas validates payloads against their topics' schemas
+	// (schema.Registry); nil checks none.
+	Schemas SchemaValidator
+}
+
+// SchemaValidator checks a payload against its topic's schema: nil when it
+// conforms or the topic has none, else a *herald.Error (CodeInvalid)
+// naming the first violation.
+type SchemaValidator interface {
+	Validate(ctx context.Context, topic string, payload []byte, contentType string) error
 }
 
 // DelayedStore is where the Publisher keeps events until their due time.
@@ -62,8 +72,8 @@ type PublishParams struct {
 // Publisher is the one path by which anything becomes an event: the HTTP
 // API, sources, rules, the scheduler, archive replays. Every rule of
 // publishing lives here once: reserved topics, auto-create, the metadata
-// limits, the topic's payload limit, the time stamp, and the publish
-// metrics. Authorization is the caller's (it knows the principal).
+// limits, the topic's payload limit, the topic's schema, the time stamp,
+// and the publish metrics. Authorization is the caller's (it knows the principal).
 //
 // Publish is safe for concurrent use; the Publisher owns no goroutine.
 type Publisher struct {
@@ -146,6 +156,11 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 		if len(e.Payload) > t.MaxEventBytes {
 			return nil, inEvent(&herald.Error{Code: herald.CodeTooLarge, Field: "data",
 				Message: fmt.Sprintf("the payload is %d bytes; topic %q takes at most %d", len(e.Payload), e.Topic, t.MaxEventBytes)}, i, params.list())
+		}
+		if p.cfg.Schemas != nil {
+			if err := p.cfg.Schemas.Validate(ctx, e.Topic, e.Payload, e.ContentType); err != nil {
+				return nil, inEvent(err, i, params.list())
+			}
 		}
 		if e.Time.IsZero() {
 			e.Time = now

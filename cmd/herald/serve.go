@@ -30,6 +30,7 @@ import (
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/schedule"
+	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/source"
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
@@ -58,6 +59,7 @@ type Main struct {
 	pruner     *engine.Pruner
 	tail       *engine.Tail
 	topics     *engine.Topics // the API's cache of topic settings
+	schemas    *schema.Registry
 	dispatcher *engine.Dispatcher
 	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
 	sender     *webhook.Sender
@@ -197,7 +199,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
-	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics}
+	m.schemas = schema.NewRegistry(m.store, 0)
+	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics, Schemas: m.schemas}
 	// Delayed events wait in the store until due; the promoter, leased so
 	// one node of a cluster does it, moves them into the log then.
 	timeStore, hasTime := m.store.(herald.TimeStore)
@@ -223,6 +226,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	deps.Subscriptions = m.store
 	deps.Channels = m.channels
 	deps.Notices = m.feed
+	deps.Schemas = m.schemas
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	if hasTime {
 		deps.Delayed = timeStore

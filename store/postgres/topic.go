@@ -182,7 +182,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		b := &pgx.Batch{}
 		b.Queue(lockTopicSubsSQL, name, matching)
 		b.Queue(fenceTopicSQL, name, matching)
-		for _, table := range []string{"cursors", "retries", "dead_letters"} {
+		for _, table := range []string{"cursors", "retries", "dead_letters", "schemas"} {
 			b.Queue(`DELETE FROM `+table+` WHERE topic = $1`, name)
 		}
 		return tx.SendBatch(ctx, b).Close()

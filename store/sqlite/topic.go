@@ -141,7 +141,7 @@ func (s *Store) DeleteTopic(ctx context.Context, name string) error {
 		}
 		// Every subscription's delivery state in the topic goes with it,
 		// so a topic created again starts clean.
-		for _, table := range []string{"cursors", "retries", "dead_letters"} {
+		for _, table := range []string{"cursors", "retries", "dead_letters", "schemas"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE topic = ?`, name); err != nil {
 				return fmt.Errorf("delete %s of the topic: %w", table, err)
 			}

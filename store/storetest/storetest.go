@@ -35,6 +35,8 @@ func Run(t *testing.T, open func(t *testing.T) herald.Store) {
 	t.Run("Keys", func(t *testing.T) { runKeys(t, open) })
 	t.Run("Lifecycle", func(t *testing.T) { runLifecycle(t, open) })
 	t.Run("Archives", func(t *testing.T) { runArchives(t, open) })
+	t.Run("Schemas", func(t *testing.T) { runSchemas(t, open) })
+	t.Run("State", func(t *testing.T) { runState(t, open) })
 }
 
 // base is a fixed point in time, microsecond aligned, near the present so

@@ -1,0 +1,133 @@
+package storetest
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/heraldhq/herald"
+)
+
+// runSchemas checks SchemaStore: versions count from 1 per topic, the
+// newest is version 0, and DeleteTopic takes the schemas with it.
+func runSchemas(t *testing.T, open func(t *testing.T) herald.Store) {
+	t.Parallel()
+	s := open(t)
+	ctx := t.Context()
+	if _, err := s.AddSchema(ctx, herald.Schema{Topic: "no.such", Kind: herald.SchemaJSON, Definition: []byte(`{}`)}); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("AddSchema on a missing topic: %v, want not-found", err)
+	}
+	putTopic(t, s, topic("schemas.a"))
+	if _, err := s.GetSchema(ctx, "schemas.a", 0); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("GetSchema without one: %v, want not-found", err)
+	}
+	for i, def := range []string{`{"type":"object"}`, `{"type":"object","required":["a"]}`} {
+		got, err := s.AddSchema(ctx, herald.Schema{Topic: "schemas.a", Kind: herald.SchemaJSON, Definition: []byte(def)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Version != i+1 {
+			t.Fatalf("version %d, want %d", got.Version, i+1)
+		}
+	}
+	proto := herald.Schema{Topic: "schemas.a", Kind: herald.SchemaProtobuf, Format: "proto", Message: "x.Y", Definition: []byte("syntax = \"proto3\";")}
+	if _, err := s.AddSchema(ctx, proto); err != nil {
+		t.Fatal(err)
+	}
+	latest, err := s.GetSchema(ctx, "schemas.a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if latest.Version != 3 || latest.Kind != herald.SchemaProtobuf || latest.Message != "x.Y" || latest.Format != "proto" ||
+		!bytes.Equal(latest.Definition, proto.Definition) || latest.CreatedAt.IsZero() {
+		t.Fatalf("newest schema %+v", latest)
+	}
+	v1, err := s.GetSchema(ctx, "schemas.a", 1)
+	if err != nil || string(v1.Definition) != `{"type":"object"}` {
+		t.Fatalf("version 1: %+v, %v", v1, err)
+	}
+	if _, err := s.GetSchema(ctx, "schemas.a", 9); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("missing version: %v", err)
+	}
+	all, err := s.ListSchemas(ctx, "schemas.a")
+	if err != nil || len(all) != 3 || all[0].Version != 1 || all[2].Version != 3 {
+		t.Fatalf("ListSchemas: %d, %v", len(all), err)
+	}
+	if err := s.DeleteTopic(ctx, "schemas.a"); err != nil {
+		t.Fatal(err)
+	}
+	putTopic(t, s, topic("schemas.a"))
+	if _, err := s.GetSchema(ctx, "schemas.a", 0); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("schema outlived its topic: %v", err)
+	}
+	if _, err := s.AddSchema(ctx, herald.Schema{Topic: "schemas.a", Kind: herald.SchemaJSON, Definition: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSchemas(ctx, "schemas.a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSchemas(ctx, "schemas.a"); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("DeleteSchemas twice: %v", err)
+	}
+}
+
+// runState checks StateStore: a commit writes and deletes keys and sets
+// the position together; owners are separate.
+func runState(t *testing.T, open func(t *testing.T) herald.Store) {
+	t.Parallel()
+	s := open(t)
+	ctx := t.Context()
+	if _, err := s.GetState(ctx, "rule:a", "k1"); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("GetState of nothing: %v", err)
+	}
+	if pos, err := s.StatePosition(ctx, "rule:a"); err != nil || pos != 0 {
+		t.Fatalf("position of nothing: %d, %v", pos, err)
+	}
+	at := base()
+	err := s.CommitState(ctx, "rule:a", []herald.StateEntry{
+		{Key: "k1", Value: []byte("one"), Seq: 3, UpdatedAt: at},
+		{Key: "k2", Value: []byte("two"), Seq: 4, UpdatedAt: at},
+		{Key: "k3", Value: []byte{}, Seq: 5, UpdatedAt: at},
+	}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitState(ctx, "rule:b", []herald.StateEntry{{Key: "k1", Value: []byte("other"), Seq: 1}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.GetState(ctx, "rule:a", "k1")
+	if err != nil || string(e.Value) != "one" || e.Seq != 3 || !e.UpdatedAt.Equal(at) {
+		t.Fatalf("GetState: %+v, %v", e, err)
+	}
+	if e, err := s.GetState(ctx, "rule:a", "k3"); err != nil || len(e.Value) != 0 {
+		t.Fatalf("an empty value is a value: %+v, %v", e, err)
+	}
+	// A delete, an update and a position in one commit; position 0 keeps it.
+	if err := s.CommitState(ctx, "rule:a", []herald.StateEntry{{Key: "k2"}, {Key: "k1", Value: []byte("uno"), Seq: 6}}, 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitState(ctx, "rule:a", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListState(ctx, "rule:a", "", 10)
+	if err != nil || len(list) != 2 || list[0].Key != "k1" || string(list[0].Value) != "uno" || list[1].Key != "k3" {
+		t.Fatalf("ListState: %+v, %v", list, err)
+	}
+	if page, err := s.ListState(ctx, "rule:a", "k1", 1); err != nil || len(page) != 1 || page[0].Key != "k3" {
+		t.Fatalf("ListState after k1: %+v, %v", page, err)
+	}
+	if pos, err := s.StatePosition(ctx, "rule:a"); err != nil || pos != 6 {
+		t.Fatalf("position %d, %v; want 6", pos, err)
+	}
+	if err := s.DeleteState(ctx, "rule:a"); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.ListState(ctx, "rule:a", "", 10); len(list) != 0 {
+		t.Fatalf("state left after DeleteState: %+v", list)
+	}
+	if pos, _ := s.StatePosition(ctx, "rule:a"); pos != 0 {
+		t.Fatalf("position left after DeleteState: %d", pos)
+	}
+	if e, err := s.GetState(ctx, "rule:b", "k1"); err != nil || string(e.Value) != "other" {
+		t.Fatalf("another owner's state: %+v, %v", e, err)
+	}
+}
