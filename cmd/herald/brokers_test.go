@@ -15,6 +15,7 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqpgo "github.com/rabbitmq/amqp091-go"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel/channeltest"
@@ -151,6 +152,18 @@ func (r *received) checkOnceInKeyOrder(t *testing.T, ids []string) {
 	}
 }
 
+// brokerSettled waits until the subscription has nothing in flight or to
+// retry.
+func brokerSettled(t *testing.T, m *Main, subID string) {
+	t.Helper()
+	eventually(t, "the subscription settled", func() bool {
+		_, body := brokerCall(t, m, "GET", "/v1/subscriptions/"+subID, "")
+		var s struct{ Stats struct{ Lag, Retries int64 } }
+		_ = json.Unmarshal(body, &s)
+		return s.Stats.Lag == 0 && s.Stats.Retries == 0
+	})
+}
+
 func natsURL(t *testing.T) string {
 	t.Helper()
 	u := os.Getenv("HERALD_TEST_NATS")
@@ -244,6 +257,9 @@ func TestBrokerChannelsRefuseBadConfig(t *testing.T) {
 		{"nats", `{"url":"nats://10.1.2.3:4222"}`, "config.url"},
 		{"nats", `{"url":"nats://nats.example.com","subject":"orders.*"}`, "config.subject"},
 		{"nats", `{"url":"nats://nats.example.com","jetstream":true,"sream":"S"}`, "config.sream"},
+		{"amqp", `{"url":"amqp://127.0.0.1:5672/"}`, "config.url"},
+		{"amqp", `{"url":"amqp://mq.example.com","routing_key":"{id}"}`, "config.routing_key"},
+		{"amqp", `{"url":"http://mq.example.com"}`, "config.url"},
 	} {
 		status, body := brokerCall(t, m, "POST", "/v1/subscriptions", `{"topic":"orders","channel":"`+tc.channel+`","config":`+tc.config+`}`)
 		var p struct{ Type, Field, Detail string }
@@ -263,4 +279,79 @@ func TestBrokerChannelsRefuseBadConfig(t *testing.T) {
 			t.Errorf("GET %s shows the token: %s", path, body)
 		}
 	}
+}
+
+// TestAMQPChannelEndToEnd drives the amqp channel through the server: a
+// subscription made over HTTP publishes to a topic exchange with a
+// templated routing key, persistent messages whose message id is the event
+// id; then the broker restarts (a proxy in front of it is cut and comes
+// back), and every event published meanwhile arrives once it is back.
+func TestAMQPChannelEndToEnd(t *testing.T) {
+	u := os.Getenv("HERALD_TEST_AMQP")
+	if u == "" {
+		t.Skip("HERALD_TEST_AMQP is not set: no AMQP broker to test against")
+	}
+	conn, err := amqpgo.DialConfig(u, amqpgo.Config{Dial: amqpgo.DefaultDial(5 * time.Second)})
+	if err != nil {
+		t.Skipf("HERALD_TEST_AMQP=%s: %v", u, err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.ToLower(herald.NewKeyID())
+	exchange, queue := "heralde2e.x."+id, "heralde2e.q."+id
+	if err := ch.ExchangeDeclare(exchange, "topic", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ch.ExchangeDelete(exchange, false, false) }()
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = ch.QueueDelete(queue, false, false, false) }()
+	if err := ch.QueueBind(queue, "orders.#", exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume(queue, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := newReceived()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for d := range deliveries {
+			key, _ := d.Headers["Herald-Event-Key"].(string)
+			if want := "orders." + key; d.RoutingKey != want || d.DeliveryMode != amqpgo.Persistent {
+				t.Errorf("routing key %q, delivery mode %d; want %q, persistent", d.RoutingKey, d.DeliveryMode, want)
+			}
+			got.add(d.MessageId, key, d.Body)
+		}
+	}()
+	defer func() { _ = ch.Close(); <-done }()
+
+	pu, _ := url.Parse(u)
+	proxy := channeltest.NewProxy(t, pu.Host)
+	m, _ := testServer(t, t.TempDir(), nil)
+	subID, sub := brokerSubscribe(t, m, "orders", "amqp",
+		`{"url":"amqp://guest:guest@`+proxy.Addr()+`/","exchange":"`+exchange+`","routing_key":"{topic}.{key}"}`)
+	if cfg, _ := json.Marshal(sub["config"]); strings.Contains(string(cfg), `"password"`) || !strings.Contains(string(cfg), `"mandatory":true`) {
+		t.Errorf("config shown as %s: want mandatory by default, no password", cfg)
+	}
+
+	ids := brokerPublish(t, m, "orders", 0, 6)
+	eventually(t, "the first events in the queue", func() bool { return got.has(ids) })
+	brokerSettled(t, m, subID) // no confirmation in flight when the broker goes
+
+	proxy.Down()
+	more := brokerPublish(t, m, "orders", 6, 6)
+	eventually(t, "a failed attempt while the broker is away", func() bool {
+		_, body := brokerCall(t, m, "GET", "/v1/subscriptions/"+subID+"/attempts", "")
+		return strings.Contains(string(body), `"connection-refused"`) || strings.Contains(string(body), `"connection-reset"`) || strings.Contains(string(body), `"not-connected"`)
+	})
+	proxy.Up()
+	all := append(ids, more...)
+	eventually(t, "every event in the queue after the broker came back", func() bool { return got.has(all) })
+	got.checkOnceInKeyOrder(t, all)
 }

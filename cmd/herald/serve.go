@@ -24,6 +24,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/api"
 	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/channel/amqp"
 	"github.com/heraldhq/herald/channel/kafka"
 	"github.com/heraldhq/herald/channel/nats"
 	"github.com/heraldhq/herald/channel/redis"
@@ -196,6 +197,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		kafka.New(kafka.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		nats.NewChannel(nats.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		redis.New(redis.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
+		amqp.NewChannel(amqp.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 	)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
