@@ -159,6 +159,9 @@ type APIKey struct {
 	Scopes    Scopes
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never
+	// Tenant binds the key to one tenant: it sees and changes only that
+	// tenant's objects. "" for a platform key.
+	Tenant string
 }
 
 // Expired reports whether the key has passed its expiry at now.

@@ -19,6 +19,7 @@ type Store interface {
 	SubscriptionStore
 	SchemaStore
 	StateStore
+	TenantStore
 
 	// PutTopic creates the topic, or updates the settings of an existing
 	// one (its name, creation time and seqs stay). It returns the stored

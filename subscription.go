@@ -144,6 +144,7 @@ type Subscription struct {
 	ChallengeTries  int
 
 	OwnerKeyID     string // the API key that created it ("" when auth is off)
+	Tenant         string // the tenant it belongs to; "" for none. Never changes.
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	LastActivityAt time.Time // API activity or a matching event
@@ -228,10 +229,11 @@ type AttemptFilter struct {
 
 // SubscriptionFilter selects subscriptions to list.
 type SubscriptionFilter struct {
-	After string            // page: IDs after this one; "" = first page
-	Limit int               //
-	State SubscriptionState // "" = any
-	Owner string            // "" = any owner
+	After  string            // page: IDs after this one; "" = first page
+	Limit  int               //
+	State  SubscriptionState // "" = any
+	Owner  string            // "" = any owner
+	Tenant string            // "" = any tenant (and none)
 }
 
 // Settlement is what a dispatcher records after delivering a set of events:

@@ -34,6 +34,9 @@ const (
 type principal struct {
 	keyID  string // "" for the bootstrap admin and insecure mode
 	scopes herald.Scopes
+	// tenant binds the caller to one tenant: it sees and changes only that
+	// tenant's subscriptions and keys ("" for the platform).
+	tenant string
 }
 
 // adminSubject names the bootstrap admin key (and everyone, with
@@ -120,7 +123,7 @@ func (s *Server) credentials(r *http.Request) (*principal, error) {
 	if k.Expired(s.now()) {
 		return nil, errBadCredentials
 	}
-	return &principal{keyID: k.ID, scopes: k.Scopes}, nil
+	return &principal{keyID: k.ID, scopes: k.Scopes, tenant: k.Tenant}, nil
 }
 
 // authorize checks that the caller may take the action on the topic.

@@ -23,6 +23,7 @@ type createKeyRequest struct {
 	Name      string   `json:"name"`
 	Scopes    []string `json:"scopes"`
 	ExpiresIn string   `json:"expires_in"`
+	Tenant    string   `json:"tenant"`
 }
 
 // keyJSON is a key on the wire; Secret is set only in the create response.
@@ -33,6 +34,7 @@ type keyJSON struct {
 	Prefix    string   `json:"prefix"`
 	CreatedAt string   `json:"created_at"`
 	ExpiresAt string   `json:"expires_at,omitempty"`
+	Tenant    string   `json:"tenant,omitempty"`
 	Secret    string   `json:"secret,omitempty"`
 }
 
@@ -43,6 +45,7 @@ func toKeyJSON(k herald.APIKey) keyJSON {
 		Scopes:    k.Scopes.Strings(),
 		Prefix:    k.Prefix,
 		CreatedAt: formatTime(k.CreatedAt),
+		Tenant:    k.Tenant,
 	}
 	if !k.ExpiresAt.IsZero() {
 		out.ExpiresAt = formatTime(k.ExpiresAt)
@@ -62,8 +65,23 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if req.Tenant != "" {
+		// A tenant key acts within its tenant only: the admin scope,
+		// which reaches everything, is not for it.
+		if scopes.IsAdmin() {
+			return herald.FieldErrorf("scopes", "a key bound to a tenant cannot have the admin scope")
+		}
+		if !herald.ValidTenantID(req.Tenant) {
+			return herald.FieldErrorf("tenant", "tenant %q is not a tenant id", truncate(req.Tenant, 80))
+		}
+		if _, err := s.store.GetTenant(r.Context(), req.Tenant); herald.IsCode(err, herald.CodeNotFound) {
+			return &herald.Error{Code: herald.CodeInvalid, Field: "tenant", Message: "tenant " + req.Tenant + " does not exist", Err: err}
+		} else if err != nil {
+			return err
+		}
+	}
 	now := s.now().UTC()
-	k := herald.APIKey{ID: herald.NewKeyID(), Name: req.Name, Scopes: scopes, CreatedAt: now}
+	k := herald.APIKey{ID: herald.NewKeyID(), Name: req.Name, Scopes: scopes, CreatedAt: now, Tenant: req.Tenant}
 	if req.ExpiresIn != "" {
 		d, err := herald.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 || d > maxKeyLifetime {
@@ -93,9 +111,12 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := keyListJSON{Keys: make([]keyJSON, len(keys))}
-	for i, k := range keys {
-		out.Keys[i] = toKeyJSON(k)
+	tenant := r.URL.Query().Get("tenant")
+	out := keyListJSON{Keys: []keyJSON{}}
+	for _, k := range keys {
+		if tenant == "" || k.Tenant == tenant {
+			out.Keys = append(out.Keys, toKeyJSON(k))
+		}
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -149,6 +150,10 @@ type Server struct {
 	sourceKinds   *source.Registry
 	sourceRuntime Sources
 	schemas       Schemas
+
+	// tenantMu serialises this node's creations of tenant subscriptions
+	// with their quota check.
+	tenantMu sync.Mutex
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -258,6 +263,11 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/keys", adminOnly, s.createKey)
 	s.handle("GET /v1/keys", adminOnly, s.listKeys)
 	s.handle("DELETE /v1/keys/{id}", adminOnly, s.deleteKey)
+
+	s.handle("PUT /v1/tenants/{id}", adminOnly, s.putTenant)
+	s.handle("GET /v1/tenants", adminOnly, s.listTenants)
+	s.handle("GET /v1/tenants/{id}", authenticated, s.getTenant)
+	s.handle("DELETE /v1/tenants/{id}", adminOnly, s.deleteTenant)
 
 	s.handle("POST /v1/subscriptions", authenticated, s.createSubscription)
 	s.handle("GET /v1/subscriptions", authenticated, s.listSubscriptions)

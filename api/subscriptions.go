@@ -90,6 +90,7 @@ type subscriptionJSON struct {
 	LastSuccessAt     string     `json:"last_success_at,omitempty"`
 	FailingSince      string     `json:"failing_since,omitempty"`
 	LastActivityAt    string     `json:"last_activity_at,omitempty"`
+	Tenant            string     `json:"tenant,omitempty"`
 	Secret            string     `json:"secret,omitempty"`
 	Stats             *statsJSON `json:"stats,omitempty"`
 }
@@ -137,6 +138,7 @@ func (srv *Server) toSubscriptionJSON(s herald.Subscription, detail bool) subscr
 		LastSuccessAt:     formatOptTime(s.LastSuccessAt),
 		FailingSince:      formatOptTime(s.FailingSince),
 		LastActivityAt:    formatOptTime(s.LastActivityAt),
+		Tenant:            s.Tenant,
 	}
 	if len(s.Filter) > 0 {
 		out.Filter = s.Filter
@@ -197,6 +199,10 @@ type subscriptionSpec struct {
 	// PATCH that moves the subscription to a new endpoint too).
 	Verification string          `json:"verification"`
 	Start        json.RawMessage `json:"start"`
+	// Tenant names the tenant the subscription belongs to (creation
+	// only): an admin's choice; a tenant key's subscriptions are its
+	// tenant's.
+	Tenant string `json:"tenant"`
 }
 
 // channelConfig returns the spec's channel and the config as the caller
@@ -440,6 +446,10 @@ func (s *Server) loadSubscription(r *http.Request) (herald.Subscription, error) 
 	if err != nil {
 		return herald.Subscription{}, err
 	}
+	if p := principalFrom(r.Context()); p != nil && p.tenant != "" && p.tenant != sub.Tenant {
+		// Another tenant's, or the platform's: as if it did not exist.
+		return herald.Subscription{}, &herald.Error{Code: herald.CodeNotFound, Field: "id", Message: "subscription " + id + " does not exist"}
+	}
 	if !mayManage(principalFrom(r.Context()), sub.Topic) {
 		return herald.Subscription{}, errNoSubscribeScope(sub.Topic)
 	}
@@ -576,6 +586,13 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	tenant, err := s.tenantFor(r, spec.Tenant)
+	if err != nil {
+		return err
+	}
+	if err := checkTenantTopic(tenant, spec.Topic); err != nil {
+		return err
+	}
 	p := principalFrom(r.Context())
 	now := s.now().UTC()
 	sub := herald.Subscription{
@@ -596,7 +613,18 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 	} else if !verifies && spec.Verification == herald.VerifyChallenge {
 		return herald.FieldErrorf("verification", "%s subscriptions have no verification: they are active at once", sub.Channel)
 	}
-	if err := st.CreateSubscription(r.Context(), sub, start); err != nil {
+	if tenant != nil {
+		sub.Tenant = tenant.ID
+		s.tenantMu.Lock()
+		err := s.checkTenantQuota(r, tenant)
+		if err == nil {
+			err = st.CreateSubscription(r.Context(), sub, start)
+		}
+		s.tenantMu.Unlock()
+		if err != nil {
+			return err
+		}
+	} else if err := st.CreateSubscription(r.Context(), sub, start); err != nil {
 		return err
 	}
 	s.changed(sub.ID)
@@ -691,13 +719,20 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) error
 		}
 	}
 	p := principalFrom(r.Context())
+	tenant := q.Get("tenant")
+	if p.tenant != "" {
+		if tenant != "" && tenant != p.tenant {
+			return writeJSON(w, http.StatusOK, subscriptionListJSON{Subscriptions: []subscriptionJSON{}})
+		}
+		tenant = p.tenant
+	}
 	visible := func(sub herald.Subscription) bool {
 		return (topic == "" || sub.Topic == topic) && (chName == "" || sub.Channel == chName) && mayManage(p, sub.Topic)
 	}
 
 	out := subscriptionListJSON{Subscriptions: []subscriptionJSON{}}
 	for range maxSubscriptionScans {
-		page, err := st.ListSubscriptions(r.Context(), herald.SubscriptionFilter{After: after, Limit: int(limit) + 1, State: state})
+		page, err := st.ListSubscriptions(r.Context(), herald.SubscriptionFilter{After: after, Limit: int(limit) + 1, State: state, Tenant: tenant})
 		if err != nil {
 			return err
 		}
@@ -950,6 +985,8 @@ func (s *Server) updateSubscription(w http.ResponseWriter, r *http.Request) erro
 			return herald.FieldErrorf("topic", "the topic of a subscription cannot change; create a new subscription")
 		case k == "channel":
 			return herald.FieldErrorf("channel", "the channel of a subscription cannot change; create a new subscription")
+		case k == "tenant":
+			return herald.FieldErrorf("tenant", "the tenant of a subscription cannot change; create a new subscription")
 		case !patchable[k]:
 			return herald.FieldErrorf(k, "unknown or read-only field %q", k)
 		}

@@ -22,7 +22,7 @@ var _ herald.SubscriptionStore = (*Store)(nil)
 const subColumns = `id, topic, channel, config, description, filter,
 	retry_max_attempts, retry_initial, retry_max, timeout, max_in_flight, rate_limit, ordered, expires_after_idle,
 	state, state_reason, challenge, verify_deadline, next_challenge_at, challenge_tries,
-	owner_key_id, created_at, updated_at, last_activity_at, last_success_at, failing_since`
+	owner_key_id, created_at, updated_at, last_activity_at, last_success_at, failing_since, tenant`
 
 // subReadColumns are what scanSubscription reads.
 const subReadColumns = subColumns + `, version`
@@ -73,6 +73,7 @@ func subArgs(s *herald.Subscription) ([]any, error) {
 		int64(s.MaxInFlight), s.RateLimit, s.Ordered, int64(s.ExpiresAfterIdle),
 		string(s.State), s.StateReason, s.Challenge, nanos(s.VerifyDeadline), nanos(s.NextChallengeAt), int64(s.ChallengeTries),
 		s.OwnerKeyID, nanos(s.CreatedAt), nanos(s.UpdatedAt), nanos(s.LastActivityAt), nanos(s.LastSuccessAt), nanos(s.FailingSince),
+		s.Tenant,
 	}, nil
 }
 
@@ -85,7 +86,7 @@ func scanSubscription(row pgx.Row) (herald.Subscription, error) {
 	err := row.Scan(&s.ID, &s.Topic, &s.Channel, &config, &s.Description, &filter,
 		&maxAttempts, &initial, &maxDelay, &timeout, &maxInFlight, &s.RateLimit, &s.Ordered, &idle,
 		&state, &s.StateReason, &s.Challenge, &deadline, &nextChallenge, &tries,
-		&s.OwnerKeyID, &created, &updated, &activity, &success, &failing, &s.Version)
+		&s.OwnerKeyID, &created, &updated, &activity, &success, &failing, &s.Tenant, &s.Version)
 	if err != nil {
 		return herald.Subscription{}, err
 	}
@@ -171,7 +172,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription,
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO subscriptions (`+subColumns+`) VALUES
 			($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-			 $21, $22, $23, $24, $25, $26)`, args...); err != nil {
+			 $21, $22, $23, $24, $25, $26, $27)`, args...); err != nil {
 			return err
 		}
 		names := []string{sub.Topic}
@@ -256,7 +257,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 	if !validText(f.After) {
 		return nil, herald.FieldErrorf("after", "the page cursor is not a subscription id")
 	}
-	if !validText(string(f.State)) || !validText(f.Owner) {
+	if !validText(string(f.State)) || !validText(f.Owner) || !validText(f.Tenant) {
 		return nil, nil // no stored subscription has it
 	}
 	q := `SELECT ` + subReadColumns + ` FROM subscriptions WHERE id > $1`
@@ -268,6 +269,10 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 	if f.Owner != "" {
 		args = append(args, f.Owner)
 		q += fmt.Sprintf(` AND owner_key_id = $%d`, len(args))
+	}
+	if f.Tenant != "" {
+		args = append(args, f.Tenant)
+		q += fmt.Sprintf(` AND tenant = $%d`, len(args))
 	}
 	q += ` ORDER BY id`
 	if f.Limit > 0 {
@@ -286,7 +291,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 }
 
 // UpdateSubscription replaces the stored subscription's fields except ID,
-// Topic, Channel, CreatedAt, OwnerKeyID and Version (and the lease, which only
+// Topic, Channel, CreatedAt, OwnerKeyID, Tenant and Version (and the lease, which only
 // AcquireLease and ReleaseLease change) if sub.Version is the stored
 // version, and increments it. CodeNotFound if missing; CodeConflict if the
 // version differs; CodeInvalid as for CreateSubscription.
@@ -306,7 +311,7 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 	}
 	// $1 the id, then subColumns from config to challenge_tries, then
 	// updated_at to the end.
-	upd := append(append(append([]any{args[0]}, args[3:20]...), args[22:]...), sub.Version)
+	upd := append(append(append([]any{args[0]}, args[3:20]...), args[22:len(args)-1]...), sub.Version)
 	n, err := s.exec(ctx, `UPDATE subscriptions SET config = $2, description = $3, filter = $4,
 		retry_max_attempts = $5, retry_initial = $6, retry_max = $7, timeout = $8, max_in_flight = $9,
 		rate_limit = $10, ordered = $11, expires_after_idle = $12, state = $13, state_reason = $14,

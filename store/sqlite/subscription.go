@@ -20,7 +20,7 @@ var _ herald.SubscriptionStore = (*Store)(nil)
 const subColumns = `id, topic, channel, config, description, filter, retry_max_attempts, retry_initial, retry_max,
 	timeout, max_in_flight, rate_limit, ordered, expires_after_idle, state, state_reason, challenge, verify_deadline,
 	next_challenge_at, challenge_tries, owner_key_id, created_at, updated_at, last_activity_at, last_success_at,
-	failing_since`
+	failing_since, tenant`
 
 // subReadColumns are what scanSubscription reads.
 const subReadColumns = subColumns + `, version`
@@ -58,7 +58,7 @@ func subArgs(s *herald.Subscription) []any {
 		int64(s.Retry.Max), int64(s.Timeout), s.MaxInFlight, s.RateLimit, ordered, int64(s.ExpiresAfterIdle),
 		string(s.State), s.StateReason, s.Challenge, subNanos(s.VerifyDeadline), subNanos(s.NextChallengeAt), s.ChallengeTries, s.OwnerKeyID,
 		subNanos(s.CreatedAt), subNanos(s.UpdatedAt), subNanos(s.LastActivityAt), subNanos(s.LastSuccessAt),
-		subNanos(s.FailingSince)}
+		subNanos(s.FailingSince), s.Tenant}
 }
 
 func scanSubscription(sc interface{ Scan(...any) error }) (herald.Subscription, error) {
@@ -71,7 +71,7 @@ func scanSubscription(sc interface{ Scan(...any) error }) (herald.Subscription, 
 	err := sc.Scan(&s.ID, &s.Topic, &s.Channel, &config, &s.Description, &filter, &s.Retry.MaxAttempts, &initial,
 		&maxDelay, &timeout, &s.MaxInFlight, &s.RateLimit, &ordered, &idle, &state, &s.StateReason, &s.Challenge,
 		&deadline, &nextChallenge, &s.ChallengeTries, &s.OwnerKeyID, &created, &updated, &activity, &success,
-		&failing, &s.Version)
+		&failing, &s.Tenant, &s.Version)
 	if err != nil {
 		return herald.Subscription{}, err
 	}
@@ -137,7 +137,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription,
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		var sid int64
 		err := tx.QueryRowContext(ctx, `INSERT INTO subscriptions (`+subColumns+`) VALUES
-			(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sid`,
+			(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sid`,
 			subArgs(&sub)...).Scan(&sid)
 		if err != nil {
 			return err
@@ -277,6 +277,10 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 		q += ` AND owner_key_id = ?`
 		args = append(args, f.Owner)
 	}
+	if f.Tenant != "" {
+		q += ` AND tenant = ?`
+		args = append(args, f.Tenant)
+	}
 	q += ` ORDER BY id`
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
@@ -302,7 +306,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, f herald.SubscriptionFilt
 }
 
 // UpdateSubscription replaces the stored subscription's fields except ID,
-// Topic, Channel, CreatedAt, OwnerKeyID and Version (and the lease, which only
+// Topic, Channel, CreatedAt, OwnerKeyID, Tenant and Version (and the lease, which only
 // AcquireLease and ReleaseLease change) if sub.Version is the stored
 // version, and increments it. CodeNotFound if missing; CodeConflict if
 // the version differs.
@@ -312,8 +316,9 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 	}
 	a := subArgs(&sub)
 	// a: id, topic, channel, config .. challenge_tries (index 19),
-	// owner_key_id (20), created_at (21), updated_at .. failing_since.
-	args := append(append(append([]any{}, a[3:20]...), a[22:]...), a[0], sub.Version)
+	// owner_key_id (20), created_at (21), updated_at .. failing_since,
+	// tenant (last).
+	args := append(append(append([]any{}, a[3:20]...), a[22:len(a)-1]...), a[0], sub.Version)
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
 		n, err := execCount(ctx, tx, `UPDATE subscriptions SET config = ?, description = ?, filter = ?,
 			retry_max_attempts = ?, retry_initial = ?, retry_max = ?, timeout = ?, max_in_flight = ?, rate_limit = ?,

@@ -59,6 +59,7 @@ func RunSubscriptions(t *testing.T, open func(t *testing.T) SubscriptionTestStor
 	t.Run("Retries", func(t *testing.T) { runRetries(t, open) })
 	t.Run("DeadLetters", func(t *testing.T) { runDeadLetters(t, open) })
 	t.Run("Attempts", func(t *testing.T) { runAttempts(t, open) })
+	t.Run("Tenants", func(t *testing.T) { runTenants(t, open) })
 }
 
 // t0 is the fixed instant the subscription subtests count from; their
@@ -99,6 +100,7 @@ func newSub(id, pattern string) herald.Subscription {
 		NextChallengeAt:  at(5).Add(250 * time.Microsecond),
 		ChallengeTries:   2,
 		OwnerKeyID:       "key_owner",
+		Tenant:           "acme",
 		CreatedAt:        at(0),
 		UpdatedAt:        at(1),
 		LastActivityAt:   at(2),
@@ -148,6 +150,7 @@ func sameSub(t *testing.T, what string, got, want herald.Subscription) {
 	tm("NextChallengeAt", got.NextChallengeAt, want.NextChallengeAt)
 	check("ChallengeTries", got.ChallengeTries == want.ChallengeTries, got.ChallengeTries, want.ChallengeTries)
 	str("OwnerKeyID", got.OwnerKeyID, want.OwnerKeyID)
+	str("Tenant", got.Tenant, want.Tenant)
 	tm("CreatedAt", got.CreatedAt, want.CreatedAt)
 	tm("UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 	tm("LastActivityAt", got.LastActivityAt, want.LastActivityAt)

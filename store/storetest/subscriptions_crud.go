@@ -149,6 +149,7 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 			ID:               orig.ID,
 			Topic:            "payments.>",   // immutable: kept
 			OwnerKeyID:       "key_intruder", // immutable: kept
+			Tenant:           "intruder",     // immutable: kept
 			CreatedAt:        at(999),        // immutable: kept
 			Channel:          "nats",         // immutable: kept
 			Config:           json.RawMessage(`{"url":"nats://n1:4222","subject":"erp.new"}`),
@@ -173,6 +174,7 @@ func runSubscriptionCRUD(t *testing.T, open func(t *testing.T) SubscriptionTestS
 		}
 		want := upd
 		want.Topic, want.OwnerKeyID, want.CreatedAt, want.Channel = orig.Topic, orig.OwnerKeyID, orig.CreatedAt, orig.Channel
+		want.Tenant = orig.Tenant
 		sameSub(t, "GetSubscription after update", getSub(t, s, orig.ID), want)
 
 		// Clearing the filter stores none. The update took the version
