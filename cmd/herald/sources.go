@@ -17,12 +17,14 @@ import (
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/source"
 	"github.com/heraldhq/herald/source/inbound"
+	"github.com/heraldhq/herald/source/outbox"
 )
 
 // sourceKinds is the explicit list of source kinds this build serves.
 func (m *Main) sourceKinds() *source.Registry {
 	return source.NewRegistry(
 		inbound.Kind{},
+		outbox.Kind{},
 	)
 }
 
