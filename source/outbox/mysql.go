@@ -159,4 +159,3 @@ func mysqlBatch(ctx context.Context, conn *sql.Conn, c Config, table, sel string
 	}
 	return len(batch), nil
 }
-

@@ -28,8 +28,8 @@ package outbox
 
 import (
 	"bytes"
-	_ "embed"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"net/url"
