@@ -13,6 +13,12 @@ const (
 	Delivered DeliveryOutcome = iota + 1 // accepted (any 2xx for webhooks)
 	Failed                               // not accepted: retry later
 	Gone                                 // the endpoint asked never to be called again (410): disable
+	// Rejected means the destination refused this event for good (an
+	// SMTP 5xx reply, a push service's 400 for a malformed message): it
+	// becomes a dead letter at once, without retries. A run of them in a
+	// row (DispatcherConfig.DisableAfterRejects) disables the
+	// subscription, as repeated bounces should.
+	Rejected
 	// Sent is a verification outcome only: a request to confirm went out
 	// (an email with a link, an SMS with a code) and the confirmation
 	// arrives out of band.

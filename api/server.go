@@ -303,6 +303,11 @@ func (s *Server) registerRoutes() {
 	s.handle("OPTIONS /v1/topics/{topic}/stream", public, s.serveSSE) // CORS preflight
 	s.handle("GET /v1/stream", selfAuthenticated, s.serveWebSocket)
 	s.handle("POST /v1/tokens", authenticated, s.issueToken)
+
+	// People's links (email, SMS, push): signed tokens, no API key.
+	s.handle("GET /v1/confirm/{token}", public, s.confirmLink)
+	s.handle("GET /v1/unsubscribe/{token}", public, s.unsubscribePage)
+	s.handle("POST /v1/unsubscribe/{token}", public, s.unsubscribe)
 }
 
 // handle registers h behind auth and the problem adapter.

@@ -83,6 +83,11 @@ type DispatcherConfig struct {
 	// DisableAfter disables a subscription whose deliveries have all failed
 	// for this long. Default herald.DefaultDisableAfter (5 days).
 	DisableAfter time.Duration
+	// DisableAfterRejects disables a subscription whose destination
+	// refused this many deliveries in a row for good (herald.Rejected: an
+	// address that bounces). The count is the worker's, so a restart or a
+	// lease move starts it again. Default 3.
+	DisableAfterRejects int
 	// DrainTimeout bounds how long a stopping worker waits for its
 	// in-flight sends. Default 10s.
 	DrainTimeout time.Duration
@@ -256,6 +261,9 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	}
 	if cfg.AttemptRetention <= 0 {
 		cfg.AttemptRetention = 7 * 24 * time.Hour
+	}
+	if cfg.DisableAfterRejects <= 0 {
+		cfg.DisableAfterRejects = 3
 	}
 	if cfg.Challenge.MaxAttempts == 0 {
 		cfg.Challenge = herald.RetryPolicy{MaxAttempts: herald.MaxRetryAttempts, Initial: 5 * time.Second, Max: time.Hour}
@@ -997,7 +1005,7 @@ type dispatchMetrics struct {
 func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups *atomic.Int64) *dispatchMetrics {
 	m := &dispatchMetrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone).",
+			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone, rejected).",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "herald_delivery_duration_seconds", Help: "Time from sending a delivery to the end of its response.",
@@ -1058,6 +1066,8 @@ func (m *dispatchMetrics) observe(r herald.DeliveryResult) {
 		m.deliveries.WithLabelValues("delivered").Inc()
 	case herald.Gone:
 		m.deliveries.WithLabelValues("gone").Inc()
+	case herald.Rejected:
+		m.deliveries.WithLabelValues("rejected").Inc()
 	default:
 		m.deliveries.WithLabelValues("failed").Inc()
 	}

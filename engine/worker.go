@@ -53,6 +53,7 @@ type worker struct {
 	rr       int
 	inflight int
 	sends    sync.WaitGroup
+	rejects  int // Rejected results since the last delivery (see DisableAfterRejects)
 
 	// retrying holds retries in flight, and retries whose outcome is in the
 	// pending settlement: the store still shows those rows as due until
@@ -847,6 +848,7 @@ func (w *worker) handle(r sendResult) {
 		}
 		w.pending.LastSuccess = now
 		w.pending.FailingSince = time.Time{} // the success came last
+		w.rejects = 0
 		w.failingSince = time.Time{}
 		w.lastSuccess = now
 		if !gone {
@@ -860,10 +862,16 @@ func (w *worker) handle(r sendResult) {
 		w.disable(now, fmt.Sprintf("the endpoint answered %d Gone", r.res.StatusCode))
 		return
 	}
+	if r.res.Outcome == herald.Rejected {
+		w.rejects++
+		if w.rejects >= w.d.cfg.DisableAfterRejects {
+			w.disable(now, herald.JoinReason(fmt.Sprintf("the destination refused %d deliveries in a row for good (last: %s)", w.rejects, failure(r.res)), r.res.Detail))
+		}
+	}
 	if gone {
 		return
 	}
-	if r.attempt >= w.sub.Retry.MaxAttempts {
+	if r.attempt >= w.sub.Retry.MaxAttempts || r.res.Outcome == herald.Rejected {
 		w.pending.DeadLetters = append(w.pending.DeadLetters, herald.DeadLetter{
 			SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Key: ev.Key,
 			Attempts: r.attempt, LastError: lastError(r.res), DeadAt: now,

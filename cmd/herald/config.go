@@ -50,6 +50,17 @@ type Config struct {
 	HTTPMaxConns             int           // http.max-conns: open client connections, streams included
 	HTTPMaxConnsPerAddr      int           // http.max-conns-per-addr: open client connections from one remote address
 	SourcesFile              string        // sources-file: a JSON file of sources declared with the configuration; "" = none
+	PublicURL                string        // public-url: the base URL of links in messages to people; "" = http://<addr>
+	EmailSMTPHost            string        // email.smtp-host: the mail server; "" = no email channel
+	EmailSMTPPort            int           // email.smtp-port: 0 = by email.smtp-tls (587, 465 or 25)
+	EmailSMTPTLS             string        // email.smtp-tls: starttls, tls or none
+	EmailSMTPAuth            string        // email.smtp-auth: plain or login (with a username)
+	EmailSMTPUsername        string        // email.smtp-username: "" = no AUTH
+	EmailSMTPPassword        Secret        // email.smtp-password
+	EmailSMTPCAFile          string        // email.smtp-ca-file: PEM certificates to trust besides the system's
+	EmailFrom                string        // email.from: the sender of every message
+	EmailMaxConns            int           // email.max-conns: SMTP sessions open at once
+	EmailRateLimit           int           // email.rate-limit: messages per second; 0 = no bound
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -88,6 +99,17 @@ func settings() []setting {
 		{"http.max-conns", "4096", "open client connections at once, streams included; over it the oldest connection that has not authenticated is closed to make room, or, when all have, the new one is answered 503. Keep it below the process's open-file limit", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConns, 1, 10_000_000) }},
 		{"http.max-conns-per-addr", "256", "open client connections from one remote IP address, streams included, bounded as http.max-conns is; behind a load balancer or proxy every client shares its address: set it to http.max-conns there", "a whole number from 1 to 10000000", func(c *Config) binding { return intField(&c.HTTPMaxConnsPerAddr, 1, 10_000_000) }},
 		{"sources-file", "", `a JSON file of sources ({"sources": [...]}, see docs/sources.md) kept in step with the store at start; ${NAME} in it reads the environment; "" for none`, `"" or a path`, func(c *Config) binding { return textField(&c.SourcesFile, nil) }},
+		{"public-url", "", `the base URL people reach this server at, for the confirmation and unsubscribe links in messages (https://herald.example.com); "" uses http:// and the listen address, for local use only`, `"" or an http:// or https:// URL without a query`, func(c *Config) binding { return textField(&c.PublicURL, orEmpty(validPublicURL)) }},
+		{"email.smtp-host", "", `the mail server (submission service or relay) the email channel sends through; "" turns the email channel off`, `"" or a host name or IP address`, func(c *Config) binding { return textField(&c.EmailSMTPHost, nil) }},
+		{"email.smtp-port", "0", "the mail server's port; 0 picks 587 for starttls, 465 for tls, 25 for none", "a whole number from 0 to 65535", func(c *Config) binding { return intField(&c.EmailSMTPPort, 0, 65535) }},
+		{"email.smtp-tls", "starttls", "how the connection to the mail server is encrypted: starttls (required, not opportunistic), tls (implicit, port 465) or none (a relay on the same host only)", "starttls, tls or none", func(c *Config) binding { return textField(&c.EmailSMTPTLS, oneOf("starttls", "tls", "none")) }},
+		{"email.smtp-auth", "plain", "the AUTH mechanism used with email.smtp-username: plain or login", "plain or login", func(c *Config) binding { return textField(&c.EmailSMTPAuth, oneOf("plain", "login")) }},
+		{"email.smtp-username", "", `the user name for SMTP AUTH; "" sends without AUTH`, "any text", func(c *Config) binding { return textField(&c.EmailSMTPUsername, nil) }},
+		{"email.smtp-password", "", "the password for SMTP AUTH", "any text", func(c *Config) binding { return secretField(&c.EmailSMTPPassword, func(string) bool { return true }) }},
+		{"email.smtp-ca-file", "", `a PEM file of certificates to trust for the mail server besides the system's (a private relay); "" for the system's only`, `"" or a file path`, func(c *Config) binding { return textField(&c.EmailSMTPCAFile, nil) }},
+		{"email.from", "", `the sender of every message, such as "Herald <herald@example.com>"; required with email.smtp-host`, "an email address, with or without a display name", func(c *Config) binding { return textField(&c.EmailFrom, nil) }},
+		{"email.max-conns", "8", "SMTP sessions open to the mail server at once; idle ones are reused", "a whole number from 1 to 1024", func(c *Config) binding { return intField(&c.EmailMaxConns, 1, 1024) }},
+		{"email.rate-limit", "0", "messages per second sent to the mail server, over all subscriptions; 0 for no bound", "a whole number from 0 to 1000000", func(c *Config) binding { return intField(&c.EmailRateLimit, 0, 1_000_000) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }
@@ -327,6 +349,11 @@ func validAddr(s string) bool {
 }
 
 func nonEmpty(s string) bool { return strings.TrimSpace(s) != "" }
+
+func validPublicURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
 
 // validNodeID accepts 1 to 64 ASCII letters, digits, '.', '_' and '-': a
 // host name fits, and so does what the logs and the nodes table show.

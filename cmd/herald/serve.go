@@ -65,6 +65,7 @@ type Main struct {
 	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
 	sender     *webhook.Sender
 	channels   *channel.Registry
+	closers    []func() // channels' shared senders, closed after the dispatcher
 	hub        *stream.Hub
 	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
 	sources    *source.Runtime    // runs the sources (connectors in); nil on a store without them
@@ -192,13 +193,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}, log, m.Registry)
 		dcfg.Owns, dcfg.LeaseTTL = m.cluster.Owns, cluster.LeaseTTL
 	}
-	m.channels = channel.NewRegistry(
+	people, err := m.peopleChannels()
+	if err != nil {
+		return err
+	}
+	m.channels = channel.NewRegistry(append([]channel.Channel{
 		webhook.NewChannel(m.sender, webhook.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations}),
 		kafka.New(kafka.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		nats.NewChannel(nats.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		redis.New(redis.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		amqp.NewChannel(amqp.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
-	)
+	}, people...)...)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
 	m.schemas = schema.NewRegistry(m.store, 0)
@@ -546,6 +551,9 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 		if m.sender != nil {
 			m.sender.Close()
+		}
+		for _, close := range m.closers {
+			close()
 		}
 		if m.store != nil {
 			if err := m.store.Close(); err != nil {

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/channel/email"
+)
+
+// publicURL is the base URL of the links in messages to people: the
+// public-url setting, or this server's own URL.
+func (m *Main) publicURL() string {
+	if m.Config.PublicURL != "" {
+		return m.Config.PublicURL
+	}
+	return m.URL()
+}
+
+// peopleChannels builds the channels that send to people, as configured:
+// email when email.smtp-host is set.
+func (m *Main) peopleChannels() ([]channel.Channel, error) {
+	var out []channel.Channel
+	if m.Config.EmailSMTPHost != "" {
+		ch, err := m.emailChannel()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ch)
+	}
+	return out, nil
+}
+
+func (m *Main) emailChannel() (*email.Channel, error) {
+	c := m.Config
+	if c.EmailFrom == "" {
+		return nil, fmt.Errorf("setting email.from is required with email.smtp-host: the sender of every message, such as \"Herald <herald@example.com>\"")
+	}
+	tlsCfg := &tls.Config{ServerName: c.EmailSMTPHost, MinVersion: tls.VersionTLS12}
+	if c.EmailSMTPCAFile != "" {
+		pem, err := os.ReadFile(c.EmailSMTPCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("setting email.smtp-ca-file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("setting email.smtp-ca-file: %s holds no PEM certificate", c.EmailSMTPCAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	sender, err := email.NewSender(email.ServerConfig{
+		Host: c.EmailSMTPHost, Port: c.EmailSMTPPort, TLS: c.EmailSMTPTLS, Auth: c.EmailSMTPAuth,
+		Username: c.EmailSMTPUsername, Password: string(c.EmailSMTPPassword), TLSConfig: tlsCfg,
+		MaxConns: c.EmailMaxConns, RateLimit: float64(c.EmailRateLimit),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("settings email.*: %w", err)
+	}
+	ch, err := email.NewChannel(sender, email.ChannelConfig{From: c.EmailFrom, PublicURL: m.publicURL})
+	if err != nil {
+		sender.Close()
+		return nil, fmt.Errorf("setting email.from: %w", err)
+	}
+	m.closers = append(m.closers, sender.Close)
+	return ch, nil
+}
