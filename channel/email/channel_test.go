@@ -117,7 +117,9 @@ func TestDeliverStartTLSAuthPlain(t *testing.T) {
 func TestDeliverImplicitTLSAuthLogin(t *testing.T) {
 	t.Parallel()
 	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.Implicit, Username: "u", Password: "right"})
-	ch := newChannel(t, srv, func(c *email.ServerConfig) { c.TLS, c.Auth, c.Username, c.Password = email.TLSImplicit, email.AuthLogin, "u", "right" })
+	ch := newChannel(t, srv, func(c *email.ServerConfig) {
+		c.TLS, c.Auth, c.Username, c.Password = email.TLSImplicit, email.AuthLogin, "u", "right"
+	})
 	sub := subscription(t, ch, `{"address":"bob@example.com"}`)
 	if res := deliver(t, ch, sub, event(`{"a":1}`)); res.Outcome != herald.Delivered {
 		t.Fatalf("Deliver = %+v", res)
