@@ -15,7 +15,7 @@ import (
 )
 
 // call makes one API request as admin and returns the status and body.
-func call(t *testing.T, m *Main, method, path, body string, header ...string) (int, []byte) {
+func emailAPICall(t *testing.T, m *Main, method, path, body string, header ...string) (int, []byte) {
 	t.Helper()
 	return callURL(t, method, m.URL()+path, body, append([]string{"Authorization", "Bearer " + testAdminKey, "Content-Type", "application/json"}, header...)...)
 }
@@ -40,7 +40,7 @@ func callURL(t *testing.T, method, url, body string, header ...string) (int, []b
 
 func mustCall(t *testing.T, m *Main, want int, method, path, body string) []byte {
 	t.Helper()
-	status, b := call(t, m, method, path, body)
+	status, b := emailAPICall(t, m, method, path, body)
 	if status != want {
 		t.Fatalf("%s %s = %d %s, want %d", method, path, status, b, want)
 	}
