@@ -17,10 +17,10 @@ import (
 // call makes one API request as admin and returns the status and body.
 func emailAPICall(t *testing.T, m *Main, method, path, body string, header ...string) (int, []byte) {
 	t.Helper()
-	return callURL(t, method, m.URL()+path, body, append([]string{"Authorization", "Bearer " + testAdminKey, "Content-Type", "application/json"}, header...)...)
+	return emailCallURL(t, method, m.URL()+path, body, append([]string{"Authorization", "Bearer " + testAdminKey, "Content-Type", "application/json"}, header...)...)
 }
 
-func callURL(t *testing.T, method, url, body string, header ...string) (int, []byte) {
+func emailCallURL(t *testing.T, method, url, body string, header ...string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
 	if err != nil {
@@ -38,7 +38,7 @@ func callURL(t *testing.T, method, url, body string, header ...string) (int, []b
 	return resp.StatusCode, b
 }
 
-func mustCall(t *testing.T, m *Main, want int, method, path, body string) []byte {
+func emailMust(t *testing.T, m *Main, want int, method, path, body string) []byte {
 	t.Helper()
 	status, b := emailAPICall(t, m, method, path, body)
 	if status != want {
@@ -47,17 +47,17 @@ func mustCall(t *testing.T, m *Main, want int, method, path, body string) []byte
 	return b
 }
 
-type subJSON struct {
+type emailSub struct {
 	ID          string          `json:"id"`
 	State       string          `json:"state"`
 	StateReason string          `json:"state_reason"`
 	Config      json.RawMessage `json:"config"`
 }
 
-func getSub(t *testing.T, m *Main, id string) subJSON {
+func emailGetSub(t *testing.T, m *Main, id string) emailSub {
 	t.Helper()
-	var s subJSON
-	if err := json.Unmarshal(mustCall(t, m, 200, "GET", "/v1/subscriptions/"+id, ""), &s); err != nil {
+	var s emailSub
+	if err := json.Unmarshal(emailMust(t, m, 200, "GET", "/v1/subscriptions/"+id, ""), &s); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -80,7 +80,7 @@ func emailServer(t *testing.T, reply func(string) error) (*Main, *smtptest.Serve
 	return m, mail
 }
 
-var confirmLink = regexp.MustCompile(`http://\S+/v1/confirm/\S+`)
+var emailConfirmLink = regexp.MustCompile(`http://\S+/v1/confirm/\S+`)
 
 // The whole life of an email subscription through the real server and a
 // real SMTP server: created pending, a confirmation message and nothing
@@ -90,10 +90,10 @@ var confirmLink = regexp.MustCompile(`http://\S+/v1/confirm/\S+`)
 func TestEmailSubscribeConfirmDeliverUnsubscribe(t *testing.T) {
 	t.Parallel()
 	m, mail := emailServer(t, nil)
-	mustCall(t, m, 201, "PUT", "/v1/topics/alerts", `{}`)
+	emailMust(t, m, 201, "PUT", "/v1/topics/alerts", `{}`)
 
-	var sub subJSON
-	body := mustCall(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"alerts","channel":"email",
+	var sub emailSub
+	body := emailMust(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"alerts","channel":"email",
 		"config":{"address":"ann@example.com","name":"Ann","subject":"Alert: {{.Payload.level}}","text":"Level {{.Payload.level}} on {{.Topic}}"}}`)
 	if err := json.Unmarshal(body, &sub); err != nil {
 		t.Fatal(err)
@@ -101,34 +101,34 @@ func TestEmailSubscribeConfirmDeliverUnsubscribe(t *testing.T) {
 	if sub.State != "pending" || strings.Contains(string(body), "link_key") {
 		t.Fatalf("created: %s", body)
 	}
-	mustCall(t, m, 201, "POST", "/v1/topics/alerts/events", `{"level":"early"}`)
+	emailMust(t, m, 201, "POST", "/v1/topics/alerts/events", `{"level":"early"}`)
 
 	eventually(t, "the confirmation message", func() bool { return len(mail.To("ann@example.com")) > 0 })
 	msgs := mail.To("ann@example.com")
 	if len(msgs) != 1 || !strings.HasPrefix(msgs[0].Header.Get("Subject"), "Confirm") {
 		t.Fatalf("before confirming: %d messages, first %q; want only the confirmation", len(msgs), msgs[0].Header.Get("Subject"))
 	}
-	link := confirmLink.FindString(msgs[0].Text)
+	link := emailConfirmLink.FindString(msgs[0].Text)
 	if link == "" {
 		t.Fatalf("no confirmation link in %q", msgs[0].Text)
 	}
 
 	// A forged token is refused; the real one confirms, once.
-	if status, b := callURL(t, "GET", link+"x", "", "Accept", "application/json"); status != 404 && status != 410 {
+	if status, b := emailCallURL(t, "GET", link+"x", "", "Accept", "application/json"); status != 404 && status != 410 {
 		t.Fatalf("forged link = %d %s", status, b)
 	}
-	status, page := callURL(t, "GET", link, "", "Accept", "text/html")
+	status, page := emailCallURL(t, "GET", link, "", "Accept", "text/html")
 	if status != 200 || !strings.Contains(string(page), "confirmed") || !strings.Contains(string(page), "alerts") {
 		t.Fatalf("confirm = %d %s", status, page)
 	}
-	if s := getSub(t, m, sub.ID); s.State != "active" {
+	if s := emailGetSub(t, m, sub.ID); s.State != "active" {
 		t.Fatalf("after confirming: %+v", s)
 	}
-	if status, b := callURL(t, "GET", link, "", "Accept", "application/json"); status != 200 || !strings.Contains(string(b), "already confirmed") {
+	if status, b := emailCallURL(t, "GET", link, "", "Accept", "application/json"); status != 200 || !strings.Contains(string(b), "already confirmed") {
 		t.Fatalf("second use = %d %s", status, b)
 	}
 
-	mustCall(t, m, 201, "POST", "/v1/topics/alerts/events", `{"level":"high"}`)
+	emailMust(t, m, 201, "POST", "/v1/topics/alerts/events", `{"level":"high"}`)
 	var alert smtptest.Message
 	eventually(t, "the alert", func() bool {
 		for _, msg := range mail.To("ann@example.com") {
@@ -148,30 +148,30 @@ func TestEmailSubscribeConfirmDeliverUnsubscribe(t *testing.T) {
 	unsub := strings.Trim(alert.Header.Get("List-Unsubscribe"), "<>")
 
 	// GET shows a page and changes nothing; the one-click POST unsubscribes.
-	if status, page := callURL(t, "GET", unsub, "", "Accept", "text/html"); status != 200 || !strings.Contains(string(page), `method="post"`) {
+	if status, page := emailCallURL(t, "GET", unsub, "", "Accept", "text/html"); status != 200 || !strings.Contains(string(page), `method="post"`) {
 		t.Fatalf("unsubscribe page = %d %s", status, page)
 	}
-	if s := getSub(t, m, sub.ID); s.State != "active" {
+	if s := emailGetSub(t, m, sub.ID); s.State != "active" {
 		t.Fatalf("a GET unsubscribed: %+v", s)
 	}
-	if status, b := callURL(t, "POST", unsub, "List-Unsubscribe=One-Click", "Content-Type", "application/x-www-form-urlencoded"); status != 200 {
+	if status, b := emailCallURL(t, "POST", unsub, "List-Unsubscribe=One-Click", "Content-Type", "application/x-www-form-urlencoded"); status != 200 {
 		t.Fatalf("one-click unsubscribe = %d %s", status, b)
 	}
-	if s := getSub(t, m, sub.ID); s.State != "disabled" || s.StateReason != "unsubscribed by the recipient" {
+	if s := emailGetSub(t, m, sub.ID); s.State != "disabled" || s.StateReason != "unsubscribed by the recipient" {
 		t.Fatalf("after unsubscribing: %+v", s)
 	}
-	if status, _ := callURL(t, "POST", unsub, ""); status != 200 {
+	if status, _ := emailCallURL(t, "POST", unsub, ""); status != 200 {
 		t.Fatalf("unsubscribing again = %d", status)
 	}
 	eventually(t, "the unsubscription announced", func() bool {
-		return strings.Contains(string(mustCall(t, m, 200, "GET", "/v1/topics/herald.subscriptions/events", "")), "herald.subscription.unsubscribed")
+		return strings.Contains(string(emailMust(t, m, 200, "GET", "/v1/topics/herald.subscriptions/events", "")), "herald.subscription.unsubscribed")
 	})
 
 	// Nothing more reaches Ann: a pre-confirmed subscription (admin) to
 	// Bob on the same topic gets the next event, Ann does not.
-	mustCall(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"alerts","channel":"email","verification":"none","config":{"address":"bob@example.com"}}`)
+	emailMust(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"alerts","channel":"email","verification":"none","config":{"address":"bob@example.com"}}`)
 	before := len(mail.To("ann@example.com"))
-	mustCall(t, m, 201, "POST", "/v1/topics/alerts/events", `{"level":"after"}`)
+	emailMust(t, m, 201, "POST", "/v1/topics/alerts/events", `{"level":"after"}`)
 	eventually(t, "bob's message", func() bool { return len(mail.To("bob@example.com")) > 0 })
 	if n := len(mail.To("bob@example.com")); n != 1 {
 		t.Fatalf("bob got %d messages, want only the event published after he subscribed", n)
@@ -180,8 +180,8 @@ func TestEmailSubscribeConfirmDeliverUnsubscribe(t *testing.T) {
 		t.Fatalf("ann got %d more messages after unsubscribing", n-before)
 	}
 	// Resuming asks Ann to confirm again instead of sending.
-	var resumed subJSON
-	_ = json.Unmarshal(mustCall(t, m, 200, "POST", "/v1/subscriptions/"+sub.ID+"/resume", ""), &resumed)
+	var resumed emailSub
+	_ = json.Unmarshal(emailMust(t, m, 200, "POST", "/v1/subscriptions/"+sub.ID+"/resume", ""), &resumed)
 	if resumed.State != "pending" {
 		t.Fatalf("resumed after unsubscribing: %+v, want pending", resumed)
 	}
@@ -201,32 +201,32 @@ func TestEmailBouncesAndRetries(t *testing.T) {
 		}
 		return nil
 	})
-	mustCall(t, m, 201, "PUT", "/v1/topics/news", `{}`)
-	var bounce, retry subJSON
-	_ = json.Unmarshal(mustCall(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"news","channel":"email","verification":"none","config":{"address":"nobody@example.com"}}`), &bounce)
-	_ = json.Unmarshal(mustCall(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"news","channel":"email","verification":"none",
+	emailMust(t, m, 201, "PUT", "/v1/topics/news", `{}`)
+	var bounce, retry emailSub
+	_ = json.Unmarshal(emailMust(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"news","channel":"email","verification":"none","config":{"address":"nobody@example.com"}}`), &bounce)
+	_ = json.Unmarshal(emailMust(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"news","channel":"email","verification":"none",
 		"retry":{"initial":"10ms","max":"50ms"},"config":{"address":"later@example.com"}}`), &retry)
 	for range 3 {
-		mustCall(t, m, 201, "POST", "/v1/topics/news/events", `{"n":1}`)
+		emailMust(t, m, 201, "POST", "/v1/topics/news/events", `{"n":1}`)
 	}
-	eventually(t, "the bouncing subscription disabled", func() bool { return getSub(t, m, bounce.ID).State == "disabled" })
+	eventually(t, "the bouncing subscription disabled", func() bool { return emailGetSub(t, m, bounce.ID).State == "disabled" })
 	var dead struct {
 		DeadLetters []struct {
 			Attempts  int    `json:"attempts"`
 			LastError string `json:"last_error"`
 		} `json:"dead_letters"`
 	}
-	if err := json.Unmarshal(mustCall(t, m, 200, "GET", "/v1/subscriptions/"+bounce.ID+"/dead-letters", ""), &dead); err != nil {
+	if err := json.Unmarshal(emailMust(t, m, 200, "GET", "/v1/subscriptions/"+bounce.ID+"/dead-letters", ""), &dead); err != nil {
 		t.Fatal(err)
 	}
 	if len(dead.DeadLetters) != 3 || dead.DeadLetters[0].Attempts != 1 || !strings.HasPrefix(dead.DeadLetters[0].LastError, "smtp-550") {
 		t.Fatalf("dead letters: %+v", dead)
 	}
-	if s := getSub(t, m, bounce.ID); !strings.Contains(s.StateReason, "refused 3 deliveries") {
+	if s := emailGetSub(t, m, bounce.ID); !strings.Contains(s.StateReason, "refused 3 deliveries") {
 		t.Fatalf("state reason %q", s.StateReason)
 	}
 	eventually(t, "the greylisted messages delivered", func() bool { return len(mail.To("later@example.com")) == 3 })
-	attempts := string(mustCall(t, m, 200, "GET", "/v1/subscriptions/"+retry.ID+"/attempts", ""))
+	attempts := string(emailMust(t, m, 200, "GET", "/v1/subscriptions/"+retry.ID+"/attempts", ""))
 	if !strings.Contains(attempts, "smtp-451") {
 		t.Fatalf("attempts show no 451: %s", attempts)
 	}
