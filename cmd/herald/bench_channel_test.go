@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/heraldhq/herald/bench"
+)
+
+// TestBenchChannel runs "herald bench --channel" through the CLI against
+// a real server: kfake for kafka, the test Redis for redis. Every event
+// must come back from the broker, both from Herald and from the bare
+// producer.
+func TestBenchChannel(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	env := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
+	for _, ch := range []string{"kafka", "redis"} {
+		t.Run(ch, func(t *testing.T) {
+			args := []string{"bench", "--channel", ch, "--events", "600", "--batch", "50", "--max-batch-events", "40", "--quiet", "--json"}
+			if ch == "redis" {
+				addr := os.Getenv("HERALD_TEST_REDIS")
+				if addr == "" {
+					t.Skip("HERALD_TEST_REDIS is not set")
+				}
+				args = append(args, "--broker", addr)
+			}
+			var out, errOut bytes.Buffer
+			if code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, func(k string) string { return env[k] }); code != exitOK {
+				t.Fatalf("exit %d\n%s%s", code, out.String(), errOut.String())
+			}
+			var rep bench.ChannelReport
+			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			for _, r := range []bench.ChannelResult{rep.Bare, rep.Herald} {
+				if r.Events != 600 || r.Delivered != 600 || r.Lost != 0 || r.Rate <= 0 || r.Err != "" {
+					t.Errorf("%s: %+v; want 600 events, all delivered", r.Target, r)
+				}
+			}
+			if rep.Ratio <= 0 || rep.Scenario.MaxBatchEvents != 40 {
+				t.Errorf("report %+v", rep)
+			}
+		})
+	}
+	if code := run(t.Context(), []string{"bench", "--channel", "sqs"}, strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{}, func(k string) string { return env[k] }); code == exitOK {
+		t.Error("bench --channel sqs succeeded")
+	}
+}
