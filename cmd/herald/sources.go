@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/source"
 	"github.com/heraldhq/herald/source/inbound"
+	sourcekafka "github.com/heraldhq/herald/source/kafka"
 	"github.com/heraldhq/herald/source/outbox"
 )
 
@@ -25,6 +26,7 @@ func (m *Main) sourceKinds() *source.Registry {
 	return source.NewRegistry(
 		inbound.Kind{},
 		outbox.Kind{},
+		sourcekafka.Kind{},
 	)
 }
 
