@@ -141,6 +141,8 @@ type Dispatcher struct {
 	// wakeups counts the turns of all workers' loops: at rest it stays
 	// still (see Wakeups).
 	wakeups atomic.Int64
+	// running counts the workers with a goroutine: the others are parked.
+	running atomic.Int64
 
 	mu        sync.Mutex
 	workers   map[string]*worker
@@ -296,7 +298,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 		slots:     slots,
 		clockBase: cfg.Now(),
 	}
-	d.metrics = newDispatchMetrics(deps.Registry, slots, &d.wakeups)
+	d.metrics = newDispatchMetrics(deps.Registry, slots, &d.wakeups, &d.running)
 	if cfg.Exclusive {
 		d.leaseTTL = 10 * 365 * 24 * time.Hour
 	}
@@ -314,6 +316,10 @@ func (d *Dispatcher) rand() float64 {
 // wakes for a commit, a result, a due retry or settlement, never on a
 // timer of its own while it has nothing to do, so at rest this stays still.
 func (d *Dispatcher) Wakeups() int64 { return d.wakeups.Load() }
+
+// Running is how many workers have a goroutine now; the rest of the
+// subscriptions it dispatches (see Dispatching) are parked, caught up.
+func (d *Dispatcher) Running() int { return int(d.running.Load()) }
 
 // NodeID is the name this dispatcher holds leases under.
 func (d *Dispatcher) NodeID() string { return d.cfg.NodeID }
@@ -355,6 +361,29 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	// Workers run under the manager's context: they stop with it.
 	if _, err := d.life.Stop(ctx); err != nil {
 		return err
+	}
+	// Parked workers have no goroutine to end them: they hold nothing to
+	// write, so they close their sinks here, and their leases end together.
+	d.mu.Lock()
+	var parked []*worker
+	for _, w := range d.workers {
+		if w.isParked() {
+			parked = append(parked, w)
+		}
+	}
+	for _, w := range d.stopping {
+		if w.isParked() {
+			parked = append(parked, w)
+		}
+	}
+	d.mu.Unlock()
+	for _, w := range parked {
+		w.endParked()
+	}
+	if len(parked) > 0 {
+		if _, err := d.store.ReleaseNodeLeases(ctx, d.cfg.NodeID); err != nil {
+			d.log.Warn("release the dispatch leases of parked subscriptions", "err", err)
+		}
 	}
 	d.mu.Lock()
 	clear(d.workers)
@@ -707,11 +736,10 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	d.mu.Lock()
 	d.addWorker(s.ID, nw)
 	d.mu.Unlock()
-	started := d.life.Go(func(context.Context) {
-		nw.run(wctx)
+	nw.onExit = func() {
 		d.mu.Lock()
 		d.removeWorker(s.ID, nw)
-		if wctx.Err() == nil || nw.reason != "" {
+		if nw.reason != "" {
 			// Ended on its own (the channel did not open, the lease may
 			// have lapsed): try again shortly.
 			d.lookAt(s.ID, d.cfg.Now().Add(d.cfg.PollInterval))
@@ -719,6 +747,18 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		d.mu.Unlock()
 		// A replacement may be waiting for this worker to exit.
 		d.look(s.ID)
+	}
+	nw.resume = func() bool {
+		return d.life.Go(func(context.Context) {
+			d.running.Add(1)
+			defer d.running.Add(-1)
+			nw.proceed(wctx)
+		})
+	}
+	started := d.life.Go(func(context.Context) {
+		d.running.Add(1)
+		defer d.running.Add(-1)
+		nw.run(wctx)
 	})
 	if !started { // stopping: give the lease back
 		cancel()
@@ -741,7 +781,7 @@ func (d *Dispatcher) stopWorker(id string, w *worker) {
 	d.removeWorker(id, w)
 	d.stopping[id] = w
 	d.mu.Unlock()
-	w.cancel()
+	w.stop()
 }
 
 // settle writes one worker's settlement through the shared group commit.
@@ -1002,7 +1042,7 @@ type dispatchMetrics struct {
 	deadLetters    prometheus.Gauge
 }
 
-func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups *atomic.Int64) *dispatchMetrics {
+func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups, running *atomic.Int64) *dispatchMetrics {
 	m := &dispatchMetrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone, rejected).",
@@ -1049,6 +1089,9 @@ func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups *ato
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "herald_dispatch_wakeups_total", Help: "Times the subscriptions' workers woke up (for commits, results, due retries and settlements); it stays still at rest.",
 			}, func() float64 { return float64(wakeups.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "herald_dispatch_running", Help: "Subscriptions whose worker runs now; the others this node dispatches are parked, caught up, and cost no goroutine.",
+			}, func() float64 { return float64(running.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "herald_delivery_slots_used", Help: "Send slots held by deliveries and challenges in flight (at most webhook.max-concurrency).",
 			}, func() float64 { used, _ := slots.stats(); return float64(used) }),

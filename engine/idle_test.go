@@ -10,8 +10,8 @@ import (
 )
 
 // An idle subscription costs nothing: once its events are delivered and
-// settled, its worker holds no timer and never wakes up until something
-// happens to it (issue 21). The dispatcher counts its workers' wake-ups;
+// settled, its worker parks (no goroutine), holds no timer and never wakes
+// up until something happens to it (issue 21). The dispatcher counts its workers' wake-ups;
 // at rest the count stands still, whatever the number of subscriptions.
 func TestIdleSubscriptionsDoNotWakeUp(t *testing.T) {
 	t.Parallel()
@@ -43,6 +43,8 @@ func TestIdleSubscriptionsDoNotWakeUp(t *testing.T) {
 	if n := e.dispatcher.Dispatching(); n != subs {
 		t.Fatalf("%d subscriptions dispatched, want %d", n, subs)
 	}
+	// Caught up, each worker parked: no goroutine for an idle one.
+	waitFor(t, "every worker parked", 10*time.Second, func() bool { return e.dispatcher.Running() == 0 })
 	// A window of several poll intervals and settle intervals (50 ms and
 	// 5 ms here): a worker with a timer of its own would wake in it.
 	before := e.dispatcher.Wakeups()

@@ -58,7 +58,7 @@ func (d *Dispatcher) OnTopicDeleted(topic string) {
 	}
 	d.mu.Unlock()
 	for _, w := range stop {
-		w.cancel()
+		w.stop()
 	}
 	if len(stop) > 0 {
 		d.log.Info("topic deleted; restarting its subscriptions' dispatch", "topic", topic, "subscriptions", len(stop))

@@ -45,6 +45,16 @@ type worker struct {
 	results chan sendResult
 	cancel  context.CancelFunc // stops the run loop
 	exited  chan struct{}
+
+	// A caught-up worker parks: its goroutine ends and its state waits
+	// here, costing no stack, until a poke resumes it in a new goroutine
+	// (resume, set by the dispatcher; false when the dispatcher is
+	// stopping, which then ends parked workers itself). onExit runs once,
+	// when the worker has ended for good.
+	parkMu sync.Mutex
+	parked bool
+	resume func() bool
+	onExit func()
 	reason  string // why the worker ended on its own, for logs
 
 	topics   map[string]*topicPos
@@ -182,29 +192,79 @@ func newWorker(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *fi
 	return w
 }
 
-// poke wakes the worker without blocking.
+// poke wakes the worker without blocking, resuming it if it is parked.
 func (w *worker) poke() {
+	w.parkMu.Lock()
+	if w.parked && w.resume != nil {
+		w.parked = false
+		w.parkMu.Unlock()
+		if !w.resume() {
+			w.parkMu.Lock()
+			w.parked = true // the dispatcher is stopping: Stop ends it
+			w.parkMu.Unlock()
+		}
+		return
+	}
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	w.parkMu.Unlock()
+}
+
+// stop ends the worker: a running one at its next turn, a parked one
+// once resumed to end.
+func (w *worker) stop() {
+	w.cancel()
+	w.poke()
+}
+
+// tryPark parks the worker unless a poke is waiting or it is stopping.
+func (w *worker) tryPark(ctx context.Context) bool {
+	w.parkMu.Lock()
+	defer w.parkMu.Unlock()
+	if len(w.wake) > 0 || ctx.Err() != nil || w.resume == nil {
+		return false
+	}
+	w.parked = true
+	return true
+}
+
+// isParked reports whether the worker is parked.
+func (w *worker) isParked() bool {
+	w.parkMu.Lock()
+	defer w.parkMu.Unlock()
+	return w.parked
+}
+
+// atRest reports whether the worker has nothing in hand: no send, batch or
+// settlement under way or pending, no retry in flight, every topic read
+// and settled up to its head. Only then may it park.
+func (w *worker) atRest() bool {
+	if w.inflight > 0 || w.flushing || w.stopped || w.lapsed || len(w.retrying) > 0 || len(w.held) > 0 ||
+		w.batch.calls > 0 || len(w.batch.gathered) > 0 || !w.pending.Empty() || w.anyGone.Load() {
+		return false
+	}
+	for _, p := range w.topics {
+		if len(p.buf) > 0 || len(p.open) > 0 || p.next <= p.head || p.settled > p.durable {
+			return false
+		}
+	}
+	return true
 }
 
 // window bounds the events read ahead of the cursor in one topic.
 func (w *worker) window() int { return max(1024, 64*w.sub.MaxInFlight, 2*w.capacity()) }
 
+// run starts the worker: it loads its state, opens its sink and runs
+// until it parks or ends.
 func (w *worker) run(ctx context.Context) {
 	w.ctx = ctx
-	defer close(w.exited)
-	defer w.closeSink() // after finish: no send is in flight any more
-	defer w.finish()
-	// Ending on its own (disabled, lease lapsed), the worker drops the
-	// sends still waiting for a slot; those in flight finish in finish.
-	defer w.cancel()
 	if err := w.load(ctx); err != nil {
 		if ctx.Err() == nil {
 			w.log.Error("dispatcher could not start", "err", err)
 		}
+		w.end()
 		return
 	}
 	sink, err := w.channel.Open(ctx, &w.sub)
@@ -213,10 +273,48 @@ func (w *worker) run(ctx context.Context) {
 			w.reason = "the channel could not open"
 			w.log.Error("dispatcher could not open the subscription's channel; trying again at the next poll", "channel", w.channel.Name(), "err", err)
 		}
+		w.end()
 		return
 	}
 	w.sink = sink
 	w.useBatches()
+	w.proceed(ctx)
+}
+
+// proceed runs the worker's loop, in a new goroutine each time it resumes
+// from parking, and ends the worker when the loop ends other than parked.
+func (w *worker) proceed(ctx context.Context) {
+	if w.loop(ctx) {
+		return // parked: a poke resumes it
+	}
+	w.end()
+}
+
+// end ends the worker for good. Ending on its own (disabled, lease
+// lapsed), it drops the sends still waiting for a slot; those in flight
+// finish in finish, which writes the last settlement; the sink closes
+// after it, when no send is in flight any more.
+func (w *worker) end() {
+	w.cancel()
+	w.finish()
+	w.closeSink()
+	close(w.exited)
+	if w.onExit != nil {
+		w.onExit()
+	}
+}
+
+// endParked ends a parked worker as the dispatcher stops: it has nothing
+// in flight or pending, so it only closes its sink; its lease is released
+// with the node's others (see Dispatcher.Stop).
+func (w *worker) endParked() {
+	w.cancel()
+	w.closeSink()
+	close(w.exited)
+}
+
+// loop is the worker's loop; it returns true when the worker parked.
+func (w *worker) loop(ctx context.Context) bool {
 	// One timer, armed only for something due: a retry, the rate limit,
 	// a batch's linger, a settlement. A caught-up worker holds none, so an
 	// idle subscription costs no wake-ups at all.
@@ -234,11 +332,11 @@ func (w *worker) run(ctx context.Context) {
 			// subscription now. Nothing more goes out under this lease.
 			w.reason = "dispatch lease may have lapsed"
 			w.log.Warn("dispatch lease may have lapsed; dropping queued deliveries", "in_flight", w.inflight)
-			return
+			return false
 		}
 		w.fill(ctx)
 		if w.stopped {
-			return
+			return false
 		}
 		if w.batching() {
 			w.sendBatches(ctx)
@@ -251,7 +349,7 @@ func (w *worker) run(ctx context.Context) {
 			// The store is slower than delivery: wait for it rather
 			// than let the pending settlement grow without bound.
 			if !w.flushed(<-w.flushDone) {
-				return
+				return false
 			}
 			continue
 		}
@@ -262,17 +360,19 @@ func (w *worker) run(ctx context.Context) {
 		if d, ok := w.sleepFor(); ok {
 			timer.Reset(d)
 			wakeAt = timer.C
+		} else if w.atRest() && w.tryPark(ctx) {
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case r := <-w.results:
 			w.handle(r)
 		case rs := <-w.batch.done:
 			w.batchReturned(ctx, rs)
 		case f := <-w.flushDone:
 			if !w.flushed(f) {
-				return
+				return false
 			}
 		case <-w.wake:
 		case <-wakeAt:
