@@ -55,7 +55,7 @@ type worker struct {
 	parked bool
 	resume func() bool
 	onExit func()
-	reason  string // why the worker ended on its own, for logs
+	reason string // why the worker ended on its own, for logs
 
 	topics   map[string]*topicPos
 	names    []string        // topic names, for round robin
