@@ -26,6 +26,7 @@ import (
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/amqp"
 	"github.com/heraldhq/herald/channel/kafka"
+	"github.com/heraldhq/herald/channel/mqtt"
 	"github.com/heraldhq/herald/channel/nats"
 	"github.com/heraldhq/herald/channel/redis"
 	"github.com/heraldhq/herald/cluster"
@@ -203,6 +204,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		nats.NewChannel(nats.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		redis.New(redis.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		amqp.NewChannel(amqp.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
+		mqtt.NewChannel(mqtt.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 	}, people...)...)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
