@@ -15,6 +15,7 @@ type Key struct {
 	Prefix    string   // the secret's first characters, to recognise it
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never expires
+	Tenant    string    // the tenant the key is bound to; "" for a platform key
 }
 
 // CreatedKey is a key just created, with its secret. The server shows the
@@ -31,16 +32,17 @@ type keyJSON struct {
 	Prefix    string   `json:"prefix"`
 	CreatedAt string   `json:"created_at"`
 	ExpiresAt string   `json:"expires_at,omitempty"`
+	Tenant    string   `json:"tenant,omitempty"`
 	Secret    string   `json:"secret,omitempty"`
 }
 
 func (k Key) wire() keyJSON {
 	return keyJSON{ID: k.ID, Name: k.Name, Scopes: k.Scopes, Prefix: k.Prefix,
-		CreatedAt: formatTime(k.CreatedAt), ExpiresAt: formatTime(k.ExpiresAt)}
+		CreatedAt: formatTime(k.CreatedAt), ExpiresAt: formatTime(k.ExpiresAt), Tenant: k.Tenant}
 }
 
 func (k *Key) fromWire(w keyJSON) error {
-	out := Key{ID: w.ID, Name: w.Name, Scopes: w.Scopes, Prefix: w.Prefix}
+	out := Key{ID: w.ID, Name: w.Name, Scopes: w.Scopes, Prefix: w.Prefix, Tenant: w.Tenant}
 	var err error
 	if out.CreatedAt, err = parseTime("created_at", w.CreatedAt); err != nil {
 		return err
@@ -87,11 +89,19 @@ func (k *CreatedKey) UnmarshalJSON(b []byte) error {
 // expires after expiresIn (0: never). It needs an admin key. Invalid scopes
 // are a *Problem with status 400 and field "scopes".
 func (c *Client) CreateKey(ctx context.Context, name string, scopes []string, expiresIn time.Duration) (CreatedKey, error) {
+	return c.CreateTenantKey(ctx, "", name, scopes, expiresIn)
+}
+
+// CreateTenantKey is CreateKey for a key bound to the tenant: it sees and
+// changes only that tenant's subscriptions, and cannot be admin. An empty
+// tenant makes a platform key.
+func (c *Client) CreateTenantKey(ctx context.Context, tenant, name string, scopes []string, expiresIn time.Duration) (CreatedKey, error) {
 	body, hdr, err := jsonBody(struct {
 		Name      string   `json:"name"`
 		Scopes    []string `json:"scopes"`
 		ExpiresIn string   `json:"expires_in,omitempty"`
-	}{name, scopes, formatDuration(expiresIn)})
+		Tenant    string   `json:"tenant,omitempty"`
+	}{name, scopes, formatDuration(expiresIn), tenant})
 	if err != nil {
 		return CreatedKey{}, err
 	}

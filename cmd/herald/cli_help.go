@@ -39,6 +39,7 @@ func verbs() []verb {
 		{"publish", groupClient, "publish an event to a topic", publishVerb},
 		{"events", groupClient, "list a topic's events, or get one", eventsVerb},
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
+		{"tenants", groupClient, "create, list, get or delete tenants", tenantsVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"sources", groupClient, "manage sources: outbox, inbound webhooks, brokers", sourcesVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},

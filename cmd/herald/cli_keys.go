@@ -14,7 +14,7 @@ import (
 
 const keysOverview = `Usage: herald keys <subverb> [arguments]
 
-  create --name N --scope S [--scope S...] [--expires-in D]
+  create --name N --scope S [--scope S...] [--expires-in D] [--tenant T]
                   create an API key and print its secret, once
   list            list the API keys (without secrets)
   delete ID       delete an API key; requests with it fail from then on
@@ -41,17 +41,20 @@ type keysCreateArgs struct {
 	name      string
 	scopes    []string
 	expiresIn time.Duration
+	tenant    string
 }
 
 func parseKeysCreate(c *cli, args []string) (keysCreateArgs, error) {
 	var a keysCreateArgs
-	fs := c.flagSet("keys create", `herald keys create --name N --scope S [--scope S...] [--expires-in D]
+	fs := c.flagSet("keys create", `herald keys create --name N --scope S [--scope S...] [--expires-in D] [--tenant T]
 
 Create an API key and print it with its secret. The server keeps only a hash
-of the secret: store it now, it is not shown again.`)
+of the secret: store it now, it is not shown again. With --tenant the key is
+bound to that tenant: it sees and changes only the tenant's subscriptions.`)
 	fs.StringVar(&a.name, "name", "", "a `NAME` to recognise the key by, such as ci-publisher")
 	fs.Var(listFlag{&a.scopes}, "scope", "a `SCOPE` such as admin or publish:orders.>; repeatable")
 	fs.Var(durationFlag{&a.expiresIn}, "expires-in", "the key expires after `D`, such as 30d (default: never)")
+	fs.StringVar(&a.tenant, "tenant", "", "bind the key to the tenant `T` (it cannot be admin then)")
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return a, err
 	}
@@ -69,7 +72,7 @@ func keysCreate(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	k, err := c.client().CreateKey(ctx, a.name, a.scopes, a.expiresIn)
+	k, err := c.client().CreateTenantKey(ctx, a.tenant, a.name, a.scopes, a.expiresIn)
 	if err != nil {
 		return err
 	}
@@ -81,6 +84,9 @@ func keysCreate(ctx context.Context, c *cli, args []string) error {
 	fmt.Fprintf(tw, "name:\t%s\n", k.Name)
 	fmt.Fprintf(tw, "scopes:\t%s\n", strings.Join(k.Scopes, " "))
 	fmt.Fprintf(tw, "expires:\t%s\n", expiry(k.ExpiresAt))
+	if k.Tenant != "" {
+		fmt.Fprintf(tw, "tenant:\t%s\n", k.Tenant)
+	}
 	fmt.Fprintf(tw, "secret:\t%s\n", k.Secret)
 	if err := tw.Flush(); err != nil {
 		return err

@@ -301,8 +301,8 @@ func TestParseEventsList(t *testing.T) {
 
 func TestParseKeysCreate(t *testing.T) {
 	c := &cli{stderr: &bytes.Buffer{}, getenv: env(nil)}
-	got, err := parseKeysCreate(c, []string{"--name", "ci", "--scope", "publish:orders.>", "--scope", "read:orders.*", "--expires-in", "30d"})
-	want := keysCreateArgs{"ci", []string{"publish:orders.>", "read:orders.*"}, 30 * 24 * time.Hour}
+	got, err := parseKeysCreate(c, []string{"--name", "ci", "--scope", "publish:orders.>", "--scope", "read:orders.*", "--expires-in", "30d", "--tenant", "acme"})
+	want := keysCreateArgs{"ci", []string{"publish:orders.>", "read:orders.*"}, 30 * 24 * time.Hour, "acme"}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v, %v; want %+v", got, err, want)
 	}

@@ -194,3 +194,50 @@ func sorted(vs ...any) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestTenantsCLI runs the tenants verbs and keys create --tenant against
+// the server.
+func TestTenantsCLI(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	env := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
+	cli := func(args ...string) (string, string, int) {
+		var out, errOut bytes.Buffer
+		code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, func(k string) string { return env[k] })
+		return out.String(), errOut.String(), code
+	}
+	out, errOut, code := cli("tenants", "put", "acme", "--name", "Acme", "--metadata", "plan=gold",
+		"--topic-prefix", "tenants.acme", "--max-subscriptions", "5", "--rate-limit", "2.5")
+	if code != 0 || !strings.Contains(out, "tenants.acme.>") || !strings.Contains(out, "gold") || !strings.Contains(errOut, "created tenant acme") {
+		t.Fatalf("tenants put: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code = cli("tenants", "put", "acme", "--name", "Acme Ltd"); code != 0 || !strings.Contains(errOut, "replaced tenant acme") {
+		t.Fatalf("tenants put again: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code = cli("tenants", "put", "Bad!"); code != 1 || !strings.Contains(errOut, "invalid") {
+		t.Fatalf("tenants put Bad!: %d %q %q; want exit 1 with the problem", code, out, errOut)
+	}
+	if out, errOut, code = cli("tenants", "list", "--output", "json"); code != 0 || !strings.Contains(out, `"Acme Ltd"`) {
+		t.Fatalf("tenants list: %d %q %q", code, out, errOut)
+	}
+	out, errOut, code = cli("keys", "create", "--name", "acme", "--scope", "subscribe:tenants.acme.>", "--tenant", "acme", "--output", "json")
+	var key struct{ Secret, Tenant string }
+	if code != 0 || json.Unmarshal([]byte(out), &key) != nil || key.Tenant != "acme" || key.Secret == "" {
+		t.Fatalf("keys create --tenant: %d %q %q", code, out, errOut)
+	}
+	// The tenant's key reads its tenant, and not the list.
+	env["HERALD_KEY"] = key.Secret
+	if out, errOut, code = cli("tenants", "get", "acme"); code != 0 || !strings.Contains(out, "Acme Ltd") {
+		t.Fatalf("tenants get with the tenant's key: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code = cli("tenants", "list"); code != 1 || !strings.Contains(errOut, "forbidden") {
+		t.Fatalf("tenants list with the tenant's key: %d %q", code, errOut)
+	}
+	env["HERALD_KEY"] = testAdminKey
+	if out, errOut, code = cli("tenants", "delete", "acme"); code != 0 || !strings.Contains(out, "deleted tenant acme") {
+		t.Fatalf("tenants delete: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code = cli("tenants", "get", "acme"); code != 1 || !strings.Contains(errOut, "not-found") {
+		t.Fatalf("tenants get after delete: %d %q", code, errOut)
+	}
+}
