@@ -115,6 +115,10 @@ type Deps struct {
 	// Schemas keeps topics' schemas; nil makes PUT and DELETE
 	// .../schema answer 503.
 	Schemas Schemas
+	// Schedules keeps schedules; nil makes those endpoints answer 503.
+	// ScheduleWake is told of every change, so the scheduler looks at once.
+	Schedules    Schedules
+	ScheduleWake func()
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -153,7 +157,9 @@ type Server struct {
 
 	// tenantMu serialises this node's creations of tenant subscriptions
 	// with their quota check.
-	tenantMu sync.Mutex
+	tenantMu     sync.Mutex
+	schedules    Schedules
+	scheduleWake func()
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -188,6 +194,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.delayed = deps.Delayed
 	s.sources, s.sourceKinds, s.sourceRuntime = deps.Sources, deps.SourceKinds, deps.SourceRuntime
 	s.schemas = deps.Schemas
+	s.schedules, s.scheduleWake = deps.Schedules, deps.ScheduleWake
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
@@ -259,6 +266,13 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/topics/{topic}/events/{id}", authenticated, s.getEvent)
 	s.handle("GET /v1/topics/{topic}/scheduled", authenticated, s.listScheduled)
 	s.handle("DELETE /v1/topics/{topic}/scheduled/{id}", authenticated, s.cancelScheduled)
+
+	s.handle("PUT /v1/schedules/{name}", adminOnly, s.putSchedule)
+	s.handle("GET /v1/schedules", adminOnly, s.listSchedules)
+	s.handle("GET /v1/schedules/{name}", adminOnly, s.getSchedule)
+	s.handle("DELETE /v1/schedules/{name}", adminOnly, s.deleteSchedule)
+	s.handle("POST /v1/schedules/{name}/pause", adminOnly, s.pauseSchedule)
+	s.handle("POST /v1/schedules/{name}/resume", adminOnly, s.resumeSchedule)
 
 	s.handle("POST /v1/keys", adminOnly, s.createKey)
 	s.handle("GET /v1/keys", adminOnly, s.listKeys)

@@ -122,6 +122,10 @@ type PublishOptions struct {
 	// Headers are carried to deliveries. The server stores each name as Go
 	// canonicalises an HTTP header name ("x-tenant" becomes "X-Tenant").
 	Headers map[string]string
+	// DeliverAt or Delay (not both) delays the event: it is committed now
+	// and joins the topic's log at that time (PublishResult.DeliverAt).
+	DeliverAt time.Time
+	Delay     time.Duration
 }
 
 // PublishResult is the outcome of publishing one event.
@@ -133,6 +137,9 @@ type PublishResult struct {
 	// same payload, was seen within the dedup window: nothing was stored
 	// and ID and Seq are the first event's.
 	Duplicate bool `json:"duplicate"`
+	// DeliverAt is set for a delayed event: it joins the log, and gets
+	// its Seq, at this time. Cancel it with CancelScheduled until then.
+	DeliverAt time.Time `json:"deliver_at,omitzero"`
 }
 
 // Publish publishes one event and returns after the server has committed it
@@ -152,6 +159,8 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, o Pu
 		{"Herald-Event-Type", "type", o.Type},
 		{"Herald-Event-Key", "key", o.Key},
 		{"Herald-Event-Id", "id", o.ID},
+		{"Herald-Deliver-At", "deliver_at", formatTime(o.DeliverAt)},
+		{"Herald-Delay", "delay", formatDuration(o.Delay)},
 	} {
 		if h.value == "" {
 			continue
@@ -188,6 +197,8 @@ type BatchEvent struct {
 	ContentType    string // "" lets the server store application/octet-stream
 	Headers        map[string]string
 	Payload        []byte
+	DeliverAt      time.Time     // delays this event, as PublishOptions.DeliverAt
+	Delay          time.Duration // or by this much
 }
 
 // PublishBatch publishes 1 to 1000 events to the topic in one commit: all
@@ -211,12 +222,15 @@ func (c *Client) PublishBatch(ctx context.Context, topic string, events []BatchE
 		ContentType    string            `json:"content_type,omitempty"`
 		Headers        map[string]string `json:"headers,omitempty"`
 		DataBase64     string            `json:"data_base64"`
+		DeliverAt      string            `json:"deliver_at,omitempty"`
+		Delay          string            `json:"delay,omitempty"`
 	}
 	in := make([]batchEventJSON, len(events))
 	for i, e := range events {
 		in[i] = batchEventJSON{
 			ID: e.ID, Type: e.Type, Key: e.Key, IdempotencyKey: e.IdempotencyKey, ContentType: e.ContentType,
 			Headers: maps.Clone(e.Headers), DataBase64: base64.StdEncoding.EncodeToString(e.Payload),
+			DeliverAt: formatTime(e.DeliverAt), Delay: formatDuration(e.Delay),
 		}
 	}
 	body, hdr, err := jsonBody(struct {

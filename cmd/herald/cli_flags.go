@@ -234,3 +234,22 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// timeFlag is a flag holding an RFC 3339 time.
+type timeFlag struct{ p *time.Time }
+
+func (f timeFlag) String() string {
+	if f.p == nil || f.p.IsZero() {
+		return ""
+	}
+	return f.p.UTC().Format(time.RFC3339)
+}
+
+func (f timeFlag) Set(s string) error {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return fmt.Errorf("want an RFC 3339 time such as 2030-01-02T15:04:05Z")
+	}
+	*f.p = t
+	return nil
+}

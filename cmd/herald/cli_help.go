@@ -40,6 +40,7 @@ func verbs() []verb {
 		{"events", groupClient, "list a topic's events, or get one", eventsVerb},
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
 		{"tenants", groupClient, "create, list, get or delete tenants", tenantsVerb},
+		{"schedules", groupClient, "create, list, get, pause, resume or delete schedules; list or cancel delayed events", schedulesVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"sources", groupClient, "manage sources: outbox, inbound webhooks, brokers", sourcesVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},

@@ -40,6 +40,8 @@ terminal. It is stored byte for byte.
 	fs.StringVar(&a.opts.IdempotencyKey, "idempotency-key", "", "publish at most once per `KEY` within the topic's dedup window")
 	fs.StringVar(&a.opts.ID, "id", "", "the event `ID` (default: assigned by the server)")
 	fs.Var(listFlag{&headers}, "header", "a `NAME=VALUE` header carried to deliveries; repeatable")
+	fs.Var(durationFlag{&a.opts.Delay}, "delay", "publish after `D` (such as 90s, 15m or 1d): committed now, visible then")
+	fs.Var(timeFlag{&a.opts.DeliverAt}, "deliver-at", "publish at `TIME` (RFC 3339): committed now, visible then")
 	pos, err := fs.parse(args, 1, 2)
 	if err != nil {
 		return a, err
@@ -124,6 +126,10 @@ func publishVerb(ctx context.Context, c *cli, args []string) error {
 	}
 	if res.Duplicate {
 		_, err = fmt.Fprintf(c.stdout, "duplicate: %s already holds this idempotency key at seq %d (id %s); nothing was stored\n", res.Topic, res.Seq, res.ID)
+		return err
+	}
+	if !res.DeliverAt.IsZero() {
+		_, err = fmt.Fprintf(c.stdout, "scheduled for %s at %s: id %s\n", res.Topic, formatTime(res.DeliverAt), res.ID)
 		return err
 	}
 	_, err = fmt.Fprintf(c.stdout, "published to %s: seq %d, id %s\n", res.Topic, res.Seq, res.ID)

@@ -70,6 +70,7 @@ type Main struct {
 	hub        *stream.Hub
 	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
 	sources    *source.Runtime    // runs the sources (connectors in); nil on a store without them
+	scheduler  *schedule.Scheduler
 	api        *api.Server
 	http       *http.Server
 	ln         net.Listener
@@ -220,6 +221,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.publisher = engine.NewPublisher(m.topics, m.committer, pcfg, log, m.Registry)
 	if hasTime {
 		m.promoter = schedule.NewPromoter(timeStore, m.publisher, schedule.PromoterConfig{NodeID: dcfg.NodeID}, log, m.Registry)
+		m.scheduler = schedule.NewScheduler(timeStore, m.publisher, schedule.SchedulerConfig{NodeID: dcfg.NodeID}, log, m.Registry)
 	}
 	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
 		Store: m.store, Tail: m.tail, Channels: m.channels, Publisher: m.publisher, Logger: log, Registry: m.Registry,
@@ -239,6 +241,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	if hasTime {
 		deps.Delayed = timeStore
+		deps.Schedules, deps.ScheduleWake = timeStore, m.scheduler.Wake
 	}
 	if err := m.newSources(ctx, dcfg); err != nil {
 		return err
@@ -287,6 +290,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	if m.promoter != nil {
 		if err := m.promoter.Start(ctx); err != nil {
+			return err
+		}
+		if err := m.scheduler.Start(ctx); err != nil {
 			return err
 		}
 	}
@@ -532,6 +538,9 @@ func (m *Main) Close(ctx context.Context) error {
 			// the lease goes to another node at once.
 			if err := m.promoter.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop promoter: %w", err))
+			}
+			if err := m.scheduler.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop scheduler: %w", err))
 			}
 		}
 		if m.cluster != nil {
