@@ -119,6 +119,12 @@ type Deps struct {
 	// ScheduleWake is told of every change, so the scheduler looks at once.
 	Schedules    Schedules
 	ScheduleWake func()
+
+	// Archives keeps archives (with Subscriptions, which keeps the
+	// subscriptions behind them) and ArchiveReader reads their files; nil
+	// makes the archive endpoints answer 503.
+	Archives      herald.ArchiveStore
+	ArchiveReader ArchiveReader
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -157,9 +163,11 @@ type Server struct {
 
 	// tenantMu serialises this node's creations of tenant subscriptions
 	// with their quota check.
-	tenantMu     sync.Mutex
-	schedules    Schedules
-	scheduleWake func()
+	tenantMu      sync.Mutex
+	schedules     Schedules
+	scheduleWake  func()
+	archives      herald.ArchiveStore
+	archiveReader ArchiveReader
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -191,6 +199,7 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	s.metricsHandler = newMetricsHandler(reg, log)
 	s.deliverer = deps.Deliverer
+	s.archives, s.archiveReader = deps.Archives, deps.ArchiveReader
 	s.delayed = deps.Delayed
 	s.sources, s.sourceKinds, s.sourceRuntime = deps.Sources, deps.SourceKinds, deps.SourceRuntime
 	s.schemas = deps.Schemas
@@ -311,6 +320,14 @@ func (s *Server) registerRoutes() {
 	// Inbound webhooks are verified by their source's own scheme (a
 	// signature), not an API key.
 	s.handle("POST /v1/inbound/{source}", public, s.receiveInbound)
+	s.handle("GET /v1/archives", adminOnly, s.listArchives)
+	s.handle("PUT /v1/archives/{name}", adminOnly, s.putArchive)
+	s.handle("GET /v1/archives/{name}", adminOnly, s.getArchive)
+	s.handle("DELETE /v1/archives/{name}", adminOnly, s.deleteArchive)
+	s.handle("POST /v1/archives/{name}/pause", adminOnly, s.pauseArchive)
+	s.handle("POST /v1/archives/{name}/resume", adminOnly, s.resumeArchive)
+	s.handle("GET /v1/archives/{name}/events", adminOnly, s.queryArchive)
+	s.handle("POST /v1/archives/{name}/replay", adminOnly, s.replayArchive)
 
 	// Realtime: the stream handlers authenticate (keys or tokens) themselves.
 	s.handle("GET /v1/topics/{topic}/stream", selfAuthenticated, s.serveSSE)

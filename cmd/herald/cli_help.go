@@ -43,6 +43,7 @@ func verbs() []verb {
 		{"schedules", groupClient, "create, list, get, pause, resume or delete schedules; list or cancel delayed events", schedulesVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"sources", groupClient, "manage sources: outbox, inbound webhooks, brokers", sourcesVerb},
+		{"archives", groupClient, "manage archives and query them (alias: archive)", archivesVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},
 		{"listen", groupClient, "receive a topic's webhooks on a local port and print them (development)", listenVerb},
 		{"bench", groupClient, "measure a running Herald (or the raw relay)", benchVerb},
@@ -52,7 +53,7 @@ func verbs() []verb {
 }
 
 // aliases are other names of verbs.
-var aliases = map[string]string{"subs": "subscriptions"}
+var aliases = map[string]string{"subs": "subscriptions", "archive": "archives"}
 
 // verbName resolves an alias to its verb's name.
 func verbName(name string) string {

@@ -43,6 +43,7 @@ type Config struct {
 	StreamAllowedOrigins     string        // stream.allowed-origins: browser origins allowed to open streams
 	StreamQueueSize          int           // stream.queue-size: events waiting per stream connection
 	StreamMaxConnsPerKey     int           // stream.max-conns-per-key: open streams per API key
+	ArchiveDir               string        // archive-dir: folder of archives with local destinations; "" = data-dir/archive
 	StreamMaxSubscriptions   int           // stream.max-subscriptions: subscriptions per WebSocket
 	DebugAddr                string        // debug-addr: listen address of the Go profiler (net/http/pprof); "" = off
 	HTTPReadTimeout          time.Duration // http.read-timeout: time to read a whole request, headers and body
@@ -88,6 +89,7 @@ func settings() []setting {
 		{"stream.allowed-origins", "", "comma-separated browser origins (host patterns such as app.example.com) allowed to open streams besides the server's own", "a comma-separated list of host patterns, or empty", func(c *Config) binding { return textField(&c.StreamAllowedOrigins, nil) }},
 		{"stream.queue-size", "1024", "events waiting to be written to one stream connection before it is cut off as a slow consumer", "a whole number from 16 to 1048576", func(c *Config) binding { return intField(&c.StreamQueueSize, 16, 1<<20) }},
 		{"stream.max-conns-per-key", "1000", "open streams (SSE and WebSocket) per API key", "a whole number from 1 to 1000000", func(c *Config) binding { return intField(&c.StreamMaxConnsPerKey, 1, 1_000_000) }},
+		{"archive-dir", "", `folder that archives with a local destination write into (each in its own path); "" for data-dir/archive`, "a path, or empty", func(c *Config) binding { return textField(&c.ArchiveDir, func(string) bool { return true }) }},
 		{"stream.max-subscriptions", "100", "subscriptions one WebSocket may carry", "a whole number from 1 to 10000", func(c *Config) binding { return intField(&c.StreamMaxSubscriptions, 1, 10_000) }},
 		{"debug-addr", "", `listen address of the Go profiler (/debug/pprof/), such as 127.0.0.1:6060; "" for none. It has no authentication: keep it on loopback`, `"" or host:port`, func(c *Config) binding { return textField(&c.DebugAddr, orEmpty(validAddr)) }},
 		{"http.read-timeout", "1m", "a request's headers and body must arrive within this, or it is answered 408 and its connection closed; open streams are not affected", "a duration from 1ms to 1h, such as 1m", func(c *Config) binding {

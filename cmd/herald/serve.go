@@ -23,6 +23,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/api"
+	"github.com/heraldhq/herald/archive"
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/amqp"
 	"github.com/heraldhq/herald/channel/kafka"
@@ -67,6 +68,7 @@ type Main struct {
 	sender     *webhook.Sender
 	channels   *channel.Registry
 	closers    []func() // channels' shared senders, closed after the dispatcher
+	archiver   *archive.Channel
 	hub        *stream.Hub
 	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
 	sources    *source.Runtime    // runs the sources (connectors in); nil on a store without them
@@ -199,7 +201,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	archiveDir := m.Config.ArchiveDir
+	if archiveDir == "" {
+		archiveDir = filepath.Join(m.Config.DataDir, "archive")
+	}
+	m.archiver = archive.New(archive.ChannelConfig{Dir: archiveDir, AllowPrivate: m.Config.AllowPrivateDestinations}, log, m.Registry)
 	m.channels = channel.NewRegistry(append([]channel.Channel{
+		m.archiver,
 		webhook.NewChannel(m.sender, webhook.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations}),
 		kafka.New(kafka.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		nats.NewChannel(nats.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
@@ -236,6 +244,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	deps.Subscriptions = m.store
 	deps.Channels = m.channels
+	if as, ok := m.store.(herald.ArchiveStore); ok {
+		deps.Archives, deps.ArchiveReader = as, m.archiver
+	}
 	deps.Notices = m.feed
 	deps.Schemas = m.schemas
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
