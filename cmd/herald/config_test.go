@@ -38,6 +38,7 @@ func writeFile(t *testing.T, content string) string {
 var samples = map[string][3]string{
 	"addr":                       {"127.0.0.1:9001", "127.0.0.1:9002", ":0"},
 	"data-dir":                   {"/var/lib/herald-file", "/var/lib/herald-env", "/tmp/herald-flag"},
+	"archive-dir":                {"/srv/archive-file", "/srv/archive-env", "/tmp/archive-flag"},
 	"node-id":                    {"node-file", "node.env", "node_flag-1"},
 	"database-url":               {"postgres://u:file@db/herald", "postgres://u:env@db/herald", "sqlite:/tmp/flag.db"},
 	"admin-key":                  {"file-admin-key-0123456789", "env-admin-key-0123456789", "flag-admin-key-0123456789"},
