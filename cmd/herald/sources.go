@@ -17,7 +17,9 @@ import (
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/source"
 	"github.com/heraldhq/herald/source/inbound"
+	sourceamqp "github.com/heraldhq/herald/source/amqp"
 	sourcekafka "github.com/heraldhq/herald/source/kafka"
+	sourcenats "github.com/heraldhq/herald/source/nats"
 	"github.com/heraldhq/herald/source/outbox"
 )
 
@@ -27,6 +29,8 @@ func (m *Main) sourceKinds() *source.Registry {
 		inbound.Kind{},
 		outbox.Kind{},
 		sourcekafka.Kind{},
+		sourcenats.Kind{},
+		sourceamqp.Kind{},
 	)
 }
 
