@@ -62,8 +62,10 @@ type SubsReport struct {
 	Workers int     `json:"workers"`
 	// Create is the creation of all Subs.
 	Create SubsOps `json:"create"`
-	// Ready is how long after the last create the server's CPU settled.
-	Idle SubsIdle `json:"idle"`
+	// ReadySeconds is how long after the last create the server
+	// dispatched every subscription (its herald_dispatch_subscriptions).
+	ReadySeconds float64  `json:"ready_seconds"`
+	Idle         SubsIdle `json:"idle"`
 	// Churn: one more subscription each, at the full count.
 	Churn  map[string]SubsOps `json:"churn,omitempty"`
 	FanOut *SubsFanOut        `json:"fan_out,omitempty"`
@@ -173,12 +175,32 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 		}()
 	}
 
-	// Idle: let the creation's work end, then watch.
-	settle := min(cfg.Idle/3, 10*time.Second)
+	// Ready: the server dispatches every subscription (its gauge), then
+	// let the last starts settle, and watch.
+	created := time.Now()
+	for {
+		n, ok := metricValue(ctx, cfg.Server, "herald_dispatch_subscriptions")
+		if !ok || n >= float64(cfg.Subs) {
+			if ok {
+				rep.ReadySeconds = time.Since(created).Seconds()
+				cfg.progress("dispatching all %d %.1f s after the last create", cfg.Subs, rep.ReadySeconds)
+			}
+			break
+		}
+		if time.Since(created) > cfg.Timeout {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("only %.0f of %d subscriptions dispatched %s after the last create", n, cfg.Subs, cfg.Timeout))
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case <-time.After(settle):
+	case <-time.After(min(cfg.Idle/3, 5*time.Second)):
 	}
 	start, t0 := mustProc(pid), time.Now()
 	select {
@@ -192,7 +214,9 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 		RSSBytes: end.rss, RSSBeforeBytes: before.rss,
 		BytesPerSub: float64(end.rss-before.rss) / float64(cfg.Subs),
 	}
-	rep.Idle.Goroutines = goroutines(ctx, cfg.Server)
+	if g, ok := metricValue(ctx, cfg.Server, "go_goroutines"); ok {
+		rep.Idle.Goroutines = int(g)
+	}
 	cfg.progress("idle: %.1f %% of a core, RSS %s", 100*rep.Idle.CPUCores, mib(end.rss))
 
 	if cfg.Churn > 0 {
@@ -262,25 +286,27 @@ func (c SubsConfig) progress(format string, args ...any) {
 	}
 }
 
-// goroutines reads go_goroutines from the server's /metrics, or 0.
-func goroutines(ctx context.Context, server string) int {
+// metricValue reads one unlabelled series from the server's /metrics.
+func metricValue(ctx context.Context, server, name string) (float64, bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(server, "/")+"/metrics", nil)
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(res.Body, 4<<20))
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 16<<20))
 	for line := range strings.SplitSeq(string(b), "\n") {
-		var n int
-		if _, err := fmt.Sscanf(line, "go_goroutines %d", &n); err == nil {
-			return n
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v, true
+			}
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // runOps runs n calls with workers in flight and times them.
@@ -365,6 +391,7 @@ func (r *SubsReport) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "%-14s %.0f/s  p50 %s  p99 %s  max %s  failed %d\n", name, o.PerSec, ms(o.Latency.P50), ms(o.Latency.P99), ms(o.Latency.Max), o.Failed)
 	}
 	ops("create", r.Create)
+	fmt.Fprintf(&b, "ready          all dispatched %.1f s after the last create\n", r.ReadySeconds)
 	fmt.Fprintf(&b, "idle           %.1f %% of a core over %.0f s; RSS %s (%s before; %.1f KiB per subscription); goroutines %d\n",
 		100*r.Idle.CPUCores, r.Idle.Seconds, mib(r.Idle.RSSBytes), mib(r.Idle.RSSBeforeBytes), r.Idle.BytesPerSub/1024, r.Idle.Goroutines)
 	for _, k := range []string{"create", "pause", "resume", "delete"} {
