@@ -897,7 +897,7 @@ func leaseMargin(ttl time.Duration) time.Duration { return ttl / 5 }
 // before at+LeaseTTL by its clock, so this node counts on it, by its own
 // monotonic clock, until at+LeaseTTL less leaseMargin.
 func (w *worker) renewed(at time.Time) {
-	ttl := w.d.cfg.LeaseTTL
+	ttl := w.d.leaseTTL
 	w.leaseEnd.Store(int64(at.Add(ttl - leaseMargin(ttl)).Sub(w.d.clockBase)))
 }
 
