@@ -252,13 +252,16 @@ const maxSecretFile = 4 << 10
 
 func parseSubsCreate(c *cli, args []string) (subsCreateArgs, error) {
 	var (
-		f      settingsFlags
-		start  string
-		secret string
-		a      = subsCreateArgs{waitTimeout: defaultWaitTimeout}
+		f           settingsFlags
+		start       string
+		secret      string
+		channelName string
+		config      string
+		a           = subsCreateArgs{waitTimeout: defaultWaitTimeout}
 	)
 	spec := &a.spec
 	fs := c.flagSet("subscriptions create", `herald subscriptions create TOPIC URL [options]
+herald subscriptions create TOPIC --channel CHANNEL --config JSON [options]
 
 Create a webhook subscription that delivers the events of TOPIC (a name, or
 a pattern such as orders.* or orders.>) to URL, and print it with its
@@ -269,17 +272,43 @@ waits until it has. Settings not given take the server's defaults.
 
   export WEBHOOK_SECRET="whsec_$(openssl rand -base64 32)"
   # start the receiver with WEBHOOK_SECRET, then:
-  herald subscriptions create orders https://example.com/hook --secret "$WEBHOOK_SECRET" --wait`)
+  herald subscriptions create orders https://example.com/hook --secret "$WEBHOOK_SECRET" --wait
+
+With --channel, the subscription delivers through another channel (kafka,
+redis, nats, amqp, mqtt: docs/channels.md) whose settings --config gives
+as a JSON object, or @FILE to keep a password off the command line. It
+takes no URL, and is active at once.
+
+  herald subscriptions create deposits --channel kafka --ordered \
+    --config '{"brokers":["kafka-1.internal:9092"],"topic":"herald.{topic}"}'`)
 	f.register(fs, false)
+	fs.StringVar(&channelName, "channel", "", "deliver through `CHANNEL`: webhook (the default), kafka, redis, nats, amqp, mqtt")
+	fs.StringVar(&config, "config", "", "the channel's settings, a `JSON` object or @FILE (docs/channels.md)")
 	fs.StringVar(&start, "start", "", "deliver from `POS`: now (default), earliest, a seq (single topics only) or an RFC 3339 time")
 	fs.StringVar(&secret, "secret", "", "sign with `SECRET`, whsec_ and the base64 of 24 to 64 random bytes, or read it from @FILE (command lines are visible to other users of the machine); default: the server makes one")
 	fs.Var(boolFlag{&a.wait}, "wait", "wait until the endpoint has answered the verification challenge; exit 1 with the reason if it has not by --wait-timeout")
 	fs.Var(durationFlag{&a.waitTimeout}, "wait-timeout", "give up waiting after `D`")
-	pos, err := fs.parse(args, 2, 2)
+	pos, err := fs.parse(args, 1, 2)
 	if err != nil {
 		return a, err
 	}
 	set := setFlags(fs)
+	webhook := channelName == "" || channelName == herald.ChannelWebhook
+	switch {
+	case webhook && len(pos) < 2 && !set["config"]:
+		_, err := fs.parse(args, 2, 2) // a webhook needs its URL: the usual message
+		return a, err
+	case !webhook && len(pos) > 1:
+		return a, fs.usageErrorf("a %s subscription takes no URL: its destination is in --config", channelName)
+	case !webhook && !set["config"]:
+		return a, fs.usageErrorf("--channel %s needs --config with its settings (docs/channels.md)", channelName)
+	}
+	if set["config"] {
+		if spec.Config, err = readConfigFlag(fs, config); err != nil {
+			return a, err
+		}
+	}
+	spec.Channel = channelName
 	filter, headers, err := f.check(fs, set)
 	if err != nil {
 		return a, err
@@ -287,7 +316,10 @@ waits until it has. Settings not given take the server's defaults.
 	if spec.Start, err = parseStartFlag(start); err != nil {
 		return a, fs.usageErrorf("%v", err)
 	}
-	spec.Topic, spec.URL = pos[0], pos[1]
+	spec.Topic = pos[0]
+	if len(pos) > 1 {
+		spec.URL = pos[1]
+	}
 	spec.Description, spec.Filter, spec.Headers = f.description, filter, headers
 	spec.Retry = herald.RetryPolicy{MaxAttempts: f.retryMaxAttempts, Initial: f.retryInitial, Max: f.retryMax}
 	spec.Timeout, spec.MaxInFlight, spec.RateLimit = f.timeout, f.maxInFlight, f.rateLimit
@@ -304,6 +336,34 @@ waits until it has. Settings not given take the server's defaults.
 		return a, fs.usageErrorf("--wait-timeout: want a duration above 0, with --wait")
 	}
 	return a, nil
+}
+
+// maxConfigFile bounds a --config value or @file; TLS certificates make
+// the largest configs.
+const maxConfigFile = 256 << 10
+
+// readConfigFlag returns the JSON object of --config: the value, or the
+// file named after "@". The server checks its members.
+func readConfigFlag(fs *cmdFlags, v string) (json.RawMessage, error) {
+	b := []byte(v)
+	if path, ok := strings.CutPrefix(v, "@"); ok {
+		file, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: --config: %w", fs.verb, err)
+		}
+		defer file.Close()
+		if b, err = io.ReadAll(io.LimitReader(file, maxConfigFile+1)); err != nil {
+			return nil, fmt.Errorf("%s: --config: read %s: %w", fs.verb, path, err)
+		}
+	}
+	if len(b) > maxConfigFile {
+		return nil, fs.usageErrorf("--config is over %d bytes", maxConfigFile)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil || obj == nil {
+		return nil, fs.usageErrorf("--config must be a JSON object, such as {\"brokers\":[\"host:9092\"]}")
+	}
+	return b, nil
 }
 
 // readSecretFlag returns the secret of --secret: the value, or the first
@@ -1033,7 +1093,12 @@ func writeSubscription(w io.Writer, s client.Subscription) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\n", s.ID)
 	fmt.Fprintf(tw, "topic:\t%s\n", s.Topic)
-	fmt.Fprintf(tw, "url:\t%s\n", cell(s.URL))
+	if s.Channel != "" && s.Channel != herald.ChannelWebhook {
+		fmt.Fprintf(tw, "channel:\t%s\n", s.Channel)
+		fmt.Fprintf(tw, "config:\t%s\n", cell(string(s.Config)))
+	} else {
+		fmt.Fprintf(tw, "url:\t%s\n", cell(s.URL))
+	}
 	state := string(s.State)
 	if s.StateReason != "" {
 		state += " (" + cell(s.StateReason) + ")"

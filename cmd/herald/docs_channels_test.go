@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -40,6 +41,99 @@ func runDocScript(t *testing.T, m *Main, script string) string {
 		t.Fatalf("the example failed: %v\n%s\noutput: %s", err, script, out)
 	}
 	return string(out)
+}
+
+// runDocCLI runs the herald command lines of a CLI example through the
+// CLI against m, each argument passed through fix, and returns their
+// output.
+func runDocCLI(t *testing.T, m *Main, block string, fix *strings.Replacer) string {
+	t.Helper()
+	env := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
+	var all strings.Builder
+	for line := range strings.Lines(block) {
+		words := shellWords(t, strings.TrimSpace(line))
+		if len(words) < 2 || words[0] != "herald" {
+			t.Fatalf("%q is not a herald command", line)
+		}
+		args := words[1:]
+		for i := range args {
+			args[i] = fix.Replace(args[i])
+		}
+		var out, errOut bytes.Buffer
+		if code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, func(k string) string { return env[k] }); code != exitOK {
+			t.Fatalf("%s: exit %d\n%s%s", line, code, out.String(), errOut.String())
+		}
+		all.WriteString(out.String())
+	}
+	return all.String()
+}
+
+func TestDocsChannelsKafkaCLI(t *testing.T) {
+	t.Parallel()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	broker := kc.ListenAddrs()[0]
+	m, _ := testServer(t, t.TempDir(), nil)
+	if _, _, err := adminClient(m).PutTopic(t.Context(), "deposits", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	out := runDocCLI(t, m, docExamples(t, channelsDoc)["kafka-cli"], strings.NewReplacer("localhost:9092", broker))
+	if !strings.Contains(out, "channel:") || !strings.Contains(out, "kafka") || !strings.Contains(out, "active") {
+		t.Fatalf("the CLI example printed %s", out)
+	}
+	kt := consumeKafka(t, broker, "herald.deposits")
+	eventually(t, "the record of the CLI example", func() bool {
+		got := kt.byKey()["wallet-7"]
+		return len(got) == 1 && got[0] == `{"wallet":"wallet-7","amount":250}`
+	})
+}
+
+func TestDocsChannelsRedisCLI(t *testing.T) {
+	t.Parallel()
+	addr := os.Getenv("HERALD_TEST_REDIS")
+	if addr == "" {
+		t.Skip("HERALD_TEST_REDIS is not set")
+	}
+	rc := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
+	defer rc.Close()
+	if err := rc.Ping(t.Context()).Err(); err != nil {
+		t.Skipf("HERALD_TEST_REDIS=%s: %v", addr, err)
+	}
+	m, _ := testServer(t, t.TempDir(), nil)
+	if _, _, err := adminClient(m).PutTopic(t.Context(), "deposits", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	prefix := fmt.Sprintf("herald-doc-cli-%d", time.Now().UnixNano())
+	t.Cleanup(func() { rc.Del(context.Background(), prefix+":deposits") })
+	runDocCLI(t, m, docExamples(t, channelsDoc)["redis-cli"], strings.NewReplacer("localhost:6379", addr, "herald:{topic}", prefix+":{topic}"))
+	eventually(t, "the entry of the CLI example", func() bool {
+		msgs, err := rc.XRange(t.Context(), prefix+":deposits", "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(msgs) == 1 && msgs[0].Values[redis.FieldKey] == "wallet-7"
+	})
+}
+
+// TestCLIChannelUsage checks the CLI's refusals of a channel subscription
+// it can see are wrong before asking the server.
+func TestCLIChannelUsage(t *testing.T) {
+	t.Parallel()
+	env := func(string) string { return "" }
+	for _, args := range [][]string{
+		{"subscriptions", "create", "deposits", "--channel", "kafka"},
+		{"subscriptions", "create", "deposits", "https://example.com/hook", "--channel", "kafka", "--config", `{"brokers":["k:9092"]}`},
+		{"subscriptions", "create", "deposits", "--channel", "kafka", "--config", `["k:9092"]`},
+		{"subscriptions", "create", "deposits"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, env); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d (usage)\n%s", args, code, exitUsage, errOut.String())
+		}
+	}
 }
 
 func TestDocsChannelsKafkaExample(t *testing.T) {
