@@ -169,7 +169,6 @@ func newWorker(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *fi
 		epoch:    epoch,
 		log:      d.log.With("subscription_id", sub.ID),
 		wake:     make(chan struct{}, 1),
-		results:  make(chan sendResult, max(sub.MaxInFlight, 1)),
 		exited:   make(chan struct{}),
 		topics:   make(map[string]*topicPos),
 		retrying: make(map[evRef]struct{}),
@@ -227,6 +226,9 @@ func (w *worker) tryPark(ctx context.Context) bool {
 		return false
 	}
 	w.parked = true
+	// Nothing is in flight: the result channel (max-in-flight results) is
+	// made again by the next send. A parked worker keeps its state only.
+	w.results = nil
 	return true
 }
 
@@ -847,10 +849,14 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 		w.gather(ctx, sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry})
 		return
 	}
+	if w.results == nil { // dropped while parked: made again when needed
+		w.results = make(chan sendResult, max(w.sub.MaxInFlight, 1))
+	}
+	results := w.results
 	w.sends.Add(1)
 	w.d.senders.Go(func() {
 		defer w.sends.Done()
-		w.results <- w.deliver(ctx, ev, attempt, fromRetry)
+		results <- w.deliver(ctx, ev, attempt, fromRetry)
 	})
 }
 
