@@ -40,3 +40,8 @@ func TestTimeConformance(t *testing.T) {
 func TestSourceConformance(t *testing.T) {
 	storetest.RunSources(t, func(t *testing.T) herald.SourceStore { return newTestStore(t) })
 }
+
+// TestUsersConformance runs the UserStore conformance suite.
+func TestUsersConformance(t *testing.T) {
+	storetest.RunUsers(t, func(t *testing.T) herald.Store { return newTestStore(t) })
+}

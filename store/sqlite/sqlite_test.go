@@ -131,3 +131,7 @@ func TestTimeConformance(t *testing.T) {
 func TestSourceConformance(t *testing.T) {
 	storetest.RunSources(t, func(t *testing.T) herald.SourceStore { return openTemp(t) })
 }
+
+func TestUsersConformance(t *testing.T) {
+	storetest.RunUsers(t, func(t *testing.T) herald.Store { return openTemp(t) })
+}
