@@ -13,6 +13,10 @@ type Principal struct {
 	// Expires is when a connection token stops being valid; zero for an
 	// API key.
 	Expires time.Time
+	// User is the end user a connection token was issued for (its user
+	// claim), "" otherwise: the connection receives that user's
+	// server-side subscriptions.
+	User string
 	// KeyExpires is when the API key behind the credentials (the key
 	// itself, or the key that asked for the token) expires; zero: never.
 	KeyExpires time.Time

@@ -125,6 +125,9 @@ type Deps struct {
 	// makes the archive endpoints answer 503.
 	Archives      herald.ArchiveStore
 	ArchiveReader ArchiveReader
+	// Users keeps end users' server-side subscriptions and presence;
+	// nil makes the /v1/users endpoints answer 503.
+	Users Users
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -168,6 +171,8 @@ type Server struct {
 	scheduleWake  func()
 	archives      herald.ArchiveStore
 	archiveReader ArchiveReader
+	users         Users
+	userHub       UserHub
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -204,6 +209,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.sources, s.sourceKinds, s.sourceRuntime = deps.Sources, deps.SourceKinds, deps.SourceRuntime
 	s.schemas = deps.Schemas
 	s.schedules, s.scheduleWake = deps.Schedules, deps.ScheduleWake
+	s.users = deps.Users
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
@@ -282,6 +288,11 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/schedules/{name}", adminOnly, s.deleteSchedule)
 	s.handle("POST /v1/schedules/{name}/pause", adminOnly, s.pauseSchedule)
 	s.handle("POST /v1/schedules/{name}/resume", adminOnly, s.resumeSchedule)
+
+	s.handle("PUT /v1/users/{user}/subscriptions/{topic}", adminOnly, s.putUserSubscription)
+	s.handle("DELETE /v1/users/{user}/subscriptions/{topic}", adminOnly, s.deleteUserSubscription)
+	s.handle("GET /v1/users/{user}/subscriptions", adminOnly, s.listUserSubscriptions)
+	s.handle("GET /v1/users/{user}/connections", adminOnly, s.userConnections)
 
 	s.handle("POST /v1/keys", adminOnly, s.createKey)
 	s.handle("GET /v1/keys", adminOnly, s.listKeys)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -29,6 +30,8 @@ type Tokens interface {
 	// no later than notAfter (zero: no cap), and its expiry; CodeInvalid
 	// naming "scopes" or "ttl".
 	Issue(scopes herald.Scopes, ttl time.Duration, subject string, notAfter time.Time) (string, time.Time, error)
+	// IssueUser is Issue for a token of one end user (herald.Principal.User).
+	IssueUser(scopes herald.Scopes, ttl time.Duration, subject, user string, notAfter time.Time) (string, time.Time, error)
 	// Verify returns who holds a token, or CodeUnauthorized.
 	Verify(token string) (herald.Principal, error)
 	// DefaultTTL is a token's lifetime when its request names none.
@@ -37,7 +40,12 @@ type Tokens interface {
 
 // SetStreams attaches the realtime endpoints. Call it before the server
 // handles requests; until then those routes answer 503.
-func (s *Server) SetStreams(st Streams) { s.streams = st }
+func (s *Server) SetStreams(st Streams) {
+	s.streams = st
+	if uh, ok := st.(UserHub); ok {
+		s.userHub = uh
+	}
+}
 
 // errKeyRevoked answers a stream or token whose key is gone.
 var errKeyRevoked = herald.Errorf(herald.CodeUnauthorized, "the API key was deleted or has expired")
@@ -131,6 +139,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) error {
 type tokenRequest struct {
 	Scopes []string `json:"scopes"`
 	TTL    string   `json:"ttl"`
+	// User makes it a user's token: "{user}" in its scopes is replaced
+	// by the id, and connections opened with it receive the user's
+	// server-side subscriptions.
+	User string `json:"user"`
 }
 
 // tokenJSON is the answer of POST /v1/tokens.
@@ -138,6 +150,7 @@ type tokenJSON struct {
 	Token     string   `json:"token"`
 	ExpiresAt string   `json:"expires_at"`
 	Scopes    []string `json:"scopes"`
+	User      string   `json:"user,omitempty"`
 }
 
 // maxTokenRequestBytes bounds the body of POST /v1/tokens.
@@ -157,7 +170,19 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, maxTokenRequestBytes, false, &req); err != nil {
 		return err
 	}
-	scopes, err := herald.ParseScopes(req.Scopes)
+	if req.User != "" {
+		if err := validateUserID(req.User); err != nil {
+			return err
+		}
+	}
+	texts := make([]string, len(req.Scopes))
+	for i, sc := range req.Scopes {
+		if strings.Contains(sc, userTemplate) && req.User == "" {
+			return herald.FieldErrorf("scopes", "scope %q names %s: give user", sc, userTemplate)
+		}
+		texts[i] = strings.ReplaceAll(sc, userTemplate, req.User)
+	}
+	scopes, err := herald.ParseScopes(texts)
 	if err != nil {
 		return err
 	}
@@ -177,10 +202,10 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	token, exp, err := s.tokens.Issue(scopes, ttl, p.subject(), keyExpires)
+	token, exp, err := s.tokens.IssueUser(scopes, ttl, p.subject(), req.User, keyExpires)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusOK, tokenJSON{Token: token, ExpiresAt: formatTime(exp), Scopes: scopes.Strings()})
+	return writeJSON(w, http.StatusOK, tokenJSON{Token: token, ExpiresAt: formatTime(exp), Scopes: scopes.Strings(), User: req.User})
 }

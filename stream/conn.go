@@ -103,6 +103,14 @@ type conn struct {
 	// keyExpires is the expiry of the key behind the connection (its own,
 	// or its token's); zero when it never expires.
 	keyExpires time.Time
+	// user is the end user of a user token ("" otherwise); userPos are
+	// the positions its server-side subscriptions resume from (the
+	// connect request's ?positions=), and userSeen the topics of its
+	// server-side subscriptions already started (or refused) here, so a
+	// sync starts each once. Both guarded by hub.mu.
+	user     string
+	userPos  map[string]int64
+	userSeen map[string]bool
 
 	ws       *websocket.Conn // set under mu once accepted
 	nc       net.Conn        // SSE over a connection taken from net/http; set under mu

@@ -18,6 +18,14 @@ import (
 // Config tunes the hub. Zero values mean the defaults; every limit is
 // documented for users in docs/streams.md.
 type Config struct {
+	// NodeID names this node in the presence it records for users
+	// (Deps.Users); "" records none.
+	NodeID string
+	// UserSyncInterval is how often the hub rereads the server-side
+	// subscriptions of the users connected here (changes made on this
+	// node apply at once: UserChanged) and records their presence.
+	// Default 2s.
+	UserSyncInterval time.Duration
 	// QueueSize bounds the events and control frames waiting to be written
 	// to one connection. A connection whose queue is full is a slow
 	// consumer: it is disconnected with ReasonSlowConsumer and resumes from
@@ -97,6 +105,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.SSERetry, 2*time.Second)
 	defDur(&c.SweepInterval, time.Second)
 	defDur(&c.KeyCheckInterval, time.Second)
+	defDur(&c.UserSyncInterval, 2*time.Second)
 	return c
 }
 
@@ -120,7 +129,10 @@ type TailReader interface {
 // open streams; a nil Logger discards; a nil Registry keeps the metrics
 // private; a nil Now is time.Now.
 type Deps struct {
-	Store  Store
+	Store Store
+	// Users keeps end users' server-side subscriptions and presence; nil:
+	// user tokens get no server-side subscriptions.
+	Users  UserStore
 	Tail   TailReader
 	Keys   KeyChecker
 	Logger *slog.Logger
@@ -147,6 +159,7 @@ type Hub struct {
 	store   Store
 	tail    TailReader
 	keys    KeyChecker // nil: keys are not re-checked
+	users   UserStore  // nil: no server-side subscriptions
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
@@ -156,6 +169,8 @@ type Hub struct {
 	patterns   []*sub            // subscriptions to patterns
 	conns      map[*conn]struct{}
 	perSubject map[string]int
+	byUser     map[string]map[*conn]struct{} // connections of user tokens
+	userWake   chan struct{}                 // capacity 1: sync users now
 	state      hubState
 	accepting  atomic.Bool // OnCommit and Notify take events: between Start and Stop
 	startedAt  time.Time
@@ -207,12 +222,15 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		store:      deps.Store,
 		tail:       deps.Tail,
 		keys:       deps.Keys,
+		users:      deps.Users,
 		log:        log,
 		metrics:    newMetrics(deps.Registry),
 		now:        now,
 		exact:      make(map[string][]*sub),
 		conns:      make(map[*conn]struct{}),
 		perSubject: make(map[string]int),
+		byUser:     make(map[string]map[*conn]struct{}),
+		userWake:   make(chan struct{}, 1),
 		stopCh:     make(chan struct{}),
 		pending:    make(map[string]int64),
 		wake:       make(chan struct{}, 1),
@@ -241,6 +259,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.life.Go(h.loop)
 	if h.keys != nil {
 		h.life.Go(h.checkKeys)
+	}
+	if h.users != nil {
+		h.life.Go(h.syncUsers)
 	}
 	return nil
 }
@@ -701,6 +722,12 @@ func (h *Hub) addConn(c *conn) error {
 	}
 	h.perSubject[c.subject]++
 	h.conns[c] = struct{}{}
+	if c.user != "" {
+		if h.byUser[c.user] == nil {
+			h.byUser[c.user] = map[*conn]struct{}{}
+		}
+		h.byUser[c.user][c] = struct{}{}
+	}
 	h.handlers.Add(1)
 	c.lastPing, c.lastBeat = h.now(), h.now()
 	h.metrics.conns.WithLabelValues(c.transport.String()).Inc()
@@ -724,6 +751,11 @@ func (h *Hub) unregister(c *conn) {
 	n := len(c.subs)
 	c.subs = nil
 	delete(h.conns, c)
+	if c.user != "" {
+		if delete(h.byUser[c.user], c); len(h.byUser[c.user]) == 0 {
+			delete(h.byUser, c.user)
+		}
+	}
 	if h.perSubject[c.subject]--; h.perSubject[c.subject] <= 0 {
 		delete(h.perSubject, c.subject)
 	}

@@ -91,6 +91,7 @@ func NewTokens(cfg TokensConfig) (*Tokens, error) {
 
 type tokenClaims struct {
 	Scopes []string `json:"scopes"`
+	User   string   `json:"user,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -105,6 +106,13 @@ func (t *Tokens) DefaultTTL() time.Duration { return t.defaultTTL }
 // fault. Issue does not check that the subject may hold the scopes: the
 // API, which knows the caller, does.
 func (t *Tokens) Issue(scopes herald.Scopes, ttl time.Duration, subject string, notAfter time.Time) (string, time.Time, error) {
+	return t.IssueUser(scopes, ttl, subject, "", notAfter)
+}
+
+// IssueUser is Issue for a token of one end user: a connection opened
+// with it is that user's, and receives the user's server-side
+// subscriptions. user "" is Issue.
+func (t *Tokens) IssueUser(scopes herald.Scopes, ttl time.Duration, subject, user string, notAfter time.Time) (string, time.Time, error) {
 	if len(scopes) == 0 {
 		return "", time.Time{}, herald.FieldErrorf("scopes", "at least one scope is required")
 	}
@@ -126,6 +134,7 @@ func (t *Tokens) Issue(scopes herald.Scopes, ttl time.Duration, subject string, 
 	_, _ = rand.Read(jti[:]) // crypto/rand.Read never fails
 	claims := tokenClaims{
 		Scopes: scopes.Strings(),
+		User:   user,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    tokenIssuer,
 			Subject:   subject,
@@ -164,5 +173,5 @@ func (t *Tokens) Verify(token string) (herald.Principal, error) {
 	if err != nil {
 		return herald.Principal{}, herald.Errorf(herald.CodeUnauthorized, "the connection token is not valid")
 	}
-	return herald.Principal{Subject: claims.Subject, Scopes: scopes, Expires: claims.ExpiresAt.Time}, nil
+	return herald.Principal{Subject: claims.Subject, Scopes: scopes, Expires: claims.ExpiresAt.Time, User: claims.User}, nil
 }

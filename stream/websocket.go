@@ -46,7 +46,14 @@ func (h *Hub) ServeWebSocket(w http.ResponseWriter, r *http.Request, who herald.
 	if _, err := h.checkOrigin(r); err != nil {
 		return err
 	}
-	c := &conn{hub: h, transport: transportWS, subject: who.Subject, scopes: who.Scopes, expires: who.Expires, keyExpires: who.KeyExpires}
+	c := &conn{hub: h, transport: transportWS, subject: who.Subject, scopes: who.Scopes, expires: who.Expires, keyExpires: who.KeyExpires, user: who.User}
+	if c.user != "" {
+		pos, err := parseUserPositions(r.URL.Query().Get("positions"))
+		if err != nil {
+			return err
+		}
+		c.userPos = pos
+	}
 	if err := h.addConn(c); err != nil {
 		return err
 	}
@@ -67,6 +74,9 @@ func (h *Hub) ServeWebSocket(w http.ResponseWriter, r *http.Request, who herald.
 	// state for the connection are freed: an idle WebSocket keeps only this
 	// reader goroutine. The hub owns it (Stop waits for it).
 	go h.readWS(c)
+	if c.user != "" {
+		h.syncConnUser(h.ctx, c)
+	}
 	return nil
 }
 
@@ -312,14 +322,25 @@ func (h *Hub) handleOp(c *conn, data []byte) {
 }
 
 func (h *Hub) subscribe(c *conn, id string, op clientOp) error {
+	if strings.HasPrefix(id, userSubPrefix) {
+		return herald.FieldErrorf("id", "subscription ids starting %q name the server-side subscriptions of the connection's user", userSubPrefix)
+	}
+	return h.subscribeAs(c, id, op, true)
+}
+
+// subscribeAs subscribes c; checkScope is false for the server-side
+// subscriptions of c's user, which an admin made on the user's behalf.
+func (h *Hub) subscribeAs(c *conn, id string, op clientOp, checkScope bool) error {
 	if len(id) > MaxSubscriptionIDBytes || !utf8.ValidString(id) {
 		return herald.FieldErrorf("id", "the subscription id must be UTF-8 of at most %d bytes", MaxSubscriptionIDBytes)
 	}
 	if err := herald.ValidatePattern(op.Topic); err != nil {
 		return err
 	}
-	if err := authorizeStream(c.scopes, op.Topic); err != nil {
-		return err
+	if checkScope {
+		if err := authorizeStream(c.scopes, op.Topic); err != nil {
+			return err
+		}
 	}
 	var f *filter.Filter
 	if raw := bytes.TrimSpace(op.Filter); len(raw) > 0 && string(raw) != "null" {

@@ -250,6 +250,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	deps.Notices = m.feed
 	deps.Schemas = m.schemas
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
+	if us, ok := m.store.(herald.UserStore); ok {
+		deps.Users = us
+	}
 	if hasTime {
 		deps.Delayed = timeStore
 		deps.Schedules, deps.ScheduleWake = timeStore, m.scheduler.Wake
@@ -444,7 +447,8 @@ func (m *Main) newStreams() {
 		MaxSubscriptionsPerConn: m.Config.StreamMaxSubscriptions,
 		MaxConnsPerSubject:      m.Config.StreamMaxConnsPerKey,
 		AllowedOrigins:          origins,
-	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry})
+		NodeID:                  m.dispatcher.NodeID(),
+	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry, Users: userStore(m.store)})
 	m.feed.Listen(engine.StageConsumer, m.hub.Listener())
 	m.api.SetStreams(m.hub)
 }
@@ -676,4 +680,12 @@ func redactDSN(dsn string) string {
 		return dsn[:scheme+3] + user + ":xxxxx" + dsn[at:]
 	}
 	return dsn
+}
+
+// userStore returns the store's users' part for the stream hub, or nil.
+func userStore(s herald.Store) stream.UserStore {
+	if us, ok := s.(herald.UserStore); ok {
+		return us
+	}
+	return nil
 }
