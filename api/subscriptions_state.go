@@ -83,7 +83,15 @@ func (s *Server) resumeSubscription(w http.ResponseWriter, r *http.Request) erro
 
 type verifyRequest struct {
 	Challenge string `json:"challenge"`
+	// Code is the code a person received (SMS), instead of the challenge.
+	Code string `json:"code"`
 }
+
+// maxCodeTries is how many requests to confirm a code round may take, the
+// sending of the code included: after that the subscription fails, and
+// resuming it sends a new code. It keeps a six-digit code from being
+// guessed.
+const maxCodeTries = 6
 
 func (s *Server) verifySubscription(w http.ResponseWriter, r *http.Request) error {
 	sub, err := s.loadSubscription(r)
@@ -93,6 +101,9 @@ func (s *Server) verifySubscription(w http.ResponseWriter, r *http.Request) erro
 	var req verifyRequest
 	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
 		return err
+	}
+	if req.Code != "" {
+		return s.verifyCode(w, r, sub, req.Code)
 	}
 	return s.saveState(w, r, sub, func(sub *herald.Subscription) error {
 		if sub.State != herald.StatePending {
@@ -208,4 +219,43 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request) error {
 	s.changed(sub.ID)
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, toSecretJSON(sec))
+}
+
+// verifyCode confirms a pending subscription with the code sent to the
+// person (channel.ConfirmCode). A wrong code counts as a try, and the
+// round fails after maxCodeTries.
+func (s *Server) verifyCode(w http.ResponseWriter, r *http.Request, sub herald.Subscription, code string) error {
+	wrong := false
+	sub, err := s.save(r.Context(), sub, func(sub *herald.Subscription) error {
+		if sub.State != herald.StatePending || sub.Challenge == "" {
+			return herald.Errorf(herald.CodeConflict, "subscription %s is %s, not pending verification", sub.ID, sub.State)
+		}
+		now := s.now().UTC()
+		sub.UpdatedAt, sub.LastActivityAt = now, now
+		if subtle.ConstantTimeCompare([]byte(code), []byte(channel.ConfirmCode(sub))) != 1 {
+			wrong = true
+			sub.ChallengeTries++
+			if sub.ChallengeTries >= maxCodeTries {
+				sub.State = herald.StateFailed
+				sub.StateReason = "too many wrong confirmation codes; resume the subscription to send a new one"
+				sub.NextChallengeAt = time.Time{}
+			}
+			return nil
+		}
+		sub.State, sub.StateReason, sub.Challenge = herald.StateActive, "", ""
+		sub.NextChallengeAt, sub.FailingSince = time.Time{}, time.Time{}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.changed(sub.ID)
+	if wrong {
+		if sub.State == herald.StateFailed {
+			return herald.FieldErrorf("code", "the code is wrong, and that was the last try: resume the subscription to send a new code")
+		}
+		return herald.FieldErrorf("code", "the code is wrong; %d tries left", maxCodeTries-sub.ChallengeTries)
+	}
+	s.announce(r.Context(), herald.EventSubscriptionActivated, sub, "confirmed by the recipient")
+	return writeJSON(w, http.StatusOK, s.toSubscriptionJSON(sub, showsDetail(r)))
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/heraldhq/herald"
@@ -100,4 +101,14 @@ func linkMAC(purpose, subID string, key []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("herald-link\x00" + purpose + "\x00" + subID))
 	return m.Sum(nil)
+}
+
+// ConfirmCode returns the code a person types to confirm the
+// subscription's current round of verification (an SMS code): six digits
+// from an HMAC keyed by its Challenge, so it changes with every round and
+// is never stored apart from it.
+func ConfirmCode(sub *herald.Subscription) string {
+	mac := linkMAC("code", sub.ID, []byte(sub.Challenge))
+	n := (uint32(mac[0])<<24 | uint32(mac[1])<<16 | uint32(mac[2])<<8 | uint32(mac[3])) % 1_000_000
+	return fmt.Sprintf("%06d", n)
 }

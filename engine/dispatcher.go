@@ -985,7 +985,7 @@ func (d *Dispatcher) verify(ctx context.Context, s herald.Subscription) {
 			return
 		}
 	}
-	if res.Outcome != herald.Delivered {
+	if res.Outcome != herald.Delivered && res.Outcome != herald.Sent {
 		d.log.Info("verification challenge failed", "subscription_id", s.ID, "reason", res.Err, "detail", res.Detail)
 	}
 	if typ != "" {

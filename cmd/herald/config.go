@@ -62,6 +62,17 @@ type Config struct {
 	EmailFrom                string        // email.from: the sender of every message
 	EmailMaxConns            int           // email.max-conns: SMTP sessions open at once
 	EmailRateLimit           int           // email.rate-limit: messages per second; 0 = no bound
+	SMSProvider              string        // sms.provider: "" (no SMS channel), twilio or http
+	SMSFrom                  string        // sms.from: the sending number or name
+	SMSTwilioURL             string        // sms.twilio-url: the Messages API's base URL
+	SMSTwilioAccountSID      string        // sms.twilio-account-sid
+	SMSTwilioAuthToken       Secret        // sms.twilio-auth-token
+	SMSTwilioMessagingSID    string        // sms.twilio-messaging-service-sid: instead of sms.from
+	SMSHTTPURL               string        // sms.http-url: the generic provider's URL
+	SMSHTTPMethod            string        // sms.http-method
+	SMSHTTPHeader            Secret        // sms.http-header: one "Name: value" header, such as the credentials
+	SMSHTTPBody              string        // sms.http-body: the request body template
+	SMSHTTPContentType       string        // sms.http-content-type
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -112,6 +123,19 @@ func settings() []setting {
 		{"email.from", "", `the sender of every message, such as "Herald <herald@example.com>"; required with email.smtp-host`, "an email address, with or without a display name", func(c *Config) binding { return textField(&c.EmailFrom, nil) }},
 		{"email.max-conns", "8", "SMTP sessions open to the mail server at once; idle ones are reused", "a whole number from 1 to 1024", func(c *Config) binding { return intField(&c.EmailMaxConns, 1, 1024) }},
 		{"email.rate-limit", "0", "messages per second sent to the mail server, over all subscriptions; 0 for no bound", "a whole number from 0 to 1000000", func(c *Config) binding { return intField(&c.EmailRateLimit, 0, 1_000_000) }},
+		{"sms.provider", "", `the SMS provider API: twilio (a Twilio-compatible Messages API) or http (a request per message, see sms.http-*); "" turns the SMS channel off`, `"", twilio or http`, func(c *Config) binding { return textField(&c.SMSProvider, orEmpty(oneOf("twilio", "http"))) }},
+		{"sms.from", "", "the number (E.164) or sender name messages come from", "any text", func(c *Config) binding { return textField(&c.SMSFrom, nil) }},
+		{"sms.twilio-url", "https://api.twilio.com", "the base URL of the Twilio-compatible Messages API", "an http:// or https:// URL", func(c *Config) binding { return textField(&c.SMSTwilioURL, validPublicURL) }},
+		{"sms.twilio-account-sid", "", "the account SID (the Basic auth user)", "any text", func(c *Config) binding { return textField(&c.SMSTwilioAccountSID, nil) }},
+		{"sms.twilio-auth-token", "", "the auth token (the Basic auth password)", "any text", func(c *Config) binding { return secretField(&c.SMSTwilioAuthToken, func(string) bool { return true }) }},
+		{"sms.twilio-messaging-service-sid", "", `a messaging service to send from instead of sms.from; "" for none`, "any text", func(c *Config) binding { return textField(&c.SMSTwilioMessagingSID, nil) }},
+		{"sms.http-url", "", "the generic provider's URL, with sms.provider http", `"" or an http:// or https:// URL`, func(c *Config) binding { return textField(&c.SMSHTTPURL, orEmpty(validPublicURL)) }},
+		{"sms.http-method", "POST", "the generic provider's request method", "POST or PUT", func(c *Config) binding { return textField(&c.SMSHTTPMethod, oneOf("POST", "PUT")) }},
+		{"sms.http-header", "", `one header sent with every generic provider request, "Name: value" (the credentials: "Authorization: Bearer ...")`, `"" or "Name: value"`, func(c *Config) binding {
+			return secretField(&c.SMSHTTPHeader, orEmpty(func(s string) bool { n, _, ok := strings.Cut(s, ":"); return ok && strings.TrimSpace(n) != "" }))
+		}},
+		{"sms.http-body", "", `the generic provider's body, a Go template over {{.To}}, {{.From}} and {{.Text}} with the function json; "" for {"to":...,"from":...,"text":...}`, "a Go template", func(c *Config) binding { return textField(&c.SMSHTTPBody, nil) }},
+		{"sms.http-content-type", "application/json", "the generic provider's body content type", "a media type", func(c *Config) binding { return textField(&c.SMSHTTPContentType, nonEmpty) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 	}
 }

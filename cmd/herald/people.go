@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/email"
+	"github.com/heraldhq/herald/channel/sms"
 )
 
 // publicURL is the base URL of the links in messages to people: the
@@ -30,7 +32,37 @@ func (m *Main) peopleChannels() ([]channel.Channel, error) {
 		}
 		out = append(out, ch)
 	}
+	if m.Config.SMSProvider != "" {
+		ch, err := m.smsChannel()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ch)
+	}
 	return out, nil
+}
+
+func (m *Main) smsChannel() (*sms.Channel, error) {
+	c := m.Config
+	var provider sms.Provider
+	var err error
+	switch c.SMSProvider {
+	case "twilio":
+		provider, err = sms.NewTwilio(sms.TwilioConfig{BaseURL: c.SMSTwilioURL, AccountSID: c.SMSTwilioAccountSID,
+			AuthToken: string(c.SMSTwilioAuthToken), From: c.SMSFrom, MessagingServiceSID: c.SMSTwilioMessagingSID})
+	case "http":
+		var headers map[string]string
+		if h := string(c.SMSHTTPHeader); h != "" {
+			name, value, _ := strings.Cut(h, ":")
+			headers = map[string]string{strings.TrimSpace(name): strings.TrimSpace(value)}
+		}
+		provider, err = sms.NewHTTP(sms.HTTPConfig{URL: c.SMSHTTPURL, Method: c.SMSHTTPMethod, Headers: headers,
+			Body: c.SMSHTTPBody, ContentType: c.SMSHTTPContentType, From: c.SMSFrom})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("settings sms.*: %w", err)
+	}
+	return sms.NewChannel(sms.ChannelConfig{Provider: provider, PublicURL: m.publicURL})
 }
 
 func (m *Main) emailChannel() (*email.Channel, error) {
