@@ -179,3 +179,5 @@ func TestSchemaProtobufValidatesPublishes(t *testing.T) {
 
 func protoString(s string) protoreflect.Value  { return protoreflect.ValueOfString(s) }
 func protoDouble(f float64) protoreflect.Value { return protoreflect.ValueOfFloat64(f) }
+
+func protoInt64(n int64) protoreflect.Value { return protoreflect.ValueOfInt64(n) }

@@ -32,6 +32,7 @@ import (
 	"github.com/heraldhq/herald/channel/redis"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/rules"
 	"github.com/heraldhq/herald/schedule"
 	"github.com/heraldhq/herald/schema"
 	"github.com/heraldhq/herald/source"
@@ -197,6 +198,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}, log, m.Registry)
 		dcfg.Owns, dcfg.LeaseTTL = m.cluster.Owns, cluster.LeaseTTL
 	}
+	// Rules and views run as channels: subscriptions whose state lives in
+	// the store and whose results go through the publisher (made below).
+	m.schemas = schema.NewRegistry(m.store, 0)
+	ruleChannel, viewChannel := rules.NewChannels(rules.Deps{
+		State: m.store, Publisher: mainPublisher{m}, Decoder: m.schemas, Logger: log, Registry: m.Registry,
+	})
 	people, err := m.peopleChannels()
 	if err != nil {
 		return err
@@ -208,6 +215,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.archiver = archive.New(archive.ChannelConfig{Dir: archiveDir, AllowPrivate: m.Config.AllowPrivateDestinations}, log, m.Registry)
 	m.channels = channel.NewRegistry(append([]channel.Channel{
 		m.archiver,
+		ruleChannel, viewChannel,
 		webhook.NewChannel(m.sender, webhook.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations}),
 		kafka.New(kafka.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
 		nats.NewChannel(nats.ChannelConfig{AllowPrivate: m.Config.AllowPrivateDestinations, Logger: log, Registry: m.Registry}),
@@ -217,7 +225,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}, people...)...)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
-	m.schemas = schema.NewRegistry(m.store, 0)
 	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics, Schemas: m.schemas}
 	// Delayed events wait in the store until due; the promoter, leased so
 	// one node of a cluster does it, moves them into the log then.
@@ -688,4 +695,12 @@ func userStore(s herald.Store) stream.UserStore {
 		return us
 	}
 	return nil
+}
+
+// mainPublisher publishes through m's publisher, which is made after the
+// channels that need it (rules emit through it).
+type mainPublisher struct{ m *Main }
+
+func (p mainPublisher) Publish(ctx context.Context, params engine.PublishParams) ([]herald.AppendResult, error) {
+	return p.m.publisher.Publish(ctx, params)
 }

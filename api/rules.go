@@ -1,0 +1,330 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/rules"
+)
+
+// Rules and views are subscriptions whose channel is the rule engine
+// (package rules): the subscription's id is the name with a prefix, its
+// config the definition. These handlers are the resource view of them.
+
+// processorRetry is the retry schedule of a rule's or a view's
+// subscription: a batch fails only when the store or the publisher does,
+// so it is retried for long, never dead-lettered in practice.
+var processorRetry = herald.RetryPolicy{MaxAttempts: herald.MaxRetryAttempts, Initial: time.Second, Max: time.Minute}
+
+// processor is what differs between rules and views.
+type processor struct {
+	kind   string // rules.ChannelRule or rules.ChannelView
+	prefix string // subscription id prefix
+}
+
+var (
+	ruleKind = processor{kind: rules.ChannelRule, prefix: rules.RulePrefix}
+	viewKind = processor{kind: rules.ChannelView, prefix: rules.ViewPrefix}
+)
+
+func (s *Server) toProcessorJSON(p processor, sub herald.Subscription) map[string]any {
+	out := map[string]any{}
+	_ = json.Unmarshal(sub.Config, &out)
+	out["name"] = strings.TrimPrefix(sub.ID, p.prefix)
+	out["state"] = string(sub.State)
+	if sub.StateReason != "" {
+		out["state_reason"] = sub.StateReason
+	}
+	out["created_at"] = formatTime(sub.CreatedAt)
+	out["updated_at"] = formatTime(sub.UpdatedAt)
+	return out
+}
+
+func (s *Server) processorsOr503() error {
+	if s.subs == nil || !s.channels.Has(rules.ChannelRule) || !s.channels.Has(rules.ChannelView) {
+		return herald.Errorf(herald.CodeUnavailable, "this server does not run rules and views")
+	}
+	return nil
+}
+
+func processorName(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	return name, rules.ValidateName(name)
+}
+
+// spec returns the definition's input topic and filter, and the emit
+// topic of a rule.
+type specSummary struct {
+	input  string
+	filter json.RawMessage
+	emit   string
+}
+
+func summarize(kind string, config json.RawMessage) (specSummary, error) {
+	if kind == rules.ChannelRule {
+		p, err := rules.ParseSpec(config)
+		if err != nil {
+			return specSummary{}, err
+		}
+		return specSummary{input: p.Spec().Input, filter: p.SubscriptionFilter(), emit: p.Spec().Emit.Topic}, nil
+	}
+	p, err := rules.ParseViewSpec(config)
+	if err != nil {
+		return specSummary{}, err
+	}
+	return specSummary{input: p.Spec().Input, filter: p.SubscriptionFilter()}, nil
+}
+
+// ensureTopic creates a topic with the defaults when it is missing.
+func (s *Server) ensureTopic(ctx context.Context, name string) error {
+	_, err := s.topics.Get(ctx, name)
+	if herald.IsCode(err, herald.CodeNotFound) {
+		_, _, err = s.topics.Put(ctx, herald.Topic{Name: name}.WithDefaults())
+	}
+	return err
+}
+
+func (s *Server) putProcessor(p processor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.processorsOr503(); err != nil {
+			return err
+		}
+		name, err := processorName(r)
+		if err != nil {
+			return err
+		}
+		body, err := readBody(w, r, maxJSONBody)
+		if err != nil {
+			return err
+		}
+		var probe map[string]json.RawMessage
+		if err := unmarshalStrict(body, &probe, ""); err != nil {
+			return err
+		}
+		ch, err := s.channels.Get(p.kind)
+		if err != nil {
+			return err
+		}
+		ctx := r.Context()
+		config, err := ch.Validate(ctx, channel.ValidateParams{Config: body, Admin: true, Internal: true})
+		if err != nil {
+			return err
+		}
+		sum, err := summarize(p.kind, config)
+		if err != nil {
+			return err
+		}
+		if sum.emit != "" {
+			if err := s.ensureTopic(ctx, sum.emit); err != nil {
+				return err
+			}
+		}
+		id := p.prefix + name
+		now := s.now().UTC()
+		status := http.StatusOK
+		var sub herald.Subscription
+		for range 5 {
+			sub, err = s.subs.GetSubscription(ctx, id)
+			if herald.IsCode(err, herald.CodeNotFound) {
+				status = http.StatusCreated
+				sub = herald.Subscription{
+					ID: id, Topic: sum.input, Channel: p.kind, Config: config, Filter: sum.filter,
+					Description: p.kind + " " + name,
+					Retry:       processorRetry, Timeout: herald.MaxTimeout, MaxInFlight: 1, Ordered: true,
+					State: herald.StateActive, OwnerKeyID: principalKeyID(r),
+					CreatedAt: now, UpdatedAt: now, LastActivityAt: now,
+				}
+				err = s.subs.CreateSubscription(ctx, sub, herald.StartPosition{Earliest: true})
+				if herald.IsCode(err, herald.CodeConflict) {
+					continue // created meanwhile: update it
+				}
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if sub.Topic != sum.input {
+				return herald.FieldErrorf("input", "the input of %s %q is %q; it cannot change (delete it and create it again)", p.kind, name, sub.Topic)
+			}
+			sub.Config, sub.Filter, sub.UpdatedAt = config, sum.filter, now
+			err = s.subs.UpdateSubscription(ctx, sub)
+			if herald.IsCode(err, herald.CodeConflict) {
+				continue // changed meanwhile: read it again
+			}
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if s.notices != nil {
+			s.notices.SubscriptionChanged(id)
+		}
+		sub, err = s.subs.GetSubscription(ctx, id)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, status, s.toProcessorJSON(p, sub))
+	}
+}
+
+func (s *Server) loadProcessor(p processor, r *http.Request) (herald.Subscription, string, error) {
+	if err := s.processorsOr503(); err != nil {
+		return herald.Subscription{}, "", err
+	}
+	name, err := processorName(r)
+	if err != nil {
+		return herald.Subscription{}, "", err
+	}
+	sub, err := s.subs.GetSubscription(r.Context(), p.prefix+name)
+	if herald.IsCode(err, herald.CodeNotFound) || err == nil && sub.Channel != p.kind {
+		return herald.Subscription{}, "", herald.Errorf(herald.CodeNotFound, "no %s named %q", p.kind, name)
+	}
+	return sub, name, err
+}
+
+func (s *Server) getProcessor(p processor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		sub, _, err := s.loadProcessor(p, r)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, s.toProcessorJSON(p, sub))
+	}
+}
+
+func (s *Server) listProcessors(p processor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.processorsOr503(); err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		limit, err := queryInt(q.Get("limit"), "limit", defaultListLimit, 1, maxListLimit)
+		if err != nil {
+			return err
+		}
+		after := ""
+		if c := q.Get("cursor"); c != "" {
+			if after, err = decodeCursor(c); err != nil {
+				return err
+			}
+		}
+		subs, err := s.subs.ListSubscriptions(r.Context(), herald.SubscriptionFilter{After: p.prefix + after, Limit: int(limit) + 1})
+		if err != nil {
+			return err
+		}
+		out := struct {
+			Items      []map[string]any `json:"items"`
+			NextCursor string           `json:"next_cursor,omitempty"`
+		}{Items: []map[string]any{}}
+		for _, sub := range subs {
+			if !strings.HasPrefix(sub.ID, p.prefix) || sub.Channel != p.kind {
+				break
+			}
+			if len(out.Items) == int(limit) {
+				out.NextCursor = encodeCursor(strings.TrimPrefix(out.Items[len(out.Items)-1]["name"].(string), ""))
+				break
+			}
+			out.Items = append(out.Items, s.toProcessorJSON(p, sub))
+		}
+		return writeJSON(w, http.StatusOK, out)
+	}
+}
+
+func (s *Server) deleteProcessor(p processor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		sub, name, err := s.loadProcessor(p, r)
+		if err != nil {
+			return err
+		}
+		if err := s.subs.DeleteSubscription(r.Context(), sub.ID); err != nil {
+			return err
+		}
+		if s.notices != nil {
+			s.notices.SubscriptionChanged(sub.ID)
+		}
+		if err := s.store.DeleteState(r.Context(), rules.Owner(p.kind, name)); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+// setProcessorState pauses (to paused) or resumes (to active).
+func (s *Server) setProcessorState(p processor, to herald.SubscriptionState) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		for range 5 {
+			sub, name, err := s.loadProcessor(p, r)
+			if err != nil {
+				return err
+			}
+			switch {
+			case to == herald.StatePaused && sub.State == herald.StatePaused:
+				return herald.Errorf(herald.CodeConflict, "%s %q is already paused", p.kind, name)
+			case to == herald.StateActive && sub.State == herald.StateActive:
+				return herald.Errorf(herald.CodeConflict, "%s %q is already active", p.kind, name)
+			}
+			sub.State, sub.StateReason, sub.UpdatedAt = to, "", s.now().UTC()
+			if to == herald.StatePaused {
+				sub.StateReason = pausedReason
+			} else {
+				sub.FailingSince = time.Time{}
+			}
+			err = s.subs.UpdateSubscription(r.Context(), sub)
+			if herald.IsCode(err, herald.CodeConflict) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if s.notices != nil {
+				s.notices.SubscriptionChanged(sub.ID)
+			}
+			return writeJSON(w, http.StatusOK, s.toProcessorJSON(p, sub))
+		}
+		return herald.Errorf(herald.CodeConflict, "the %s kept changing; try again", p.kind)
+	}
+}
+
+// rebuildProcessor drops the state and reads the retained input again from
+// its first event: the subscription is created anew (same name, same
+// definition), so no worker keeps state from before.
+func (s *Server) rebuildProcessor(p processor) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		sub, name, err := s.loadProcessor(p, r)
+		if err != nil {
+			return err
+		}
+		ctx := r.Context()
+		if err := s.subs.DeleteSubscription(ctx, sub.ID); err != nil {
+			return err
+		}
+		if s.notices != nil {
+			s.notices.SubscriptionChanged(sub.ID)
+		}
+		if err := s.store.DeleteState(ctx, rules.Owner(p.kind, name)); err != nil {
+			return err
+		}
+		sub.UpdatedAt = s.now().UTC()
+		sub.State, sub.StateReason, sub.FailingSince = herald.StateActive, "", time.Time{}
+		if err := s.subs.CreateSubscription(ctx, sub, herald.StartPosition{Earliest: true}); err != nil {
+			return err
+		}
+		if s.notices != nil {
+			s.notices.SubscriptionChanged(sub.ID)
+		}
+		return writeJSON(w, http.StatusAccepted, s.toProcessorJSON(p, sub))
+	}
+}
+
+func principalKeyID(r *http.Request) string {
+	if p := principalFrom(r.Context()); p != nil {
+		return p.keyID
+	}
+	return ""
+}

@@ -1,0 +1,568 @@
+package rules
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/engine"
+)
+
+// Channel names.
+const (
+	ChannelRule = "rule"
+	ChannelView = "view"
+)
+
+// Publisher commits events (engine.Publisher implements it).
+type Publisher interface {
+	Publish(ctx context.Context, p engine.PublishParams) ([]herald.AppendResult, error)
+}
+
+// Decoder renders a payload as JSON: protobuf through its topic's schema
+// (schema.Registry implements it).
+type Decoder interface {
+	JSON(ctx context.Context, topic string, payload []byte, contentType string) ([]byte, error)
+}
+
+// Deps are what rules and views run on. Decoder may be nil (payloads are
+// then read as JSON only); Logger and Registry may be nil.
+type Deps struct {
+	State     herald.StateStore
+	Publisher Publisher
+	Decoder   Decoder
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+}
+
+// maxCachedKeys bounds the keys a running rule keeps decoded in memory;
+// past it the cache starts over (the store has every key).
+const maxCachedKeys = 100000
+
+// batchEvents is how many events a rule takes in one batch: one
+// transaction of state per batch.
+const batchEvents = 1000
+
+type metrics struct {
+	events  *prometheus.CounterVec
+	emitted prometheus.Counter
+	batches *prometheus.HistogramVec
+}
+
+// Channel runs rules or views: the "rule" or "view" channel of the
+// engine. Only Herald's own resources use it (ValidateParams.Internal).
+type Channel struct {
+	name string
+	deps Deps
+	m    *metrics
+}
+
+// NewChannels returns the rule channel and the view channel, sharing
+// their metrics.
+func NewChannels(deps Deps) (*Channel, *Channel) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_rule_events_total",
+			Help: "Input events rules and views read, by kind (rule, view) and result (applied, duplicate: applied before a crash or retry, skipped: filtered out or without a key or value).",
+		}, []string{"kind", "result"}),
+		emitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_rule_emitted_total",
+			Help: "Events rules emitted (a replayed emission counts once more; the topic's dedup drops it).",
+		}),
+		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_rule_batch_duration_seconds",
+			Help:    "Time to apply one batch of input events, state commit included, by kind.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"kind"}),
+	}
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(m.events, m.emitted, m.batches)
+	}
+	return &Channel{name: ChannelRule, deps: deps, m: m}, &Channel{name: ChannelView, deps: deps, m: m}
+}
+
+var _ channel.Channel = (*Channel)(nil)
+
+// Name is "rule" or "view".
+func (c *Channel) Name() string { return c.name }
+
+// Validate checks a rule's or view's definition; only Herald's own rule
+// and view endpoints may write one.
+func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+	if !p.Internal {
+		return nil, herald.FieldErrorf("channel", "the %s channel is Herald's own: use /v1/%ss", c.name, c.name)
+	}
+	var v any
+	var err error
+	if c.name == ChannelRule {
+		var prg *Program
+		if prg, err = ParseSpec(p.Config); err == nil {
+			v = prg.Spec()
+		}
+	} else {
+		var prg *ViewProgram
+		if prg, err = ParseViewSpec(p.Config); err == nil {
+			v = prg.Spec()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// Public returns the config: a definition holds no secret.
+func (c *Channel) Public(config json.RawMessage) json.RawMessage { return config }
+
+// Destination is the subscription's own: rules share no remote server.
+func (c *Channel) Destination(json.RawMessage) string { return "" }
+
+// Owner is the StateStore owner of a rule's or a view's state.
+func Owner(kind, name string) string { return kind + ":" + name }
+
+// Open starts running the rule or view on this node: the sink reads its
+// state from the store as keys come, so a node that takes the lease
+// continues where the last one committed.
+func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sink, error) {
+	s := &sink{c: c, sub: sub, cache: map[string]*keyState{}, log: c.deps.Logger.With("subscription_id", sub.ID)}
+	var err error
+	if c.name == ChannelRule {
+		if s.rule, err = ParseSpec(sub.Config); err != nil {
+			return nil, err
+		}
+		s.name = ruleName(sub.ID)
+		s.filter, s.keyPath, s.agg = s.rule.filter, s.rule.spec.Key, s.rule.spec.Aggregate
+		s.single = !herald.IsPattern(s.rule.spec.Input)
+	} else {
+		if s.view, err = ParseViewSpec(sub.Config); err != nil {
+			return nil, err
+		}
+		s.name = viewName(sub.ID)
+		s.filter, s.keyPath, s.agg = s.view.filter, s.view.spec.Key, *s.view.spec.Aggregate
+		s.single = true
+	}
+	s.owner = Owner(c.name, s.name)
+	return s, nil
+}
+
+// Subscription ids of rules and views: the name with a prefix, so the
+// API finds a rule's subscription by its name.
+const (
+	RulePrefix = "rule_"
+	ViewPrefix = "view_"
+)
+
+func ruleName(subID string) string { return subID[len(RulePrefix):] }
+func viewName(subID string) string { return subID[len(ViewPrefix):] }
+
+// sink applies one rule's or view's input, one batch at a time.
+type sink struct {
+	c       *Channel
+	sub     *herald.Subscription
+	name    string
+	owner   string
+	rule    *Program
+	view    *ViewProgram
+	filter  *expr
+	keyPath string
+	agg     Aggregate
+	single  bool // one input topic: the batch's newest seq is the position
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]*keyState
+}
+
+var _ channel.Batcher = (*sink)(nil)
+
+func (s *sink) BatchLimits() channel.BatchLimits {
+	return channel.BatchLimits{MaxEvents: batchEvents}
+}
+
+func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
+	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+}
+
+func (s *sink) Close(context.Context) error { return nil }
+
+func (s *sink) kind() string { return s.c.name }
+
+// DeliverBatch applies the events in order and commits the state of every
+// key they changed in one transaction, after publishing what the rule
+// emits. A failure fails the whole batch, and the keys it touched are
+// read again from the store: nothing of it counts.
+func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	results := make([]herald.DeliveryResult, len(batch))
+	touched := map[string]*keyState{}
+	var emits []*herald.Event
+	var position int64
+	var applied, dups, skipped int
+	fail := func(err error) []herald.DeliveryResult {
+		for k := range touched {
+			delete(s.cache, k)
+		}
+		s.log.Warn("rule batch failed; it will be retried", "kind", s.kind(), "name", s.name, "err", err)
+		for i := range results {
+			results[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: s.kind() + "-state-failure", Detail: err.Error()}
+		}
+		return results
+	}
+	for _, d := range batch {
+		ev := d.Event
+		if s.single && ev.Seq > position {
+			position = ev.Seq
+		}
+		data, ok := s.decode(ctx, ev)
+		if s.filter != nil {
+			pass, err := s.filter.test(map[string]any{"event": eventVars(ev, data)})
+			if err != nil || !pass {
+				skipped++
+				continue
+			}
+		}
+		key, ok := s.keyOf(ev, data, ok)
+		if !ok {
+			skipped++
+			continue
+		}
+		st, err := s.load(ctx, key, touched)
+		if err != nil {
+			return fail(err)
+		}
+		if st.Seqs[ev.Topic] >= ev.Seq {
+			dups++
+			continue
+		}
+		st.Seqs[ev.Topic] = ev.Seq
+		touched[key] = st
+		applied++
+		if s.view != nil {
+			s.applyView(st, ev, data)
+			continue
+		}
+		if e := s.applyRule(st, key, ev, data); e != nil {
+			emits = append(emits, e)
+		}
+	}
+	if len(emits) > 0 {
+		if _, err := s.c.deps.Publisher.Publish(ctx, engine.PublishParams{Events: emits, Source: "rule"}); err != nil {
+			return fail(fmt.Errorf("emit: %w", err))
+		}
+	}
+	if len(touched) > 0 || position > 0 {
+		entries := make([]herald.StateEntry, 0, len(touched))
+		for k, st := range touched {
+			raw, err := json.Marshal(st)
+			if err != nil {
+				return fail(err)
+			}
+			if len(raw) > herald.MaxStateValueBytes {
+				return fail(fmt.Errorf("the state of key %q is %d bytes; the limit is %d", k, len(raw), herald.MaxStateValueBytes))
+			}
+			var seq int64
+			for _, q := range st.Seqs {
+				seq = max(seq, q)
+			}
+			entries = append(entries, herald.StateEntry{Key: k, Value: raw, Seq: seq})
+		}
+		if err := s.c.deps.State.CommitState(ctx, s.owner, entries, position); err != nil {
+			return fail(fmt.Errorf("commit state: %w", err))
+		}
+	}
+	if len(s.cache)+len(touched) > maxCachedKeys {
+		clear(s.cache)
+	}
+	for k, st := range touched {
+		s.cache[k] = st
+	}
+	s.c.m.events.WithLabelValues(s.kind(), "applied").Add(float64(applied))
+	s.c.m.events.WithLabelValues(s.kind(), "duplicate").Add(float64(dups))
+	s.c.m.events.WithLabelValues(s.kind(), "skipped").Add(float64(skipped))
+	s.c.m.emitted.Add(float64(len(emits)))
+	s.c.m.batches.WithLabelValues(s.kind()).Observe(time.Since(start).Seconds())
+	for i := range results {
+		results[i] = herald.DeliveryResult{Outcome: herald.Delivered}
+	}
+	return results
+}
+
+// load returns the key's state: changed earlier in the batch, cached, or
+// from the store (a fresh one for a new key). The caller may change it.
+func (s *sink) load(ctx context.Context, key string, touched map[string]*keyState) (*keyState, error) {
+	if st, ok := touched[key]; ok {
+		return st, nil
+	}
+	if st, ok := s.cache[key]; ok {
+		cp := st.clone()
+		return cp, nil
+	}
+	e, err := s.c.deps.State.GetState(ctx, s.owner, key)
+	switch {
+	case herald.IsCode(err, herald.CodeNotFound):
+		return &keyState{Seqs: map[string]int64{}}, nil
+	case err != nil:
+		return nil, err
+	}
+	st := &keyState{}
+	if err := json.Unmarshal(e.Value, st); err != nil {
+		return nil, fmt.Errorf("decode the state of key %q: %w", key, err)
+	}
+	if st.Seqs == nil {
+		st.Seqs = map[string]int64{}
+	}
+	return st, nil
+}
+
+// clone copies the state deeply enough that changing the copy leaves the
+// cached original as the store has it.
+func (st *keyState) clone() *keyState {
+	cp := *st
+	cp.Seqs = make(map[string]int64, len(st.Seqs))
+	for k, v := range st.Seqs {
+		cp.Seqs[k] = v
+	}
+	cp.Entries = append([]entry(nil), st.Entries...)
+	cp.Acc.Distinct = append([]string(nil), st.Acc.Distinct...)
+	return &cp
+}
+
+// decode reads the payload as JSON (protobuf through its schema).
+func (s *sink) decode(ctx context.Context, ev *herald.Event) (any, bool) {
+	raw := ev.Payload
+	if s.c.deps.Decoder != nil {
+		if js, err := s.c.deps.Decoder.JSON(ctx, ev.Topic, ev.Payload, ev.ContentType); err == nil {
+			raw = js
+		}
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, false
+	}
+	return v, true
+}
+
+func (s *sink) keyOf(ev *herald.Event, data any, decoded bool) (string, bool) {
+	if s.view != nil && (ev.Type == TypeViewSet || ev.Type == TypeViewDelete) {
+		return ev.Key, ev.Key != ""
+	}
+	if s.keyPath == "" {
+		return ev.Key, ev.Key != ""
+	}
+	if !decoded {
+		return "", false
+	}
+	v, ok := field(data, s.keyPath)
+	if !ok {
+		return "", false
+	}
+	k := keyString(v)
+	return k, k != "" && len(k) <= herald.MaxEventKeyLen
+}
+
+// sampleOf is what the event contributes to the aggregate.
+func (s *sink) sampleOf(ev *herald.Event, data any) sample {
+	v, ok := field(data, s.agg.Field)
+	if !ok {
+		if s.agg.Field == "" && s.agg.Op == "latest" {
+			return sample{have: true, l: json.RawMessage(ev.Payload), d: string(ev.Payload)}
+		}
+		return sample{}
+	}
+	raw, _ := json.Marshal(v)
+	out := sample{have: true, l: raw, d: string(raw)}
+	if str, isStr := v.(string); isStr {
+		out.d = str
+	}
+	out.v, out.ok = toNumber(v)
+	return out
+}
+
+func (s *sink) applyView(st *keyState, ev *herald.Event, data any) {
+	switch ev.Type {
+	case TypeViewSet:
+		raw := json.RawMessage(ev.Payload)
+		if !json.Valid(raw) {
+			raw, _ = json.Marshal(string(ev.Payload))
+		}
+		st.Acc.set(s.agg.Op, raw)
+		st.Deleted = false
+	case TypeViewDelete:
+		st.Acc, st.Deleted = acc{}, true
+	default:
+		if st.Deleted {
+			st.Acc, st.Deleted = acc{}, false
+		}
+		smp := s.sampleOf(ev, data)
+		if s.agg.Op != "count" && !smp.have {
+			return
+		}
+		st.Acc.add(smp)
+	}
+	st.Last = ev.Time.UnixNano()
+}
+
+// eventTime is the event's time: the rule's time field when it has one.
+func (s *sink) eventTime(ev *herald.Event, data any) time.Time {
+	if s.rule.spec.Time != "" {
+		if v, ok := field(data, s.rule.spec.Time); ok {
+			if t, ok := timeOf(v); ok {
+				return t
+			}
+		}
+	}
+	return ev.Time
+}
+
+// applyRule adds the event to the key's window and returns the event to
+// emit when the condition became true with it.
+func (s *sink) applyRule(st *keyState, key string, ev *herald.Event, data any) *herald.Event {
+	spec := s.rule.spec
+	t := s.eventTime(ev, data)
+	tn := t.UnixNano()
+	smp := s.sampleOf(ev, data)
+	var a acc
+	var wStart, wEnd time.Time
+	switch w := spec.Window; {
+	case w == nil:
+		st.Acc.add(smp)
+		a = st.Acc
+		wEnd = t
+	case w.Kind == WindowSliding:
+		// Entries stay in time order; the window ends at this event.
+		i, _ := slices.BinarySearchFunc(st.Entries, tn, func(e entry, t int64) int { return cmpInt(e.T, t+1) })
+		st.Entries = slices.Insert(st.Entries, i, entry{T: tn, V: smp.v, N: smp.ok, D: smp.d, L: smp.l})
+		newest := st.Entries[len(st.Entries)-1].T
+		cut := 0
+		for cut < len(st.Entries) && st.Entries[cut].T <= newest-int64(w.size) {
+			cut++
+		}
+		if over := len(st.Entries) - cut - MaxEntriesPerKey; over > 0 {
+			cut += over
+		}
+		st.Entries = st.Entries[cut:]
+		wStart, wEnd = t.Add(-w.size), t
+		for _, e := range st.Entries {
+			if e.T > tn-int64(w.size) && e.T <= tn {
+				a.add(sample{v: e.V, ok: e.N, d: e.D, l: e.L, have: e.L != nil})
+			}
+		}
+	case w.Kind == WindowTumbling:
+		ws := tn - mod(tn, int64(w.size))
+		if ws < st.Start {
+			return nil // late: its window has closed
+		}
+		if ws != st.Start {
+			st.Start, st.Acc, st.Fired = ws, acc{}, false
+		}
+		st.Acc.add(smp)
+		a = st.Acc
+		wStart, wEnd = time.Unix(0, ws).UTC(), time.Unix(0, ws+int64(w.size)).UTC()
+	case w.Kind == WindowSession:
+		if st.Last == 0 || tn-st.Last >= int64(w.gap) {
+			st.Start, st.Acc, st.Fired = tn, acc{}, false
+		}
+		st.Acc.add(smp)
+		a = st.Acc
+		wStart, wEnd = time.Unix(0, st.Start).UTC(), time.Unix(0, max(st.Last, tn)+int64(w.gap)).UTC()
+	}
+	st.Last = max(st.Last, tn)
+	value := a.value(spec.Aggregate.Op)
+	vars := map[string]any{
+		"event":  eventVars(ev, data),
+		"value":  value,
+		"count":  a.Count,
+		"key":    key,
+		"window": map[string]any{"start": wStart, "end": wEnd},
+	}
+	hit, err := s.rule.when.test(vars)
+	if err != nil {
+		s.log.Debug("rule condition failed", "name", s.name, "err", err)
+		hit = false
+	}
+	fire := hit && !st.Fired
+	st.Fired = hit
+	if !fire {
+		return nil
+	}
+	payload := map[string]any{
+		"rule":   s.name,
+		"key":    key,
+		"value":  value,
+		"count":  a.Count,
+		"window": map[string]any{"start": wStart.UTC().Format(time.RFC3339Nano), "end": wEnd.UTC().Format(time.RFC3339Nano)},
+		"event":  map[string]any{"topic": ev.Topic, "seq": ev.Seq, "id": ev.ID},
+	}
+	if spec.Key != "" {
+		if _, taken := payload[spec.Key]; !taken {
+			payload[spec.Key] = key
+		}
+	}
+	for name, e := range s.rule.fields {
+		v, err := e.eval(vars)
+		if err != nil {
+			s.log.Debug("rule field failed", "name", s.name, "field", name, "err", err)
+			continue
+		}
+		payload[name] = v
+	}
+	body, err := json.Marshal(payload)
+	if err != nil {
+		s.log.Warn("rule result cannot be encoded", "name", s.name, "err", err)
+		return nil
+	}
+	typ := spec.Emit.Type
+	if typ == "" {
+		typ = "rule." + s.name
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%s\x00%d", s.name, key, wStart.UnixNano(), ev.Topic, ev.Seq))
+	return &herald.Event{
+		Topic:          spec.Emit.Topic,
+		Type:           typ,
+		Key:            key,
+		IdempotencyKey: "rule-" + hex.EncodeToString(sum[:20]),
+		ContentType:    "application/json",
+		Payload:        body,
+	}
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+// eventVars is the event as CEL sees it.
+func eventVars(ev *herald.Event, data any) map[string]any {
+	return map[string]any{
+		"topic": ev.Topic, "seq": ev.Seq, "id": ev.ID, "type": ev.Type, "key": ev.Key,
+		"time": ev.Time, "data": data,
+	}
+}
