@@ -127,14 +127,76 @@ export interface PublishOptions extends CallOptions {
   contentType?: string;
   /** Headers carried with the event (Herald-Header-<name>). */
   headers?: Record<string, string>;
+  /** Publish at this time (a Date or RFC 3339): committed now, visible then (Herald-Deliver-At). */
+  deliverAt?: Date | string;
+  /** Publish after this many ms, or a duration string such as "15m" (Herald-Delay). */
+  delay?: number | string;
 }
 
 export interface PublishResult {
   id: string;
   topic: string;
+  /** 0 for a delayed event until it joins the log. */
   seq: number;
   /** The idempotency key was seen before: nothing was stored; id and seq are the first event's. */
   duplicate: boolean;
+  /** Set for a delayed event: when it joins the log. */
+  deliver_at?: string;
+}
+
+/** A delayed event waiting for its due time. */
+export interface ScheduledEvent extends StoredEvent {
+  deliver_at: string;
+}
+
+export interface ScheduledEventList {
+  events: ScheduledEvent[];
+  next_cursor?: string;
+}
+
+/** A schedule (docs/schedules.md): what putSchedule sends, and the state the server adds. */
+export interface Schedule {
+  name?: string;
+  /** robfig/cron syntax, seconds optional; exactly one of cron and every. */
+  cron?: string;
+  /** An interval such as "30s" or "1h". */
+  every?: string;
+  time_zone?: string;
+  event: {
+    topic: string;
+    type?: string;
+    key?: string;
+    content_type?: string;
+    headers?: Record<string, string>;
+    data?: unknown;
+    data_base64?: string;
+  };
+  start_at?: string;
+  end_at?: string;
+  missed?: 'skip' | 'once' | 'all';
+  max_missed?: number;
+  paused?: boolean;
+  readonly last_tick?: string;
+  readonly next_fire_times?: string[];
+  readonly created_at?: string;
+  readonly updated_at?: string;
+}
+
+export interface ScheduleList {
+  schedules: Schedule[];
+  next_cursor?: string;
+}
+
+export interface UserSubscription {
+  user: string;
+  topic: string;
+  created_at: string;
+}
+
+export interface UserConnections {
+  user: string;
+  connections: number;
+  nodes: { node: string; connections: number }[];
 }
 
 /** One event of a batch: the options of publish, and its data. */
@@ -147,6 +209,9 @@ export interface BatchEvent {
   idempotencyKey?: string;
   contentType?: string;
   headers?: Record<string, string>;
+  /** Delays this event, as PublishOptions.deliverAt and delay do. */
+  deliverAt?: Date | string;
+  delay?: number | string;
 }
 
 export interface BatchResult {
@@ -261,6 +326,8 @@ export interface TokenRequest {
   scopes: string[];
   /** Lifetime in Herald's duration form (default "15m", at most "24h"). */
   ttl?: string;
+  /** Makes it a token of this end user: "{user}" in scopes becomes the id, and its sockets get the user's server-side subscriptions. */
+  user?: string;
 }
 
 export interface TokenResponse {
@@ -315,6 +382,14 @@ export interface SocketOptions extends StreamHooks<number> {
    * events of subscriptions it did not make (server-side ones).
    */
   onFrame?: (frame: { op: string; [member: string]: unknown }) => void;
+  /**
+   * With a user token: the events of the user's server-side subscriptions
+   * (subscription "user:<topic>"). Giving it connects at once, and every
+   * reconnect resumes those subscriptions from the last event delivered.
+   */
+  onUserEvent?: (event: HeraldEvent & { sub: string }) => void;
+  /** Where the user's server-side subscriptions resume from, by topic (from a previous socket's userPositions). */
+  userPositions?: Record<string, number>;
   /**
    * After this many ms without a frame from the server, send a ping; after
    * twice as many, give the connection up and reconnect (default 30000;
@@ -377,6 +452,8 @@ export declare class HeraldSocket {
   private constructor();
   readonly state: 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
   subscribe(topic: string, options: SubscribeOptions): Subscription;
+  /** The seq last delivered per topic of the user's server-side subscriptions. */
+  readonly userPositions: Record<string, number>;
   /** Closes the connection and every subscription; idempotent. */
   close(): void;
 }
@@ -454,6 +531,18 @@ export declare class Herald {
 
   /** Asks for a connection token for a browser (your backend calls this, with its key). */
   createToken(request: TokenRequest, options?: CallOptions): Promise<TokenResponse>;
+  listScheduled(topic: string, options?: CallOptions & { cursor?: string; limit?: number }): Promise<ScheduledEventList>;
+  cancelScheduled(topic: string, id: string, options?: CallOptions): Promise<void>;
+  putSchedule(name: string, schedule: Schedule, options?: CallOptions): Promise<Schedule>;
+  getSchedule(name: string, options?: CallOptions): Promise<Schedule>;
+  listSchedules(options?: CallOptions & { cursor?: string; limit?: number }): Promise<ScheduleList>;
+  deleteSchedule(name: string, options?: CallOptions): Promise<void>;
+  pauseSchedule(name: string, options?: CallOptions): Promise<Schedule>;
+  resumeSchedule(name: string, options?: CallOptions): Promise<Schedule>;
+  putUserSubscription(user: string, topic: string, options?: CallOptions): Promise<UserSubscription>;
+  deleteUserSubscription(user: string, topic: string, options?: CallOptions): Promise<void>;
+  listUserSubscriptions(user: string, options?: CallOptions): Promise<UserSubscription[]>;
+  userConnections(user: string, options?: CallOptions): Promise<UserConnections>;
 
   /** A WebSocket for many subscriptions; it connects with the first. */
   socket(options?: SocketOptions): HeraldSocket;

@@ -9,6 +9,26 @@ import { HeraldStream } from './sse.js';
 
 const seg = encodeURIComponent;
 
+/** A Date or an RFC 3339 string, as Herald-Deliver-At takes it. */
+function toRFC3339(t) {
+  if (t instanceof Date) {
+    if (Number.isNaN(t.getTime())) throw new TypeError('deliverAt is an invalid Date');
+    return t.toISOString();
+  }
+  if (typeof t === 'string' && t !== '') return t;
+  throw new TypeError('deliverAt must be a Date or an RFC 3339 string');
+}
+
+/** Milliseconds (a number) or a duration string ("90s", "15m"), as Herald-Delay takes it. */
+function toDuration(d) {
+  if (typeof d === 'number') {
+    if (!Number.isFinite(d) || d < 0) throw new TypeError('delay must be 0 or more milliseconds');
+    return `${Math.round(d)}ms`;
+  }
+  if (typeof d === 'string' && d !== '') return d;
+  throw new TypeError('delay must be milliseconds or a duration string such as "15m"');
+}
+
 /**
  * A client of one Herald server. It holds no connection itself: REST calls
  * use fetch, and socket() and stream() open streams that each manage their
@@ -103,8 +123,68 @@ export class Herald {
     if (options.type !== undefined) headers['Herald-Event-Type'] = options.type;
     if (options.key !== undefined) headers['Herald-Event-Key'] = options.key;
     if (options.idempotencyKey !== undefined) headers['Idempotency-Key'] = options.idempotencyKey;
+    if (options.deliverAt !== undefined) headers['Herald-Deliver-At'] = toRFC3339(options.deliverAt);
+    if (options.delay !== undefined) headers['Herald-Delay'] = toDuration(options.delay);
     for (const [name, value] of Object.entries(options.headers ?? {})) headers[`Herald-Header-${name}`] = value;
     return this.#request('POST', `/v1/topics/${seg(topic)}/events`, { body, headers, signal: options.signal });
+  }
+
+  // Delayed events
+
+  listScheduled(topic, options = {}) {
+    return this.#request('GET', `/v1/topics/${seg(topic)}/scheduled`, {
+      query: { cursor: options.cursor, limit: options.limit },
+      signal: options.signal,
+    });
+  }
+
+  cancelScheduled(topic, id, options = {}) {
+    return this.#request('DELETE', `/v1/topics/${seg(topic)}/scheduled/${seg(id)}`, { signal: options.signal });
+  }
+
+  // Schedules
+
+  putSchedule(name, schedule, options = {}) {
+    return this.#json('PUT', `/v1/schedules/${seg(name)}`, schedule, options.signal);
+  }
+
+  getSchedule(name, options = {}) {
+    return this.#request('GET', `/v1/schedules/${seg(name)}`, { signal: options.signal });
+  }
+
+  listSchedules(options = {}) {
+    return this.#request('GET', '/v1/schedules', { query: { cursor: options.cursor, limit: options.limit }, signal: options.signal });
+  }
+
+  deleteSchedule(name, options = {}) {
+    return this.#request('DELETE', `/v1/schedules/${seg(name)}`, { signal: options.signal });
+  }
+
+  pauseSchedule(name, options = {}) {
+    return this.#request('POST', `/v1/schedules/${seg(name)}/pause`, { signal: options.signal });
+  }
+
+  resumeSchedule(name, options = {}) {
+    return this.#request('POST', `/v1/schedules/${seg(name)}/resume`, { signal: options.signal });
+  }
+
+  // End users' server-side subscriptions
+
+  putUserSubscription(user, topic, options = {}) {
+    return this.#request('PUT', `/v1/users/${seg(user)}/subscriptions/${seg(topic)}`, { signal: options.signal });
+  }
+
+  deleteUserSubscription(user, topic, options = {}) {
+    return this.#request('DELETE', `/v1/users/${seg(user)}/subscriptions/${seg(topic)}`, { signal: options.signal });
+  }
+
+  async listUserSubscriptions(user, options = {}) {
+    const out = await this.#request('GET', `/v1/users/${seg(user)}/subscriptions`, { signal: options.signal });
+    return out.subscriptions;
+  }
+
+  userConnections(user, options = {}) {
+    return this.#request('GET', `/v1/users/${seg(user)}/connections`, { signal: options.signal });
   }
 
   async publishBatch(topic, events, options = {}) {

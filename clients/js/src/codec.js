@@ -63,6 +63,8 @@ export function encodeBatchEvent(e) {
   if (e.key !== undefined) out.key = e.key;
   if (e.idempotencyKey !== undefined) out.idempotency_key = e.idempotencyKey;
   if (e.headers !== undefined) out.headers = e.headers;
+  if (e.deliverAt !== undefined) out.deliver_at = e.deliverAt instanceof Date ? e.deliverAt.toISOString() : e.deliverAt;
+  if (e.delay !== undefined) out.delay = typeof e.delay === 'number' ? `${Math.round(e.delay)}ms` : e.delay;
   let ct = e.contentType;
   const bytes = asBytes(e.data);
   if (bytes) {

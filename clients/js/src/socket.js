@@ -40,6 +40,8 @@ export class HeraldSocket {
   #keepAliveTimer = undefined;
   /** Ends the current connection at once, without waiting for its close handshake. */
   #endConnection = null;
+  /** The seq last delivered per topic of the user's server-side subscriptions. */
+  #userPositions = {};
 
   /** @internal Made by Herald.socket. */
   constructor(transport, options = {}) {
@@ -52,11 +54,24 @@ export class HeraldSocket {
     this.#t = transport;
     this.#hooks = options;
     this.#keepAlive = options.keepAlive ?? 30_000;
+    for (const [t, seq] of Object.entries(options.userPositions ?? {})) {
+      if (!Number.isSafeInteger(seq) || seq < 0) throw new TypeError(`userPositions[${JSON.stringify(t)}] must be a seq (an integer, 0 or more)`);
+      this.#userPositions[t] = seq;
+    }
     const { signal } = options;
     if (signal) {
       if (signal.aborted) this.close();
       else signal.addEventListener('abort', () => this.close(), { once: true, signal: this.#stop.signal });
     }
+    // A user's socket has its subscriptions on the server: connect now.
+    if (typeof options.onUserEvent === 'function' && this.#state === 'idle') {
+      this.#run().catch((e) => this.#fail(asError(e), { code: 1006, reason: 'internal error of the client' }));
+    }
+  }
+
+  /** The seq last delivered per topic of the user's server-side subscriptions (a copy). */
+  get userPositions() {
+    return { ...this.#userPositions };
   }
 
   /** "idle" (no subscription yet), "connecting", "open", "reconnecting" or "closed". */
@@ -202,11 +217,16 @@ export class HeraldSocket {
     }
     if (this.#stop.signal.aborted) return { opened: false };
     const url = this.#t.wsBase + '/v1/stream';
+    const q = new URLSearchParams();
+    if (token) q.set('token', token);
+    // The user's server-side subscriptions resume from what was delivered.
+    if (Object.keys(this.#userPositions).length > 0) q.set('positions', JSON.stringify(this.#userPositions));
+    const full = q.size > 0 ? `${url}?${q}` : url;
     let ws;
     try {
-      if (token) ws = new this.#t.WebSocket(`${url}?token=${encodeURIComponent(token)}`);
-      else if (this.#t.key) ws = new this.#t.WebSocket(url, { headers: { Authorization: `Bearer ${this.#t.key}` } });
-      else ws = new this.#t.WebSocket(url);
+      if (token) ws = new this.#t.WebSocket(full);
+      else if (this.#t.key) ws = new this.#t.WebSocket(full, { headers: { Authorization: `Bearer ${this.#t.key}` } });
+      else ws = new this.#t.WebSocket(full);
     } catch (err) {
       const why = this.#t.key && !token
         ? 'this WebSocket cannot send an API key (browsers cannot): give the client a connection token'
@@ -302,7 +322,11 @@ export class HeraldSocket {
         const sub = this.#subs.get(f.sub);
         this.#attempt = 0;
         if (sub) sub._event(f);
-        else this.#other(f);
+        else if (typeof f.sub === 'string' && f.sub.startsWith('user:') && typeof f.topic === 'string') {
+          if (Number.isSafeInteger(f.seq)) this.#userPositions[f.topic] = f.seq;
+          if (typeof this.#hooks.onUserEvent === 'function') callHook(this.#hooks.onUserEvent, this.#reportError, f);
+          else this.#other(f);
+        } else this.#other(f);
         return;
       }
       case 'subscribed':
