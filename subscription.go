@@ -431,6 +431,10 @@ type SubscriptionStore interface {
 	// CountRetries returns the size of the subscription's retry set.
 	CountRetries(ctx context.Context, id string) (int64, error)
 
+	// GetRetry returns the subscription's retry of the topic's event seq,
+	// or CodeNotFound when the event is not in its retry set.
+	GetRetry(ctx context.Context, id, topic string, seq int64) (Retry, error)
+
 	// ScheduleReplay puts every retained event of the topic with
 	// fromSeq <= seq <= toSeq in the subscription's retry set, due at now
 	// with Attempt 0 (an event already there is left as it is). It returns

@@ -338,6 +338,7 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/subscriptions/{id}/dead-letters/{event_id}", authenticated, s.deleteDeadLetters)
 	s.handle("POST /v1/subscriptions/{id}/replay", authenticated, s.replay)
 	s.handle("GET /v1/subscriptions/{id}/attempts", authenticated, s.listAttempts)
+	s.handle("GET /v1/subscriptions/{id}/events/{event_id}", authenticated, s.eventStatus)
 	s.handle("POST /v1/subscriptions/{id}/test", authenticated, s.testSubscription)
 
 	s.handle("POST /v1/sources", adminOnly, s.createSource)

@@ -100,6 +100,26 @@ func (s *Store) CountDeadLetters(ctx context.Context, id string) (int64, error) 
 	return s.count(ctx, "count dead letters", `SELECT count(*) FROM dead_letters WHERE subscription_id = $1`, id)
 }
 
+// GetRetry returns the subscription's retry of one event, or CodeNotFound.
+func (s *Store) GetRetry(ctx context.Context, id, topic string, seq int64) (herald.Retry, error) {
+	if err := s.checkOpen(); err != nil {
+		return herald.Retry{}, err
+	}
+	notFound := herald.Errorf(herald.CodeNotFound, "event %d of topic %s is not in the retry set of subscription %s", seq, topic, id)
+	if !validText(id) || !validText(topic) {
+		return herald.Retry{}, notFound
+	}
+	r, err := scanRetry(s.pool.QueryRow(ctx, `SELECT `+retryColumns+` FROM retries
+		WHERE subscription_id = $1 AND topic = $2 AND seq = $3`, id, topic, seq), id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return herald.Retry{}, notFound
+	}
+	if err != nil {
+		return herald.Retry{}, s.fail("get retry", err)
+	}
+	return r, nil
+}
+
 // CountBacklog returns the retry-set and dead-letter sizes of the
 // subscriptions node holds leases on, or of all when node is "".
 func (s *Store) CountBacklog(ctx context.Context, node string) (retries, dead int64, err error) {

@@ -105,6 +105,25 @@ func (s *Store) CountDeadLetters(ctx context.Context, id string) (int64, error) 
 	return s.count(ctx, "count dead letters", s.rCountDead, id)
 }
 
+// GetRetry returns the subscription's retry of one event, or CodeNotFound.
+func (s *Store) GetRetry(ctx context.Context, id, topic string, seq int64) (herald.Retry, error) {
+	if err := s.checkOpen(); err != nil {
+		return herald.Retry{}, err
+	}
+	rows, err := s.reader.QueryContext(ctx, retrySelect+` WHERE `+subSID+` AND topic = ? AND seq = ?`, id, topic, seq)
+	if err != nil {
+		return herald.Retry{}, s.fail("get retry", err)
+	}
+	rs, err := scanRetries(rows, id)
+	if err != nil {
+		return herald.Retry{}, s.fail("get retry", err)
+	}
+	if len(rs) == 0 {
+		return herald.Retry{}, herald.Errorf(herald.CodeNotFound, "event %d of topic %s is not in the retry set of subscription %s", seq, topic, id)
+	}
+	return rs[0], nil
+}
+
 // CountBacklog returns the retry-set and dead-letter sizes of the
 // subscriptions node holds leases on, or of all when node is "".
 func (s *Store) CountBacklog(ctx context.Context, node string) (retries, dead int64, err error) {

@@ -55,6 +55,7 @@ func RunSubscriptions(t *testing.T, open func(t *testing.T) SubscriptionTestStor
 	t.Run("Leases", func(t *testing.T) { runLeases(t, open) })
 	t.Run("RenewLeases", func(t *testing.T) { runRenewLeases(t, open) })
 	t.Run("CountBacklog", func(t *testing.T) { runCountBacklog(t, open) })
+	t.Run("GetRetry", func(t *testing.T) { runGetRetry(t, open) })
 	t.Run("Settle", func(t *testing.T) { runSettle(t, open) })
 	t.Run("Retries", func(t *testing.T) { runRetries(t, open) })
 	t.Run("DeadLetters", func(t *testing.T) { runDeadLetters(t, open) })

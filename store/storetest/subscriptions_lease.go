@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -284,5 +285,30 @@ func runCountBacklog(t *testing.T, open func(t *testing.T) SubscriptionTestStore
 		if r != c.retries || d != c.dl {
 			t.Fatalf("CountBacklog(%q) = %d retries, %d dead letters; want %d, %d", c.node, r, d, c.retries, c.dl)
 		}
+	}
+}
+
+// runGetRetry checks the lookup of one event in a retry set, which the
+// delivery-status API uses.
+func runGetRetry(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
+	t.Parallel()
+	s := open(t)
+	subTopic(t, s, "orders", 3, "k")
+	createSub(t, s, plainSub("sub_1", "orders"), herald.StartPosition{Earliest: true})
+	e := lease(t, s, "sub_1")
+	settleOK(t, s, "sub_1", e, herald.Settlement{AddRetries: []herald.Retry{retry("sub_1", "orders", 2, "k", 3, at(30))}})
+	r, err := s.GetRetry(t.Context(), "sub_1", "orders", 2)
+	if err != nil {
+		t.Fatalf("GetRetry: %v", err)
+	}
+	if r.Seq != 2 || r.Attempt != 3 || !r.DueAt.Equal(at(30)) || r.Topic != "orders" || r.SubscriptionID != "sub_1" {
+		t.Fatalf("GetRetry = %+v, want seq 2, attempt 3, due at 30s", r)
+	}
+	for _, c := range []struct {
+		id, topic string
+		seq       int64
+	}{{"sub_1", "orders", 1}, {"sub_1", "other", 2}, {"sub_2", "orders", 2}} {
+		_, err := s.GetRetry(t.Context(), c.id, c.topic, c.seq)
+		wantCode(t, fmt.Sprintf("GetRetry(%s, %s, %d)", c.id, c.topic, c.seq), err, herald.CodeNotFound)
 	}
 }
