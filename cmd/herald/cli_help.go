@@ -44,6 +44,8 @@ func verbs() []verb {
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"sources", groupClient, "manage sources: outbox, inbound webhooks, brokers", sourcesVerb},
 		{"archives", groupClient, "manage archives and query them (alias: archive)", archivesVerb},
+		{"rules", groupClient, "create, list, get, pause, resume, rebuild or delete rules", rulesVerb},
+		{"views", groupClient, "manage views; read, set or clear their rows", viewsVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},
 		{"listen", groupClient, "receive a topic's webhooks on a local port and print them (development)", listenVerb},
 		{"bench", groupClient, "measure a running Herald (or the raw relay)", benchVerb},

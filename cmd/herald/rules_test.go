@@ -182,6 +182,30 @@ func TestFlaggerRuleAndViewsAcrossRestart(t *testing.T) {
 		t.Fatalf("list: %s", list)
 	}
 
+	// The CLI: the seed's flag-wallet tool is herald views set/delete.
+	cliEnv := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
+	if r := runCLI(t, nil, cliEnv, "views", "set", "flagged", "w9", "true"); r.code != 0 || !strings.Contains(r.stdout, `"seq"`) {
+		t.Fatalf("views set: %+v", r)
+	}
+	var set struct {
+		Seq int64 `json:"seq"`
+	}
+	if r := runCLI(t, nil, cliEnv, "views", "delete", "flagged", "w9"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &set) != nil {
+		t.Fatalf("views delete KEY: %+v", r)
+	}
+	if r := runCLI(t, nil, cliEnv, "views", "get", "--min-seq", fmt.Sprint(set.Seq), "flagged", "w9"); r.code == 0 {
+		t.Fatalf("views get of a cleared row: %+v", r)
+	}
+	if r := runCLI(t, nil, cliEnv, "views", "get", "balance", "w1"); r.code != 0 || !strings.Contains(r.stdout, `"value": 11001`) {
+		t.Fatalf("views get: %+v", r)
+	}
+	if r := runCLI(t, strings.NewReader(rule), cliEnv, "rules", "put", "flagger2", "-"); r.code != 0 || !strings.Contains(r.stdout, `"name": "flagger2"`) {
+		t.Fatalf("rules put: %+v", r)
+	}
+	if r := runCLI(t, nil, cliEnv, "rules", "list"); r.code != 0 || !strings.Contains(r.stdout, "flagger2") {
+		t.Fatalf("rules list: %+v", r)
+	}
+
 	// Pause, resume, the list of rules, delete.
 	mustAdmin(t, m, "POST", "/v1/rules/flagger/pause", "", "", 200)
 	if got := mustAdmin(t, m, "GET", "/v1/rules/flagger", "", "", 200); !strings.Contains(got, `"state":"paused"`) {
