@@ -55,6 +55,14 @@ func deliver(t *testing.T, s *sink, evs ...*herald.Event) []herald.DeliveryResul
 	return s.DeliverBatch(t.Context(), batch)
 }
 
+func deliverCtx(ctx context.Context, s *sink, evs ...*herald.Event) []herald.DeliveryResult {
+	batch := make([]channel.Delivery, len(evs))
+	for i, e := range evs {
+		batch[i] = channel.Delivery{Event: e, Attempt: 1}
+	}
+	return s.DeliverBatch(ctx, batch)
+}
+
 func allDelivered(t *testing.T, rs []herald.DeliveryResult) {
 	t.Helper()
 	for i, r := range rs {

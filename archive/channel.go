@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path"
 	"path/filepath"
 	"slices"
@@ -54,6 +55,8 @@ type Channel struct {
 	cfg     ChannelConfig
 	log     *slog.Logger
 	metrics *metrics
+	// dial replaces the S3 client's dialer in tests.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 var _ channel.Channel = (*Channel)(nil)
@@ -133,7 +136,7 @@ func (ch *Channel) objects(c Config) (objects, error) {
 		}
 		return &localObjects{root: filepath.Join(ch.cfg.Dir, filepath.FromSlash(c.Destination.Path))}, nil
 	case DestinationS3:
-		return newS3Objects(c.Destination, ch.cfg.AllowPrivate)
+		return newS3Objects(c.Destination, ch.cfg.AllowPrivate, ch.dial)
 	}
 	return nil, fmt.Errorf("archive: unknown destination type %q", c.Destination.Type)
 }

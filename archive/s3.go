@@ -32,7 +32,9 @@ type s3Objects struct {
 
 // newS3Objects makes a client for the destination. Connections go through
 // the SSRF guard unless private addresses are allowed.
-func newS3Objects(d Destination, allowPrivate bool) (*s3Objects, error) {
+// dial, when not nil, replaces the guarded dialer (tests resolve a
+// virtual-host bucket's name with it).
+func newS3Objects(d Destination, allowPrivate bool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*s3Objects, error) {
 	host, secure := "s3.amazonaws.com", true
 	if d.Endpoint != "" {
 		u, err := url.Parse(d.Endpoint)
@@ -54,9 +56,13 @@ func newS3Objects(d Destination, allowPrivate bool) (*s3Objects, error) {
 		creds = credentials.NewStatic("", "", "", credentials.SignatureAnonymous)
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: channel.DialControl(allowPrivate)}
+	dialContext := dialer.DialContext
+	if dial != nil {
+		dialContext = dial
+	}
 	transport := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		DialContext:           dialContext,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/heraldhq/herald/client"
 )
@@ -234,5 +238,65 @@ func TestArchiveEndToEnd(t *testing.T) {
 	}
 	if status, _, _ := archiveCall(t, m, "GET", "/v1/archives/logs", nil); status != http.StatusNotFound {
 		t.Fatalf("GET after delete: %d", status)
+	}
+}
+
+func TestArchiveS3EndToEnd(t *testing.T) {
+	t.Parallel()
+	be := s3mem.New()
+	if err := be.CreateBucket("herald-archive"); err != nil {
+		t.Fatal(err)
+	}
+	s3 := httptest.NewServer(gofakes3.New(be, gofakes3.WithTimeSkewLimit(0)).Server())
+	t.Cleanup(s3.Close)
+	m, _ := testServer(t, t.TempDir(), nil)
+	c := adminClient(m)
+	ctx := t.Context()
+	if _, _, err := c.PutTopic(ctx, "audit", client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	spec := map[string]any{
+		"topics": "audit", "format": "parquet",
+		"flush": map[string]any{"max_age": "100ms"},
+		"destination": map[string]any{"type": "s3", "bucket": "herald-archive", "path": "prod", "endpoint": s3.URL, "region": "us-east-1",
+			"path_style": true, "access_key_id": "AKIAHERALDTEST", "secret_access_key": "the-secret-key"},
+	}
+	status, body, _ := archiveCall(t, m, "PUT", "/v1/archives/audit", spec)
+	if status != http.StatusCreated || strings.Contains(string(body), "the-secret-key") || strings.Contains(string(body), "AKIAHERALDTEST") {
+		t.Fatalf("PUT: %d %s (credentials are write-only)", status, body)
+	}
+	for i := range 3 {
+		if _, err := c.Publish(ctx, "audit", fmt.Appendf(nil, `{"n":%d}`, i), client.PublishOptions{ContentType: "application/json"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC()
+	rng := url.Values{"from": {now.Add(-time.Hour).Format(time.RFC3339)}, "to": {now.Add(time.Hour).Format(time.RFC3339)}}
+	p := waitArchived(t, m, "audit", rng, 3)
+	if string(p.Events[2].Data) != `{"n":2}` {
+		t.Fatalf("events: %+v", p.Events)
+	}
+	// An update that leaves the credentials out keeps them: writing goes on.
+	delete(spec["destination"].(map[string]any), "access_key_id")
+	delete(spec["destination"].(map[string]any), "secret_access_key")
+	if status, body, _ := archiveCall(t, m, "PUT", "/v1/archives/audit", spec); status != http.StatusOK {
+		t.Fatalf("PUT without credentials: %d %s", status, body)
+	}
+	if _, err := c.Publish(ctx, "audit", []byte(`{"n":3}`), client.PublishOptions{ContentType: "application/json"}); err != nil {
+		t.Fatal(err)
+	}
+	waitArchived(t, m, "audit", rng, 4)
+	list, err := be.ListBucket("herald-archive", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parquet := 0
+	for _, o := range list.Contents {
+		if strings.HasPrefix(o.Key, "prod/year=") && strings.HasSuffix(o.Key, ".parquet") {
+			parquet++
+		}
+	}
+	if parquet == 0 {
+		t.Fatalf("no Parquet object under prod/ in the bucket: %+v", list.Contents)
 	}
 }
