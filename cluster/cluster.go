@@ -92,6 +92,10 @@ type Commit struct {
 	// Subscriptions means the transaction created, changed or deleted a
 	// subscription: the node that dispatches it must look at it now.
 	Subscriptions bool
+	// SubscriptionIDs names the subscriptions changed, when the
+	// notification could carry them: only those need looking at. Empty
+	// with Subscriptions set means any may have changed.
+	SubscriptionIDs []string
 	// DeletedTopics lists the topics the transaction deleted: every node
 	// must drop what it keeps in memory about them.
 	DeletedTopics []string
@@ -176,6 +180,7 @@ type Cluster struct {
 	hookMu      sync.Mutex
 	commitHooks []func(topic string, headSeq int64)
 	changeHooks []func()
+	subHooks    []func(id string)
 	deleteHooks []func(topic string)
 
 	// A resync reads heads that may predate a deletion delivered while it
@@ -353,6 +358,35 @@ func (c *Cluster) setMembers(live []Member) {
 }
 
 // changed calls the OnMembershipChange hooks.
+// OnSubscriptionChanged registers f to be called with the id of each
+// subscription another node created, changed or deleted, when its
+// notification named them; a change that did not name them calls the
+// OnMembershipChange hooks instead. A change costs the other nodes work
+// for that subscription, not for all. f must not block. Register before
+// Start.
+func (c *Cluster) OnSubscriptionChanged(f func(id string)) {
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	c.subHooks = append(c.subHooks, f)
+}
+
+func (c *Cluster) hasSubHooks() bool {
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	return len(c.subHooks) > 0
+}
+
+func (c *Cluster) subsChanged(ids []string) {
+	c.hookMu.Lock()
+	hooks := slices.Clone(c.subHooks)
+	c.hookMu.Unlock()
+	for _, f := range hooks {
+		for _, id := range ids {
+			f(id)
+		}
+	}
+}
+
 func (c *Cluster) changed() {
 	c.hookMu.Lock()
 	hooks := slices.Clone(c.changeHooks)
@@ -452,7 +486,10 @@ func (c *Cluster) deliver(ctx context.Context) func(Commit) error {
 		if !cm.Time.IsZero() {
 			c.metrics.lag.Observe(max(c.cfg.Now().Sub(cm.Time), 0).Seconds())
 		}
-		if cm.Subscriptions {
+		switch {
+		case cm.Subscriptions && len(cm.SubscriptionIDs) > 0 && c.hasSubHooks():
+			c.subsChanged(cm.SubscriptionIDs)
+		case cm.Subscriptions:
 			c.changed()
 		}
 		if len(cm.DeletedTopics) > 0 {

@@ -39,6 +39,7 @@ type node struct {
 	calls   []string         // "topic@seq" in call order
 	changes int
 	deleted []string // topics, in OnTopicDeleted call order
+	subs    []string // subscription ids, in OnSubscriptionChanged call order
 }
 
 func newNode(t *testing.T, dsn, id string) *node {
@@ -64,6 +65,11 @@ func newNode(t *testing.T, dsn, id string) *node {
 	n.c.OnMembershipChange(func() {
 		n.mu.Lock()
 		n.changes++
+		n.mu.Unlock()
+	})
+	n.c.OnSubscriptionChanged(func(id string) {
+		n.mu.Lock()
+		n.subs = append(n.subs, id)
 		n.mu.Unlock()
 	})
 	n.c.OnTopicDeleted(func(topic string) {
@@ -309,8 +315,9 @@ func TestClusterStartFailsWithoutDatabase(t *testing.T) {
 }
 
 // A subscription created, changed or deleted through one node calls the
-// other node's OnMembershipChange hooks (its dispatcher may own it), not
-// the node's own.
+// other node's OnSubscriptionChanged hooks with its id (its dispatcher may
+// own it), not the node's own, and no membership hook: a change costs the
+// other nodes that subscription, not a look at all of them.
 func TestClusterSubscriptionChangesWakeOtherNodes(t *testing.T) {
 	dsn, _ := schemaDSN(t)
 	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
@@ -331,17 +338,25 @@ func TestClusterSubscriptionChangesWakeOtherNodes(t *testing.T) {
 	if err := a.store.CreateSubscription(t.Context(), sub, herald.StartPosition{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "b to be woken by the new subscription", func() bool { return wakeups(b) == 1 })
+	subs := func(n *node) []string {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return slices.Clone(n.subs)
+	}
+	waitUntil(t, "b to hear of the new subscription", func() bool { return slices.Equal(subs(b), []string{"sub_1"}) })
 	if err := a.store.DeleteSubscription(t.Context(), "sub_1"); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "b to be woken by the deletion", func() bool { return wakeups(b) == 2 })
+	waitUntil(t, "b to hear of the deletion", func() bool { return slices.Equal(subs(b), []string{"sub_1", "sub_1"}) })
+	if w := wakeups(b); w != 0 {
+		t.Errorf("b's membership hooks ran %d times for two named subscription changes", w)
+	}
 	// Notifications come in commit order: once b hears of this commit of
 	// a's, a has heard of (and skipped) its own subscription changes.
 	appendTo(t, b.store, "orders", 1)
 	waitUntil(t, "a to hear of orders@2", func() bool { return a.head("orders") == 2 })
-	if w := wakeups(a); w != 0 {
-		t.Errorf("a was woken %d times by its own subscription changes", w)
+	if w, s := wakeups(a), subs(a); w != 0 || len(s) != 0 {
+		t.Errorf("a was woken by its own subscription changes: %d membership calls, subscriptions %v", w, s)
 	}
 }
 

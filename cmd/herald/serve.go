@@ -284,6 +284,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.cluster != nil {
 		m.cluster.OnRemoteCommit(m.feed.RemoteCommitted)
 		m.cluster.OnMembershipChange(m.feed.SubscriptionsChanged)
+		m.cluster.OnSubscriptionChanged(m.feed.SubscriptionChanged)
 		m.cluster.OnTopicDeleted(m.feed.TopicDeleted)
 	}
 	if err := m.committer.Start(ctx); err != nil {

@@ -303,8 +303,9 @@ func TestSubscriptionChangesNotify(t *testing.T) {
 	n := listenOn(t, b)
 	subChange := func(what string) {
 		t.Helper()
-		if c := n.next(t); !c.Subscriptions || c.Node != "node-a" || c.Resync || len(c.Heads) != 0 {
-			t.Fatalf("after %s: %+v, want a subscription change from node-a", what, c)
+		if c := n.next(t); !c.Subscriptions || c.Node != "node-a" || c.Resync || len(c.Heads) != 0 ||
+			!slices.Equal(c.SubscriptionIDs, []string{"sub_1"}) {
+			t.Fatalf("after %s: %+v, want a change of sub_1 from node-a", what, c)
 		}
 	}
 

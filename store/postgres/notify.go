@@ -62,6 +62,7 @@ type commitWire struct {
 	Heads  map[string]int64 `json:"h,omitempty"`
 	Resync int              `json:"r,omitempty"`
 	Subs   int              `json:"s,omitempty"`
+	SubIDs []string         `json:"si,omitempty"` // the subscriptions changed, when they fit
 	Topics []string         `json:"d,omitempty"` // deleted topics
 }
 
@@ -173,12 +174,21 @@ func (s *Store) queueNotify(b *pgx.Batch, topics map[string]*appendTopic) {
 // append's, the notification is a transaction of its own after the
 // change's (notifySQL): it can fail without undoing the change, which the
 // owner then sees at its next poll of the subscriptions.
-func (s *Store) announceSubscriptionChange(ctx context.Context) {
+//
+// It names the subscriptions changed, so that the other nodes look at
+// those alone; when they do not fit in a notification, or none is named,
+// the others read every subscription.
+func (s *Store) announceSubscriptionChange(ctx context.Context, ids ...string) {
 	n := s.notify.Load()
 	if n == nil {
 		return
 	}
-	b, _ := json.Marshal(commitWire{Node: n.node, Time: time.Now().UnixNano(), Subs: 1}) // cannot fail
+	w := commitWire{Node: n.node, Time: time.Now().UnixNano(), Subs: 1, SubIDs: ids}
+	b, _ := json.Marshal(w) // cannot fail
+	if len(b) > maxNotifyPayload {
+		w.SubIDs = nil
+		b, _ = json.Marshal(w)
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := s.pool.Exec(ctx, notifySQL, n.channel, string(b)); err != nil {
@@ -223,7 +233,7 @@ func decodeCommit(payload string) (cluster.Commit, error) {
 	if err := json.Unmarshal([]byte(payload), &w); err != nil {
 		return cluster.Commit{}, fmt.Errorf("commit notification %.80q: %w", payload, err)
 	}
-	c := cluster.Commit{Node: w.Node, Resync: w.Resync != 0, Subscriptions: w.Subs != 0, DeletedTopics: w.Topics}
+	c := cluster.Commit{Node: w.Node, Resync: w.Resync != 0, Subscriptions: w.Subs != 0, SubscriptionIDs: w.SubIDs, DeletedTopics: w.Topics}
 	if w.Time != 0 {
 		c.Time = time.Unix(0, w.Time)
 	}

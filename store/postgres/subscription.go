@@ -195,7 +195,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub herald.Subscription,
 		}
 		return err
 	}
-	s.announceSubscriptionChange(ctx)
+	s.announceSubscriptionChange(ctx, sub.ID)
 	return nil
 }
 
@@ -323,7 +323,7 @@ func (s *Store) UpdateSubscription(ctx context.Context, sub herald.Subscription)
 		return s.fail("update subscription", err)
 	}
 	if n > 0 {
-		s.announceSubscriptionChange(ctx)
+		s.announceSubscriptionChange(ctx, sub.ID)
 		return nil
 	}
 	var version int64
@@ -366,7 +366,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 	if err != nil {
 		return s.fail("delete subscription", err)
 	}
-	s.announceSubscriptionChange(ctx)
+	s.announceSubscriptionChange(ctx, id)
 	return nil
 }
 

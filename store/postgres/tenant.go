@@ -181,7 +181,7 @@ func (s *Store) DeleteTenant(ctx context.Context, id string) (herald.TenantDelet
 		return herald.TenantDeletion{}, s.fail("delete tenant", err)
 	}
 	if len(out.Subscriptions) > 0 {
-		s.announceSubscriptionChange(ctx)
+		s.announceSubscriptionChange(ctx, out.Subscriptions...)
 	}
 	return out, nil
 }
