@@ -63,7 +63,7 @@ type commitWire struct {
 	Resync int              `json:"r,omitempty"`
 	Subs   int              `json:"s,omitempty"`
 	SubIDs []string         `json:"si,omitempty"` // the subscriptions changed, when they fit
-	Topics []string         `json:"d,omitempty"` // deleted topics
+	Topics []string         `json:"d,omitempty"`  // deleted topics
 }
 
 // notifyChannel names the channel of the installation in schema:
