@@ -168,3 +168,71 @@ func TestDelayedPublish(t *testing.T) {
 		t.Errorf("cancel after promotion = %d; want 404", status)
 	}
 }
+
+// TestDelayedThreeNodes publishes delayed events to three nodes on one
+// PostgreSQL database: each joins the log once, in due order, whichever
+// node holds the promotion lease, also after that node stops.
+func TestDelayedThreeNodes(t *testing.T) {
+	t.Parallel()
+	dsn := pgDSN(t)
+	var nodes []*Main
+	for range 3 {
+		m, _ := testServer(t, t.TempDir(), func(c *Config) { c.DatabaseURL = Secret(dsn) })
+		nodes = append(nodes, m)
+	}
+	ctx := t.Context()
+	c := adminClient(nodes[0])
+	const topic = "cluster.later"
+	if _, _, err := c.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(from, to int, delay time.Duration) []string {
+		var ids []string
+		at := time.Now().Add(delay)
+		for i := from; i < to; i++ {
+			// Due in reverse order of publishing, from every node.
+			r, err := adminClient(nodes[i%len(nodes)]).Publish(ctx, topic, []byte(`{"n":`+jsonInt(int64(i))+`}`),
+				client.PublishOptions{ContentType: "application/json", DeliverAt: at.Add(-time.Duration(i-from) * 50 * time.Millisecond)})
+			if err != nil || r.Seq != 0 {
+				t.Fatalf("publish %d = %+v, %v", i, r, err)
+			}
+			ids = append([]string{r.ID}, ids...)
+		}
+		return ids
+	}
+	want := publish(0, 20, 3*time.Second)
+	var got []client.Event
+	waitCond(t, "20 events promoted", 20*time.Second, func() bool {
+		page, err := c.ListEvents(ctx, topic, 0, 100)
+		got = page.Events
+		return err == nil && len(got) >= 20
+	})
+	// The promoting node stops; another takes the lease.
+	leader := -1
+	for i, m := range nodes {
+		if strings.Contains(metricsText(t, m), "herald_delayed_promoter_leader 1") {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no node says it holds the promotion lease")
+	}
+	if err := nodes[leader].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes = append(nodes[:leader], nodes[leader+1:]...)
+	c = adminClient(nodes[0])
+	want = append(want, publish(20, 30, 3*time.Second)...)
+	waitCond(t, "30 events promoted", 30*time.Second, func() bool {
+		page, err := c.ListEvents(ctx, topic, 0, 100)
+		got = page.Events
+		return err == nil && len(got) >= 30
+	})
+	var ids []string
+	for _, e := range got {
+		ids = append(ids, e.ID)
+	}
+	if strings.Join(ids, " ") != strings.Join(want, " ") {
+		t.Fatalf("log = %v\nwant each once, in due order: %v", ids, want)
+	}
+}
