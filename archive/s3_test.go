@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,14 +50,19 @@ func TestS3VirtualHost(t *testing.T) {
 	ch := New(ChannelConfig{AllowPrivate: true}, nil, nil)
 	// The bucket is addressed as logs.s3.herald.test: resolve every name
 	// to the fake server, and check that the bucket came in the host.
+	var mu sync.Mutex
 	var hosts []string
 	ch.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
 		hosts = append(hosts, addr)
+		mu.Unlock()
 		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
 	}
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	config := validConfig(t, ch, fmt.Sprintf(`{"partition":[{"key":"org"}],"destination":{"type":"s3","bucket":"logs","endpoint":"http://s3.herald.test:%s","region":"us-east-1","access_key_id":"AKIAFAKE","secret_access_key":"fake-secret"}}`, port))
 	testS3(t, ch, config)
+	mu.Lock()
+	defer mu.Unlock()
 	if len(hosts) == 0 || !strings.HasPrefix(hosts[0], "logs.s3.herald.test:") {
 		t.Fatalf("dialed %v, want the bucket in the host name", hosts)
 	}
