@@ -20,6 +20,7 @@ type Store interface {
 	SchemaStore
 	StateStore
 	TenantStore
+	AuditStore
 
 	// PutTopic creates the topic, or updates the settings of an existing
 	// one (its name, creation time and seqs stay). It returns the stored

@@ -71,6 +71,9 @@ var errBadCredentials = herald.Errorf(herald.CodeUnauthorized, "the API key is n
 func (s *Server) authenticate(acc access, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.principal(r)
+		if rec := auditRecordFrom(r.Context()); rec != nil && p != nil {
+			rec.p = p // a refused call of a known caller is recorded too
+		}
 		if err == nil && acc == adminOnly && !p.scopes.IsAdmin() {
 			err = herald.Errorf(herald.CodeForbidden, "this operation needs the admin scope")
 		}

@@ -98,6 +98,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := toKeyJSON(k)
 	out.Secret = secret
+	w.Header().Set("Location", "/v1/keys/"+k.ID)
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusCreated, out)
 }

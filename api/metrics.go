@@ -11,6 +11,10 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// audited and auditFailures count the changes recorded in the audit
+	// log, and those that could not be.
+	audited       prometheus.Counter
+	auditFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,6 +28,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to answer HTTP requests, by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"})),
+		audited: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_audit_entries_total",
+			Help: "Changes recorded in the audit log.",
+		})),
+		auditFailures: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_audit_failures_total",
+			Help: "Changes that could not be recorded in the audit log (the store failed); each is logged.",
+		})),
 	}
 }
 

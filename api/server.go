@@ -39,6 +39,9 @@ type Config struct {
 	AdminKeyHash []byte
 	// Version is reported by /healthz.
 	Version string
+	// PublishAudit publishes every audit log entry to the system topic
+	// herald.audit as well (created when first needed).
+	PublishAudit bool
 }
 
 // Publisher commits events by the rules of publishing (engine.Publisher
@@ -163,6 +166,9 @@ type Server struct {
 	sourceKinds   *source.Registry
 	sourceRuntime Sources
 	schemas       Schemas
+
+	// auditTopic is set once herald.audit is known to exist.
+	auditTopic atomic.Bool
 
 	// tenantMu serialises this node's creations of tenant subscriptions
 	// with their quota check.
@@ -321,6 +327,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/tenants", adminOnly, s.listTenants)
 	s.handle("GET /v1/tenants/{id}", authenticated, s.getTenant)
 	s.handle("DELETE /v1/tenants/{id}", adminOnly, s.deleteTenant)
+	s.handle("GET /v1/audit", authenticated, s.listAudit)
 
 	s.handle("POST /v1/subscriptions", authenticated, s.createSubscription)
 	s.handle("GET /v1/subscriptions", authenticated, s.listSubscriptions)
@@ -378,6 +385,9 @@ func (s *Server) handle(pattern string, acc access, h handlerFunc) {
 	var next http.Handler = s.adapt(wildcards(pattern), h)
 	if acc != public && acc != selfAuthenticated {
 		next = s.authenticate(acc, next)
+	}
+	if method, path, _ := strings.Cut(pattern, " "); audited(method, path, acc) {
+		next = s.audit(pattern, wildcards(pattern), next)
 	}
 	s.mux.Handle(pattern, next)
 }

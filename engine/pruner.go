@@ -13,9 +13,12 @@ import (
 
 // PrunerConfig tunes the retention pruner. Zero values mean the defaults.
 type PrunerConfig struct {
-	Interval  time.Duration    // between passes; default 1m
-	BatchSize int              // rows per store call; default 2000
-	Now       func() time.Time // the clock; nil means time.Now
+	Interval  time.Duration // between passes; default 1m
+	BatchSize int           // rows per store call; default 2000
+	// AuditRetention is how long audit log entries are kept; 0 keeps
+	// them forever.
+	AuditRetention time.Duration
+	Now            func() time.Time // the clock; nil means time.Now
 }
 
 // Pruner deletes events past their topic's retention and expired dedup keys,
@@ -46,7 +49,7 @@ func NewPruner(store herald.Store, cfg PrunerConfig, logger *slog.Logger, reg pr
 	p := &Pruner{store: store, cfg: cfg, log: logger}
 	p.deleted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_pruned_rows_total",
-		Help: "Events and dedup keys deleted because their retention or window passed.",
+		Help: "Events, dedup keys and audit log entries deleted because their retention or window passed.",
 	})
 	if reg != nil {
 		reg.MustRegister(p.deleted)
@@ -85,12 +88,26 @@ func (p *Pruner) loop(ctx context.Context) {
 	}
 }
 
-// Pass prunes until nothing expired is left, and returns how many rows it
-// deleted.
+// Pass prunes until nothing expired is left, events and dedup keys, then
+// audit log entries, and returns how many rows it deleted.
 func (p *Pruner) Pass(ctx context.Context) (int64, error) {
 	var total int64
 	for {
 		n, err := p.store.Prune(ctx, p.cfg.Now(), p.cfg.BatchSize)
+		total += n
+		p.deleted.Add(float64(n))
+		if err != nil {
+			return total, err
+		}
+		if n < int64(p.cfg.BatchSize) {
+			break
+		}
+	}
+	if p.cfg.AuditRetention <= 0 {
+		return total, nil
+	}
+	for {
+		n, err := p.store.PruneAudit(ctx, p.cfg.Now().Add(-p.cfg.AuditRetention), p.cfg.BatchSize)
 		total += n
 		p.deleted.Add(float64(n))
 		if err != nil || n < int64(p.cfg.BatchSize) {

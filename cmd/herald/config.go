@@ -39,6 +39,8 @@ type Config struct {
 	WebhookDisableAfter      time.Duration // webhook.disable-after: disable a subscription failing this long
 	WebhookMaxConcurrency    int           // webhook.max-concurrency: webhook requests in flight across all subscriptions
 	AttemptRetention         time.Duration // attempt-retention: how long the delivery attempt log is kept
+	AuditRetention           time.Duration // audit.retention: how long the audit log is kept
+	AuditPublish             bool          // audit.publish: publish audit entries to herald.audit too
 	StreamTokenSecret        Secret        // stream.token-secret: signs browser connection tokens
 	StreamAllowedOrigins     string        // stream.allowed-origins: browser origins allowed to open streams
 	StreamQueueSize          int           // stream.queue-size: events waiting per stream connection
@@ -137,6 +139,8 @@ func settings() []setting {
 		{"sms.http-body", "", `the generic provider's body, a Go template over {{.To}}, {{.From}} and {{.Text}} with the function json; "" for {"to":...,"from":...,"text":...}`, "a Go template", func(c *Config) binding { return textField(&c.SMSHTTPBody, nil) }},
 		{"sms.http-content-type", "application/json", "the generic provider's body content type", "a media type", func(c *Config) binding { return textField(&c.SMSHTTPContentType, nonEmpty) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
+		{"audit.retention", "90d", "how long the audit log (GET /v1/audit) is kept", "a duration of at least 1h, such as 90d", func(c *Config) binding { return durationField(&c.AuditRetention, atLeast(time.Hour)) }},
+		{"audit.publish", "true", "publish every audit log entry to the system topic herald.audit as well", "true or false", func(c *Config) binding { return boolField(&c.AuditPublish) }},
 	}
 }
 

@@ -170,6 +170,8 @@ func TestDefaults(t *testing.T) {
 		WebhookDisableAfter:    5 * 24 * time.Hour,
 		WebhookMaxConcurrency:  256,
 		AttemptRetention:       7 * 24 * time.Hour,
+		AuditRetention:         90 * 24 * time.Hour,
+		AuditPublish:           true,
 		StreamQueueSize:        1024,
 		StreamMaxConnsPerKey:   1000,
 		StreamMaxSubscriptions: 100,

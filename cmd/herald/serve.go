@@ -279,6 +279,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		InsecureNoAuth: m.Config.InsecureNoAuth,
 		AdminKeyHash:   adminHash,
 		Version:        herald.Version,
+		PublishAudit:   m.Config.AuditPublish,
 	}, deps)
 	m.newStreams()
 	if m.cluster != nil {
@@ -306,7 +307,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval}, log, m.Registry)
+	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval, AuditRetention: m.Config.AuditRetention}, log, m.Registry)
 	if err := m.pruner.Start(ctx); err != nil {
 		return err
 	}
