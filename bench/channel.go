@@ -22,11 +22,11 @@ import (
 // batching, no Herald in between.
 type ChannelConfig struct {
 	Server, Key string
-	// Channel is "kafka" or "redis".
+	// Channel is "kafka", "redis" or "nats" (JetStream).
 	Channel string
 	// Broker is the broker's address. "" means, for kafka, a kfake
 	// cluster inside this process (no Kafka can be installed here) and,
-	// for redis, 127.0.0.1:6379.
+	// for redis, 127.0.0.1:6379, for nats, nats://127.0.0.1:4222.
 	Broker string
 	// Partitions of the Kafka topics the bench makes (kfake only).
 	Partitions int
@@ -64,8 +64,8 @@ func ChannelDefaults() ChannelConfig {
 
 func (c ChannelConfig) validate() error {
 	switch {
-	case c.Channel != "kafka" && c.Channel != "redis":
-		return herald.FieldErrorf("channel", "--channel %q: kafka or redis", c.Channel)
+	case c.Channel != "kafka" && c.Channel != "redis" && c.Channel != "nats":
+		return herald.FieldErrorf("channel", "--channel %q: kafka, redis or nats", c.Channel)
 	case c.Events < 1:
 		return herald.FieldErrorf("events", "--events must be at least 1")
 	case c.Batch < 1 || c.Batch > 1000:
@@ -161,6 +161,8 @@ func RunChannel(ctx context.Context, cfg ChannelConfig) (*ChannelReport, error) 
 	switch cfg.Channel {
 	case "kafka":
 		b, err = newKafkaBroker(cfg)
+	case "nats":
+		b, err = newNATSBroker(cfg)
 	default:
 		b, err = newRedisBroker(cfg)
 	}

@@ -7,10 +7,10 @@ import (
 	"github.com/heraldhq/herald/bench"
 )
 
-const benchChannelUsage = `herald bench --channel kafka|redis [options]
+const benchChannelUsage = `herald bench --channel kafka|redis|nats [options]
 
 Measure Herald delivering to a broker through a channel, beside a bare
-producer of the same client library (franz-go, go-redis) writing the same
+producer of the same client library (franz-go, go-redis, nats.go) writing the same
 events to the same broker with the same batching and no Herald in
 between, in the same run. It creates a topic bench.ch<random> and one
 subscription of the channel (its max_batch_events, linger_ms and
@@ -25,13 +25,16 @@ messages carry the key and the payload only, Herald's its metadata too.
 
 Kafka: without --broker, a kfake cluster runs in this process (no Kafka
 can be installed here); Redis: --broker defaults to 127.0.0.1:6379
-(stream mode). The server must allow private destinations
+(stream mode); NATS: --broker defaults to nats://127.0.0.1:4222, and both
+sides publish to JetStream streams of their own (file storage), in
+batches of 500 (the nats channel has no batch setting). The server must allow private destinations
 (allow-private-destinations) to reach a broker on loopback. The exit
 status is 1 when events were lost or a side failed.
 
 Scenarios (docs/benchmarks.md):
   kafka (kfake), batches of 500   herald bench --channel kafka --events 200000 --batch 100 --workers 4
   redis stream, batches of 100    herald bench --channel redis --events 200000 --batch 100 --workers 4
+  nats JetStream, batches of 500  herald bench --channel nats --events 200000 --batch 100 --workers 4
   smoke run                       herald bench --channel kafka --events 2000`
 
 // benchChannelRequested reports whether a bench command line asks for a
@@ -56,7 +59,7 @@ func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput,
 		quiet bool
 	)
 	fs := c.flagSet("bench --channel", benchChannelUsage)
-	fs.StringVar(&cfg.Channel, "channel", "", "the `CHANNEL` to measure: kafka or redis")
+	fs.StringVar(&cfg.Channel, "channel", "", "the `CHANNEL` to measure: kafka, redis or nats")
 	fs.StringVar(&cfg.Broker, "broker", "", "the broker's `ADDR` (host:port); kafka: none runs kfake in this process; redis: 127.0.0.1:6379")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "`N` partitions of the Kafka topics (kfake only)")
 	fs.IntVar(&cfg.Events, "events", cfg.Events, "publish `N` events")
