@@ -377,6 +377,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/confirm/{token}", public, s.confirmLink)
 	s.handle("GET /v1/unsubscribe/{token}", public, s.unsubscribePage)
 	s.handle("POST /v1/unsubscribe/{token}", public, s.unsubscribe)
+	s.handle("POST /v1/templates:render", authenticated, s.renderTemplates)
 }
 
 // handle registers h behind auth and the problem adapter.
