@@ -90,7 +90,9 @@ func TestDuePolicies(t *testing.T) {
 	mk := func(missed string, max int) *herald.Schedule {
 		return &herald.Schedule{Name: "x", Every: time.Minute, CreatedAt: created, Missed: missed, MaxMissed: max}
 	}
-	at := func(min int, sec int) time.Time { return created.Add(time.Duration(min)*time.Minute + time.Duration(sec)*time.Second) }
+	at := func(min int, sec int) time.Time {
+		return created.Add(time.Duration(min)*time.Minute + time.Duration(sec)*time.Second)
+	}
 	for _, c := range []struct {
 		name     string
 		s        *herald.Schedule
