@@ -82,6 +82,15 @@ func TestDocsChannelsNATSExample(t *testing.T) {
 		msg, err := st.GetLastMsgForSubject(t.Context(), prefix+".deposits.wallet-7")
 		return err == nil && string(msg.Data) == `{"wallet":"wallet-7","amount":250}` && msg.Header.Get("Herald-Event-Type") == "deposit.created"
 	})
+	// The CLI example: a second subscription, and an event both deliver.
+	cli := docExample(t, "nats-cli", "nats://localhost:4222", `"herald.{topic}.{key}"`, `"HERALD"`)
+	if out := runDocCLI(t, m, cli, strings.NewReplacer("nats://localhost:4222", u, `"herald.{topic}.{key}"`, `"`+prefix+`.{topic}.{key}"`, `"HERALD"`, `"`+stream+`"`)); !strings.Contains(out, "nats") {
+		t.Fatalf("the CLI example printed %s", out)
+	}
+	eventually(t, "the message of the CLI example in the stream", func() bool {
+		msg, err := st.GetLastMsgForSubject(t.Context(), prefix+".deposits.wallet-7")
+		return err == nil && string(msg.Data) == `{"wallet":"wallet-7","amount":300}`
+	})
 }
 
 func TestDocsChannelsAMQPExample(t *testing.T) {
@@ -133,6 +142,22 @@ func TestDocsChannelsAMQPExample(t *testing.T) {
 		}
 		return true
 	})
+	// The CLI example: a second subscription, and an event both deliver.
+	cli := docExample(t, "amqp-cli", "localhost:5672", `"events"`)
+	if out := runDocCLI(t, m, cli, strings.NewReplacer("localhost:5672", pu.Host, `"events"`, `"`+exchange+`"`)); !strings.Contains(out, "amqp") {
+		t.Fatalf("the CLI example printed %s", out)
+	}
+	copies := 0
+	eventually(t, "the CLI example's event from both subscriptions", func() bool {
+		d, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && string(d.Body) == `{"wallet":"wallet-7","amount":300}` {
+			copies++
+		}
+		return copies == 2
+	})
 }
 
 func TestDocsChannelsMQTTExample(t *testing.T) {
@@ -173,6 +198,21 @@ func TestDocsChannelsMQTTExample(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no message within 30s")
+	}
+	// The CLI example: a second subscription, and an event both deliver.
+	cli := docExample(t, "mqtt-cli", "localhost:1883", `"herald/{topic}/{key}"`)
+	if out := runDocCLI(t, m, cli, strings.NewReplacer("localhost:1883", pu.Host, `"herald/{topic}/{key}"`, `"`+prefix+`/{topic}/{key}"`)); !strings.Contains(out, "mqtt") {
+		t.Fatalf("the CLI example printed %s", out)
+	}
+	for copies := 0; copies < 2; {
+		select {
+		case msg := <-got:
+			if strings.Contains(string(msg.Payload()), `"amount":300`) {
+				copies++
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of 2 copies of the CLI example's event within 30s", copies)
+		}
 	}
 }
 
