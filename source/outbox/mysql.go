@@ -77,8 +77,14 @@ func runMySQL(ctx context.Context, c Config, poll time.Duration, sh *source.Shar
 	if sh.Count > 1 {
 		where += fmt.Sprintf(" AND (CRC32(`key`) * %d) >> 32 = %d", sh.Count, sh.Index)
 	}
+	// FOR UPDATE without SKIP LOCKED: InnoDB's locking read sees the
+	// latest committed rows as it scans, not a snapshot, so skipping the
+	// rows an application's transaction still holds would let the scan
+	// pass its first rows and take its last ones once it commits mid-scan,
+	// and publish them first. Waiting for that transaction keeps id order;
+	// readers of one shard are serialised by the shard lock anyway.
 	sel := "SELECT id, topic, `key`, `type`, headers, payload, created_at FROM " + t + " WHERE " + where +
-		fmt.Sprintf(" ORDER BY id LIMIT %d FOR UPDATE SKIP LOCKED", c.BatchSize)
+		fmt.Sprintf(" ORDER BY id LIMIT %d FOR UPDATE", c.BatchSize)
 	lagQ := "SELECT count(*) FROM (SELECT 1 FROM " + t + " WHERE " + where + fmt.Sprintf(" LIMIT %d) w", maxLagCount)
 	var lagAt time.Time
 	timer := time.NewTimer(0)
