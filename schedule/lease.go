@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/heraldhq/herald"
 )
 
@@ -41,3 +43,57 @@ func (l *leaseHolder) hold(ctx context.Context, st herald.TimeStore, name, node 
 
 // valid reports whether the lease may be acted on now.
 func (l *leaseHolder) valid() bool { return !l.until.IsZero() && time.Now().Before(l.until) }
+
+// leader is what the promoter and the scheduler share: a loop that, at
+// each wake-up or when its timer ends, holds a named lease and, while it
+// does, runs one step, then sleeps until the step's next time or the
+// interval, whichever comes first.
+type leader struct {
+	store    herald.TimeStore
+	lease    string // the lease's name
+	node     string
+	now      func() time.Time
+	ttl      time.Duration
+	interval time.Duration
+	wake     <-chan struct{}
+	gauge    prometheus.Gauge // 1 while this node holds the lease
+	log      *slog.Logger
+	failed   string // the log message of a failed step
+	// step does the work under the lease and returns when it wants to run
+	// again (zero: at the interval).
+	step func(ctx context.Context, lease *leaseHolder) (time.Time, error)
+}
+
+func (l *leader) loop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var lease leaseHolder
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-l.wake:
+		}
+		wait := l.interval
+		if lease.hold(ctx, l.store, l.lease, l.node, l.now, l.ttl, l.log) {
+			l.gauge.Set(1)
+			next, err := l.step(ctx, &lease)
+			if err != nil && ctx.Err() == nil {
+				l.log.Warn(l.failed, "err", err)
+			}
+			if !next.IsZero() {
+				wait = min(wait, max(0, next.Sub(l.now())))
+			}
+		} else {
+			l.gauge.Set(0)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}

@@ -136,36 +136,17 @@ func (p *Promoter) Stop(ctx context.Context) error {
 }
 
 func (p *Promoter) loop(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	var lease leaseHolder
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-p.wake:
-		}
-		wait := p.cfg.Interval
-		if lease.hold(ctx, p.store, LeasePromote, p.cfg.NodeID, p.cfg.Now, p.cfg.LeaseTTL, p.log) {
-			p.leader.Set(1)
-			next, err := p.promoteDue(ctx, &lease)
-			if err != nil && ctx.Err() == nil {
-				p.log.Warn("promoting delayed events failed; retrying", "err", err)
-			} else if !next.IsZero() {
-				wait = min(wait, max(0, next.Sub(p.cfg.Now())))
+	(&leader{
+		store: p.store, lease: LeasePromote, node: p.cfg.NodeID, now: p.cfg.Now, ttl: p.cfg.LeaseTTL,
+		interval: p.cfg.Interval, wake: p.wake, gauge: p.leader, log: p.log,
+		failed: "promoting delayed events failed; retrying", step: func(ctx context.Context, lease *leaseHolder) (time.Time, error) {
+			next, err := p.promoteDue(ctx, lease)
+			if err != nil {
+				return time.Time{}, err // retry at the interval
 			}
-		} else {
-			p.leader.Set(0)
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(wait)
-	}
+			return next, nil
+		},
+	}).loop(ctx)
 }
 
 // PromoteDue promotes every event due now, batch by batch, without

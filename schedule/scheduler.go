@@ -114,37 +114,11 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 }
 
 func (s *Scheduler) loop(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	var lease leaseHolder
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.wake:
-		}
-		wait := s.cfg.Interval
-		if lease.hold(ctx, s.store, LeaseSchedules, s.cfg.NodeID, s.cfg.Now, s.cfg.LeaseTTL, s.log) {
-			s.leader.Set(1)
-			next, err := s.round(ctx, &lease)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("schedule round failed; retrying", "err", err)
-			}
-			if !next.IsZero() {
-				wait = min(wait, max(0, next.Sub(s.cfg.Now())))
-			}
-		} else {
-			s.leader.Set(0)
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(wait)
-	}
+	(&leader{
+		store: s.store, lease: LeaseSchedules, node: s.cfg.NodeID, now: s.cfg.Now, ttl: s.cfg.LeaseTTL,
+		interval: s.cfg.Interval, wake: s.wake, gauge: s.leader, log: s.log,
+		failed: "schedule round failed; retrying", step: s.round,
+	}).loop(ctx)
 }
 
 // Round fires what is due now without the lease (for tools and tests that
