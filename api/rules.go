@@ -189,11 +189,19 @@ func (s *Server) loadProcessor(p processor, r *http.Request) (herald.Subscriptio
 
 func (s *Server) getProcessor(p processor) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		sub, _, err := s.loadProcessor(p, r)
+		sub, name, err := s.loadProcessor(p, r)
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, s.toProcessorJSON(p, sub))
+		out := s.toProcessorJSON(p, sub)
+		// position: the newest input seq whose effect is committed (a
+		// rule over a pattern has none: its input has a seq per topic).
+		pos, err := s.store.StatePosition(r.Context(), rules.Owner(p.kind, name))
+		if err != nil {
+			return err
+		}
+		out["position"] = pos
+		return writeJSON(w, http.StatusOK, out)
 	}
 }
 
