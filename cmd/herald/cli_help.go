@@ -48,6 +48,7 @@ func verbs() []verb {
 		{"views", groupClient, "manage views; read, set or clear their rows", viewsVerb},
 		{"tail", groupClient, "follow a topic's events as they are published", tailVerb},
 		{"listen", groupClient, "receive a topic's webhooks on a local port and print them (development)", listenVerb},
+		{"push", groupServer, "make a Web Push (VAPID) key pair: herald push vapid-keys", pushVerb},
 		{"bench", groupClient, "measure a running Herald (or the raw relay)", benchVerb},
 		{"version", groupOther, "print the version of herald", versionVerb},
 		{"help", groupOther, "print help: herald help [verb [subverb]]", helpVerb},

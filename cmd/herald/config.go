@@ -75,6 +75,15 @@ type Config struct {
 	SMSHTTPHeader            Secret        // sms.http-header: one "Name: value" header, such as the credentials
 	SMSHTTPBody              string        // sms.http-body: the request body template
 	SMSHTTPContentType       string        // sms.http-content-type
+	PushVAPIDPrivateKey      Secret        // push.vapid-private-key: "" = no Web Push
+	PushVAPIDSubject         string        // push.vapid-subject: mailto: or https: contact for push services
+	PushFCMCredentialsFile   string        // push.fcm-credentials-file: "" = no FCM
+	PushFCMURL               string        // push.fcm-url
+	PushAPNsKeyFile          string        // push.apns-key-file: "" = no APNs
+	PushAPNsKeyID            string        // push.apns-key-id
+	PushAPNsTeamID           string        // push.apns-team-id
+	PushAPNsTopic            string        // push.apns-topic: the app's bundle id
+	PushAPNsURL              string        // push.apns-url
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -138,6 +147,19 @@ func settings() []setting {
 		}},
 		{"sms.http-body", "", `the generic provider's body, a Go template over {{.To}}, {{.From}} and {{.Text}} with the function json; "" for {"to":...,"from":...,"text":...}`, "a Go template", func(c *Config) binding { return textField(&c.SMSHTTPBody, nil) }},
 		{"sms.http-content-type", "application/json", "the generic provider's body content type", "a media type", func(c *Config) binding { return textField(&c.SMSHTTPContentType, nonEmpty) }},
+		{"push.vapid-private-key", "", `the Web Push application server key (VAPID, RFC 8292): the 32-byte P-256 private key, base64url ("herald push vapid-keys" makes a pair); "" turns Web Push off`, `"" or 43 base64url characters`, func(c *Config) binding {
+			return secretField(&c.PushVAPIDPrivateKey, orEmpty(func(s string) bool { return len(strings.TrimRight(s, "=")) == 43 }))
+		}},
+		{"push.vapid-subject", "", "the contact push services may use about this server's messages; required with push.vapid-private-key", `"" or a mailto: or https: URL`, func(c *Config) binding {
+			return textField(&c.PushVAPIDSubject, orEmpty(func(s string) bool { return strings.HasPrefix(s, "mailto:") || strings.HasPrefix(s, "https://") }))
+		}},
+		{"push.fcm-credentials-file", "", `a Google service-account key file (JSON) with the Firebase Cloud Messaging scope; "" turns FCM off`, `"" or a file path`, func(c *Config) binding { return textField(&c.PushFCMCredentialsFile, nil) }},
+		{"push.fcm-url", "https://fcm.googleapis.com", "the base URL of the FCM HTTP v1 API", "an http:// or https:// URL", func(c *Config) binding { return textField(&c.PushFCMURL, validPublicURL) }},
+		{"push.apns-key-file", "", `the APNs token signing key (.p8); "" turns APNs off`, `"" or a file path`, func(c *Config) binding { return textField(&c.PushAPNsKeyFile, nil) }},
+		{"push.apns-key-id", "", "the id of the APNs key (10 characters, from the developer account)", "any text", func(c *Config) binding { return textField(&c.PushAPNsKeyID, nil) }},
+		{"push.apns-team-id", "", "the developer team id that owns the APNs key", "any text", func(c *Config) binding { return textField(&c.PushAPNsTeamID, nil) }},
+		{"push.apns-topic", "", "the app's bundle id (apns-topic)", "any text", func(c *Config) binding { return textField(&c.PushAPNsTopic, nil) }},
+		{"push.apns-url", "https://api.push.apple.com", "the APNs base URL (https://api.sandbox.push.apple.com for development builds)", "an http:// or https:// URL", func(c *Config) binding { return textField(&c.PushAPNsURL, validPublicURL) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 		{"audit.retention", "90d", "how long the audit log (GET /v1/audit) is kept", "a duration of at least 1h, such as 90d", func(c *Config) binding { return durationField(&c.AuditRetention, atLeast(time.Hour)) }},
 		{"audit.publish", "true", "publish every audit log entry to the system topic herald.audit as well", "true or false", func(c *Config) binding { return boolField(&c.AuditPublish) }},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/email"
+	"github.com/heraldhq/herald/channel/push"
 	"github.com/heraldhq/herald/channel/sms"
 )
 
@@ -22,7 +23,8 @@ func (m *Main) publicURL() string {
 }
 
 // peopleChannels builds the channels that send to people, as configured:
-// email when email.smtp-host is set.
+// email when email.smtp-host is set, sms with sms.provider, push with any
+// of the push providers' keys.
 func (m *Main) peopleChannels() ([]channel.Channel, error) {
 	var out []channel.Channel
 	if m.Config.EmailSMTPHost != "" {
@@ -39,7 +41,45 @@ func (m *Main) peopleChannels() ([]channel.Channel, error) {
 		}
 		out = append(out, ch)
 	}
+	if c := m.Config; c.PushVAPIDPrivateKey != "" || c.PushFCMCredentialsFile != "" || c.PushAPNsKeyFile != "" {
+		ch, err := m.pushChannel()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ch)
+	}
 	return out, nil
+}
+
+// pushChannel builds the push channel with the providers configured.
+func (m *Main) pushChannel() (*push.Channel, error) {
+	c := m.Config
+	cfg := push.ChannelConfig{PublicURL: m.publicURL, AllowPrivate: c.AllowPrivateDestinations}
+	var err error
+	if c.PushVAPIDPrivateKey != "" {
+		if cfg.VAPID, err = push.NewVAPID(string(c.PushVAPIDPrivateKey), c.PushVAPIDSubject, nil); err != nil {
+			return nil, fmt.Errorf("settings push.vapid-*: %w", err)
+		}
+	}
+	if c.PushFCMCredentialsFile != "" {
+		creds, err := os.ReadFile(c.PushFCMCredentialsFile)
+		if err != nil {
+			return nil, fmt.Errorf("setting push.fcm-credentials-file: %w", err)
+		}
+		if cfg.FCM, err = push.NewFCM(push.FCMConfig{Credentials: creds, BaseURL: c.PushFCMURL}); err != nil {
+			return nil, fmt.Errorf("setting push.fcm-credentials-file: %w", err)
+		}
+	}
+	if c.PushAPNsKeyFile != "" {
+		key, err := os.ReadFile(c.PushAPNsKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("setting push.apns-key-file: %w", err)
+		}
+		if cfg.APNs, err = push.NewAPNs(push.APNsConfig{Key: key, KeyID: c.PushAPNsKeyID, TeamID: c.PushAPNsTeamID, Topic: c.PushAPNsTopic, BaseURL: c.PushAPNsURL}); err != nil {
+			return nil, fmt.Errorf("settings push.apns-*: %w", err)
+		}
+	}
+	return push.NewChannel(cfg)
 }
 
 func (m *Main) smsChannel() (*sms.Channel, error) {
