@@ -94,3 +94,11 @@ func (c *Client) SetViewRow(ctx context.Context, view, key string, value json.Ra
 func (c *Client) DeleteViewRow(ctx context.Context, view, key string) (json.RawMessage, error) {
 	return c.rawJSON(ctx, http.MethodDelete, processorPath("view", view)+"/"+url.PathEscape(key), nil, nil)
 }
+
+// PutSchema registers a schema for a topic ({"type": "json_schema",
+// "schema"} or {"type": "protobuf", "message", "proto"}; see
+// docs/rules.md) and returns the stored version. A schema equal to the
+// current one changes nothing. Needs an admin key.
+func (c *Client) PutSchema(ctx context.Context, topic string, def json.RawMessage) (json.RawMessage, error) {
+	return c.rawJSON(ctx, http.MethodPut, "/v1/topics/"+url.PathEscape(topic)+"/schema", nil, def)
+}

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -96,23 +97,26 @@ func (r *Registry) JSON(ctx context.Context, topic string, payload []byte, conte
 
 // Put compiles s and stores it as the topic's next version. Unless force,
 // it must be compatible with the current version (CodeConflict otherwise).
+// A schema equal to the current version is that version: nothing is
+// stored.
 func (r *Registry) Put(ctx context.Context, s herald.Schema, force bool) (herald.Schema, error) {
 	next, err := Compile(s)
 	if err != nil {
 		return herald.Schema{}, err
 	}
-	if !force {
-		prev, err := r.store.GetSchema(ctx, s.Topic, 0)
-		switch {
-		case herald.IsCode(err, herald.CodeNotFound):
-		case err != nil:
-			return herald.Schema{}, err
-		default:
-			pc, err := Compile(prev)
-			if err == nil {
-				if err := Compatible(pc, next); err != nil {
-					return herald.Schema{}, err
-				}
+	prev, err := r.store.GetSchema(ctx, s.Topic, 0)
+	switch {
+	case herald.IsCode(err, herald.CodeNotFound):
+	case err != nil:
+		return herald.Schema{}, err
+	case prev.Kind == s.Kind && prev.Format == s.Format && prev.Message == s.Message && bytes.Equal(prev.Definition, s.Definition):
+		// The same schema again (a deployment applying its config at
+		// every start): no new version.
+		return prev, nil
+	case !force:
+		if pc, err := Compile(prev); err == nil {
+			if err := Compatible(pc, next); err != nil {
+				return herald.Schema{}, err
 			}
 		}
 	}
