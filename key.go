@@ -162,6 +162,11 @@ type APIKey struct {
 	// Tenant binds the key to one tenant: it sees and changes only that
 	// tenant's objects. "" for a platform key.
 	Tenant string
+	// Portal marks the key behind a tenant portal link
+	// (POST /v1/tenants/{id}/portal-links): short-lived, bound to its
+	// tenant, and unable to mint further links, so a link cannot outlive
+	// the expiry it was given.
+	Portal bool
 }
 
 // Expired reports whether the key has passed its expiry at now.

@@ -37,6 +37,9 @@ type principal struct {
 	// tenant binds the caller to one tenant: it sees and changes only that
 	// tenant's subscriptions and keys ("" for the platform).
 	tenant string
+	// portal: the key behind a tenant portal link, which may not mint
+	// further links.
+	portal bool
 }
 
 // adminSubject names the bootstrap admin key (and everyone, with
@@ -126,7 +129,7 @@ func (s *Server) credentials(r *http.Request) (*principal, error) {
 	if k.Expired(s.now()) {
 		return nil, errBadCredentials
 	}
-	return &principal{keyID: k.ID, scopes: k.Scopes, tenant: k.Tenant}, nil
+	return &principal{keyID: k.ID, scopes: k.Scopes, tenant: k.Tenant, portal: k.Portal}, nil
 }
 
 // authorize checks that the caller may take the action on the topic.

@@ -35,6 +35,7 @@ type keyJSON struct {
 	CreatedAt string   `json:"created_at"`
 	ExpiresAt string   `json:"expires_at,omitempty"`
 	Tenant    string   `json:"tenant,omitempty"`
+	Portal    bool     `json:"portal,omitempty"`
 	Secret    string   `json:"secret,omitempty"`
 }
 
@@ -46,6 +47,7 @@ func toKeyJSON(k herald.APIKey) keyJSON {
 		Prefix:    k.Prefix,
 		CreatedAt: formatTime(k.CreatedAt),
 		Tenant:    k.Tenant,
+		Portal:    k.Portal,
 	}
 	if !k.ExpiresAt.IsZero() {
 		out.ExpiresAt = formatTime(k.ExpiresAt)

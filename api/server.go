@@ -39,6 +39,10 @@ type Config struct {
 	AdminKeyHash []byte
 	// Version is reported by /healthz.
 	Version string
+	// PublicURL is the base URL people reach this server at
+	// (https://herald.example.com), for the portal links it mints; ""
+	// uses the scheme and host of the request that asks for one.
+	PublicURL string
 	// PublishAudit publishes every audit log entry to the system topic
 	// herald.audit as well (created when first needed).
 	PublishAudit bool
@@ -327,6 +331,9 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/tenants", adminOnly, s.listTenants)
 	s.handle("GET /v1/tenants/{id}", authenticated, s.getTenant)
 	s.handle("DELETE /v1/tenants/{id}", adminOnly, s.deleteTenant)
+	s.handle("POST /v1/tenants/{id}/portal-links", authenticated, s.createPortalLink)
+	s.handle("GET /v1/tenants/{id}/portal-links", authenticated, s.listPortalLinks)
+	s.handle("DELETE /v1/tenants/{id}/portal-links/{link}", authenticated, s.deletePortalLink)
 	s.handle("GET /v1/audit", authenticated, s.listAudit)
 
 	s.handle("POST /v1/subscriptions", authenticated, s.createSubscription)

@@ -245,6 +245,11 @@ func (s *Server) configure(ctx context.Context, spec subscriptionSpec, sub *hera
 	if err != nil {
 		return err
 	}
+	if p := principalFrom(ctx); p != nil && p.portal && ch.Name() != herald.ChannelWebhook {
+		// A tenant portal manages the tenant's webhook endpoints; other
+		// channels reach the platform's own brokers and stores.
+		return &herald.Error{Code: herald.CodeForbidden, Field: "channel", Message: "a portal link may create webhook subscriptions only, not " + ch.Name()}
+	}
 	if previous != nil && ch.Name() != cmp.Or(sub.Channel, herald.ChannelWebhook) {
 		return herald.FieldErrorf("channel", "the channel of a subscription cannot change; create a new subscription")
 	}

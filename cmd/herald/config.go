@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,7 @@ type Config struct {
 	AttemptRetention         time.Duration // attempt-retention: how long the delivery attempt log is kept
 	AuditRetention           time.Duration // audit.retention: how long the audit log is kept
 	AuditPublish             bool          // audit.publish: publish audit entries to herald.audit too
+	ConsoleFrameAncestors    string        // console.frame-ancestors: origins that may embed the tenant portal in a frame
 	StreamTokenSecret        Secret        // stream.token-secret: signs browser connection tokens
 	StreamAllowedOrigins     string        // stream.allowed-origins: browser origins allowed to open streams
 	StreamQueueSize          int           // stream.queue-size: events waiting per stream connection
@@ -162,6 +164,7 @@ func settings() []setting {
 		{"push.apns-url", "https://api.push.apple.com", "the APNs base URL (https://api.sandbox.push.apple.com for development builds)", "an http:// or https:// URL", func(c *Config) binding { return textField(&c.PushAPNsURL, validPublicURL) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 		{"audit.retention", "90d", "how long the audit log (GET /v1/audit) is kept", "a duration of at least 1h, such as 90d", func(c *Config) binding { return durationField(&c.AuditRetention, atLeast(time.Hour)) }},
+		{"console.frame-ancestors", "", `space-separated origins that may show the tenant portal (/console/portal) in a frame, such as https://app.example.com; "" for none. The operator console is never framed`, `"" or space-separated http(s) origins or host patterns (https://*.example.com)`, func(c *Config) binding { return textField(&c.ConsoleFrameAncestors, orEmpty(validFrameAncestors)) }},
 		{"audit.publish", "true", "publish every audit log entry to the system topic herald.audit as well", "true or false", func(c *Config) binding { return boolField(&c.AuditPublish) }},
 	}
 }
@@ -405,6 +408,22 @@ func nonEmpty(s string) bool { return strings.TrimSpace(s) != "" }
 func validPublicURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
+
+// frameAncestorRE is one CSP host source: an optional http(s) scheme, a
+// host that may start with "*.", an optional port.
+var frameAncestorRE = regexp.MustCompile(`^(https?://)?(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:([0-9]{1,5}|\*))?$`)
+
+// validFrameAncestors accepts space-separated CSP host sources, nothing
+// that could end the directive or add another.
+func validFrameAncestors(s string) bool {
+	fields := strings.Fields(s)
+	for _, f := range fields {
+		if !frameAncestorRE.MatchString(f) {
+			return false
+		}
+	}
+	return len(fields) > 0
 }
 
 // validNodeID accepts 1 to 64 ASCII letters, digits, '.', '_' and '-': a

@@ -97,6 +97,7 @@ var samples = map[string][3]string{
 	"push.apns-url":                    {"https://api.sandbox.push.apple.com", "http://127.0.0.1:9003", "https://api.push.apple.com"},
 	"audit.retention":                  {"2h", "30d", "365d"},
 	"audit.publish":                    {"false", "true", "false"},
+	"console.frame-ancestors":          {"https://app.example.com", "https://*.example.org http://localhost:3000", ""},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every

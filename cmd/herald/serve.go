@@ -31,6 +31,7 @@ import (
 	"github.com/heraldhq/herald/channel/nats"
 	"github.com/heraldhq/herald/channel/redis"
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/console"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/rules"
 	"github.com/heraldhq/herald/schedule"
@@ -280,6 +281,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		AdminKeyHash:   adminHash,
 		Version:        herald.Version,
 		PublishAudit:   m.Config.AuditPublish,
+		PublicURL:      m.Config.PublicURL,
 	}, deps)
 	m.newStreams()
 	if m.cluster != nil {
@@ -321,7 +323,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 
 	m.http = &http.Server{
-		Handler: m.api.Handler(),
+		Handler: withConsole(m.api.Handler(), console.New(console.Config{FrameAncestors: strings.Fields(m.Config.ConsoleFrameAncestors)})),
 		// The whole request must arrive within ReadTimeout: a client that
 		// announces a body and sends it slowly, or not at all, is answered
 		// 408 and cut off. net/http clears the deadline once the body is
@@ -705,4 +707,15 @@ type mainPublisher struct{ m *Main }
 
 func (p mainPublisher) Publish(ctx context.Context, params engine.PublishParams) ([]herald.AppendResult, error) {
 	return p.m.publisher.Publish(ctx, params)
+}
+
+// withConsole serves the web console at /console beside the API, and
+// sends a browser that opens the server's root there.
+func withConsole(apiHandler, con http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", apiHandler)
+	mux.Handle("/console", con)
+	mux.Handle("/console/", con)
+	mux.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusFound))
+	return mux
 }

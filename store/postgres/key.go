@@ -10,13 +10,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const keyColumns = `id, name, hash, prefix, scopes, created_at, expires_at, tenant`
+const keyColumns = `id, name, hash, prefix, scopes, created_at, expires_at, tenant, portal`
 
 func scanKey(row pgx.Row) (herald.APIKey, error) {
 	var k herald.APIKey
 	var scopes []string
 	var created, expires int64
-	if err := row.Scan(&k.ID, &k.Name, &k.Hash, &k.Prefix, &scopes, &created, &expires, &k.Tenant); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Hash, &k.Prefix, &scopes, &created, &expires, &k.Tenant, &k.Portal); err != nil {
 		return herald.APIKey{}, err
 	}
 	k.CreatedAt, k.ExpiresAt = fromNanos(created), fromNanos(expires)
@@ -63,8 +63,8 @@ func (s *Store) CreateKey(ctx context.Context, k herald.APIKey) error {
 			return herald.FieldErrorf("scopes", "scopes must be valid UTF-8 without NUL bytes")
 		}
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		k.ID, k.Name, k.Hash, k.Prefix, scopes, nanos(k.CreatedAt), nanos(k.ExpiresAt), k.Tenant)
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		k.ID, k.Name, k.Hash, k.Prefix, scopes, nanos(k.CreatedAt), nanos(k.ExpiresAt), k.Tenant, k.Portal)
 	if err != nil {
 		err = s.fail("create key", err)
 		if e, ok := errors.AsType[*herald.Error](err); ok && e.Code == herald.CodeConflict {

@@ -10,13 +10,13 @@ import (
 	"github.com/heraldhq/herald"
 )
 
-const keyColumns = `id, name, hash, prefix, scopes, created_at, expires_at, tenant`
+const keyColumns = `id, name, hash, prefix, scopes, created_at, expires_at, tenant, portal`
 
 func scanKey(sc interface{ Scan(...any) error }) (herald.APIKey, error) {
 	var k herald.APIKey
 	var scopes string
 	var created, expires int64
-	if err := sc.Scan(&k.ID, &k.Name, &k.Hash, &k.Prefix, &scopes, &created, &expires, &k.Tenant); err != nil {
+	if err := sc.Scan(&k.ID, &k.Name, &k.Hash, &k.Prefix, &scopes, &created, &expires, &k.Tenant, &k.Portal); err != nil {
 		return herald.APIKey{}, err
 	}
 	k.CreatedAt, k.ExpiresAt = fromNanos(created), fromNanos(expires)
@@ -42,8 +42,8 @@ func (s *Store) CreateKey(ctx context.Context, k herald.APIKey) error {
 		k.CreatedAt = time.Now()
 	}
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+keyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			k.ID, k.Name, k.Hash, k.Prefix, strings.Join(k.Scopes.Strings(), " "), nanos(k.CreatedAt), nanos(k.ExpiresAt), k.Tenant)
+		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (`+keyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.Name, k.Hash, k.Prefix, strings.Join(k.Scopes.Strings(), " "), nanos(k.CreatedAt), nanos(k.ExpiresAt), k.Tenant, k.Portal)
 		return err
 	})
 	err = s.fail("create key", err)

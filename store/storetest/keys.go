@@ -22,7 +22,7 @@ func newKey(t *testing.T, name string, created time.Time, scopes ...string) hera
 func sameKey(t *testing.T, got, want herald.APIKey) {
 	t.Helper()
 	if got.ID != want.ID || got.Name != want.Name || !bytes.Equal(got.Hash, want.Hash) || got.Prefix != want.Prefix ||
-		!slices.Equal(got.Scopes, want.Scopes) || !got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || got.Tenant != want.Tenant {
+		!slices.Equal(got.Scopes, want.Scopes) || !got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || got.Tenant != want.Tenant || got.Portal != want.Portal {
 		t.Fatalf("key read back as %+v, want %+v", got, want)
 	}
 }
@@ -45,6 +45,7 @@ func runKeys(t *testing.T, open func(t *testing.T) herald.Store) {
 		newer := newKey(t, "publisher", now, "publish:orders.>", "read:*")
 		newer.ExpiresAt = now.Add(30 * 24 * time.Hour)
 		newer.Tenant = "acme"
+		newer.Portal = true
 		// Created out of age order: the list is oldest first all the same.
 		for _, k := range []herald.APIKey{newer, older} {
 			if err := s.CreateKey(t.Context(), k); err != nil {
