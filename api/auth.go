@@ -40,6 +40,11 @@ type principal struct {
 	// portal: the key behind a tenant portal link, which may not mint
 	// further links.
 	portal bool
+	// external names a caller of a token from outside (OIDC or
+	// introspection, identity.Identity.Subject); "" for keys.
+	external string
+	// expires is when an outside token stops being valid; zero for keys.
+	expires time.Time
 }
 
 // adminSubject names the bootstrap admin key (and everyone, with
@@ -52,6 +57,9 @@ var adminPrincipal = &principal{scopes: herald.Scopes{{Action: herald.ActionAdmi
 // subject names the caller to the stream hub and in tokens: its key's id,
 // or adminSubject.
 func (p *principal) subject() string {
+	if p.external != "" {
+		return p.external
+	}
 	if p.keyID == "" {
 		return adminSubject
 	}
@@ -112,7 +120,15 @@ func (s *Server) credentials(r *http.Request) (*principal, error) {
 		return nil, herald.Errorf(herald.CodeUnauthorized, "the Authorization header must use the Bearer scheme")
 	}
 	secret = strings.TrimSpace(secret)
-	if secret == "" || len(secret) > maxBearerLen {
+	if secret == "" {
+		return nil, errBadCredentials
+	}
+	if s.external() && !strings.HasPrefix(secret, herald.KeySecretPrefix) {
+		if p, err, ok := s.externalPrincipal(r, secret); ok {
+			return p, err
+		}
+	}
+	if len(secret) > maxBearerLen {
 		return nil, errBadCredentials
 	}
 	hash := sha256.Sum256([]byte(secret))

@@ -15,6 +15,9 @@ type metrics struct {
 	// log, and those that could not be.
 	audited       prometheus.Counter
 	auditFailures prometheus.Counter
+	// tokens counts bearer tokens from outside checked, by method (oidc,
+	// introspection) and result (accepted, refused, unavailable).
+	tokens *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "herald_audit_failures_total",
 			Help: "Changes that could not be recorded in the audit log (the store failed); each is logged.",
 		})),
+		tokens: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_auth_tokens_total",
+			Help: "Bearer tokens from an outside identity provider checked, by method (oidc, introspection) and result (accepted, refused, unavailable).",
+		}, []string{"method", "result"})),
 	}
 }
 

@@ -135,6 +135,12 @@ type Deps struct {
 	// Users keeps end users' server-side subscriptions and presence;
 	// nil makes the /v1/users endpoints answer 503.
 	Users Users
+
+	// OIDC, when set, accepts bearer JWTs of an OpenID Connect issuer
+	// beside API keys; Introspection, when set, accepts other bearer
+	// tokens through the issuer's introspection endpoint (RFC 7662).
+	OIDC          TokenVerifier
+	Introspection TokenIntrospector
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -183,6 +189,8 @@ type Server struct {
 	archiveReader ArchiveReader
 	users         Users
 	userHub       UserHub
+	oidc          TokenVerifier
+	introspector  TokenIntrospector
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -220,6 +228,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.schemas = deps.Schemas
 	s.schedules, s.scheduleWake = deps.Schedules, deps.ScheduleWake
 	s.users = deps.Users
+	s.oidc, s.introspector = deps.OIDC, deps.Introspection
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))

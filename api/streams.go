@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/identity"
 )
 
 // Streams serves the realtime endpoints once the API has established who
@@ -58,7 +59,10 @@ var errKeyRevoked = herald.Errorf(herald.CodeUnauthorized, "the API key was dele
 // through another node within keyIndexTTL (2 s), the age of the list of
 // keys it reads.
 func (s *Server) CheckKey(ctx context.Context, subject string) (time.Time, error) {
-	if subject == adminSubject {
+	if subject == adminSubject || identity.IsExternalSubject(subject) {
+		// A token from outside cannot be asked about again: its streams
+		// and connection tokens end at its expiry instead (see
+		// principalExpiry).
 		return time.Time{}, nil
 	}
 	k, err := s.keys.byID(ctx, subject)
@@ -69,6 +73,15 @@ func (s *Server) CheckKey(ctx context.Context, subject string) (time.Time, error
 		return time.Time{}, err
 	}
 	return k.ExpiresAt, nil
+}
+
+// principalExpiry returns when the caller's credentials stop being
+// valid: its outside token's expiry, or its key's (CheckKey).
+func (s *Server) principalExpiry(ctx context.Context, p *principal) (time.Time, error) {
+	if p.external != "" {
+		return p.expires, nil
+	}
+	return s.CheckKey(ctx, p.subject())
 }
 
 var errNoStreams = &herald.Error{Code: herald.CodeUnavailable, Message: "this server does not serve realtime streams"}
@@ -104,7 +117,7 @@ func (s *Server) streamPrincipal(r *http.Request) (herald.Principal, error) {
 		return who, err
 	}
 	who = herald.Principal{Subject: p.subject(), Scopes: p.scopes}
-	if who.KeyExpires, err = s.CheckKey(r.Context(), who.Subject); err != nil {
+	if who.KeyExpires, err = s.principalExpiry(r.Context(), p); err != nil {
 		return who, err
 	}
 	return who, nil
@@ -198,7 +211,7 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) error {
 			return herald.FieldErrorf("ttl", "ttl %q: want a duration such as 15m or 1h", req.TTL)
 		}
 	}
-	keyExpires, err := s.CheckKey(r.Context(), p.subject())
+	keyExpires, err := s.principalExpiry(r.Context(), p)
 	if err != nil {
 		return err
 	}

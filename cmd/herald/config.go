@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/identity"
 )
 
 // Config is the configuration of `herald serve` and `herald migrate`. Every
@@ -86,6 +87,23 @@ type Config struct {
 	PushAPNsTeamID           string        // push.apns-team-id
 	PushAPNsTopic            string        // push.apns-topic: the app's bundle id
 	PushAPNsURL              string        // push.apns-url
+	OIDCIssuer               string        // auth.oidc.issuer: accept bearer JWTs of this OpenID Connect issuer; "" = off
+	OIDCAudience             string        // auth.oidc.audience: comma-separated aud values accepted
+	OIDCSubjectClaim         string        // auth.oidc.subject-claim
+	OIDCScopesClaim          string        // auth.oidc.scopes-claim: claim holding Herald scopes; "" = none
+	OIDCRolesClaim           string        // auth.oidc.roles-claim: claim holding roles, mapped by auth.oidc.role-scopes
+	OIDCRoleScopes           string        // auth.oidc.role-scopes: "role=scope scope;role=scope"
+	OIDCTenantClaim          string        // auth.oidc.tenant-claim: claim binding the caller to a tenant; "" = none
+	IntrospectionURL         string        // auth.introspection.url: RFC 7662 endpoint for opaque tokens; "" = off
+	IntrospectionClientID    string        // auth.introspection.client-id
+	IntrospectionSecret      Secret        // auth.introspection.client-secret
+	IntrospectionAudience    string        // auth.introspection.audience: comma-separated aud values accepted; "" = not checked
+	IntrospectionCacheTTL    time.Duration // auth.introspection.cache-ttl: how long an answer is reused
+	IntrospectionSubject     string        // auth.introspection.subject-claim
+	IntrospectionScopesClaim string        // auth.introspection.scopes-claim
+	IntrospectionRolesClaim  string        // auth.introspection.roles-claim
+	IntrospectionRoleScopes  string        // auth.introspection.role-scopes
+	IntrospectionTenantClaim string        // auth.introspection.tenant-claim
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -166,7 +184,71 @@ func settings() []setting {
 		{"audit.retention", "90d", "how long the audit log (GET /v1/audit) is kept", "a duration of at least 1h, such as 90d", func(c *Config) binding { return durationField(&c.AuditRetention, atLeast(time.Hour)) }},
 		{"console.frame-ancestors", "", `space-separated origins that may show the tenant portal (/console/portal) in a frame, such as https://app.example.com; "" for none. The operator console is never framed`, `"" or space-separated http(s) origins or host patterns (https://*.example.com)`, func(c *Config) binding { return textField(&c.ConsoleFrameAncestors, orEmpty(validFrameAncestors)) }},
 		{"audit.publish", "true", "publish every audit log entry to the system topic herald.audit as well", "true or false", func(c *Config) binding { return boolField(&c.AuditPublish) }},
+		{"auth.oidc.issuer", "", `accept bearer JWTs issued by this OpenID Connect issuer beside API keys (its discovery document and keys are fetched from it); "" turns it off`, `"" or an http:// or https:// URL`, func(c *Config) binding { return textField(&c.OIDCIssuer, orEmpty(validIssuer)) }},
+		{"auth.oidc.audience", "", `the "aud" values a token must name one of, comma-separated (usually Herald's client id at the provider); required with auth.oidc.issuer`, "a comma-separated list", func(c *Config) binding { return textField(&c.OIDCAudience, nil) }},
+		{"auth.oidc.subject-claim", "sub", "the claim naming the caller in the audit log", "a claim name or dotted path", func(c *Config) binding { return textField(&c.OIDCSubjectClaim, nonEmpty) }},
+		{"auth.oidc.scopes-claim", "", `a claim holding Herald scopes as written ("admin", "publish:orders.>"), an array or a space-separated string; other values are ignored; "" reads none`, "a claim name or dotted path, or empty", func(c *Config) binding { return textField(&c.OIDCScopesClaim, nil) }},
+		{"auth.oidc.roles-claim", "roles", "a claim holding the caller's roles or groups, mapped to scopes by auth.oidc.role-scopes (dotted paths reach nested claims: realm_access.roles)", "a claim name or dotted path", func(c *Config) binding { return textField(&c.OIDCRolesClaim, nil) }},
+		{"auth.oidc.role-scopes", "", `the scopes of each role: "role=scope scope;role=scope", such as "herald-admins=admin;billing=publish:billing.> read:billing.>"`, `role=scope [scope ...] entries separated by ';'`, func(c *Config) binding { return textField(&c.OIDCRoleScopes, validRoleScopes) }},
+		{"auth.oidc.tenant-claim", "", `a claim that binds a caller to the tenant it names (a tenant's caller cannot be admin); "" binds none`, "a claim name or dotted path, or empty", func(c *Config) binding { return textField(&c.OIDCTenantClaim, nil) }},
+		{"auth.introspection.url", "", `accept opaque bearer tokens checked at this OAuth 2.0 token introspection endpoint (RFC 7662); "" turns it off`, `"" or an http:// or https:// URL`, func(c *Config) binding { return textField(&c.IntrospectionURL, orEmpty(validIssuer)) }},
+		{"auth.introspection.client-id", "", "the client id Herald authenticates to the introspection endpoint with (HTTP Basic); required with auth.introspection.url", "any text", func(c *Config) binding { return textField(&c.IntrospectionClientID, nil) }},
+		{"auth.introspection.client-secret", "", "the client secret for the introspection endpoint", "any text", func(c *Config) binding { return secretField(&c.IntrospectionSecret, func(string) bool { return true }) }},
+		{"auth.introspection.audience", "", `"aud" values an active token must name one of, comma-separated; "" checks none`, "a comma-separated list, or empty", func(c *Config) binding { return textField(&c.IntrospectionAudience, nil) }},
+		{"auth.introspection.cache-ttl", "1m", "how long an introspection answer is reused for the same token (never past the token's exp); a revoked token is refused within this", "a duration from 1s to 1h, such as 1m", func(c *Config) binding {
+			return durationField(&c.IntrospectionCacheTTL, between(time.Second, time.Hour))
+		}},
+		{"auth.introspection.subject-claim", "sub", "the member naming the caller (client_id, then username, when it is absent)", "a member name or dotted path", func(c *Config) binding { return textField(&c.IntrospectionSubject, nonEmpty) }},
+		{"auth.introspection.scopes-claim", "", `a member holding Herald scopes as written (RFC 7662's "scope" is a space-separated string); "" reads none`, "a member name or dotted path, or empty", func(c *Config) binding { return textField(&c.IntrospectionScopesClaim, nil) }},
+		{"auth.introspection.roles-claim", "roles", "a member holding roles, mapped by auth.introspection.role-scopes", "a member name or dotted path", func(c *Config) binding { return textField(&c.IntrospectionRolesClaim, nil) }},
+		{"auth.introspection.role-scopes", "", `the scopes of each role, as auth.oidc.role-scopes`, `role=scope [scope ...] entries separated by ';'`, func(c *Config) binding { return textField(&c.IntrospectionRoleScopes, validRoleScopes) }},
+		{"auth.introspection.tenant-claim", "", `a member that binds a caller to the tenant it names; "" binds none`, "a member name or dotted path, or empty", func(c *Config) binding { return textField(&c.IntrospectionTenantClaim, nil) }},
 	}
+}
+
+// validIssuer accepts an http or https URL with a host.
+func validIssuer(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Fragment == ""
+}
+
+func validRoleScopes(s string) bool {
+	_, err := identity.ParseRoleScopes(s)
+	return err == nil
+}
+
+// validateAuth checks the settings of outside identity that depend on
+// each other.
+func (c Config) validateAuth() []error {
+	var errs []error
+	if c.OIDCIssuer != "" {
+		if splitList(c.OIDCAudience) == nil {
+			errs = append(errs, errors.New("auth.oidc.audience: required with auth.oidc.issuer: the aud value (usually Herald's client id at the provider) that tokens must name"))
+		}
+		if c.OIDCScopesClaim == "" && c.OIDCRoleScopes == "" {
+			errs = append(errs, errors.New("auth.oidc.scopes-claim or auth.oidc.role-scopes: set at least one with auth.oidc.issuer, or no token can do anything"))
+		}
+	}
+	if c.IntrospectionURL != "" {
+		if c.IntrospectionClientID == "" {
+			errs = append(errs, errors.New("auth.introspection.client-id: required with auth.introspection.url"))
+		}
+		if c.IntrospectionScopesClaim == "" && c.IntrospectionRoleScopes == "" {
+			errs = append(errs, errors.New("auth.introspection.scopes-claim or auth.introspection.role-scopes: set at least one with auth.introspection.url, or no token can do anything"))
+		}
+	}
+	return errs
+}
+
+// splitList splits a comma-separated list, dropping blanks; nil for none.
+func splitList(s string) []string {
+	var out []string
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Secret is a setting that must not be shown: a password-bearing URL, a
@@ -214,6 +296,7 @@ func (c Config) Validate() error {
 			errs = append(errs, s.problem(b.text(), b.secret(), ""))
 		}
 	}
+	errs = append(errs, c.validateAuth()...)
 	return errors.Join(errs...)
 }
 

@@ -276,6 +276,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	deps.Tokens = tokens
+	if err := m.newIdentity(&deps, log); err != nil {
+		return err
+	}
 	m.api = api.New(api.Config{
 		InsecureNoAuth: m.Config.InsecureNoAuth,
 		AdminKeyHash:   adminHash,
