@@ -237,6 +237,8 @@ func TestDefaults(t *testing.T) {
 		SMSTwilioURL:            "https://api.twilio.com",
 		SMSHTTPMethod:           "POST",
 		SMSHTTPContentType:      "application/json",
+		PushFCMURL:              "https://fcm.googleapis.com",
+		PushAPNsURL:             "https://api.push.apple.com",
 		OIDCSubjectClaim:        "sub",
 		OIDCRolesClaim:          "roles",
 		IntrospectionCacheTTL:   time.Minute,
