@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -22,11 +24,14 @@ import (
 // batching, no Herald in between.
 type ChannelConfig struct {
 	Server, Key string
-	// Channel is "kafka", "redis" or "nats" (JetStream).
+	// Channel is one of Channels: "kafka", "redis", "nats" (JetStream),
+	// "amqp" or "mqtt".
 	Channel string
 	// Broker is the broker's address. "" means, for kafka, a kfake
 	// cluster inside this process (no Kafka can be installed here) and,
-	// for redis, 127.0.0.1:6379, for nats, nats://127.0.0.1:4222.
+	// for redis, 127.0.0.1:6379, for nats, nats://127.0.0.1:4222, for
+	// amqp, amqp://guest:guest@127.0.0.1:5672/, for mqtt,
+	// tcp://127.0.0.1:1883.
 	Broker string
 	// Partitions of the Kafka topics the bench makes (kfake only).
 	Partitions int
@@ -57,6 +62,9 @@ type ChannelConfig struct {
 	Progress io.Writer // progress lines; nil for none
 }
 
+// Channels are the channels "herald bench --channel" measures.
+var Channels = []string{"kafka", "redis", "nats", "amqp", "mqtt"}
+
 // ChannelDefaults returns the defaults of a channel bench.
 func ChannelDefaults() ChannelConfig {
 	return ChannelConfig{Partitions: 8, Events: 200_000, Batch: 100, Workers: 4, Size: 256, Keys: 100, MaxInFlight: 16, Timeout: 2 * time.Minute}
@@ -64,8 +72,8 @@ func ChannelDefaults() ChannelConfig {
 
 func (c ChannelConfig) validate() error {
 	switch {
-	case c.Channel != "kafka" && c.Channel != "redis" && c.Channel != "nats":
-		return herald.FieldErrorf("channel", "--channel %q: kafka, redis or nats", c.Channel)
+	case !slices.Contains(Channels, c.Channel):
+		return herald.FieldErrorf("channel", "--channel %q: one of %s", c.Channel, strings.Join(Channels, ", "))
 	case c.Events < 1:
 		return herald.FieldErrorf("events", "--events must be at least 1")
 	case c.Batch < 1 || c.Batch > 1000:
@@ -111,7 +119,7 @@ type ChannelReport struct {
 
 // ChannelResult is one side's figures.
 type ChannelResult struct {
-	Target     string `json:"target"` // the Kafka topic or Redis stream
+	Target     string `json:"target"` // the Kafka topic, Redis stream, NATS subject, AMQP queue or MQTT topic
 	Events     int64  `json:"events"` // acknowledged by Herald (herald) or written (bare)
 	Delivered  int64  `json:"delivered"`
 	Duplicates int64  `json:"duplicates"`
@@ -163,6 +171,10 @@ func RunChannel(ctx context.Context, cfg ChannelConfig) (*ChannelReport, error) 
 		b, err = newKafkaBroker(cfg)
 	case "nats":
 		b, err = newNATSBroker(cfg)
+	case "amqp":
+		b, err = newAMQPBroker(cfg)
+	case "mqtt":
+		b, err = newMQTTBroker(cfg)
 	default:
 		b, err = newRedisBroker(cfg)
 	}

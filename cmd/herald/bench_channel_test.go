@@ -51,32 +51,41 @@ func TestBenchChannel(t *testing.T) {
 	}
 }
 
-// TestBenchChannelNATS runs "herald bench --channel nats" against the test
-// NATS server's JetStream: every event comes back, from Herald and from
-// the bare producer.
-func TestBenchChannelNATS(t *testing.T) {
+// TestBenchChannelBrokers runs "herald bench --channel" against the test
+// NATS server's JetStream, RabbitMQ and Mosquitto: every event comes back,
+// from Herald and from the bare producer, each once.
+func TestBenchChannelBrokers(t *testing.T) {
 	t.Parallel()
-	u := os.Getenv("HERALD_TEST_NATS")
-	if u == "" {
-		t.Skip("HERALD_TEST_NATS is not set")
-	}
 	m, _ := testServer(t, t.TempDir(), nil)
 	env := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
-	var out, errOut bytes.Buffer
-	args := []string{"bench", "--channel", "nats", "--broker", u, "--events", "1200", "--batch", "100", "--quiet", "--json"}
-	if code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, func(k string) string { return env[k] }); code != exitOK {
-		t.Fatalf("exit %d\n%s%s", code, out.String(), errOut.String())
-	}
-	var rep bench.ChannelReport
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
-	for _, r := range []bench.ChannelResult{rep.Bare, rep.Herald} {
-		if r.Events != 1200 || r.Delivered != 1200 || r.Lost != 0 || r.Duplicates != 0 || r.Rate <= 0 || r.Err != "" {
-			t.Errorf("%s: %+v; want 1200 events, each delivered once", r.Target, r)
-		}
-	}
-	if rep.Ratio <= 0 {
-		t.Errorf("report %+v", rep)
+	for _, c := range []struct{ channel, env string }{
+		{"nats", "HERALD_TEST_NATS"},
+		{"amqp", "HERALD_TEST_AMQP"},
+		{"mqtt", "HERALD_TEST_MQTT"},
+	} {
+		t.Run(c.channel, func(t *testing.T) {
+			t.Parallel()
+			u := os.Getenv(c.env)
+			if u == "" {
+				t.Skip(c.env + " is not set")
+			}
+			var out, errOut bytes.Buffer
+			args := []string{"bench", "--channel", c.channel, "--broker", u, "--events", "1200", "--batch", "100", "--quiet", "--json"}
+			if code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, func(k string) string { return env[k] }); code != exitOK {
+				t.Fatalf("exit %d\n%s%s", code, out.String(), errOut.String())
+			}
+			var rep bench.ChannelReport
+			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			for _, r := range []bench.ChannelResult{rep.Bare, rep.Herald} {
+				if r.Events != 1200 || r.Delivered != 1200 || r.Lost != 0 || r.Duplicates != 0 || r.Rate <= 0 || r.Err != "" {
+					t.Errorf("%s: %+v; want 1200 events, each delivered once", r.Target, r)
+				}
+			}
+			if rep.Channel != c.channel || rep.Ratio <= 0 {
+				t.Errorf("report %+v", rep)
+			}
+		})
 	}
 }

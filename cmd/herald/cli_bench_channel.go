@@ -7,10 +7,11 @@ import (
 	"github.com/heraldhq/herald/bench"
 )
 
-const benchChannelUsage = `herald bench --channel kafka|redis|nats [options]
+const benchChannelUsage = `herald bench --channel kafka|redis|nats|amqp|mqtt [options]
 
 Measure Herald delivering to a broker through a channel, beside a bare
-producer of the same client library (franz-go, go-redis, nats.go) writing the same
+producer of the same client library (franz-go, go-redis, nats.go,
+amqp091-go, Paho) writing the same
 events to the same broker with the same batching and no Herald in
 between, in the same run. It creates a topic bench.ch<random> and one
 subscription of the channel (its max_batch_events, linger_ms and
@@ -27,7 +28,14 @@ Kafka: without --broker, a kfake cluster runs in this process (no Kafka
 can be installed here); Redis: --broker defaults to 127.0.0.1:6379
 (stream mode); NATS: --broker defaults to nats://127.0.0.1:4222, and both
 sides publish to JetStream streams of their own (file storage), in
-batches of 500 (the nats channel has no batch setting). The server must allow private destinations
+batches of 500 (the nats channel has no batch setting); AMQP: --broker
+defaults to amqp://guest:guest@127.0.0.1:5672/, each side publishes
+persistent, mandatory messages with confirms to a durable queue of its
+own through the default exchange, in batches of 500; MQTT: --broker
+defaults to tcp://127.0.0.1:1883, each side publishes QoS 1 messages in
+the raw format to a topic of its own, in batches of 100, and a QoS 0
+subscriber reads them back (at QoS 1 Mosquitto would drop what a
+subscriber more than 1,000 messages behind has not taken). The server must allow private destinations
 (allow-private-destinations) to reach a broker on loopback. The exit
 status is 1 when events were lost or a side failed.
 
@@ -35,6 +43,8 @@ Scenarios (docs/benchmarks.md):
   kafka (kfake), batches of 500   herald bench --channel kafka --events 200000 --batch 100 --workers 4
   redis stream, batches of 100    herald bench --channel redis --events 200000 --batch 100 --workers 4
   nats JetStream, batches of 500  herald bench --channel nats --events 200000 --batch 100 --workers 4
+  amqp (RabbitMQ), batches of 500 herald bench --channel amqp --events 200000 --batch 100 --workers 4
+  mqtt (Mosquitto), batches of 100 herald bench --channel mqtt --events 200000 --batch 100 --workers 4
   smoke run                       herald bench --channel kafka --events 2000`
 
 // benchChannelRequested reports whether a bench command line asks for a
@@ -59,8 +69,8 @@ func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput,
 		quiet bool
 	)
 	fs := c.flagSet("bench --channel", benchChannelUsage)
-	fs.StringVar(&cfg.Channel, "channel", "", "the `CHANNEL` to measure: kafka, redis or nats")
-	fs.StringVar(&cfg.Broker, "broker", "", "the broker's `ADDR` (host:port); kafka: none runs kfake in this process; redis: 127.0.0.1:6379")
+	fs.StringVar(&cfg.Channel, "channel", "", "the `CHANNEL` to measure: "+strings.Join(bench.Channels, ", "))
+	fs.StringVar(&cfg.Broker, "broker", "", "the broker's `ADDR` (host:port or URL); kafka: none runs kfake in this process; redis: 127.0.0.1:6379; nats: nats://127.0.0.1:4222; amqp: amqp://guest:guest@127.0.0.1:5672/; mqtt: tcp://127.0.0.1:1883")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "`N` partitions of the Kafka topics (kfake only)")
 	fs.IntVar(&cfg.Events, "events", cfg.Events, "publish `N` events")
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "`K` events per publish request")
