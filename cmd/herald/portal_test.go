@@ -127,3 +127,13 @@ func TestPortalLinks(t *testing.T) {
 		t.Fatal("the server log holds a portal token")
 	}
 }
+
+// The portal-link example of docs/console.md works as written.
+func TestDocsConsolePortalLink(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	out := runDocScript(t, m, docExamples(t, "../../docs/console.md")["portal-link"])
+	if !strings.Contains(out, `"tenant":"acme"`) || !strings.Contains(out, "/console/portal#token=hrld_") {
+		t.Fatalf("the example answered %s", out)
+	}
+}

@@ -120,14 +120,14 @@ const OPERATOR_NAV = [
 ];
 const PORTAL_NAV = [['subscriptions', 'Endpoints']];
 
-function renderNav(signedIn) {
+function renderNav(signedIn, cur) {
   const nav = document.getElementById('nav');
   const who = document.getElementById('who');
   if (!signedIn) { nav.replaceChildren(); who.replaceChildren(); return; }
   const items = MODE === 'portal' ? PORTAL_NAV : OPERATOR_NAV;
-  const cur = location.hash.split('/')[1] || '';
   nav.replaceChildren(...items.map(([k, label]) => h('a', { href: '#/' + k, class: k === cur ? 'current' : null }, label)));
-  who.replaceChildren(h('button', { id: 'signout', type: 'button', onclick: () => { sessionStorage.removeItem(SLOT); stopTail(); location.hash = '#/'; route(); } }, 'Sign out'));
+  who.replaceChildren(h('button', { id: 'refresh', type: 'button', title: 'Reload this page\'s data', onclick: () => run(() => null) }, 'Refresh'), ' ',
+    h('button', { id: 'signout', type: 'button', onclick: () => { sessionStorage.removeItem(SLOT); stopTail(); location.hash = '#/'; route(); } }, 'Sign out'));
 }
 
 function table(cols, rows, opts) {
@@ -214,7 +214,7 @@ async function render() {
   let [page, id, sub] = parts;
   if (!page) page = MODE === 'portal' ? 'subscriptions' : 'topics';
   if (MODE === 'portal' && page !== 'subscriptions') page = 'subscriptions';
-  renderNav(true);
+  renderNav(true, page);
   if (!(page === 'topics' && id)) stopTail();
   const pages = {
     topics: id ? () => topicPage(id) : topicsPage,
@@ -455,7 +455,7 @@ function chart(attempts) {
     const age = (now - Date.parse(a.time)) / 60000;
     if (!(age >= 0 && age < buckets)) continue;
     const i = buckets - 1 - Math.floor(age);
-    if (a.outcome === 'delivered' || a.outcome === 'success') ok[i]++; else bad[i]++;
+    if (a.outcome === 'success') ok[i]++; else bad[i]++;
     lat[i] += a.latency_ms || 0;
   }
   const max = Math.max(1, ...ok.map((v, i) => v + bad[i]));
