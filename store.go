@@ -90,6 +90,15 @@ type Store interface {
 	// now, and dedup keys whose window has passed, oldest first, in short
 	// transactions so publishing is not stalled. It returns how many rows it
 	// deleted; callers repeat while the result is limit.
+	//
+	// Archives hold retention back: an event that an archive (ArchiveStore)
+	// has not written yet (its seq is above the archive subscription's
+	// cursor in the topic, or in that subscription's retry set; every event
+	// of a matching topic where it has no cursor) is kept while the
+	// subscription is active, and at most the archive's MaxHold past its
+	// retention otherwise (see ArchiveHold). Retention still removes a
+	// prefix of each log: Prune stops at the first event it keeps.
+	// Dead letters do not hold.
 	Prune(ctx context.Context, now time.Time, limit int) (int64, error)
 
 	// CreateKey stores a new API key; CodeConflict if the ID exists.

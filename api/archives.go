@@ -42,6 +42,9 @@ type archiveSpec struct {
 	Compression string                 `json:"compression"`
 	Flush       *archive.Flush         `json:"flush"`
 	Destination json.RawMessage        `json:"destination"`
+	// MaxHold bounds the retention hold of a paused or disabled archive
+	// (herald.Archive.MaxHold); nil keeps the stored one, or the default.
+	MaxHold *string `json:"max_hold"`
 	// Start applies to creation: where the archive starts in the topics
 	// ("now", the default, "earliest" or a time).
 	Start json.RawMessage `json:"start"`
@@ -58,6 +61,7 @@ type archiveJSON struct {
 	Compression    string                 `json:"compression,omitempty"`
 	Flush          archive.Flush          `json:"flush"`
 	Destination    json.RawMessage        `json:"destination"`
+	MaxHold        string                 `json:"max_hold"`
 	State          string                 `json:"state"`
 	StateReason    string                 `json:"state_reason,omitempty"`
 	SubscriptionID string                 `json:"subscription_id"`
@@ -65,6 +69,43 @@ type archiveJSON struct {
 	UpdatedAt      string                 `json:"updated_at"`
 	LastSuccessAt  string                 `json:"last_success_at,omitempty"`
 	Stats          *statsJSON             `json:"stats,omitempty"`
+}
+
+// archiveOf returns the name of the archive whose subscription has the
+// id, or "" when none has.
+func (s *Server) archiveOf(ctx context.Context, subID string) (string, error) {
+	st, err := s.archiveStore()
+	if err != nil {
+		return "", nil
+	}
+	after := ""
+	for {
+		list, err := st.ListArchives(ctx, after, 1000)
+		if err != nil {
+			return "", err
+		}
+		for _, a := range list {
+			if a.SubscriptionID == subID {
+				return a.Name, nil
+			}
+		}
+		if len(list) < 1000 {
+			return "", nil
+		}
+		after = list[len(list)-1].Name
+	}
+}
+
+// maxHold reads the spec's max_hold; def when it is left out.
+func (spec archiveSpec) maxHold(def time.Duration) (time.Duration, error) {
+	if spec.MaxHold == nil {
+		return def, nil
+	}
+	d, err := herald.ParseDuration(*spec.MaxHold)
+	if err != nil {
+		return 0, herald.FieldErrorf("max_hold", "max_hold is a duration such as 7d or 12h, got %q", *spec.MaxHold)
+	}
+	return d, herald.ValidateArchiveMaxHold(d)
 }
 
 func (s *Server) archiveStore() (herald.ArchiveStore, error) {
@@ -109,6 +150,7 @@ func (s *Server) toArchiveJSON(a herald.Archive, sub herald.Subscription) archiv
 		Name: a.Name, Topics: sub.Topic, Description: sub.Description, State: string(sub.State),
 		SubscriptionID: sub.ID, CreatedAt: formatTime(a.CreatedAt), UpdatedAt: formatTime(sub.UpdatedAt),
 		LastSuccessAt: formatOptTime(sub.LastSuccessAt), Destination: json.RawMessage(`{}`),
+		MaxHold: herald.FormatDuration(a.MaxHold),
 	}
 	out.StateReason, _ = splitReason(sub.StateReason, false)
 	if len(sub.Filter) > 0 {
@@ -195,6 +237,11 @@ func (s *Server) putArchive(w http.ResponseWriter, r *http.Request) error {
 		if sub.Topic != spec.Topics {
 			return herald.Errorf(herald.CodeConflict, "the topics of archive %s are %q; they cannot change: create a new archive", name, sub.Topic)
 		}
+		hold, err := spec.maxHold(a.MaxHold)
+		if err != nil {
+			return err
+		}
+
 		sub, err = s.save(ctx, sub, func(sub *herald.Subscription) error {
 			config, err := s.archiveConfig(ctx, spec, sub.Config)
 			if err != nil {
@@ -207,6 +254,12 @@ func (s *Server) putArchive(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		if hold != a.MaxHold {
+			a.MaxHold = hold
+			if err := st.UpdateArchive(ctx, a); err != nil {
+				return err
+			}
+		}
 		s.changed(sub.ID)
 		return writeJSON(w, http.StatusOK, s.toArchiveJSON(a, sub))
 	case !herald.IsCode(err, herald.CodeNotFound):
@@ -214,6 +267,10 @@ func (s *Server) putArchive(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	config, err := s.archiveConfig(ctx, spec, nil)
+	if err != nil {
+		return err
+	}
+	hold, err := spec.maxHold(herald.DefaultArchiveMaxHold)
 	if err != nil {
 		return err
 	}
@@ -240,7 +297,7 @@ func (s *Server) putArchive(w http.ResponseWriter, r *http.Request) error {
 	if err := s.subs.CreateSubscription(ctx, sub, start); err != nil {
 		return err
 	}
-	a = herald.Archive{Name: name, SubscriptionID: sub.ID, CreatedAt: now}
+	a = herald.Archive{Name: name, SubscriptionID: sub.ID, MaxHold: hold, CreatedAt: now}
 	if err := st.CreateArchive(ctx, a); err != nil {
 		// Another request created it meanwhile: take ours back.
 		_ = s.subs.DeleteSubscription(context.WithoutCancel(ctx), sub.ID)

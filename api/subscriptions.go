@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/archive"
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/filter"
 )
@@ -1081,6 +1082,18 @@ func (s *Server) deleteSubscription(w http.ResponseWriter, r *http.Request) erro
 	sub, err := s.loadSubscription(r)
 	if err != nil {
 		return err
+	}
+	if sub.Channel == archive.Name {
+		// Deleting it would leave its archive without settings or state,
+		// and its retention hold without an owner: the archive goes whole.
+		name, err := s.archiveOf(r.Context(), sub.ID)
+		if err != nil {
+			return err
+		}
+		if name != "" {
+			return &herald.Error{Code: herald.CodeConflict, Field: "id", Message: fmt.Sprintf(
+				"subscription %s belongs to archive %s; delete the archive instead (DELETE /v1/archives/%s), which removes its subscription too", sub.ID, name, name)}
+		}
 	}
 	if err := s.subs.DeleteSubscription(r.Context(), sub.ID); err != nil {
 		return err

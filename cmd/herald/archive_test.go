@@ -18,6 +18,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/engine"
 )
 
 // call sends a JSON request with the admin key and returns the status and
@@ -298,5 +299,129 @@ func TestArchiveS3EndToEnd(t *testing.T) {
 	}
 	if parquet == 0 {
 		t.Fatalf("no Parquet object under prod/ in the bucket: %+v", list.Contents)
+	}
+}
+
+// TestArchiveRetentionHold checks that an archive holds retention back
+// through the real server: events a failing archive has not written stay
+// however far past their retention the pruner runs; once written they go;
+// a paused archive holds them only for its max_hold, after which they go
+// and the archive counts the gap when it resumes. Deleting the archive's
+// subscription through /v1/subscriptions is refused.
+func TestArchiveRetentionHold(t *testing.T) {
+	t.Parallel()
+	dir, archiveDir := t.TempDir(), t.TempDir()
+	configure := func(c *Config) { c.ArchiveDir = archiveDir }
+	m, _ := testServer(t, dir, configure)
+	c := adminClient(m)
+	ctx := t.Context()
+	if _, _, err := c.PutTopic(ctx, "held.app", client.TopicSettings{Retention: new(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	// The destination folder's name is taken by a file: every write fails
+	// until the file goes.
+	blocker := filepath.Join(archiveDir, "held")
+	if err := os.WriteFile(blocker, []byte("not a folder"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := map[string]any{
+		"topics":      "held.>",
+		"flush":       map[string]any{"max_events": 100, "max_age": "100ms"},
+		"destination": map[string]any{"type": "local", "path": "held"},
+		"max_hold":    "1h",
+		"start":       "earliest",
+	}
+	status, body, _ := archiveCall(t, m, "PUT", "/v1/archives/held", spec)
+	if status != http.StatusCreated || !strings.Contains(string(body), `"max_hold":"1h"`) {
+		t.Fatalf("PUT /v1/archives/held: %d %s", status, body)
+	}
+	var a struct {
+		SubscriptionID string `json:"subscription_id"`
+	}
+	_ = json.Unmarshal(body, &a)
+	if status, body, _ := archiveCall(t, m, "PUT", "/v1/archives/other", map[string]any{"topics": "held.>", "destination": map[string]any{"type": "local"}, "max_hold": "400d"}); status != 400 || !strings.Contains(string(body), `"field":"max_hold"`) {
+		t.Fatalf("PUT with max_hold over the limit: %d %s", status, body)
+	}
+
+	publish := func(n int) {
+		for i := range n {
+			if _, err := c.Publish(ctx, "held.app", fmt.Appendf(nil, `{"n":%d}`, i), client.PublishOptions{ContentType: "application/json"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	retained := func() int {
+		page, err := c.ListEvents(ctx, "held.app", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(page.Events)
+	}
+	// prune runs a retention pass as of the time (it also removes
+	// idempotency keys, so only the events left are checked).
+	prune := func(at time.Time) {
+		if _, err := engine.NewPruner(m.store, engine.PrunerConfig{Now: func() time.Time { return at }}, nil, nil).Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(3)
+	waitCond(t, "the archive's writes failing", 20*time.Second, func() bool {
+		return strings.Contains(metricsText(t, m), "herald_archive_write_failures_total ") && !strings.Contains(metricsText(t, m), "herald_archive_write_failures_total 0\n")
+	})
+	// A year on, the active archive still holds the three.
+	prune(time.Now().Add(365 * 24 * time.Hour))
+	if n := retained(); n != 3 {
+		t.Fatalf("pruning past retention with a failing archive left %d events, want 3", n)
+	}
+	// The destination comes back: the retries write them, and then they go.
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	rng := url.Values{"from": {now.Add(-time.Hour).Format(time.RFC3339)}, "to": {now.Add(time.Hour).Format(time.RFC3339)}}
+	waitArchived(t, m, "held", rng, 3)
+	waitCond(t, "the written events pruned", 20*time.Second, func() bool {
+		prune(time.Now().Add(2 * time.Minute))
+		return retained() == 0
+	})
+
+	// Paused, the archive holds new events for its max_hold past retention
+	// (1m + 1h), not longer.
+	if status, body, _ := archiveCall(t, m, "POST", "/v1/archives/held/pause", nil); status != 200 {
+		t.Fatalf("pause: %d %s", status, body)
+	}
+	publish(2)
+	at := time.Now()
+	prune(at.Add(30 * time.Minute))
+	if n := retained(); n != 2 {
+		t.Fatalf("pruning inside a paused archive's hold left %d events, want 2", n)
+	}
+	prune(at.Add(time.Minute + time.Hour + time.Minute))
+	if n := retained(); n != 0 {
+		t.Fatalf("pruning past a paused archive's hold left %d events, want 0", n)
+	}
+	// A restart empties the cache of recent events, which would still
+	// have the two.
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m, _ = testServer(t, dir, configure)
+	c = adminClient(m)
+	if status, body, _ := archiveCall(t, m, "POST", "/v1/archives/held/resume", nil); status != 200 {
+		t.Fatalf("resume: %d %s", status, body)
+	}
+	publish(1)
+	waitArchived(t, m, "held", rng, 4)
+	if !strings.Contains(metricsText(t, m), "herald_retention_gap_events_total 2\n") {
+		t.Fatalf("the gap of 2 pruned events is not counted:\n%s", grepLines(metricsText(t, m), "gap"))
+	}
+
+	// The archive's subscription is not deleted on its own.
+	status, body, hdr := archiveCall(t, m, "DELETE", "/v1/subscriptions/"+a.SubscriptionID, nil)
+	if status != http.StatusConflict || !strings.Contains(string(body), `"field":"id"`) || !strings.Contains(string(body), "archive held") {
+		t.Fatalf("DELETE the archive's subscription: %d %v %s", status, hdr, body)
+	}
+	if status, _, _ := archiveCall(t, m, "GET", "/v1/archives/held", nil); status != 200 {
+		t.Fatalf("the archive after a refused subscription delete: %d", status)
 	}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -11,7 +12,7 @@ import (
 // pruneCandidatesSQL finds the topics that have something to prune at $1:
 // an expired event at the front of the log, or an expired dedup key. Each
 // test is one index probe per topic.
-const pruneCandidatesSQL = `SELECT t.id, $1 - t.retention, $1 - t.dedup_window FROM topics t
+const pruneCandidatesSQL = `SELECT t.id, t.name, $1 - t.retention, $1 - t.dedup_window FROM topics t
 	WHERE (SELECT e.time_ns FROM events e WHERE e.topic_id = t.id ORDER BY e.seq LIMIT 1) <= $1 - t.retention
 	   OR EXISTS (SELECT 1 FROM dedup d WHERE d.topic_id = t.id AND d.time_ns <= $1 - t.dedup_window)
 	ORDER BY t.id`
@@ -98,14 +99,17 @@ func (s *Store) Prune(ctx context.Context, now time.Time, limit int) (int64, err
 		}
 	}
 
-	type candidate struct{ id, eventCutoff, dedupCutoff int64 }
+	type candidate struct {
+		id, eventCutoff, dedupCutoff int64
+		name                         string
+	}
 	rows, err = s.pool.Query(ctx, pruneCandidatesSQL, now.UnixNano())
 	if err != nil {
 		return total, s.fail("prune: find expired rows", err)
 	}
 	cands, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (candidate, error) {
 		var c candidate
-		err := row.Scan(&c.id, &c.eventCutoff, &c.dedupCutoff)
+		err := row.Scan(&c.id, &c.name, &c.eventCutoff, &c.dedupCutoff)
 		return c, err
 	})
 	if err != nil {
@@ -115,7 +119,16 @@ func (s *Store) Prune(ctx context.Context, now time.Time, limit int) (int64, err
 		if left() == 0 {
 			return total, nil
 		}
-		n, err := s.exec(ctx, pruneEventsSQL, c.id, c.eventCutoff, left())
+		holds, err := s.archiveHolds(ctx, c.name, c.eventCutoff)
+		if err != nil {
+			return total, s.fail("prune: archive holds", err)
+		}
+		var n int64
+		if len(holds) == 0 {
+			n, err = s.exec(ctx, pruneEventsSQL, c.id, c.eventCutoff, left())
+		} else {
+			n, err = s.pruneHeld(ctx, c.id, c.eventCutoff, holds, left())
+		}
 		total += n
 		if err != nil {
 			return total, s.fail("prune: expired events", err)
@@ -141,3 +154,79 @@ func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error
 	}
 	return tag.RowsAffected(), nil
 }
+
+// archiveHolds returns what the archives whose topics match the topic
+// keep back in it (see herald.Store.Prune). The cursor is read before the
+// retry set: a Settle that moves an event from one to the other commits
+// both at once, so the event is seen in at least one of them.
+func (s *Store) archiveHolds(ctx context.Context, topic string, cutoff int64) ([]herald.RetentionHold, error) {
+	type holder struct {
+		a                  herald.Archive
+		id, pattern, state string
+	}
+	rows, err := s.pool.Query(ctx, `SELECT a.max_hold, s.id, s.topic, s.state FROM archives a JOIN subscriptions s ON s.id = a.subscription_id`)
+	if err != nil {
+		return nil, err
+	}
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (holder, error) {
+		var h holder
+		var hold int64
+		err := row.Scan(&hold, &h.id, &h.pattern, &h.state)
+		h.a.MaxHold = time.Duration(hold)
+		return h, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var holds []herald.RetentionHold
+	for _, h := range all {
+		if !herald.MatchTopic(h.pattern, topic) {
+			continue
+		}
+		var cursor, retry *int64
+		err := s.pool.QueryRow(ctx, `SELECT seq FROM cursors WHERE subscription_id = $1 AND topic = $2`, h.id, topic).Scan(&cursor)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, err
+		}
+		if err := s.pool.QueryRow(ctx, `SELECT min(seq) FROM retries WHERE subscription_id = $1 AND topic = $2`, h.id, topic).Scan(&retry); err != nil {
+			return nil, err
+		}
+		holds = append(holds, herald.ArchiveHold(h.a, herald.SubscriptionState(h.state), deref(cursor), deref(retry), cutoff))
+	}
+	return holds, nil
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// pruneHeld deletes up to limit events from the front of the topic's log,
+// stopping at the first one still retained or held by an archive.
+func (s *Store) pruneHeld(ctx context.Context, topicID, cutoff int64, holds []herald.RetentionHold, limit int64) (int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT seq, time_ns FROM events WHERE topic_id = $1 ORDER BY seq LIMIT $2`, topicID, limit)
+	if err != nil {
+		return 0, err
+	}
+	last := int64(-1)
+	var seq, at int64
+	_, err = pgx.ForEachRow(rows, []any{&seq, &at}, func() error {
+		if at > cutoff || herald.Held(holds, seq, at) {
+			return errStop
+		}
+		last = seq
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return 0, err
+	}
+	if last < 0 {
+		return 0, nil
+	}
+	return s.exec(ctx, `DELETE FROM events WHERE topic_id = $1 AND seq <= $2`, topicID, last)
+}
+
+// errStop ends a ForEachRow early.
+var errStop = errors.New("stop")

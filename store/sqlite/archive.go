@@ -20,12 +20,15 @@ func (s *Store) CreateArchive(ctx context.Context, a herald.Archive) error {
 	if err := herald.ValidateArchiveName(a.Name); err != nil {
 		return err
 	}
+	if err := herald.ValidateArchiveMaxHold(a.MaxHold); err != nil {
+		return err
+	}
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = time.Now()
 	}
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO archives (name, subscription_id, created_at) VALUES (?, ?, ?)`,
-			a.Name, a.SubscriptionID, nanos(a.CreatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO archives (name, subscription_id, max_hold, created_at) VALUES (?, ?, ?, ?)`,
+			a.Name, a.SubscriptionID, int64(a.MaxHold), nanos(a.CreatedAt))
 		return err
 	})
 	err = s.fail("create archive", err)
@@ -40,17 +43,13 @@ func (s *Store) GetArchive(ctx context.Context, name string) (herald.Archive, er
 	if err := s.checkOpen(); err != nil {
 		return herald.Archive{}, err
 	}
-	var a herald.Archive
-	var created int64
-	err := s.reader.QueryRowContext(ctx, `SELECT name, subscription_id, created_at FROM archives WHERE name = ?`, name).
-		Scan(&a.Name, &a.SubscriptionID, &created)
+	a, err := scanArchive(s.reader.QueryRowContext(ctx, `SELECT `+archiveColumns+` FROM archives WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return herald.Archive{}, &herald.Error{Code: herald.CodeNotFound, Field: "name", Message: "archive " + name + " does not exist"}
+		return herald.Archive{}, archiveNotFound(name)
 	}
 	if err != nil {
 		return herald.Archive{}, s.fail("get archive", err)
 	}
-	a.CreatedAt = fromNanos(created)
 	return a, nil
 }
 
@@ -59,19 +58,17 @@ func (s *Store) ListArchives(ctx context.Context, after string, limit int) ([]he
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := s.reader.QueryContext(ctx, `SELECT name, subscription_id, created_at FROM archives WHERE name > ? ORDER BY name LIMIT ?`, after, limit)
+	rows, err := s.reader.QueryContext(ctx, `SELECT `+archiveColumns+` FROM archives WHERE name > ? ORDER BY name LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, s.fail("list archives", err)
 	}
 	defer rows.Close()
 	var out []herald.Archive
 	for rows.Next() {
-		var a herald.Archive
-		var created int64
-		if err := rows.Scan(&a.Name, &a.SubscriptionID, &created); err != nil {
+		a, err := scanArchive(rows)
+		if err != nil {
 			return nil, s.fail("list archives", err)
 		}
-		a.CreatedAt = fromNanos(created)
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {
@@ -95,7 +92,47 @@ func (s *Store) DeleteArchive(ctx context.Context, name string) error {
 		return s.fail("delete archive", err)
 	}
 	if n == 0 {
-		return &herald.Error{Code: herald.CodeNotFound, Field: "name", Message: "archive " + name + " does not exist"}
+		return archiveNotFound(name)
 	}
 	return nil
+}
+
+// UpdateArchive replaces the archive's MaxHold, or returns CodeNotFound.
+func (s *Store) UpdateArchive(ctx context.Context, a herald.Archive) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := herald.ValidateArchiveMaxHold(a.MaxHold); err != nil {
+		return err
+	}
+	var n int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = execCount(ctx, tx, `UPDATE archives SET max_hold = ? WHERE name = ?`, int64(a.MaxHold), a.Name)
+		return err
+	})
+	if err != nil {
+		return s.fail("update archive", err)
+	}
+	if n == 0 {
+		return archiveNotFound(a.Name)
+	}
+	return nil
+}
+
+// archiveColumns are what scanArchive reads.
+const archiveColumns = `name, subscription_id, max_hold, created_at`
+
+func scanArchive(sc interface{ Scan(...any) error }) (herald.Archive, error) {
+	var a herald.Archive
+	var hold, created int64
+	if err := sc.Scan(&a.Name, &a.SubscriptionID, &hold, &created); err != nil {
+		return herald.Archive{}, err
+	}
+	a.MaxHold, a.CreatedAt = time.Duration(hold), fromNanos(created)
+	return a, nil
+}
+
+func archiveNotFound(name string) error {
+	return &herald.Error{Code: herald.CodeNotFound, Field: "name", Message: "archive " + name + " does not exist"}
 }

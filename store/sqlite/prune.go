@@ -61,6 +61,7 @@ type pruner struct {
 
 type pruneTopic struct {
 	id, retention, window int64
+	name                  string
 }
 
 func (p *pruner) run(ctx context.Context) error {
@@ -112,7 +113,7 @@ func (p *pruner) deadTopics(ctx context.Context) ([]int64, error) {
 }
 
 func (p *pruner) liveTopics(ctx context.Context) ([]pruneTopic, error) {
-	rows, err := p.s.reader.QueryContext(ctx, `SELECT id, retention, dedup_window FROM topics ORDER BY id`)
+	rows, err := p.s.reader.QueryContext(ctx, `SELECT id, retention, dedup_window, name FROM topics ORDER BY id`)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +121,7 @@ func (p *pruner) liveTopics(ctx context.Context) ([]pruneTopic, error) {
 	var ts []pruneTopic
 	for rows.Next() {
 		var t pruneTopic
-		if err := rows.Scan(&t.id, &t.retention, &t.window); err != nil {
+		if err := rows.Scan(&t.id, &t.retention, &t.window, &t.name); err != nil {
 			return nil, err
 		}
 		ts = append(ts, t)
@@ -209,6 +210,10 @@ func (p *pruner) pruneEvents(ctx context.Context, t pruneTopic) error {
 		var deleted int64
 		var more bool
 		err := p.s.withTx(ctx, func(tx *sql.Tx) error {
+			holds, err := archiveHolds(ctx, tx, t.name, cutoff)
+			if err != nil {
+				return fmt.Errorf("archive holds: %w", err)
+			}
 			rows, err := tx.QueryContext(ctx, `SELECT seq, time FROM events WHERE topic_id = ? ORDER BY seq LIMIT ?`, t.id, n)
 			if err != nil {
 				return err
@@ -220,7 +225,7 @@ func (p *pruner) pruneEvents(ctx context.Context, t pruneTopic) error {
 					rows.Close()
 					return err
 				}
-				if at > cutoff {
+				if at > cutoff || herald.Held(holds, seq, at) {
 					break
 				}
 				last, count = seq, count+1
@@ -247,6 +252,51 @@ func (p *pruner) pruneEvents(ctx context.Context, t pruneTopic) error {
 		}
 	}
 	return nil
+}
+
+// archiveHolds returns what the archives whose topics match the topic
+// keep back in it (see herald.Store.Prune), read in the pruning
+// transaction: the cursor before the retry set, so an event a Settle moves
+// from one to the other between the reads is seen in one of them.
+func archiveHolds(ctx context.Context, tx *sql.Tx, topic string, cutoff int64) ([]herald.RetentionHold, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT a.max_hold, s.sid, s.topic, s.state FROM archives a JOIN subscriptions s ON s.id = a.subscription_id`)
+	if err != nil {
+		return nil, err
+	}
+	type holder struct {
+		a              herald.Archive
+		sid            int64
+		pattern, state string
+	}
+	var hs []holder
+	for rows.Next() {
+		var h holder
+		var hold int64
+		if err := rows.Scan(&hold, &h.sid, &h.pattern, &h.state); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		h.a.MaxHold = time.Duration(hold)
+		if herald.MatchTopic(h.pattern, topic) {
+			hs = append(hs, h)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var holds []herald.RetentionHold
+	for _, h := range hs {
+		var cursor, retry sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT seq FROM cursors WHERE sid = ? AND topic = ?`, h.sid, topic).Scan(&cursor); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT min(seq) FROM retries WHERE sid = ? AND topic = ?`, h.sid, topic).Scan(&retry); err != nil {
+			return nil, err
+		}
+		holds = append(holds, herald.ArchiveHold(h.a, herald.SubscriptionState(h.state), cursor.Int64, retry.Int64, cutoff))
+	}
+	return holds, nil
 }
 
 // pruneKeys deletes the topic's idempotency keys whose window has passed:

@@ -17,7 +17,7 @@ func runArchives(t *testing.T, open func(t *testing.T) herald.Store) {
 	ctx := t.Context()
 	at := base().Truncate(time.Microsecond)
 	for _, name := range []string{"logs", "audit", "metrics-2"} {
-		if err := s.CreateArchive(ctx, herald.Archive{Name: name, SubscriptionID: "sub_" + name, CreatedAt: at}); err != nil {
+		if err := s.CreateArchive(ctx, herald.Archive{Name: name, SubscriptionID: "sub_" + name, MaxHold: 36*time.Hour + time.Nanosecond, CreatedAt: at}); err != nil {
 			t.Fatalf("CreateArchive(%s): %v", name, err)
 		}
 	}
@@ -31,8 +31,24 @@ func runArchives(t *testing.T, open func(t *testing.T) herald.Store) {
 	if err != nil {
 		t.Fatalf("GetArchive(logs): %v", err)
 	}
-	if got.Name != "logs" || got.SubscriptionID != "sub_logs" || !got.CreatedAt.Equal(at) {
-		t.Fatalf("GetArchive(logs) = %+v, want name logs, subscription sub_logs, created %s", got, at)
+	if got.Name != "logs" || got.SubscriptionID != "sub_logs" || got.MaxHold != 36*time.Hour+time.Nanosecond || !got.CreatedAt.Equal(at) {
+		t.Fatalf("GetArchive(logs) = %+v, want name logs, subscription sub_logs, max hold 36h1ns, created %s", got, at)
+	}
+	if err := s.CreateArchive(ctx, herald.Archive{Name: "toolong", SubscriptionID: "sub_x", MaxHold: herald.MaxArchiveMaxHold + 1}); !herald.IsCode(err, herald.CodeInvalid) {
+		t.Fatalf("CreateArchive with a max hold over the limit: got %v, want CodeInvalid", err)
+	}
+	// UpdateArchive changes the hold only.
+	if err := s.UpdateArchive(ctx, herald.Archive{Name: "logs", SubscriptionID: "sub_other", MaxHold: 0}); err != nil {
+		t.Fatalf("UpdateArchive(logs): %v", err)
+	}
+	if got, err := s.GetArchive(ctx, "logs"); err != nil || got.MaxHold != 0 || got.SubscriptionID != "sub_logs" || !got.CreatedAt.Equal(at) {
+		t.Fatalf("GetArchive(logs) after UpdateArchive = %+v, %v; want max hold 0, the rest unchanged", got, err)
+	}
+	if err := s.UpdateArchive(ctx, herald.Archive{Name: "nope", MaxHold: time.Hour}); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("UpdateArchive(nope): got %v, want CodeNotFound", err)
+	}
+	if err := s.UpdateArchive(ctx, herald.Archive{Name: "logs", MaxHold: -time.Second}); !herald.IsCode(err, herald.CodeInvalid) {
+		t.Fatalf("UpdateArchive with a negative hold: got %v, want CodeInvalid", err)
 	}
 	if _, err := s.GetArchive(ctx, "nope"); !herald.IsCode(err, herald.CodeNotFound) {
 		t.Fatalf("GetArchive(nope): got %v, want CodeNotFound", err)
