@@ -322,3 +322,22 @@ func (mp *mapper) event(sourceID string, m *Message) *herald.Event {
 	}
 	return e
 }
+
+// Template is a parsed template (see Mapping) that a kind evaluates
+// itself: the mqtt kind's id_from, for one.
+type Template struct{ parts []part }
+
+// ParseTemplate parses a template; the error says what is wrong in it.
+func ParseTemplate(s string) (Template, error) {
+	parts, err := parseTemplate(s)
+	return Template{parts}, err
+}
+
+// Render evaluates the template against a message; "" for the zero
+// Template.
+func (t Template) Render(m *Message) string {
+	if len(t.parts) == 0 {
+		return ""
+	}
+	return render(t.parts, m, &lazyJSON{raw: m.Payload})
+}

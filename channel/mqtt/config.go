@@ -153,15 +153,29 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 // canonicalURL checks the url member and stores it in out.URL as
 // tcp://host:port or ssl://host:port. It returns the login the url held.
 func canonicalURL(raw string, allowPrivate bool, out *Config) (user, pass *string, err error) {
+	canon, user, pass, err := ParseURL(raw, allowPrivate)
+	if err != nil {
+		return nil, nil, err
+	}
+	out.URL = canon
+	return user, pass, nil
+}
+
+// ParseURL checks a broker URL as a config's url member (errors are
+// *herald.Error naming "url"; the host passes channel.CheckHostPort) and
+// returns it as tcp://host:port or ssl://host:port (mqtt:// and mqtts://
+// read as these), with the login it held, if any. The mqtt source reads
+// its url with it too.
+func ParseURL(raw string, allowPrivate bool) (canonical string, user, pass *string, err error) {
 	if raw == "" {
-		return nil, nil, herald.FieldErrorf("url", "url is required: the broker, as tcp://host:1883 (ssl://host:8883 for TLS)")
+		return "", nil, nil, herald.FieldErrorf("url", "url is required: the broker, as tcp://host:1883 (ssl://host:8883 for TLS)")
 	}
 	if len(raw) > maxURLLen {
-		return nil, nil, herald.FieldErrorf("url", "url is %d bytes; the limit is %d", len(raw), maxURLLen)
+		return "", nil, nil, herald.FieldErrorf("url", "url is %d bytes; the limit is %d", len(raw), maxURLLen)
 	}
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return nil, nil, herald.FieldErrorf("url", "url is not a URL (a user or password holding one of ?#@:/ must be percent-encoded)")
+		return "", nil, nil, herald.FieldErrorf("url", "url is not a URL (a user or password holding one of ?#@:/ must be percent-encoded)")
 	}
 	scheme, port := "", ""
 	switch u.Scheme {
@@ -170,10 +184,10 @@ func canonicalURL(raw string, allowPrivate bool, out *Config) (user, pass *strin
 	case "ssl", "tls", "mqtts":
 		scheme, port = "ssl", "8883"
 	default:
-		return nil, nil, herald.FieldErrorf("url", "the scheme of %q is not tcp, mqtt, ssl, tls or mqtts", u.Redacted())
+		return "", nil, nil, herald.FieldErrorf("url", "the scheme of %q is not tcp, mqtt, ssl, tls or mqtts", u.Redacted())
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, nil, herald.FieldErrorf("url", "%q holds a path or query; the url is scheme://host:port", u.Redacted())
+		return "", nil, nil, herald.FieldErrorf("url", "%q holds a path or query; the url is scheme://host:port", u.Redacted())
 	}
 	if u.User != nil {
 		name := u.User.Username()
@@ -185,10 +199,9 @@ func canonicalURL(raw string, allowPrivate bool, out *Config) (user, pass *strin
 	}
 	hp := net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 	if err := channel.CheckHostPort(hp, allowPrivate, "url"); err != nil {
-		return nil, nil, err
+		return "", nil, nil, err
 	}
-	out.URL = scheme + "://" + hp
-	return user, pass, nil
+	return scheme + "://" + hp, user, pass, nil
 }
 
 // checkTopicTemplate checks that a topic template makes valid topic

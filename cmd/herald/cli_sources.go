@@ -83,7 +83,7 @@ func (a *sourceFlags) spec() (client.SourceSpec, error) {
 
 func (a *sourceFlags) bind(fs *cmdFlags, create bool) {
 	if create {
-		fs.StringVar(&a.kind, "kind", "", "the `KIND` of source: outbox, webhook, kafka, ...")
+		fs.StringVar(&a.kind, "kind", "", "the `KIND` of source: outbox, webhook, kafka, nats, amqp, mqtt, redis")
 		fs.BoolVar(&a.paused, "paused", false, "create it paused")
 	}
 	fs.StringVar(&a.topic, "topic", "", "the target `TOPIC`, or a template such as orders.{topic}")

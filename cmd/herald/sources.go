@@ -19,8 +19,10 @@ import (
 	sourceamqp "github.com/heraldhq/herald/source/amqp"
 	"github.com/heraldhq/herald/source/inbound"
 	sourcekafka "github.com/heraldhq/herald/source/kafka"
+	sourcemqtt "github.com/heraldhq/herald/source/mqtt"
 	sourcenats "github.com/heraldhq/herald/source/nats"
 	"github.com/heraldhq/herald/source/outbox"
+	sourceredis "github.com/heraldhq/herald/source/redis"
 )
 
 // sourceKinds is the explicit list of source kinds this build serves.
@@ -31,6 +33,8 @@ func (m *Main) sourceKinds() *source.Registry {
 		sourcekafka.Kind{},
 		sourcenats.Kind{},
 		sourceamqp.Kind{},
+		sourcemqtt.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
+		sourceredis.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
 	)
 }
 
