@@ -37,6 +37,15 @@ type StateStore interface {
 	// GetState returns the key's state, or CodeNotFound.
 	GetState(ctx context.Context, owner, key string) (StateEntry, error)
 
+	// GetStates returns the state of those keys that have one, in no
+	// particular order (a key without state is absent from the result).
+	// It reads many keys in one round trip: a rule loads a batch's keys
+	// with it.
+	GetStates(ctx context.Context, owner string, keys []string) ([]StateEntry, error)
+
+	// CountState returns how many keys owner holds.
+	CountState(ctx context.Context, owner string) (int64, error)
+
 	// ListState returns up to limit entries of owner whose keys sort after
 	// the given one ("" for the first page), in key order.
 	ListState(ctx context.Context, owner, after string, limit int) ([]StateEntry, error)

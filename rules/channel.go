@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -46,8 +47,8 @@ type Deps struct {
 }
 
 // maxCachedKeys bounds the keys a running rule keeps decoded in memory;
-// past it the cache starts over (the store has every key).
-const maxCachedKeys = 100000
+// past it arbitrary keys leave the cache (the store has every key).
+const maxCachedKeys = 200000
 
 // batchEvents is how many events a rule takes in one batch: one
 // transaction of state per batch.
@@ -57,6 +58,7 @@ type metrics struct {
 	events  *prometheus.CounterVec
 	emitted prometheus.Counter
 	batches *prometheus.HistogramVec
+	keys    *prometheus.GaugeVec
 }
 
 // Channel runs rules or views: the "rule" or "view" channel of the
@@ -76,7 +78,7 @@ func NewChannels(deps Deps) (*Channel, *Channel) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_rule_events_total",
-			Help: "Input events rules and views read, by kind (rule, view) and result (applied, duplicate: applied before a crash or retry, skipped: filtered out or without a key or value).",
+			Help: "Input events rules and views read, by kind (rule, view) and result (applied, duplicate: applied before a crash or retry, skipped: filtered out or without a key or value, refused: a new key past max_keys).",
 		}, []string{"kind", "result"}),
 		emitted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_rule_emitted_total",
@@ -88,8 +90,12 @@ func NewChannels(deps Deps) (*Channel, *Channel) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"kind"}),
 	}
+	m.keys = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herald_rule_state_keys",
+		Help: "Keys the rules and views running on this node hold in their state, by kind (rule, view); each is bounded by its max_keys.",
+	}, []string{"kind"})
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(m.events, m.emitted, m.batches)
+		deps.Registry.MustRegister(m.events, m.emitted, m.batches, m.keys)
 	}
 	return &Channel{name: ChannelRule, deps: deps, m: m}, &Channel{name: ChannelView, deps: deps, m: m}
 }
@@ -146,6 +152,7 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 		s.name = ruleName(sub.ID)
 		s.filter, s.keyPath, s.agg = s.rule.filter, s.rule.spec.Key, s.rule.spec.Aggregate
 		s.single = !herald.IsPattern(s.rule.spec.Input)
+		s.maxKeys = s.rule.spec.MaxKeys
 	} else {
 		if s.view, err = ParseViewSpec(sub.Config); err != nil {
 			return nil, err
@@ -153,6 +160,7 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 		s.name = viewName(sub.ID)
 		s.filter, s.keyPath, s.agg = s.view.filter, s.view.spec.Key, *s.view.spec.Aggregate
 		s.single = true
+		s.maxKeys = s.view.spec.MaxKeys
 	}
 	s.owner = Owner(c.name, s.name)
 	return s, nil
@@ -184,6 +192,13 @@ type sink struct {
 
 	mu    sync.Mutex
 	cache map[string]*keyState
+	// keys is how many keys the store holds for this rule (counted at the
+	// first batch, again after a failed one); maxKeys bounds it.
+	keys      int64
+	keysKnown bool
+	maxKeys   int64
+
+	vars, evVars, winVars map[string]any // CEL variables, reused per event
 }
 
 var _ channel.Batcher = (*sink)(nil)
@@ -196,14 +211,33 @@ func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) heral
 	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
 }
 
-func (s *sink) Close(context.Context) error { return nil }
+// Close takes the rule's keys out of the gauge: another node (or the
+// next Open) counts them.
+func (s *sink) Close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setKeys(0)
+	s.keysKnown = false
+	return nil
+}
 
 func (s *sink) kind() string { return s.c.name }
 
+// item is one input event of a batch, decoded and keyed.
+type item struct {
+	ev   *herald.Event
+	data any
+	key  string
+}
+
+// errKeyLimit refuses a new key to a rule or view that holds its limit.
+var errKeyLimit = errors.New("key limit reached")
+
 // DeliverBatch applies the events in order and commits the state of every
 // key they changed in one transaction, after publishing what the rule
-// emits. A failure fails the whole batch, and the keys it touched are
-// read again from the store: nothing of it counts.
+// emits. The keys the batch needs and the cache lacks are read from the
+// store in one query first. A failure fails the whole batch, and the keys
+// it touched leave the cache: nothing of it counts.
 func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -212,17 +246,29 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	touched := map[string]*keyState{}
 	var emits []*herald.Event
 	var position int64
-	var applied, dups, skipped int
+	var applied, dups, skipped, refused int
 	fail := func(err error) []herald.DeliveryResult {
 		for k := range touched {
 			delete(s.cache, k)
 		}
+		s.keysKnown = false // count them again: new keys of this batch are not stored
 		s.log.Warn("rule batch failed; it will be retried", "kind", s.kind(), "name", s.name, "err", err)
 		for i := range results {
 			results[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: s.kind() + "-state-failure", Detail: err.Error()}
 		}
 		return results
 	}
+	if !s.keysKnown {
+		n, err := s.c.deps.State.CountState(ctx, s.owner)
+		if err != nil {
+			return fail(fmt.Errorf("count keys: %w", err))
+		}
+		s.setKeys(n)
+		s.keysKnown = true
+	}
+	items := make([]item, 0, len(batch))
+	var missing []string
+	wanted := map[string]bool{}
 	for _, d := range batch {
 		ev := d.Event
 		if s.single && ev.Seq > position {
@@ -241,22 +287,48 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 			skipped++
 			continue
 		}
-		st, err := s.load(ctx, key, touched)
+		items = append(items, item{ev: ev, data: data, key: key})
+		if _, cached := s.cache[key]; !cached && !wanted[key] {
+			wanted[key] = true
+			missing = append(missing, key)
+		}
+	}
+	stored := map[string]*keyState{} // read from the store for this batch
+	if len(missing) > 0 {
+		entries, err := s.c.deps.State.GetStates(ctx, s.owner, missing)
 		if err != nil {
-			return fail(err)
+			return fail(fmt.Errorf("read state: %w", err))
+		}
+		for _, e := range entries {
+			st := &keyState{}
+			if err := json.Unmarshal(e.Value, st); err != nil {
+				return fail(fmt.Errorf("decode the state of key %q: %w", e.Key, err))
+			}
+			if st.Seqs == nil {
+				st.Seqs = map[string]int64{}
+			}
+			stored[e.Key] = st
+		}
+	}
+	for _, it := range items {
+		ev := it.ev
+		st, err := s.load(it.key, touched, stored)
+		if err != nil {
+			refused++
+			continue
 		}
 		if st.Seqs[ev.Topic] >= ev.Seq {
 			dups++
 			continue
 		}
 		st.Seqs[ev.Topic] = ev.Seq
-		touched[key] = st
+		touched[it.key] = st
 		applied++
 		if s.view != nil {
-			s.applyView(st, ev, data)
+			s.applyView(st, ev, it.data)
 			continue
 		}
-		if e := s.applyRule(st, key, ev, data); e != nil {
+		if e := s.applyRule(st, it.key, ev, it.data); e != nil {
 			emits = append(emits, e)
 		}
 	}
@@ -285,15 +357,23 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 			return fail(fmt.Errorf("commit state: %w", err))
 		}
 	}
-	if len(s.cache)+len(touched) > maxCachedKeys {
-		clear(s.cache)
-	}
 	for k, st := range touched {
 		s.cache[k] = st
+	}
+	for k := range s.cache { // past the bound, forget arbitrary keys: the store has them
+		if len(s.cache) <= maxCachedKeys {
+			break
+		}
+		delete(s.cache, k)
+	}
+	if refused > 0 {
+		s.log.Warn("events for new keys refused: the key limit is reached", "kind", s.kind(), "name", s.name,
+			"events", refused, "max_keys", s.maxKeys)
 	}
 	s.c.m.events.WithLabelValues(s.kind(), "applied").Add(float64(applied))
 	s.c.m.events.WithLabelValues(s.kind(), "duplicate").Add(float64(dups))
 	s.c.m.events.WithLabelValues(s.kind(), "skipped").Add(float64(skipped))
+	s.c.m.events.WithLabelValues(s.kind(), "refused").Add(float64(refused))
 	s.c.m.emitted.Add(float64(len(emits)))
 	s.c.m.batches.WithLabelValues(s.kind()).Observe(time.Since(start).Seconds())
 	for i := range results {
@@ -302,44 +382,33 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	return results
 }
 
-// load returns the key's state: changed earlier in the batch, cached, or
-// from the store (a fresh one for a new key). The caller may change it.
-func (s *sink) load(ctx context.Context, key string, touched map[string]*keyState) (*keyState, error) {
+// load returns the key's state: changed earlier in the batch, cached, read
+// from the store for this batch, or a fresh one for a new key (errKeyLimit
+// when the rule holds its limit of keys). The caller may change it: a
+// failed batch drops the keys it touched from the cache.
+func (s *sink) load(key string, touched, stored map[string]*keyState) (*keyState, error) {
 	if st, ok := touched[key]; ok {
 		return st, nil
 	}
 	if st, ok := s.cache[key]; ok {
-		cp := st.clone()
-		return cp, nil
+		return st, nil
 	}
-	e, err := s.c.deps.State.GetState(ctx, s.owner, key)
-	switch {
-	case herald.IsCode(err, herald.CodeNotFound):
-		return &keyState{Seqs: map[string]int64{}}, nil
-	case err != nil:
-		return nil, err
+	if st, ok := stored[key]; ok {
+		return st, nil
 	}
-	st := &keyState{}
-	if err := json.Unmarshal(e.Value, st); err != nil {
-		return nil, fmt.Errorf("decode the state of key %q: %w", key, err)
+	if s.keys >= s.maxKeys {
+		return nil, errKeyLimit
 	}
-	if st.Seqs == nil {
-		st.Seqs = map[string]int64{}
-	}
+	s.setKeys(s.keys + 1)
+	st := &keyState{Seqs: map[string]int64{}}
+	stored[key] = st // a second event of the key in this batch finds it
 	return st, nil
 }
 
-// clone copies the state deeply enough that changing the copy leaves the
-// cached original as the store has it.
-func (st *keyState) clone() *keyState {
-	cp := *st
-	cp.Seqs = make(map[string]int64, len(st.Seqs))
-	for k, v := range st.Seqs {
-		cp.Seqs[k] = v
-	}
-	cp.Entries = append([]entry(nil), st.Entries...)
-	cp.Acc.Distinct = append([]string(nil), st.Acc.Distinct...)
-	return &cp
+// setKeys records how many keys the rule holds, in the gauge too.
+func (s *sink) setKeys(n int64) {
+	s.c.m.keys.WithLabelValues(s.kind()).Add(float64(n - s.keys))
+	s.keys = n
 }
 
 // decode reads the payload as JSON (protobuf through its schema).
@@ -384,12 +453,16 @@ func (s *sink) sampleOf(ev *herald.Event, data any) sample {
 		}
 		return sample{}
 	}
+	out := sample{have: true}
+	out.v, out.ok = toNumber(v)
+	if s.agg.Op != "latest" && s.agg.Op != "distinct_count" {
+		return out // the number is all the other ops keep
+	}
 	raw, _ := json.Marshal(v)
-	out := sample{have: true, l: raw, d: string(raw)}
+	out.l, out.d = raw, string(raw)
 	if str, isStr := v.(string); isStr {
 		out.d = str
 	}
-	out.v, out.ok = toNumber(v)
 	return out
 }
 
@@ -483,13 +556,16 @@ func (s *sink) applyRule(st *keyState, key string, ev *herald.Event, data any) *
 	}
 	st.Last = max(st.Last, tn)
 	value := a.value(spec.Aggregate.Op)
-	vars := map[string]any{
-		"event":  eventVars(ev, data),
-		"value":  value,
-		"count":  a.Count,
-		"key":    key,
-		"window": map[string]any{"start": wStart, "end": wEnd},
+	// The variables live in maps the sink reuses (it applies one event at
+	// a time, under its lock): no allocation per event for them.
+	if s.vars == nil {
+		s.vars, s.evVars, s.winVars = map[string]any{}, map[string]any{}, map[string]any{}
 	}
+	vars := s.vars
+	vars["event"] = setEventVars(s.evVars, ev, data)
+	vars["value"], vars["count"], vars["key"] = value, a.Count, key
+	s.winVars["start"], s.winVars["end"] = wStart, wEnd
+	vars["window"] = s.winVars
 	hit, err := s.rule.when.test(vars)
 	if err != nil {
 		s.log.Debug("rule condition failed", "name", s.name, "err", err)
@@ -561,8 +637,12 @@ func mod(a, b int64) int64 {
 
 // eventVars is the event as CEL sees it.
 func eventVars(ev *herald.Event, data any) map[string]any {
-	return map[string]any{
-		"topic": ev.Topic, "seq": ev.Seq, "id": ev.ID, "type": ev.Type, "key": ev.Key,
-		"time": ev.Time, "data": data,
-	}
+	return setEventVars(make(map[string]any, 7), ev, data)
+}
+
+// setEventVars fills m with the event as CEL sees it.
+func setEventVars(m map[string]any, ev *herald.Event, data any) map[string]any {
+	m["topic"], m["seq"], m["id"], m["type"], m["key"] = ev.Topic, ev.Seq, ev.ID, ev.Type, ev.Key
+	m["time"], m["data"] = ev.Time, data
+	return m
 }

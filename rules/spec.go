@@ -41,6 +41,10 @@ const (
 	MaxExpressionLen = 4096
 	// MaxFields bounds emit.fields.
 	MaxFields = 32
+	// DefaultMaxKeys is a rule's or view's bound on the keys its state
+	// holds when max_keys is absent; MaxMaxKeys is the largest max_keys.
+	DefaultMaxKeys = 1000000
+	MaxMaxKeys     = 100000000
 )
 
 // Window kinds.
@@ -94,6 +98,21 @@ type Spec struct {
 	When       string    `json:"when"`
 	Emit       Emit      `json:"emit"`
 	Partitions int       `json:"partitions,omitempty"`
+	// MaxKeys bounds the keys the state holds (DefaultMaxKeys when 0):
+	// past it, events of new keys are refused (counted, logged) while
+	// known keys go on.
+	MaxKeys int64 `json:"max_keys,omitempty"`
+}
+
+// checkMaxKeys applies the default and checks the bound.
+func checkMaxKeys(n *int64) error {
+	if *n == 0 {
+		*n = DefaultMaxKeys
+	}
+	if *n < 1 || *n > MaxMaxKeys {
+		return herald.FieldErrorf("max_keys", "max_keys must be between 1 and %d, got %d", MaxMaxKeys, *n)
+	}
+	return nil
 }
 
 // ValidateName checks a rule or view name: 1 to MaxNameLen of
@@ -248,6 +267,9 @@ func (s *Spec) Check() (*Program, error) {
 	}
 	if s.Partitions < 0 {
 		return nil, herald.FieldErrorf("partitions", "partitions must be 0 or 1")
+	}
+	if err := checkMaxKeys(&s.MaxKeys); err != nil {
+		return nil, err
 	}
 	p := &Program{spec: s, subFilter: subFilter}
 	if p.filter, err = compile("filter", celFilter, eventEnv); err != nil {

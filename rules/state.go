@@ -47,8 +47,8 @@ type sample struct {
 	v    float64
 	ok   bool // v is set (the field is a number)
 	d    string
-	l    json.RawMessage
-	have bool // the event carries the field
+	l    json.RawMessage // the value as JSON: only for latest and distinct_count
+	have bool            // the event carries the field
 }
 
 func (a *acc) add(s sample) {
@@ -62,7 +62,7 @@ func (a *acc) add(s sample) {
 			a.Max = new(s.v)
 		}
 	}
-	if s.have {
+	if s.l != nil { // latest and distinct_count keep the value
 		if i, found := slices.BinarySearch(a.Distinct, s.d); !found && len(a.Distinct) < MaxDistinctPerKey {
 			a.Distinct = slices.Insert(a.Distinct, i, s.d)
 		}

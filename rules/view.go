@@ -27,6 +27,9 @@ type ViewSpec struct {
 	// the whole payload) by default, or count, sum, min, max, avg,
 	// distinct_count of a field over every event of the key.
 	Aggregate *Aggregate `json:"aggregate,omitempty"`
+	// MaxKeys bounds the rows (DefaultMaxKeys when 0): past it, events
+	// of new keys are refused (counted, logged) while known rows go on.
+	MaxKeys int64 `json:"max_keys,omitempty"`
 }
 
 // ViewProgram is a checked view.
@@ -55,6 +58,9 @@ func (v *ViewSpec) Check() (*ViewProgram, error) {
 		v.Aggregate = &Aggregate{Op: "latest"}
 	}
 	if err := v.Aggregate.check("aggregate"); err != nil {
+		return nil, err
+	}
+	if err := checkMaxKeys(&v.MaxKeys); err != nil {
 		return nil, err
 	}
 	p := &ViewProgram{spec: v, subFilter: subFilter}

@@ -174,6 +174,47 @@ func (s *Store) GetState(ctx context.Context, owner, key string) (herald.StateEn
 	return e, s.fail("get state", err)
 }
 
+// GetStates returns the state of those keys that have one.
+func (s *Store) GetStates(ctx context.Context, owner string, keys []string) ([]herald.StateEntry, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if !validText(owner) {
+		return nil, nil
+	}
+	valid := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if validText(k) { // a key PostgreSQL cannot hold has no state
+			valid = append(valid, k)
+		}
+	}
+	rows, err := s.pool.Query(ctx, `SELECT key, seq, updated_at, value FROM state WHERE owner = $1 AND key = ANY($2)`, owner, valid)
+	if err != nil {
+		return nil, s.fail("get states", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (herald.StateEntry, error) {
+		var e herald.StateEntry
+		var at int64
+		err := r.Scan(&e.Key, &e.Seq, &at, &e.Value)
+		e.UpdatedAt = fromNanos(at)
+		return e, err
+	})
+	return out, s.fail("get states", err)
+}
+
+// CountState returns how many keys owner holds.
+func (s *Store) CountState(ctx context.Context, owner string) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if !validText(owner) {
+		return 0, nil
+	}
+	var n int64
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM state WHERE owner = $1`, owner).Scan(&n)
+	return n, s.fail("count state", err)
+}
+
 // ListState returns an owner's entries in key order after the given key.
 func (s *Store) ListState(ctx context.Context, owner, after string, limit int) ([]herald.StateEntry, error) {
 	if err := s.checkOpen(); err != nil {

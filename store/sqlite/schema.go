@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -122,12 +124,9 @@ func (s *Store) CommitState(ctx context.Context, owner string, entries []herald.
 	}
 	now := nanos(time.Now())
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		put, err := tx.PrepareContext(ctx, `INSERT INTO state (owner, key, seq, updated_at, value) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (owner, key) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, value = excluded.value`)
-		if err != nil {
-			return err
-		}
-		defer put.Close()
+		// Puts go in statements of many rows: one call into SQLite per
+		// chunk, not per key.
+		var puts []herald.StateEntry
 		for _, e := range entries {
 			if e.Value == nil {
 				if _, err := tx.ExecContext(ctx, `DELETE FROM state WHERE owner = ? AND key = ?`, owner, e.Key); err != nil {
@@ -135,12 +134,25 @@ func (s *Store) CommitState(ctx context.Context, owner string, entries []herald.
 				}
 				continue
 			}
-			at := nanos(e.UpdatedAt)
-			if at == 0 {
-				at = now
+			puts = append(puts, e)
+		}
+		var q strings.Builder
+		args := make([]any, 0, 5*commitStateChunk)
+		for chunk := range slices.Chunk(puts, commitStateChunk) {
+			q.Reset()
+			q.WriteString(`INSERT INTO state (owner, key, seq, updated_at, value) VALUES (?, ?, ?, ?, ?)`)
+			q.WriteString(strings.Repeat(", (?, ?, ?, ?, ?)", len(chunk)-1))
+			q.WriteString(` ON CONFLICT (owner, key) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, value = excluded.value`)
+			args = args[:0]
+			for _, e := range chunk {
+				at := nanos(e.UpdatedAt)
+				if at == 0 {
+					at = now
+				}
+				args = append(args, owner, e.Key, e.Seq, at, e.Value)
 			}
-			if _, err := put.ExecContext(ctx, owner, e.Key, e.Seq, at, e.Value); err != nil {
-				return fmt.Errorf("put state of key %q: %w", e.Key, err)
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+				return fmt.Errorf("put the state of %d keys: %w", len(chunk), err)
 			}
 		}
 		if position > 0 {
@@ -167,6 +179,63 @@ func (s *Store) GetState(ctx context.Context, owner, key string) (herald.StateEn
 	}
 	e.UpdatedAt = fromNanos(at)
 	return e, s.fail("get state", err)
+}
+
+// commitStateChunk is how many keys one INSERT of CommitState writes.
+const commitStateChunk = 200
+
+// getStatesChunk bounds the keys of one IN list (SQLite's limit on
+// variables is far above it).
+const getStatesChunk = 500
+
+// GetStates returns the state of those keys that have one.
+func (s *Store) GetStates(ctx context.Context, owner string, keys []string) ([]herald.StateEntry, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	out := make([]herald.StateEntry, 0, len(keys))
+	args := make([]any, 0, getStatesChunk+1)
+	var q strings.Builder
+	for chunk := range slices.Chunk(keys, getStatesChunk) {
+		q.Reset()
+		q.WriteString(`SELECT key, seq, updated_at, value FROM state WHERE owner = ? AND key IN (?`)
+		q.WriteString(strings.Repeat(",?", len(chunk)-1))
+		q.WriteString(")")
+		args = append(args[:0], owner)
+		for _, k := range chunk {
+			args = append(args, k)
+		}
+		rows, err := s.reader.QueryContext(ctx, q.String(), args...)
+		if err != nil {
+			return nil, s.fail("get states", err)
+		}
+		for rows.Next() {
+			var e herald.StateEntry
+			var at int64
+			if err := rows.Scan(&e.Key, &e.Seq, &at, &e.Value); err != nil {
+				rows.Close()
+				return nil, s.fail("get states", err)
+			}
+			e.UpdatedAt = fromNanos(at)
+			out = append(out, e)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, s.fail("get states", err)
+		}
+	}
+	return out, nil
+}
+
+// CountState returns how many keys owner holds.
+func (s *Store) CountState(ctx context.Context, owner string) (int64, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.reader.QueryRowContext(ctx, `SELECT count(*) FROM state WHERE owner = ?`, owner).Scan(&n)
+	return n, s.fail("count state", err)
 }
 
 // ListState returns an owner's entries in key order after the given key.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/heraldhq/herald"
@@ -101,6 +102,29 @@ func runState(t *testing.T, open func(t *testing.T) herald.Store) {
 	if e, err := s.GetState(ctx, "rule:a", "k3"); err != nil || len(e.Value) != 0 {
 		t.Fatalf("an empty value is a value: %+v, %v", e, err)
 	}
+	many, err := s.GetStates(ctx, "rule:a", []string{"k2", "nope", "k1", "k3"})
+	if err != nil || len(many) != 3 {
+		t.Fatalf("GetStates: %+v, %v", many, err)
+	}
+	for _, e := range many {
+		if want := map[string]string{"k1": "one", "k2": "two", "k3": ""}[e.Key]; string(e.Value) != want || e.Seq == 0 || !e.UpdatedAt.Equal(at) {
+			t.Fatalf("GetStates entry %+v", e)
+		}
+	}
+	if none, err := s.GetStates(ctx, "rule:a", nil); err != nil || len(none) != 0 {
+		t.Fatalf("GetStates of no key: %+v, %v", none, err)
+	}
+	var keys []string
+	for i := range 1200 { // more than one statement's worth
+		keys = append(keys, fmt.Sprintf("x%d", i))
+	}
+	keys = append(keys, "k1")
+	if got, err := s.GetStates(ctx, "rule:a", keys); err != nil || len(got) != 1 || got[0].Key != "k1" {
+		t.Fatalf("GetStates of 1,201 keys: %d, %v", len(got), err)
+	}
+	if n, err := s.CountState(ctx, "rule:a"); err != nil || n != 3 {
+		t.Fatalf("CountState: %d, %v", n, err)
+	}
 	// A delete, an update and a position in one commit; position 0 keeps it.
 	if err := s.CommitState(ctx, "rule:a", []herald.StateEntry{{Key: "k2"}, {Key: "k1", Value: []byte("uno"), Seq: 6}}, 6); err != nil {
 		t.Fatal(err)
@@ -126,6 +150,9 @@ func runState(t *testing.T, open func(t *testing.T) herald.Store) {
 	}
 	if pos, _ := s.StatePosition(ctx, "rule:a"); pos != 0 {
 		t.Fatalf("position left after DeleteState: %d", pos)
+	}
+	if n, err := s.CountState(ctx, "rule:a"); err != nil || n != 0 {
+		t.Fatalf("CountState after DeleteState: %d, %v", n, err)
 	}
 	if e, err := s.GetState(ctx, "rule:b", "k1"); err != nil || string(e.Value) != "other" {
 		t.Fatalf("another owner's state: %+v, %v", e, err)
