@@ -394,6 +394,9 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/unsubscribe/{token}", public, s.unsubscribePage)
 	s.handle("POST /v1/unsubscribe/{token}", public, s.unsubscribe)
 	s.handle("POST /v1/templates:render", authenticated, s.renderTemplates)
+	// Devices register themselves with a connection token (push.go).
+	s.handle("POST /v1/push/subscriptions", selfAuthenticated, s.createPushSubscription)
+	s.handle("GET /v1/push/vapid-public-key", public, s.pushVAPIDKey)
 }
 
 // handle registers h behind auth and the problem adapter.

@@ -614,6 +614,14 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	ch, _ := s.channels.Get(sub.Channel) // configure found it
+	if deviceCreated(r.Context()) {
+		// The device made the request with its connection token: that
+		// is its consent, and the only channel it may create.
+		if sub.Channel != "push" {
+			return herald.FieldErrorf("channel", "a connection token creates push subscriptions only; other channels need an API key")
+		}
+		verify = false
+	}
 	if _, verifies := ch.(channel.Verifier); verify && verifies {
 		requireVerification(&sub, now)
 	} else if !verifies && spec.Verification == herald.VerifyChallenge {

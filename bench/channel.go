@@ -25,7 +25,7 @@ import (
 type ChannelConfig struct {
 	Server, Key string
 	// Channel is one of Channels: "kafka", "redis", "nats" (JetStream),
-	// "amqp" or "mqtt".
+	// "amqp", "mqtt" or "email" (Mailpit).
 	Channel string
 	// Broker is the broker's address. "" means, for kafka, a kfake
 	// cluster inside this process (no Kafka can be installed here) and,
@@ -35,6 +35,9 @@ type ChannelConfig struct {
 	Broker string
 	// Partitions of the Kafka topics the bench makes (kfake only).
 	Partitions int
+	// MailAPI is Mailpit's HTTP API (email only); "" means
+	// http://127.0.0.1:8025. Broker is then its SMTP address.
+	MailAPI string
 
 	Events  int // events to publish
 	Batch   int // events per publish request
@@ -63,7 +66,7 @@ type ChannelConfig struct {
 }
 
 // Channels are the channels "herald bench --channel" measures.
-var Channels = []string{"kafka", "redis", "nats", "amqp", "mqtt"}
+var Channels = []string{"kafka", "redis", "nats", "amqp", "mqtt", "email"}
 
 // ChannelDefaults returns the defaults of a channel bench.
 func ChannelDefaults() ChannelConfig {
@@ -175,6 +178,8 @@ func RunChannel(ctx context.Context, cfg ChannelConfig) (*ChannelReport, error) 
 		b, err = newAMQPBroker(cfg)
 	case "mqtt":
 		b, err = newMQTTBroker(cfg)
+	case "email":
+		b, err = newEmailBroker(cfg)
 	default:
 		b, err = newRedisBroker(cfg)
 	}
@@ -310,8 +315,12 @@ func runHeraldChannel(ctx context.Context, cfg ChannelConfig, b broker, topic, t
 	if _, _, err := hc.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
 		return fail(fmt.Errorf("create topic %s: %w", topic, err))
 	}
-	sub, err := hc.CreateSubscription(ctx, client.SubscriptionSpec{Topic: topic, Channel: cfg.Channel, Config: b.config(target),
-		MaxInFlight: cfg.MaxInFlight, Retry: herald.RetryPolicy{Initial: 100 * time.Millisecond, Max: time.Second}})
+	spec := client.SubscriptionSpec{Topic: topic, Channel: cfg.Channel, Config: b.config(target),
+		MaxInFlight: cfg.MaxInFlight, Retry: herald.RetryPolicy{Initial: 100 * time.Millisecond, Max: time.Second}}
+	if v, ok := b.(interface{ verification() string }); ok {
+		spec.Verification = v.verification() // people's channels: active at once (admin)
+	}
+	sub, err := hc.CreateSubscription(ctx, spec)
 	if err != nil {
 		return fail(fmt.Errorf("create the %s subscription: %w", cfg.Channel, err))
 	}

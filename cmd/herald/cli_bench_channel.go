@@ -7,7 +7,7 @@ import (
 	"github.com/heraldhq/herald/bench"
 )
 
-const benchChannelUsage = `herald bench --channel kafka|redis|nats|amqp|mqtt [options]
+const benchChannelUsage = `herald bench --channel kafka|redis|nats|amqp|mqtt|email [options]
 
 Measure Herald delivering to a broker through a channel, beside a bare
 producer of the same client library (franz-go, go-redis, nats.go,
@@ -26,7 +26,13 @@ messages carry the key and the payload only, Herald's its metadata too.
 
 Kafka: without --broker, a kfake cluster runs in this process (no Kafka
 can be installed here); Redis: --broker defaults to 127.0.0.1:6379
-(stream mode); NATS: --broker defaults to nats://127.0.0.1:4222, and both
+(stream mode); email: --broker is Mailpit's SMTP address (default
+127.0.0.1:1025) and --mailpit its HTTP API (default
+http://127.0.0.1:8025); the server must send through the same Mailpit
+(email.smtp-host, email.smtp-port, email.smtp-tls none), the bare side
+is go-mail over --max-in-flight reused SMTP sessions, and the messages
+are read back through Mailpit's API (run it with --max 0, so it keeps
+them all); NATS: --broker defaults to nats://127.0.0.1:4222, and both
 sides publish to JetStream streams of their own (file storage), in
 batches of 500 (the nats channel has no batch setting); AMQP: --broker
 defaults to amqp://guest:guest@127.0.0.1:5672/, each side publishes
@@ -45,6 +51,7 @@ Scenarios (docs/benchmarks.md):
   nats JetStream, batches of 500  herald bench --channel nats --events 200000 --batch 100 --workers 4
   amqp (RabbitMQ), batches of 500 herald bench --channel amqp --events 200000 --batch 100 --workers 4
   mqtt (Mosquitto), batches of 100 herald bench --channel mqtt --events 200000 --batch 100 --workers 4
+  email through Mailpit           herald bench --channel email --events 20000 --max-in-flight 8
   smoke run                       herald bench --channel kafka --events 2000`
 
 // benchChannelRequested reports whether a bench command line asks for a
@@ -70,7 +77,8 @@ func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput,
 	)
 	fs := c.flagSet("bench --channel", benchChannelUsage)
 	fs.StringVar(&cfg.Channel, "channel", "", "the `CHANNEL` to measure: "+strings.Join(bench.Channels, ", "))
-	fs.StringVar(&cfg.Broker, "broker", "", "the broker's `ADDR` (host:port or URL); kafka: none runs kfake in this process; redis: 127.0.0.1:6379; nats: nats://127.0.0.1:4222; amqp: amqp://guest:guest@127.0.0.1:5672/; mqtt: tcp://127.0.0.1:1883")
+	fs.StringVar(&cfg.Broker, "broker", "", "the broker's `ADDR` (host:port or URL); kafka: none runs kfake in this process; redis: 127.0.0.1:6379; nats: nats://127.0.0.1:4222; amqp: amqp://guest:guest@127.0.0.1:5672/; mqtt: tcp://127.0.0.1:1883; email: Mailpit's SMTP, 127.0.0.1:1025")
+	fs.StringVar(&cfg.MailAPI, "mailpit", "", "Mailpit's HTTP API `URL` (email only); default http://127.0.0.1:8025")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "`N` partitions of the Kafka topics (kfake only)")
 	fs.IntVar(&cfg.Events, "events", cfg.Events, "publish `N` events")
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "`K` events per publish request")

@@ -127,3 +127,56 @@ func TestWebPushSubscribeConfirmDeliverGone(t *testing.T) {
 		t.Fatal(p.errs)
 	}
 }
+
+// A device subscribes itself: the page fetches the VAPID key without an
+// API key, then creates its push subscription with a connection token
+// whose subscribe: scope covers the topic. It is active at once and
+// receives events; the token cannot reach topics beyond its scope, other
+// channels, or pass as an API key elsewhere.
+func TestPushDeviceSubscribesWithConnectionToken(t *testing.T) {
+	t.Parallel()
+	priv, pub, err := push.GenerateVAPIDKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPushReceiver(t)
+	m, _ := testServer(t, t.TempDir(), func(c *Config) {
+		c.PushVAPIDPrivateKey, c.PushVAPIDSubject = Secret(priv), "mailto:ops@example.com"
+	})
+	if status, b := emailCallURL(t, "GET", m.URL()+"/v1/push/vapid-public-key", ""); status != 200 || !strings.Contains(string(b), `"public_key":"`+pub+`"`) {
+		t.Fatalf("vapid-public-key = %d %s", status, b)
+	}
+	emailMust(t, m, 201, "PUT", "/v1/topics/orders.eu", `{}`)
+	emailMust(t, m, 201, "PUT", "/v1/topics/payroll", `{}`)
+	app := mustCall(t, m, testAdminKey, "POST", "/v1/keys", `{"name":"shop backend","scopes":["subscribe:orders.>"]}`, 201)["secret"].(string)
+	token := mustCall(t, m, app, "POST", "/v1/tokens", `{"scopes":["subscribe:orders.>"],"ttl":"10m"}`, 200)["token"].(string)
+
+	device := func(body string) (int, []byte) {
+		return emailCallURL(t, "POST", m.URL()+"/v1/push/subscriptions", body, "Authorization", "Bearer "+token, "Content-Type", "application/json")
+	}
+	if status, b := device(`{"topic":"payroll","channel":"push","config":` + p.config() + `}`); status != 403 {
+		t.Fatalf("beyond the token's scope = %d %s", status, b)
+	}
+	if status, b := device(`{"topic":"orders.>","channel":"email","config":{"address":"a@example.com"}}`); status != 400 || !strings.Contains(string(b), `"channel"`) {
+		t.Fatalf("an email subscription by token = %d %s", status, b)
+	}
+	if status, b := emailCallURL(t, "POST", m.URL()+"/v1/push/subscriptions", `{}`, "Authorization", "Bearer "+app); status != 401 {
+		t.Fatalf("an API key as a connection token = %d %s", status, b)
+	}
+	if status, b := emailCallURL(t, "POST", m.URL()+"/v1/subscriptions", `{"topic":"orders.>","channel":"push","config":`+p.config()+`}`, "Authorization", "Bearer "+token); status != 401 {
+		t.Fatalf("a connection token on /v1/subscriptions = %d %s", status, b)
+	}
+	status, b := device(`{"topic":"orders.>","channel":"push","config":` + p.config() + `}`)
+	var sub emailSub
+	_ = json.Unmarshal(b, &sub)
+	if status != 201 || sub.State != "active" {
+		t.Fatalf("device subscription = %d %s", status, b)
+	}
+	// The key behind the token owns it: it can see it.
+	mustCall(t, m, app, "GET", "/v1/subscriptions/"+sub.ID, "", 200)
+	emailMust(t, m, 201, "POST", "/v1/topics/orders.eu/events", `{"n":1}`)
+	eventually(t, "the notification", func() bool { return len(p.withType("")) == 1 })
+	if len(p.withType("herald.confirm")) != 0 {
+		t.Fatal("a device-created subscription was asked to confirm")
+	}
+}
