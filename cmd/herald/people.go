@@ -125,8 +125,12 @@ func (m *Main) emailChannel() (*email.Channel, error) {
 		}
 		tlsCfg.RootCAs = pool
 	}
+	auth := c.EmailSMTPAuth
+	if c.EmailSMTPUsername == "" {
+		auth = "" // email.smtp-auth has a default; without a username there is no AUTH
+	}
 	sender, err := email.NewSender(email.ServerConfig{
-		Host: c.EmailSMTPHost, Port: c.EmailSMTPPort, TLS: c.EmailSMTPTLS, Auth: c.EmailSMTPAuth,
+		Host: c.EmailSMTPHost, Port: c.EmailSMTPPort, TLS: c.EmailSMTPTLS, Auth: auth,
 		Username: c.EmailSMTPUsername, Password: string(c.EmailSMTPPassword), TLSConfig: tlsCfg,
 		MaxConns: c.EmailMaxConns, RateLimit: float64(c.EmailRateLimit),
 	})
