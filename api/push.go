@@ -58,8 +58,12 @@ func (s *Server) createPushSubscription(w http.ResponseWriter, r *http.Request) 
 	if tok == "" {
 		return herald.Errorf(herald.CodeUnauthorized, "a connection token is required: Authorization: Bearer <token from POST /v1/tokens>")
 	}
+	rec := auditRecordFrom(r.Context())
 	who, err := s.tokens.Verify(tok)
 	if err != nil {
+		if p, kerr := s.credentials(r); kerr == nil && rec != nil {
+			rec.p = p // a known key's refused call is recorded, as authenticate does
+		}
 		return herald.Errorf(herald.CodeUnauthorized, "this is not a valid connection token (an API key goes to POST /v1/subscriptions)")
 	}
 	p := &principal{scopes: who.Scopes}
@@ -74,6 +78,9 @@ func (s *Server) createPushSubscription(w http.ResponseWriter, r *http.Request) 
 		p.keyID, p.tenant = k.ID, k.Tenant
 	}
 	connAuthenticated(r.Context())
+	if rec != nil {
+		rec.p = p
+	}
 	ctx := context.WithValue(context.WithValue(r.Context(), principalKey, p), deviceCreatedKey{}, true)
 	return s.createSubscription(w, r.WithContext(ctx))
 }
