@@ -215,6 +215,24 @@ func RunChannel(ctx context.Context, cfg ChannelConfig) (*ChannelReport, error) 
 	return rep, nil
 }
 
+// batchOf is the batch size of the channel and the bare producer:
+// --max-batch-events, or the channel's default.
+func batchOf(cfg ChannelConfig, def int) int {
+	if cfg.MaxBatchEvents > 0 {
+		return cfg.MaxBatchEvents
+	}
+	return def
+}
+
+// withBatching adds the bench's batch settings to a subscription config.
+func withBatching(cfg ChannelConfig, m map[string]any) map[string]any {
+	m["linger_ms"] = cfg.LingerMS
+	if cfg.MaxBatchEvents > 0 {
+		m["max_batch_events"] = cfg.MaxBatchEvents
+	}
+	return m
+}
+
 // benchPayload is a JSON payload of size bytes holding seq.
 func benchPayload(seq, size int) []byte {
 	p := fmt.Appendf(make([]byte, 0, size), `{"seq":%d,"pad":"`, seq)

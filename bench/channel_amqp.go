@@ -12,11 +12,9 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-)
 
-// amqpBatch is what the amqp channel sends per call (its BatchLimits),
-// and so what the bare producer sends too.
-const amqpBatch = 500
+	amqpch "github.com/heraldhq/herald/channel/amqp"
+)
 
 // amqpBroker benches the amqp channel: each target is a durable queue,
 // reached through the default exchange with the queue's name as the
@@ -28,9 +26,6 @@ type amqpBroker struct {
 }
 
 func newAMQPBroker(cfg ChannelConfig) (*amqpBroker, error) {
-	if cfg.MaxBatchEvents > 0 {
-		return nil, fmt.Errorf("--max-batch-events: the amqp channel has no batch setting; it sends up to %d events a call", amqpBatch)
-	}
 	u := cfg.Broker
 	if u == "" {
 		u = "amqp://guest:guest@127.0.0.1:5672/"
@@ -48,7 +43,7 @@ func newAMQPBroker(cfg ChannelConfig) (*amqpBroker, error) {
 func (b *amqpBroker) name() string { return redactURL(b.url) }
 
 func (b *amqpBroker) config(target string) json.RawMessage {
-	raw, _ := json.Marshal(map[string]any{"url": b.url, "exchange": "", "routing_key": target})
+	raw, _ := json.Marshal(withBatching(b.cfg, map[string]any{"url": b.url, "exchange": "", "routing_key": target}))
 	return raw
 }
 
@@ -63,7 +58,7 @@ func (b *amqpBroker) prepare(_ context.Context, target string) error {
 }
 
 // bare publishes as the channel does: max_in_flight channels in confirm
-// mode, each publishing batches of 500 persistent, mandatory messages
+// mode, each publishing batches of max_batch_events (500 by default) persistent, mandatory messages
 // and then waiting for every confirmation of its batch.
 func (b *amqpBroker) bare(ctx context.Context, target string, n int, payload func(int) []byte, key func(int) string) (int64, error) {
 	conn, err := amqp.DialConfig(b.url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
@@ -75,6 +70,7 @@ func (b *amqpBroker) bare(ctx context.Context, target string, n int, payload fun
 	var firstErr atomic.Pointer[error]
 	fail := func(err error) { firstErr.CompareAndSwap(nil, &err) }
 	var wg sync.WaitGroup
+	size := batchOf(b.cfg, amqpch.DefaultBatch)
 	for range b.cfg.MaxInFlight {
 		wg.Go(func() {
 			ch, err := conn.Channel()
@@ -88,12 +84,12 @@ func (b *amqpBroker) bare(ctx context.Context, target string, n int, payload fun
 				return
 			}
 			for {
-				from := int(next.Add(amqpBatch)) - amqpBatch + 1
+				from := int(next.Add(int64(size))) - size + 1
 				if from > n || ctx.Err() != nil {
 					return
 				}
 				var confirms []*amqp.DeferredConfirmation
-				for seq := from; seq < from+amqpBatch && seq <= n; seq++ {
+				for seq := from; seq < from+size && seq <= n; seq++ {
 					dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", target, true, false, amqp.Publishing{
 						Headers:      amqp.Table{"Herald-Seq": strconv.Itoa(seq), "Herald-Event-Key": key(seq)},
 						ContentType:  "application/json",

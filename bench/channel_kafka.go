@@ -41,19 +41,10 @@ func (b *kafkaBroker) name() string {
 	return b.addr
 }
 
-func (b *kafkaBroker) batch() int {
-	if b.cfg.MaxBatchEvents > 0 {
-		return b.cfg.MaxBatchEvents
-	}
-	return kafka.DefaultBatch
-}
+func (b *kafkaBroker) batch() int { return batchOf(b.cfg, kafka.DefaultBatch) }
 
 func (b *kafkaBroker) config(target string) json.RawMessage {
-	m := map[string]any{"brokers": []string{b.addr}, "topic": target, "linger_ms": b.cfg.LingerMS}
-	if b.cfg.MaxBatchEvents > 0 {
-		m["max_batch_events"] = b.cfg.MaxBatchEvents
-	}
-	raw, _ := json.Marshal(m)
+	raw, _ := json.Marshal(withBatching(b.cfg, map[string]any{"brokers": []string{b.addr}, "topic": target}))
 	return raw
 }
 

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-)
 
-// mqttBatch is what the mqtt channel sends per call (its BatchLimits),
-// and so what the bare producer sends too.
-const mqttBatch = 100
+	"github.com/heraldhq/herald/channel/mqtt"
+)
 
 // mqttBroker benches the mqtt channel: each target is an MQTT topic, the
 // messages at QoS 1 in the raw format (the payload byte for byte: MQTT
@@ -27,9 +25,6 @@ type mqttBroker struct {
 }
 
 func newMQTTBroker(cfg ChannelConfig) (*mqttBroker, error) {
-	if cfg.MaxBatchEvents > 0 {
-		return nil, fmt.Errorf("--max-batch-events: the mqtt channel has no batch setting; it sends up to %d events a call", mqttBatch)
-	}
 	u := cfg.Broker
 	if u == "" {
 		u = "tcp://127.0.0.1:1883"
@@ -43,7 +38,7 @@ func newMQTTBroker(cfg ChannelConfig) (*mqttBroker, error) {
 func (b *mqttBroker) name() string { return redactURL(b.url) }
 
 func (b *mqttBroker) config(target string) json.RawMessage {
-	raw, _ := json.Marshal(map[string]any{"url": b.url, "topic": target, "qos": 1})
+	raw, _ := json.Marshal(withBatching(b.cfg, map[string]any{"url": b.url, "topic": target, "qos": 1}))
 	return raw
 }
 
@@ -65,7 +60,8 @@ func (b *mqttBroker) connect(ctx context.Context, role string) (paho.Client, err
 
 func (b *mqttBroker) prepare(context.Context, string) error { return nil } // topics need no making
 
-// bare publishes as the channel does: one client, batches of 100 QoS 1
+// bare publishes as the channel does: one client, batches of max_batch_events
+// (100 by default) QoS 1
 // messages, max_in_flight batches at once, each waiting for the PUBACKs
 // of its batch.
 func (b *mqttBroker) bare(ctx context.Context, target string, n int, payload func(int) []byte, _ func(int) string) (int64, error) {
@@ -77,15 +73,16 @@ func (b *mqttBroker) bare(ctx context.Context, target string, n int, payload fun
 	var next, acked atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
+	size := batchOf(b.cfg, mqtt.DefaultBatch)
 	for range b.cfg.MaxInFlight {
 		wg.Go(func() {
 			for {
-				from := int(next.Add(mqttBatch)) - mqttBatch + 1
+				from := int(next.Add(int64(size))) - size + 1
 				if from > n || ctx.Err() != nil {
 					return
 				}
 				var toks []paho.Token
-				for seq := from; seq < from+mqttBatch && seq <= n; seq++ {
+				for seq := from; seq < from+size && seq <= n; seq++ {
 					toks = append(toks, cl.Publish(target, 1, false, payload(seq)))
 				}
 				for _, t := range toks {

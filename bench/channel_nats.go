@@ -12,11 +12,9 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// natsBatch is what the nats channel sends per call (its BatchLimits),
-// and so what the bare producer sends too.
-const natsBatch = 500
+	"github.com/heraldhq/herald/channel/nats"
+)
 
 // natsBroker benches the nats channel's JetStream mode: each target is a
 // subject, taken by a stream of its own (file storage, as a real one).
@@ -28,9 +26,6 @@ type natsBroker struct {
 }
 
 func newNATSBroker(cfg ChannelConfig) (*natsBroker, error) {
-	if cfg.MaxBatchEvents > 0 {
-		return nil, fmt.Errorf("--max-batch-events: the nats channel has no batch setting; it sends up to %d events a call", natsBatch)
-	}
 	u := cfg.Broker
 	if u == "" {
 		u = "nats://127.0.0.1:4222"
@@ -55,7 +50,7 @@ func (b *natsBroker) name() string { return b.url + " (JetStream)" }
 func natsStream(target string) string { return strings.ToUpper(strings.ReplaceAll(target, "-", "_")) }
 
 func (b *natsBroker) config(target string) json.RawMessage {
-	raw, _ := json.Marshal(map[string]any{"url": b.url, "subject": target, "jetstream": true, "stream": natsStream(target)})
+	raw, _ := json.Marshal(withBatching(b.cfg, map[string]any{"url": b.url, "subject": target, "jetstream": true, "stream": natsStream(target)}))
 	return raw
 }
 
@@ -64,22 +59,24 @@ func (b *natsBroker) prepare(ctx context.Context, target string) error {
 	return err
 }
 
-// bare publishes as the channel does: batches of 500 asynchronous
+// bare publishes as the channel does: batches of max_batch_events (500
+// by default) asynchronous
 // JetStream publishes with Nats-Msg-Id, max_in_flight batches at once,
 // each waiting for its acknowledgements.
 func (b *natsBroker) bare(ctx context.Context, target string, n int, payload func(int) []byte, key func(int) string) (int64, error) {
 	var next, acked atomic.Int64
 	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
+	size := batchOf(b.cfg, nats.DefaultBatch)
 	for range b.cfg.MaxInFlight {
 		wg.Go(func() {
 			for {
-				from := int(next.Add(natsBatch)) - natsBatch + 1
+				from := int(next.Add(int64(size))) - size + 1
 				if from > n || ctx.Err() != nil {
 					return
 				}
 				var futures []jetstream.PubAckFuture
-				for seq := from; seq < from+natsBatch && seq <= n; seq++ {
+				for seq := from; seq < from+size && seq <= n; seq++ {
 					m := natsgo.NewMsg(target)
 					m.Data = payload(seq)
 					m.Header.Set("Herald-Seq", strconv.Itoa(seq))

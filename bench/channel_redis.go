@@ -30,19 +30,10 @@ func newRedisBroker(cfg ChannelConfig) (*redisBroker, error) {
 
 func (b *redisBroker) name() string { return b.addr }
 
-func (b *redisBroker) batch() int {
-	if b.cfg.MaxBatchEvents > 0 {
-		return b.cfg.MaxBatchEvents
-	}
-	return redis.DefaultBatch
-}
+func (b *redisBroker) batch() int { return batchOf(b.cfg, redis.DefaultBatch) }
 
 func (b *redisBroker) config(target string) json.RawMessage {
-	m := map[string]any{"address": b.addr, "stream": target, "linger_ms": b.cfg.LingerMS}
-	if b.cfg.MaxBatchEvents > 0 {
-		m["max_batch_events"] = b.cfg.MaxBatchEvents
-	}
-	raw, _ := json.Marshal(m)
+	raw, _ := json.Marshal(withBatching(b.cfg, map[string]any{"address": b.addr, "stream": target}))
 	return raw
 }
 

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,22 +56,11 @@ const (
 	ReasonPublish      = "publish-failed"       // any other failure
 )
 
-// ChannelConfig configures the amqp channel.
-type ChannelConfig struct {
-	// AllowPrivate lets subscriptions name loopback, private and other
-	// refused addresses, and lets connections reach them.
-	AllowPrivate bool
-	// DialTimeout bounds connecting and the AMQP handshake; default 5s.
-	DialTimeout time.Duration
-	// ReconnectWait is the first pause after a failed connection attempt,
-	// doubled on each failure up to 30s; default 1s. Deliveries during the
-	// pause fail at once.
-	ReconnectWait time.Duration
-	// Logger gets connection changes (never secrets); nil discards them.
-	Logger *slog.Logger
-	// Registry gets the channel's metrics; nil registers none.
-	Registry prometheus.Registerer
-}
+// ChannelConfig configures the amqp channel: DialTimeout bounds
+// connecting and the AMQP handshake; after a failed attempt, deliveries
+// fail at once until ReconnectWait (doubled on each failure, up to 30s)
+// has passed.
+type ChannelConfig = channel.BrokerConfig
 
 // Channel is the amqp channel. It is safe for concurrent use.
 type Channel struct {
@@ -84,35 +74,24 @@ var _ channel.Channel = (*Channel)(nil)
 
 // NewChannel returns the amqp channel.
 func NewChannel(cfg ChannelConfig) *Channel {
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.ReconnectWait <= 0 {
-		cfg.ReconnectWait = time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	c := &Channel{cfg: cfg, log: log.With("channel", Name)}
+	cfg = cfg.WithDefaults(Name)
+	c := &Channel{cfg: cfg, log: cfg.Logger}
 	c.pool = channel.NewPool(func(cn *conn) { cn.close() })
 	c.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_amqp_connects_total", Help: "Connections made to AMQP brokers, the first and every one after a loss.",
 	})
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(c.reconnects,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "herald_amqp_connections", Help: "Pooled AMQP connections that are up (one per distinct broker and login).",
-			}, func() float64 {
-				n := 0
-				for _, cn := range c.pool.Clients() {
-					if cn.up() {
-						n++
-					}
+	cfg.Register(c.reconnects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_amqp_connections", Help: "Pooled AMQP connections that are up (one per distinct broker and login).",
+		}, func() float64 {
+			n := 0
+			for _, cn := range c.pool.Clients() {
+				if cn.up() {
+					n++
 				}
-				return float64(n)
-			}))
-	}
+			}
+			return float64(n)
+		}))
 	return c
 }
 
@@ -163,7 +142,7 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	cn, release, _ := c.pool.Acquire(cfg.poolKey(), func() (*conn, error) {
 		return &conn{c: c, cfg: cfg, log: c.log.With("broker", cfg.URL)}, nil
 	})
-	return &sink{conn: cn, release: release, cfg: cfg, key: key, subID: sub.ID}, nil
+	return &sink{conn: cn, release: release, cfg: cfg, key: key, subID: sub.ID, limits: cfg.Limits(DefaultBatch, maxBatchBytes)}, nil
 }
 
 // conn is one pooled connection, made on demand and again after a loss.
@@ -192,9 +171,14 @@ type pubChan struct {
 	cause   error // why the channel closed, once read from closes
 }
 
-// maxBatch bounds a batch; the return buffer of a channel holds as many,
-// so the broker's returns never block the connection's reader.
-const maxBatch = 500
+// Batches: max_batch_events, by default DefaultBatch, up to MaxBatch; the
+// return buffer of a channel holds MaxBatch, so the broker's returns never
+// block the connection's reader.
+const (
+	DefaultBatch  = 500
+	MaxBatch      = 2000
+	maxBatchBytes = 4 << 20
+)
 
 func (cn *conn) up() bool {
 	cn.mu.Lock()
@@ -321,7 +305,7 @@ func (cn *conn) take(ctx context.Context) (*pubChan, error) {
 		_ = ch.Close()
 		return nil, err
 	}
-	pc := &pubChan{conn: c, ch: ch, returns: make(chan amqp.Return, maxBatch), closes: make(chan *amqp.Error, 1)}
+	pc := &pubChan{conn: c, ch: ch, returns: make(chan amqp.Return, MaxBatch), closes: make(chan *amqp.Error, 1)}
 	ch.NotifyReturn(pc.returns)
 	ch.NotifyClose(pc.closes)
 	return pc, nil
@@ -359,18 +343,18 @@ type sink struct {
 	cfg     Config
 	key     channel.Template
 	subID   string
+	limits  channel.BatchLimits
 }
 
 var _ channel.Batcher = (*sink)(nil)
 
-// BatchLimits: up to 500 events or 4 MiB a call, sent at once.
-func (s *sink) BatchLimits() channel.BatchLimits {
-	return channel.BatchLimits{MaxEvents: maxBatch, MaxBytes: 4 << 20}
-}
+// BatchLimits: the config's max_batch_events (500 by default) and
+// linger_ms, up to 4 MiB a call.
+func (s *sink) BatchLimits() channel.BatchLimits { return s.limits }
 
 // Deliver publishes one event.
 func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
-	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+	return channel.DeliverOne(ctx, s, ev, attempt)
 }
 
 // DeliverBatch publishes the events in order on one channel, then waits
@@ -378,20 +362,10 @@ func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) heral
 // (mandatory, no queue) is Failed though confirmed: the broker returns it
 // before it confirms it, so the returns are all in hand by then.
 func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
-	start := time.Now()
-	res := make([]herald.DeliveryResult, len(batch))
-	failRest := func(reason, detail string) {
-		for i := range res {
-			if res[i].Outcome == 0 {
-				res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: reason, Detail: detail}
-			}
-		}
-	}
+	res := channel.NewResults(batch)
 	pc, err := s.conn.take(ctx)
 	if err != nil {
-		r, d := classify(err)
-		failRest(r, d)
-		return s.finish(batch, res, start)
+		return res.Done(classify(err))
 	}
 	defer s.conn.put(pc)
 
@@ -399,14 +373,12 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	for i, d := range batch {
 		rk := routingKey(s.key, d.Event)
 		if len(rk) > maxNameLen {
-			res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: ReasonRoutingKey, Detail: fmt.Sprintf("the routing key is %d bytes; AMQP allows 255", len(rk))}
+			res.Fail(i, ReasonRoutingKey, fmt.Sprintf("the routing key is %d bytes; AMQP allows 255", len(rk)))
 			continue
 		}
 		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.Exchange, rk, s.cfg.Mandatory, false, s.message(d))
 		if err != nil {
-			r, dt := classify(closeCause(pc, err))
-			failRest(r, dt)
-			break
+			return res.Done(classify(closeCause(pc, err)))
 		}
 		confirms[i] = dc
 	}
@@ -414,25 +386,20 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 		if dc == nil {
 			continue
 		}
-		select {
-		case <-dc.Done():
-			if dc.Acked() {
-				res[i].Outcome = herald.Delivered
-				continue
-			}
-			if pc.ch.IsClosed() {
-				r, dt := classify(closeCause(pc, amqp.ErrClosed))
-				res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: dt}
-			} else {
-				res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: ReasonNacked, Detail: "the broker refused the message (basic.nack)"}
-			}
-		case <-ctx.Done():
-			r, dt := classify(ctx.Err())
-			failRest(r, dt)
+		if !channel.Wait(ctx, dc.Done()) {
 			// Confirmations still owed would land on the next batch's
 			// wait: this channel is done.
 			_ = pc.ch.Close()
-			return s.finish(batch, res, start)
+			return res.Done(classify(ctx.Err()))
+		}
+		switch {
+		case dc.Acked():
+			res.Delivered(i)
+		case pc.ch.IsClosed():
+			r, dt := classify(closeCause(pc, amqp.ErrClosed))
+			res.Fail(i, r, dt)
+		default:
+			res.Fail(i, ReasonNacked, "the broker refused the message (basic.nack)")
 		}
 	}
 	for drained := false; !drained; {
@@ -443,26 +410,15 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 				break
 			}
 			for i, d := range batch {
-				if d.Event.ID == ret.MessageId && res[i].Outcome == herald.Delivered {
-					res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: ReasonUnroutable,
-						Detail: fmt.Sprintf("%d %s: no queue is bound to exchange %q for routing key %q", ret.ReplyCode, ret.ReplyText, ret.Exchange, ret.RoutingKey)}
+				if d.Event.ID == ret.MessageId && res.Outcome(i) == herald.Delivered {
+					res.Fail(i, ReasonUnroutable, fmt.Sprintf("%d %s: no queue is bound to exchange %q for routing key %q", ret.ReplyCode, ret.ReplyText, ret.Exchange, ret.RoutingKey))
 				}
 			}
 		default:
 			drained = true
 		}
 	}
-	return s.finish(batch, res, start)
-}
-
-// finish keeps per-key order across failures and stamps the latency.
-func (s *sink) finish(batch []channel.Delivery, res []herald.DeliveryResult, start time.Time) []herald.DeliveryResult {
-	channel.KeepKeyOrder(batch, res)
-	took := time.Since(start)
-	for i := range res {
-		res[i].Latency = took
-	}
-	return res
+	return res.Done(ReasonPublish, "no answer from the broker")
 }
 
 // message builds the AMQP message of one delivery.
@@ -495,26 +451,7 @@ func (s *sink) message(d channel.Delivery) amqp.Publishing {
 // reservedHeader reports whether a producer's header name is Herald's to
 // set.
 func reservedHeader(name string) bool {
-	return len(name) >= 7 && equalFold(name[:7], "herald-")
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return len(name) >= 7 && strings.EqualFold(name[:7], "herald-")
 }
 
 // closeCause returns why the channel closed when it did (the broker's

@@ -318,6 +318,9 @@ func TestValidate(t *testing.T) {
 	for _, tc := range []struct{ config, field string }{
 		{`{}`, "url"},
 		{`{"url":"http://mq.example.com"}`, "url"},
+		{`{"url":"amqp://mq.example.com","max_batch_events":-1}`, "max_batch_events"},
+		{`{"url":"amqp://mq.example.com","max_batch_events":100000}`, "max_batch_events"},
+		{`{"url":"amqp://mq.example.com","linger_ms":5000}`, "linger_ms"},
 		{`{"url":"amqp://127.0.0.1"}`, "url"},
 		{`{"url":"amqp://mq.example.com?heartbeat=5"}`, "url"},
 		{`{"url":"amqp://mq.example.com","routing_key":"{nope}"}`, "routing_key"},
@@ -337,7 +340,7 @@ func TestValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"url":"amqps://mq.example.com:5671/prod","exchange":"events","routing_key":"{topic}","mandatory":true,"user":"app","password":"s@cret"}`
+	want := `{"url":"amqps://mq.example.com:5671/prod","exchange":"events","routing_key":"{topic}","mandatory":true,"user":"app","password":"s@cret","max_batch_events":500,"linger_ms":0}`
 	if string(canon) != want {
 		t.Errorf("canonical form\n got %s\nwant %s", canon, want)
 	}

@@ -1,8 +1,6 @@
 package amqp
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -33,6 +31,8 @@ type Config struct {
 	// shows it.
 	User     string `json:"user,omitempty"`
 	Password string `json:"password,omitempty"`
+	// max_batch_events (500 by default, up to 2000) and linger_ms.
+	channel.Batching
 }
 
 // Limits of a config.
@@ -57,11 +57,7 @@ func (c Config) encode() json.RawMessage {
 }
 
 // poolKey tells apart connections that differ: the broker and the login.
-// The password enters only as a digest.
-func (c Config) poolKey() string {
-	h := sha256.Sum256([]byte(c.User + "\x00" + c.Password))
-	return c.URL + "|" + hex.EncodeToString(h[:8])
-}
+func (c Config) poolKey() string { return channel.PoolKey(c.URL, c.User, c.Password) }
 
 // input is a config as a caller writes it; Password and Mandatory are
 // pointers to tell "absent" from a value.
@@ -72,6 +68,7 @@ type input struct {
 	Mandatory  *bool   `json:"mandatory"`
 	User       string  `json:"user"`
 	Password   *string `json:"password"`
+	channel.Batching
 }
 
 // validate checks a caller's config and returns its canonical form. On an
@@ -82,7 +79,10 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
 		return Config{}, err
 	}
-	out := Config{Exchange: in.Exchange, RoutingKey: in.RoutingKey, Mandatory: in.Mandatory == nil || *in.Mandatory, User: in.User}
+	out := Config{Exchange: in.Exchange, RoutingKey: in.RoutingKey, Mandatory: in.Mandatory == nil || *in.Mandatory, User: in.User, Batching: in.Batching}
+	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
+		return Config{}, err
+	}
 	urlUser, urlPass, err := canonicalURL(in.URL, allowPrivate, &out)
 	if err != nil {
 		return Config{}, err
@@ -120,13 +120,8 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 			return Config{}, err
 		}
 	}
-	switch {
-	case in.Password != nil:
-		out.Password = *in.Password
-	case prev.Password != "" && prev.URL != out.URL:
-		return Config{}, herald.FieldErrorf("password", "the broker changed: give the password again (a stored password is kept only for the broker it was given for), or \"\" to remove it")
-	default:
-		out.Password = prev.Password
+	if out.Password, err = channel.KeepSecret(in.Password, prev.Password, prev.URL == out.URL, "password"); err != nil {
+		return Config{}, err
 	}
 	if len(out.Password) > maxSecretLen || strings.ContainsRune(out.Password, 0) {
 		return Config{}, herald.FieldErrorf("password", "password must be at most %d bytes", maxSecretLen)

@@ -7,18 +7,12 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
@@ -34,7 +28,7 @@ const (
 	MaxTopicLen       = 249  // Kafka's limit on a topic name
 	DefaultBatch      = 500  // events per produce call when "max_batch_events" is 0
 	MaxBatch          = 5000 // the largest "max_batch_events"
-	MaxLingerMS       = 1000 // the largest "linger_ms"
+	MaxLingerMS       = channel.MaxLingerMS
 	MaxClientIDLen    = 128
 	MaxCredentialLen  = 1024 // a SASL user name or password
 	DefaultTopic      = "{topic}"
@@ -66,10 +60,9 @@ type Config struct {
 	ClientID string `json:"client_id"`
 	// Compression is the batch codec: none, gzip, snappy, lz4 or zstd.
 	Compression string `json:"compression"`
-	// MaxBatchEvents bounds the events of one produce call.
-	MaxBatchEvents int `json:"max_batch_events"`
-	// LingerMS is how long a partial batch waits for more events.
-	LingerMS int `json:"linger_ms"`
+	// max_batch_events bounds the events of one produce call; linger_ms
+	// is how long a partial batch waits for more.
+	channel.Batching
 
 	// SASLMechanism turns SASL authentication on: PLAIN, SCRAM-SHA-256
 	// or SCRAM-SHA-512, with Username and Password.
@@ -97,17 +90,10 @@ func (c Config) Encode() json.RawMessage {
 	return b
 }
 
-// ChannelConfig configures the channel.
-type ChannelConfig struct {
-	// AllowPrivate lets configs name loopback, private and other refused
-	// broker addresses, and lets the producers dial them (see
-	// channel.CheckHostPort and channel.DialControl).
-	AllowPrivate bool
-	// Logger receives the pool's and franz-go's warnings; nil discards.
-	Logger *slog.Logger
-	// Registry receives the channel's metrics; nil registers none.
-	Registry prometheus.Registerer
-}
+// ChannelConfig configures the channel: AllowPrivate, Logger (the pool's
+// and franz-go's warnings) and Registry; franz-go bounds its own dials and
+// reconnects.
+type ChannelConfig = channel.BrokerConfig
 
 // Channel delivers to Kafka. One producer serves every subscription with
 // the same brokers and connection settings, shared by reference count. It
@@ -117,19 +103,17 @@ type Channel struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	mu    sync.Mutex
-	pools map[string]*producer // by poolKey
+	pool *channel.Pool[*producer] // by poolKey
 }
 
 var _ channel.Channel = (*Channel)(nil)
 
 // New returns the kafka channel.
 func New(cfg ChannelConfig) *Channel {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Channel{cfg: cfg, log: log.With("channel", Name), metrics: newMetrics(cfg.Registry), pools: map[string]*producer{}}
+	cfg = cfg.WithDefaults(Name)
+	c := &Channel{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	c.pool = channel.NewPool(c.closeProducer)
+	return c
 }
 
 // Name is "kafka".
@@ -168,8 +152,7 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 		}
 	}
 	slices.Sort(brokers)
-	out := Config{Brokers: brokers, Topic: in.Topic, ClientID: in.ClientID, Compression: in.Compression,
-		MaxBatchEvents: in.MaxBatchEvents, LingerMS: in.LingerMS}
+	out := Config{Brokers: brokers, Topic: in.Topic, ClientID: in.ClientID, Compression: in.Compression, Batching: in.Batching}
 	if out.Topic == "" {
 		out.Topic = DefaultTopic
 	}
@@ -188,14 +171,8 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 	if !slices.Contains(codecs, out.Compression) {
 		return nil, herald.FieldErrorf("compression", "compression %q is not one of %s", out.Compression, strings.Join(codecs, ", "))
 	}
-	if out.MaxBatchEvents == 0 {
-		out.MaxBatchEvents = DefaultBatch
-	}
-	if out.MaxBatchEvents < 1 || out.MaxBatchEvents > MaxBatch {
-		return nil, herald.FieldErrorf("max_batch_events", "max_batch_events must be between 1 and %d, got %d", MaxBatch, out.MaxBatchEvents)
-	}
-	if out.LingerMS < 0 || out.LingerMS > MaxLingerMS {
-		return nil, herald.FieldErrorf("linger_ms", "linger_ms must be between 0 and %d, got %d", MaxLingerMS, out.LingerMS)
+	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
+		return nil, err
 	}
 	if err := validateSASL(&out, in, prev); err != nil {
 		return nil, err
@@ -304,12 +281,9 @@ func (c *Channel) Destination(raw json.RawMessage) string {
 // the connection (brokers, credentials, TLS) or the producer (client id,
 // codec). Secrets enter only hashed.
 func poolKey(cfg Config) string {
-	var b bytes.Buffer
 	p := cfg
-	p.Topic, p.MaxBatchEvents, p.LingerMS = "", 0, 0
-	_ = json.NewEncoder(&b).Encode(p)
-	sum := sha256.Sum256(b.Bytes())
-	return hex.EncodeToString(sum[:])
+	p.Topic, p.Batching = "", channel.Batching{}
+	return channel.PoolKey("kafka", p)
 }
 
 // Open takes a share of the producer for the config's brokers, making it
@@ -320,10 +294,10 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, err
 	}
-	p, err := c.acquire(cfg)
+	p, release, err := c.pool.Acquire(poolKey(cfg), func() (*producer, error) { return c.openProducer(cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
 	}
-	return &sink{c: c, p: p, subID: sub.ID, topic: cfg.Topic, timeout: sub.Timeout,
-		limits: channel.BatchLimits{MaxEvents: cfg.MaxBatchEvents, MaxBytes: maxBatchBytesHint, Linger: lingerOf(cfg)}}, nil
+	return &sink{c: c, p: p, release: release, subID: sub.ID, topic: cfg.Topic, timeout: sub.Timeout,
+		limits: cfg.Limits(DefaultBatch, maxBatchBytesHint)}, nil
 }

@@ -17,12 +17,10 @@ import (
 	"github.com/heraldhq/herald/channel"
 )
 
-// producer is one franz-go client shared by every sink whose config has
-// the same poolKey. Its fields other than refs are fixed once made.
+// producer is one franz-go client shared (channel.Pool) by every sink
+// whose config has the same poolKey. Its fields are fixed once made.
 type producer struct {
-	key  string
-	cl   *kgo.Client
-	refs int // guarded by Channel.mu
+	cl *kgo.Client
 	// lastDial is the newest failure to connect to a broker, nil once a
 	// connection succeeds: a record that times out while the brokers
 	// cannot be reached reports why (connection refused, DNS, refused
@@ -32,16 +30,10 @@ type producer struct {
 
 type dialFailure struct{ err error }
 
-// acquire returns the pooled producer for cfg, making it if needed.
-func (c *Channel) acquire(cfg Config) (*producer, error) {
-	key := poolKey(cfg)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p, ok := c.pools[key]; ok {
-		p.refs++
-		return p, nil
-	}
-	p := &producer{key: key, refs: 1}
+// openProducer makes the producer of a config; franz-go connects on
+// first use.
+func (c *Channel) openProducer(cfg Config) (*producer, error) {
+	p := &producer{}
 	opts, err := c.options(cfg, p)
 	if err != nil {
 		return nil, err
@@ -49,25 +41,15 @@ func (c *Channel) acquire(cfg Config) (*producer, error) {
 	if p.cl, err = kgo.NewClient(opts...); err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	c.pools[key] = p
 	c.metrics.producers.Inc()
 	c.log.Info("kafka producer opened", "destination", "kafka://"+strings.Join(cfg.Brokers, ","))
 	return p, nil
 }
 
-// release gives back one share of p, closing it with the last.
-func (c *Channel) release(p *producer) {
-	c.mu.Lock()
-	p.refs--
-	last := p.refs == 0
-	if last {
-		delete(c.pools, p.key)
-	}
-	c.mu.Unlock()
-	if last {
-		p.cl.Close() // fails what is still buffered; its deliveries have returned
-		c.metrics.producers.Dec()
-	}
+// closeProducer closes a producer once its last sink released it.
+func (c *Channel) closeProducer(p *producer) {
+	p.cl.Close() // fails what is still buffered; its deliveries have returned
+	c.metrics.producers.Dec()
 }
 
 // options are the franz-go settings of a config: acks from every in-sync

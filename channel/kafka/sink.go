@@ -38,28 +38,26 @@ const (
 type sink struct {
 	c       *Channel
 	p       *producer
+	release func() // the share of p
 	subID   string
 	topic   string // the template
 	timeout time.Duration
 	limits  channel.BatchLimits
-	closed  sync.Once
 }
 
 var _ channel.Batcher = (*sink)(nil)
-
-func lingerOf(cfg Config) time.Duration { return time.Duration(cfg.LingerMS) * time.Millisecond }
 
 // BatchLimits are the config's max_batch_events and linger_ms.
 func (s *sink) BatchLimits() channel.BatchLimits { return s.limits }
 
 // Deliver produces one event.
 func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
-	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+	return channel.DeliverOne(ctx, s, ev, attempt)
 }
 
 // Close gives back the sink's share of the producer.
 func (s *sink) Close(context.Context) error {
-	s.closed.Do(func() { s.c.release(s.p) })
+	s.release()
 	return nil
 }
 

@@ -1,8 +1,6 @@
 package mqtt
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -39,6 +37,8 @@ type Config struct {
 	// it.
 	User     string `json:"user,omitempty"`
 	Password string `json:"password,omitempty"`
+	// max_batch_events (100 by default, up to 2000) and linger_ms.
+	channel.Batching
 }
 
 // The formats of a message.
@@ -70,11 +70,7 @@ func (c Config) encode() json.RawMessage {
 }
 
 // poolKey tells apart connections that differ: the broker and the login.
-// The password enters only as a digest.
-func (c Config) poolKey() string {
-	h := sha256.Sum256([]byte(c.User + "\x00" + c.Password))
-	return c.URL + "|" + hex.EncodeToString(h[:8])
-}
+func (c Config) poolKey() string { return channel.PoolKey(c.URL, c.User, c.Password) }
 
 type input struct {
 	URL      string  `json:"url"`
@@ -84,6 +80,7 @@ type input struct {
 	Format   string  `json:"format"`
 	User     string  `json:"user"`
 	Password *string `json:"password"`
+	channel.Batching
 }
 
 // validate checks a caller's config and returns its canonical form. On an
@@ -94,7 +91,10 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
 		return Config{}, err
 	}
-	out := Config{Topic: in.Topic, QoS: 1, Retain: in.Retain, Format: in.Format, User: in.User}
+	out := Config{Topic: in.Topic, QoS: 1, Retain: in.Retain, Format: in.Format, User: in.User, Batching: in.Batching}
+	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
+		return Config{}, err
+	}
 	if in.QoS != nil {
 		out.QoS = *in.QoS
 	}
@@ -133,13 +133,8 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 			return Config{}, err
 		}
 	}
-	switch {
-	case in.Password != nil:
-		out.Password = *in.Password
-	case prev.Password != "" && prev.URL != out.URL:
-		return Config{}, herald.FieldErrorf("password", "the broker changed: give the password again (a stored password is kept only for the broker it was given for), or \"\" to remove it")
-	default:
-		out.Password = prev.Password
+	if out.Password, err = channel.KeepSecret(in.Password, prev.Password, prev.URL == out.URL, "password"); err != nil {
+		return Config{}, err
 	}
 	if len(out.Password) > maxSecretLen {
 		return Config{}, herald.FieldErrorf("password", "password must be at most %d bytes", maxSecretLen)

@@ -52,21 +52,10 @@ const (
 	ReasonPublish      = "publish-failed" // any other failure
 )
 
-// ChannelConfig configures the mqtt channel.
-type ChannelConfig struct {
-	// AllowPrivate lets subscriptions name loopback, private and other
-	// refused addresses, and lets connections reach them.
-	AllowPrivate bool
-	// DialTimeout bounds connecting and the MQTT handshake; default 5s.
-	DialTimeout time.Duration
-	// ReconnectWait is the first pause between connection attempts; it
-	// grows to 30s while they fail. Default 1s.
-	ReconnectWait time.Duration
-	// Logger gets connection changes (never secrets); nil discards them.
-	Logger *slog.Logger
-	// Registry gets the channel's metrics; nil registers none.
-	Registry prometheus.Registerer
-}
+// ChannelConfig configures the mqtt channel: DialTimeout bounds
+// connecting and the MQTT handshake; ReconnectWait is the first pause
+// between connection attempts, growing to 30s while they fail.
+type ChannelConfig = channel.BrokerConfig
 
 // Channel is the mqtt channel. It is safe for concurrent use.
 type Channel struct {
@@ -80,35 +69,24 @@ var _ channel.Channel = (*Channel)(nil)
 
 // NewChannel returns the mqtt channel.
 func NewChannel(cfg ChannelConfig) *Channel {
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.ReconnectWait <= 0 {
-		cfg.ReconnectWait = time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	c := &Channel{cfg: cfg, log: log.With("channel", Name)}
+	cfg = cfg.WithDefaults(Name)
+	c := &Channel{cfg: cfg, log: cfg.Logger}
 	c.pool = channel.NewPool(func(cl *client) { cl.c.Disconnect(250) })
 	c.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_mqtt_connects_total", Help: "Connections made to MQTT brokers, the first and every one after a loss.",
 	})
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(c.reconnects,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "herald_mqtt_connections", Help: "Pooled MQTT clients that are connected (one per distinct broker and login).",
-			}, func() float64 {
-				n := 0
-				for _, cl := range c.pool.Clients() {
-					if cl.c.IsConnectionOpen() {
-						n++
-					}
+	cfg.Register(c.reconnects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_mqtt_connections", Help: "Pooled MQTT clients that are connected (one per distinct broker and login).",
+		}, func() float64 {
+			n := 0
+			for _, cl := range c.pool.Clients() {
+				if cl.c.IsConnectionOpen() {
+					n++
 				}
-				return float64(n)
-			}))
-	}
+			}
+			return float64(n)
+		}))
 	return c
 }
 
@@ -160,7 +138,7 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, err
 	}
-	return &sink{client: cl, release: release, cfg: cfg, topic: topic, subID: sub.ID}, nil
+	return &sink{client: cl, release: release, cfg: cfg, topic: topic, subID: sub.ID, limits: cfg.Limits(DefaultBatch, maxBatchBytes)}, nil
 }
 
 // client is one pooled Paho client. first is closed when its first
@@ -256,6 +234,13 @@ func (c *Channel) connect(cfg Config) *client {
 	return cl
 }
 
+// Batches: max_batch_events, by default DefaultBatch, up to MaxBatch.
+const (
+	DefaultBatch  = 100
+	MaxBatch      = 2000
+	maxBatchBytes = 4 << 20
+)
+
 // sink publishes one subscription's events.
 type sink struct {
 	client  *client
@@ -263,73 +248,52 @@ type sink struct {
 	cfg     Config
 	topic   channel.Template
 	subID   string
+	limits  channel.BatchLimits
 }
 
 var _ channel.Batcher = (*sink)(nil)
 
-// BatchLimits: up to 100 events or 1 MiB a call, sent at once; each is
-// acknowledged on its own.
-func (s *sink) BatchLimits() channel.BatchLimits {
-	return channel.BatchLimits{MaxEvents: 100, MaxBytes: 1 << 20}
-}
+// BatchLimits: the config's max_batch_events (100 by default) and
+// linger_ms, up to 4 MiB a call; each message is acknowledged on its own.
+func (s *sink) BatchLimits() channel.BatchLimits { return s.limits }
 
 // Deliver publishes one event.
 func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
-	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+	return channel.DeliverOne(ctx, s, ev, attempt)
 }
 
 // DeliverBatch publishes the events in order, then waits for the broker's
 // acknowledgement of each.
 func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
-	start := time.Now()
-	res := make([]herald.DeliveryResult, len(batch))
+	res := channel.NewResults(batch)
 	tokens := make([]paho.Token, len(batch))
-	select {
-	case <-s.client.first: // a sink opened a moment ago waits for the first attempt
-	case <-ctx.Done():
-	}
+	channel.Wait(ctx, s.client.first) // a sink opened a moment ago waits for the first attempt
 	for i, d := range batch {
 		// A client that is reconnecting would keep a QoS 1 message to
 		// send later, past the deadline: fail it now, it is retried from
 		// the log.
 		if !s.client.c.IsConnectionOpen() {
 			r, dt := s.client.downReason()
-			for j := i; j < len(res); j++ {
-				res[j] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: dt}
-			}
+			res.FailRest(i, r, dt)
 			break
 		}
 		tokens[i] = s.client.c.Publish(topicFor(s.topic, d.Event), byte(s.cfg.QoS), s.cfg.Retain, s.message(d))
 	}
-wait:
 	for i, tok := range tokens {
 		if tok == nil {
 			continue
 		}
-		select {
-		case <-tok.Done():
-			if err := tok.Error(); err != nil {
-				r, dt := classify(err)
-				res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: dt}
-			} else {
-				res[i].Outcome = herald.Delivered
-			}
-		case <-ctx.Done():
-			r, dt := classify(ctx.Err())
-			for j := i; j < len(res); j++ {
-				if res[j].Outcome == 0 {
-					res[j] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: dt}
-				}
-			}
-			break wait
+		if !channel.Wait(ctx, tok.Done()) {
+			return res.Done(classify(ctx.Err()))
+		}
+		if err := tok.Error(); err != nil {
+			r, dt := classify(err)
+			res.Fail(i, r, dt)
+		} else {
+			res.Delivered(i)
 		}
 	}
-	channel.KeepKeyOrder(batch, res)
-	took := time.Since(start)
-	for i := range res {
-		res[i].Latency = took
-	}
-	return res
+	return res.Done(ReasonPublish, "no answer from the broker")
 }
 
 // message returns the payload of one delivery in the config's format.

@@ -272,6 +272,9 @@ func TestValidate(t *testing.T) {
 	for _, tc := range []struct{ config, field string }{
 		{`{}`, "url"},
 		{`{"url":"http://mq.example.com"}`, "url"},
+		{`{"url":"tcp://mq.example.com","max_batch_events":-1}`, "max_batch_events"},
+		{`{"url":"tcp://mq.example.com","max_batch_events":100000}`, "max_batch_events"},
+		{`{"url":"tcp://mq.example.com","linger_ms":5000}`, "linger_ms"},
 		{`{"url":"tcp://127.0.0.1:1883"}`, "url"},
 		{`{"url":"tcp://mq.example.com","topic":"a/+/b"}`, "topic"},
 		{`{"url":"tcp://mq.example.com","topic":"a/#"}`, "topic"},
@@ -293,7 +296,7 @@ func TestValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"url":"ssl://mq.example.com:8883","topic":"herald/{topic}","qos":1,"retain":false,"format":"raw","user":"dev","password":"pw"}`
+	want := `{"url":"ssl://mq.example.com:8883","topic":"herald/{topic}","qos":1,"retain":false,"format":"raw","user":"dev","password":"pw","max_batch_events":100,"linger_ms":0}`
 	if string(canon) != want {
 		t.Errorf("canonical form\n got %s\nwant %s", canon, want)
 	}

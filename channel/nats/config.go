@@ -1,8 +1,6 @@
 package nats
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -40,6 +38,8 @@ type Config struct {
 	Password string `json:"password,omitempty"`
 	Token    string `json:"token,omitempty"`
 	Creds    string `json:"creds,omitempty"`
+	// max_batch_events (500 by default, up to 5000) and linger_ms.
+	channel.Batching
 }
 
 // secrets are the members Public removes.
@@ -74,11 +74,8 @@ func (c Config) encode() json.RawMessage {
 func (c Config) servers() []string { return strings.Split(c.URL, ",") }
 
 // poolKey tells apart connections that differ: the servers and the login.
-// The secrets enter only as a digest, so the key can be logged by mistake
-// without harm.
 func (c Config) poolKey() string {
-	h := sha256.Sum256([]byte(c.User + "\x00" + c.Password + "\x00" + c.Token + "\x00" + c.Creds))
-	return c.URL + "|" + hex.EncodeToString(h[:8])
+	return channel.PoolKey(c.URL, c.User, c.Password, c.Token, c.Creds)
 }
 
 // input is a config as a caller writes it. Secrets are pointers, so an
@@ -92,6 +89,7 @@ type input struct {
 	Password  *string `json:"password"`
 	Token     *string `json:"token"`
 	Creds     *string `json:"creds"`
+	channel.Batching
 }
 
 // validate checks a caller's config and returns its canonical form. On an
@@ -103,7 +101,10 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
 		return Config{}, err
 	}
-	out := Config{Subject: in.Subject, JetStream: in.JetStream, Stream: in.Stream, User: in.User}
+	out := Config{Subject: in.Subject, JetStream: in.JetStream, Stream: in.Stream, User: in.User, Batching: in.Batching}
+	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
+		return Config{}, err
+	}
 	urlUser, urlPass, err := canonicalURL(in.URL, allowPrivate, &out)
 	if err != nil {
 		return Config{}, err
@@ -147,13 +148,8 @@ func validate(p channel.ValidateParams, allowPrivate bool) (Config, error) {
 		out  *string
 		prev string
 	}{{"password", in.Password, &out.Password, prev.Password}, {"token", in.Token, &out.Token, prev.Token}, {"creds", in.Creds, &out.Creds, prev.Creds}} {
-		switch {
-		case s.in != nil:
-			*s.out = *s.in
-		case s.prev != "" && prev.URL != out.URL:
-			return Config{}, herald.FieldErrorf(s.name, "the servers changed: give the %s again (a stored secret is kept only for the servers it was given for), or \"\" to remove it", s.name)
-		default:
-			*s.out = s.prev
+		if *s.out, err = channel.KeepSecret(s.in, s.prev, prev.URL == out.URL, s.name); err != nil {
+			return Config{}, err
 		}
 		if len(*s.out) > maxSecretLen || strings.ContainsRune(*s.out, 0) {
 			return Config{}, herald.FieldErrorf(s.name, "%s must be at most %d bytes", s.name, maxSecretLen)

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -50,23 +51,10 @@ const (
 	ReasonPublish      = "publish-failed" // any other failure
 )
 
-// ChannelConfig configures the nats channel.
-type ChannelConfig struct {
-	// AllowPrivate lets subscriptions name loopback, private and other
-	// refused addresses, and lets connections reach them (the SSRF guard
-	// checks the address actually dialed, including servers a cluster
-	// advertises).
-	AllowPrivate bool
-	// DialTimeout bounds one connection attempt; default 5s.
-	DialTimeout time.Duration
-	// ReconnectWait is the pause between reconnection attempts, with
-	// jitter; default 1s.
-	ReconnectWait time.Duration
-	// Logger gets connection changes (never secrets); nil discards them.
-	Logger *slog.Logger
-	// Registry gets the channel's metrics; nil registers none.
-	Registry prometheus.Registerer
-}
+// ChannelConfig configures the nats channel: DialTimeout bounds one
+// connection attempt; ReconnectWait is the pause between reconnection
+// attempts, with jitter.
+type ChannelConfig = channel.BrokerConfig
 
 // Channel is the nats channel. It is safe for concurrent use.
 type Channel struct {
@@ -84,35 +72,24 @@ type metrics struct {
 
 // NewChannel returns the nats channel.
 func NewChannel(cfg ChannelConfig) *Channel {
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.ReconnectWait <= 0 {
-		cfg.ReconnectWait = time.Second
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	c := &Channel{cfg: cfg, log: log.With("channel", Name)}
+	cfg = cfg.WithDefaults(Name)
+	c := &Channel{cfg: cfg, log: cfg.Logger}
 	c.pool = channel.NewPool(func(cn *conn) { cn.close() })
 	c.metrics = metrics{
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_nats_reconnects_total", Help: "Times a connection to NATS was lost and made again.",
 		}),
 	}
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(c.metrics.reconnects,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
-				ConstLabels: prometheus.Labels{"state": "up"},
-			}, func() float64 { return float64(c.connections(true)) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
-				ConstLabels: prometheus.Labels{"state": "down"},
-			}, func() float64 { return float64(c.connections(false)) }),
-		)
-	}
+	cfg.Register(c.metrics.reconnects,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
+			ConstLabels: prometheus.Labels{"state": "up"},
+		}, func() float64 { return float64(c.connections(true)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
+			ConstLabels: prometheus.Labels{"state": "down"},
+		}, func() float64 { return float64(c.connections(false)) }),
+	)
 	return c
 }
 
@@ -166,7 +143,7 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
 	}
-	return &sink{conn: cn, release: release, cfg: cfg, subject: subject, subID: sub.ID}, nil
+	return &sink{conn: cn, release: release, cfg: cfg, subject: subject, subID: sub.ID, limits: cfg.Limits(DefaultBatch, maxBatchBytes)}, nil
 }
 
 // conn is one pooled connection. Connecting starts in the background at
@@ -267,6 +244,13 @@ func (cn *conn) close() {
 	}
 }
 
+// Batches: max_batch_events, by default DefaultBatch, up to MaxBatch.
+const (
+	DefaultBatch  = 500
+	MaxBatch      = 5000
+	maxBatchBytes = 4 << 20
+)
+
 // sink publishes one subscription's events.
 type sink struct {
 	conn    *conn
@@ -274,72 +258,60 @@ type sink struct {
 	cfg     Config
 	subject channel.Template
 	subID   string
+	limits  channel.BatchLimits
 }
 
 var _ channel.Batcher = (*sink)(nil)
 
-// BatchLimits: up to 500 events or 4 MiB a call, sent at once.
-func (s *sink) BatchLimits() channel.BatchLimits {
-	return channel.BatchLimits{MaxEvents: 500, MaxBytes: 4 << 20}
-}
+// BatchLimits: the config's max_batch_events (500 by default) and
+// linger_ms, up to 4 MiB a call.
+func (s *sink) BatchLimits() channel.BatchLimits { return s.limits }
 
 // Deliver publishes one event.
 func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
-	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+	return channel.DeliverOne(ctx, s, ev, attempt)
 }
 
 // DeliverBatch publishes the events in order on the one connection, then
 // waits for the server: JetStream's acknowledgement of each, or for core
 // NATS one flush round trip for all.
 func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
-	start := time.Now()
-	res := make([]herald.DeliveryResult, len(batch))
-	fail := func(from int, reason string, err error) {
-		for i := from; i < len(res); i++ {
-			if res[i].Outcome == 0 {
-				res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: reason, Detail: detail(err)}
-			}
-		}
-	}
-	select {
-	case <-s.conn.ready:
-	case <-ctx.Done():
-		fail(0, channel.ReasonTimeout, errors.New("the connection to the servers is still being made"))
-		return s.finish(batch, res, start)
+	res := channel.NewResults(batch)
+	fail := func(from int, reason string, err error) { res.FailRest(from, reason, detail(err)) }
+	if !channel.Wait(ctx, s.conn.ready) {
+		return res.Done(channel.ReasonTimeout, "the connection to the servers is still being made")
 	}
 	if s.conn.err != nil {
-		fail(0, ReasonPublish, s.conn.err)
-		return s.finish(batch, res, start)
+		return res.Done(ReasonPublish, detail(s.conn.err))
 	}
 	nc := s.conn.nc
 	if !nc.IsConnected() {
-		fail(0, s.downReason(), nc.LastError())
-		return s.finish(batch, res, start)
+		return res.Done(s.downReason(), detail(nc.LastError()))
 	}
 	if s.cfg.JetStream {
 		s.publishJetStream(ctx, batch, res)
-	} else {
-		for i, d := range batch {
-			if err := nc.PublishMsg(s.message(d)); err != nil {
-				r, e := s.classify(err)
-				fail(i, r, e)
-				break
-			}
-		}
-		if err := nc.FlushWithContext(ctx); err != nil {
+		return res.Done(ReasonPublish, "no answer from the server")
+	}
+	for i, d := range batch {
+		if err := nc.PublishMsg(s.message(d)); err != nil {
 			r, e := s.classify(err)
-			fail(0, r, e)
-		}
-		for i := range res {
-			if res[i].Outcome == 0 {
-				res[i].Outcome = herald.Delivered
-			}
+			fail(i, r, e)
+			break
 		}
 	}
-	return s.finish(batch, res, start)
+	if err := nc.FlushWithContext(ctx); err != nil {
+		r, e := s.classify(err)
+		fail(0, r, e)
+	}
+	for i := range batch {
+		if !res.Settled(i) {
+			res.Delivered(i)
+		}
+	}
+	return res.Done(ReasonPublish, "")
 }
 
-func (s *sink) publishJetStream(ctx context.Context, batch []channel.Delivery, res []herald.DeliveryResult) {
+func (s *sink) publishJetStream(ctx context.Context, batch []channel.Delivery, res *channel.Results) {
 	var opts []jetstream.PublishOpt
 	if s.cfg.Stream != "" {
 		opts = append(opts, jetstream.WithExpectStream(s.cfg.Stream))
@@ -349,9 +321,7 @@ func (s *sink) publishJetStream(ctx context.Context, batch []channel.Delivery, r
 		f, err := s.conn.js.PublishMsgAsync(s.message(d), append(opts, jetstream.WithMsgID(d.Event.ID))...)
 		if err != nil {
 			r, e := s.classify(err)
-			for j := i; j < len(res); j++ {
-				res[j] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: detail(e)}
-			}
+			res.FailRest(i, r, detail(e))
 			break
 		}
 		futures[i] = f
@@ -362,30 +332,16 @@ func (s *sink) publishJetStream(ctx context.Context, batch []channel.Delivery, r
 		}
 		select {
 		case <-f.Ok():
-			res[i].Outcome = herald.Delivered // a duplicate is delivered too: the stream has it
+			res.Delivered(i) // a duplicate is delivered too: the stream has it
 		case err := <-f.Err():
 			r, e := s.classify(err)
-			res[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: detail(e)}
+			res.Fail(i, r, detail(e))
 		case <-ctx.Done():
 			r, e := s.classify(ctx.Err())
-			for j := i; j < len(res); j++ {
-				if res[j].Outcome == 0 {
-					res[j] = herald.DeliveryResult{Outcome: herald.Failed, Err: r, Detail: detail(e)}
-				}
-			}
+			res.FailRest(i, r, detail(e))
 			return
 		}
 	}
-}
-
-// finish keeps per-key order across failures and stamps the latency.
-func (s *sink) finish(batch []channel.Delivery, res []herald.DeliveryResult, start time.Time) []herald.DeliveryResult {
-	channel.KeepKeyOrder(batch, res)
-	took := time.Since(start)
-	for i := range res {
-		res[i].Latency = took
-	}
-	return res
 }
 
 // message builds the NATS message of one delivery.
@@ -420,28 +376,8 @@ func (s *sink) message(d channel.Delivery) *natsgo.Msg {
 // reservedHeader reports whether a producer's header name is Herald's or
 // NATS's to set.
 func reservedHeader(name string) bool {
-	n := len(name)
-	lower := func(p string) bool { return n >= len(p) && equalFold(name[:len(p)], p) }
-	return lower("herald-") || lower("nats-") || equalFold(name, "content-type")
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	prefix := func(p string) bool { return len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) }
+	return prefix("herald-") || prefix("nats-") || strings.EqualFold(name, "content-type")
 }
 
 // downReason is the reason while the connection is down: why the last

@@ -320,6 +320,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{`{}`, "url"},
 		{`{"url":"http://nats.example.com"}`, "url"},
+		{`{"url":"nats://nats.example.com","max_batch_events":-1}`, "max_batch_events"},
+		{`{"url":"nats://nats.example.com","max_batch_events":100000}`, "max_batch_events"},
+		{`{"url":"nats://nats.example.com","linger_ms":5000}`, "linger_ms"},
 		{`{"url":"nats://127.0.0.1:4222"}`, "url"}, // private: refused by default
 		{`{"url":"nats://localhost:4222"}`, "url"},
 		{`{"url":"nats://nats.example.com:99999"}`, "url"},
@@ -346,7 +349,7 @@ func TestValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"url":"nats://nats.example.com:4222,tls://n2.example.com:4333","subject":"{topic}","jetstream":false,"user":"u","password":"pw"}`
+	want := `{"url":"nats://nats.example.com:4222,tls://n2.example.com:4333","subject":"{topic}","jetstream":false,"user":"u","password":"pw","max_batch_events":500,"linger_ms":0}`
 	if string(canon) != want {
 		t.Errorf("canonical form\n got %s\nwant %s", canon, want)
 	}

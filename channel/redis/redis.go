@@ -5,17 +5,13 @@
 package redis
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
@@ -39,7 +35,7 @@ const (
 	MaxMaxLen        = 1 << 40
 	DefaultBatch     = 100
 	MaxBatch         = 1000
-	MaxLingerMS      = 1000
+	MaxLingerMS      = channel.MaxLingerMS
 	MaxCredentialLen = 1024
 	topicPlaceholder = "{topic}"
 	maxBatchBytes    = 4 << 20
@@ -64,10 +60,9 @@ type Config struct {
 	// RequireSubscribers makes a Pub/Sub message that no subscriber
 	// received a failure, to retry. Mode pubsub only.
 	RequireSubscribers bool `json:"require_subscribers,omitempty"`
-	// MaxBatchEvents bounds the events of one pipelined round trip.
-	MaxBatchEvents int `json:"max_batch_events"`
-	// LingerMS is how long a partial batch waits for more events.
-	LingerMS int `json:"linger_ms"`
+	// max_batch_events bounds the events of one pipelined round trip;
+	// linger_ms is how long a partial batch waits for more.
+	channel.Batching
 
 	Username string `json:"username,omitempty"` // ACL user; "" is the default user
 	Password string `json:"password,omitempty"` // secret
@@ -91,16 +86,9 @@ func (c Config) Encode() json.RawMessage {
 	return b
 }
 
-// ChannelConfig configures the channel.
-type ChannelConfig struct {
-	// AllowPrivate lets configs name loopback, private and other refused
-	// addresses, and lets the clients dial them.
-	AllowPrivate bool
-	// Logger receives the pool's messages; nil discards.
-	Logger *slog.Logger
-	// Registry receives the channel's metrics; nil registers none.
-	Registry prometheus.Registerer
-}
+// ChannelConfig configures the channel: AllowPrivate, Logger and
+// Registry; go-redis bounds its own dials.
+type ChannelConfig = channel.BrokerConfig
 
 // Channel delivers to Redis. One client (a connection pool) serves every
 // subscription with the same server, database and credentials, shared by
@@ -110,19 +98,20 @@ type Channel struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	mu    sync.Mutex
-	pools map[string]*pooled
+	pool *channel.Pool[*goredis.Client] // by poolKey
 }
 
 var _ channel.Channel = (*Channel)(nil)
 
 // New returns the redis channel.
 func New(cfg ChannelConfig) *Channel {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Channel{cfg: cfg, log: log.With("channel", Name), metrics: newMetrics(cfg.Registry), pools: map[string]*pooled{}}
+	cfg = cfg.WithDefaults(Name)
+	c := &Channel{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	c.pool = channel.NewPool(func(cl *goredis.Client) {
+		_ = cl.Close()
+		c.metrics.clients.Dec()
+	})
+	return c
 }
 
 // Name is "redis".
@@ -183,14 +172,8 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 	if out.RequireSubscribers && out.Mode != ModePubSub {
 		return nil, herald.FieldErrorf("require_subscribers", `require_subscribers is for mode "pubsub"`)
 	}
-	if out.MaxBatchEvents == 0 {
-		out.MaxBatchEvents = DefaultBatch
-	}
-	if out.MaxBatchEvents < 1 || out.MaxBatchEvents > MaxBatch {
-		return nil, herald.FieldErrorf("max_batch_events", "max_batch_events must be between 1 and %d, got %d", MaxBatch, out.MaxBatchEvents)
-	}
-	if out.LingerMS < 0 || out.LingerMS > MaxLingerMS {
-		return nil, herald.FieldErrorf("linger_ms", "linger_ms must be between 0 and %d, got %d", MaxLingerMS, out.LingerMS)
+	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
+		return nil, err
 	}
 	if len(out.Username) > MaxCredentialLen {
 		return nil, herald.FieldErrorf("username", "username is longer than %d bytes", MaxCredentialLen)
@@ -234,14 +217,7 @@ func (c *Channel) Destination(raw json.RawMessage) string {
 // poolKey identifies the client a config uses: the server, database,
 // credentials and TLS. Secrets enter only hashed.
 func poolKey(cfg Config) string {
-	var b bytes.Buffer
-	_ = json.NewEncoder(&b).Encode(struct {
-		Address, Username, Password string
-		DB                          int
-		TLS                         channel.TLSOptions
-	}{cfg.Address, cfg.Username, cfg.Password, cfg.DB, cfg.TLSOptions})
-	sum := sha256.Sum256(b.Bytes())
-	return hex.EncodeToString(sum[:])
+	return channel.PoolKey("redis://"+cfg.Address, cfg.Username, cfg.Password, cfg.DB, cfg.TLSOptions)
 }
 
 // nameFor renders the stream or channel template for a Herald topic.

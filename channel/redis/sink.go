@@ -8,7 +8,6 @@ import (
 	"mime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -42,27 +41,15 @@ const (
 	FieldPayload        = "payload"
 )
 
-// pooled is one go-redis client (a connection pool) shared by every sink
-// with the same poolKey.
-type pooled struct {
-	key  string
-	cl   *goredis.Client
-	refs int // guarded by Channel.mu
-}
-
-func (c *Channel) acquire(cfg Config) (*pooled, error) {
-	key := poolKey(cfg)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p, ok := c.pools[key]; ok {
-		p.refs++
-		return p, nil
-	}
+// openClient makes the go-redis client (a connection pool) of a config,
+// shared (channel.Pool) by every sink with the same poolKey; it connects
+// on first use.
+func (c *Channel) openClient(cfg Config) (*goredis.Client, error) {
 	tc, err := cfg.TLSOptions.Config()
 	if err != nil {
 		return nil, err
 	}
-	p := &pooled{key: key, refs: 1, cl: goredis.NewClient(&goredis.Options{
+	cl := goredis.NewClient(&goredis.Options{
 		Addr:     cfg.Address,
 		Dialer:   channel.Dialer(c.cfg.AllowPrivate, tc),
 		Username: cfg.Username,
@@ -77,25 +64,10 @@ func (c *Channel) acquire(cfg Config) (*pooled, error) {
 		MaintNotificationsConfig: &maintnotifications.Config{
 			Mode: maintnotifications.ModeDisabled,
 		},
-	})}
-	c.pools[key] = p
+	})
 	c.metrics.clients.Inc()
 	c.log.Info("redis client opened", "destination", "redis://"+cfg.Address)
-	return p, nil
-}
-
-func (c *Channel) release(p *pooled) {
-	c.mu.Lock()
-	p.refs--
-	last := p.refs == 0
-	if last {
-		delete(c.pools, p.key)
-	}
-	c.mu.Unlock()
-	if last {
-		_ = p.cl.Close()
-		c.metrics.clients.Dec()
-	}
+	return cl, nil
 }
 
 // Open takes a share of the client for the config's server. It does not
@@ -105,24 +77,23 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, err
 	}
-	p, err := c.acquire(cfg)
+	cl, release, err := c.pool.Acquire(poolKey(cfg), func() (*goredis.Client, error) { return c.openClient(cfg) })
 	if err != nil {
 		return nil, err
 	}
-	return &sink{c: c, p: p, cfg: cfg, subID: sub.ID, timeout: sub.Timeout, limits: channel.BatchLimits{
-		MaxEvents: cfg.MaxBatchEvents, MaxBytes: maxBatchBytes, Linger: time.Duration(cfg.LingerMS) * time.Millisecond,
-	}}, nil
+	return &sink{c: c, cl: cl, release: release, cfg: cfg, subID: sub.ID, timeout: sub.Timeout,
+		limits: cfg.Limits(DefaultBatch, maxBatchBytes)}, nil
 }
 
 // sink delivers one subscription's events.
 type sink struct {
 	c       *Channel
-	p       *pooled
+	cl      *goredis.Client
+	release func() // the share of cl
 	cfg     Config
 	subID   string
 	timeout time.Duration
 	limits  channel.BatchLimits
-	closed  sync.Once
 }
 
 var _ channel.Batcher = (*sink)(nil)
@@ -130,11 +101,11 @@ var _ channel.Batcher = (*sink)(nil)
 func (s *sink) BatchLimits() channel.BatchLimits { return s.limits }
 
 func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
-	return s.DeliverBatch(ctx, []channel.Delivery{{Event: ev, Attempt: attempt}})[0]
+	return channel.DeliverOne(ctx, s, ev, attempt)
 }
 
 func (s *sink) Close(context.Context) error {
-	s.closed.Do(func() { s.c.release(s.p) })
+	s.release()
 	return nil
 }
 
@@ -149,7 +120,7 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 		defer cancel()
 	}
 	start := time.Now()
-	pipe := s.p.cl.Pipeline()
+	pipe := s.cl.Pipeline()
 	xadds := make([]*goredis.StringCmd, len(batch))
 	pubs := make([]*goredis.IntCmd, len(batch))
 	for i, d := range batch {

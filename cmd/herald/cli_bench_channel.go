@@ -34,7 +34,7 @@ is go-mail over --max-in-flight reused SMTP sessions, and the messages
 are read back through Mailpit's API (run it with --max 0, so it keeps
 them all); NATS: --broker defaults to nats://127.0.0.1:4222, and both
 sides publish to JetStream streams of their own (file storage), in
-batches of 500 (the nats channel has no batch setting); AMQP: --broker
+batches of 500; AMQP: --broker
 defaults to amqp://guest:guest@127.0.0.1:5672/, each side publishes
 persistent, mandatory messages with confirms to a durable queue of its
 own through the default exchange, in batches of 500; MQTT: --broker
@@ -85,7 +85,7 @@ func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput,
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "`N` concurrent publish requests")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "payload size in `BYTES`")
 	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "`N` distinct event keys")
-	fs.IntVar(&cfg.MaxBatchEvents, "max-batch-events", 0, "the channel's (and the bare producer's) batch of `N` events; 0: the channel's default")
+	fs.IntVar(&cfg.MaxBatchEvents, "max-batch-events", 0, "the channel's (and the bare producer's) batch of `N` events; 0: the channel's default (kafka, nats, amqp 500; redis, mqtt 100)")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "`N` batches in flight, for the subscription and the bare producer")
 	fs.IntVar(&cfg.LingerMS, "linger-ms", 0, "the subscription's linger_ms `MS`")
 	fs.BoolVar(&cfg.Live, "live", false, "deliver while publishing (the rate is then at most the publish rate); default: publish a backlog with the subscription paused and time its drain")
