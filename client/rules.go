@@ -102,3 +102,9 @@ func (c *Client) DeleteViewRow(ctx context.Context, view, key string) (json.RawM
 func (c *Client) PutSchema(ctx context.Context, topic string, def json.RawMessage) (json.RawMessage, error) {
 	return c.rawJSON(ctx, http.MethodPut, "/v1/topics/"+url.PathEscape(topic)+"/schema", nil, def)
 }
+
+// ListSchemaVersions returns the versions of a topic's schema:
+// {"versions": [...]}, oldest first.
+func (c *Client) ListSchemaVersions(ctx context.Context, topic string) (json.RawMessage, error) {
+	return c.rawJSON(ctx, http.MethodGet, "/v1/topics/"+url.PathEscape(topic)+"/schema/versions", nil, nil)
+}

@@ -138,24 +138,11 @@ func TestDepositsExampleEndToEnd(t *testing.T) {
 	check("0xA", 11000, false)
 
 	// The schema was applied once, though Setup ran twice.
-	raw := mustGetJSON(t, p.url+"/v1/topics/deposits/schema/versions")
-	if n := strings.Count(raw, `"version":`); n != 1 {
-		t.Fatalf("schema versions: %s", raw)
-	}
-}
-
-func mustGetJSON(t *testing.T, url string) string {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+testAdminKey)
-	resp, err := http.DefaultClient.Do(req)
+	raw, err := hc.ListSchemaVersions(ctx, deposits.Topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s = %d %s", url, resp.StatusCode, b)
+	if n := strings.Count(string(raw), `"version":`); n != 1 {
+		t.Fatalf("schema versions: %s", raw)
 	}
-	return string(b)
 }

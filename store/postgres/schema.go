@@ -192,14 +192,17 @@ func (s *Store) GetStates(ctx context.Context, owner string, keys []string) ([]h
 	if err != nil {
 		return nil, s.fail("get states", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (herald.StateEntry, error) {
-		var e herald.StateEntry
-		var at int64
-		err := r.Scan(&e.Key, &e.Seq, &at, &e.Value)
-		e.UpdatedAt = fromNanos(at)
-		return e, err
-	})
+	out, err := pgx.CollectRows(rows, scanStateEntry)
 	return out, s.fail("get states", err)
+}
+
+// scanStateEntry reads a row of key, seq, updated_at, value.
+func scanStateEntry(r pgx.CollectableRow) (herald.StateEntry, error) {
+	var e herald.StateEntry
+	var at int64
+	err := r.Scan(&e.Key, &e.Seq, &at, &e.Value)
+	e.UpdatedAt = fromNanos(at)
+	return e, err
 }
 
 // CountState returns how many keys owner holds.
@@ -228,13 +231,7 @@ func (s *Store) ListState(ctx context.Context, owner, after string, limit int) (
 	if err != nil {
 		return nil, s.fail("list state", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (herald.StateEntry, error) {
-		var e herald.StateEntry
-		var at int64
-		err := r.Scan(&e.Key, &e.Seq, &at, &e.Value)
-		e.UpdatedAt = fromNanos(at)
-		return e, err
-	})
+	out, err := pgx.CollectRows(rows, scanStateEntry)
 	return out, s.fail("list state", err)
 }
 

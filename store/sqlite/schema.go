@@ -209,19 +209,7 @@ func (s *Store) GetStates(ctx context.Context, owner string, keys []string) ([]h
 		if err != nil {
 			return nil, s.fail("get states", err)
 		}
-		for rows.Next() {
-			var e herald.StateEntry
-			var at int64
-			if err := rows.Scan(&e.Key, &e.Seq, &at, &e.Value); err != nil {
-				rows.Close()
-				return nil, s.fail("get states", err)
-			}
-			e.UpdatedAt = fromNanos(at)
-			out = append(out, e)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
+		if out, err = appendStateRows(out, rows); err != nil {
 			return nil, s.fail("get states", err)
 		}
 	}
@@ -248,18 +236,24 @@ func (s *Store) ListState(ctx context.Context, owner, after string, limit int) (
 	if err != nil {
 		return nil, s.fail("list state", err)
 	}
+	out, err := appendStateRows(nil, rows)
+	return out, s.fail("list state", err)
+}
+
+// appendStateRows appends rows of key, seq, updated_at, value to out and
+// closes them.
+func appendStateRows(out []herald.StateEntry, rows *sql.Rows) ([]herald.StateEntry, error) {
 	defer rows.Close()
-	var out []herald.StateEntry
 	for rows.Next() {
 		var e herald.StateEntry
 		var at int64
 		if err := rows.Scan(&e.Key, &e.Seq, &at, &e.Value); err != nil {
-			return nil, s.fail("list state", err)
+			return nil, err
 		}
 		e.UpdatedAt = fromNanos(at)
 		out = append(out, e)
 	}
-	return out, s.fail("list state", rows.Err())
+	return out, rows.Err()
 }
 
 // StatePosition returns the owner's position, 0 when none.
