@@ -141,6 +141,11 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Now is the clock for token expiry of open connections.
 	Now func() time.Time
+	// Presence, when set, publishes presence events (PresenceTopic): a
+	// user's first connection on this node opened (PresenceJoined) or its
+	// last one here closed (PresenceLeft). It is called from one goroutine,
+	// in order, with batches of events to commit. nil: none.
+	Presence func(ctx context.Context, events []*herald.Event) error
 }
 
 // Hub serves realtime streams: Server-Sent Events (ServeSSE) and
@@ -155,14 +160,17 @@ type Deps struct {
 // Create it with NewHub, call Start before serving and Stop when shutting
 // down. Its methods are safe for concurrent use.
 type Hub struct {
-	cfg     Config
-	store   Store
-	tail    TailReader
-	keys    KeyChecker // nil: keys are not re-checked
-	users   UserStore  // nil: no server-side subscriptions
-	log     *slog.Logger
-	metrics *metrics
-	now     func() time.Time
+	cfg   Config
+	store Store
+	tail  TailReader
+	keys  KeyChecker // nil: keys are not re-checked
+	users UserStore  // nil: no server-side subscriptions
+	log   *slog.Logger
+
+	presence   func(context.Context, []*herald.Event) error // nil: no presence events
+	presenceCh chan presenceNote
+	metrics    *metrics
+	now        func() time.Time
 
 	mu         sync.RWMutex
 	exact      map[string][]*sub // subscriptions to one topic, by topic
@@ -224,6 +232,8 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		keys:       deps.Keys,
 		users:      deps.Users,
 		log:        log,
+		presence:   deps.Presence,
+		presenceCh: make(chan presenceNote, presenceQueue),
 		metrics:    newMetrics(deps.Registry),
 		now:        now,
 		exact:      make(map[string][]*sub),
@@ -262,6 +272,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	if h.users != nil {
 		h.life.Go(h.syncUsers)
+	}
+	if h.presence != nil {
+		h.life.Go(h.publishPresence)
 	}
 	return nil
 }
@@ -712,26 +725,37 @@ func (h *Hub) checkKeys(context.Context) {
 // addConn admits a connection: the hub must be running and the subject
 // under its limit. The caller must call removeConn when it ends.
 func (h *Hub) addConn(c *conn) error {
+	joined, err := h.admit(c)
+	if joined {
+		h.notePresence(c.user, 1)
+	}
+	return err
+}
+
+// admit registers c and reports whether it is its user's first
+// connection here.
+func (h *Hub) admit(c *conn) (joined bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.state != hubRunning {
-		return herald.Errorf(herald.CodeUnavailable, "the stream service is not running; reconnect later")
+		return false, herald.Errorf(herald.CodeUnavailable, "the stream service is not running; reconnect later")
 	}
 	if limit := h.cfg.MaxConnsPerSubject; limit > 0 && h.perSubject[c.subject] >= limit {
-		return herald.Errorf(herald.CodeRateLimited, "too many open streams for this key: the limit is %d", limit)
+		return false, herald.Errorf(herald.CodeRateLimited, "too many open streams for this key: the limit is %d", limit)
 	}
 	h.perSubject[c.subject]++
 	h.conns[c] = struct{}{}
 	if c.user != "" {
 		if h.byUser[c.user] == nil {
 			h.byUser[c.user] = map[*conn]struct{}{}
+			joined = true
 		}
 		h.byUser[c.user][c] = struct{}{}
 	}
 	h.handlers.Add(1)
 	c.lastPing, c.lastBeat = h.now(), h.now()
 	h.metrics.conns.WithLabelValues(c.transport.String()).Inc()
-	return nil
+	return joined, nil
 }
 
 // removeConn unregisters the connection and its subscriptions, waits for
@@ -750,10 +774,13 @@ func (h *Hub) unregister(c *conn) {
 	}
 	n := len(c.subs)
 	c.subs = nil
+	_, was := h.conns[c]
 	delete(h.conns, c)
-	if c.user != "" {
+	left := false
+	if c.user != "" && was {
 		if delete(h.byUser[c.user], c); len(h.byUser[c.user]) == 0 {
 			delete(h.byUser, c.user)
+			left = true
 		}
 	}
 	if h.perSubject[c.subject]--; h.perSubject[c.subject] <= 0 {
@@ -762,6 +789,9 @@ func (h *Hub) unregister(c *conn) {
 	h.mu.Unlock()
 	h.metrics.subs.Sub(float64(n))
 	h.metrics.conns.WithLabelValues(c.transport.String()).Dec()
+	if left {
+		h.notePresence(c.user, 0)
+	}
 }
 
 // addSub registers a subscription of c and, with queueStart, queues its

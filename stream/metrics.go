@@ -9,12 +9,13 @@ import (
 // metrics are the hub's herald_stream_* series. Labels come from bounded
 // sets: the transport is "sse" or "websocket".
 type metrics struct {
-	conns          *prometheus.GaugeVec
-	subs           prometheus.Gauge
-	sentVec        *prometheus.CounterVec
-	slowVec        *prometheus.CounterVec
-	replayed       prometheus.Counter
-	fanoutOverflow prometheus.Counter
+	conns           *prometheus.GaugeVec
+	subs            prometheus.Gauge
+	sentVec         *prometheus.CounterVec
+	slowVec         *prometheus.CounterVec
+	replayed        prometheus.Counter
+	fanoutOverflow  prometheus.Counter
+	presenceDropped prometheus.Counter
 
 	sentSSE, sentWS prometheus.Counter
 	slowSSE, slowWS prometheus.Counter
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		fanoutOverflow: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_stream_fanout_overflow_events_total",
 			Help: "Committed events that did not fit the fan-out buffer and were read back from the tail cache or store.",
+		})),
+		presenceDropped: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_stream_presence_dropped_total",
+			Help: "Presence events (a user joined or left this node) not published: the queue was full or the commit failed.",
 		})),
 	}
 	m.sentSSE, m.sentWS = m.sentVec.WithLabelValues("sse"), m.sentVec.WithLabelValues("websocket")

@@ -115,6 +115,7 @@ var samples = map[string][3]string{
 	"auth.introspection.roles-claim":   {"groups", "ext.roles", ""},
 	"auth.introspection.role-scopes":   {"ops=admin", "billing=publish:billing.>", ""},
 	"auth.introspection.tenant-claim":  {"org_id", "ext.tenant", ""},
+	"stream.presence-events":           {"true", "false", "true"},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every

@@ -462,9 +462,31 @@ func (m *Main) newStreams() {
 		MaxConnsPerSubject:      m.Config.StreamMaxConnsPerKey,
 		AllowedOrigins:          origins,
 		NodeID:                  m.dispatcher.NodeID(),
-	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry, Users: userStore(m.store)})
+	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry, Users: userStore(m.store),
+		Presence: m.presencePublisher()})
 	m.feed.Listen(engine.StageConsumer, m.hub.Listener())
 	m.api.SetStreams(m.hub)
+}
+
+// presencePublisher returns how the hub publishes users' joins and
+// leaves to stream.PresenceTopic (created with the defaults at the first
+// one), or nil when stream.presence-events is off.
+func (m *Main) presencePublisher() func(context.Context, []*herald.Event) error {
+	if !m.Config.StreamPresenceEvents {
+		return nil
+	}
+	return func(ctx context.Context, events []*herald.Event) error {
+		params := engine.PublishParams{Events: events, System: true, Source: "presence"}
+		_, err := m.publisher.Publish(ctx, params)
+		if herald.IsCode(err, herald.CodeNotFound) {
+			now := time.Now().UTC()
+			if _, _, err := m.topics.Put(ctx, herald.Topic{Name: stream.PresenceTopic, CreatedAt: now, UpdatedAt: now}.WithDefaults()); err != nil {
+				return fmt.Errorf("create %s: %w", stream.PresenceTopic, err)
+			}
+			_, err = m.publisher.Publish(ctx, params)
+		}
+		return err
+	}
 }
 
 // bootstrapKeys makes sure someone can administer the server: a configured

@@ -194,3 +194,76 @@ func TestUserSubscriptions(t *testing.T) {
 }
 
 func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestUserPresenceEvents: with stream.presence-events on, a user's first
+// connection on the node publishes herald.user.joined to herald.presence
+// and its last one closing herald.user.left; a second connection of the
+// same user publishes nothing; a user that wants them reads the topic
+// with a key like any other topic. Without the setting nothing is
+// published.
+func TestUserPresenceEvents(t *testing.T) {
+	t.Parallel()
+	secret := func(c *Config) { c.StreamTokenSecret = "stream-secret-0123456789abcdef0123456789" }
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { secret(c); c.StreamPresenceEvents = true })
+	c := adminClient(m)
+	ctx := t.Context()
+	type presence struct {
+		Type string
+		Key  string
+		Body struct {
+			User        string `json:"user"`
+			Node        string `json:"node"`
+			Connections int    `json:"connections"`
+			Time        string `json:"time"`
+		}
+	}
+	read := func(c *client.Client) []presence {
+		page, err := c.ListEvents(ctx, "herald.presence", 0, 100)
+		if err != nil {
+			return nil
+		}
+		var out []presence
+		for _, e := range page.Events {
+			p := presence{Type: e.Type, Key: e.Key}
+			if err := json.Unmarshal(e.Payload, &p.Body); err != nil {
+				t.Fatalf("presence payload %s: %v", e.Payload, err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	_, tok := userToken(t, m, "u42", "read:accounts.{user}.>")
+	ws1, _ := wsUser(t, m, tok, "")
+	waitCond(t, "herald.user.joined", 10*time.Second, func() bool { return len(read(c)) >= 1 })
+	ws2, _ := wsUser(t, m, tok, "") // a second tab: not a join
+	waitCond(t, "both connections counted", 10*time.Second, func() bool {
+		_, b := apiCall(t, m, "GET", "/v1/users/u42/connections", "")
+		return strings.Contains(string(b), `"connections":2`)
+	})
+	ws1.Close(websocket.StatusNormalClosure, "")
+	ws2.Close(websocket.StatusNormalClosure, "")
+	waitCond(t, "herald.user.left", 10*time.Second, func() bool { return len(read(c)) >= 2 })
+	got := read(c)
+	if len(got) != 2 {
+		t.Fatalf("presence events %+v; want one join and one leave", got)
+	}
+	j, l := got[0], got[1]
+	if j.Type != "herald.user.joined" || j.Key != "u42" || j.Body.User != "u42" || j.Body.Connections != 1 || j.Body.Node == "" || j.Body.Time == "" {
+		t.Errorf("join = %+v", j)
+	}
+	if l.Type != "herald.user.left" || l.Key != "u42" || l.Body.Connections != 0 || l.Body.Node != j.Body.Node {
+		t.Errorf("leave = %+v", l)
+	}
+	// Off by default: no topic, no events.
+	m2, _ := testServer(t, t.TempDir(), secret)
+	_, tok2 := userToken(t, m2, "u42", "read:accounts.{user}.>")
+	ws3, _ := wsUser(t, m2, tok2, "")
+	waitCond(t, "the connection counted", 10*time.Second, func() bool {
+		_, b := apiCall(t, m2, "GET", "/v1/users/u42/connections", "")
+		return strings.Contains(string(b), `"connections":1`)
+	})
+	ws3.Close(websocket.StatusNormalClosure, "")
+	if _, err := adminClient(m2).GetTopic(ctx, "herald.presence"); !isStatus(err, 404) {
+		t.Errorf("herald.presence without stream.presence-events: %v; want 404", err)
+	}
+}
