@@ -207,7 +207,11 @@ func (h *jsHarness) serveToken(w http.ResponseWriter, r *http.Request) {
 	if ttl == "" {
 		ttl = "1h"
 	}
-	body, _ := json.Marshal(map[string]any{"scopes": []string{"read:browser.>"}, "ttl": ttl})
+	grant := map[string]any{"scopes": []string{"read:browser.>"}, "ttl": ttl}
+	if user := r.URL.Query().Get("user"); user != "" { // an end user's page
+		grant = map[string]any{"user": user, "scopes": []string{"read:accounts.{user}.>"}, "ttl": ttl}
+	}
+	body, _ := json.Marshal(grant)
 	h.mu.Lock() // not while Herald restarts: a backend answers once it can
 	backend := h.backend.Load().String()
 	h.mu.Unlock()
@@ -365,6 +369,27 @@ func TestJSClientTypes(t *testing.T) {
 	}
 }
 
+// startChromium opens page in headless Chromium until the test ends.
+func startChromium(t *testing.T, bin, page string) {
+	t.Helper()
+	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+		"--user-data-dir="+filepath.Join(t.TempDir(), "profile"), page)
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers share its group
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the browser and its helper processes
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("chromium stderr:\n%s", stderr.String())
+		}
+	})
+}
+
 // TestJSClientBrowser loads the client as an ES module in headless
 // Chromium (test/browser/page.html), where it streams over the browser's
 // own WebSocket and fetch with connection tokens from a callback, through
@@ -409,23 +434,7 @@ func TestJSClientBrowser(t *testing.T) {
 
 	// Some history first: the page starts from since 0.
 	publish(1, 5)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-		"--user-data-dir="+filepath.Join(dir, "profile"), h.url+"/_test/js/test/browser/page.html")
-	var stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers share its group
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the browser and its helper processes
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("chromium stderr:\n%s", stderr.String())
-		}
-	})
+	startChromium(t, bin, h.url+"/_test/js/test/browser/page.html")
 	waitCond(t, "the page to open its streams and be refused the secret topic", 90*time.Second, func() bool {
 		return count("ws-open") >= 1 && count("sse-open") >= 1 && count("refused") == 1
 	})
@@ -484,5 +493,113 @@ func TestJSClientBrowser(t *testing.T) {
 	// A token per connection: the first two, and two more after the restart.
 	if n := h.tokens.Load(); n < 4 {
 		t.Errorf("the token callback fetched %d tokens, want at least 4", n)
+	}
+}
+
+// TestJSClientBrowserUser: an end user's page in headless Chromium, with a
+// token of that user from the application's backend, receives the events
+// of the topics the backend subscribed the user to on the server, without
+// subscribing itself; never another user's; and after a restart of Herald,
+// kept away while more is published, resumes them from its positions and
+// sees every event once.
+func TestJSClientBrowserUser(t *testing.T) {
+	t.Parallel()
+	bin := os.Getenv("HERALD_TEST_CHROMIUM")
+	if bin == "" {
+		t.Skip("the browser test of the JavaScript client needs Chromium: set HERALD_TEST_CHROMIUM (.ci/run sets it to Debian's chromium)")
+	}
+	h := startJSHarness(t)
+	ctx := t.Context()
+	c := client.New(h.url, client.WithKey(testAdminKey))
+	for _, topic := range []string{"accounts.u42.balance", "accounts.u7.balance"} {
+		if _, _, err := c.PutTopic(ctx, topic, client.TopicSettings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, us := range []string{"u42/subscriptions/accounts.u42.balance", "u7/subscriptions/accounts.u7.balance"} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, h.url+"/v1/users/"+us, nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT /v1/users/%s = %d", us, resp.StatusCode)
+		}
+	}
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			for _, topic := range []string{"accounts.u42.balance", "accounts.u7.balance"} {
+				if _, err := c.Publish(ctx, topic, fmt.Appendf(nil, `{"n":%d}`, i),
+					client.PublishOptions{ContentType: "application/json"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	count := func(kind string) int {
+		n := 0
+		for _, r := range h.reports.snapshot() {
+			if r["kind"] == "error" {
+				t.Fatalf("the page reported an error: %v", r["msg"])
+			}
+			if r["kind"] == kind {
+				n++
+			}
+		}
+		return n
+	}
+	startChromium(t, bin, h.url+"/_test/js/test/browser/user.html")
+	waitCond(t, "the page's socket to open", 90*time.Second, func() bool { return count("user-open") >= 1 })
+	// The server-side subscription starts live: publish until the page
+	// has the first event, then the rest.
+	waitCond(t, "the user's first event in the page", 30*time.Second, func() bool {
+		publish(0, 0)
+		return count("user") >= 1
+	})
+	first := h.reports.snapshot()
+	var from float64
+	for _, r := range first {
+		if r["kind"] == "user" {
+			from = r["seq"].(float64)
+			break
+		}
+	}
+	publish(1, 10)
+	if err := h.restart(true); err != nil {
+		t.Fatal(err)
+	}
+	publish(11, 20) // only the resume from the page's positions brings these
+	h.hold.Store(false)
+	publish(21, 21)
+	head, err := c.GetTopic(ctx, "accounts.u42.balance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int
+	waitCond(t, "every event of the user in the page", 60*time.Second, func() bool {
+		seqs = seqs[:0]
+		for _, r := range h.reports.snapshot() {
+			if r["kind"] == "error" {
+				t.Fatalf("the page reported an error: %v", r["msg"])
+			}
+			if r["kind"] == "user" {
+				if r["topic"] != "accounts.u42.balance" || r["sub"] != "user:accounts.u42.balance" {
+					t.Fatalf("the page got %v: another user's event, or not as the server-side subscription", r)
+				}
+				seqs = append(seqs, int(r["seq"].(float64)))
+			}
+		}
+		return len(seqs) > 0 && seqs[len(seqs)-1] == int(head.HeadSeq)
+	})
+	for i, s := range seqs {
+		if s != int(from)+i {
+			t.Fatalf("the page got seqs %v, want each from %v on once, in order", seqs, from)
+		}
+	}
+	if count("user-close") == 0 {
+		t.Errorf("the page was not told of the restart")
 	}
 }
