@@ -1045,8 +1045,8 @@ type dispatchMetrics struct {
 func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups, running *atomic.Int64) *dispatchMetrics {
 	m := &dispatchMetrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_deliveries_total", Help: "Delivery attempts by outcome (delivered, failed, gone, rejected).",
-		}, []string{"outcome"}),
+			Name: "herald_deliveries_total", Help: "Delivery attempts by channel (webhook, email, sms, push, ...) and outcome (delivered, failed, gone, rejected: for email a bounce).",
+		}, []string{"channel", "outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "herald_delivery_duration_seconds", Help: "Time from sending a delivery to the end of its response.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
@@ -1103,16 +1103,19 @@ func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups, run
 	return m
 }
 
-func (m *dispatchMetrics) observe(r herald.DeliveryResult) {
+// observe counts one attempt of a subscription of the channel (a name
+// from the registry: a bounded set).
+func (m *dispatchMetrics) observe(ch string, r herald.DeliveryResult) {
+	ch = cmp.Or(ch, herald.ChannelWebhook)
 	switch r.Outcome {
 	case herald.Delivered:
-		m.deliveries.WithLabelValues("delivered").Inc()
+		m.deliveries.WithLabelValues(ch, "delivered").Inc()
 	case herald.Gone:
-		m.deliveries.WithLabelValues("gone").Inc()
+		m.deliveries.WithLabelValues(ch, "gone").Inc()
 	case herald.Rejected:
-		m.deliveries.WithLabelValues("rejected").Inc()
+		m.deliveries.WithLabelValues(ch, "rejected").Inc()
 	default:
-		m.deliveries.WithLabelValues("failed").Inc()
+		m.deliveries.WithLabelValues(ch, "failed").Inc()
 	}
 	m.latency.Observe(r.Latency.Seconds())
 }

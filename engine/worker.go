@@ -928,7 +928,7 @@ func (w *worker) handle(r sendResult) {
 	if r.fromRetry {
 		w.settling = append(w.settling, evRef{ev.Topic, ev.Seq})
 	}
-	w.d.metrics.observe(r.res)
+	w.d.metrics.observe(w.sub.Channel, r.res)
 	a := herald.Attempt{
 		SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Attempt: r.attempt, Time: now,
 		Outcome: herald.OutcomeSuccess, StatusCode: r.res.StatusCode, Latency: r.res.Latency, Error: herald.JoinReason(r.res.Err, r.res.Detail),

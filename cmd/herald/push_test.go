@@ -123,6 +123,13 @@ func TestWebPushSubscribeConfirmDeliverGone(t *testing.T) {
 	p.mu.Unlock()
 	emailMust(t, m, 201, "POST", "/v1/topics/orders/events", `{"n":"gone"}`)
 	eventually(t, "disabled after 410", func() bool { return emailGetSub(t, m, sub.ID).State == "disabled" })
+	// The metrics count the channel's attempts by outcome.
+	_, metrics := emailAPICall(t, m, "GET", "/metrics", "")
+	for _, want := range []string{`herald_deliveries_total{channel="push",outcome="delivered"}`, `herald_deliveries_total{channel="push",outcome="gone"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	if len(p.errs) > 0 {
 		t.Fatal(p.errs)
 	}
