@@ -132,6 +132,9 @@ type Deps struct {
 	// makes the archive endpoints answer 503.
 	Archives      herald.ArchiveStore
 	ArchiveReader ArchiveReader
+	// Nodes lists the nodes serving this Herald; nil makes
+	// GET /v1/cluster/nodes answer 503.
+	Nodes Nodes
 	// Users keeps end users' server-side subscriptions and presence;
 	// nil makes the /v1/users endpoints answer 503.
 	Users Users
@@ -191,6 +194,7 @@ type Server struct {
 	userHub       UserHub
 	oidc          TokenVerifier
 	introspector  TokenIntrospector
+	nodes         Nodes
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -228,6 +232,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.schemas = deps.Schemas
 	s.schedules, s.scheduleWake = deps.Schedules, deps.ScheduleWake
 	s.users = deps.Users
+	s.nodes = deps.Nodes
 	s.oidc, s.introspector = deps.OIDC, deps.Introspection
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
@@ -343,6 +348,7 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/tenants/{id}/portal-links", authenticated, s.createPortalLink)
 	s.handle("GET /v1/tenants/{id}/portal-links", authenticated, s.listPortalLinks)
 	s.handle("DELETE /v1/tenants/{id}/portal-links/{link}", authenticated, s.deletePortalLink)
+	s.handle("GET /v1/cluster/nodes", adminOnly, s.listNodes)
 	s.handle("GET /v1/audit", authenticated, s.listAudit)
 
 	s.handle("POST /v1/subscriptions", authenticated, s.createSubscription)

@@ -395,7 +395,11 @@ func TestConsoleOperator(t *testing.T) {
 	b.wait("the redriven event at the receiver", func() bool { return rc.got(`"doomed"`) })
 	b.waitText("#dead-letters", "No dead letters", true)
 
+	b.goTo("#/nodes")
+	b.waitText("#nodes", "this node", false)
+
 	// Pause and resume from the page.
+	b.goTo("#/subscriptions/" + subID)
 	b.click("#sub-pause")
 	b.waitText("#sub-state", "paused", false)
 	b.click("#sub-resume")

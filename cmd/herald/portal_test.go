@@ -137,3 +137,45 @@ func TestDocsConsolePortalLink(t *testing.T) {
 		t.Fatalf("the example answered %s", out)
 	}
 }
+
+// GET /v1/cluster/nodes lists this node alone on SQLite, and every live
+// member on PostgreSQL, each node marking itself; admins only.
+func TestClusterNodes(t *testing.T) {
+	t.Parallel()
+	nodeIDs := func(m *Main) (all []string, self string) {
+		for _, n := range mustCall(t, m, testAdminKey, "GET", "/v1/cluster/nodes", "", http.StatusOK)["nodes"].([]any) {
+			nm := n.(map[string]any)
+			all = append(all, nm["id"].(string))
+			if nm["self"] == true {
+				self = nm["id"].(string)
+				if _, ok := nm["dispatching"].(float64); !ok {
+					t.Fatalf("the answering node has no dispatching count: %v", nm)
+				}
+			}
+		}
+		return all, self
+	}
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		m, _ := testServer(t, t.TempDir(), nil)
+		all, self := nodeIDs(m)
+		if len(all) != 1 || self != m.dispatcher.NodeID() {
+			t.Fatalf("nodes %v, self %q: want this node (%s) alone", all, self, m.dispatcher.NodeID())
+		}
+		mustCall(t, m, testAdminKey, "PUT", "/v1/tenants/acme", `{}`, http.StatusCreated)
+		_, token := mintPortalLink(t, m, "acme", "")
+		wantProblem(t, m, token, "GET", "/v1/cluster/nodes", "", http.StatusForbidden, "forbidden", "")
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		dsn := pgDSN(t)
+		both := func(c *Config) { c.DatabaseURL = Secret(dsn) }
+		a, _ := testServer(t, t.TempDir(), both)
+		b, _ := testServer(t, t.TempDir(), both)
+		eventually(t, "both nodes in each node's list", func() bool {
+			allA, selfA := nodeIDs(a)
+			allB, selfB := nodeIDs(b)
+			return len(allA) == 2 && len(allB) == 2 && selfA == a.dispatcher.NodeID() && selfB == b.dispatcher.NodeID() && selfA != selfB
+		})
+	})
+}

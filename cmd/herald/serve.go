@@ -54,6 +54,8 @@ type Main struct {
 
 	// Logger is built from Config by Run unless a test sets it first.
 	Logger *slog.Logger
+	// startedAt is when Run began, for GET /v1/cluster/nodes.
+	startedAt time.Time
 	// Registry holds every metric of this server; made by Run.
 	Registry *prometheus.Registry
 
@@ -134,6 +136,7 @@ func (m *Main) URL() string {
 // once the server accepts connections. On error everything started so far is
 // closed again.
 func (m *Main) Run(ctx context.Context) (err error) {
+	m.startedAt = time.Now()
 	defer func() {
 		if err != nil {
 			_ = m.Close(context.WithoutCancel(ctx))
@@ -271,6 +274,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.sources != nil {
 		deps.Sources, deps.SourceKinds, deps.SourceRuntime = m.store.(herald.SourceStore), m.sourceKinds(), m.sources
 	}
+	deps.Nodes = mainNodes{m}
 	tokens, err := m.newTokens()
 	if err != nil {
 		return err
@@ -743,4 +747,26 @@ func withConsole(apiHandler, con http.Handler) http.Handler {
 	mux.Handle("/console/", con)
 	mux.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusFound))
 	return mux
+}
+
+// mainNodes reports the nodes for GET /v1/cluster/nodes: the cluster's
+// members, or this node alone.
+type mainNodes struct{ m *Main }
+
+func (n mainNodes) Nodes(context.Context) ([]api.NodeInfo, error) {
+	m := n.m
+	self := m.dispatcher.NodeID()
+	if m.cluster == nil {
+		now := time.Now()
+		return []api.NodeInfo{{ID: self, Addr: m.Addr(), StartedAt: m.startedAt, HeartbeatAt: now, Self: true, Dispatching: m.dispatcher.Dispatching()}}, nil
+	}
+	var out []api.NodeInfo
+	for _, mb := range m.cluster.Members() {
+		ni := api.NodeInfo{ID: mb.ID, Addr: mb.Addr, StartedAt: mb.StartedAt, HeartbeatAt: mb.HeartbeatAt, Self: mb.ID == self}
+		if ni.Self {
+			ni.Dispatching = m.dispatcher.Dispatching()
+		}
+		out = append(out, ni)
+	}
+	return out, nil
 }

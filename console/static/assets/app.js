@@ -116,7 +116,7 @@ function firstArray(obj) {
 const OPERATOR_NAV = [
   ['topics', 'Topics'], ['subscriptions', 'Subscriptions'], ['sources', 'Sources'], ['rules', 'Rules'],
   ['views', 'Views'], ['archives', 'Archives'], ['schedules', 'Schedules'], ['tenants', 'Tenants'],
-  ['keys', 'Keys'], ['audit', 'Audit log'],
+  ['keys', 'Keys'], ['nodes', 'Nodes'], ['audit', 'Audit log'],
 ];
 const PORTAL_NAV = [['subscriptions', 'Endpoints']];
 
@@ -221,6 +221,7 @@ async function render() {
     subscriptions: id === 'new' ? newSubscriptionPage : id ? () => subscriptionPage(id) : subscriptionsPage,
     tenants: id ? () => tenantPage(id) : tenantsPage,
     keys: keysPage,
+    nodes: nodesPage,
     audit: auditPage,
   };
   let fn = pages[page];
@@ -273,6 +274,8 @@ async function topicPage(name) {
     if (tail) { stopTail(); tailBtn.textContent = 'Start live tail'; } else { startTail(name, tailBox); tailBtn.textContent = 'Stop live tail'; }
   }, { id: 'tail-toggle' });
   if (tail && tail.topic === name) tail.box = tailBox;
+  const settings = h('textarea', { id: 'topic-settings', rows: 4 }, JSON.stringify({ retention: t.retention, max_event_bytes: t.max_event_bytes, dedup_window: t.dedup_window }, null, 2));
+  const schemaEditor = h('textarea', { id: 'schema-editor', rows: 6 }, schema ? JSON.stringify(Object.fromEntries(Object.entries(schema).filter(([k]) => ['type', 'schema', 'proto', 'descriptor_set', 'message'].includes(k))), null, 2) : '{"type": "json_schema", "schema": {"type": "object"}}');
   return [
     h('h1', null, 'Topic ', h('code', null, name)),
     pre(t),
@@ -290,7 +293,14 @@ async function topicPage(name) {
     section('Live tail', tailBtn, tailBox),
     section('Latest events', table(['seq', 'id', 'type', 'key', 'time', { label: 'data', render: ev => truncateText(fmt(ev.data !== undefined ? ev.data : ev.payload), 200) }],
       events.events || [], { id: 'events' })),
-    section('Schema', schema ? pre(schema) : h('p', null, 'No schema.')),
+    section('Settings', h('form', {
+      onsubmit: e => { e.preventDefault(); run(() => api('PUT', '/v1/topics/' + enc(name), JSON.parse(settings.value)), 'Saved.'); },
+    }, settings, h('button', { id: 'topic-save', type: 'submit' }, 'Save'))),
+    section('Schema', schema ? pre(schema) : h('p', null, 'No schema.'),
+      h('form', {
+        onsubmit: e => { e.preventDefault(); run(() => api('PUT', '/v1/topics/' + enc(name) + '/schema', JSON.parse(schemaEditor.value)), 'Schema saved.'); },
+      }, field('New version (JSON: type, schema; the body of PUT /v1/topics/{topic}/schema)', schemaEditor), h('button', { id: 'schema-save', type: 'submit' }, 'Save schema')),
+      schema ? button('Remove schema', confirmThen('Remove the schema of ' + name + '?', () => run(() => api('DELETE', '/v1/topics/' + enc(name) + '/schema'), 'Schema removed.')), { class: 'danger' }) : null),
   ];
 }
 
@@ -393,7 +403,22 @@ async function newSubscriptionPage() {
   ];
 }
 
+// autoRefresh re-renders the current page every few seconds while it is
+// the one shown and the tab is visible, and no form field has focus.
+let autoTimer = null;
+function autoRefresh() {
+  clearTimeout(autoTimer);
+  const at = location.hash;
+  autoTimer = setTimeout(() => {
+    if (location.hash !== at || !key()) return;
+    const busy = document.activeElement && ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement.tagName);
+    if (document.hidden || busy) { autoRefresh(); return; }
+    render();
+  }, 5000);
+}
+
 async function subscriptionPage(id) {
+  autoRefresh();
   const base = '/v1/subscriptions/' + enc(id);
   const s = await api('GET', base);
   const [attempts, dead] = await Promise.all([
@@ -564,6 +589,17 @@ async function keysPage() {
       },
     }, field('Name', name), field('Scopes', scopes), field('Tenant', tenant), field('Expires in', expires),
     h('button', { id: 'key-create', type: 'submit' }, 'Create')), out),
+  ];
+}
+
+// ---- nodes ----
+
+async function nodesPage() {
+  const data = await api('GET', '/v1/cluster/nodes');
+  return [
+    h('h1', null, 'Nodes'),
+    h('p', null, 'The nodes serving this Herald: the cluster\'s live members on PostgreSQL, or this one alone. Subscriptions are spread over them under leases; a node that stops heartbeating loses its share within seconds.'),
+    table(['id', 'addr', 'started_at', 'heartbeat_at', { label: 'self', render: n => n.self ? 'this node' : '' }, 'dispatching'], data.nodes, { id: 'nodes', rowId: n => n.id }),
   ];
 }
 
