@@ -7,30 +7,7 @@
 // it sees is reported, in order, to /_test/report.
 
 import { Herald } from '../../index.js';
-
-const queue = [];
-let sending = false;
-function report(obj) {
-  queue.push(obj);
-  void pump();
-}
-async function pump() {
-  if (sending) return;
-  sending = true;
-  while (queue.length) {
-    const batch = queue.slice();
-    try {
-      const r = await fetch('/_test/report', { method: 'POST', body: JSON.stringify(batch) });
-      if (!r.ok) throw new Error(`status ${r.status}`);
-      queue.splice(0, batch.length);
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  sending = false;
-}
-window.addEventListener('error', (e) => report({ kind: 'error', msg: String(e.message) }));
-window.addEventListener('unhandledrejection', (e) => report({ kind: 'error', msg: String(e.reason) }));
+import { report } from './report.js';
 
 const herald = new Herald({
   token: async () => {
