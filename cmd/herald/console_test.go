@@ -26,7 +26,7 @@ type browser struct {
 	t      *testing.T
 	conn   *websocket.Conn
 	nextID atomic.Int64
-	stderr *strings.Builder
+	stderr *syncBuffer
 }
 
 // startBrowser runs Debian's Chromium (HERALD_TEST_CHROMIUM, or chromium
@@ -45,8 +45,8 @@ func startBrowser(t *testing.T) *browser {
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
 		"--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1", "--window-size=1280,900",
 		"--user-data-dir="+profile, "about:blank")
-	stderr := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = io.Discard, &syncWriter{w: stderr}
+	stderr := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers share its group
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
@@ -96,17 +96,6 @@ func startBrowser(t *testing.T) *browser {
 	})
 	b.call("Page.enable", nil)
 	return b
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func tail(s string, n int) string {
