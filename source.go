@@ -79,7 +79,26 @@ type SourceShardStatus struct {
 	LastError   string
 	LastErrorAt time.Time
 	ReportedAt  time.Time
+	// State is what the runner is doing: ShardStarting, ShardRunning or
+	// ShardRetrying; "" before its first report.
+	State ShardState
 }
+
+// ShardState is what a source shard's runner is doing.
+type ShardState string
+
+// The states of a shard's runner.
+const (
+	// ShardStarting: the shard holds its lease and is connecting to its
+	// service.
+	ShardStarting ShardState = "starting"
+	// ShardRunning: the service answered (the kind connected, or a batch
+	// was committed) since the last failure.
+	ShardRunning ShardState = "running"
+	// ShardRetrying: the last run failed (LastError says why); the shard
+	// runs again after a backoff.
+	ShardRetrying ShardState = "retrying"
+)
 
 // SourceStore keeps sources and the leases of their shards. Both stores
 // implement it; storetest checks them alike.

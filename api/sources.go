@@ -56,30 +56,35 @@ type sourceShardJSON struct {
 	LastError      string `json:"last_error,omitempty"`
 	LastErrorAt    string `json:"last_error_at,omitempty"`
 	ReportedAt     string `json:"reported_at,omitempty"`
+	State          string `json:"state,omitempty"`
 }
 
 // sourceJSON is a source on the wire: config without its secrets, and the
 // status its shards' runners last reported.
 type sourceJSON struct {
-	ID          string            `json:"id"`
-	Kind        string            `json:"kind"`
-	Config      json.RawMessage   `json:"config"`
-	Topic       string            `json:"topic"`
-	Mapping     json.RawMessage   `json:"mapping"`
-	Description string            `json:"description"`
-	Shards      int               `json:"shards"`
-	State       string            `json:"state"`
-	StateReason string            `json:"state_reason,omitempty"`
-	Managed     bool              `json:"managed"`
-	InboundURL  string            `json:"inbound_path,omitempty"`
-	Lag         int64             `json:"lag"`
-	EventsIn    int64             `json:"events_in"`
-	Errors      int64             `json:"errors"`
-	LastError   string            `json:"last_error,omitempty"`
-	LastErrorAt string            `json:"last_error_at,omitempty"`
-	ShardStatus []sourceShardJSON `json:"shard_status"`
-	CreatedAt   string            `json:"created_at"`
-	UpdatedAt   string            `json:"updated_at"`
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	Config      json.RawMessage `json:"config"`
+	Topic       string          `json:"topic"`
+	Mapping     json.RawMessage `json:"mapping"`
+	Description string          `json:"description"`
+	Shards      int             `json:"shards"`
+	State       string          `json:"state"`
+	StateReason string          `json:"state_reason,omitempty"`
+	// Status is what the source is doing: "running", "starting",
+	// "retrying" (StatusReason says why) or "paused".
+	Status       string            `json:"status"`
+	StatusReason string            `json:"status_reason,omitempty"`
+	Managed      bool              `json:"managed"`
+	InboundURL   string            `json:"inbound_path,omitempty"`
+	Lag          int64             `json:"lag"`
+	EventsIn     int64             `json:"events_in"`
+	Errors       int64             `json:"errors"`
+	LastError    string            `json:"last_error,omitempty"`
+	LastErrorAt  string            `json:"last_error_at,omitempty"`
+	ShardStatus  []sourceShardJSON `json:"shard_status"`
+	CreatedAt    string            `json:"created_at"`
+	UpdatedAt    string            `json:"updated_at"`
 }
 
 type sourceListJSON struct {
@@ -113,6 +118,14 @@ func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus
 	if len(out.Mapping) == 0 {
 		out.Mapping = json.RawMessage("{}")
 	}
+	out.Status = "starting"
+	if src.State == herald.SourcePaused {
+		out.Status = "paused"
+	} else if k, ok := s.sourceKinds.Get(src.Kind); ok {
+		if _, runs := k.(source.Runner); !runs {
+			out.Status = "running" // inbound: it runs when a request comes
+		}
+	}
 	if !withStatus {
 		return out
 	}
@@ -120,6 +133,8 @@ func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus
 	if err != nil {
 		return out
 	}
+	running, now := 0, time.Now()
+	var retryAt time.Time
 	var lastAt time.Time
 	known := false
 	var lag int64
@@ -137,6 +152,18 @@ func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus
 		if !sh.ReportedAt.IsZero() {
 			j.ReportedAt = formatTime(sh.ReportedAt)
 		}
+		j.State = string(sh.State)
+		if sh.LeaseExpiresAt.Before(now) && sh.State != herald.ShardRetrying {
+			j.State = "" // no live runner: its last report says nothing of now
+		}
+		switch herald.ShardState(j.State) {
+		case herald.ShardRunning:
+			running++
+		case herald.ShardRetrying:
+			if sh.LastErrorAt.After(retryAt) || retryAt.IsZero() {
+				retryAt, out.StatusReason = sh.LastErrorAt, sh.LastError
+			}
+		}
 		out.ShardStatus = append(out.ShardStatus, j)
 		out.EventsIn += sh.EventsIn
 		out.Errors += sh.Errors
@@ -150,6 +177,14 @@ func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus
 	}
 	if known {
 		out.Lag = lag
+	}
+	if out.Status == "starting" {
+		switch {
+		case out.StatusReason != "":
+			out.Status = "retrying"
+		case running >= max(src.Shards, 1):
+			out.Status = "running"
+		}
 	}
 	return out
 }

@@ -221,6 +221,7 @@ type shardState struct {
 func (st *shardState) fail(err error, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.State = herald.ShardRetrying
 	st.Errors++
 	st.LastError = err.Error()
 	st.LastErrorAt = now
@@ -241,7 +242,7 @@ func (r *Runtime) runShard(ctx context.Context, s herald.Source, shard int) {
 	k, _ := r.deps.Kinds.Get(s.Kind)
 	runner := k.(Runner)
 	log := r.log.With("source", s.ID, "kind", s.Kind, "shard", shard)
-	st := &shardState{SourceShardStatus: herald.SourceShardStatus{Lag: -1}}
+	st := &shardState{SourceShardStatus: herald.SourceShardStatus{Lag: -1, State: herald.ShardStarting}}
 	fails := 0
 	label := strconv.Itoa(shard)
 	defer r.m.lag.DeleteLabelValues(s.ID, label)
@@ -318,9 +319,15 @@ func (r *Runtime) runLeased(ctx context.Context, runner Runner, s herald.Source,
 		if err == nil {
 			st.mu.Lock()
 			st.EventsIn += int64(len(msgs))
+			st.State = herald.ShardRunning
 			st.mu.Unlock()
 		}
 		return err
+	}
+	sh.running = func() {
+		st.mu.Lock()
+		st.State = herald.ShardRunning
+		st.mu.Unlock()
 	}
 	sh.lag = func(n int64) {
 		st.mu.Lock()

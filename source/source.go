@@ -103,6 +103,17 @@ type Shard struct {
 
 	publish func(ctx context.Context, msgs []Message) error
 	lag     func(n int64)
+	running func()
+}
+
+// Running tells the runtime that the kind reached its service (connected,
+// subscribed, joined its group): the shard's status shows it running, no
+// longer starting or retrying, until the next failure. A committed batch
+// says the same.
+func (sh *Shard) Running() {
+	if sh.running != nil {
+		sh.running()
+	}
 }
 
 // Publish maps the messages to events and commits them, all or none, in

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +106,12 @@ func TestMQTTSourceEndToEnd(t *testing.T) {
 	if last.Type == "" || last.Key == "" {
 		t.Fatalf("mapping not applied: %+v", last)
 	}
-	// A refused login shows in the source's status, and the shard retries.
+	_, got, _ := call(t, m2, testAdminKey, "GET", "/v1/sources/"+id, nil)
+	if got["status"] != "running" {
+		t.Fatalf("status %v; want running", got["status"])
+	}
+	// A broker that cannot be reached shows in the source's status, and
+	// the shard retries.
 	status, _, _ = call(t, m2, testAdminKey, "PATCH", "/v1/sources/"+id,
 		[]byte(`{"config": {"url": "tcp://127.0.0.1:1", "topics": ["x/#"], "user": "herald", "password": "p"}}`))
 	if status != 200 {
@@ -113,7 +119,7 @@ func TestMQTTSourceEndToEnd(t *testing.T) {
 	}
 	waitUntil(t, "the failure in the source's status", 20*time.Second, func() bool {
 		_, got, _ := call(t, m2, testAdminKey, "GET", "/v1/sources/"+id, nil)
-		s, _ := got["last_error"].(string)
-		return s != "" && got["errors"].(float64) > 0
+		s, _ := got["status_reason"].(string)
+		return got["status"] == "retrying" && strings.Contains(s, "127.0.0.1:1") && got["errors"].(float64) > 0
 	})
 }

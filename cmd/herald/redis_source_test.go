@@ -104,8 +104,11 @@ func TestRedisSourceEndToEnd(t *testing.T) {
 	if seen[`{"n":"200","note":"bare"}`] != 1 {
 		t.Fatalf("the entry without a payload field: %v", seen)
 	}
-	waitUntil(t, "lag 0 in the status", 15*time.Second, func() bool {
+	waitUntil(t, "lag 0 and running in the status", 15*time.Second, func() bool {
 		_, got, _ := call(t, m, testAdminKey, "GET", "/v1/sources/"+id, nil)
-		return got["lag"] == float64(0)
+		return got["lag"] == float64(0) && got["status"] == "running"
 	})
+	if status, got, _ := call(t, m, testAdminKey, "POST", "/v1/sources/"+id+"/pause", nil); status != 200 || got["status"] != "paused" {
+		t.Fatalf("pause: %d %v", status, got)
+	}
 }

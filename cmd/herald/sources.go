@@ -29,10 +29,10 @@ import (
 func (m *Main) sourceKinds() *source.Registry {
 	return source.NewRegistry(
 		inbound.Kind{},
-		outbox.Kind{},
-		sourcekafka.Kind{},
-		sourcenats.Kind{},
-		sourceamqp.Kind{},
+		outbox.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
+		sourcekafka.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
+		sourcenats.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
+		sourceamqp.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
 		sourcemqtt.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
 		sourceredis.Kind{AllowPrivate: m.Config.AllowPrivateDestinations},
 	)

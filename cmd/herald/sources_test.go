@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -317,5 +318,34 @@ func TestSourcesCLIAndFile(t *testing.T) {
 	defer m2.Close(context.Background())
 	if status, _, _ := call(t, m2, testAdminKey, "GET", "/v1/sources/gh-in", nil); status != 404 {
 		t.Fatalf("a source removed from the file: %d; want 404", status)
+	}
+}
+
+// TestSourcePrivateAddressRefused: unless the server allows private
+// destinations, a source whose service is on a loopback or private address
+// is refused, naming the config member, for every kind that dials out.
+func TestSourcePrivateAddressRefused(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), func(c *Config) { c.AllowPrivateDestinations = false })
+	for _, tc := range []struct{ kind, config, field string }{
+		{"kafka", `{"brokers": ["127.0.0.1:9092"], "topics": ["t"]}`, "config.brokers"},
+		{"nats", `{"url": "nats://10.0.0.5:4222", "stream": "S"}`, "config.url"},
+		{"amqp", `{"url": "amqp://guest:guest@localhost:5672/", "queue": "q"}`, "config.url"},
+		{"mqtt", `{"url": "tcp://192.168.1.20:1883", "topics": ["a/#"]}`, "config.url"},
+		{"redis", `{"address": "[::1]:6379", "streams": ["s"]}`, "config.address"},
+		{"outbox", `{"dsn": "postgres://app:pw@169.254.169.254:5432/app"}`, "config.dsn"},
+		{"outbox", `{"dsn": "app:pw@tcp(172.16.0.9:3306)/app", "driver": "mysql"}`, "config.dsn"},
+	} {
+		body := fmt.Appendf(nil, `{"kind": %q, "topic": "t", "config": %s}`, tc.kind, tc.config)
+		status, p, _ := call(t, m, testAdminKey, "POST", "/v1/sources", body)
+		if status != 400 || p["field"] != tc.field || !strings.Contains(fmt.Sprint(p["detail"]), "HERALD_ALLOW_PRIVATE_DESTINATIONS") {
+			t.Errorf("%s %s: %d %v; want 400 naming %s", tc.kind, tc.config, status, p, tc.field)
+		}
+	}
+	// A public name passes; what it resolves to is checked at every dial.
+	status, p, _ := call(t, m, testAdminKey, "POST", "/v1/sources",
+		[]byte(`{"kind": "redis", "topic": "t", "state": "paused", "config": {"address": "redis.example.com:6379", "streams": ["s"]}}`))
+	if status != 201 {
+		t.Fatalf("a public name: %d %v", status, p)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"time"
@@ -22,6 +23,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/source"
 )
 
@@ -36,7 +38,11 @@ type Config struct {
 }
 
 // Kind is the AMQP source kind.
-type Kind struct{}
+type Kind struct {
+	// AllowPrivate lets configs name loopback, private and other refused
+	// addresses, and lets the source reach them (channel.CheckHost).
+	AllowPrivate bool
+}
 
 var _ source.Runner = Kind{}
 
@@ -57,7 +63,7 @@ func parse(raw json.RawMessage) (Config, error) {
 }
 
 // Validate checks the config; a URL left out on an update is kept.
-func (Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
+func (k Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 	c, err := parse(raw)
 	if err != nil {
 		return nil, err
@@ -67,8 +73,12 @@ func (Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 			c.URL = p.URL
 		}
 	}
-	if _, err := amqp091.ParseURI(c.URL); err != nil {
+	uri, err := amqp091.ParseURI(c.URL)
+	if err != nil {
 		return nil, herald.FieldErrorf("url", "url must be amqp://user:pass@host:5672/vhost (or amqps://)")
+	}
+	if err := channel.CheckHost(uri.Host, k.AllowPrivate, "url", "the url's host"); err != nil {
+		return nil, err
 	}
 	if c.Queue == "" || len(c.Queue) > 255 {
 		return nil, herald.FieldErrorf("queue", "queue must name a queue (1 to 255 bytes)")
@@ -97,12 +107,12 @@ func (Kind) Public(raw json.RawMessage) json.RawMessage {
 }
 
 // Run consumes the queue until ctx ends or the connection fails.
-func (Kind) Run(ctx context.Context, sh *source.Shard) error {
+func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 	c, err := parse(sh.Source.Config)
 	if err != nil {
 		return err
 	}
-	conn, err := amqp091.DialConfig(c.URL, amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second), Properties: amqp091.Table{"connection_name": "herald-source"}})
+	conn, err := amqp091.DialConfig(c.URL, amqp091.Config{Dial: guardedDial(k.AllowPrivate), Properties: amqp091.Table{"connection_name": "herald-source"}})
 	if err != nil {
 		return fmt.Errorf("connect to AMQP: %w", err)
 	}
@@ -119,6 +129,7 @@ func (Kind) Run(ctx context.Context, sh *source.Shard) error {
 		return fmt.Errorf("consume %s: %w", c.Queue, err)
 	}
 	closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+	sh.Running()
 	for {
 		var batch []amqp091.Delivery
 		select {
@@ -200,4 +211,20 @@ func message(d *amqp091.Delivery, queue string) source.Message {
 	h.Write(d.Body)
 	m.IdempotencyKey = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	return m
+}
+
+// guardedDial dials through the SSRF guard, with amqp091's connection
+// deadline for the handshake.
+func guardedDial(allowPrivate bool) func(network, addr string) (net.Conn, error) {
+	nd := &net.Dialer{Timeout: 10 * time.Second, ControlContext: channel.DialControl(allowPrivate)}
+	return func(network, addr string) (net.Conn, error) {
+		conn, err := nd.Dial(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			return nil, err
+		}
+		return conn, nil
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/source"
 )
 
@@ -45,7 +46,11 @@ type Config struct {
 }
 
 // Kind is the Kafka source kind.
-type Kind struct{}
+type Kind struct {
+	// AllowPrivate lets configs name loopback, private and other refused
+	// addresses, and lets the source reach them (channel.CheckHost).
+	AllowPrivate bool
+}
 
 var _ source.Runner = Kind{}
 
@@ -66,7 +71,7 @@ func parse(raw json.RawMessage) (Config, error) {
 }
 
 // Validate checks the config and applies the defaults.
-func (Kind) Validate(raw, _ json.RawMessage) (json.RawMessage, error) {
+func (k Kind) Validate(raw, _ json.RawMessage) (json.RawMessage, error) {
 	c, err := parse(raw)
 	if err != nil {
 		return nil, err
@@ -77,6 +82,9 @@ func (Kind) Validate(raw, _ json.RawMessage) (json.RawMessage, error) {
 	for _, b := range c.Brokers {
 		if _, port, ok := strings.Cut(b, ":"); !ok || port == "" || strings.ContainsAny(b, " /") {
 			return nil, herald.FieldErrorf("brokers", "broker %q is not host:port", b)
+		}
+		if err := channel.CheckHostPort(b, k.AllowPrivate, "brokers"); err != nil {
+			return nil, err
 		}
 	}
 	if len(c.Topics) == 0 || len(c.Topics) > 100 {
@@ -110,7 +118,7 @@ func (Kind) Validate(raw, _ json.RawMessage) (json.RawMessage, error) {
 func (Kind) Public(raw json.RawMessage) json.RawMessage { return raw }
 
 // Run is one member of the source's consumer group.
-func (Kind) Run(ctx context.Context, sh *source.Shard) error {
+func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 	c, err := parse(sh.Source.Config)
 	if err != nil {
 		return err
@@ -131,6 +139,7 @@ func (Kind) Run(ctx context.Context, sh *source.Shard) error {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ClientID("herald-source"),
+		kgo.Dialer(channel.Dialer(k.AllowPrivate, nil)),
 	)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
@@ -141,6 +150,16 @@ func (Kind) Run(ctx context.Context, sh *source.Shard) error {
 		cl.LeaveGroupContext(cctx)
 		cl.Close()
 	}()
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = cl.Ping(pctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("reach the brokers %s: %w", strings.Join(c.Brokers, ","), err)
+	}
+	sh.Running()
 	for {
 		fetches := cl.PollRecords(ctx, c.MaxPollRecords)
 		if ctx.Err() != nil {

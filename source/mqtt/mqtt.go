@@ -300,6 +300,7 @@ func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 			}
 		}
 	}
+	sh.Running()
 	batch := make([]paho.Message, 0, c.Batch)
 	msgs := make([]source.Message, 0, c.Batch)
 	for {

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/source"
 )
 
@@ -47,7 +49,11 @@ type Config struct {
 }
 
 // Kind is the NATS JetStream source kind.
-type Kind struct{}
+type Kind struct {
+	// AllowPrivate lets configs name loopback, private and other refused
+	// addresses, and lets the source reach them (channel.CheckHost).
+	AllowPrivate bool
+}
 
 var _ source.Runner = Kind{}
 
@@ -68,7 +74,7 @@ func parse(raw json.RawMessage) (Config, error) {
 }
 
 // Validate checks the config; a URL left out on an update is kept.
-func (Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
+func (k Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 	c, err := parse(raw)
 	if err != nil {
 		return nil, err
@@ -82,8 +88,12 @@ func (Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 		return nil, herald.FieldErrorf("url", "url is required: nats://host:4222")
 	}
 	for u := range strings.SplitSeq(c.URL, ",") {
-		if pu, err := url.Parse(strings.TrimSpace(u)); err != nil || pu.Host == "" {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Host == "" {
 			return nil, herald.FieldErrorf("url", "url must be nats://host:port (comma-separated for several)")
+		}
+		if err := channel.CheckHost(pu.Hostname(), k.AllowPrivate, "url", "the url's host"); err != nil {
+			return nil, err
 		}
 	}
 	if c.Stream == "" || strings.ContainsAny(c.Stream, " .*>") {
@@ -127,13 +137,14 @@ func (Kind) Public(raw json.RawMessage) json.RawMessage {
 }
 
 // Run pulls from the durable consumer until ctx ends or the server fails.
-func (Kind) Run(ctx context.Context, sh *source.Shard) error {
+func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 	c, err := parse(sh.Source.Config)
 	if err != nil {
 		return err
 	}
 	ackWait, _ := herald.ParseDuration(c.AckWait)
-	nc, err := nats.Connect(c.URL, nats.Name("herald-source"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(c.URL, nats.Name("herald-source"), nats.MaxReconnects(-1),
+		nats.SetCustomDialer(&net.Dialer{Timeout: 10 * time.Second, ControlContext: channel.DialControl(k.AllowPrivate)}))
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -157,6 +168,7 @@ func (Kind) Run(ctx context.Context, sh *source.Shard) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s on stream %s: %w", durable, c.Stream, err)
 	}
+	sh.Running()
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(c.Batch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {

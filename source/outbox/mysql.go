@@ -31,11 +31,12 @@ func quoteMySQL(ident string) string {
 	return strings.Join(parts, ".")
 }
 
-func runMySQL(ctx context.Context, c Config, poll time.Duration, sh *source.Shard) error {
+func runMySQL(ctx context.Context, c Config, poll time.Duration, sh *source.Shard, allowPrivate bool) error {
 	mc, err := mysqlDSN(c.DSN)
 	if err != nil {
 		return err
 	}
+	mc.DialFunc = dialer(allowPrivate).DialContext
 	connector, err := mysql.NewConnector(mc)
 	if err != nil {
 		return err
@@ -47,6 +48,7 @@ func runMySQL(ctx context.Context, c Config, poll time.Duration, sh *source.Shar
 		return fmt.Errorf("connect to the outbox database: %w", err)
 	}
 	defer conn.Close()
+	sh.Running()
 
 	// The shard's named lock lives as long as this connection: another
 	// process waits for it (a node that lost its lease and has not noticed

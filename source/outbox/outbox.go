@@ -32,12 +32,16 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/source"
 )
 
@@ -90,7 +94,11 @@ const (
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
 
 // Kind is the outbox kind.
-type Kind struct{}
+type Kind struct {
+	// AllowPrivate lets configs name loopback, private and other refused
+	// addresses, and lets the source reach them (channel.CheckHost).
+	AllowPrivate bool
+}
 
 var _ source.Runner = Kind{}
 
@@ -112,7 +120,7 @@ func parse(raw json.RawMessage) (Config, error) {
 
 // Validate checks the config and applies the defaults; a DSN left out on
 // an update is kept.
-func (Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
+func (k Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 	c, err := parse(raw)
 	if err != nil {
 		return nil, err
@@ -142,9 +150,32 @@ func (Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 	}
 	switch c.Driver {
 	case DriverPostgres:
+		pc, err := pgx.ParseConfig(c.DSN)
+		if err != nil {
+			return nil, herald.FieldErrorf("dsn", "dsn is not a PostgreSQL connection string")
+		}
+		hosts := []string{pc.Host}
+		for _, f := range pc.Fallbacks {
+			hosts = append(hosts, f.Host)
+		}
+		for _, h := range hosts {
+			if err := checkDBHost(h, k.AllowPrivate); err != nil {
+				return nil, err
+			}
+		}
 	case DriverMySQL:
-		if _, err := mysqlDSN(c.DSN); err != nil {
+		mc, err := mysqlDSN(c.DSN)
+		if err != nil {
 			return nil, herald.FieldErrorf("dsn", "dsn is not a MySQL DSN (user:pass@tcp(host:3306)/db): %v", err)
+		}
+		if mc.Net == "unix" {
+			if err := checkDBHost("/"+mc.Addr, k.AllowPrivate); err != nil {
+				return nil, err
+			}
+		} else if host, _, err := net.SplitHostPort(mc.Addr); err != nil {
+			return nil, herald.FieldErrorf("dsn", "the dsn's address %q is not host:port", mc.Addr)
+		} else if err := checkDBHost(host, k.AllowPrivate); err != nil {
+			return nil, err
 		}
 	case "":
 		return nil, herald.FieldErrorf("driver", "driver is required (postgres or mysql) when the dsn does not say")
@@ -216,16 +247,16 @@ func redact(dsn string) string {
 }
 
 // Run runs one shard until ctx ends or the database fails.
-func (Kind) Run(ctx context.Context, sh *source.Shard) error {
+func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 	c, err := parse(sh.Source.Config)
 	if err != nil {
 		return err
 	}
 	poll, _ := herald.ParseDuration(c.PollInterval)
 	if c.Driver == DriverMySQL {
-		return runMySQL(ctx, c, poll, sh)
+		return runMySQL(ctx, c, poll, sh, k.AllowPrivate)
 	}
-	return runPostgres(ctx, c, poll, sh)
+	return runPostgres(ctx, c, poll, sh, k.AllowPrivate)
 }
 
 // row is one outbox row read.
@@ -271,3 +302,21 @@ var (
 	//go:embed mysql.sql
 	MySQLDDL string
 )
+
+// checkDBHost checks the host of an outbox database as channel.CheckHost
+// does; a Unix socket (a path) is this machine, refused alike.
+func checkDBHost(host string, allowPrivate bool) error {
+	if strings.HasPrefix(host, "/") {
+		if allowPrivate {
+			return nil
+		}
+		return &herald.Error{Code: herald.CodeInvalid, Field: "dsn", Err: channel.ErrDestinationRefused,
+			Message: fmt.Sprintf("the dsn names a Unix socket on this machine; Herald may only reach public addresses unless the server runs with %s=true", channel.AllowPrivateEnv)}
+	}
+	return channel.CheckHost(host, allowPrivate, "dsn", "the dsn's host")
+}
+
+// dialer dials the outbox database through the SSRF guard.
+func dialer(allowPrivate bool) *net.Dialer {
+	return &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, ControlContext: channel.DialControl(allowPrivate)}
+}

@@ -22,13 +22,18 @@ func TestValidate(t *testing.T) {
 		{`{"dsn":"mysql://nonsense"}`, "dsn"},
 		{`{"dsn":"x","driver":"oracle"}`, "driver"},
 		{`{"dsn":"postgres://h/db","nope":1}`, ""},
+		{`{"dsn":"postgres://u:pw@10.1.2.3/db"}`, "dsn"},
+		{`{"dsn":"postgres://u:pw@db.example.com,localhost/db"}`, "dsn"},
+		{`{"dsn":"host=/var/run/postgresql dbname=app","driver":"postgres"}`, "dsn"},
+		{`{"dsn":"u:pw@tcp(192.168.1.9:3306)/db","driver":"mysql"}`, "dsn"},
+		{`{"dsn":"u:pw@unix(/run/mysqld/mysqld.sock)/db","driver":"mysql"}`, "dsn"},
 	} {
 		_, err := Kind{}.Validate(json.RawMessage(tc.config), nil)
 		if e, ok := err.(*herald.Error); !ok || e.Code != herald.CodeInvalid || e.Field != tc.field {
 			t.Errorf("Validate(%s) = %v; want CodeInvalid naming %q", tc.config, err, tc.field)
 		}
 	}
-	got, err := Kind{}.Validate(json.RawMessage(`{"dsn":"mysql://app:pw@tcp(127.0.0.1:3306)/shop"}`), nil)
+	got, err := Kind{AllowPrivate: true}.Validate(json.RawMessage(`{"dsn":"mysql://app:pw@tcp(127.0.0.1:3306)/shop"}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +43,7 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("defaults: %+v", c)
 	}
 	// An update without the DSN keeps it; the public form hides its password.
-	upd, err := Kind{}.Validate(json.RawMessage(`{"batch_size":10}`), got)
+	upd, err := Kind{AllowPrivate: true}.Validate(json.RawMessage(`{"batch_size":10}`), got)
 	if err != nil || !strings.Contains(string(upd), "app:pw@") {
 		t.Fatalf("update kept no DSN: %s %v", upd, err)
 	}

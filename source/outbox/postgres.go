@@ -56,13 +56,18 @@ func pgStatements(c Config, sh *source.Shard) pgQueries {
 	return q
 }
 
-func runPostgres(ctx context.Context, c Config, poll time.Duration, sh *source.Shard) error {
-	conn, err := pgx.Connect(ctx, c.DSN)
+func runPostgres(ctx context.Context, c Config, poll time.Duration, sh *source.Shard, allowPrivate bool) error {
+	pc, err := pgx.ParseConfig(c.DSN)
+	if err != nil {
+		return fmt.Errorf("the outbox dsn: %w", redactErr(err, c.DSN))
+	}
+	pc.DialFunc = dialer(allowPrivate).DialContext
+	conn, err := pgx.ConnectConfig(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("connect to the outbox database: %w", redactErr(err, c.DSN))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	listener, err := pgx.Connect(ctx, c.DSN)
+	listener, err := pgx.ConnectConfig(ctx, pc.Copy())
 	if err != nil {
 		return fmt.Errorf("connect to the outbox database: %w", redactErr(err, c.DSN))
 	}
@@ -70,6 +75,7 @@ func runPostgres(ctx context.Context, c Config, poll time.Duration, sh *source.S
 	if _, err := listener.Exec(ctx, "LISTEN "+quotePG(c.NotifyChannel)); err != nil {
 		return fmt.Errorf("listen on %s: %w", c.NotifyChannel, err)
 	}
+	sh.Running()
 	q := pgStatements(c, sh)
 	var lagAt time.Time
 	for ctx.Err() == nil {

@@ -233,6 +233,7 @@ func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 			return r.fail(ctx, fmt.Errorf("create the consumer group %s on %s: %w", r.group, s, err))
 		}
 	}
+	sh.Running()
 	// What the group gave this consumer before and it never acknowledged
 	// (a crash, a lost lease): read from 0 until none is left.
 	for {
