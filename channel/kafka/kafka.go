@@ -174,7 +174,7 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
 		return nil, err
 	}
-	if err := validateSASL(&out, in, prev); err != nil {
+	if err := ValidateSASL(&out, in, prev); err != nil {
 		return nil, err
 	}
 	var err error
@@ -229,9 +229,11 @@ func topicFor(tmpl, topic string) string {
 	return strings.ReplaceAll(tmpl, topicPlaceholder, topic)
 }
 
-// validateSASL copies and checks the SASL members. A password left out
-// of an update is kept when the mechanism and user name are unchanged.
-func validateSASL(out *Config, in, prev Config) error {
+// ValidateSASL copies and checks the SASL members (sasl_mechanism,
+// username, password) from in to out. A password left out of an update is
+// kept from prev when the mechanism and user name are unchanged. The kafka
+// source checks its own with it.
+func ValidateSASL(out *Config, in, prev Config) error {
 	mech := strings.ToUpper(in.SASLMechanism)
 	switch mech {
 	case "":

@@ -81,7 +81,7 @@ func (c *Channel) options(cfg Config, p *producer) ([]kgo.Opt, error) {
 		return conn, nil
 	}))
 	if cfg.SASLMechanism != "" {
-		opts = append(opts, kgo.SASL(mechanism(cfg)))
+		opts = append(opts, kgo.SASL(Mechanism(cfg)))
 	}
 	return opts, nil
 }
@@ -100,7 +100,9 @@ func codec(name string) kgo.CompressionCodec {
 	return kgo.NoCompression()
 }
 
-func mechanism(s Config) sasl.Mechanism {
+// Mechanism is the franz-go SASL mechanism of a validated config's SASL
+// members.
+func Mechanism(s Config) sasl.Mechanism {
 	switch s.SASLMechanism {
 	case MechanismSCRAMSHA256:
 		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()

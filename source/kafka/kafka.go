@@ -24,6 +24,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
+	chkafka "github.com/heraldhq/herald/channel/kafka"
 	"github.com/heraldhq/herald/source"
 )
 
@@ -43,6 +44,15 @@ type Config struct {
 	Start string `json:"start"`
 	// MaxPollRecords bounds one batch (default 1000, at most 10000).
 	MaxPollRecords int `json:"max_poll_records"`
+	// SASLMechanism turns SASL on: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512,
+	// with Username and Password (a secret: write-only).
+	SASLMechanism string `json:"sasl_mechanism,omitempty"`
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"`
+	// TLS: tls, tls_ca_pem, tls_server_name, tls_insecure_skip_verify,
+	// tls_cert_pem and tls_key_pem (a secret), as the kafka channel has
+	// them.
+	channel.TLSOptions
 }
 
 // Kind is the Kafka source kind.
@@ -71,9 +81,24 @@ func parse(raw json.RawMessage) (Config, error) {
 }
 
 // Validate checks the config and applies the defaults.
-func (k Kind) Validate(raw, _ json.RawMessage) (json.RawMessage, error) {
+func (k Kind) Validate(raw, previous json.RawMessage) (json.RawMessage, error) {
 	c, err := parse(raw)
 	if err != nil {
+		return nil, err
+	}
+	var prev Config
+	if previous != nil {
+		prev, _ = parse(previous)
+	}
+	auth := chkafka.Config{}
+	if err := chkafka.ValidateSASL(&auth,
+		chkafka.Config{SASLMechanism: c.SASLMechanism, Username: c.Username, Password: c.Password},
+		chkafka.Config{SASLMechanism: prev.SASLMechanism, Username: prev.Username, Password: prev.Password}); err != nil {
+		return nil, err
+	}
+	c.SASLMechanism, c.Username, c.Password = auth.SASLMechanism, auth.Username, auth.Password
+	// Sources are an administrator's: every TLS option is open to them.
+	if c.TLSOptions, err = c.TLSOptions.Validate(prev.TLSOptions, true); err != nil {
 		return nil, err
 	}
 	if len(c.Brokers) == 0 || len(c.Brokers) > 32 {
@@ -114,8 +139,16 @@ func (k Kind) Validate(raw, _ json.RawMessage) (json.RawMessage, error) {
 	return out, nil
 }
 
-// Public returns the config: it holds no secret.
-func (Kind) Public(raw json.RawMessage) json.RawMessage { return raw }
+// Public returns the config without the password and the TLS key.
+func (Kind) Public(raw json.RawMessage) json.RawMessage {
+	c, err := parse(raw)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	c.Password, c.KeyPEM = "", ""
+	out, _ := json.Marshal(c)
+	return out
+}
 
 // Run is one member of the source's consumer group.
 func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
@@ -131,7 +164,11 @@ func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 	if c.Start == "latest" {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	cl, err := kgo.NewClient(
+	tc, err := c.TLSOptions.Config()
+	if err != nil {
+		return err
+	}
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(c.Topics...),
@@ -139,8 +176,12 @@ func (k Kind) Run(ctx context.Context, sh *source.Shard) error {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ClientID("herald-source"),
-		kgo.Dialer(channel.Dialer(k.AllowPrivate, nil)),
-	)
+		kgo.Dialer(channel.Dialer(k.AllowPrivate, tc)),
+	}
+	if c.SASLMechanism != "" {
+		opts = append(opts, kgo.SASL(chkafka.Mechanism(chkafka.Config{SASLMechanism: c.SASLMechanism, Username: c.Username, Password: c.Password})))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
