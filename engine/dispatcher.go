@@ -1029,7 +1029,7 @@ func (d *Dispatcher) recordChallenge(cur *herald.Subscription, res herald.Delive
 
 type dispatchMetrics struct {
 	deliveries     *prometheus.CounterVec
-	latency        prometheus.Histogram
+	latency        *prometheus.HistogramVec // by channel
 	filtered       prometheus.Counter
 	dead           prometheus.Counter
 	disabled       prometheus.Counter
@@ -1047,10 +1047,10 @@ func newDispatchMetrics(reg prometheus.Registerer, slots *slotPool, wakeups, run
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_deliveries_total", Help: "Delivery attempts by channel (webhook, email, sms, push, ...) and outcome (delivered, failed, gone, rejected: for email a bounce).",
 		}, []string{"channel", "outcome"}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "herald_delivery_duration_seconds", Help: "Time from sending a delivery to the end of its response.",
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "herald_delivery_duration_seconds", Help: "Time from sending a delivery to the end of its response (each event of a batch counts the batch's time), by channel.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}),
+		}, []string{"channel"}),
 		filtered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_deliveries_filtered_total", Help: "Events skipped because a subscription's filter did not match.",
 		}),
@@ -1117,5 +1117,5 @@ func (m *dispatchMetrics) observe(ch string, r herald.DeliveryResult) {
 	default:
 		m.deliveries.WithLabelValues(ch, "failed").Inc()
 	}
-	m.latency.Observe(r.Latency.Seconds())
+	m.latency.WithLabelValues(ch).Observe(r.Latency.Seconds())
 }

@@ -189,6 +189,16 @@ func TestKafkaChannelEndToEnd(t *testing.T) {
 	})
 	startKafka()
 	eventually(t, "all 80 events in Kafka after the broker came back", func() bool { return inOrder(80) })
+
+	// The delivery metrics tell the channels apart: an operator sees the
+	// kafka rate and its failures beside the webhooks'.
+	metrics := scrape(t, m)
+	for _, want := range []string{`herald_deliveries_total{channel="kafka",outcome="delivered"}`, `herald_deliveries_total{channel="kafka",outcome="failed"}`,
+		`herald_delivery_duration_seconds_count{channel="kafka"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %s:\n%s", want, grepLines(metrics, "herald_deliver"))
+		}
+	}
 }
 
 // TestKafkaSecretsAndMetrics: the SASL password is write-only through the
