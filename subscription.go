@@ -255,6 +255,8 @@ type Settlement struct {
 	UnblockAt   time.Time
 
 	Attempts []Attempt // append to the attempt log
+	// Stats, if not nil, adds to the subscription's DeliveryStats.
+	Stats *StatsDelta
 
 	LastSuccess  time.Time // if not zero: set LastSuccessAt and clear FailingSince
 	FailingSince time.Time // if not zero and no failure run is recorded: start one
@@ -277,7 +279,7 @@ func (s Settlement) WithoutTopics(topics map[string]bool) Settlement {
 // Empty reports whether the settlement changes nothing.
 func (s *Settlement) Empty() bool {
 	return len(s.Cursors) == 0 && len(s.AddRetries) == 0 && len(s.DoneRetries) == 0 &&
-		len(s.UnblockKeys) == 0 && len(s.DeadLetters) == 0 && len(s.Attempts) == 0 &&
+		len(s.UnblockKeys) == 0 && len(s.DeadLetters) == 0 && len(s.Attempts) == 0 && s.Stats == nil &&
 		s.LastSuccess.IsZero() && s.FailingSince.IsZero() && s.Activity.IsZero()
 }
 
@@ -468,6 +470,11 @@ type SubscriptionStore interface {
 	// PruneAttempts deletes up to limit attempts older than before and
 	// returns how many.
 	PruneAttempts(ctx context.Context, before time.Time, limit int) (int64, error)
+
+	// DeliveryStats returns what the subscription's settlements recorded
+	// of its deliveries (see Settlement.Stats); a zero DeliveryStats when
+	// none did yet.
+	DeliveryStats(ctx context.Context, id string) (DeliveryStats, error)
 }
 
 // Lease is a dispatch lease a node holds: the subscription and the epoch.

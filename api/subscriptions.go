@@ -101,6 +101,13 @@ type statsJSON struct {
 	Lag         int64 `json:"lag"`
 	Retries     int64 `json:"retries"`
 	DeadLetters int64 `json:"dead_letters"`
+	// Delivered and Failed count successful deliveries and failed
+	// attempts since the subscription was created; LatencyMS is the
+	// latency of the successful ones. They are written about once a
+	// second by the node delivering (ADR 0009).
+	Delivered int64       `json:"delivered"`
+	Failed    int64       `json:"failed"`
+	LatencyMS latencyJSON `json:"latency_ms"`
 }
 
 // formatOptTime writes a time that is omitted when zero.
@@ -692,7 +699,7 @@ func (s *Server) subscriptionStats(ctx context.Context, id string) (statsJSON, e
 	if out.DeadLetters, err = s.subs.CountDeadLetters(ctx, id); err != nil {
 		return out, err
 	}
-	return out, nil
+	return out, s.addDeliveryStats(ctx, id, &out)
 }
 
 type subscriptionListJSON struct {

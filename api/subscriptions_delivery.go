@@ -349,7 +349,10 @@ func millis(d time.Duration) float64 {
 
 // attemptJSON is one delivery attempt on the wire.
 type attemptJSON struct {
-	ID         int64   `json:"id"`
+	// ID is the attempt's place in the attempt log; a sampled success
+	// (Sampled) has none.
+	ID         int64   `json:"id,omitempty"`
+	Sampled    bool    `json:"sampled,omitempty"`
 	Topic      string  `json:"topic"`
 	Seq        int64   `json:"seq"`
 	EventID    string  `json:"event_id"`
@@ -379,7 +382,7 @@ func (s *Server) listAttempts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := herald.AttemptFilter{EventID: q.Get("event_id"), Limit: int(limit) + 1}
+	f := herald.AttemptFilter{EventID: q.Get("event_id")}
 	if len(f.EventID) > herald.MaxEventIDLen {
 		return herald.FieldErrorf("event_id", "an event id is at most %d bytes", herald.MaxEventIDLen)
 	}
@@ -389,33 +392,23 @@ func (s *Server) listAttempts(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return herald.FieldErrorf("outcome", "outcome must be success or failure, got %q", truncate(string(o), 64))
 	}
+	var cur attemptCursor
 	if c := q.Get("cursor"); c != "" {
-		b, err := base64.RawURLEncoding.DecodeString(c)
-		id, perr := strconv.ParseInt(string(b), 10, 64)
-		if err != nil || perr != nil || id < 1 {
-			return herald.FieldErrorf("cursor", "cursor is not one this server issued")
+		if cur, err = parseAttemptCursor(c); err != nil {
+			return err
 		}
-		f.BeforeID = id
 	}
 	if err := s.touch(r.Context(), &sub); err != nil {
 		return err
 	}
-	attempts, err := s.subs.ListAttempts(r.Context(), sub.ID, f)
+	attempts, next, err := s.attemptsPage(r.Context(), sub.ID, f, cur, int(limit))
 	if err != nil {
 		return err
 	}
-	out := attemptListJSON{Attempts: []attemptJSON{}}
-	for i, a := range attempts {
-		if i == int(limit) {
-			out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(attempts[i-1].ID, 10)))
-			break
-		}
-		reason, detail := splitReason(a.Error, showsDetail(r))
-		out.Attempts = append(out.Attempts, attemptJSON{
-			ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt,
-			Time: formatTime(a.Time), Outcome: string(a.Outcome), StatusCode: a.StatusCode,
-			LatencyMS: millis(a.Latency), Error: reason, ErrorDetail: detail, Response: a.Response,
-		})
+	out := attemptListJSON{Attempts: make([]attemptJSON, 0, len(attempts)), NextCursor: next}
+	detail := showsDetail(r)
+	for i := range attempts {
+		out.Attempts = append(out.Attempts, toAttemptJSON(&attempts[i], detail))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

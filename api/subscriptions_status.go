@@ -102,18 +102,13 @@ func (s *Server) eventStatus(w http.ResponseWriter, r *http.Request) error {
 			out.Status = deliveryFiltered
 		}
 	}
-	attempts, err := s.subs.ListAttempts(ctx, sub.ID, herald.AttemptFilter{EventID: ev.ID, Limit: 1})
+	a, ok, err := s.newestAttempt(ctx, sub.ID, ev.ID, topic)
 	if err != nil {
 		return err
 	}
-	if len(attempts) == 1 && attempts[0].Topic == topic {
-		a := attempts[0]
-		reason, errDetail := splitReason(a.Error, detail)
-		out.LastAttempt = &attemptJSON{
-			ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt,
-			Time: formatTime(a.Time), Outcome: string(a.Outcome), StatusCode: a.StatusCode,
-			LatencyMS: millis(a.Latency), Error: reason, ErrorDetail: errDetail, Response: a.Response,
-		}
+	if ok {
+		j := toAttemptJSON(&a, detail)
+		out.LastAttempt = &j
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

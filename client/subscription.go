@@ -106,11 +106,21 @@ type Subscription struct {
 	Stats *SubscriptionStats
 }
 
-// SubscriptionStats is a subscription's delivery backlog.
+// SubscriptionStats is a subscription's delivery backlog, and its totals
+// since it was created (written about once a second by the node
+// delivering it).
 type SubscriptionStats struct {
 	Lag         int64 `json:"lag"`          // events not yet settled, over all its topics
 	Retries     int64 `json:"retries"`      // events in its retry set
 	DeadLetters int64 `json:"dead_letters"` // events that used up their retries
+	Delivered   int64 `json:"delivered"`    // successful deliveries
+	Failed      int64 `json:"failed"`       // failed attempts
+	// LatencyMS estimates quantiles of the successful deliveries' latency.
+	LatencyMS struct {
+		P50 float64 `json:"p50_ms"`
+		P90 float64 `json:"p90_ms"`
+		P99 float64 `json:"p99_ms"`
+	} `json:"latency_ms"`
 }
 
 type retryJSON struct {

@@ -157,7 +157,10 @@ func (c *Client) Replay(ctx context.Context, id string, o ReplayOptions) (Replay
 
 // Attempt is one try to deliver one event to a subscription.
 type Attempt struct {
+	// ID is the attempt's place in the attempt log; 0 for a sampled
+	// success (Sampled): successes are counted and sampled, not logged.
 	ID         int64
+	Sampled    bool
 	Topic      string
 	Seq        int64
 	EventID    string
@@ -174,7 +177,8 @@ type Attempt struct {
 }
 
 type attemptJSON struct {
-	ID          int64   `json:"id"`
+	ID          int64   `json:"id,omitempty"`
+	Sampled     bool    `json:"sampled,omitempty"`
 	Topic       string  `json:"topic"`
 	Seq         int64   `json:"seq"`
 	EventID     string  `json:"event_id"`
@@ -191,7 +195,7 @@ type attemptJSON struct {
 // MarshalJSON writes the API's form of an attempt.
 func (a Attempt) MarshalJSON() ([]byte, error) {
 	return marshal(attemptJSON{
-		ID: a.ID, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt, Time: formatTime(a.Time),
+		ID: a.ID, Sampled: a.Sampled, Topic: a.Topic, Seq: a.Seq, EventID: a.EventID, Attempt: a.Attempt, Time: formatTime(a.Time),
 		Outcome: string(a.Outcome), StatusCode: a.StatusCode, LatencyMS: float64(a.Latency) / float64(time.Millisecond),
 		Error: a.Error, ErrorDetail: a.ErrorDetail, Response: a.Response,
 	})
@@ -208,7 +212,7 @@ func (a *Attempt) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*a = Attempt{
-		ID: w.ID, Topic: w.Topic, Seq: w.Seq, EventID: w.EventID, Attempt: w.Attempt, Time: t,
+		ID: w.ID, Sampled: w.Sampled, Topic: w.Topic, Seq: w.Seq, EventID: w.EventID, Attempt: w.Attempt, Time: t,
 		Outcome: herald.Outcome(w.Outcome), StatusCode: w.StatusCode,
 		Latency: time.Duration(math.Round(w.LatencyMS * float64(time.Millisecond))),
 		Error:   w.Error, ErrorDetail: w.ErrorDetail, Response: w.Response,

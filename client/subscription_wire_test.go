@@ -32,7 +32,7 @@ func TestSubscriptionWireRoundTrip(t *testing.T) {
 			  "created_at":"2025-01-02T03:04:05.678Z","updated_at":"2025-01-02T03:04:05.678Z",
 			  "last_success_at":"2025-01-02T04:00:00.000Z","failing_since":"2025-01-02T05:00:00.000Z",
 			  "last_activity_at":"2025-01-02T06:00:00.000Z","secret":"whsec_x",
-			  "stats":{"lag":3,"retries":2,"dead_letters":1}}`},
+			  "stats":{"lag":3,"retries":2,"dead_letters":1,"delivered":7,"failed":2,"latency_ms":{"p50_ms":1.5,"p90_ms":4,"p99_ms":9.25}}}`},
 		{"minimal subscription", func() any { return new(client.Subscription) },
 			`{"id":"sub_b","topic":"t","channel":"webhook","config":{"url":"https://example.com","headers":{}},
 			  "url":"https://example.com","description":"","headers":{},

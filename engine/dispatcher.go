@@ -93,6 +93,10 @@ type DispatcherConfig struct {
 	DrainTimeout time.Duration
 	// AttemptRetention is how long the attempt log is kept. Default 7 days.
 	AttemptRetention time.Duration
+	// SuccessSample is how many successful attempts each subscription
+	// keeps in its sample: successes are counted, not logged one row each
+	// (ADR 0009). 0 means herald.DefaultSuccessSample; below 0, none.
+	SuccessSample int
 	// Challenge is the retry schedule of verification challenges.
 	// Default: 5s initial, 1h max, until the subscription's deadline.
 	Challenge herald.RetryPolicy
@@ -266,6 +270,12 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	}
 	if cfg.DisableAfterRejects <= 0 {
 		cfg.DisableAfterRejects = 3
+	}
+	switch {
+	case cfg.SuccessSample == 0:
+		cfg.SuccessSample = herald.DefaultSuccessSample
+	case cfg.SuccessSample < 0:
+		cfg.SuccessSample = 0
 	}
 	if cfg.Challenge.MaxAttempts == 0 {
 		cfg.Challenge = herald.RetryPolicy{MaxAttempts: herald.MaxRetryAttempts, Initial: 5 * time.Second, Max: time.Hour}

@@ -12,17 +12,22 @@ import (
 	"github.com/heraldhq/herald/engine"
 )
 
-// attempts waits until the subscription's attempt log holds at least n
-// attempts and returns them all.
+// attempts waits until the subscription's attempt log (its failures) and
+// its sample of successes hold at least n attempts and returns them all.
 func (e *env) attempts(subID string, n int) []herald.Attempt {
 	e.t.Helper()
 	var as []herald.Attempt
-	waitFor(e.t, "attempts of "+subID+" logged", 20*time.Second, func() bool {
+	waitFor(e.t, "attempts of "+subID+" recorded", 20*time.Second, func() bool {
 		var err error
 		as, err = e.store.ListAttempts(context.Background(), subID, herald.AttemptFilter{Limit: 1000})
 		if err != nil {
 			e.t.Fatal(err)
 		}
+		st, err := e.store.DeliveryStats(context.Background(), subID)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		as = append(as, st.Sample...)
 		return len(as) >= n
 	})
 	return as

@@ -113,6 +113,7 @@ type worker struct {
 	// holds a failing_since for it. See startFlush.
 	timesWrittenAt time.Time
 	failingStored  bool
+	statsWrittenAt time.Time // when a settlement last carried delivery stats
 }
 
 type evRef struct {
@@ -934,10 +935,18 @@ func (w *worker) handle(r sendResult) {
 		Outcome: herald.OutcomeSuccess, StatusCode: r.res.StatusCode, Latency: r.res.Latency, Error: herald.JoinReason(r.res.Err, r.res.Detail),
 		Response: string(r.res.Response),
 	}
-	if r.res.Outcome != herald.Delivered {
-		a.Outcome = herald.OutcomeFailure
+	// A success is counted and sampled, not logged (ADR 0009); every
+	// failure is logged in full, and counted.
+	if w.pending.Stats == nil {
+		w.pending.Stats = &herald.StatsDelta{}
 	}
-	w.pending.Attempts = append(w.pending.Attempts, a)
+	if r.res.Outcome == herald.Delivered {
+		w.pending.Stats.Success(a, w.d.cfg.SuccessSample)
+	} else {
+		a.Outcome = herald.OutcomeFailure
+		w.pending.Attempts = append(w.pending.Attempts, a)
+		w.pending.Stats.Failed++
+	}
 	// The event's topic was deleted while it was in flight: it has no
 	// place to settle, retry or dead-letter in any more, but what the
 	// endpoint answered still tells how the endpoint is doing.
@@ -1109,9 +1118,18 @@ func (w *worker) startFlush(ctx context.Context, final bool) {
 		held.LastSuccess, held.Activity = w.pending.LastSuccess, w.pending.Activity
 		w.pending.LastSuccess, w.pending.Activity = time.Time{}, time.Time{}
 	}
+	// The delivery stats rewrite a row of their own: at most once per
+	// timesEvery too, unless final.
+	if !final && now.Sub(w.statsWrittenAt) < timesEvery {
+		held.Stats, w.pending.Stats = w.pending.Stats, nil
+	}
 	if w.pending.Empty() {
-		w.pending.LastSuccess, w.pending.Activity = held.LastSuccess, held.Activity
+		w.pending.LastSuccess, w.pending.Activity, w.pending.Stats = held.LastSuccess, held.Activity, held.Stats
 		return
+	}
+	if w.pending.Stats != nil {
+		w.pending.Stats.At = now
+		w.statsWrittenAt = now
 	}
 	f := flushResult{s: w.pending, settling: w.settling}
 	w.pending, w.settling = held, nil
@@ -1186,6 +1204,15 @@ func mergeSettlements(a, b herald.Settlement) herald.Settlement {
 	a.DeadLetters = append(a.DeadLetters, b.DeadLetters...)
 	a.UnblockKeys = append(a.UnblockKeys, b.UnblockKeys...)
 	a.Attempts = append(a.Attempts, b.Attempts...)
+	switch {
+	case a.Stats == nil:
+		a.Stats = b.Stats
+	case b.Stats != nil:
+		merged := *a.Stats
+		merged.Sample = slices.Clone(merged.Sample)
+		merged.Merge(b.Stats)
+		a.Stats = &merged
+	}
 	if !b.UnblockAt.IsZero() {
 		a.UnblockAt = b.UnblockAt
 	}

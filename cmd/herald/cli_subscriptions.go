@@ -1140,6 +1140,10 @@ func writeSubscription(w io.Writer, s client.Subscription) error {
 		fmt.Fprintf(tw, "lag:\t%d events\n", s.Stats.Lag)
 		fmt.Fprintf(tw, "retries:\t%d\n", s.Stats.Retries)
 		fmt.Fprintf(tw, "dead letters:\t%d\n", s.Stats.DeadLetters)
+		fmt.Fprintf(tw, "delivered:\t%d (failed attempts: %d)\n", s.Stats.Delivered, s.Stats.Failed)
+		if s.Stats.Delivered > 0 {
+			fmt.Fprintf(tw, "latency:\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms\n", s.Stats.LatencyMS.P50, s.Stats.LatencyMS.P90, s.Stats.LatencyMS.P99)
+		}
 	}
 	fmt.Fprintf(tw, "created:\t%s\n", formatTime(s.CreatedAt))
 	fmt.Fprintf(tw, "updated:\t%s\n", formatTime(s.UpdatedAt))

@@ -41,6 +41,7 @@ type Config struct {
 	WebhookDisableAfter      time.Duration // webhook.disable-after: disable a subscription failing this long
 	WebhookMaxConcurrency    int           // webhook.max-concurrency: webhook requests in flight across all subscriptions
 	AttemptRetention         time.Duration // attempt-retention: how long the delivery attempt log is kept
+	SuccessSample            int           // success-sample: successful attempts kept per subscription
 	AuditRetention           time.Duration // audit.retention: how long the audit log is kept
 	AuditPublish             bool          // audit.publish: publish audit entries to herald.audit too
 	ConsoleFrameAncestors    string        // console.frame-ancestors: origins that may embed the tenant portal in a frame
@@ -182,6 +183,7 @@ func settings() []setting {
 		{"push.apns-team-id", "", "the developer team id that owns the APNs key", "any text", func(c *Config) binding { return textField(&c.PushAPNsTeamID, nil) }},
 		{"push.apns-topic", "", "the app's bundle id (apns-topic)", "any text", func(c *Config) binding { return textField(&c.PushAPNsTopic, nil) }},
 		{"push.apns-url", "https://api.push.apple.com", "the APNs base URL (https://api.sandbox.push.apple.com for development builds)", "an http:// or https:// URL", func(c *Config) binding { return textField(&c.PushAPNsURL, validPublicURL) }},
+		{"success-sample", "100", "successful attempts each subscription keeps as a sample: successes are counted, not logged one row each (failures always are)", "a whole number from 0 to 1000", func(c *Config) binding { return intField(&c.SuccessSample, 0, herald.MaxSuccessSample) }},
 		{"attempt-retention", "7d", "how long the delivery attempt log is kept", "a duration of at least 1h, such as 7d", func(c *Config) binding { return durationField(&c.AttemptRetention, atLeast(time.Hour)) }},
 		{"audit.retention", "90d", "how long the audit log (GET /v1/audit) is kept", "a duration of at least 1h, such as 90d", func(c *Config) binding { return durationField(&c.AuditRetention, atLeast(time.Hour)) }},
 		{"console.frame-ancestors", "", `space-separated origins that may show the tenant portal (/console/portal) in a frame, such as https://app.example.com; "" for none. The operator console is never framed`, `"" or space-separated http(s) origins or host patterns (https://*.example.com)`, func(c *Config) binding { return textField(&c.ConsoleFrameAncestors, orEmpty(validFrameAncestors)) }},

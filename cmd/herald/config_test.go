@@ -222,6 +222,7 @@ func TestDefaults(t *testing.T) {
 		WebhookDisableAfter:     5 * 24 * time.Hour,
 		WebhookMaxConcurrency:   256,
 		AttemptRetention:        7 * 24 * time.Hour,
+		SuccessSample:           100,
 		AuditRetention:          90 * 24 * time.Hour,
 		AuditPublish:            true,
 		StreamQueueSize:         1024,

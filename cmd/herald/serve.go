@@ -186,6 +186,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Exclusive:        exclusive,
 		DisableAfter:     m.Config.WebhookDisableAfter,
 		AttemptRetention: m.Config.AttemptRetention,
+		SuccessSample:    successSample(m.Config.SuccessSample),
 		MaxConcurrency:   m.Config.WebhookMaxConcurrency,
 	}
 	// A store that can coordinate nodes (PostgreSQL) makes this node a
@@ -769,4 +770,13 @@ func (n mainNodes) Nodes(context.Context) ([]api.NodeInfo, error) {
 		out = append(out, ni)
 	}
 	return out, nil
+}
+
+// successSample is the dispatcher's form of the success-sample setting,
+// whose 0 means "none" (the dispatcher's 0 is its default).
+func successSample(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -100,6 +100,8 @@ func TestEventDeliveryStatus(t *testing.T) {
 	eventually(t, "e-dead dead and e-later retrying", func() bool {
 		return of("e-dead").Status == "dead" && of("e-later").Status == "retrying"
 	})
+	// A success is sampled, written with a settlement within about a second.
+	eventually(t, "e-ok's attempt in the sample", func() bool { return of("e-ok").LastAttempt != nil })
 	if s := of("e-ok"); s.Status != "delivered" || s.Seq != 1 || s.LastAttempt == nil || s.LastAttempt.StatusCode != 204 {
 		t.Fatalf("e-ok: %+v, want delivered with its 204 attempt", s)
 	}

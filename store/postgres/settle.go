@@ -433,6 +433,7 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 	// Decide each item; spread the applied ones over rounds.
 	var rounds []*settleRows
 	var attempts attemptRows
+	var withStats []*herald.SettleItem
 	round := make(map[string]int, len(ids)) // subscription -> its next round
 	for i := range items {
 		if errs[i] != nil {
@@ -462,6 +463,9 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 		for j := range it.Attempts {
 			attempts.add(it.SubscriptionID, &it.Attempts[j])
 		}
+		if it.Stats != nil {
+			withStats = append(withStats, it)
+		}
 	}
 
 	// Round trip 2: write and commit (see Append on why the caller's
@@ -475,6 +479,11 @@ func (s *Store) Settle(ctx context.Context, items []herald.SettleItem) ([]error,
 	if len(attempts.seq) > 0 {
 		a := &attempts
 		w.Queue(settleAttemptsSQL, a.sub, a.topic, a.seq, a.id, a.attempt, a.time, a.outcome, a.status, a.latency, a.err, a.resp)
+	}
+	for _, it := range withStats {
+		if err := queueStats(w, it.SubscriptionID, it.Stats); err != nil {
+			return nil, s.fail("settle: encode delivery stats", err)
+		}
 	}
 	w.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
 		if tag.String() != "COMMIT" {

@@ -358,7 +358,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 			return subNotFound(id)
 		}
 		b := &pgx.Batch{}
-		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts", "topic_fences"} {
+		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts", "topic_fences", "delivery_stats"} {
 			b.Queue(`DELETE FROM `+table+` WHERE subscription_id = $1`, id)
 		}
 		return tx.SendBatch(ctx, b).Close()

@@ -319,6 +319,16 @@ func (s *Store) settleTx(ctx context.Context, tx *sql.Tx, items []herald.SettleI
 		}
 	}
 
+	for i := range items {
+		it := &items[i]
+		if errs[i] != nil || it.Stats == nil {
+			continue
+		}
+		if err := addStats(ctx, tx, subs[it.SubscriptionID].sid, it.SubscriptionID, it.Stats); err != nil {
+			return fmt.Errorf("add delivery stats: %w", err)
+		}
+	}
+
 	var fields *sql.Stmt
 	for _, r := range rounds {
 		for _, a := range r.subFields {

@@ -359,7 +359,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts", "topic_fences"} {
+		for _, table := range []string{"cursors", "retries", "dead_letters", "attempts", "topic_fences", "delivery_stats"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE sid = ?`, sid); err != nil {
 				return fmt.Errorf("delete %s: %w", table, err)
 			}

@@ -60,6 +60,7 @@ func RunSubscriptions(t *testing.T, open func(t *testing.T) SubscriptionTestStor
 	t.Run("Retries", func(t *testing.T) { runRetries(t, open) })
 	t.Run("DeadLetters", func(t *testing.T) { runDeadLetters(t, open) })
 	t.Run("Attempts", func(t *testing.T) { runAttempts(t, open) })
+	t.Run("DeliveryStats", func(t *testing.T) { runDeliveryStats(t, open) })
 	t.Run("Tenants", func(t *testing.T) { runTenants(t, open) })
 }
 
