@@ -746,17 +746,21 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	d.mu.Lock()
 	d.addWorker(s.ID, nw)
 	d.mu.Unlock()
+	// The closures name the id alone: capturing s would keep a second
+	// copy of the subscription on the heap beside the worker's, for as
+	// long as the worker lives (parked ones included).
+	id := nw.sub.ID
 	nw.onExit = func() {
 		d.mu.Lock()
-		d.removeWorker(s.ID, nw)
+		d.removeWorker(id, nw)
 		if nw.reason != "" {
 			// Ended on its own (the channel did not open, the lease may
 			// have lapsed): try again shortly.
-			d.lookAt(s.ID, d.cfg.Now().Add(d.cfg.PollInterval))
+			d.lookAt(id, d.cfg.Now().Add(d.cfg.PollInterval))
 		}
 		d.mu.Unlock()
 		// A replacement may be waiting for this worker to exit.
-		d.look(s.ID)
+		d.look(id)
 	}
 	nw.resume = func() bool {
 		return d.life.Go(func(context.Context) {

@@ -102,8 +102,8 @@ type worker struct {
 	acquired     time.Time // when its lease was acquired (the request sent)
 
 	pending      herald.Settlement
-	flushing     bool             // a settlement write is under way
-	flushDone    chan flushResult // its outcome (cap 1)
+	flushing     bool              // a settlement write is under way
+	flushDone    chan *flushResult // its outcome (cap 1; a pointer keeps a parked worker's buffer small)
 	failingSince time.Time
 	lastSuccess  time.Time
 	stopped      bool // the subscription was disabled by this worker
@@ -174,7 +174,7 @@ func newWorker(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *fi
 		topics:   make(map[string]*topicPos),
 		retrying: make(map[evRef]struct{}),
 
-		flushDone: make(chan flushResult, 1),
+		flushDone: make(chan *flushResult, 1),
 		channel:   ch,
 		slot:      subSlot(sub.ID, ch.Destination(sub.Config)),
 	}
@@ -1146,7 +1146,7 @@ func (w *worker) startFlush(ctx context.Context, final bool) {
 	item := herald.SettleItem{SubscriptionID: w.sub.ID, Epoch: w.epoch, Settlement: f.s}
 	go func() {
 		f.err = w.d.settle(ctx, item)
-		w.flushDone <- f
+		w.flushDone <- &f
 	}()
 }
 
@@ -1162,7 +1162,7 @@ type flushResult struct {
 
 // flushed applies the outcome of a settlement write. It returns false when
 // the worker must stop (lease lost, subscription gone).
-func (w *worker) flushed(f flushResult) bool {
+func (w *worker) flushed(f *flushResult) bool {
 	w.flushing = false
 	switch err := f.err; {
 	case err == nil:
