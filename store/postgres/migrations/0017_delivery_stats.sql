@@ -1,4 +1,4 @@
--- 0016: what a subscription keeps of its deliveries in place of one
+-- 0017: what a subscription keeps of its deliveries in place of one
 -- attempt-log row per success (ADR 0009): totals, a latency histogram of
 -- its successes and a bounded sample of the newest ones. One row per
 -- subscription that has delivered, rewritten at most about once a second
