@@ -21,6 +21,7 @@ type Store interface {
 	StateStore
 	TenantStore
 	AuditStore
+	UsageStore
 
 	// PutTopic creates the topic, or updates the settings of an existing
 	// one (its name, creation time and seqs stay). It returns the stored

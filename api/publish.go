@@ -86,7 +86,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Without a producer's id, the store assigns one at commit.
 	e.Topic, e.Time = name, now
-	params := engine.PublishParams{Events: []*herald.Event{e}, Source: "api"}
+	params := engine.PublishParams{Events: []*herald.Event{e}, Source: "api", Tenant: principalFrom(r.Context()).tenant}
 	if due.After(now) {
 		params.DeliverAt = []time.Time{due}
 	}
@@ -210,7 +210,7 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	params := engine.PublishParams{Events: events, Source: "api", Batch: true}
+	params := engine.PublishParams{Events: events, Source: "api", Batch: true, Tenant: principalFrom(r.Context()).tenant}
 	for i, e := range events {
 		e.Topic = name
 		if dues[i].IsZero() {

@@ -144,6 +144,9 @@ type Deps struct {
 	// tokens through the issuer's introspection endpoint (RFC 7662).
 	OIDC          TokenVerifier
 	Introspection TokenIntrospector
+
+	// Usage reads usage per tenant; nil makes GET /v1/usage answer 503.
+	Usage UsageReader
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -195,6 +198,7 @@ type Server struct {
 	oidc          TokenVerifier
 	introspector  TokenIntrospector
 	nodes         Nodes
+	usage         UsageReader
 }
 
 // New returns a server over deps. It starts nothing and is not ready until
@@ -234,6 +238,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.users = deps.Users
 	s.nodes = deps.Nodes
 	s.oidc, s.introspector = deps.OIDC, deps.Introspection
+	s.usage = deps.Usage
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
 	s.registerRoutes()
 	s.handler = s.withRequestID(trackBody(s.observe(s.recoverPanics(http.HandlerFunc(s.dispatch)))))
@@ -350,6 +355,7 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/tenants/{id}/portal-links/{link}", authenticated, s.deletePortalLink)
 	s.handle("GET /v1/cluster/nodes", adminOnly, s.listNodes)
 	s.handle("GET /v1/audit", authenticated, s.listAudit)
+	s.handle("GET /v1/usage", authenticated, s.getUsage)
 
 	s.handle("POST /v1/subscriptions", authenticated, s.createSubscription)
 	s.handle("GET /v1/subscriptions", authenticated, s.listSubscriptions)

@@ -47,6 +47,16 @@ type DispatcherDeps struct {
 	Publisher EventPublisher
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer
+	// Usage, when set, counts each attempt and dead letter for the
+	// subscription's tenant (usage.Meter implements it).
+	Usage UsageCounter
+}
+
+// UsageCounter counts deliveries per tenant ("" for the platform's
+// subscriptions). Its methods must not block.
+type UsageCounter interface {
+	Delivery(tenant string, ok bool, bytes int)
+	DeadLettered(tenant string)
 }
 
 // DispatcherConfig tunes the dispatcher. Zero values mean the defaults.
@@ -126,6 +136,7 @@ type Dispatcher struct {
 	cfg       DispatcherConfig
 	log       *slog.Logger
 	metrics   *dispatchMetrics
+	usage     UsageCounter // nil: not counted
 	settler   *group[herald.SettleItem, error]
 	senders   *goPool   // runs the workers' deliveries
 	slots     *slotPool // bounds them, fairly
@@ -292,7 +303,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
 		store: deps.Store, tail: deps.Tail, channels: deps.Channels, publisher: deps.Publisher,
-		cfg: cfg, log: logger,
+		cfg: cfg, log: logger, usage: deps.Usage,
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
 		byTopic:   make(map[string]map[*worker]struct{}),

@@ -18,6 +18,12 @@ type PublisherConfig struct {
 	// AutoCreateTopics makes a publish to an unknown topic create it with
 	// the default settings (never a reserved "herald." topic).
 	AutoCreateTopics bool
+	// Usage, when set, counts the events committed (duplicates and
+	// System ones not) for PublishParams.Tenant (usage.Meter implements
+	// it).
+	Usage interface {
+		Published(tenant string, events, bytes int)
+	}
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Delayed keeps events published with a due time until it comes (the
@@ -67,6 +73,9 @@ type PublishParams struct {
 	// topic's log, gets its id now, and joins the log at the due time
 	// (its result has Seq 0). A zero or past due time publishes at once.
 	DeliverAt []time.Time
+	// Tenant is the tenant of the caller that publishes ("" for the
+	// platform's own), whose usage the events count in.
+	Tenant string
 }
 
 // Publisher is the one path by which anything becomes an event: the HTTP
@@ -174,7 +183,24 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 		return nil, err
 	}
 	p.count(params.Source, results)
+	p.countUsage(params, results)
 	return results, nil
+}
+
+// countUsage counts the events stored (not duplicates or failures) in
+// the publishing tenant's usage.
+func (p *Publisher) countUsage(params PublishParams, results []herald.AppendResult) {
+	if p.cfg.Usage == nil || params.System {
+		return // Herald's own events are no one's usage
+	}
+	n, bytes := 0, 0
+	for i, r := range results {
+		if r.Err == nil && !r.Duplicate && i < len(params.Events) {
+			n++
+			bytes += len(params.Events[i].Payload)
+		}
+	}
+	p.cfg.Usage.Published(params.Tenant, n, bytes)
 }
 
 // append commits events to their topics' logs and checks the results.
@@ -266,6 +292,7 @@ func (p *Publisher) publishDelayed(ctx context.Context, params PublishParams, no
 		}
 		p.count(params.Source, res)
 	}
+	p.countUsage(params, results)
 	return results, nil
 }
 

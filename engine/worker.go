@@ -930,6 +930,9 @@ func (w *worker) handle(r sendResult) {
 		w.settling = append(w.settling, evRef{ev.Topic, ev.Seq})
 	}
 	w.d.metrics.observe(w.sub.Channel, r.res)
+	if w.d.usage != nil {
+		w.d.usage.Delivery(w.sub.Tenant, r.res.Outcome == herald.Delivered, len(ev.Payload))
+	}
 	a := herald.Attempt{
 		SubscriptionID: w.sub.ID, Topic: ev.Topic, Seq: ev.Seq, EventID: ev.ID, Attempt: r.attempt, Time: now,
 		Outcome: herald.OutcomeSuccess, StatusCode: r.res.StatusCode, Latency: r.res.Latency, Error: herald.JoinReason(r.res.Err, r.res.Detail),
@@ -992,6 +995,9 @@ func (w *worker) handle(r sendResult) {
 			Attempts: r.attempt, LastError: lastError(r.res), DeadAt: now,
 		})
 		w.d.metrics.dead.Inc()
+		if w.d.usage != nil {
+			w.d.usage.DeadLettered(w.sub.Tenant)
+		}
 		if !r.fromRetry {
 			w.topics[ev.Topic].settle(ev.Seq)
 		}

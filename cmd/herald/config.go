@@ -106,6 +106,8 @@ type Config struct {
 	IntrospectionRolesClaim  string        // auth.introspection.roles-claim
 	IntrospectionRoleScopes  string        // auth.introspection.role-scopes
 	IntrospectionTenantClaim string        // auth.introspection.tenant-claim
+	UsageFlushInterval       time.Duration // usage.flush-interval: how often usage counts are written to the store
+	MetricsTenantLabels      string        // metrics.tenant-labels: tenants with their own tenant label in herald_tenant_* metrics
 }
 
 // settings is the table of every setting: one entry per Config field. The
@@ -206,6 +208,19 @@ func settings() []setting {
 		{"auth.introspection.scopes-claim", "", `a member holding Herald scopes as written (RFC 7662's "scope" is a space-separated string); "" reads none`, "a member name or dotted path, or empty", func(c *Config) binding { return textField(&c.IntrospectionScopesClaim, nil) }},
 		{"auth.introspection.roles-claim", "roles", "a member holding roles, mapped by auth.introspection.role-scopes", "a member name or dotted path", func(c *Config) binding { return textField(&c.IntrospectionRolesClaim, nil) }},
 		{"auth.introspection.role-scopes", "", `the scopes of each role, as auth.oidc.role-scopes`, `role=scope [scope ...] entries separated by ';'`, func(c *Config) binding { return textField(&c.IntrospectionRoleScopes, validRoleScopes) }},
+		{"usage.flush-interval", "10s", "how often each node writes its usage counts (GET /v1/usage) to the store; a crash loses at most this much of them", "a duration from 1s to 10m, such as 10s", func(c *Config) binding {
+			return durationField(&c.UsageFlushInterval, between(time.Second, 10*time.Minute))
+		}},
+		{"metrics.tenant-labels", "", `comma-separated tenant ids that get their own tenant label in the herald_tenant_* metrics; every other tenant counts as tenant="_other", so the series stay few`, "a comma-separated list of tenant ids, or empty", func(c *Config) binding {
+			return textField(&c.MetricsTenantLabels, func(s string) bool {
+				for _, id := range splitList(s) {
+					if !herald.ValidTenantID(id) {
+						return false
+					}
+				}
+				return true
+			})
+		}},
 		{"auth.introspection.tenant-claim", "", `a member that binds a caller to the tenant it names; "" binds none`, "a member name or dotted path, or empty", func(c *Config) binding { return textField(&c.IntrospectionTenantClaim, nil) }},
 	}
 }

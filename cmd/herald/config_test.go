@@ -116,6 +116,8 @@ var samples = map[string][3]string{
 	"auth.introspection.role-scopes":   {"ops=admin", "billing=publish:billing.>", ""},
 	"auth.introspection.tenant-claim":  {"org_id", "ext.tenant", ""},
 	"stream.presence-events":           {"true", "false", "true"},
+	"usage.flush-interval":             {"1s", "1m", "10m"},
+	"metrics.tenant-labels":            {"acme", "acme,globex", ""},
 }
 
 // TestEverySettingHasThreeForms checks the table against Config: every
@@ -246,6 +248,7 @@ func TestDefaults(t *testing.T) {
 		IntrospectionCacheTTL:   time.Minute,
 		IntrospectionSubject:    "sub",
 		IntrospectionRolesClaim: "roles",
+		UsageFlushInterval:      10 * time.Second,
 	}
 	if got := DefaultConfig(); got != want {
 		t.Errorf("DefaultConfig() = %+v\nwant %+v", got, want)

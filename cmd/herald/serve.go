@@ -40,6 +40,7 @@ import (
 	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/store/sqlite"
 	"github.com/heraldhq/herald/stream"
+	"github.com/heraldhq/herald/usage"
 	"github.com/heraldhq/herald/webhook"
 )
 
@@ -64,6 +65,7 @@ type Main struct {
 	committer  *engine.Committer
 	publisher  *engine.Publisher // the one path into the log: API, sources, rules, schedules
 	pruner     *engine.Pruner
+	usage      *usage.Meter // usage per tenant and day, flushed to the store
 	tail       *engine.Tail
 	topics     *engine.Topics // the API's cache of topic settings
 	schemas    *schema.Registry
@@ -230,7 +232,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}, people...)...)
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
-	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics, Schemas: m.schemas}
+	m.usage = usage.New(m.store, usage.Config{FlushInterval: m.Config.UsageFlushInterval, LabelTenants: splitList(m.Config.MetricsTenantLabels)}, log, m.Registry)
+	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics, Schemas: m.schemas, Usage: m.usage}
 	// Delayed events wait in the store until due; the promoter, leased so
 	// one node of a cluster does it, moves them into the log then.
 	timeStore, hasTime := m.store.(herald.TimeStore)
@@ -245,6 +248,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
 		Store: m.store, Tail: m.tail, Channels: m.channels, Publisher: m.publisher, Logger: log, Registry: m.Registry,
+		Usage: m.usage,
 	}, dcfg)
 	m.feed.Listen(engine.StageConsumer, m.dispatcher.Listener())
 	deps := api.Deps{
@@ -255,6 +259,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Registry:  m.Registry,
 	}
 	deps.Subscriptions = m.store
+	deps.Usage = m.usage
 	deps.Channels = m.channels
 	if as, ok := m.store.(herald.ArchiveStore); ok {
 		deps.Archives, deps.ArchiveReader = as, m.archiver
@@ -319,6 +324,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.pruner = engine.NewPruner(m.store, engine.PrunerConfig{Interval: m.Config.RetentionCheckInterval, AuditRetention: m.Config.AuditRetention}, log, m.Registry)
 	if err := m.pruner.Start(ctx); err != nil {
+		return err
+	}
+	if err := m.usage.Start(ctx); err != nil {
 		return err
 	}
 	if m.promoter != nil {
@@ -609,6 +617,12 @@ func (m *Main) Close(ctx context.Context) error {
 		if m.dispatcher != nil {
 			if err := m.dispatcher.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop dispatcher: %w", err))
+			}
+		}
+		if m.usage != nil {
+			// After the dispatcher and the API: their last counts go too.
+			if err := m.usage.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("flush usage: %w", err))
 			}
 		}
 		if m.committer != nil {

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) herald.Store) {
 	t.Run("Prune", func(t *testing.T) { runPrune(t, open) })
 	t.Run("Keys", func(t *testing.T) { runKeys(t, open) })
 	t.Run("Audit", func(t *testing.T) { runAudit(t, open) })
+	t.Run("Usage", func(t *testing.T) { runUsage(t, open) })
 	t.Run("Lifecycle", func(t *testing.T) { runLifecycle(t, open) })
 	t.Run("Archives", func(t *testing.T) { runArchives(t, open) })
 	t.Run("Schemas", func(t *testing.T) { runSchemas(t, open) })
