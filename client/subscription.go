@@ -386,6 +386,10 @@ func (c *Client) GetSubscription(ctx context.Context, id string) (Subscription, 
 // SubscriptionPatch changes some settings of a subscription; nil fields
 // stay as they are. It is sent as a JSON merge patch.
 type SubscriptionPatch struct {
+	// Config merges into the channel's settings as a JSON merge patch
+	// (RFC 7396): members given replace those stored, a null removes one,
+	// the rest stay (secrets included).
+	Config      json.RawMessage
 	URL         *string
 	Description *string
 	// Filter replaces the filter; the JSON null ("null") removes it.
@@ -409,6 +413,9 @@ type SubscriptionPatch struct {
 // MarshalJSON writes the patch as a JSON merge patch.
 func (p SubscriptionPatch) MarshalJSON() ([]byte, error) {
 	m := map[string]any{}
+	if len(bytes.TrimSpace(p.Config)) > 0 {
+		m["config"] = p.Config
+	}
 	if p.URL != nil {
 		m["url"] = *p.URL
 	}

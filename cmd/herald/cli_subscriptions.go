@@ -488,15 +488,21 @@ type subsUpdateArgs struct {
 
 func parseSubsUpdate(c *cli, args []string) (subsUpdateArgs, error) {
 	var (
-		f settingsFlags
-		a subsUpdateArgs
+		f      settingsFlags
+		a      subsUpdateArgs
+		config string
 	)
 	fs := c.flagSet("subscriptions update", `herald subscriptions update ID [options]
 
 Change the settings given as options; the others stay. A new --url must be
 verified again: the subscription is pending until its endpoint answers
-(a paused one stays paused and is verified when resumed).`)
+(a paused one stays paused and is verified when resumed). --config merges
+into the channel's settings: the members given replace the stored ones, a
+null removes one, the rest (secrets included) stay.
+
+  herald subscriptions update sub_... --config '{"topic":"herald.orders.v2"}'`)
 	f.register(fs, true)
+	fs.StringVar(&config, "config", "", "merge into the channel's settings, a `JSON` object or @FILE (docs/channels.md)")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return a, err
@@ -508,6 +514,11 @@ verified again: the subscription is pending until its endpoint answers
 	}
 	a.id = pos[0]
 	p := &a.patch
+	if set["config"] {
+		if p.Config, err = readConfigFlag(fs, config); err != nil {
+			return a, err
+		}
+	}
 	if set["url"] {
 		p.URL = new(f.url)
 	}

@@ -320,6 +320,17 @@ func TestSubscriptionsVerbsEndToEnd(t *testing.T) {
 	if r = ok("subs", "update", id, "--timeout", "5s", "--remove-header", "X-Team", "--filter", "null"); !strings.Contains(r.stdout, "timeout:        5s") || strings.Contains(r.stdout, "X-Team") {
 		t.Errorf("update:\n%s", r.stdout)
 	}
+	// --config merges into the channel's settings: a header added there
+	// joins the stored config, the URL stays.
+	r = ok("--output", "json", "subs", "update", id, "--config", `{"headers":{"X-Env":"prod"}}`)
+	var updated client.Subscription
+	if err := json.Unmarshal([]byte(r.stdout), &updated); err != nil || updated.Headers["X-Env"] != "prod" ||
+		updated.URL != "https://example.com/hook" || updated.State != herald.StateActive {
+		t.Errorf("update --config: %s (%v)", r.stdout, err)
+	}
+	if r := runCLI(t, nil, environ, "subs", "update", id, "--config", `["not an object"]`); r.code == exitOK {
+		t.Errorf("update --config with an array: %+v", r)
+	}
 	if r = ok("subs", "pause", id); !strings.HasPrefix(r.stdout, "paused subscription "+id+": paused\n") {
 		t.Errorf("pause: %s", r.stdout)
 	}
