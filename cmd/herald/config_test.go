@@ -52,6 +52,7 @@ var samples = map[string][3]string{
 	"webhook.disable-after":            {"1h", "2d", "10m"},
 	"webhook.max-concurrency":          {"16", "512", "64"},
 	"attempt-retention":                {"2h", "3d", "30d"},
+	"success-sample":                   {"10", "0", "500"},
 	"stream.token-secret":              {"file-secret-0123456789abcdef0123456789", "env-secret-0123456789abcdef0123456789", "flag-secret-0123456789abcdef0123456789"},
 	"stream.allowed-origins":           {"a.example.com", "b.example.com,c.example.com", "*.example.org"},
 	"stream.queue-size":                {"64", "4096", "128"},
