@@ -64,9 +64,8 @@ Scenarios (docs/benchmarks.md):
 func parseBench(c *cli, args []string) (bench.Config, benchOutput, error) {
 	cfg := bench.Defaults()
 	var (
-		out   benchOutput
-		quiet bool
-		subs  = cfg.Subscriptions
+		out  benchOutput
+		subs = cfg.Subscriptions
 	)
 	fs := c.flagSet("bench", benchUsage)
 	fs.BoolVar(&cfg.Raw, "raw", false, "measure the raw in-process relay instead of Herald")
@@ -109,12 +108,10 @@ func parseBench(c *cli, args []string) (bench.Config, benchOutput, error) {
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server and receiver that are not on loopback")
 	fs.StringVar(&cfg.SinkAddr, "sink-addr", cfg.SinkAddr, "the receiver's listen `ADDR`")
 	fs.StringVar(&cfg.SinkURL, "sink-url", "", "the base `URL` Herald reaches the receiver at (default: http://<the listen address>)")
-	out.flags(fs)
-	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
-	if _, err := fs.parse(args, 0, 0); err != nil {
+	progress, err := c.parseBenchFlags(fs, &out, args)
+	if err != nil {
 		return cfg, out, err
 	}
-	out.json = out.json || c.g.output == outputJSON
 	if len(cfg.Servers) > 0 && c.g.server != "" {
 		return cfg, out, fs.usageErrorf("--server and --servers: give one (--servers replaces --server)")
 	}
@@ -126,9 +123,7 @@ func parseBench(c *cli, args []string) (bench.Config, benchOutput, error) {
 	if len(cfg.Servers) == 0 {
 		cfg.Server = c.serverURL()
 	}
-	if !quiet {
-		cfg.Progress = c.stderr
-	}
+	cfg.Progress = progress
 	return cfg, out, nil
 }
 
@@ -221,4 +216,21 @@ func runBenchVerb[C any, R benchReport](ctx context.Context, c *cli, verb string
 		return errors.New(verb + ": " + strings.Join(p, "; "))
 	}
 	return nil
+}
+
+// parseBenchFlags ends the parsing of every bench verb: it adds the output
+// flags and --quiet, parses args (a bench verb takes no arguments) and
+// returns where progress lines go: standard error, or nil with --quiet.
+func (c *cli) parseBenchFlags(fs *cmdFlags, out *benchOutput, args []string) (io.Writer, error) {
+	var quiet bool
+	out.flags(fs)
+	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
+	if _, err := fs.parse(args, 0, 0); err != nil {
+		return nil, err
+	}
+	out.json = out.json || c.g.output == outputJSON
+	if quiet {
+		return nil, nil
+	}
+	return c.stderr, nil
 }

@@ -72,8 +72,7 @@ func benchChannelRequested(args []string) bool {
 func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput, error) {
 	cfg := bench.ChannelDefaults()
 	var (
-		out   benchOutput
-		quiet bool
+		out benchOutput
 	)
 	fs := c.flagSet("bench --channel", benchChannelUsage)
 	fs.StringVar(&cfg.Channel, "channel", "", "the `CHANNEL` to measure: "+strings.Join(bench.Channels, ", "))
@@ -91,16 +90,12 @@ func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput,
 	fs.BoolVar(&cfg.Live, "live", false, "deliver while publishing (the rate is then at most the publish rate); default: publish a backlog with the subscription paused and time its drain")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the deliveries after publishing")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic, subscription and streams in place")
-	out.flags(fs)
-	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
-	if _, err := fs.parse(args, 0, 0); err != nil {
+	progress, err := c.parseBenchFlags(fs, &out, args)
+	if err != nil {
 		return cfg, out, err
 	}
-	out.json = out.json || c.g.output == outputJSON
 	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	if !quiet {
-		cfg.Progress = c.stderr
-	}
+	cfg.Progress = progress
 	return cfg, out, nil
 }
 

@@ -37,8 +37,7 @@ Scenarios (docs/benchmarks.md):
 func parseBenchDelayed(c *cli, args []string) (bench.DelayedConfig, benchOutput, error) {
 	cfg := bench.DelayedDefaults()
 	var (
-		out   benchOutput
-		quiet bool
+		out benchOutput
 	)
 	fs := c.flagSet("bench delayed", benchDelayedUsage)
 	fs.IntVar(&cfg.Events, "events", cfg.Events, "`N` delayed events to schedule")
@@ -51,16 +50,12 @@ func parseBenchDelayed(c *cli, args []string) (bench.DelayedConfig, benchOutput,
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	out.flags(fs)
-	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
-	if _, err := fs.parse(args, 0, 0); err != nil {
+	progress, err := c.parseBenchFlags(fs, &out, args)
+	if err != nil {
 		return cfg, out, err
 	}
-	out.json = out.json || c.g.output == outputJSON
 	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	if !quiet {
-		cfg.Progress = c.stderr
-	}
+	cfg.Progress = progress
 	return cfg, out, nil
 }
 

@@ -29,8 +29,7 @@ Scenarios (docs/benchmarks.md):
 func parseBenchRules(c *cli, args []string) (bench.RulesConfig, benchOutput, error) {
 	cfg := bench.RulesDefaults()
 	var (
-		out   benchOutput
-		quiet bool
+		out benchOutput
 	)
 	fs := c.flagSet("bench rules", benchRulesUsage)
 	fs.IntVar(&cfg.Keys, "keys", cfg.Keys, "`N` wallets (keys of the rule and the view)")
@@ -44,16 +43,12 @@ func parseBenchRules(c *cli, args []string) (bench.RulesConfig, benchOutput, err
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic, the rule and the view in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	out.flags(fs)
-	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
-	if _, err := fs.parse(args, 0, 0); err != nil {
+	progress, err := c.parseBenchFlags(fs, &out, args)
+	if err != nil {
 		return cfg, out, err
 	}
-	out.json = out.json || c.g.output == outputJSON
 	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	if !quiet {
-		cfg.Progress = c.stderr
-	}
+	cfg.Progress = progress
 	return cfg, out, nil
 }
 

@@ -47,8 +47,7 @@ func parseBenchStreams(c *cli, args []string) (bench.StreamsConfig, benchOutput,
 	cfg := bench.StreamsDefaults()
 	cfg.Events, cfg.Duration = 0, 0 // derived from each other unless given
 	var (
-		out   benchOutput
-		quiet bool
+		out benchOutput
 	)
 	fs := c.flagSet("bench streams", benchStreamsUsage)
 	fs.IntVar(&cfg.Clients, "clients", cfg.Clients, "`N` stream connections")
@@ -65,19 +64,15 @@ func parseBenchStreams(c *cli, args []string) (bench.StreamsConfig, benchOutput,
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its RSS and CPU; 0 finds the process listening on the server's port")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	out.flags(fs)
-	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
-	if _, err := fs.parse(args, 0, 0); err != nil {
+	progress, err := c.parseBenchFlags(fs, &out, args)
+	if err != nil {
 		return cfg, out, err
 	}
-	out.json = out.json || c.g.output == outputJSON
 	if cfg.Idle == 0 { // --idle 0: StreamsConfig holds none when negative (zero is its default)
 		cfg.Idle = -time.Nanosecond
 	}
 	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	if !quiet {
-		cfg.Progress = c.stderr
-	}
+	cfg.Progress = progress
 	return cfg, out, nil
 }
 

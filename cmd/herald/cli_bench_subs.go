@@ -32,8 +32,7 @@ Scenarios:
 func parseBenchSubs(c *cli, args []string) (bench.SubsConfig, benchOutput, error) {
 	cfg := bench.SubsDefaults()
 	var (
-		out   benchOutput
-		quiet bool
+		out benchOutput
 	)
 	fs := c.flagSet("bench subscriptions", benchSubsUsage)
 	fs.IntVar(&cfg.Subs, "subs", cfg.Subs, "`N` subscriptions to create")
@@ -46,16 +45,12 @@ func parseBenchSubs(c *cli, args []string) (bench.SubsConfig, benchOutput, error
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the subscriptions and topics in place")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	out.flags(fs)
-	fs.BoolVar(&quiet, "quiet", false, "print no progress lines on standard error")
-	if _, err := fs.parse(args, 0, 0); err != nil {
+	progress, err := c.parseBenchFlags(fs, &out, args)
+	if err != nil {
 		return cfg, out, err
 	}
-	out.json = out.json || c.g.output == outputJSON
 	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	if !quiet {
-		cfg.Progress = c.stderr
-	}
+	cfg.Progress = progress
 	return cfg, out, nil
 }
 
