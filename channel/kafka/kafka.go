@@ -300,6 +300,6 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
 	}
-	return &sink{c: c, p: p, release: release, subID: sub.ID, topic: cfg.Topic, timeout: sub.Timeout,
+	return &sink{c: c, p: p, release: release, subID: sub.ID, subIDBytes: []byte(sub.ID), topic: cfg.Topic, timeout: sub.Timeout,
 		limits: cfg.Limits(DefaultBatch, maxBatchBytesHint)}, nil
 }

@@ -131,6 +131,8 @@ func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 type metrics struct {
 	producers prometheus.Gauge
 	records   *prometheus.CounterVec
+	// acked and failed are records' two children, looked up once.
+	acked, failed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -144,6 +146,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Records handed to Kafka producers, by result: acked by every in-sync replica, or failed.",
 		}, []string{"result"}),
 	}
+	m.acked, m.failed = m.records.WithLabelValues("acked"), m.records.WithLabelValues("failed")
 	if reg != nil {
 		reg.MustRegister(m.producers, m.records)
 	}
