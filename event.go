@@ -35,6 +35,14 @@ type Event struct {
 	Headers        map[string]string // producer headers carried to deliveries
 	Payload        []byte
 	Time           time.Time // when Herald accepted it, UTC
+
+	// Delayed is set only by the promoter, never stored: the event is
+	// pending in the delayed set (TimeStore) as (Topic, ID), and the
+	// append removes it from there in its own transaction, so a delayed
+	// event joins its log exactly once. When it is no longer pending
+	// (cancelled, or promoted already by another node) the append stores
+	// nothing for it: its result is a Duplicate with Seq 0.
+	Delayed bool
 }
 
 // AppendResult is the outcome of appending one event.

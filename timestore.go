@@ -13,6 +13,27 @@ import (
 type ScheduledEvent struct {
 	Event           // Topic, ID, metadata, Payload; Time is when it was accepted; Seq is 0
 	DueAt time.Time // when it becomes visible
+	// Pos orders pending events of one DueAt (the order they were
+	// scheduled); set by the store when it reads them.
+	Pos int64
+}
+
+// DuePosition is a place in the delayed set's due order (DueAt, then
+// Pos): DueEvents reads after it. The zero value is before every event.
+type DuePosition struct {
+	DueAt time.Time
+	Pos   int64
+}
+
+// After returns the position just after e.
+func (e *ScheduledEvent) After() DuePosition { return DuePosition{DueAt: e.DueAt, Pos: e.Pos} }
+
+// Nanos is the position's DueAt in Unix nanoseconds, 0 for the zero time.
+func (p DuePosition) Nanos() int64 {
+	if p.DueAt.IsZero() {
+		return 0
+	}
+	return p.DueAt.UnixNano()
 }
 
 // EventRef names one event of one topic.
@@ -79,15 +100,17 @@ type TimeStore interface {
 	ScheduleEvents(ctx context.Context, events []ScheduledEvent) ([]AppendResult, error)
 
 	// DueEvents returns up to limit pending events whose DueAt is at or
-	// before now, in DueAt order (then in the order they were scheduled).
-	// They stay pending until DeleteScheduled.
-	DueEvents(ctx context.Context, now time.Time, limit int) ([]ScheduledEvent, error)
+	// before now and whose position is after the given one, in DueAt
+	// order (then in the order they were scheduled). They stay pending
+	// until an Append of them with Event.Delayed set, or DeleteScheduled.
+	DueEvents(ctx context.Context, now time.Time, after DuePosition, limit int) ([]ScheduledEvent, error)
 
 	// NextDue returns the earliest DueAt pending, or the zero time.
 	NextDue(ctx context.Context) (time.Time, error)
 
 	// DeleteScheduled removes the pending events named (missing ones are
-	// ignored) in one transaction: the promotion's last step.
+	// ignored) in one transaction: how the promoter drops events that can
+	// no longer be published.
 	DeleteScheduled(ctx context.Context, refs []EventRef) error
 
 	// CancelScheduled removes one pending event, or returns CodeNotFound

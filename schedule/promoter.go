@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,10 +47,12 @@ type PromoterConfig struct {
 const LeasePromote = "herald.promote"
 
 // Promoter moves delayed events into their topics' logs when they are
-// due, in due order: it reads a batch of due events, publishes them (with
-// their ids, so a batch published again after a crash between the publish
-// and the delete is a duplicate within the topic's dedup window, not a
-// second event), then deletes them from the delayed set.
+// due, in due order: it reads a batch of due events and publishes them
+// with Event.Delayed set, so the transaction that appends an event also
+// deletes it from the delayed set, and appends it only if it was still
+// there: a crash, a cancel or a second promoter can neither lose an
+// event nor append it twice. It reads the next batch while the current
+// one commits.
 //
 // An event that can no longer be published (its topic was deleted, or its
 // payload is over a limit changed since) is dropped with a warning and
@@ -155,32 +158,74 @@ func (p *Promoter) loop(ctx context.Context) {
 func (p *Promoter) PromoteDue(ctx context.Context) (time.Time, error) { return p.promoteDue(ctx, nil) }
 
 // promoteDue is PromoteDue while the lease (nil: none needed) is held.
+//
+// It pipelines: while one batch is published, the next is read from
+// after the batch's last position. A pass of cursor reads lasts at most
+// passLength; then the next read starts from the beginning again, so an
+// event scheduled meanwhile with a due time before the cursor's waits at
+// most that long.
 func (p *Promoter) promoteDue(ctx context.Context, lease *leaseHolder) (time.Time, error) {
+	type batch struct {
+		events []herald.ScheduledEvent
+		err    error
+	}
+	read := func(after herald.DuePosition) ([]herald.ScheduledEvent, error) {
+		return p.store.DueEvents(ctx, p.cfg.Now(), after, p.cfg.BatchSize)
+	}
+	if lease != nil && !lease.valid() {
+		return time.Time{}, nil
+	}
+	pass := time.Now()
+	due, err := read(herald.DuePosition{})
 	for {
-		if lease != nil && !lease.valid() {
-			return time.Time{}, nil
-		}
-		now := p.cfg.Now()
-		due, err := p.store.DueEvents(ctx, now, p.cfg.BatchSize)
 		if err != nil {
 			return time.Time{}, err
 		}
-		if len(due) > 0 {
-			if lease != nil && !lease.valid() {
-				return time.Time{}, nil // paused past the lease: another node may be promoting
-			}
-			if err := p.promote(ctx, due); err != nil {
-				return time.Time{}, err
-			}
-		}
-		if len(due) < p.cfg.BatchSize {
+		if len(due) == 0 {
 			return p.store.NextDue(ctx)
+		}
+		if lease != nil && !lease.valid() {
+			return time.Time{}, nil // paused past the lease: another node may be promoting
+		}
+		full := len(due) >= p.cfg.BatchSize
+		var next chan batch
+		if full && time.Since(pass) < passLength {
+			next = make(chan batch, 1)
+			go func(after herald.DuePosition) {
+				evs, err := read(after)
+				next <- batch{evs, err}
+			}(due[len(due)-1].After())
+		}
+		err = p.promote(ctx, due)
+		var b batch
+		if next != nil {
+			b = <-next // never left running past this call
+		}
+		switch {
+		case err != nil:
+			return time.Time{}, err
+		case !full:
+			return p.store.NextDue(ctx)
+		case next != nil:
+			due, err = b.events, b.err
+		default:
+			if lease != nil && !lease.valid() {
+				return time.Time{}, nil
+			}
+			pass = time.Now()
+			due, err = read(herald.DuePosition{})
 		}
 	}
 }
 
-// promote publishes the events, one call per topic in due order, then
-// deletes them from the delayed set.
+// passLength bounds a pass of pipelined reads (see promoteDue).
+const passLength = time.Second
+
+// promote publishes the events with Event.Delayed set, one call per topic
+// in due order, all topics at once (the committer joins their calls in
+// one transaction): each event's append removes it from the delayed set.
+// The events of a topic that can no longer be published are deleted from
+// the delayed set here.
 func (p *Promoter) promote(ctx context.Context, due []herald.ScheduledEvent) error {
 	var order []string
 	byTopic := map[string][]*herald.ScheduledEvent{}
@@ -191,39 +236,59 @@ func (p *Promoter) promote(ctx context.Context, due []herald.ScheduledEvent) err
 		}
 		byTopic[e.Topic] = append(byTopic[e.Topic], e)
 	}
-	refs := make([]herald.EventRef, 0, len(due))
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for k, topic := range order {
+		wg.Go(func() { errs[k] = p.publish(ctx, byTopic[topic]) })
+	}
+	wg.Wait()
+	var refs []herald.EventRef
 	var failed error
-	for _, topic := range order {
+	for k, topic := range order {
 		group := byTopic[topic]
-		events := make([]*herald.Event, len(group))
-		for i, se := range group {
-			e := se.Event
-			e.Time, e.Seq = time.Time{}, 0 // stamped when it joins the log
-			events[i] = &e
-		}
-		_, err := p.pub.Publish(ctx, engine.PublishParams{Events: events, Source: "delayed"})
-		switch {
+		switch err := errs[k]; {
 		case err == nil:
-			now := p.cfg.Now()
-			for _, se := range group {
-				p.lateness.Observe(max(0, now.Sub(se.DueAt)).Seconds())
-			}
-			p.promoted.Add(float64(len(group)))
 		case permanent(err):
 			p.log.Warn("delayed events dropped: they can no longer be published", "topic", topic, "events", len(group), "err", err)
 			p.dropped.Add(float64(len(group)))
+			for _, se := range group {
+				refs = append(refs, herald.EventRef{Topic: se.Topic, ID: se.ID})
+			}
 		default:
 			failed = errors.Join(failed, err)
-			continue
-		}
-		for _, se := range group {
-			refs = append(refs, herald.EventRef{Topic: se.Topic, ID: se.ID})
 		}
 	}
 	if err := p.store.DeleteScheduled(ctx, refs); err != nil {
-		return err
+		return errors.Join(failed, err)
 	}
 	return failed
+}
+
+// publish appends one topic's due events, in due order, removing them
+// from the delayed set in the same transaction.
+func (p *Promoter) publish(ctx context.Context, group []*herald.ScheduledEvent) error {
+	events := make([]*herald.Event, len(group))
+	for i, se := range group {
+		e := se.Event
+		e.Time, e.Seq = time.Time{}, 0 // stamped when it joins the log
+		e.Delayed = true
+		events[i] = &e
+	}
+	res, err := p.pub.Publish(ctx, engine.PublishParams{Events: events, Source: "delayed"})
+	if err != nil {
+		return err
+	}
+	now := p.cfg.Now()
+	n := 0
+	for i, r := range res {
+		if r.Duplicate { // no longer pending: cancelled, or promoted by another node
+			continue
+		}
+		n++
+		p.lateness.Observe(max(0, now.Sub(group[i].DueAt)).Seconds())
+	}
+	p.promoted.Add(float64(n))
+	return nil
 }
 
 // permanent reports whether publishing again cannot succeed.

@@ -24,6 +24,17 @@ import (
 const lockTopicsSQL = `SELECT id, name, head_seq, dedup_window FROM topics
 	WHERE name = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE`
 
+// unscheduleSQL removes promoted events from the delayed set in the
+// append's transaction and returns those that were still pending: the
+// append stores only those, so a delayed event joins its log once even
+// when two promoters race or a cancel comes between the read and the
+// append. Concurrent deleters of one row wait on its row lock and then
+// find it gone.
+const unscheduleSQL = `DELETE FROM scheduled_events s
+	USING unnest($1::text[], $2::text[]) AS d(topic, id)
+	WHERE s.topic = d.topic AND s.id = d.id
+	RETURNING s.topic, s.id`
+
 // dedupLookupSQL reads the stored idempotency keys of an Append. It runs
 // after lockTopicsSQL in the same transaction: every writer of a topic's
 // keys holds that topic's row lock, so the statement's snapshot (taken
@@ -319,6 +330,27 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 			return err
 		})
 	}
+	// Promoted events leave the delayed set in this transaction; one no
+	// longer there (cancelled, promoted already) is not appended.
+	var delayedNames, delayedIDs []string
+	for i, e := range events {
+		if e.Delayed && results[i].Err == nil {
+			delayedNames = append(delayedNames, e.Topic)
+			delayedIDs = append(delayedIDs, e.ID)
+		}
+	}
+	var unscheduled map[dedupKey]bool
+	if len(delayedIDs) > 0 {
+		unscheduled = make(map[dedupKey]bool, len(delayedIDs))
+		b.Queue(unscheduleSQL, delayedNames, delayedIDs).Query(func(rows pgx.Rows) error {
+			var k dedupKey
+			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key}, func() error {
+				unscheduled[k] = true
+				return nil
+			})
+			return err
+		})
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, s.fail("append: lock topics", err)
 	}
@@ -340,6 +372,13 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 		if t == nil {
 			results[i].Err = topicNotFound(e.Topic)
 			continue
+		}
+		if e.Delayed {
+			if k := (dedupKey{e.Topic, e.ID}); !unscheduled[k] {
+				results[i] = herald.AppendResult{ID: e.ID, Duplicate: true}
+				continue
+			}
+			delete(unscheduled, dedupKey{e.Topic, e.ID}) // the same event twice in one call: once
 		}
 		at := e.Time.UnixNano()
 		k := dedupKey{e.Topic, e.IdempotencyKey}

@@ -20,7 +20,7 @@ func scanScheduled(row pgx.Row) (herald.ScheduledEvent, error) {
 	var e herald.ScheduledEvent
 	var due, at int64
 	var headers []byte
-	if err := row.Scan(&e.Topic, &e.ID, &due, &at, &e.Type, &e.Key, &e.IdempotencyKey, &e.ContentType, &headers, &e.Payload); err != nil {
+	if err := row.Scan(&e.Topic, &e.ID, &due, &at, &e.Type, &e.Key, &e.IdempotencyKey, &e.ContentType, &headers, &e.Payload, &e.Pos); err != nil {
 		return e, err
 	}
 	e.DueAt, e.Time = fromNanos(due), fromNanos(at)
@@ -115,12 +115,13 @@ func (s *Store) queryScheduled(ctx context.Context, op, q string, args ...any) (
 
 // DueEvents returns up to limit pending events due at or before now, in
 // due order.
-func (s *Store) DueEvents(ctx context.Context, now time.Time, limit int) ([]herald.ScheduledEvent, error) {
+func (s *Store) DueEvents(ctx context.Context, now time.Time, after herald.DuePosition, limit int) ([]herald.ScheduledEvent, error) {
 	if limit < 1 {
 		return nil, herald.FieldErrorf("limit", "limit must be at least 1, got %d", limit)
 	}
-	return s.queryScheduled(ctx, "due events", `SELECT `+scheduledColumns+` FROM scheduled_events
-		WHERE due_at <= $1 ORDER BY due_at, sid LIMIT $2`, now.UnixNano(), limit)
+	return s.queryScheduled(ctx, "due events", `SELECT `+scheduledColumns+`, sid FROM scheduled_events
+		WHERE due_at <= $1 AND (due_at, sid) > ($2, $3) ORDER BY due_at, sid LIMIT $4`,
+		now.UnixNano(), after.Nanos(), after.Pos, limit)
 }
 
 // NextDue returns the earliest pending due time, or zero.
@@ -190,7 +191,7 @@ func (s *Store) ListScheduled(ctx context.Context, topic string, afterDue time.T
 	if !afterDue.IsZero() {
 		after = afterDue.UnixNano()
 	}
-	return s.queryScheduled(ctx, "list scheduled events", `SELECT `+scheduledColumns+` FROM scheduled_events
+	return s.queryScheduled(ctx, "list scheduled events", `SELECT `+scheduledColumns+`, sid FROM scheduled_events
 		WHERE topic = $1 AND (due_at > $2 OR (due_at = $2 AND id > $3)) ORDER BY due_at, id LIMIT $4`,
 		topic, after, afterID, limit)
 }

@@ -150,11 +150,32 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 	// 2. Seqs, duplicates and conflicts, in slice order.
 	args := make([]any, 0, len(events)*eventColumns)
 	conflict := false
+	var unschedule *sql.Stmt
 	for i, e := range events {
 		t := topics[e.Topic]
 		if !t.exists {
 			results[i].Err = topicNotFound(e.Topic)
 			continue
+		}
+		if e.Delayed {
+			// A promoted event leaves the delayed set in this transaction;
+			// one no longer there (cancelled, promoted already) is not
+			// appended.
+			if unschedule == nil {
+				var err error
+				if unschedule, err = tx.PrepareContext(ctx, `DELETE FROM scheduled_events WHERE topic = ? AND id = ?`); err != nil {
+					return fmt.Errorf("prepare delayed delete: %w", err)
+				}
+				defer unschedule.Close()
+			}
+			res, err := unschedule.ExecContext(ctx, e.Topic, e.ID)
+			if err != nil {
+				return fmt.Errorf("remove promoted event from the delayed set: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				results[i] = herald.AppendResult{ID: e.ID, Duplicate: true}
+				continue
+			}
 		}
 		at := e.Time.UnixNano()
 		var entry *dedupEntry

@@ -19,7 +19,7 @@ func scanScheduled(rows *sql.Rows) (herald.ScheduledEvent, error) {
 	var e herald.ScheduledEvent
 	var due, at int64
 	var headers []byte
-	if err := rows.Scan(&e.Topic, &e.ID, &due, &at, &e.Type, &e.Key, &e.IdempotencyKey, &e.ContentType, &headers, &e.Payload); err != nil {
+	if err := rows.Scan(&e.Topic, &e.ID, &due, &at, &e.Type, &e.Key, &e.IdempotencyKey, &e.ContentType, &headers, &e.Payload, &e.Pos); err != nil {
 		return e, err
 	}
 	e.DueAt, e.Time = time.Unix(0, due).UTC(), time.Unix(0, at).UTC()
@@ -113,12 +113,13 @@ func (s *Store) queryScheduled(ctx context.Context, op, q string, args ...any) (
 
 // DueEvents returns up to limit pending events due at or before now, in
 // due order.
-func (s *Store) DueEvents(ctx context.Context, now time.Time, limit int) ([]herald.ScheduledEvent, error) {
+func (s *Store) DueEvents(ctx context.Context, now time.Time, after herald.DuePosition, limit int) ([]herald.ScheduledEvent, error) {
 	if limit < 1 {
 		return nil, herald.FieldErrorf("limit", "limit must be at least 1, got %d", limit)
 	}
-	return s.queryScheduled(ctx, "due events", `SELECT `+scheduledColumns+` FROM scheduled_events
-		WHERE due_at <= ? ORDER BY due_at, sid LIMIT ?`, now.UnixNano(), limit)
+	return s.queryScheduled(ctx, "due events", `SELECT `+scheduledColumns+`, sid FROM scheduled_events
+		WHERE due_at <= ? AND (due_at, sid) > (?, ?) ORDER BY due_at, sid LIMIT ?`,
+		now.UnixNano(), after.Nanos(), after.Pos, limit)
 }
 
 // NextDue returns the earliest pending due time, or zero.
@@ -194,7 +195,7 @@ func (s *Store) ListScheduled(ctx context.Context, topic string, afterDue time.T
 	if !afterDue.IsZero() {
 		after = afterDue.UnixNano()
 	}
-	return s.queryScheduled(ctx, "list scheduled events", `SELECT `+scheduledColumns+` FROM scheduled_events
+	return s.queryScheduled(ctx, "list scheduled events", `SELECT `+scheduledColumns+`, sid FROM scheduled_events
 		WHERE topic = ?1 AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)) ORDER BY due_at, id LIMIT ?4`,
 		topic, after, afterID, limit)
 }

@@ -19,6 +19,7 @@ func RunTime(t *testing.T, open func(t *testing.T) herald.Store) {
 		return s
 	}
 	t.Run("Delayed", func(t *testing.T) { t.Parallel(); runDelayed(t, ts(t)) })
+	t.Run("PromoteInAppend", func(t *testing.T) { t.Parallel(); runPromoteInAppend(t, open(t)) })
 	t.Run("Schedules", func(t *testing.T) { t.Parallel(); runSchedules(t, ts(t)) })
 	t.Run("NamedLeases", func(t *testing.T) { t.Parallel(); runNamedLeases(t, ts(t)) })
 }
@@ -68,7 +69,7 @@ func runDelayed(t *testing.T, s herald.TimeStore) {
 	if due, err := s.NextDue(ctx); err != nil || !due.Equal(b.Add(time.Second)) {
 		t.Fatalf("NextDue = %v, %v", due, err)
 	}
-	due, err := s.DueEvents(ctx, b.Add(2*time.Second), 10)
+	due, err := s.DueEvents(ctx, b.Add(2*time.Second), herald.DuePosition{}, 10)
 	if err != nil {
 		t.Fatalf("DueEvents: %v", err)
 	}
@@ -84,8 +85,18 @@ func runDelayed(t *testing.T, s herald.TimeStore) {
 		got.Headers["h"] != "e1" || !got.Time.Equal(in[1].Time) || !got.DueAt.Equal(in[1].DueAt) || got.ContentType != "text/plain" {
 		t.Fatalf("due event = %+v; want %+v", got, in[1])
 	}
-	if page, err := s.DueEvents(ctx, b.Add(2*time.Second), 1); err != nil || len(page) != 1 || page[0].ID != "e1" {
+	if page, err := s.DueEvents(ctx, b.Add(2*time.Second), herald.DuePosition{}, 1); err != nil || len(page) != 1 || page[0].ID != "e1" {
 		t.Fatalf("DueEvents limit 1 = %v, %v", page, err)
+	}
+	// Reading on after a position: the promoter reads its next batch so.
+	if page, err := s.DueEvents(ctx, b.Add(2*time.Second), due[0].After(), 10); err != nil || len(page) != 2 || page[0].ID != "e2" || page[1].ID != "e2b" {
+		t.Fatalf("DueEvents after e1 = %v, %v; want e2 e2b", page, err)
+	}
+	if page, err := s.DueEvents(ctx, b.Add(2*time.Second), due[1].After(), 10); err != nil || len(page) != 1 || page[0].ID != "e2b" {
+		t.Fatalf("DueEvents after e2 (same due time) = %v, %v; want e2b", page, err)
+	}
+	if page, err := s.DueEvents(ctx, b.Add(2*time.Second), due[2].After(), 10); err != nil || len(page) != 0 {
+		t.Fatalf("DueEvents after the last = %v, %v; want none", page, err)
 	}
 	// Listing one topic, paged.
 	list, err := s.ListScheduled(ctx, "a", time.Time{}, "", 2)
@@ -118,7 +129,7 @@ func runDelayed(t *testing.T, s herald.TimeStore) {
 	if err := s.CancelScheduled(ctx, "b", "e2b"); !herald.IsCode(err, herald.CodeNotFound) {
 		t.Fatalf("cancel in the wrong topic = %v; want CodeNotFound", err)
 	}
-	if due, err := s.DueEvents(ctx, b.Add(time.Minute), 10); err != nil || len(due) != 1 || due[0].ID != "e2b" {
+	if due, err := s.DueEvents(ctx, b.Add(time.Minute), herald.DuePosition{}, 10); err != nil || len(due) != 1 || due[0].ID != "e2b" {
 		t.Fatalf("due after cancel = %v, %v", due, err)
 	}
 	// All or none: an invalid event stores nothing.
@@ -128,6 +139,61 @@ func runDelayed(t *testing.T, s herald.TimeStore) {
 	}
 	if err := s.CancelScheduled(ctx, "a", "ok"); !herald.IsCode(err, herald.CodeNotFound) {
 		t.Fatalf("an event of a refused call was stored: %v", err)
+	}
+}
+
+// runPromoteInAppend: an Append of events with Delayed set removes them
+// from the delayed set in its transaction and appends only those still
+// pending, so a promotion repeated (a second promoter, a retry) or one
+// racing a cancel appends nothing: exactly once even without a dedup
+// window.
+func runPromoteInAppend(t *testing.T, st herald.Store) {
+	ctx := t.Context()
+	s := st.(herald.TimeStore)
+	tp := topic("promoted")
+	tp.DedupWindow = 0 // no dedup by id to hide a second append
+	putTopic(t, st, tp)
+	b := base()
+	if _, err := s.ScheduleEvents(ctx, []herald.ScheduledEvent{
+		delayed("promoted", "d1", b), delayed("promoted", "d2", b), delayed("promoted", "d3", b),
+	}); err != nil {
+		t.Fatalf("ScheduleEvents: %v", err)
+	}
+	if err := s.CancelScheduled(ctx, "promoted", "d3"); err != nil {
+		t.Fatalf("CancelScheduled: %v", err)
+	}
+	promoted := func(ids ...string) []*herald.Event {
+		var evs []*herald.Event
+		for _, id := range ids {
+			evs = append(evs, &herald.Event{Topic: "promoted", ID: id, Payload: []byte("p-" + id), Time: b, Delayed: true})
+		}
+		return evs
+	}
+	res, err := st.Append(ctx, promoted("d1", "d2", "d3"))
+	if err != nil {
+		t.Fatalf("Append promoted: %v", err)
+	}
+	if res[0].Duplicate || res[0].Seq != 1 || res[1].Duplicate || res[1].Seq != 2 {
+		t.Fatalf("promoted results = %+v; want seqs 1 and 2", res)
+	}
+	if !res[2].Duplicate || res[2].Seq != 0 || res[2].ID != "d3" || res[2].Err != nil {
+		t.Fatalf("cancelled event's result = %+v; want a Duplicate with seq 0", res[2])
+	}
+	if n, err := s.CountScheduled(ctx); err != nil || n != 0 {
+		t.Fatalf("after promotion %d pending, %v; want 0", n, err)
+	}
+	// Promoted again (a second promoter, a retry): nothing is appended.
+	res, err = st.Append(ctx, promoted("d2", "d1"))
+	if err != nil || !res[0].Duplicate || !res[1].Duplicate || res[0].Seq != 0 {
+		t.Fatalf("second promotion = %+v, %v; want duplicates", res, err)
+	}
+	evs, err := st.ReadEvents(ctx, "promoted", 0, 10)
+	if err != nil || len(evs) != 2 || evs[0].ID != "d1" || evs[1].ID != "d2" {
+		t.Fatalf("log = %v, %v; want d1 d2 once each", evs, err)
+	}
+	// An event not marked Delayed is appended as usual beside them.
+	if res, err := st.Append(ctx, []*herald.Event{{Topic: "promoted", ID: "d1", Payload: []byte("p-d1"), Time: b}}); err != nil || res[0].Duplicate || res[0].Seq != 3 {
+		t.Fatalf("plain append = %+v, %v", res, err)
 	}
 }
 
