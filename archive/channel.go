@@ -36,6 +36,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/schema"
 )
 
 // Name is the channel's name.
@@ -48,6 +49,15 @@ type ChannelConfig struct {
 	// AllowPrivate lets S3 endpoints be private, loopback or link-local
 	// addresses.
 	AllowPrivate bool
+	// Schemas gives topics' schemas, from which Parquet files get typed
+	// payload columns; nil: payloads are in data only.
+	Schemas Schemas
+}
+
+// Schemas are the topics' schemas (schema.Registry).
+type Schemas interface {
+	// Get returns the topic's newest schema, or nil when it has none.
+	Get(ctx context.Context, topic string) (*schema.Compiled, error)
 }
 
 // Channel writes archives. It is safe for concurrent use.
@@ -55,6 +65,11 @@ type Channel struct {
 	cfg     ChannelConfig
 	log     *slog.Logger
 	metrics *metrics
+
+	// types caches the payload column types of schemas, by topic and
+	// version (a schema is immutable once stored).
+	typesMu sync.Mutex
+	types   map[schemaVersion]*colType
 	// dial replaces the S3 client's dialer in tests.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -220,7 +235,20 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 				mf.MaxTime = ev.Time.UTC()
 			}
 		}
-		data, err := encode(s.cfg, recs)
+		pt, comp, err := s.ch.payloadType(ctx, s.cfg, g.topic)
+		if err != nil {
+			fail(g.indexes, err)
+			continue
+		}
+		var payloads []any
+		if pt != nil {
+			payloads = make([]any, len(g.indexes))
+			for j, i := range g.indexes {
+				payloads[j] = pt.payloadValue(comp, batch[i].Event.Payload, batch[i].Event.ContentType)
+			}
+			mf.SchemaVersion = comp.Schema.Version
+		}
+		data, err := encode(s.cfg, recs, pt, payloads)
 		if err != nil {
 			fail(g.indexes, err)
 			continue
@@ -249,6 +277,43 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	}
 	s.ch.metrics.flush.Observe(time.Since(start).Seconds())
 	return results
+}
+
+// schemaVersion names one version of a topic's schema.
+type schemaVersion struct {
+	topic   string
+	version int
+}
+
+// maxCachedTypes bounds the column type cache; past it, it starts over.
+const maxCachedTypes = 1000
+
+// payloadType returns the payload columns of the topic's files (nil when
+// the format is not Parquet, or the topic has no schema with fields) and
+// the schema they come from.
+func (ch *Channel) payloadType(ctx context.Context, c Config, topic string) (*colType, *schema.Compiled, error) {
+	if c.Format != FormatParquet || ch.cfg.Schemas == nil {
+		return nil, nil, nil
+	}
+	comp, err := ch.cfg.Schemas.Get(ctx, topic)
+	if err != nil || comp == nil {
+		return nil, nil, err
+	}
+	k := schemaVersion{topic, comp.Schema.Version}
+	ch.typesMu.Lock()
+	defer ch.typesMu.Unlock()
+	t, ok := ch.types[k]
+	if !ok {
+		t = payloadType(comp)
+		if ch.types == nil || len(ch.types) >= maxCachedTypes {
+			ch.types = map[schemaVersion]*colType{}
+		}
+		ch.types[k] = t
+	}
+	if t == nil {
+		return nil, nil, nil
+	}
+	return t, comp, nil
 }
 
 // addToManifest lists the files in the partition's manifest, replacing

@@ -20,6 +20,7 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/schema"
 )
 
 // TestDuckDBParity writes a Parquet archive with the real writer (late
@@ -206,4 +207,103 @@ func row(id, topic string, seq int64, at time.Time, typ, key, ct string, headers
 	}
 	hs, _ := json.Marshal(headers)
 	return fmt.Sprintf("%s %s/%d %s %s %s %s %s %q org=%s", id, topic, seq, at.UTC().Format(time.RFC3339Nano), typ, key, ct, hs, payload, org)
+}
+
+// TestDuckDBSchemaColumns checks the payload columns of topics with a
+// schema (a JSON Schema and a protobuf message) as DuckDB reads them: a
+// STRUCT of typed fields beside the raw payload, the same values as the
+// events, and files of topics with and without a schema read together.
+func TestDuckDBSchemaColumns(t *testing.T) {
+	dir := t.TempDir()
+	schemas := typedSchemas(t)
+	ch := New(ChannelConfig{Dir: dir, Schemas: schemas}, nil, nil)
+	config := validConfig(t, ch, `{"format":"parquet","partition":[{"key":"org","field":"org.id","default":"none"}],"destination":{"type":"local","path":"orders"}}`)
+	s := open(t, ch, config)
+	allDelivered(t, deliver(t, s, typedEvents(t, schemas)...))
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	root := filepath.Join(dir, "orders")
+
+	one := func(q string, args ...any) string {
+		t.Helper()
+		var v sql.NullString
+		if err := db.QueryRowContext(t.Context(), q, args...).Scan(&v); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return v.String
+	}
+	// The typed columns, as DuckDB sees them.
+	orders := root + "/**/orders-*.parquet"
+	if got, want := one(`SELECT typeof(payload) FROM read_parquet(?) LIMIT 1`, orders),
+		`STRUCT(amount DOUBLE, "at" TIMESTAMPTZ_NS, extra VARCHAR, lines STRUCT(qty BIGINT, sku VARCHAR)[], org STRUCT(id VARCHAR), paid BOOLEAN, status BIGINT, tags VARCHAR[])`; got != want {
+		t.Errorf("orders payload type\n got %s\nwant %s", got, want)
+	}
+	if got, want := one(`SELECT string_agg(concat_ws(' ', seq, payload.status, payload.org.id, payload.amount, payload.paid, epoch_ns(payload.at),
+			array_to_string(payload.tags, '+'), payload.lines[1].sku, payload.lines[2].qty IS NULL, payload.extra->>'$.k[1]'), ' | ' ORDER BY seq)
+		FROM read_parquet(?)`, orders),
+		"1 200 acme 12.5 true 1796655662500000000 a+b x1 true 2 | 2 404 acme true | 3 true"; got != want {
+		t.Errorf("orders payload values\n got %s\nwant %s", got, want)
+	}
+	payments := root + "/**/payments-*.parquet"
+	if got, want := one(`SELECT typeof(payload) FROM read_parquet(?) LIMIT 1`, payments),
+		`STRUCT(id VARCHAR, cents BIGINT, state VARCHAR, "at" TIMESTAMPTZ_NS, "ref" BLOB, labels VARCHAR, lines STRUCT(sku VARCHAR, qty BIGINT)[])`; got != want {
+		t.Errorf("payments payload type\n got %s\nwant %s", got, want)
+	}
+	if got, want := one(`SELECT concat_ws(' ', payload.id, payload.cents, payload.state, epoch_ns(payload."at"), hex(payload.ref), payload.labels->>'a', payload.lines[1].sku, payload.lines[1].qty)
+		FROM read_parquet(?)`, payments), "p1 9007199254740993 SETTLED 1796655900000000000 000102 b z 3"; got != want {
+		t.Errorf("payments payload values\n got %s\nwant %s", got, want)
+	}
+	// A second version of the orders schema adds a field: its files have
+	// one more payload field, and union_by_name reads both versions.
+	v2, err := schema.Compile(herald.Schema{Topic: "orders", Version: 2, Kind: herald.SchemaJSON,
+		Definition: []byte(strings.Replace(ordersSchema, `"status": {"type": "integer"},`, `"status": {"type": "integer"}, "region": {"type": "string"},`, 1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	schemas["orders"] = v2
+	allDelivered(t, deliver(t, s, ev("orders", 4, t0.Add(10*time.Minute), `{"org":{"id":"acme"},"status":201,"region":"eu"}`)))
+	if got, want := one(`SELECT string_agg(concat_ws(' ', seq, payload.status, payload.region), ' | ' ORDER BY seq)
+		FROM read_parquet(?, hive_partitioning = true, union_by_name = true)`, orders),
+		"1 200 | 2 404 | 3 | 4 201 eu"; got != want {
+		t.Errorf("orders v1 and v2\n got %s\nwant %s", got, want)
+	}
+	// The query of docs/archive.md, as pasted.
+	doc, err := os.ReadFile("../docs/archive.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(doc), "<!-- duckdb-typed")
+	if !ok {
+		t.Fatal("docs/archive.md has no duckdb-typed block")
+	}
+	_, block, _ = strings.Cut(block, "```sql\n")
+	block, _, _ = strings.Cut(block, "```")
+	block = strings.ReplaceAll(block, "'orders/", "'"+root+"/")
+	rows, err := db.QueryContext(t.Context(), block)
+	if err != nil {
+		t.Fatalf("%s: %v", block, err)
+	}
+	var got []string
+	for rows.Next() {
+		var org sql.NullString
+		var status, n int64
+		if err := rows.Scan(&org, &status, &n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %d %d", org.String, status, n))
+	}
+	rows.Close()
+	if strings.Join(got, " | ") != "acme 404 1" {
+		t.Errorf("the docs' typed query: %q", got)
+	}
+
+	// Every topic at once, the event columns only.
+	if got, want := one(`SELECT string_agg(concat_ws(' ', topic, seq, org), ' | ' ORDER BY topic, seq)
+		FROM read_parquet(?, hive_partitioning = true)`, root+"/**/*.parquet"),
+		"orders 1 acme | orders 2 acme | orders 3 none | orders 4 acme | payments 1 none | plain 1 acme"; got != want {
+		t.Errorf("all topics\n got %s\nwant %s", got, want)
+	}
 }

@@ -94,10 +94,11 @@ func extension(c Config) string {
 	return ".jsonl.zst"
 }
 
-// encode writes the records as one file of the config's format.
-func encode(c Config, recs []Record) ([]byte, error) {
+// encode writes the records as one file of the config's format; pt and
+// payloads are the payload columns of Parquet files (see encodeParquet).
+func encode(c Config, recs []Record, pt *colType, payloads []any) ([]byte, error) {
 	if c.Format == FormatParquet {
-		return encodeParquet(recs)
+		return encodeParquet(recs, pt, payloads)
 	}
 	var buf bytes.Buffer
 	var w io.WriteCloser
@@ -252,4 +253,7 @@ type manifestFile struct {
 	Bytes    int       `json:"bytes"`
 	MinTime  time.Time `json:"min_time"`
 	MaxTime  time.Time `json:"max_time"`
+	// SchemaVersion is the version of the topic's schema the file's
+	// payload columns come from (Parquet only); 0: none.
+	SchemaVersion int `json:"schema_version,omitempty"`
 }

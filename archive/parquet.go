@@ -10,12 +10,14 @@ import (
 	"github.com/parquet-go/parquet-go/compress/zstd"
 )
 
-// parquetRow is one archived event as a row of a Parquet file. Topics have
-// no schema in Herald yet, so the payload is a column of JSON text ("data",
-// when the payload is JSON) or of base64 ("data_base64", otherwise) beside
-// the event's metadata columns; headers are a JSON object as text. The
-// partition keys are not columns: readers take them from the folder names
-// (hive_partitioning).
+// parquetRow is one archived event as a row of a Parquet file: the
+// event's metadata columns and the payload as a column of JSON text
+// ("data", when the payload is JSON) or of base64 ("data_base64",
+// otherwise); headers are a JSON object as text. Files of a topic with a
+// schema have one more column, "payload" (PayloadColumn), the payload's
+// fields typed as the schema says; the raw columns stay, so Herald reads
+// every file the same way. The partition keys are not columns: readers
+// take them from the folder names (hive_partitioning).
 type parquetRow struct {
 	ID             string    `parquet:"id"`
 	Topic          string    `parquet:"topic"`
@@ -30,7 +32,10 @@ type parquetRow struct {
 	DataBase64     string    `parquet:"data_base64"`
 }
 
-func encodeParquet(recs []Record) ([]byte, error) {
+// encodeParquet writes the records as one Parquet file; with pt (the
+// topic's schema gives fields), payloads[i] is the payload column's value
+// of recs[i].
+func encodeParquet(recs []Record, pt *colType, payloads []any) ([]byte, error) {
 	rows := make([]parquetRow, len(recs))
 	for i := range recs {
 		r := &recs[i]
@@ -51,10 +56,46 @@ func encodeParquet(recs []Record) ([]byte, error) {
 		rows[i] = row
 	}
 	var buf bytes.Buffer
-	if err := parquet.Write(&buf, rows, parquet.Compression(&zstd.Codec{})); err != nil {
+	if pt == nil {
+		if err := parquet.Write(&buf, rows, parquet.Compression(&zstd.Codec{})); err != nil {
+			return nil, fmt.Errorf("write parquet: %w", err)
+		}
+		return buf.Bytes(), nil
+	}
+	// With payload columns the rows are maps over a schema built from the
+	// event columns and the topic's.
+	sch := parquetSchema(pt)
+	mrows := make([]map[string]any, len(rows))
+	for i := range rows {
+		r := &rows[i]
+		mrows[i] = map[string]any{
+			"id": r.ID, "topic": r.Topic, "seq": r.Seq, "time": r.Time, "type": r.Type, "key": r.Key,
+			"idempotency_key": r.IdempotencyKey, "content_type": r.ContentType, "headers": r.Headers,
+			"data": r.Data, "data_base64": r.DataBase64, PayloadColumn: payloads[i],
+		}
+	}
+	w := parquet.NewGenericWriter[map[string]any](&buf, sch, parquet.Compression(&zstd.Codec{}))
+	if _, err := w.Write(mrows); err != nil {
+		return nil, fmt.Errorf("write parquet: %w", err)
+	}
+	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("write parquet: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// eventColumns are the event's columns, in parquetRow's order.
+var eventColumns = parquet.SchemaOf(parquetRow{}).Fields()
+
+// parquetSchema is the schema of a file with payload columns: the event
+// columns, then "payload".
+func parquetSchema(pt *colType) *parquet.Schema {
+	g := make(orderedGroup, 0, len(eventColumns)+1)
+	for _, f := range eventColumns {
+		g = append(g, parquet.Group{f.Name(): f}.Fields()[0])
+	}
+	g = append(g, parquet.Group{PayloadColumn: pt.node()}.Fields()[0])
+	return parquet.NewSchema("archive", g)
 }
 
 func decodeParquet(data []byte) ([]Record, error) {

@@ -261,3 +261,8 @@ func oneLine(s string) string {
 
 // Descriptor is the protobuf message of the schema; nil for a JSON Schema.
 func (c *Compiled) Descriptor() protoreflect.MessageDescriptor { return c.msg }
+
+// JSONSchema is the compiled JSON Schema and its document (each compiled
+// schema's Location is a JSON pointer into it, after '#'); nil for a
+// protobuf schema. The archive derives typed Parquet columns from them.
+func (c *Compiled) JSONSchema() (*jsonschema.Schema, any) { return c.json, c.doc }

@@ -219,7 +219,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if archiveDir == "" {
 		archiveDir = filepath.Join(m.Config.DataDir, "archive")
 	}
-	m.archiver = archive.New(archive.ChannelConfig{Dir: archiveDir, AllowPrivate: m.Config.AllowPrivateDestinations}, log, m.Registry)
+	m.archiver = archive.New(archive.ChannelConfig{Dir: archiveDir, AllowPrivate: m.Config.AllowPrivateDestinations, Schemas: m.schemas}, log, m.Registry)
 	m.channels = channel.NewRegistry(append([]channel.Channel{
 		m.archiver,
 		ruleChannel, viewChannel,
