@@ -102,6 +102,17 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// Parkable is a Sink that holds nothing between deliveries but what Open
+// makes again from the subscription (a webhook's parsed URL and signing
+// key). The engine closes it when the subscription's worker parks, caught
+// up, and opens a new one when something wakes the worker: an idle
+// subscription then keeps no sink in memory. A sink with state that
+// follows the lease (a rule's windows, an open file) must not be Parkable.
+type Parkable interface {
+	Sink
+	Parkable()
+}
+
 // Delivery is one event handed to a Batcher, with its attempt number.
 type Delivery struct {
 	Event   *herald.Event

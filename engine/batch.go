@@ -117,9 +117,10 @@ func (w *worker) sendBatch(ctx context.Context) {
 	}
 	b.bytes -= size
 	b.calls++
-	w.sends.Add(1)
+	l := w.live // see send
+	l.sends.Add(1)
 	w.d.senders.Go(func() {
-		defer w.sends.Done()
+		defer l.sends.Done()
 		b.done <- w.deliverBatch(ctx, batch)
 	})
 }

@@ -117,6 +117,11 @@ type DispatcherConfig struct {
 	// a delivery waiting for one is not an attempt yet (see slotPool).
 	// Default DefaultMaxConcurrency.
 	MaxConcurrency int
+	// ColdAfter is how often parked workers are looked at: one parked
+	// since the last look drops its live state and keeps its cursors
+	// only (see worker.coolDown), so an idle subscription goes cold after
+	// one to two ColdAfter. Default 15s.
+	ColdAfter time.Duration
 	// Owns tells whether this node should dispatch the subscription (set
 	// by cluster membership); nil means every subscription.
 	Owns func(id string) bool
@@ -160,6 +165,7 @@ type Dispatcher struct {
 	running atomic.Int64
 
 	mu        sync.Mutex
+	renewGen  int64 // counts lease renewals begun (see renewLeases)
 	workers   map[string]*worker
 	byTopic   map[string]map[*worker]struct{} // workers of single-topic subscriptions, by topic
 	patterns  map[*worker]struct{}            // workers of pattern subscriptions
@@ -174,15 +180,16 @@ type Dispatcher struct {
 
 // addWorker makes w the subscription's worker. d.mu is held.
 func (d *Dispatcher) addWorker(id string, w *worker) {
+	w.renewGen = d.renewGen
 	d.workers[id] = w
-	if herald.IsPattern(w.sub.Topic) {
+	if herald.IsPattern(w.topic) {
 		d.patterns[w] = struct{}{}
 		return
 	}
-	set := d.byTopic[w.sub.Topic]
+	set := d.byTopic[w.topic]
 	if set == nil {
 		set = make(map[*worker]struct{})
-		d.byTopic[w.sub.Topic] = set
+		d.byTopic[w.topic] = set
 	}
 	set[w] = struct{}{}
 }
@@ -195,10 +202,10 @@ func (d *Dispatcher) removeWorker(id string, w *worker) {
 	}
 	delete(d.workers, id)
 	delete(d.patterns, w)
-	if set := d.byTopic[w.sub.Topic]; set != nil {
+	if set := d.byTopic[w.topic]; set != nil {
 		delete(set, w)
 		if len(set) == 0 {
-			delete(d.byTopic, w.sub.Topic)
+			delete(d.byTopic, w.topic)
 		}
 	}
 }
@@ -212,7 +219,7 @@ func (d *Dispatcher) matching(topic string, f func(*worker)) {
 		f(w)
 	}
 	for w := range d.patterns {
-		if herald.MatchTopic(w.sub.Topic, topic) {
+		if herald.MatchTopic(w.topic, topic) {
 			f(w)
 		}
 	}
@@ -272,6 +279,9 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	}
 	if cfg.DisableAfter <= 0 {
 		cfg.DisableAfter = herald.DefaultDisableAfter
+	}
+	if cfg.ColdAfter <= 0 {
+		cfg.ColdAfter = 15 * time.Second
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
@@ -372,7 +382,27 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err := d.settler.start(ctx, "settlement writer"); err != nil {
 		return err
 	}
-	return d.life.Start(ctx, "dispatcher", d.manage)
+	return d.life.Start(ctx, "dispatcher", d.manage, d.renewLoop)
+}
+
+// renewLoop renews the node's leases every PollInterval, apart from the
+// manager: a full sync of 100,000 subscriptions takes longer than a lease
+// lasts, and the leases of the workers it already started must not lapse
+// meanwhile (issue 21). Exclusive leases do not lapse: nothing to renew.
+func (d *Dispatcher) renewLoop(ctx context.Context) {
+	if d.cfg.Exclusive {
+		return
+	}
+	renew := time.NewTicker(d.cfg.PollInterval)
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			d.renewLeases(ctx)
+		}
+	}
 }
 
 // Stop stops every worker (each finishes its in-flight sends, up to
@@ -471,19 +501,16 @@ const housekeeping = 15 * time.Second
 
 // manage runs the dispatcher: a full sync at the start, on Rebalance and
 // every ResyncInterval; the subscriptions named by Changed, or due to be
-// looked at again, one by one; lease renewals; housekeeping. Nothing in
-// it costs per subscription and second: at rest, with every worker idle,
-// it renews leases (one store call) and sleeps.
+// looked at again, one by one; housekeeping. Nothing in it costs per
+// subscription and second: at rest, with every worker idle, it sleeps
+// (renewLoop renews the leases, one store call a PollInterval).
 func (d *Dispatcher) manage(ctx context.Context) {
 	full := time.NewTimer(0)
 	defer full.Stop()
-	renew := time.NewTicker(d.cfg.PollInterval)
-	defer renew.Stop()
-	if d.cfg.Exclusive {
-		renew.Stop() // its leases do not lapse
-	}
 	house := time.NewTicker(housekeeping)
 	defer house.Stop()
+	cool := time.NewTicker(d.cfg.ColdAfter)
+	defer cool.Stop()
 	dueTimer := time.NewTimer(time.Hour)
 	defer dueTimer.Stop()
 	for {
@@ -504,10 +531,10 @@ func (d *Dispatcher) manage(ctx context.Context) {
 			full.Reset(d.cfg.ResyncInterval)
 		case <-d.wake:
 		case <-dueTimer.C:
-		case <-renew.C:
-			d.renewLeases(ctx)
 		case <-house.C:
 			d.housekeep(ctx)
+		case <-cool.C:
+			d.coolDown()
 		}
 		d.syncNamed(ctx)
 		if !dueTimer.Stop() {
@@ -596,6 +623,12 @@ func (d *Dispatcher) syncNamed(ctx context.Context) {
 // worker whose lease was not renewed (it lapsed, or a topic deletion
 // fenced its epoch) stops, and its subscription is looked at again.
 func (d *Dispatcher) renewLeases(ctx context.Context) {
+	// Workers added from now on took their leases after the renewal read
+	// them, maybe: only those added before may have lost theirs.
+	d.mu.Lock()
+	d.renewGen++
+	gen := d.renewGen
+	d.mu.Unlock()
 	sent := d.cfg.Now()
 	leases, err := d.store.RenewLeases(ctx, d.cfg.NodeID, sent, d.leaseTTL)
 	if err != nil {
@@ -613,14 +646,27 @@ func (d *Dispatcher) renewLeases(ctx context.Context) {
 	for id, w := range d.workers {
 		if epoch, ok := held[id]; ok && epoch == w.epoch {
 			w.renewed(sent)
-		} else if !w.acquired.After(sent) {
+		} else if w.renewGen < gen && !w.acquired.After(sent) {
 			lost = append(lost, w)
 		}
 	}
 	d.mu.Unlock()
 	for _, w := range lost {
-		d.log.Info("lost dispatch lease", "subscription_id", w.sub.ID)
-		d.stopWorker(w.sub.ID, w)
+		d.log.Info("lost dispatch lease", "subscription_id", w.id)
+		d.stopWorker(w.id, w)
+	}
+}
+
+// coolDown lets the workers parked since its last call go cold.
+func (d *Dispatcher) coolDown() {
+	d.mu.Lock()
+	ws := make([]*worker, 0, len(d.workers))
+	for _, w := range d.workers {
+		ws = append(ws, w)
+	}
+	d.mu.Unlock()
+	for _, w := range ws {
+		w.coolDown()
 	}
 }
 
@@ -664,7 +710,7 @@ func (d *Dispatcher) sync(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	for _, w := range gone {
-		d.stopWorker(w.sub.ID, w)
+		d.stopWorker(w.id, w)
 	}
 	d.mu.Lock()
 	active := len(d.workers)
@@ -711,7 +757,7 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	}
 	want := s.State == herald.StateActive && owns
 	switch {
-	case w != nil && (!want || !w.sub.UpdatedAt.Equal(s.UpdatedAt)):
+	case w != nil && (!want || !w.updatedAt.Equal(s.UpdatedAt)):
 		d.stopWorker(s.ID, w)
 		return nil // its replacement starts once it has exited
 	case w != nil:
@@ -752,41 +798,15 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	nw := newWorker(d, s, ch, f, epoch)
 	nw.acquired = sent
 	nw.renewed(sent)
-	wctx, cancel := context.WithCancel(ctx)
-	nw.cancel = cancel
 	d.mu.Lock()
 	d.addWorker(s.ID, nw)
 	d.mu.Unlock()
-	// The closures name the id alone: capturing s would keep a second
-	// copy of the subscription on the heap beside the worker's, for as
-	// long as the worker lives (parked ones included).
-	id := nw.sub.ID
-	nw.onExit = func() {
-		d.mu.Lock()
-		d.removeWorker(id, nw)
-		if nw.reason != "" {
-			// Ended on its own (the channel did not open, the lease may
-			// have lapsed): try again shortly.
-			d.lookAt(id, d.cfg.Now().Add(d.cfg.PollInterval))
-		}
-		d.mu.Unlock()
-		// A replacement may be waiting for this worker to exit.
-		d.look(id)
-	}
-	nw.resume = func() bool {
-		return d.life.Go(func(context.Context) {
-			d.running.Add(1)
-			defer d.running.Add(-1)
-			nw.proceed(wctx)
-		})
-	}
-	started := d.life.Go(func(context.Context) {
+	started := d.life.Go(func(ctx context.Context) {
 		d.running.Add(1)
 		defer d.running.Add(-1)
-		nw.run(wctx)
+		nw.run(ctx)
 	})
 	if !started { // stopping: give the lease back
-		cancel()
 		d.mu.Lock()
 		d.removeWorker(s.ID, nw)
 		d.mu.Unlock()
@@ -795,6 +815,30 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 	}
 	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", epoch)
 	return nil
+}
+
+// resumeWorker runs a parked worker again, in a new goroutine; false when
+// the dispatcher is stopping (Stop then ends the parked worker).
+func (d *Dispatcher) resumeWorker(w *worker) bool {
+	return d.life.Go(func(ctx context.Context) {
+		d.running.Add(1)
+		defer d.running.Add(-1)
+		w.proceed(ctx)
+	})
+}
+
+// workerExited runs once a worker has ended for good.
+func (d *Dispatcher) workerExited(w *worker) {
+	d.mu.Lock()
+	d.removeWorker(w.id, w)
+	if w.reason != "" {
+		// Ended on its own (the channel did not open, the lease may
+		// have lapsed): try again shortly.
+		d.lookAt(w.id, d.cfg.Now().Add(d.cfg.PollInterval))
+	}
+	d.mu.Unlock()
+	// A replacement may be waiting for this worker to exit.
+	d.look(w.id)
 }
 
 // stopWorker tells a worker to stop without waiting for it: it may take up

@@ -1,21 +1,23 @@
 package engine_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/webhook"
 )
 
 // An idle subscription costs nothing: once its events are delivered and
-// settled, its worker parks (no goroutine), holds no timer and never wakes
-// up until something happens to it (issue 21). The dispatcher counts its workers' wake-ups;
+// settled, its worker parks (no goroutine), holds no timer, keeps only its
+// cursors and never wakes up until something happens to it (issue 21). The dispatcher counts its workers' wake-ups;
 // at rest the count stands still, whatever the number of subscriptions.
 func TestIdleSubscriptionsDoNotWakeUp(t *testing.T) {
 	t.Parallel()
-	e := startEnv(t, dbPath(t))
+	e := startEnv(t, dbPath(t), func(c *engine.DispatcherConfig) { c.ColdAfter = 50 * time.Millisecond })
 	r := newReceiver(t, nil)
 	const subs, topics = 100, 10
 	for i := range topics {
@@ -45,6 +47,9 @@ func TestIdleSubscriptionsDoNotWakeUp(t *testing.T) {
 	}
 	// Caught up, each worker parked: no goroutine for an idle one.
 	waitFor(t, "every worker parked", 10*time.Second, func() bool { return e.dispatcher.Running() == 0 })
+	// And cold, soon: a parked webhook subscription keeps its cursors,
+	// not its worker's state (sink, filter, subscription, context).
+	waitFor(t, "every parked worker cold", 20*time.Second, func() bool { return e.dispatcher.Cold() == subs })
 	// A window of several poll intervals and settle intervals (50 ms and
 	// 5 ms here): a worker with a timer of its own would wake in it.
 	before := e.dispatcher.Wakeups()
@@ -56,4 +61,44 @@ func TestIdleSubscriptionsDoNotWakeUp(t *testing.T) {
 	// And they are woken by what concerns them: one event, one topic.
 	e.publish("idle.3", 1, nil)
 	waitFor(t, "the new event delivered", 20*time.Second, func() bool { _, n := r.count(); return n == subs+subs/topics })
+}
+
+// A subscription parked cold is the same subscription when it wakes: a
+// change made while it was cold (a new URL, a pause) is what the next
+// event meets, and a deletion ends it.
+func TestColdSubscriptionWakesAsStored(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, dbPath(t), func(c *engine.DispatcherConfig) { c.ColdAfter = 20 * time.Millisecond })
+	e.topic("cold")
+	first, second := newReceiver(t, nil), newReceiver(t, nil)
+	s := e.subscribe(herald.Subscription{Topic: "cold", Config: hookConfig(first.URL)})
+	first.secret = secretOf(s)
+	e.publish("cold", 1, nil)
+	waitFor(t, "the first event delivered", 20*time.Second, func() bool { _, n := first.count(); return n == 1 })
+	waitFor(t, "the worker cold", 20*time.Second, func() bool { return e.dispatcher.Cold() == 1 })
+
+	// Woken from cold by a commit: delivered from its cursor, once.
+	e.publish("cold", 2, nil)
+	waitFor(t, "two more delivered", 20*time.Second, func() bool { _, n := first.count(); return n == 3 })
+	waitFor(t, "the worker cold again", 20*time.Second, func() bool { return e.dispatcher.Cold() == 1 })
+
+	// Changed while cold: the next events go to the new URL only.
+	e.change(s.ID, func(s *herald.Subscription) {
+		s.Config = webhook.Config{URL: second.URL, Secret: first.secret}.Encode()
+		s.UpdatedAt = time.Now().UTC() // as the API does
+	})
+	second.secret = first.secret
+	e.publish("cold", 1, nil)
+	waitFor(t, "the event at the new URL", 20*time.Second, func() bool { _, n := second.count(); return n == 1 })
+	if _, n := first.count(); n != 3 {
+		t.Fatalf("the old URL got %d events, want 3", n)
+	}
+
+	// Deleted while cold: the worker ends and gives its lease back.
+	waitFor(t, "the new worker cold", 20*time.Second, func() bool { return e.dispatcher.Cold() == 1 })
+	if err := e.store.DeleteSubscription(context.Background(), s.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.dispatcher.Changed(s.ID)
+	waitFor(t, "the worker gone", 20*time.Second, func() bool { return e.dispatcher.Dispatching() == 0 })
 }

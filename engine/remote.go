@@ -46,13 +46,13 @@ func (d *Dispatcher) OnTopicDeleted(topic string) {
 	})
 	for _, w := range stop {
 		w.topicDeleted(topic)
-		d.removeWorker(w.sub.ID, w)
-		d.stopping[w.sub.ID] = w
+		d.removeWorker(w.id, w)
+		d.stopping[w.id] = w
 	}
 	for _, w := range d.stopping {
 		// Already stopping for another reason: its final settlement must
 		// leave the topic out too.
-		if herald.MatchTopic(w.sub.Topic, topic) {
+		if herald.MatchTopic(w.topic, topic) {
 			w.topicDeleted(topic)
 		}
 	}
@@ -98,6 +98,23 @@ func (d *Dispatcher) Listener() Listener {
 			}
 		},
 	}
+}
+
+// Cold returns how many of the subscriptions this node dispatches are
+// parked cold: caught up, with no goroutine, sink or live state, only
+// their cursors (see worker.tryPark).
+func (d *Dispatcher) Cold() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, w := range d.workers {
+		w.parkMu.Lock()
+		if w.parked && w.live == nil {
+			n++
+		}
+		w.parkMu.Unlock()
+	}
+	return n
 }
 
 // Dispatching returns how many subscriptions this node runs a worker for,

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,38 +25,80 @@ import (
 // writes cursors, retries, dead letters and attempts in settlements shared
 // with every other worker.
 //
-// All state below is owned by the run goroutine; send goroutines only
+// A worker is small at rest: what it needs while it runs (the
+// subscription, its sink, filter, positions, pending settlement) is its
+// live state, which a caught-up worker drops when it parks cold (see
+// goCold), keeping only its cursors, and builds again when something
+// wakes it (warm). A node with 100,000 idle subscriptions holds 100,000 of
+// these records, not 100,000 workers (issue 21).
+//
+// The live state is owned by the run goroutine; send goroutines only
 // deliver and report on results.
 type worker struct {
-	d       *Dispatcher
-	sub     herald.Subscription // fixed for the worker's life; a change restarts it
-	channel channel.Channel
-	sink    channel.Sink // opened by run once the worker starts, closed when it ends
-	batch   batcher      // when the sink takes batches: see batch.go
-	filter  *filter.Filter
-	epoch   int64
-	log     *slog.Logger
+	d         *Dispatcher
+	id        string // the subscription's
+	topic     string // its topic or pattern
+	epoch     int64
+	updatedAt time.Time // the subscription's UpdatedAt when it started: a change restarts it
 
-	ctx     context.Context // the run context, for sends started from handle
-	wake    chan struct{}   // cap 1: there may be new events or due retries
+	wake    chan struct{} // cap 1: there may be new events or due retries
 	headMu  sync.Mutex
 	heads   map[string]int64 // topic -> newest committed seq, from the commit hook
 	gone    map[string]bool  // topics deleted, from the dispatcher (under headMu)
 	anyGone atomic.Bool      // gone is not empty: spares the loop the lock
-	results chan sendResult
-	cancel  context.CancelFunc // stops the run loop
 	exited  chan struct{}
 
 	// A caught-up worker parks: its goroutine ends and its state waits
 	// here, costing no stack, until a poke resumes it in a new goroutine
-	// (resume, set by the dispatcher; false when the dispatcher is
-	// stopping, which then ends parked workers itself). onExit runs once,
-	// when the worker has ended for good.
-	parkMu sync.Mutex
-	parked bool
-	resume func() bool
-	onExit func()
-	reason string // why the worker ended on its own, for logs
+	// (Dispatcher.resumeWorker; not when the dispatcher is stopping,
+	// which then ends parked workers itself). Dispatcher.workerExited
+	// runs once, when the worker has ended for good. parkMu also guards
+	// live and its cancel against stop.
+	parkMu  sync.Mutex
+	parked  bool
+	cooling bool        // parked warm since the last coolDown
+	stopReq atomic.Bool // stop was called
+	reason  string      // why the worker ended on its own, for logs
+
+	// leaseEnd is when the lease may lapse, by this node's clock, as a
+	// duration since d.clockBase; see leaseHeld. Written by the
+	// dispatcher at each renewal, read before each send.
+	leaseEnd atomic.Int64
+	acquired time.Time // when its lease was acquired (the request sent)
+	renewGen int64     // the dispatcher's renewGen when the worker was added
+
+	lag atomic.Int64 // events read-behind over all topics, for the metrics
+
+	// recheck asks the worker to read its retry set again: the API
+	// changed it (a replay), which the worker would not otherwise poll.
+	recheck atomic.Bool
+
+	rejects int // Rejected results since the last delivery (see DisableAfterRejects)
+
+	// coldAt holds the cursors of a worker parked cold (live is nil): at
+	// rest each topic is settled and written up to its head.
+	coldAt []herald.Cursor
+
+	*live // nil while parked cold
+}
+
+// live is a worker's state while it runs (or is parked warm). Its fields
+// are the worker's through the embedding.
+type live struct {
+	sub     herald.Subscription // fixed for the worker's life; a change restarts it
+	channel channel.Channel
+	sink    channel.Sink // opened by run once the worker starts, closed when it ends or parks cold
+	batch   batcher      // when the sink takes batches: see batch.go
+	filter  *filter.Filter
+	log     *slog.Logger
+
+	// ctx is the run's context, for sends started from handle; cancel
+	// (under parkMu) ends it. A child of the dispatcher's, made by
+	// setContext for each live state: a parked cold worker holds none.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	results chan sendResult
 
 	topics   map[string]*topicPos
 	names    []string        // topic names, for round robin
@@ -63,7 +106,6 @@ type worker struct {
 	rr       int
 	inflight int
 	sends    sync.WaitGroup
-	rejects  int // Rejected results since the last delivery (see DisableAfterRejects)
 
 	// retrying holds retries in flight, and retries whose outcome is in the
 	// pending settlement: the store still shows those rows as due until
@@ -86,24 +128,13 @@ type worker struct {
 
 	slot slotKey // whose share of the dispatcher's send slots a send takes
 
-	// leaseEnd is when the lease may lapse, by this node's clock, as a
-	// duration since d.clockBase; see leaseHeld. Written by the
-	// dispatcher at each renewal, read before each send.
-	leaseEnd atomic.Int64
-	lapsed   bool // a send found the lease may have lapsed
-
-	lag atomic.Int64 // events read-behind over all topics, for the metrics
-
-	// recheck asks the worker to read its retry set again: the API
-	// changed it (a replay), which the worker would not otherwise poll.
-	recheck atomic.Bool
+	lapsed bool // a send found the lease may have lapsed
 
 	flushStarted time.Time // when the last settlement write began
-	acquired     time.Time // when its lease was acquired (the request sent)
 
 	pending      herald.Settlement
 	flushing     bool              // a settlement write is under way
-	flushDone    chan *flushResult // its outcome (cap 1; a pointer keeps a parked worker's buffer small)
+	flushDone    chan *flushResult // its outcome (cap 1)
 	failingSince time.Time
 	lastSuccess  time.Time
 	stopped      bool // the subscription was disabled by this worker
@@ -164,41 +195,51 @@ func (p *topicPos) settle(seq int64) {
 
 func newWorker(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *filter.Filter, epoch int64) *worker {
 	w := &worker{
-		d:        d,
-		sub:      sub,
-		filter:   f,
-		epoch:    epoch,
-		log:      d.log.With("subscription_id", sub.ID),
-		wake:     make(chan struct{}, 1),
-		exited:   make(chan struct{}),
-		topics:   make(map[string]*topicPos),
-		retrying: make(map[evRef]struct{}),
+		d:         d,
+		id:        sub.ID,
+		topic:     sub.Topic,
+		updatedAt: sub.UpdatedAt,
+		epoch:     epoch,
+		wake:      make(chan struct{}, 1),
+		exited:    make(chan struct{}),
+	}
+	w.live = newLive(d, sub, ch, f)
+	return w
+}
 
+// newLive returns the live state of a worker of sub, with no topics yet.
+func newLive(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *filter.Filter) *live {
+	l := &live{
+		sub:       sub,
+		filter:    f,
+		log:       d.log.With("subscription_id", sub.ID),
+		topics:    make(map[string]*topicPos),
+		retrying:  make(map[evRef]struct{}),
 		flushDone: make(chan *flushResult, 1),
 		channel:   ch,
 		slot:      subSlot(sub.ID, ch.Destination(sub.Config)),
 	}
 	if sub.Ordered {
-		w.chain = make(map[herald.RetryKey]int)
-		w.keyBusy = make(map[herald.RetryKey]bool)
-		w.held = make(map[herald.RetryKey][]*herald.Event)
-		w.startRows = make(map[evRef]struct{})
+		l.chain = make(map[herald.RetryKey]int)
+		l.keyBusy = make(map[herald.RetryKey]bool)
+		l.held = make(map[herald.RetryKey][]*herald.Event)
+		l.startRows = make(map[evRef]struct{})
 	}
 	if sub.RateLimit > 0 {
-		w.limiter = rate.NewLimiter(rate.Limit(sub.RateLimit), max(1, int(sub.RateLimit/10)))
+		l.limiter = rate.NewLimiter(rate.Limit(sub.RateLimit), max(1, int(sub.RateLimit/10)))
 	}
-	w.failingSince = sub.FailingSince
-	w.failingStored = !sub.FailingSince.IsZero()
-	return w
+	l.failingSince = sub.FailingSince
+	l.failingStored = !sub.FailingSince.IsZero()
+	return l
 }
 
 // poke wakes the worker without blocking, resuming it if it is parked.
 func (w *worker) poke() {
 	w.parkMu.Lock()
-	if w.parked && w.resume != nil {
+	if w.parked {
 		w.parked = false
 		w.parkMu.Unlock()
-		if !w.resume() {
+		if !w.d.resumeWorker(w) {
 			w.parkMu.Lock()
 			w.parked = true // the dispatcher is stopping: Stop ends it
 			w.parkMu.Unlock()
@@ -215,22 +256,169 @@ func (w *worker) poke() {
 // stop ends the worker: a running one at its next turn, a parked one
 // once resumed to end.
 func (w *worker) stop() {
-	w.cancel()
+	w.stopReq.Store(true)
+	var cancel context.CancelFunc
+	w.parkMu.Lock()
+	if w.live != nil {
+		cancel = w.live.cancel
+	}
+	w.parkMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	w.poke()
 }
 
+// setContext gives the live state its context, a child of parent (the
+// dispatcher's), ended at once if the worker was told to stop.
+func (w *worker) setContext(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	w.parkMu.Lock()
+	w.live.ctx, w.live.cancel = ctx, cancel
+	w.parkMu.Unlock()
+	if w.stopReq.Load() {
+		cancel()
+	}
+}
+
 // tryPark parks the worker unless a poke is waiting or it is stopping.
+// It parks warm, with its live state: one that stays parked long enough
+// goes cold (see coolDown).
 func (w *worker) tryPark(ctx context.Context) bool {
 	w.parkMu.Lock()
 	defer w.parkMu.Unlock()
-	if len(w.wake) > 0 || ctx.Err() != nil || w.resume == nil {
+	if len(w.wake) > 0 || ctx.Err() != nil {
 		return false
 	}
 	w.parked = true
+	w.cooling = false
 	// Nothing is in flight: the result channel (max-in-flight results) is
 	// made again by the next send. A parked worker keeps its state only.
 	w.results = nil
 	return true
+}
+
+// coolDown drops the live state of a worker parked warm since the last
+// call, if it may go cold (see mayGoCold), and closes its sink: warm
+// builds them again when the worker is woken. A worker that parks between
+// events a second apart stays warm, so a busy subscription is not read
+// again from the store at every event; an idle one goes cold within two
+// ColdAfter periods. It reports whether the worker went cold.
+func (w *worker) coolDown() bool {
+	w.parkMu.Lock()
+	if !w.parked || w.live == nil {
+		w.parkMu.Unlock()
+		return false
+	}
+	if !w.cooling || !w.mayGoCold() {
+		w.cooling = true
+		w.parkMu.Unlock()
+		return false
+	}
+	sink, log, cancel := w.sink, w.log, w.cancel
+	w.coldAt = w.restingCursors()
+	w.live = nil
+	w.parkMu.Unlock()
+	cancel() // nothing runs under it any more
+	if sink != nil {
+		// Another goroutine may be warming the worker already: only the
+		// old sink is touched here.
+		closeSink(sink, log, w.d.cfg.DrainTimeout)
+	}
+	return true
+}
+
+// mayGoCold reports whether the worker may drop its live state when it
+// parks: its sink is Parkable and nothing else in its state outlives a
+// restart unchanged (an ordered subscription's chains, a rate limiter's
+// tokens, topics deleted under it), so that warm makes the same worker
+// again from the store's copy of the subscription and the cursors.
+func (w *worker) mayGoCold() bool {
+	if w.sub.Ordered || w.limiter != nil || len(w.deleted) > 0 || w.batching() {
+		return false
+	}
+	_, ok := w.sink.(channel.Parkable)
+	return ok
+}
+
+// restingCursors are the worker's positions at rest: settled and written
+// up to each topic's head.
+func (w *worker) restingCursors() []herald.Cursor {
+	if len(w.topics) == 0 {
+		return nil
+	}
+	cs := make([]herald.Cursor, 0, len(w.topics))
+	for _, name := range w.names {
+		if p := w.topics[name]; p != nil {
+			cs = append(cs, herald.Cursor{Topic: name, Seq: p.durable})
+		}
+	}
+	return cs
+}
+
+// warm builds the live state of a worker parked cold, as it resumes: the
+// subscription as stored (unchanged since the worker started, or it ends
+// to be restarted), its filter, a new sink and the cursors it parked at.
+// It returns false when the worker must end instead, with w.reason set
+// when the subscription should be tried again shortly.
+func (w *worker) warm(ctx context.Context) bool {
+	d := w.d
+	if w.stopReq.Load() {
+		return false
+	}
+	s, err := d.store.GetSubscription(ctx, w.id)
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case herald.IsCode(err, herald.CodeNotFound):
+		return false // deleted: the dispatcher looks at it as the worker exits
+	case err != nil:
+		w.reason = "the subscription could not be read"
+		d.log.Warn("dispatcher could not resume the subscription; trying again at the next poll", "subscription_id", w.id, "err", err)
+		return false
+	case s.State != herald.StateActive || !s.UpdatedAt.Equal(w.updatedAt):
+		return false // changed: its new worker starts once this one has exited
+	}
+	f, err := filter.Parse(s.Filter)
+	if err != nil {
+		w.reason = "the stored filter did not parse"
+		d.log.Error("dispatcher could not resume the subscription", "subscription_id", w.id, "err", err)
+		return false
+	}
+	ch, err := d.channels.Get(cmp.Or(s.Channel, herald.ChannelWebhook))
+	if err != nil {
+		w.reason = "the channel is not offered"
+		d.log.Error("dispatcher could not resume the subscription", "subscription_id", w.id, "err", err)
+		return false
+	}
+	l := newLive(d, s, ch, f)
+	if l.sink, err = ch.Open(ctx, &l.sub); err != nil {
+		if ctx.Err() == nil {
+			w.reason = "the channel could not open"
+			l.log.Error("dispatcher could not open the subscription's channel; trying again at the next poll", "channel", ch.Name(), "err", err)
+		}
+		return false
+	}
+	w.parkMu.Lock()
+	w.live = l
+	w.parkMu.Unlock()
+	w.setContext(ctx)
+	for _, c := range w.coldAt {
+		w.addTopic(c.Topic, c.Seq)
+	}
+	w.coldAt = nil
+	w.useBatches()
+	return true
+}
+
+// endCold ends a worker parked cold, or one that could not warm: it has
+// nothing in flight or pending and no sink; its lease is released.
+func (w *worker) endCold() {
+	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
+	_ = w.d.store.ReleaseLease(ctx, w.id, w.d.cfg.NodeID, w.epoch)
+	cancel()
+	close(w.exited)
+	w.d.workerExited(w)
 }
 
 // isParked reports whether the worker is parked.
@@ -261,8 +449,9 @@ func (w *worker) window() int { return max(1024, 64*w.sub.MaxInFlight, 2*w.capac
 
 // run starts the worker: it loads its state, opens its sink and runs
 // until it parks or ends.
-func (w *worker) run(ctx context.Context) {
-	w.ctx = ctx
+func (w *worker) run(parent context.Context) {
+	w.setContext(parent)
+	ctx := w.ctx
 	if err := w.load(ctx); err != nil {
 		if ctx.Err() == nil {
 			w.log.Error("dispatcher could not start", "err", err)
@@ -281,13 +470,17 @@ func (w *worker) run(ctx context.Context) {
 	}
 	w.sink = sink
 	w.useBatches()
-	w.proceed(ctx)
+	w.proceed(parent)
 }
 
 // proceed runs the worker's loop, in a new goroutine each time it resumes
 // from parking, and ends the worker when the loop ends other than parked.
-func (w *worker) proceed(ctx context.Context) {
-	if w.loop(ctx) {
+func (w *worker) proceed(parent context.Context) {
+	if w.live == nil && !w.warm(parent) {
+		w.endCold()
+		return
+	}
+	if w.loop(w.ctx) {
 		return // parked: a poke resumes it
 	}
 	w.end()
@@ -302,17 +495,17 @@ func (w *worker) end() {
 	w.finish()
 	w.closeSink()
 	close(w.exited)
-	if w.onExit != nil {
-		w.onExit()
-	}
+	w.d.workerExited(w)
 }
 
 // endParked ends a parked worker as the dispatcher stops: it has nothing
 // in flight or pending, so it only closes its sink; its lease is released
 // with the node's others (see Dispatcher.Stop).
 func (w *worker) endParked() {
-	w.cancel()
-	w.closeSink()
+	if w.live != nil {
+		w.cancel()
+		w.closeSink()
+	}
 	close(w.exited)
 }
 
@@ -854,9 +1047,12 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 		w.results = make(chan sendResult, max(w.sub.MaxInFlight, 1))
 	}
 	results := w.results
-	w.sends.Add(1)
+	// The worker may park cold and drop its live state as soon as it has
+	// the result: what runs after the send names the state it began with.
+	l := w.live
+	l.sends.Add(1)
 	w.d.senders.Go(func() {
-		defer w.sends.Done()
+		defer l.sends.Done()
 		results <- w.deliver(ctx, ev, attempt, fromRetry)
 	})
 }
@@ -885,13 +1081,16 @@ func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fro
 
 // closeSink closes the channel's sink, if run opened one.
 func (w *worker) closeSink() {
-	if w.sink == nil {
-		return
+	if w.sink != nil {
+		closeSink(w.sink, w.log, w.d.cfg.DrainTimeout)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
+}
+
+func closeSink(sink channel.Sink, log *slog.Logger, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := w.sink.Close(ctx); err != nil {
-		w.log.Warn("close the subscription's channel", "channel", w.channel.Name(), "err", err)
+	if err := sink.Close(ctx); err != nil {
+		log.Warn("close the subscription's channel", "err", err)
 	}
 }
 

@@ -365,6 +365,9 @@ func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) heral
 // Close releases nothing: connections belong to the shared Sender.
 func (s *sink) Close(context.Context) error { return nil }
 
+// Parkable: a sink is its subscription's config, parsed (channel.Parkable).
+func (s *sink) Parkable() {}
+
 // Verify sends the subscription's verification challenge: a signed POST
 // of {"type":"herald.verification","subscription_id":...,"challenge":...}.
 // It is Delivered only when the endpoint answers 2xx with a JSON body whose
