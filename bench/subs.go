@@ -64,8 +64,11 @@ type SubsReport struct {
 	Create SubsOps `json:"create"`
 	// ReadySeconds is how long after the last create the server
 	// dispatched every subscription (its herald_dispatch_subscriptions).
-	ReadySeconds float64  `json:"ready_seconds"`
-	Idle         SubsIdle `json:"idle"`
+	ReadySeconds float64 `json:"ready_seconds"`
+	// ColdSeconds is how long after that every subscription's worker was
+	// parked cold (herald_dispatch_cold), when the server says.
+	ColdSeconds float64  `json:"cold_seconds,omitempty"`
+	Idle        SubsIdle `json:"idle"`
 	// Churn: one more subscription each, at the full count.
 	Churn  map[string]SubsOps `json:"churn,omitempty"`
 	FanOut *SubsFanOut        `json:"fan_out,omitempty"`
@@ -195,6 +198,29 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Idle workers go cold a while after they park: watch the server
+	// once they have (if it says).
+	ready := time.Now()
+	for {
+		n, ok := metricValue(ctx, cfg.Server, "herald_dispatch_cold")
+		if !ok {
+			break
+		}
+		if n >= float64(cfg.Subs) {
+			rep.ColdSeconds = time.Since(ready).Seconds()
+			cfg.progress("all %d cold %.1f s later", cfg.Subs, rep.ColdSeconds)
+			break
+		}
+		if time.Since(ready) > cfg.Timeout {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("only %.0f of %d subscriptions cold %s after they were dispatched", n, cfg.Subs, cfg.Timeout))
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	select {
@@ -391,7 +417,7 @@ func (r *SubsReport) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "%-14s %.0f/s  p50 %s  p99 %s  max %s  failed %d\n", name, o.PerSec, ms(o.Latency.P50), ms(o.Latency.P99), ms(o.Latency.Max), o.Failed)
 	}
 	ops("create", r.Create)
-	fmt.Fprintf(&b, "ready          all dispatched %.1f s after the last create\n", r.ReadySeconds)
+	fmt.Fprintf(&b, "ready          all dispatched %.1f s after the last create; all cold %.1f s later\n", r.ReadySeconds, r.ColdSeconds)
 	fmt.Fprintf(&b, "idle           %.1f %% of a core over %.0f s; RSS %s (%s before; %.1f KiB per subscription); goroutines %d\n",
 		100*r.Idle.CPUCores, r.Idle.Seconds, mib(r.Idle.RSSBytes), mib(r.Idle.RSSBeforeBytes), r.Idle.BytesPerSub/1024, r.Idle.Goroutines)
 	for _, k := range []string{"create", "pause", "resume", "delete"} {

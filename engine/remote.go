@@ -102,20 +102,8 @@ func (d *Dispatcher) Listener() Listener {
 
 // Cold returns how many of the subscriptions this node dispatches are
 // parked cold: caught up, with no goroutine, sink or live state, only
-// their cursors (see worker.tryPark).
-func (d *Dispatcher) Cold() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, w := range d.workers {
-		w.parkMu.Lock()
-		if w.parked && w.live == nil {
-			n++
-		}
-		w.parkMu.Unlock()
-	}
-	return n
-}
+// their cursors (see worker.coolDown).
+func (d *Dispatcher) Cold() int { return int(d.cold.Load()) }
 
 // Dispatching returns how many subscriptions this node runs a worker for,
 // each under a dispatch lease it holds.

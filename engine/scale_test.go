@@ -29,7 +29,11 @@ func TestScaleParkedMemory(t *testing.T) {
 	if dsn := os.Getenv("HERALD_SCALE_POSTGRES"); dsn != "" {
 		path = dsn
 	}
-	e := startEnv(t, path, func(c *engine.DispatcherConfig) { c.PollInterval = time.Second; c.LeaseTTL = 10 * time.Second; c.ColdAfter = 100 * time.Millisecond })
+	e := startEnv(t, path, func(c *engine.DispatcherConfig) {
+		c.PollInterval = time.Second
+		c.LeaseTTL = 10 * time.Second
+		c.ColdAfter = 100 * time.Millisecond
+	})
 	r := newReceiver(t, nil)
 	r.secret = webhook.NewSecret()
 	e.topic("scale")

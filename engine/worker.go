@@ -318,6 +318,7 @@ func (w *worker) coolDown() bool {
 	sink, log, cancel := w.sink, w.log, w.cancel
 	w.coldAt = w.restingCursors()
 	w.live = nil
+	w.d.cold.Add(1)
 	w.parkMu.Unlock()
 	cancel() // nothing runs under it any more
 	if sink != nil {
@@ -401,6 +402,7 @@ func (w *worker) warm(ctx context.Context) bool {
 	}
 	w.parkMu.Lock()
 	w.live = l
+	w.d.cold.Add(-1)
 	w.parkMu.Unlock()
 	w.setContext(ctx)
 	for _, c := range w.coldAt {
@@ -414,6 +416,7 @@ func (w *worker) warm(ctx context.Context) bool {
 // endCold ends a worker parked cold, or one that could not warm: it has
 // nothing in flight or pending and no sink; its lease is released.
 func (w *worker) endCold() {
+	w.d.cold.Add(-1)
 	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
 	_ = w.d.store.ReleaseLease(ctx, w.id, w.d.cfg.NodeID, w.epoch)
 	cancel()
@@ -505,6 +508,8 @@ func (w *worker) endParked() {
 	if w.live != nil {
 		w.cancel()
 		w.closeSink()
+	} else {
+		w.d.cold.Add(-1)
 	}
 	close(w.exited)
 }
