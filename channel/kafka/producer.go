@@ -2,11 +2,14 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,11 +24,28 @@ import (
 // whose config has the same poolKey. Its fields are fixed once made.
 type producer struct {
 	cl *kgo.Client
-	// lastDial is the newest failure to connect to a broker, nil once a
-	// connection succeeds: a record that times out while the brokers
-	// cannot be reached reports why (connection refused, DNS, refused
-	// destination) instead of a bare timeout.
+	// lastDial is the newest failure to connect to a broker, dial or
+	// login (TLS, SASL), nil once a connection succeeds: a record that
+	// times out while the brokers cannot be reached reports why
+	// (connection refused, DNS, refused destination, a refused login)
+	// instead of a bare timeout.
 	lastDial atomic.Pointer[dialFailure]
+}
+
+var _ kgo.HookBrokerConnect = (*producer)(nil)
+
+// OnBrokerConnect notes how the newest connection attempt ended: franz-go
+// calls it once the dial and the connection's initialization (API
+// versions, the SASL exchange) are over, with the first error of either.
+func (p *producer) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err == nil {
+		p.lastDial.Store(nil)
+		return
+	}
+	if f := p.lastDial.Load(); f != nil && errors.Is(f.err, err) {
+		return // the dialer's failure, already noted with its address
+	}
+	p.lastDial.Store(&dialFailure{fmt.Errorf("connect to %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)})
 }
 
 type dialFailure struct{ err error }
@@ -65,6 +85,7 @@ func (c *Channel) options(cfg Config, p *producer) ([]kgo.Opt, error) {
 		kgo.AllowAutoTopicCreation(),
 		kgo.ProducerBatchCompression(codec(cfg.Compression)),
 		kgo.WithLogger(kgoLogger{c.log}),
+		kgo.WithHooks(p),
 	}
 	tc, err := cfg.TLSOptions.Config()
 	if err != nil {
@@ -77,8 +98,7 @@ func (c *Channel) options(cfg Config, p *producer) ([]kgo.Opt, error) {
 			p.lastDial.Store(&dialFailure{fmt.Errorf("dial %s: %w", addr, err)})
 			return nil, err
 		}
-		p.lastDial.Store(nil)
-		return conn, nil
+		return conn, nil // a login may still fail: OnBrokerConnect says
 	}))
 	if cfg.SASLMechanism != "" {
 		opts = append(opts, kgo.SASL(Mechanism(cfg)))

@@ -267,16 +267,26 @@ func (s *sink) reason(err error) (string, string) {
 	var ke *kerr.Error
 	switch {
 	case errors.As(err, &ke):
-		return "kafka-" + strings.ReplaceAll(strings.ToLower(ke.Message), "_", "-"), ke.Description
+		return kafkaReason(ke), ke.Description
 	case errors.Is(err, context.Canceled):
 		return channel.ReasonCanceled, err.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kgo.ErrRecordTimeout):
 		if f := s.p.lastDial.Load(); f != nil {
-			return netReason(f.err), "no broker could be reached before the timeout: " + f.err.Error()
+			reason := netReason(f.err)
+			if errors.As(f.err, &ke) {
+				reason = kafkaReason(ke) // the broker refused the login
+			}
+			return reason, "no broker could be reached before the timeout: " + f.err.Error()
 		}
 		return channel.ReasonTimeout, "the brokers did not acknowledge the records within the subscription's timeout"
 	}
 	return netReason(err), err.Error()
+}
+
+// kafkaReason is the reason of an error the broker answered:
+// "kafka-" and its name, "kafka-sasl-authentication-failed".
+func kafkaReason(ke *kerr.Error) string {
+	return "kafka-" + strings.ReplaceAll(strings.ToLower(ke.Message), "_", "-")
 }
 
 // netReason is channel.NetReason, network-error when it has none.
