@@ -66,9 +66,16 @@ func (p *principal) subject() string {
 	return p.keyID
 }
 
+// principalFrom returns the caller authenticate established, or one a
+// handler set under principalKey for what it calls (push registration).
 func principalFrom(ctx context.Context) *principal {
-	p, _ := ctx.Value(principalKey).(*principal)
-	return p
+	if p, ok := ctx.Value(principalKey).(*principal); ok {
+		return p
+	}
+	if st := requestStateFrom(ctx); st != nil {
+		return st.principal
+	}
+	return nil
 }
 
 // errBadCredentials is the single answer to any unusable key: unknown,
@@ -90,6 +97,11 @@ func (s *Server) authenticate(acc access, next http.Handler) http.Handler {
 		}
 		if err != nil {
 			writeProblem(w, r, s.log, err)
+			return
+		}
+		if st := requestStateFrom(r.Context()); st != nil {
+			st.principal = p // no second copy of the request
+			next.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))

@@ -16,9 +16,24 @@ import (
 type ctxKey int
 
 const (
-	requestIDKey ctxKey = iota
+	requestStateKey ctxKey = iota
 	principalKey
 )
+
+// requestState is what the middleware learns of a request: its id, and the
+// caller once authenticate has established it. It sits in the request's
+// context under one key, so a request costs one context value and one copy
+// of the *http.Request however many facts the middleware adds (issue 20:
+// each r.WithContext copies the whole request).
+type requestState struct {
+	id        string
+	principal *principal // set by authenticate before the route's handler runs
+}
+
+func requestStateFrom(ctx context.Context) *requestState {
+	st, _ := ctx.Value(requestStateKey).(*requestState)
+	return st
+}
 
 // maxRequestIDLen bounds a request id taken from the caller.
 const maxRequestIDLen = 128
@@ -31,8 +46,8 @@ func (s *Server) withRequestID(next http.Handler) http.Handler {
 		if !saneRequestID(id) {
 			id = herald.NewID(s.now())
 		}
-		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+		w.Header()["X-Request-Id"] = []string{id} // canonical already: no Set
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestStateKey, &requestState{id: id})))
 	})
 }
 
@@ -53,8 +68,10 @@ func saneRequestID(id string) bool {
 }
 
 func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if st := requestStateFrom(ctx); st != nil {
+		return st.id
+	}
+	return ""
 }
 
 // trackBody notes whether the request body is read to its end, so that a

@@ -63,7 +63,7 @@ func TestWriteProblem(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	request := func(ctx context.Context) *http.Request {
-		r := httptest.NewRequestWithContext(context.WithValue(ctx, requestIDKey, "rid-1"), "GET", "/v1/x", nil)
+		r := httptest.NewRequestWithContext(context.WithValue(ctx, requestStateKey, &requestState{id: "rid-1"}), "GET", "/v1/x", nil)
 		return r
 	}
 
