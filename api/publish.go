@@ -1,11 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +37,48 @@ type publishResultJSON struct {
 	// DeliverAt is set for an event accepted for later (202): it joins
 	// its topic's log, with Seq, at this time.
 	DeliverAt string `json:"deliver_at,omitempty"`
+}
+
+// appendJSON appends out as marshalJSON encodes it, written by hand: it is
+// the answer to every single publish, and encoding/json's reflection and
+// buffers were ~2% of the server's CPU per event under delivery (issue 20).
+func (out *publishResultJSON) appendJSON(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, out.ID)
+	b = append(b, `,"topic":`...)
+	b = appendJSONString(b, out.Topic)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, out.Seq, 10)
+	b = append(b, `,"duplicate":`...)
+	b = strconv.AppendBool(b, out.Duplicate)
+	if out.DeliverAt != "" {
+		b = append(b, `,"deliver_at":`...)
+		b = appendJSONString(b, out.DeliverAt)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string the way marshalJSON writes
+// it: printable ASCII other than '"' and '\\' as it is, anything else
+// through encoding/json (control characters, invalid UTF-8, U+2028).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			q, _ := marshalJSON(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(q, []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// writePublishResult writes a single publish's answer.
+func writePublishResult(w http.ResponseWriter, status int, out *publishResultJSON) error {
+	w.Header()["Content-Type"] = []string{"application/json"}
+	w.WriteHeader(status)
+	_, _ = w.Write(out.appendJSON(make([]byte, 0, 128))) // the client may be gone
+	return nil
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
@@ -100,15 +144,15 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 		// Committed, and waiting for its due time: it joins the log then.
 		out.DeliverAt = formatTime(due)
 		if res.Duplicate {
-			return writeJSON(w, http.StatusOK, out)
+			return writePublishResult(w, http.StatusOK, &out)
 		}
-		return writeJSON(w, http.StatusAccepted, out)
+		return writePublishResult(w, http.StatusAccepted, &out)
 	}
 	if res.Duplicate {
-		return writeJSON(w, http.StatusOK, out)
+		return writePublishResult(w, http.StatusOK, &out)
 	}
-	w.Header().Set("Location", "/v1/topics/"+url.PathEscape(name)+"/events/"+url.PathEscape(res.ID))
-	return writeJSON(w, http.StatusCreated, out)
+	w.Header()["Location"] = []string{"/v1/topics/" + url.PathEscape(name) + "/events/" + url.PathEscape(res.ID)}
+	return writePublishResult(w, http.StatusCreated, &out)
 }
 
 // publishTarget checks the topic name and the caller's publish scope, and
