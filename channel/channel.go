@@ -113,6 +113,18 @@ type Parkable interface {
 	Parkable()
 }
 
+// SelfTimed is a Sink whose Deliver bounds its own time by the
+// subscription's timeout (the webhook sink's HTTP request carries that
+// deadline). The engine then hands it a context without a deadline of its
+// own: a timer and a context fewer per delivery, which counted on the
+// publish-and-deliver path (issue 20). A Sink that is not SelfTimed gets
+// the deadline Deliver's comment describes.
+type SelfTimed interface {
+	Sink
+	// SelfTimed marks the Sink; it is never called.
+	SelfTimed()
+}
+
 // Delivery is one event handed to a Batcher, with its attempt number.
 type Delivery struct {
 	Event   *herald.Event

@@ -1077,8 +1077,16 @@ func (w *worker) deliver(ctx context.Context, ev *herald.Event, attempt int, fro
 		r.skipped, r.lapsed = true, true
 		return r
 	}
-	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.sub.Timeout+5*time.Second)
-	defer cancel()
+	// The send outlives a stopping worker, bounded by the subscription's
+	// timeout: the sink's own when it keeps to it (channel.SelfTimed), else
+	// a deadline set here a little after it, so the sink reports its own
+	// timeout first.
+	sendCtx := context.WithoutCancel(ctx)
+	if _, ok := w.sink.(channel.SelfTimed); !ok {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithTimeout(sendCtx, w.sub.Timeout+5*time.Second)
+		defer cancel()
+	}
 	r.res = w.sink.Deliver(sendCtx, ev, attempt)
 	r.at = w.d.cfg.Now()
 	return r

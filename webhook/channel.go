@@ -362,6 +362,12 @@ func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) heral
 	return result(res)
 }
 
+// SelfTimed tells the engine that Deliver keeps to the subscription's
+// timeout by itself: Sender.Send puts it on the request.
+func (s *sink) SelfTimed() {}
+
+var _ channel.SelfTimed = (*sink)(nil)
+
 // Close releases nothing: connections belong to the shared Sender.
 func (s *sink) Close(context.Context) error { return nil }
 
