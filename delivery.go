@@ -23,6 +23,11 @@ const (
 	// (an email with a link, an SMS with a code) and the confirmation
 	// arrives out of band.
 	Sent
+	// Deferred means the channel keeps the event back on purpose until
+	// RetryAfter has passed (a person's quiet hours): it waits in the
+	// retry set, due then, and the hold counts as no attempt and no
+	// failure.
+	Deferred
 )
 
 // DeliveryResult is the outcome of one attempt to hand an event (or a

@@ -1141,6 +1141,15 @@ func (w *worker) handle(r sendResult) {
 	if r.fromRetry {
 		w.settling = append(w.settling, evRef{ev.Topic, ev.Seq})
 	}
+	if r.res.Outcome == herald.Deferred {
+		// Kept back on purpose (quiet hours): due again when the hold
+		// ends, as the same attempt, and no failure.
+		if !w.deleted[ev.Topic] {
+			r.attempt--
+			w.retryLater(ev, r, now.Add(max(r.res.RetryAfter, time.Second)))
+		}
+		return
+	}
 	w.d.metrics.observe(w.sub.Channel, r.res)
 	if w.d.usage != nil {
 		w.d.usage.Delivery(w.sub.Tenant, r.res.Outcome == herald.Delivered, len(ev.Payload))
