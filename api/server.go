@@ -23,6 +23,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
+	"github.com/heraldhq/herald/channel/template"
 	"github.com/heraldhq/herald/engine"
 	"github.com/heraldhq/herald/source"
 )
@@ -147,6 +148,10 @@ type Deps struct {
 
 	// Usage reads usage per tenant; nil makes GET /v1/usage answer 503.
 	Usage UsageReader
+
+	// Templates is the library of named message templates of the people
+	// channels; nil makes the /v1/templates endpoints answer 503.
+	Templates *template.Library
 }
 
 // Server is the HTTP API. It owns no goroutines: create it with New, serve
@@ -198,6 +203,7 @@ type Server struct {
 	oidc          TokenVerifier
 	introspector  TokenIntrospector
 	nodes         Nodes
+	templates     *template.Library
 	usage         UsageReader
 }
 
@@ -237,6 +243,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.schedules, s.scheduleWake = deps.Schedules, deps.ScheduleWake
 	s.users = deps.Users
 	s.nodes = deps.Nodes
+	s.templates = deps.Templates
 	s.oidc, s.introspector = deps.OIDC, deps.Introspection
 	s.usage = deps.Usage
 	s.keys = newKeyCache(deps.Store, keyCacheTTL, keyIndexTTL, keyCacheSize, s.now)
@@ -406,6 +413,10 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/unsubscribe/{token}", public, s.unsubscribePage)
 	s.handle("POST /v1/unsubscribe/{token}", public, s.unsubscribe)
 	s.handle("POST /v1/templates:render", authenticated, s.renderTemplates)
+	s.handle("PUT /v1/templates/{name}", adminOnly, s.putTemplate)
+	s.handle("GET /v1/templates", adminOnly, s.listTemplates)
+	s.handle("GET /v1/templates/{name}", adminOnly, s.getTemplate)
+	s.handle("DELETE /v1/templates/{name}", adminOnly, s.deleteTemplate)
 	// Devices register themselves with a connection token (push.go).
 	s.handle("POST /v1/push/subscriptions", selfAuthenticated, s.createPushSubscription)
 	s.handle("GET /v1/push/vapid-public-key", public, s.pushVAPIDKey)

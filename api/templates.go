@@ -13,10 +13,12 @@ import (
 // renderRequest is the body of POST /v1/templates:render: templates as a
 // subscription's config holds them, and a sample event.
 type renderRequest struct {
-	Subject string      `json:"subject"`
-	Text    string      `json:"text"`
-	HTML    string      `json:"html"`
-	Event   renderEvent `json:"event"`
+	Subject string `json:"subject"`
+	Text    string `json:"text"`
+	HTML    string `json:"html"`
+	// Template names a template of the library to preview instead.
+	Template string      `json:"template"`
+	Event    renderEvent `json:"event"`
 }
 
 type renderEvent struct {
@@ -45,6 +47,22 @@ func (s *Server) renderTemplates(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	tmpl := template.Templates{Subject: req.Subject, Text: req.Text, HTML: req.HTML}
+	if req.Template != "" {
+		if tmpl != (template.Templates{}) {
+			return herald.FieldErrorf("template", "give either template or subject, text and html, not both")
+		}
+		if err := s.templatesOrUnavailable(); err != nil {
+			return err
+		}
+		n, err := s.templates.Get(r.Context(), req.Template)
+		if err != nil {
+			if herald.IsCode(err, herald.CodeNotFound) {
+				return herald.FieldErrorf("template", "no template is named %q", truncate(req.Template, 64))
+			}
+			return err
+		}
+		tmpl = n.Templates
+	}
 	if err := tmpl.Validate(true); err != nil {
 		return err
 	}
@@ -80,4 +98,106 @@ func (s *Server) renderTemplates(w http.ResponseWriter, r *http.Request) error {
 		return &herald.Error{Code: herald.CodeInvalid, Field: field, Message: "the " + err.Error(), Err: err}
 	}
 	return writeJSON(w, http.StatusOK, renderJSON{out.Subject, out.Text, out.HTML})
+}
+
+// templateJSON is a named template of the library, as the API shows and
+// takes it (the name comes from the path).
+type templateJSON struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Topic       string `json:"topic,omitempty"`
+	EventType   string `json:"event_type,omitempty"`
+	Subject     string `json:"subject,omitempty"`
+	Text        string `json:"text,omitempty"`
+	HTML        string `json:"html,omitempty"`
+	UpdatedAt   string `json:"updated_at,omitempty"`
+}
+
+type templateListJSON struct {
+	Templates []templateJSON `json:"templates"`
+}
+
+func toTemplateJSON(n template.Named) templateJSON {
+	return templateJSON{Name: n.Name, Description: n.Description, Topic: n.Topic, EventType: n.EventType,
+		Subject: n.Subject, Text: n.Text, HTML: n.HTML, UpdatedAt: n.UpdatedAt.Format(time.RFC3339Nano)}
+}
+
+// maxTemplateBody bounds PUT /v1/templates/{name}: three templates at
+// their limit and the rest.
+const maxTemplateBody = 3*template.MaxTemplateLen + 4<<10
+
+func (s *Server) templatesOrUnavailable() error {
+	if s.templates == nil {
+		return herald.Errorf(herald.CodeUnavailable, "the template library is not available on this server")
+	}
+	return nil
+}
+
+// putTemplate answers PUT /v1/templates/{name}: 201 created, 200
+// replaced. Templates that do not parse, or fail on a sample event, are
+// refused with the field at fault.
+func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
+	if err := s.templatesOrUnavailable(); err != nil {
+		return err
+	}
+	var in templateJSON
+	if err := decodeJSON(w, r, maxTemplateBody, false, &in); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if in.Name != "" && in.Name != name {
+		return herald.FieldErrorf("name", "name %q differs from the name in the path %q", truncate(in.Name, 64), truncate(name, 64))
+	}
+	if in.UpdatedAt != "" {
+		return herald.FieldErrorf("updated_at", "updated_at is read-only")
+	}
+	stored, created, err := s.templates.Put(r.Context(), template.Named{Name: name, Description: in.Description, Topic: in.Topic, EventType: in.EventType,
+		Templates: template.Templates{Subject: in.Subject, Text: in.Text, HTML: in.HTML}})
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	return writeJSON(w, status, toTemplateJSON(stored))
+}
+
+func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) error {
+	if err := s.templatesOrUnavailable(); err != nil {
+		return err
+	}
+	n, err := s.templates.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, toTemplateJSON(n))
+}
+
+// listTemplates answers GET /v1/templates: every template (the library
+// holds at most template.MaxNamed), in name order.
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
+	if err := s.templatesOrUnavailable(); err != nil {
+		return err
+	}
+	all, err := s.templates.List(r.Context())
+	if err != nil {
+		return err
+	}
+	out := templateListJSON{Templates: make([]templateJSON, 0, len(all))}
+	for _, n := range all {
+		out.Templates = append(out.Templates, toTemplateJSON(n))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
+	if err := s.templatesOrUnavailable(); err != nil {
+		return err
+	}
+	if err := s.templates.Delete(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

@@ -41,6 +41,7 @@ func verbs() []verb {
 		{"keys", groupClient, "create, list or delete API keys", keysVerb},
 		{"tenants", groupClient, "create, list, get or delete tenants", tenantsVerb},
 		{"schedules", groupClient, "create, list, get, pause, resume or delete schedules; list or cancel delayed events", schedulesVerb},
+		{"templates", groupClient, "create, list, get or delete message templates of email, SMS and push", templatesVerb},
 		{"subscriptions", groupClient, "manage webhook subscriptions (alias: subs)", subscriptionsVerb},
 		{"sources", groupClient, "manage sources: outbox, inbound webhooks, brokers", sourcesVerb},
 		{"archives", groupClient, "manage archives and query them (alias: archive)", archivesVerb},
