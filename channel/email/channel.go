@@ -43,6 +43,9 @@ type Config struct {
 	Address string `json:"address"`
 	Name    string `json:"name,omitempty"`
 	template.Templates
+	// Template names a template of the library, instead of Templates.
+	Template string `json:"template,omitempty"`
+	template.Schedule
 	// LinkKey signs the subscription's unsubscribe links; made at
 	// creation, never shown.
 	LinkKey string `json:"link_key"`
@@ -68,6 +71,9 @@ type ChannelConfig struct {
 	PublicURL func() string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Library holds the named templates subscriptions may use; nil means
+	// none.
+	Library *template.Library
 }
 
 // Channel sends events as email. It is safe for concurrent use.
@@ -106,11 +112,13 @@ func (c *Channel) Name() string { return Name }
 // Validate checks an email config: an address, an optional display name
 // and optional templates (each must parse). On an update the link key
 // stays. Errors name the member.
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.RawMessage, error) {
 	var in struct {
 		Address string `json:"address"`
 		Name    string `json:"name"`
 		template.Templates
+		Template string `json:"template"`
+		template.Schedule
 	}
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
 		return nil, err
@@ -125,7 +133,13 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 	if err := in.Templates.Validate(true); err != nil {
 		return nil, err
 	}
-	out := Config{Address: addr, Name: in.Name, Templates: in.Templates, LinkKey: channel.NewLinkKey()}
+	if err := checkTemplateName(ctx, c.cfg.Library, in.Template, in.Templates); err != nil {
+		return nil, err
+	}
+	if err := in.Schedule.Validate(); err != nil {
+		return nil, err
+	}
+	out := Config{Address: addr, Name: in.Name, Templates: in.Templates, Template: in.Template, Schedule: in.Schedule, LinkKey: channel.NewLinkKey()}
 	if p.Previous != nil {
 		if prev, err := ParseConfig(p.Previous); err == nil && prev.LinkKey != "" {
 			out.LinkKey = prev.LinkKey
@@ -169,7 +183,9 @@ func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
 		Address string `json:"address"`
 		Name    string `json:"name,omitempty"`
 		template.Templates
-	}{cfg.Address, cfg.Name, cfg.Templates})
+		Template string `json:"template,omitempty"`
+		template.Schedule
+	}{cfg.Address, cfg.Name, cfg.Templates, cfg.Template, cfg.Schedule})
 	return b
 }
 
@@ -203,7 +219,41 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
 	}
-	return &sink{c: c, sub: sub, cfg: cfg, set: set}, nil
+	s := &sink{c: c, sub: sub, cfg: cfg, set: set, own: cfg.Templates != template.Templates{}}
+	return template.NewSink(template.SinkParams{Schedule: cfg.Schedule, SubscriptionID: sub.ID,
+		UnsubscribeURL: c.UnsubscribeURL(sub, cfg), Now: c.cfg.Now, Send: s.send})
+}
+
+// checkTemplateName checks a config's template name: the library holds
+// it, and the config has no templates of its own beside it.
+func checkTemplateName(ctx context.Context, lib *template.Library, name string, own template.Templates) error {
+	if name == "" {
+		return nil
+	}
+	if own != (template.Templates{}) {
+		return herald.FieldErrorf("template", "template names a library template; leave subject, text and html out with it")
+	}
+	return lib.CheckName(ctx, name)
+}
+
+// templates returns the templates of a message about d: the
+// subscription's own, the library's (named by the subscription, or
+// matching the event) or the defaults.
+func templates(ctx context.Context, lib *template.Library, own bool, set *template.Set, name string, d template.Data) (*template.Set, *herald.DeliveryResult) {
+	if own || lib == nil && name == "" {
+		return set, nil
+	}
+	if lib == nil {
+		return nil, &herald.DeliveryResult{Outcome: herald.Failed, Err: "template-missing", Detail: "this server keeps no template library"}
+	}
+	named, err := lib.Resolve(ctx, name, d.Topic, d.Type)
+	if err != nil {
+		return nil, &herald.DeliveryResult{Outcome: herald.Failed, Err: "template-missing", Detail: err.Error()}
+	}
+	if named == nil {
+		return set, nil
+	}
+	return named, nil
 }
 
 // UnsubscribeURL is the link that unsubscribes the subscription.
@@ -223,30 +273,36 @@ type sink struct {
 	sub *herald.Subscription
 	cfg Config
 	set *template.Set
+	own bool // the config has templates of its own
 }
 
-// Deliver renders and sends one message. A template that fails on this
-// event (a missing field) is Rejected: it would fail on every retry.
-func (s *sink) Deliver(ctx context.Context, ev *herald.Event, attempt int) herald.DeliveryResult {
-	unsub := s.c.UnsubscribeURL(s.sub, s.cfg)
-	out, err := s.set.Render(template.DataFor(ev, s.sub.ID, unsub))
+// send renders and sends one message (one event, or a digest). A template
+// that fails on the event (a missing field) is Rejected: it would fail on
+// every retry.
+func (s *sink) send(ctx context.Context, d template.Data, id string) herald.DeliveryResult {
+	set, fail := templates(ctx, s.c.cfg.Library, s.own, s.set, s.cfg.Template, d)
+	if fail != nil {
+		return *fail
+	}
+	out, err := set.Render(d)
 	if err != nil {
 		return herald.DeliveryResult{Outcome: herald.Rejected, Err: "template-error", Detail: err.Error()}
 	}
-	msg, err := s.c.message(s.cfg, out, unsub, ev.ID+"."+s.sub.ID)
+	msg, err := s.c.message(s.cfg, out, d.UnsubscribeURL, id+"."+s.sub.ID)
 	if err != nil {
 		return herald.DeliveryResult{Outcome: herald.Rejected, Err: "bad-message", Detail: err.Error()}
 	}
-	msg.SetGenHeader("X-Herald-Topic", ev.Topic)
-	if ev.Type != "" {
-		msg.SetGenHeader("X-Herald-Event-Type", ev.Type)
+	msg.SetGenHeader("X-Herald-Topic", d.Topic)
+	if d.Type != "" {
+		msg.SetGenHeader("X-Herald-Event-Type", d.Type)
 	}
-	msg.SetGenHeader("X-Herald-Event-Id", ev.ID)
+	if d.Events != nil {
+		msg.SetGenHeader("X-Herald-Digest-Events", fmt.Sprint(len(d.Events)))
+	} else {
+		msg.SetGenHeader("X-Herald-Event-Id", d.ID)
+	}
 	return s.c.send(ctx, msg)
 }
-
-// Close releases nothing: sessions belong to the shared Sender.
-func (s *sink) Close(context.Context) error { return nil }
 
 // message builds a multipart message to the config's address.
 func (c *Channel) message(cfg Config, out template.Output, unsub, id string) (*gomail.Msg, error) {

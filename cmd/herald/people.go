@@ -137,7 +137,7 @@ func (m *Main) emailChannel() (*email.Channel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("settings email.*: %w", err)
 	}
-	ch, err := email.NewChannel(sender, email.ChannelConfig{From: c.EmailFrom, PublicURL: m.publicURL})
+	ch, err := email.NewChannel(sender, email.ChannelConfig{From: c.EmailFrom, PublicURL: m.publicURL, Library: m.templates, Now: m.peopleNow})
 	if err != nil {
 		sender.Close()
 		return nil, fmt.Errorf("setting email.from: %w", err)

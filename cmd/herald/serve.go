@@ -30,6 +30,7 @@ import (
 	"github.com/heraldhq/herald/channel/mqtt"
 	"github.com/heraldhq/herald/channel/nats"
 	"github.com/heraldhq/herald/channel/redis"
+	"github.com/heraldhq/herald/channel/template"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/console"
 	"github.com/heraldhq/herald/engine"
@@ -75,17 +76,21 @@ type Main struct {
 	channels   *channel.Registry
 	closers    []func() // channels' shared senders, closed after the dispatcher
 	archiver   *archive.Channel
-	hub        *stream.Hub
-	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
-	sources    *source.Runtime    // runs the sources (connectors in); nil on a store without them
-	scheduler  *schedule.Scheduler
-	api        *api.Server
-	http       *http.Server
-	ln         net.Listener
-	served     chan error
-	debug      *http.Server // the profiler; nil unless debug-addr is set
-	debugLn    net.Listener
-	locks      []*os.File // held while the process runs: see lockSQLite and nodeID
+	templates  *template.Library // named message templates of the people channels
+	// peopleNow is the clock of quiet hours (time.Now when nil); tests
+	// set it before Run.
+	peopleNow func() time.Time
+	hub       *stream.Hub
+	promoter  *schedule.Promoter // nil on a store without herald.TimeStore
+	sources   *source.Runtime    // runs the sources (connectors in); nil on a store without them
+	scheduler *schedule.Scheduler
+	api       *api.Server
+	http      *http.Server
+	ln        net.Listener
+	served    chan error
+	debug     *http.Server // the profiler; nil unless debug-addr is set
+	debugLn   net.Listener
+	locks     []*os.File // held while the process runs: see lockSQLite and nodeID
 
 	closeOnce sync.Once
 	closeErr  error
@@ -211,6 +216,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	ruleChannel, viewChannel := rules.NewChannels(rules.Deps{
 		State: m.store, Publisher: mainPublisher{m}, Decoder: m.schemas, Logger: log, Registry: m.Registry,
 	})
+	m.templates = template.NewLibrary(m.store, nil)
 	people, err := m.peopleChannels()
 	if err != nil {
 		return err
@@ -266,6 +272,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	deps.Notices = m.feed
 	deps.Schemas = m.schemas
+	deps.Templates = m.templates
 	deps.Deliverer = m.dispatcher // test events: outside the workers, within the send slots
 	if us, ok := m.store.(herald.UserStore); ok {
 		deps.Users = us
