@@ -3,6 +3,7 @@ package herald
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies a failure reported to a caller. It picks the HTTP status
@@ -31,11 +32,14 @@ const (
 // Error is a failure reported to a caller. Code picks the status and problem
 // type; Message is safe to show to the caller; Field names the input at
 // fault, if any; Err is the cause, for logs only and never shown.
+// RetryAfter, for CodeRateLimited and CodeUnavailable, is when the caller
+// may try again (the API's Retry-After); zero says nothing.
 type Error struct {
-	Code    Code
-	Message string
-	Field   string
-	Err     error
+	Code       Code
+	Message    string
+	Field      string
+	Err        error
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

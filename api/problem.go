@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/heraldhq/herald"
 )
@@ -49,6 +52,9 @@ type problem struct {
 	Detail    string `json:"detail"`
 	Field     string `json:"field,omitempty"`
 	RequestID string `json:"request_id"`
+	// retryAfter, when set, is answered as Retry-After (whole seconds,
+	// at least one).
+	retryAfter time.Duration
 }
 
 // problemFor turns any error into the problem the caller sees. Only
@@ -68,6 +74,8 @@ func problemFor(err error) (problem, herald.Code) {
 				Status: cp.Status,
 				Detail: detail,
 				Field:  e.Field,
+
+				retryAfter: e.RetryAfter,
 			}, cp.Code
 		}
 	}
@@ -119,6 +127,9 @@ func sendProblem(w http.ResponseWriter, r *http.Request, p problem, code herald.
 	stopReadingBody(w, r)
 	if code == herald.CodeUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="herald"`)
+	}
+	if p.retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(int64(max(1, math.Ceil(p.retryAfter.Seconds()))), 10))
 	}
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(body) // the client may be gone; nothing to do

@@ -17,6 +17,7 @@ type tenantLimitsJSON struct {
 	MaxSubscriptions int     `json:"max_subscriptions"`
 	RateLimit        float64 `json:"rate_limit"`
 	MaxInFlight      int     `json:"max_in_flight"`
+	PublishRate      float64 `json:"publish_rate"`
 }
 
 // tenantJSON is a tenant on the wire, and the body of PUT.
@@ -38,7 +39,7 @@ func toTenantJSON(t herald.Tenant) tenantJSON {
 	return tenantJSON{
 		ID: t.ID, Name: t.Name, Metadata: meta, TopicPrefix: t.TopicPattern,
 		Limits: tenantLimitsJSON{MaxSubscriptions: t.Limits.MaxSubscriptions, RateLimit: t.Limits.DeliveriesPerSecond,
-			MaxInFlight: t.Limits.MaxInFlight},
+			MaxInFlight: t.Limits.MaxInFlight, PublishRate: t.Limits.PublishRate},
 		CreatedAt: formatTime(t.CreatedAt), UpdatedAt: formatTime(t.UpdatedAt),
 	}
 }
@@ -118,11 +119,14 @@ func (s *Server) putTenant(w http.ResponseWriter, r *http.Request) error {
 		return herald.FieldErrorf("limits.rate_limit", "limits.rate_limit must be from 0 (no limit) to %d deliveries per second, got %v", herald.MaxRateLimit, l.RateLimit)
 	case l.MaxInFlight < 0 || l.MaxInFlight > herald.MaxMaxInFlight:
 		return herald.FieldErrorf("limits.max_in_flight", "limits.max_in_flight must be from 0 (no limit) to %d, got %d", herald.MaxMaxInFlight, l.MaxInFlight)
+	case l.PublishRate < 0 || l.PublishRate > herald.MaxRateLimit || math.IsNaN(l.PublishRate):
+		return herald.FieldErrorf("limits.publish_rate", "limits.publish_rate must be from 0 (no limit) to %d events per second, got %v", herald.MaxRateLimit, l.PublishRate)
 	}
 	now := s.now().UTC()
 	t, created, err := s.store.PutTenant(r.Context(), herald.Tenant{
 		ID: id, Name: req.Name, Metadata: req.Metadata, TopicPattern: pattern,
-		Limits:    herald.TenantLimits{MaxSubscriptions: l.MaxSubscriptions, DeliveriesPerSecond: l.RateLimit, MaxInFlight: l.MaxInFlight},
+		Limits: herald.TenantLimits{MaxSubscriptions: l.MaxSubscriptions, DeliveriesPerSecond: l.RateLimit, MaxInFlight: l.MaxInFlight,
+			PublishRate: l.PublishRate},
 		CreatedAt: now, UpdatedAt: now,
 	})
 	if err != nil {

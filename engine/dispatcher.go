@@ -51,6 +51,9 @@ type DispatcherDeps struct {
 	// Usage, when set, counts each attempt and dead letter for the
 	// subscription's tenant (usage.Meter implements it).
 	Usage UsageCounter
+	// Tenants, when set, holds each tenant's subscriptions together to
+	// its limits.rate_limit and limits.max_in_flight (see tenants.go).
+	Tenants *TenantLimits
 }
 
 // UsageCounter counts deliveries per tenant ("" for the platform's
@@ -143,6 +146,7 @@ type Dispatcher struct {
 	log       *slog.Logger
 	metrics   *dispatchMetrics
 	usage     UsageCounter // nil: not counted
+	tenants   *TenantLimits
 	settler   *group[herald.SettleItem, error]
 	senders   *goPool   // runs the workers' deliveries
 	slots     *slotPool // bounds them, fairly
@@ -316,7 +320,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
 		store: deps.Store, tail: deps.Tail, channels: deps.Channels, publisher: deps.Publisher,
-		cfg: cfg, log: logger, usage: deps.Usage,
+		cfg: cfg, log: logger, usage: deps.Usage, tenants: deps.Tenants,
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
 		byTopic:   make(map[string]map[*worker]struct{}),

@@ -46,6 +46,9 @@ type Listener struct {
 	// may have changed on another node or the set of live nodes changed:
 	// re-read what this node should dispatch.
 	SubscriptionChanged func(id string)
+	// TenantChanged: the tenant was created, changed or deleted through
+	// this node's API (its limits may differ).
+	TenantChanged func(id string)
 }
 
 // Feed is the one owner of the notices that cross components: commits,
@@ -128,6 +131,15 @@ func (f *Feed) SubscriptionChanged(id string) {
 	f.each(func(l *Listener) {
 		if l.SubscriptionChanged != nil {
 			l.SubscriptionChanged(id)
+		}
+	})
+}
+
+// TenantChanged reports a change of the tenant.
+func (f *Feed) TenantChanged(id string) {
+	f.each(func(l *Listener) {
+		if l.TenantChanged != nil {
+			l.TenantChanged(id)
 		}
 	})
 }

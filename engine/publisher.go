@@ -24,6 +24,12 @@ type PublisherConfig struct {
 	Usage interface {
 		Published(tenant string, events, bytes int)
 	}
+	// Tenants, when set, holds each tenant's publishes to its
+	// limits.publish_rate (TenantLimits implements it): AllowPublish
+	// returns a CodeRateLimited error when the events do not fit now.
+	Tenants interface {
+		AllowPublish(tenant string, n int) error
+	}
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Delayed keeps events published with a due time until it comes (the
@@ -141,7 +147,8 @@ func NewPublisher(topics TopicSource, appender Appender, cfg PublisherConfig, lo
 // "events[3].key" when there are several events), CodeTooLarge for a
 // payload over its topic's max_event_bytes, CodeNotFound for an unknown
 // topic (unless AutoCreateTopics), CodeConflict for an event id that names
-// a different event, CodeUnavailable when the committer is stopping. On an
+// a different event, CodeRateLimited (with RetryAfter) when the tenant's
+// publish rate is used up, CodeUnavailable when the committer is stopping. On an
 // error nothing is stored.
 func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald.AppendResult, error) {
 	events := params.Events
@@ -173,6 +180,11 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 		}
 		if e.Time.IsZero() {
 			e.Time = now
+		}
+	}
+	if p.cfg.Tenants != nil && params.Tenant != "" && !params.System {
+		if err := p.cfg.Tenants.AllowPublish(params.Tenant, len(events)); err != nil {
+			return nil, err
 		}
 	}
 	if params.DeliverAt != nil {

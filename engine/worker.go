@@ -650,6 +650,11 @@ func (w *worker) finish() {
 		}
 		break
 	}
+	if w.tenantLimited() {
+		// Sends not handled by now (cut off at the drain deadline, or
+		// gathered and never sent) give their tenant's places back.
+		w.d.tenants.release(w.sub.Tenant, w.inflight)
+	}
 	if w.flushing {
 		w.flushed(<-w.flushDone)
 	}
@@ -853,18 +858,32 @@ func (w *worker) fill(ctx context.Context) {
 // rate limiter's tokens.
 func (w *worker) room() int {
 	n := w.capacity() - w.inflight
-	if w.limiter == nil || n <= 0 {
+	if (w.limiter == nil && !w.tenantLimited()) || n <= 0 {
 		return n
 	}
 	now := w.d.cfg.Now()
-	tokens := int(w.limiter.TokensAt(now))
-	if tokens < 1 {
-		w.rateWaitTill = now.Add(time.Duration(float64(time.Second) / w.sub.RateLimit))
-		return 0
+	if w.limiter != nil {
+		tokens := int(w.limiter.TokensAt(now))
+		if tokens < 1 {
+			w.rateWaitTill = now.Add(time.Duration(float64(time.Second) / w.sub.RateLimit))
+			return 0
+		}
+		n = min(n, tokens)
 	}
 	w.rateWaitTill = time.Time{}
-	return min(n, tokens)
+	if w.tenantLimited() {
+		var wait time.Duration
+		// Its tenant's limits: a full tenant pokes the worker when a
+		// place frees; a used-up rate wakes it when a token comes.
+		if n, wait = w.d.tenants.room(w, n, now); wait > 0 {
+			w.rateWaitTill = now.Add(wait)
+		}
+	}
+	return n
 }
+
+// tenantLimited reports whether the subscription's tenant's limits apply.
+func (w *worker) tenantLimited() bool { return w.sub.Tenant != "" && w.d.tenants != nil }
 
 func (w *worker) fillRetries(ctx context.Context, now time.Time) {
 	rows, next, err := w.d.store.DueRetries(ctx, w.sub.ID, now, w.room()+len(w.retrying))
@@ -1044,6 +1063,9 @@ func (w *worker) send(ctx context.Context, ev *herald.Event, attempt int, fromRe
 	if w.limiter != nil {
 		w.limiter.AllowN(w.d.cfg.Now(), 1) // room() checked there is a token
 	}
+	if w.tenantLimited() {
+		w.d.tenants.take(w.sub.Tenant, w.d.cfg.Now())
+	}
 	if w.batching() {
 		w.gather(ctx, sendResult{ev: ev, attempt: attempt, fromRetry: fromRetry})
 		return
@@ -1133,6 +1155,9 @@ func (w *worker) leaseHeld() bool {
 // handle records one delivery result.
 func (w *worker) handle(r sendResult) {
 	w.inflight--
+	if w.tenantLimited() {
+		w.d.tenants.release(w.sub.Tenant, 1)
+	}
 	if r.skipped {
 		w.lapsed = w.lapsed || r.lapsed
 		return // not sent: the event stays unsettled for whoever runs next

@@ -92,6 +92,10 @@ func New(store herald.UsageStore, cfg Config, log *slog.Logger, reg prometheus.R
 	return m
 }
 
+// Label is the value of the tenant label for the tenant's metrics: the
+// tenant itself when metrics.tenant-labels lists it, else OtherTenants.
+func (m *Meter) Label(tenant string) string { return m.label(tenant) }
+
 func (m *Meter) label(tenant string) string {
 	if slices.Contains(m.cfg.LabelTenants, tenant) {
 		return tenant

@@ -66,7 +66,8 @@ type Main struct {
 	committer  *engine.Committer
 	publisher  *engine.Publisher // the one path into the log: API, sources, rules, schedules
 	pruner     *engine.Pruner
-	usage      *usage.Meter // usage per tenant and day, flushed to the store
+	usage      *usage.Meter         // usage per tenant and day, flushed to the store
+	tenants    *engine.TenantLimits // each tenant's publish rate, deliveries/s and in flight, on this node
 	tail       *engine.Tail
 	topics     *engine.Topics // the API's cache of topic settings
 	schemas    *schema.Registry
@@ -239,7 +240,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.topics = engine.NewTopics(m.store, engine.TopicsConfig{})
 	m.feed.Listen(engine.StageCache, m.topics.Listener())
 	m.usage = usage.New(m.store, usage.Config{FlushInterval: m.Config.UsageFlushInterval, LabelTenants: splitList(m.Config.MetricsTenantLabels)}, log, m.Registry)
-	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics, Schemas: m.schemas, Usage: m.usage}
+	m.tenants = engine.NewTenantLimits(m.store, engine.TenantLimitsConfig{Label: m.usage.Label}, log, m.Registry)
+	m.feed.Listen(engine.StageCache, m.tenants.Listener())
+	pcfg := engine.PublisherConfig{AutoCreateTopics: m.Config.AutoCreateTopics, Schemas: m.schemas, Usage: m.usage, Tenants: m.tenants}
 	// Delayed events wait in the store until due; the promoter, leased so
 	// one node of a cluster does it, moves them into the log then.
 	timeStore, hasTime := m.store.(herald.TimeStore)
@@ -254,7 +257,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
 		Store: m.store, Tail: m.tail, Channels: m.channels, Publisher: m.publisher, Logger: log, Registry: m.Registry,
-		Usage: m.usage,
+		Usage: m.usage, Tenants: m.tenants,
 	}, dcfg)
 	m.feed.Listen(engine.StageConsumer, m.dispatcher.Listener())
 	deps := api.Deps{
@@ -317,6 +320,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if err := m.cluster.Start(ctx); err != nil {
 			return err
 		}
+	}
+	// The tenants' limits are known before the first delivery or publish.
+	if err := m.tenants.Start(ctx); err != nil {
+		return err
 	}
 	if err := m.dispatcher.Start(ctx); err != nil {
 		return err
@@ -625,6 +632,9 @@ func (m *Main) Close(ctx context.Context) error {
 			if err := m.dispatcher.Stop(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop dispatcher: %w", err))
 			}
+		}
+		if m.tenants != nil {
+			_ = m.tenants.Stop(ctx) // only stops reading the tenants
 		}
 		if m.usage != nil {
 			// After the dispatcher and the API: their last counts go too.

@@ -26,7 +26,7 @@ func runTenants(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 		ctx := t.Context()
 		acme := herald.Tenant{ID: "acme", Name: "Acme \u00e9", Metadata: map[string]string{"plan": "gold", "region": "eu"},
 			TopicPattern: "tenants.acme.>",
-			Limits:       herald.TenantLimits{MaxSubscriptions: 3, DeliveriesPerSecond: 2.5, MaxInFlight: 4},
+			Limits:       herald.TenantLimits{MaxSubscriptions: 3, DeliveriesPerSecond: 2.5, MaxInFlight: 4, PublishRate: 7.5},
 			CreatedAt:    at(0), UpdatedAt: at(0)}
 		got, created, err := s.PutTenant(ctx, acme)
 		if err != nil || !created {

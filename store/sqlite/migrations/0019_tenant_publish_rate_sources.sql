@@ -1,0 +1,4 @@
+-- A tenant's publish rate (events per second per node; 0: no limit), and
+-- sources that belong to a tenant ('' is the platform's own).
+ALTER TABLE tenants ADD COLUMN publish_rate REAL NOT NULL DEFAULT 0;
+ALTER TABLE sources ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
