@@ -242,7 +242,7 @@ func (c *conn) end(err error) {
 		c.closeWS(err) // the reader then sees the close and unregisters
 		return
 	}
-	c.out.(*sseOut).end(err)
+	c.out.(sseWriter).end(err)
 	_ = c.nc.Close() // watchSSE then sees the close and unregisters
 }
 

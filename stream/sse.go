@@ -197,9 +197,15 @@ func (h *Hub) watchSSE(c *conn, nc net.Conn) {
 	h.removeConn(c)
 }
 
+// sseWriter is an SSE output: sseOut, or a user's stream (userSSEOut).
+type sseWriter interface {
+	output
+	end(err error)
+}
+
 // runSSE is the writer loop of an SSE stream that stays in its handler's
 // goroutine (HTTP/2).
-func (h *Hub) runSSE(ctx context.Context, c *conn, out *sseOut) {
+func (h *Hub) runSSE(ctx context.Context, c *conn, out sseWriter) {
 	heartbeat := time.NewTimer(h.cfg.HeartbeatInterval)
 	defer heartbeat.Stop()
 	for {

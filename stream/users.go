@@ -99,18 +99,19 @@ func slicesOf(m map[*conn]struct{}) []*conn {
 	return out
 }
 
-// syncConnUser starts the server-side subscriptions of a new connection.
-func (h *Hub) syncConnUser(ctx context.Context, c *conn) {
+// syncConnUser starts the server-side subscriptions of a new connection,
+// and reports whether it could read them.
+func (h *Hub) syncConnUser(ctx context.Context, c *conn) bool {
 	if h.users == nil {
-		return
+		return false
 	}
-	h.syncUser(ctx, c.user, []*conn{c})
+	return h.syncUser(ctx, c.user, []*conn{c})
 }
 
 // syncUser makes the user's connections hold exactly the user's
 // server-side subscriptions: starts the new ones (from the connection's
 // position when it gave one, else live) and ends those removed.
-func (h *Hub) syncUser(ctx context.Context, user string, conns []*conn) {
+func (h *Hub) syncUser(ctx context.Context, user string, conns []*conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	subs, err := h.users.ListUserSubscriptions(ctx, user)
 	cancel()
@@ -118,7 +119,7 @@ func (h *Hub) syncUser(ctx context.Context, user string, conns []*conn) {
 		if h.ctx.Err() == nil {
 			h.log.Warn("reading a user's subscriptions failed", "err", err)
 		}
-		return
+		return false
 	}
 	want := make(map[string]bool, len(subs))
 	for _, us := range subs {
@@ -158,6 +159,7 @@ func (h *Hub) syncUser(ctx context.Context, user string, conns []*conn) {
 			}
 		}
 	}
+	return true
 }
 
 // isUserSub reports whether a subscription id names a server-side one.

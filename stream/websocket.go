@@ -41,7 +41,10 @@ const (
 // the key (429), not running (503).
 func (h *Hub) ServeWebSocket(w http.ResponseWriter, r *http.Request, who herald.Principal) error {
 	if !headerHasToken(r.Header, "Upgrade", "websocket") {
-		return herald.Errorf(herald.CodeInvalid, "this is a WebSocket endpoint: send a WebSocket upgrade request")
+		if headerHasToken(r.Header, "Accept", "text/event-stream") {
+			return h.serveUserSSE(w, r, who)
+		}
+		return herald.Errorf(herald.CodeInvalid, "this is a WebSocket endpoint: send a WebSocket upgrade request (or, with a user token, Accept: text/event-stream for the user's stream as SSE)")
 	}
 	if _, err := h.checkOrigin(r); err != nil {
 		return err
