@@ -178,6 +178,7 @@ type Dispatcher struct {
 	patterns  map[*worker]struct{}            // workers of pattern subscriptions
 	verifying map[string]bool
 	stopping  map[string]*worker   // stopped workers that may still be finishing
+	orphans   map[string]int64     // leases held with no worker at the last renewal, by subscription: their epoch
 	due       map[string]time.Time // subscriptions to look at again, and when
 	changed   map[string]bool      // subscriptions to look at now
 	kick      chan struct{}        // cap 1: re-read every subscription now
@@ -657,10 +658,46 @@ func (d *Dispatcher) renewLeases(ctx context.Context) {
 			lost = append(lost, w)
 		}
 	}
+	// A lease this node holds with no worker for it (a worker's last
+	// release failed: the store was busy, its drain ran out of time) would
+	// otherwise be renewed here for as long as the process lives, and the
+	// subscription's rightful owner would never get it. Give it back once
+	// it has been seen so for two renewals in a row: one round may have
+	// caught syncOne between taking a lease and adding its worker.
+	var orphans []herald.Lease
+	seen := make(map[string]int64)
+	for id, epoch := range held {
+		if d.workers[id] != nil {
+			continue
+		}
+		if old := d.stopping[id]; old != nil {
+			select {
+			case <-old.exited:
+			default:
+				continue // still finishing: it releases the lease itself
+			}
+		}
+		if prev, ok := d.orphans[id]; ok && prev == epoch {
+			orphans = append(orphans, herald.Lease{SubscriptionID: id, Epoch: epoch})
+			continue
+		}
+		seen[id] = epoch
+	}
+	d.orphans = seen
 	d.mu.Unlock()
 	for _, w := range lost {
 		d.log.Info("lost dispatch lease", "subscription_id", w.id)
 		d.stopWorker(w.id, w)
+	}
+	for _, l := range orphans {
+		if err := d.store.ReleaseLease(ctx, l.SubscriptionID, d.cfg.NodeID, l.Epoch); err != nil {
+			if ctx.Err() == nil {
+				d.log.Warn("release an orphaned dispatch lease", "subscription_id", l.SubscriptionID, "err", err)
+			}
+			continue
+		}
+		d.log.Info("released an orphaned dispatch lease", "subscription_id", l.SubscriptionID)
+		d.look(l.SubscriptionID)
 	}
 }
 

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,5 +157,62 @@ func TestStaleLeaseCannotMoveCursor(t *testing.T) {
 		Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 1}}}}})
 	if err != nil || errs[0] != nil {
 		t.Fatalf("node-b settles: %v %v", err, errs)
+	}
+}
+
+// failedRelease is the store whose next lease releases fail, as they do
+// when the database is busy or the worker's drain ran out of time.
+type failedRelease struct {
+	engine.DispatchStore
+	fails atomic.Int32
+}
+
+func (s *failedRelease) ReleaseLease(ctx context.Context, id, node string, epoch int64) error {
+	if s.fails.Add(-1) >= 0 {
+		return errors.New("the database is busy")
+	}
+	return s.DispatchStore.ReleaseLease(ctx, id, node, epoch)
+}
+
+// When the old owner's release of a lease fails, it must not go on
+// renewing that lease for as long as it lives (it renews every lease it
+// holds in one call): it gives back a lease it holds with no worker, and
+// the new owner takes the subscription within a few renewals instead of
+// never.
+func TestOwnershipMovesWhenTheReleaseFailed(t *testing.T) {
+	dsn := clusterDSN(t)
+	var owner atomic.Value
+	owner.Store("node-a")
+	owns := func(id string) func(*engine.DispatcherConfig) {
+		return func(c *engine.DispatcherConfig) {
+			c.Owns = func(string) bool { return owner.Load() == id }
+			c.LeaseTTL = 3 * time.Second
+		}
+	}
+	store := &failedRelease{}
+	a := startEnvWrapped(t, dsn, func(st engine.DispatchStore) engine.DispatchStore {
+		store.DispatchStore = st
+		return store
+	}, nodeID("node-a"), owns("node-a"))
+	b := startEnv(t, dsn, nodeID("node-b"), owns("node-b"))
+	a.topic("orders")
+	r := newReceiver(t, nil)
+	s := a.subscribe(herald.Subscription{Topic: "orders", Config: hookConfig(r.URL)})
+	r.secret = secretOf(s)
+	a.publish("orders", 10, nil)
+	waitFor(t, "a to deliver", 20*time.Second, func() bool { d, _ := r.count(); return d == 10 })
+
+	store.fails.Store(1)
+	owner.Store("node-b")
+	a.dispatcher.Rebalance()
+	b.dispatcher.Rebalance()
+	waitFor(t, "a to stop", 20*time.Second, func() bool { return a.dispatcher.Dispatching() == 0 })
+	// Without the orphan sweep a renews the lease every second forever;
+	// the wait bounds a hang, not the speed of the handover.
+	waitFor(t, "b to hold the subscription", 30*time.Second, func() bool { return b.dispatcher.Dispatching() == 1 })
+	b.publish("orders", 10, nil)
+	waitFor(t, "b to deliver", 20*time.Second, func() bool { d, _ := r.count(); return d == 20 })
+	if d, total := r.count(); total != d {
+		t.Fatalf("%d events accepted %d times across the handover; want each once", d, total)
 	}
 }
