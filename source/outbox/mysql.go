@@ -99,7 +99,9 @@ func runMySQL(ctx context.Context, c Config, poll time.Duration, sh *source.Shar
 			}
 			return err
 		}
-		if time.Since(lagAt) >= lagEvery || n == 0 {
+		// Count before sleeping too: a shard that drained its rows must
+		// not show the last count taken mid-backlog until its next poll.
+		if time.Since(lagAt) >= lagEvery || n < c.BatchSize {
 			var lag int64
 			if err := conn.QueryRowContext(ctx, lagQ).Scan(&lag); err == nil {
 				sh.SetLag(lag)

@@ -86,7 +86,9 @@ func runPostgres(ctx context.Context, c Config, poll time.Duration, sh *source.S
 			}
 			return err
 		}
-		if time.Since(lagAt) >= lagEvery || n == 0 {
+		// Count before sleeping too: a shard that drained its rows must
+		// not show the last count taken mid-backlog until its next poll.
+		if time.Since(lagAt) >= lagEvery || n < c.BatchSize {
 			var lag int64
 			if err := conn.QueryRow(ctx, q.lag).Scan(&lag); err == nil {
 				sh.SetLag(lag)
