@@ -140,7 +140,7 @@ func TestOutboxPostgresEndToEnd(t *testing.T) {
 	})
 
 	// Status: the shards report, lag 0, nothing failed.
-	waitUntil(t, "the status", 10*time.Second, func() bool {
+	waitUntil(t, "the status", 20*time.Second, func() bool {
 		_, s, _ := call(t, m, testAdminKey, "GET", "/v1/sources/"+id, nil)
 		return s["lag"] == float64(0) && s["events_in"] == float64(rows) && len(s["shard_status"].([]any)) == 2
 	})
