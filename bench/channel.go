@@ -149,8 +149,11 @@ type broker interface {
 	// its batching, and returns how many were acknowledged.
 	bare(ctx context.Context, target string, n int, payload func(seq int) []byte, key func(seq int) string) (int64, error)
 	// read calls seen with the seq of every message target receives,
-	// from its start, until ctx ends.
-	read(ctx context.Context, target string, seen func(seq int64)) error
+	// from its start, until ctx ends. It calls ready once nothing written
+	// to target from then on can be missed: at once where target keeps
+	// what is written to it (a queue, a stream, a log), once subscribed
+	// where the broker passes messages only to those already listening.
+	read(ctx context.Context, target string, seen func(seq int64), ready func()) error
 	cleanup(ctx context.Context, targets ...string)
 	close()
 }
@@ -278,12 +281,23 @@ func (t *tally) counts() (distinct, dups int64, last time.Time) {
 	return t.distinct, t.duplicates, t.last
 }
 
-// readAll starts a reader of target into a tally of n events.
+// readAll starts a reader of target into a tally of n events, and returns
+// once the reader misses nothing written from then on (or has failed: the
+// tally then counts what never arrived as lost).
 func readAll(ctx context.Context, b broker, target string, n int) (*tally, func()) {
 	t := newTally(n)
 	rctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	markReady := sync.OnceFunc(func() { close(ready) })
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = b.read(rctx, target, t.add) })
+	wg.Go(func() {
+		defer markReady()
+		_ = b.read(rctx, target, t.add, markReady)
+	})
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	}
 	return t, func() { cancel(); wg.Wait() }
 }
 

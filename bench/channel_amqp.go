@@ -124,7 +124,7 @@ func (b *amqpBroker) bare(ctx context.Context, target string, n int, payload fun
 // read consumes target on a connection of its own, which it closes at
 // the end: closing only a channel that still has deliveries on their way
 // can wait for the broker forever.
-func (b *amqpBroker) read(ctx context.Context, target string, seen func(int64)) error {
+func (b *amqpBroker) read(ctx context.Context, target string, seen func(int64), ready func()) error {
 	conn, err := amqp.DialConfig(b.url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
 		return err
@@ -138,6 +138,7 @@ func (b *amqpBroker) read(ctx context.Context, target string, seen func(int64)) 
 	if err != nil {
 		return err
 	}
+	ready() // the queue was declared by prepare and kept what came before
 	for {
 		select {
 		case m, ok := <-msgs:

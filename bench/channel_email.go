@@ -166,7 +166,8 @@ type mailpitList struct {
 // when the newest pages show nothing new while the count says there is,
 // it reads them all again. Every Mailpit message is reported once, by the
 // seq in its subject.
-func (b *emailBroker) read(ctx context.Context, target string, seen func(int64)) error {
+func (b *emailBroker) read(ctx context.Context, target string, seen func(int64), ready func()) error {
+	ready() // target keeps what is written to it: reading starts from its beginning
 	query := "/api/v1/search?query=" + url.QueryEscape("to:"+target+"@"+emailDomain)
 	ids := map[string]bool{}
 	page := func(start, limit int) (mailpitList, int) {

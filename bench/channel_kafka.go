@@ -101,7 +101,8 @@ func (b *kafkaBroker) bare(ctx context.Context, target string, n int, payload fu
 	return acked.Load(), nil
 }
 
-func (b *kafkaBroker) read(ctx context.Context, target string, seen func(int64)) error {
+func (b *kafkaBroker) read(ctx context.Context, target string, seen func(int64), ready func()) error {
+	ready() // target keeps what is written to it: reading starts from its beginning
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.ConsumeTopics(target), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
 	if err != nil {

@@ -115,7 +115,7 @@ func (b *mqttBroker) bare(ctx context.Context, target string, n int, payload fun
 // events, and its window would bound both sides' rates. At QoS 0 the
 // broker writes to a connected subscriber at once; a loss is still
 // counted, not hidden.
-func (b *mqttBroker) read(ctx context.Context, target string, seen func(int64)) error {
+func (b *mqttBroker) read(ctx context.Context, target string, seen func(int64), ready func()) error {
 	cl, err := b.connect(ctx, "reader")
 	if err != nil {
 		return err
@@ -134,6 +134,7 @@ func (b *mqttBroker) read(ctx context.Context, target string, seen func(int64)) 
 	if err := tok.Error(); err != nil {
 		return err
 	}
+	ready() // the broker passes on only what is published after the SUBACK
 	<-ctx.Done()
 	return nil
 }

@@ -108,7 +108,8 @@ func (b *natsBroker) bare(ctx context.Context, target string, n int, payload fun
 	return acked.Load(), nil
 }
 
-func (b *natsBroker) read(ctx context.Context, target string, seen func(int64)) error {
+func (b *natsBroker) read(ctx context.Context, target string, seen func(int64), ready func()) error {
+	ready() // target keeps what is written to it: reading starts from its beginning
 	cons, err := b.js.OrderedConsumer(ctx, natsStream(target), jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		return err

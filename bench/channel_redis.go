@@ -78,7 +78,8 @@ func (b *redisBroker) bare(ctx context.Context, target string, n int, payload fu
 	return acked.Load(), nil
 }
 
-func (b *redisBroker) read(ctx context.Context, target string, seen func(int64)) error {
+func (b *redisBroker) read(ctx context.Context, target string, seen func(int64), ready func()) error {
+	ready() // target keeps what is written to it: reading starts from its beginning
 	last := "0"
 	for ctx.Err() == nil {
 		streams, err := b.cl.XRead(ctx, &goredis.XReadArgs{Streams: []string{target, last}, Count: 10000, Block: 100 * time.Millisecond}).Result()
