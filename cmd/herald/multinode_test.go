@@ -39,10 +39,21 @@ func nodeIDOf(t *testing.T, p *proc) string {
 // waitCond polls cond until it holds, failing the test at the deadline.
 func waitCond(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
+	took, ok := waitFor(t, timeout, cond)
+	if !ok {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+	return took
+}
+
+// waitFor polls cond until it holds or the timeout passes, and says how
+// long it waited and whether cond held.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) (time.Duration, bool) {
+	t.Helper()
 	start := time.Now()
 	for !cond() {
 		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+			return time.Since(start), false
 		}
 		select {
 		case <-t.Context().Done():
@@ -50,7 +61,7 @@ func waitCond(t *testing.T, what string, timeout time.Duration, cond func() bool
 		case <-time.After(20 * time.Millisecond): // polling under a deadline
 		}
 	}
-	return time.Since(start)
+	return time.Since(start), true
 }
 
 type lease struct {
@@ -282,7 +293,30 @@ func TestMultiNodeFailover(t *testing.T) {
 		}
 		all = append(all, sub.ID)
 	}
-	took = waitCond(t, "every subscription leased by its rendezvous owner", 15*time.Second, func() bool { return settled(all, live) })
+	// explain says, when the cluster has not converged, which lease is
+	// where it should not be and what each node logged about it.
+	explain := func() {
+		now := time.Now()
+		ls := leases()
+		for _, s := range all {
+			t.Logf("subscription %s: owner %s, leased by %s for %v more", s, cluster.Owner(live, s), ls[s].node, ls[s].expires.Sub(now).Round(time.Millisecond))
+		}
+		t.Logf("live nodes now: %v", liveNodes())
+		for i, p := range procs {
+			var lines []string
+			for _, l := range strings.Split(p.logs.String(), "\n") {
+				if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) || strings.Contains(l, "cluster") || strings.Contains(l, "lease") {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("node %s logged:\n%s", ids[i], strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	}
+	took, ok := waitFor(t, 30*time.Second, func() bool { return settled(all, live) })
+	if !ok {
+		explain()
+		t.Fatalf("timed out after %v waiting for every subscription leased by its rendezvous owner", took.Round(time.Millisecond))
+	}
 	t.Logf("rebalanced %v after the restarted node was live; it holds %d of %d subscriptions", took.Round(10*time.Millisecond),
 		len(slices.DeleteFunc(slices.Clone(all), func(s string) bool { return cluster.Owner(live, s) != ids[victim] })), len(all))
 	more := acks() + 300
