@@ -39,16 +39,16 @@ func nodeIDOf(t *testing.T, p *proc) string {
 // waitCond polls cond until it holds, failing the test at the deadline.
 func waitCond(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
-	took, ok := waitFor(t, timeout, cond)
+	took, ok := pollUntil(t, timeout, cond)
 	if !ok {
 		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
 	return took
 }
 
-// waitFor polls cond until it holds or the timeout passes, and says how
+// pollUntil polls cond until it holds or the timeout passes, and says how
 // long it waited and whether cond held.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) (time.Duration, bool) {
+func pollUntil(t *testing.T, timeout time.Duration, cond func() bool) (time.Duration, bool) {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
@@ -312,7 +312,7 @@ func TestMultiNodeFailover(t *testing.T) {
 			t.Logf("node %s logged:\n%s", ids[i], strings.Join(lines[max(0, len(lines)-40):], "\n"))
 		}
 	}
-	took, ok := waitFor(t, 30*time.Second, func() bool { return settled(all, live) })
+	took, ok := pollUntil(t, 30*time.Second, func() bool { return settled(all, live) })
 	if !ok {
 		explain()
 		t.Fatalf("timed out after %v waiting for every subscription leased by its rendezvous owner", took.Round(time.Millisecond))
