@@ -298,12 +298,14 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 		return nil, err
 	}
 	s := &sink{c: c, subID: sub.ID, url: cfg.URL, headers: cfg.Headers, timeout: sub.Timeout}
-	if s.key, err = ParseSecret(cfg.Secret); err != nil {
+	key, err := ParseSecret(cfg.Secret)
+	if err != nil {
 		return nil, fmt.Errorf("subscription %s: signing secret: %w", sub.ID, err)
 	}
+	s.signers[0] = newSigner(key)
 	if cfg.PreviousSecret != "" {
 		if prev, err := ParseSecret(cfg.PreviousSecret); err == nil {
-			s.prev, s.prevUntil = prev, cfg.PreviousExpiresAt
+			s.signers[1], s.prevUntil = newSigner(prev), cfg.PreviousExpiresAt
 		}
 	}
 	return s, nil
@@ -311,22 +313,24 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 
 // sink sends one subscription's events.
 type sink struct {
-	c         *Channel
-	subID     string
-	url       string
-	headers   map[string]string
-	timeout   time.Duration
-	key, prev []byte
+	c       *Channel
+	subID   string
+	url     string
+	headers map[string]string
+	timeout time.Duration
+	// signers sign with the current secret and, until prevUntil, the
+	// previous one (nil when there is none).
+	signers   [2]*signer
 	prevUntil time.Time
 }
 
-// keys returns the signing keys at now: the current one and, during a
-// rotation's grace period, the previous one.
-func (s *sink) keys(now time.Time) [][]byte {
-	if s.prev != nil && now.Before(s.prevUntil) {
-		return [][]byte{s.key, s.prev}
+// keys returns the signers at now: the current secret's and, during a
+// rotation's grace period, the previous one's.
+func (s *sink) keys(now time.Time) []*signer {
+	if s.signers[1] != nil && now.Before(s.prevUntil) {
+		return s.signers[:]
 	}
-	return [][]byte{s.key}
+	return s.signers[:1]
 }
 
 // Deliver sends one event. The webhook-id is the event id, the same on
@@ -438,10 +442,10 @@ func (h *headers) set(key, value string) {
 }
 
 // setSignature sets the three Standard Webhooks headers.
-func (h *headers) setSignature(keys [][]byte, id string, now time.Time, body []byte) {
+func (h *headers) setSignature(signers []*signer, id string, now time.Time, body []byte) {
 	h.set("Webhook-Id", id)
 	h.set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
-	h.set("Webhook-Signature", SignatureHeader(keys, id, now, body))
+	h.set("Webhook-Signature", signatureHeader(signers, id, now, body))
 }
 
 // result turns a Result into what the engine records: the outcome, and

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -264,5 +265,33 @@ func BenchmarkSign(b *testing.B) {
 	ts := time.Unix(specTimestamp, 0)
 	for b.Loop() {
 		Sign(key, specID, ts, body)
+	}
+}
+
+// A signer reuses its HMAC states: every signature it makes, one after
+// another and from many goroutines at once, is the one Sign makes.
+func TestSignerReusesStatesWithoutMixingMessages(t *testing.T) {
+	t.Parallel()
+	key, _ := ParseSecret(specSecret)
+	s := newSigner(key)
+	ts := time.Unix(specTimestamp, 0)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				id := fmt.Sprintf("evt_%d_%d", g, i)
+				body := []byte(strings.Repeat("b", i))
+				want := Sign(key, id, ts, body)
+				if got := string(s.appendSign(nil, id, ts.Unix(), body)); got != want {
+					t.Errorf("%s: signer %s, Sign %s", id, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := signatureHeader([]*signer{s, newSigner([]byte("other"))}, specID, ts, []byte("x")),
+		SignatureHeader([][]byte{key, []byte("other")}, specID, ts, []byte("x")); got != want {
+		t.Errorf("signatureHeader %q, SignatureHeader %q", got, want)
 	}
 }
