@@ -376,6 +376,18 @@ type SubscriptionStore interface {
 	// subscriptions it dispatches by one statement, not one per lease.
 	RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]Lease, error)
 
+	// AcquireLeases is AcquireLease for many subscriptions in one step (a
+	// node starting, a full sync): it returns the leases it took or
+	// extended, and leaves out the subscriptions that do not exist or
+	// whose live lease another node holds.
+	AcquireLeases(ctx context.Context, ids []string, node string, now time.Time, ttl time.Duration) ([]Lease, error)
+
+	// DispatchStates returns, for each of the subscriptions, its cursors
+	// and whether its retry set has rows: what a dispatcher starting many
+	// subscriptions needs to tell which have nothing to do. One with
+	// neither, or that does not exist, is left out.
+	DispatchStates(ctx context.Context, ids []string) (map[string]DispatchState, error)
+
 	// ReleaseLease ends node's lease if it still holds it with this epoch.
 	ReleaseLease(ctx context.Context, id, node string, epoch int64) error
 
@@ -475,6 +487,13 @@ type SubscriptionStore interface {
 	// of its deliveries (see Settlement.Stats); a zero DeliveryStats when
 	// none did yet.
 	DeliveryStats(ctx context.Context, id string) (DeliveryStats, error)
+}
+
+// DispatchState is what SubscriptionStore.DispatchStates returns of one
+// subscription.
+type DispatchState struct {
+	Cursors []Cursor
+	Retries bool // the retry set has rows (due or not, blocked or not)
 }
 
 // Lease is a dispatch lease a node holds: the subscription and the epoch.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
@@ -195,6 +196,10 @@ func (d *Dispatcher) addWorker(id string, w *worker) {
 		return
 	}
 	set := d.byTopic[w.topic]
+	for other := range set {
+		w.topic = other.topic // one copy of the name for all, not one each
+		break
+	}
 	if set == nil {
 		set = make(map[*worker]struct{})
 		d.byTopic[w.topic] = set
@@ -744,22 +749,31 @@ func (d *Dispatcher) sync(ctx context.Context) error {
 	now := d.cfg.Now()
 	seen := make(map[string]bool)
 	var errs []error
+	var cold []*worker // started cold: see startMany
 	after := ""
 	for {
 		subs, err := d.store.ListSubscriptions(ctx, herald.SubscriptionFilter{After: after, Limit: 500})
 		if err != nil {
 			return fmt.Errorf("list subscriptions: %w", err)
 		}
+		var starts []workerStart
 		for _, s := range subs {
 			seen[s.ID] = true
-			if err := d.syncOne(ctx, s, now); err != nil {
+			st, err := d.prepare(ctx, s, now)
+			if err != nil {
 				errs = append(errs, err)
+			} else if st != nil {
+				starts = append(starts, *st)
 			}
 		}
+		cold = append(cold, d.startMany(ctx, starts)...)
 		if len(subs) < 500 {
 			break
 		}
 		after = subs[len(subs)-1].ID
+	}
+	if err := d.wakeBehind(ctx, cold); err != nil {
+		errs = append(errs, err)
 	}
 	d.mu.Lock()
 	var gone []*worker
@@ -779,63 +793,17 @@ func (d *Dispatcher) sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now time.Time) error {
-	d.mu.Lock()
-	w := d.workers[s.ID]
-	if old := d.stopping[s.ID]; old != nil {
-		select {
-		case <-old.exited:
-			delete(d.stopping, s.ID)
-		default:
-			d.mu.Unlock()
-			return nil // the previous worker is still finishing: its exit looks again
-		}
-	}
-	d.mu.Unlock()
-	owns := d.cfg.Owns == nil || d.cfg.Owns(s.ID)
+// workerStart is a subscription prepare found wanting a worker.
+type workerStart struct {
+	s  herald.Subscription
+	f  *filter.Filter
+	ch channel.Channel
+}
 
-	if s.ExpiresAfterIdle > 0 && owns {
-		if end := s.LastActivityAt.Add(s.ExpiresAfterIdle); !now.Before(end) {
-			if w != nil {
-				d.stopWorker(s.ID, w)
-			}
-			return d.expire(ctx, s, now)
-		} else {
-			d.mu.Lock()
-			d.lookAt(s.ID, end)
-			d.mu.Unlock()
-		}
-	}
-	if s.State == herald.StatePending && owns {
-		if !s.NextChallengeAt.After(now) {
-			d.startVerify(ctx, s)
-		} else {
-			d.mu.Lock()
-			d.lookAt(s.ID, s.NextChallengeAt)
-			d.mu.Unlock()
-		}
-	}
-	want := s.State == herald.StateActive && owns
-	switch {
-	case w != nil && (!want || !w.updatedAt.Equal(s.UpdatedAt)):
-		d.stopWorker(s.ID, w)
-		return nil // its replacement starts once it has exited
-	case w != nil:
-		return nil // running as it should; renewLeases keeps its lease
-	}
-	if !want {
-		return nil
-	}
-	f, err := filter.Parse(s.Filter)
-	if err != nil {
-		return fmt.Errorf("subscription %s: stored filter: %w", s.ID, err)
-	}
-	ch, err := d.channels.Get(cmp.Or(s.Channel, herald.ChannelWebhook))
-	if err != nil {
-		return fmt.Errorf("subscription %s: %w", s.ID, err)
-	}
-	if ctx.Err() != nil {
-		return nil // stopping: take no lease that nothing would release
+func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now time.Time) error {
+	st, err := d.prepare(ctx, s, now)
+	if st == nil || err != nil {
+		return err
 	}
 	sent := d.cfg.Now()
 	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.leaseTTL)
@@ -855,6 +823,76 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		d.mu.Unlock()
 		return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
 	}
+	d.startWorker(ctx, st, epoch, sent)
+	return nil
+}
+
+// prepare acts on what the stored subscription asks of this node (expiry,
+// verification, stopping a worker that no longer matches it) and returns
+// what its worker starts with when it needs one started, nil otherwise.
+func (d *Dispatcher) prepare(ctx context.Context, s herald.Subscription, now time.Time) (*workerStart, error) {
+	d.mu.Lock()
+	w := d.workers[s.ID]
+	if old := d.stopping[s.ID]; old != nil {
+		if !old.exited.Load() {
+			d.mu.Unlock()
+			return nil, nil // the previous worker is still finishing: its exit looks again
+		}
+		delete(d.stopping, s.ID)
+	}
+	d.mu.Unlock()
+	owns := d.cfg.Owns == nil || d.cfg.Owns(s.ID)
+
+	if s.ExpiresAfterIdle > 0 && owns {
+		if end := s.LastActivityAt.Add(s.ExpiresAfterIdle); !now.Before(end) {
+			if w != nil {
+				d.stopWorker(s.ID, w)
+			}
+			return nil, d.expire(ctx, s, now)
+		} else {
+			d.mu.Lock()
+			d.lookAt(s.ID, end)
+			d.mu.Unlock()
+		}
+	}
+	if s.State == herald.StatePending && owns {
+		if !s.NextChallengeAt.After(now) {
+			d.startVerify(ctx, s)
+		} else {
+			d.mu.Lock()
+			d.lookAt(s.ID, s.NextChallengeAt)
+			d.mu.Unlock()
+		}
+	}
+	want := s.State == herald.StateActive && owns
+	switch {
+	case w != nil && (!want || !w.updatedAt.Equal(s.UpdatedAt)):
+		d.stopWorker(s.ID, w)
+		return nil, nil // its replacement starts once it has exited
+	case w != nil:
+		return nil, nil // running as it should; renewLeases keeps its lease
+	}
+	if !want {
+		return nil, nil
+	}
+	f, err := filter.Parse(s.Filter)
+	if err != nil {
+		return nil, fmt.Errorf("subscription %s: stored filter: %w", s.ID, err)
+	}
+	ch, err := d.channels.Get(cmp.Or(s.Channel, herald.ChannelWebhook))
+	if err != nil {
+		return nil, fmt.Errorf("subscription %s: %w", s.ID, err)
+	}
+	if ctx.Err() != nil {
+		return nil, nil // stopping: take no lease that nothing would release
+	}
+	return &workerStart{s: s, f: f, ch: ch}, nil
+}
+
+// startWorker starts the worker of a subscription whose lease it holds
+// (since sent) under epoch.
+func (d *Dispatcher) startWorker(ctx context.Context, st *workerStart, epoch int64, sent time.Time) {
+	s, ch, f := st.s, st.ch, st.f
 	nw := newWorker(d, s, ch, f, epoch)
 	nw.acquired = sent
 	nw.renewed(sent)
@@ -871,10 +909,166 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		d.removeWorker(s.ID, nw)
 		d.mu.Unlock()
 		_ = d.store.ReleaseLease(context.WithoutCancel(ctx), s.ID, d.cfg.NodeID, epoch)
-		return nil
+		return
 	}
 	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", epoch)
+}
+
+// startMany starts the workers of many subscriptions (a page of a full
+// sync) with one store call for their leases and one for their state.
+// Those with nothing to do, by their cursors and retry sets, start parked
+// cold: no goroutine, no store reads beyond these, so that a node starts
+// 100,000 subscriptions in seconds (issue 21). It returns them: the caller
+// reads the topics' heads once they are in place (wakeBehind), and wakes
+// those behind. The others start as syncOne starts one.
+func (d *Dispatcher) startMany(ctx context.Context, starts []workerStart) []*worker {
+	if len(starts) == 0 || ctx.Err() != nil {
+		return nil
+	}
+	ids := make([]string, len(starts))
+	for i, st := range starts {
+		ids[i] = st.s.ID
+	}
+	sent := d.cfg.Now()
+	leases, err := d.store.AcquireLeases(ctx, ids, d.cfg.NodeID, sent, d.leaseTTL)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("acquire dispatch leases", "subscriptions", len(ids), "err", err)
+		}
+		d.mu.Lock()
+		for _, id := range ids {
+			d.lookAt(id, sent.Add(d.cfg.PollInterval))
+		}
+		d.mu.Unlock()
+		return nil
+	}
+	epochs := make(map[string]int64, len(leases))
+	held := make([]string, 0, len(leases))
+	for _, l := range leases {
+		epochs[l.SubscriptionID] = l.Epoch
+		held = append(held, l.SubscriptionID)
+	}
+	states, err := d.store.DispatchStates(ctx, held)
+	if err != nil && ctx.Err() == nil {
+		d.log.Warn("read the dispatch state of subscriptions; starting each on its own", "err", err)
+	}
+	var cold []*worker
+	for i := range starts {
+		st := &starts[i]
+		epoch, ok := epochs[st.s.ID]
+		if !ok {
+			// Another node has it (or it was just deleted): when that
+			// node stopped or died, its lease ends within LeaseTTL.
+			d.mu.Lock()
+			d.lookAt(st.s.ID, sent.Add(d.cfg.PollInterval))
+			d.mu.Unlock()
+			continue
+		}
+		if state := states[st.s.ID]; err == nil && d.mayStartCold(ctx, st, state) {
+			w := &worker{
+				d: d, id: st.s.ID, topic: st.s.Topic, updatedAt: st.s.UpdatedAt, epoch: epoch,
+				parked: true, acquired: sent,
+			}
+			w.setColdCursors(state.Cursors)
+			w.renewed(sent)
+			cold = append(cold, w)
+			continue
+		}
+		d.startWorker(ctx, st, epoch, sent)
+	}
+	d.mu.Lock()
+	for _, w := range cold {
+		d.addWorker(w.id, w)
+	}
+	d.cold.Add(int64(len(cold)))
+	d.mu.Unlock()
+	return cold
+}
+
+// mayStartCold reports whether a subscription may start parked cold: one
+// that would go cold once parked (see worker.mayGoCold), of one topic
+// (not a pattern, whose topics the worker lists as it starts), with an
+// empty retry set.
+func (d *Dispatcher) mayStartCold(ctx context.Context, st *workerStart, state herald.DispatchState) bool {
+	s := &st.s
+	if herald.IsPattern(s.Topic) || s.Ordered || s.RateLimit > 0 || state.Retries {
+		return false
+	}
+	for _, c := range state.Cursors {
+		if c.Topic != s.Topic {
+			return false
+		}
+	}
+	sink, err := st.ch.Open(ctx, s)
+	if err != nil {
+		return false // its worker reports it
+	}
+	_, parkable := sink.(channel.Parkable)
+	_, batches := sink.(channel.Batcher)
+	closeSink(sink, d.log, d.cfg.DrainTimeout)
+	return parkable && !batches
+}
+
+// wakeBehind wakes the workers startMany started cold whose topic has
+// events past their cursor. It reads the heads after the workers were in
+// place: a commit since woke them, and one before shows in the heads.
+func (d *Dispatcher) wakeBehind(ctx context.Context, cold []*worker) error {
+	if len(cold) == 0 {
+		return nil
+	}
+	heads := make(map[string]int64)
+	for _, w := range cold {
+		heads[w.topic] = 0
+	}
+	if len(heads) <= 100 {
+		for name := range heads {
+			t, err := d.store.GetTopic(ctx, name)
+			switch {
+			case herald.IsCode(err, herald.CodeNotFound):
+			case err != nil:
+				return d.wakeAll(cold, fmt.Errorf("read topic %s: %w", name, err))
+			default:
+				heads[name] = t.HeadSeq
+			}
+		}
+	} else {
+		after := ""
+		for {
+			ts, err := d.store.ListTopics(ctx, after, 1000)
+			if err != nil {
+				return d.wakeAll(cold, fmt.Errorf("list topics: %w", err))
+			}
+			for _, t := range ts {
+				if _, ok := heads[t.Name]; ok {
+					heads[t.Name] = t.HeadSeq
+				}
+			}
+			if len(ts) < 1000 {
+				break
+			}
+			after = ts[len(ts)-1].Name
+		}
+	}
+	for _, w := range cold {
+		var at int64 // no cursor: from the topic's first event
+		for _, c := range w.coldCursors() {
+			at = c.Seq
+		}
+		if h := heads[w.topic]; h > at {
+			w.noteCommit(w.topic, h)
+		}
+	}
 	return nil
+}
+
+// wakeAll wakes every worker, when wakeBehind cannot tell which are
+// behind: each reads its topic from its cursor as it warms, and finds
+// where the topic ends.
+func (d *Dispatcher) wakeAll(cold []*worker, err error) error {
+	for _, w := range cold {
+		w.noteCommit(w.topic, math.MaxInt64)
+	}
+	return err
 }
 
 // resumeWorker runs a parked worker again, in a new goroutine; false when

@@ -3,11 +3,13 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/store/postgres"
 	"github.com/heraldhq/herald/webhook"
 )
 
@@ -101,4 +103,79 @@ func TestColdSubscriptionWakesAsStored(t *testing.T) {
 	}
 	e.dispatcher.Changed(s.ID)
 	waitFor(t, "the worker gone", 20*time.Second, func() bool { return e.dispatcher.Dispatching() == 0 })
+}
+
+// A node starting with many subscriptions takes their leases and reads
+// their cursors in bulk, and starts those with nothing to do parked cold:
+// no goroutine, no store reads of their own (issue 21). Those whose topic
+// moved on while no node ran them are woken and deliver what they missed,
+// once; the cold ones deliver the next event.
+func TestStartParksCaughtUpSubscriptionsCold(t *testing.T) {
+	runOnBackends(t, testStartParksCaughtUpSubscriptionsCold)
+}
+
+func testStartParksCaughtUpSubscriptionsCold(t *testing.T) {
+	path := dbPath(t)
+	cool := func(c *engine.DispatcherConfig) { c.ColdAfter = 20 * time.Millisecond }
+	e := startEnv(t, path, cool)
+	e.topic("moved")
+	e.topic("still")
+	type sub struct {
+		topic string
+		r     *receiver
+	}
+	subs := []sub{{"moved", newReceiver(t, nil)}, {"still", newReceiver(t, nil)}, {"moved", newReceiver(t, nil)}}
+	for _, s := range subs {
+		stored := e.subscribe(herald.Subscription{Topic: s.topic, Config: hookConfig(s.r.URL)})
+		s.r.secret = secretOf(stored)
+	}
+	e.publish("moved", 2, nil)
+	e.publish("still", 2, nil)
+	delivered := func(want ...int) func() bool {
+		return func() bool {
+			for i, s := range subs {
+				if _, n := s.r.count(); n != want[i] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, "two events to each", 20*time.Second, delivered(2, 2, 2))
+	e.stop()
+
+	// One more event in "moved" while no dispatcher runs.
+	ctx := context.Background()
+	var st engine.DispatchStore
+	var err error
+	if strings.HasPrefix(path, "postgres") {
+		st, err = postgres.Open(ctx, path, postgres.Options{})
+	} else {
+		st, err = openSQLite(ctx, path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := engine.NewCommitter(st, engine.CommitterConfig{}, nil, nil)
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := c.Append(ctx, []*herald.Event{{ID: herald.NewID(now), Topic: "moved", Type: "test.event",
+		ContentType: "application/json", Payload: []byte(`{"i":2}`), Time: now}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Stop(ctx)
+	_ = st.Close()
+
+	e = startEnv(t, path, cool)
+	waitFor(t, "the missed event delivered to both subscriptions of its topic", 20*time.Second, delivered(3, 2, 3))
+	waitFor(t, "every subscription cold", 20*time.Second, func() bool { return e.dispatcher.Cold() == len(subs) })
+	e.publish("still", 1, nil)
+	waitFor(t, "the next event delivered to the cold one", 20*time.Second, delivered(3, 3, 3))
+	for i, s := range subs {
+		if distinct, total := s.r.count(); distinct != total {
+			t.Fatalf("subscription %d: %d deliveries of %d events: some twice", i, total, distinct)
+		}
+	}
 }

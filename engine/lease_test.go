@@ -34,6 +34,20 @@ func (s *stalledLeases) AcquireLease(ctx context.Context, id, node string, now t
 	return s.DispatchStore.AcquireLease(ctx, id, node, now, ttl)
 }
 
+func (s *stalledLeases) AcquireLeases(ctx context.Context, ids []string, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
+	s.mu.Lock()
+	stalled := s.stalled
+	s.mu.Unlock()
+	if stalled != nil {
+		select {
+		case <-stalled:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.DispatchStore.AcquireLeases(ctx, ids, node, now, ttl)
+}
+
 func (s *stalledLeases) RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
 	s.mu.Lock()
 	stalled := s.stalled

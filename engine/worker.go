@@ -41,12 +41,16 @@ type worker struct {
 	epoch     int64
 	updatedAt time.Time // the subscription's UpdatedAt when it started: a change restarts it
 
-	wake    chan struct{} // cap 1: there may be new events or due retries
+	// wake (cap 1) says there may be new events or due retries. nil while
+	// cold: warm makes it again, and what a poke announces meanwhile (new
+	// heads, a recheck, a stop) is in place before the worker's loop
+	// looks. Written under parkMu.
+	wake    chan struct{}
 	headMu  sync.Mutex
 	heads   map[string]int64 // topic -> newest committed seq, from the commit hook
 	gone    map[string]bool  // topics deleted, from the dispatcher (under headMu)
 	anyGone atomic.Bool      // gone is not empty: spares the loop the lock
-	exited  chan struct{}
+	exited  atomic.Bool      // the worker has ended for good
 
 	// A caught-up worker parks: its goroutine ends and its state waits
 	// here, costing no stack, until a poke resumes it in a new goroutine
@@ -76,8 +80,10 @@ type worker struct {
 	rejects int // Rejected results since the last delivery (see DisableAfterRejects)
 
 	// coldAt holds the cursors of a worker parked cold (live is nil): at
-	// rest each topic is settled and written up to its head.
-	coldAt []herald.Cursor
+	// rest each topic is settled and written up to its head. One of a
+	// single topic keeps its cursor in coldSeq instead (-1: none).
+	coldAt  []herald.Cursor
+	coldSeq int64
 
 	*live // nil while parked cold
 }
@@ -195,13 +201,13 @@ func (p *topicPos) settle(seq int64) {
 
 func newWorker(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *filter.Filter, epoch int64) *worker {
 	w := &worker{
+		coldSeq:   -1,
 		d:         d,
 		id:        sub.ID,
 		topic:     sub.Topic,
 		updatedAt: sub.UpdatedAt,
 		epoch:     epoch,
 		wake:      make(chan struct{}, 1),
-		exited:    make(chan struct{}),
 	}
 	w.live = newLive(d, sub, ch, f)
 	return w
@@ -246,9 +252,11 @@ func (w *worker) poke() {
 		}
 		return
 	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if w.wake != nil {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
 	w.parkMu.Unlock()
 }
@@ -316,8 +324,9 @@ func (w *worker) coolDown() bool {
 		return false
 	}
 	sink, log, cancel := w.sink, w.log, w.cancel
-	w.coldAt = w.restingCursors()
+	w.setColdCursors(w.restingCursors())
 	w.live = nil
+	w.wake = nil
 	w.d.cold.Add(1)
 	w.parkMu.Unlock()
 	cancel() // nothing runs under it any more
@@ -355,6 +364,25 @@ func (w *worker) restingCursors() []herald.Cursor {
 		}
 	}
 	return cs
+}
+
+// setColdCursors keeps the cursors of a worker going cold: one of its own
+// topic in coldSeq, without an allocation; others in coldAt.
+func (w *worker) setColdCursors(cs []herald.Cursor) {
+	w.coldAt, w.coldSeq = nil, -1
+	if len(cs) == 1 && cs[0].Topic == w.topic {
+		w.coldSeq = cs[0].Seq
+		return
+	}
+	w.coldAt = cs
+}
+
+// coldCursors returns what setColdCursors kept.
+func (w *worker) coldCursors() []herald.Cursor {
+	if w.coldSeq >= 0 {
+		return []herald.Cursor{{Topic: w.topic, Seq: w.coldSeq}}
+	}
+	return w.coldAt
 }
 
 // warm builds the live state of a worker parked cold, as it resumes: the
@@ -402,13 +430,14 @@ func (w *worker) warm(ctx context.Context) bool {
 	}
 	w.parkMu.Lock()
 	w.live = l
+	w.wake = make(chan struct{}, 1)
 	w.d.cold.Add(-1)
 	w.parkMu.Unlock()
 	w.setContext(ctx)
-	for _, c := range w.coldAt {
+	for _, c := range w.coldCursors() {
 		w.addTopic(c.Topic, c.Seq)
 	}
-	w.coldAt = nil
+	w.coldAt, w.coldSeq = nil, -1
 	w.useBatches()
 	return true
 }
@@ -420,7 +449,7 @@ func (w *worker) endCold() {
 	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
 	_ = w.d.store.ReleaseLease(ctx, w.id, w.d.cfg.NodeID, w.epoch)
 	cancel()
-	close(w.exited)
+	w.exited.Store(true)
 	w.d.workerExited(w)
 }
 
@@ -497,7 +526,7 @@ func (w *worker) end() {
 	w.cancel()
 	w.finish()
 	w.closeSink()
-	close(w.exited)
+	w.exited.Store(true)
 	w.d.workerExited(w)
 }
 
@@ -511,7 +540,7 @@ func (w *worker) endParked() {
 	} else {
 		w.d.cold.Add(-1)
 	}
-	close(w.exited)
+	w.exited.Store(true)
 }
 
 // loop is the worker's loop; it returns true when the worker parked.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -455,6 +456,108 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 	}
 	return 0, herald.Errorf(herald.CodeConflict, "subscription %s is dispatched by node %s until %s",
 		id, holder, fromNanos(expires).Format(time.RFC3339Nano))
+}
+
+// AcquireLeases is AcquireLease for many subscriptions in one round trip:
+// acquireLeaseSQL's statement once per id, in one batch. It returns the
+// leases taken or extended and leaves out the subscriptions that do not
+// exist or whose live lease another node holds.
+func (s *Store) AcquireLeases(ctx context.Context, ids []string, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if node == "" || !validText(node) {
+		return nil, herald.FieldErrorf("node", "the node name must be non-empty UTF-8 without NUL bytes")
+	}
+	if now.IsZero() || !inNanosRange(now) {
+		return nil, herald.FieldErrorf("now", "now must be between %s and %s", minTime.UTC(), maxTime.UTC())
+	}
+	until := now.Add(ttl)
+	switch {
+	case until.After(maxTime):
+		until = maxTime
+	case until.Before(now):
+		until = now
+	}
+	var out []herald.Lease
+	for chunk := range slices.Chunk(ids, 500) {
+		b := &pgx.Batch{}
+		var queued []string
+		for _, id := range chunk {
+			if validText(id) {
+				b.Queue(acquireLeaseSQL, id, node, now.UnixNano(), until.UnixNano())
+				queued = append(queued, id)
+			}
+		}
+		res := s.pool.SendBatch(ctx, b)
+		for _, id := range queued {
+			var epoch int64
+			err := res.QueryRow().Scan(&epoch)
+			switch {
+			case err == nil:
+				out = append(out, herald.Lease{SubscriptionID: id, Epoch: epoch})
+			case errors.Is(err, pgx.ErrNoRows): // missing, or another node's
+			default:
+				res.Close()
+				return nil, s.fail("acquire leases", err)
+			}
+		}
+		if err := res.Close(); err != nil {
+			return nil, s.fail("acquire leases", err)
+		}
+	}
+	return out, nil
+}
+
+// DispatchStates returns the cursors of each of the subscriptions that
+// exists, and whether its retry set has rows, in two queries.
+func (s *Store) DispatchStates(ctx context.Context, ids []string) (map[string]herald.DispatchState, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return !validText(id) })
+	out := make(map[string]herald.DispatchState, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT subscription_id, topic, seq FROM cursors WHERE subscription_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, s.fail("read dispatch states", err)
+	}
+	for rows.Next() {
+		var id string
+		var c herald.Cursor
+		if err := rows.Scan(&id, &c.Topic, &c.Seq); err != nil {
+			rows.Close()
+			return nil, s.fail("read dispatch states", err)
+		}
+		st := out[id]
+		st.Cursors = append(st.Cursors, c)
+		out[id] = st
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("read dispatch states", err)
+	}
+	rows, err = s.pool.Query(ctx, `SELECT DISTINCT subscription_id FROM retries WHERE subscription_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, s.fail("read dispatch states", err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, s.fail("read dispatch states", err)
+		}
+		st := out[id]
+		st.Retries = true
+		out[id] = st
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("read dispatch states", err)
+	}
+	return out, nil
 }
 
 // RenewLeases extends every live, unfenced lease node holds to now+ttl in

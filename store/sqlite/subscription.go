@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -412,6 +413,56 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 	until := clampNanos(now.Add(max(ttl, 0)))
 	var epoch int64
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		epoch, err = acquireLeaseTx(ctx, tx, id, node, at, until)
+		return err
+	})
+	if err != nil {
+		return 0, s.fail("acquire lease", err)
+	}
+	return epoch, nil
+}
+
+// AcquireLeases is AcquireLease for many subscriptions in one transaction:
+// it returns the leases it took or extended and leaves out the
+// subscriptions that do not exist or whose lease another node holds.
+func (s *Store) AcquireLeases(ctx context.Context, ids []string, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	if node == "" {
+		return nil, herald.FieldErrorf("node", "the node name is empty")
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	at := clampNanos(now)
+	until := clampNanos(now.Add(max(ttl, 0)))
+	var out []herald.Lease
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		for _, id := range ids {
+			epoch, err := acquireLeaseTx(ctx, tx, id, node, at, until)
+			switch {
+			case err == nil:
+				out = append(out, herald.Lease{SubscriptionID: id, Epoch: epoch})
+			case herald.IsCode(err, herald.CodeNotFound), herald.IsCode(err, herald.CodeConflict):
+			default:
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail("acquire leases", err)
+	}
+	return out, nil
+}
+
+// acquireLeaseTx is AcquireLease within tx.
+func acquireLeaseTx(ctx context.Context, tx *sql.Tx, id, node string, at, until int64) (int64, error) {
+	var epoch int64
+	{
 		var sid, expires int64
 		var holder string
 		var fenced bool
@@ -419,15 +470,15 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 			EXISTS (SELECT 1 FROM topic_fences f WHERE f.sid = s.sid AND f.epoch >= s.lease_epoch)
 			FROM subscriptions s WHERE s.id = ?`, id).Scan(&sid, &holder, &expires, &epoch, &fenced)
 		if errors.Is(err, sql.ErrNoRows) {
-			return subNotFound(id)
+			return 0, subNotFound(id)
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		live := holder != "" && expires > at
 		switch {
 		case live && holder != node:
-			return herald.Errorf(herald.CodeConflict, "subscription %s is dispatched by node %s until %s",
+			return 0, herald.Errorf(herald.CodeConflict, "subscription %s is dispatched by node %s until %s",
 				id, holder, fromNanos(expires).Format(time.RFC3339Nano))
 		case !live, fenced:
 			// A topic deleted under node's own live lease: its dispatcher
@@ -435,17 +486,69 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 			// makes it drop.
 			epoch++
 			if _, err := tx.ExecContext(ctx, `DELETE FROM topic_fences WHERE sid = ?`, sid); err != nil {
-				return fmt.Errorf("end the fences of the old epoch: %w", err)
+				return 0, fmt.Errorf("end the fences of the old epoch: %w", err)
 			}
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET lease_node = ?, lease_expires_at = ?, lease_epoch = ? WHERE sid = ?`,
 			node, until, epoch, sid)
-		return err
-	})
-	if err != nil {
-		return 0, s.fail("acquire lease", err)
+		return epoch, err
 	}
-	return epoch, nil
+}
+
+// DispatchStates returns the cursors of each of the subscriptions that
+// exists, and whether its retry set has rows, in two queries.
+func (s *Store) DispatchStates(ctx context.Context, ids []string) (map[string]herald.DispatchState, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	out := make(map[string]herald.DispatchState, len(ids))
+	for chunk := range slices.Chunk(ids, 500) {
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		in := strings.Repeat("?,", len(chunk))
+		in = in[:len(in)-1]
+		rows, err := s.reader.QueryContext(ctx, `SELECT s.id, c.topic, c.seq FROM subscriptions s JOIN cursors c ON c.sid = s.sid WHERE s.id IN (`+in+`)`, args...)
+		if err != nil {
+			return nil, s.fail("read dispatch states", err)
+		}
+		for rows.Next() {
+			var id string
+			var c herald.Cursor
+			if err := rows.Scan(&id, &c.Topic, &c.Seq); err != nil {
+				rows.Close()
+				return nil, s.fail("read dispatch states", err)
+			}
+			st := out[id]
+			st.Cursors = append(st.Cursors, c)
+			out[id] = st
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, s.fail("read dispatch states", err)
+		}
+		rows, err = s.reader.QueryContext(ctx, `SELECT s.id FROM subscriptions s WHERE s.id IN (`+in+`)
+			AND EXISTS (SELECT 1 FROM retries r WHERE r.sid = s.sid)`, args...)
+		if err != nil {
+			return nil, s.fail("read dispatch states", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, s.fail("read dispatch states", err)
+			}
+			st := out[id]
+			st.Retries = true
+			out[id] = st
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, s.fail("read dispatch states", err)
+		}
+	}
+	return out, nil
 }
 
 // ReleaseLease ends node's lease if it still holds it with this epoch, so

@@ -3,6 +3,7 @@ package storetest
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,6 +196,45 @@ func runLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 		}
 		settleOK(t, s, "sub_1", e2, herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders", Seq: 1000}}})
 		wantCursors(t, "the new holder", s, "sub_1", herald.Cursor{Topic: "orders", Seq: 1000})
+	})
+
+	// AcquireLeases takes many leases in one step, as AcquireLease takes
+	// each, leaving out another node's live ones and unknown ids; and
+	// DispatchStates tells which subscriptions have cursors and retries.
+	t.Run("ManyAtOnce", func(t *testing.T) {
+		t.Parallel()
+		s := open(t)
+		for _, id := range []string{"sub_1", "sub_2", "sub_3"} {
+			createSub(t, s, plainSub(id, "orders"), herald.StartPosition{})
+		}
+		eOwn := acquire(t, s, "sub_1", nodeA, at(0), 10*time.Second)
+		acquire(t, s, "sub_2", nodeB, at(0), 10*time.Second)
+		got, err := s.AcquireLeases(t.Context(), []string{"sub_1", "sub_2", "sub_3", "sub_missing"}, nodeA, at(1), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(got, func(a, b herald.Lease) int { return strings.Compare(a.SubscriptionID, b.SubscriptionID) })
+		if len(got) != 2 || got[0].SubscriptionID != "sub_1" || got[0].Epoch != eOwn || got[1].SubscriptionID != "sub_3" || got[1].Epoch < 1 {
+			t.Fatalf("AcquireLeases: %+v, want sub_1 at epoch %d and sub_3 (sub_2 is node B's)", got, eOwn)
+		}
+		conflict(t, s, "sub_3", nodeB, at(2)) // taken: node B cannot
+		settleOK(t, s, "sub_3", got[1].Epoch, herald.Settlement{
+			Cursors:    []herald.Cursor{{Topic: "orders", Seq: 4}},
+			AddRetries: []herald.Retry{retry("sub_3", "orders", 2, "", 1, at(60))},
+		})
+		states, err := s.DispatchStates(t.Context(), []string{"sub_1", "sub_3", "sub_missing"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := states["sub_3"]; !st.Retries || len(st.Cursors) != 1 || st.Cursors[0] != (herald.Cursor{Topic: "orders", Seq: 4}) {
+			t.Fatalf("sub_3's state: %+v, want its cursor at 4 and retries", st)
+		}
+		if st, ok := states["sub_1"]; ok && (st.Retries || len(st.Cursors) > 0 && st.Cursors[0].Seq != 0) {
+			t.Fatalf("sub_1's state: %+v, want nothing beyond a cursor at 0", st)
+		}
+		if _, ok := states["sub_missing"]; ok {
+			t.Fatal("an unknown subscription has a state")
+		}
 	})
 
 	t.Run("UnknownSubscriptionIsNotFound", func(t *testing.T) {
