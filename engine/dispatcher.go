@@ -179,6 +179,7 @@ type Dispatcher struct {
 	patterns  map[*worker]struct{}            // workers of pattern subscriptions
 	verifying map[string]bool
 	stopping  map[string]*worker   // stopped workers that may still be finishing
+	starting  map[string]bool      // subscriptions startMany takes leases of
 	orphans   map[string]int64     // leases held with no worker at the last renewal, by subscription: their epoch
 	due       map[string]time.Time // subscriptions to look at again, and when
 	changed   map[string]bool      // subscriptions to look at now
@@ -333,6 +334,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 		patterns:  make(map[*worker]struct{}),
 		verifying: make(map[string]bool),
 		stopping:  make(map[string]*worker),
+		starting:  make(map[string]bool),
 		due:       make(map[string]time.Time),
 		changed:   make(map[string]bool),
 		kick:      make(chan struct{}, 1),
@@ -675,12 +677,11 @@ func (d *Dispatcher) renewLeases(ctx context.Context) {
 		if d.workers[id] != nil {
 			continue
 		}
-		if old := d.stopping[id]; old != nil {
-			select {
-			case <-old.exited:
-			default:
-				continue // still finishing: it releases the lease itself
-			}
+		if old := d.stopping[id]; old != nil && !old.exited.Load() {
+			continue // still finishing: it releases the lease itself
+		}
+		if d.starting[id] {
+			continue // startMany took it and is about to add its worker
 		}
 		if prev, ok := d.orphans[id]; ok && prev == epoch {
 			orphans = append(orphans, herald.Lease{SubscriptionID: id, Epoch: epoch})
@@ -929,6 +930,18 @@ func (d *Dispatcher) startMany(ctx context.Context, starts []workerStart) []*wor
 	for i, st := range starts {
 		ids[i] = st.s.ID
 	}
+	d.mu.Lock()
+	for _, id := range ids {
+		d.starting[id] = true
+	}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		for _, id := range ids {
+			delete(d.starting, id)
+		}
+		d.mu.Unlock()
+	}()
 	sent := d.cfg.Now()
 	leases, err := d.store.AcquireLeases(ctx, ids, d.cfg.NodeID, sent, d.leaseTTL)
 	if err != nil {
