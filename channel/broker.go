@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -62,6 +63,72 @@ func (c BrokerConfig) Register(cs ...prometheus.Collector) {
 	if c.Registry != nil {
 		c.Registry.MustRegister(cs...)
 	}
+}
+
+// Configs is the part of a broker channel that only handles its configs:
+// Validate, Public and Destination (see Channel), from the config type C
+// (a struct of JSON members, its JSON the canonical form) and three
+// functions of the channel's own. Each broker package embeds one in its
+// Channel and fills it in its constructor.
+type Configs[C any] struct {
+	// Name is the channel's, for errors ("amqp config: ...").
+	Name string
+	// Check validates a config as Channel.Validate documents: members
+	// checked, defaults applied, secrets kept on an update.
+	Check func(p ValidateParams) (C, error)
+	// Hide blanks the secrets of a config, for Public.
+	Hide func(*C)
+	// Dest is where a config's deliveries go, for Destination.
+	Dest func(C) string
+}
+
+// Validate returns the canonical form of the config Check accepts.
+func (c Configs[C]) Validate(_ context.Context, p ValidateParams) (json.RawMessage, error) {
+	cfg, err := c.Check(p)
+	if err != nil {
+		return nil, err
+	}
+	return EncodeConfig(cfg), nil
+}
+
+// Public returns the stored config without its secrets ({} when it does
+// not parse).
+func (c Configs[C]) Public(raw json.RawMessage) json.RawMessage {
+	cfg, err := c.Parse(raw)
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	c.Hide(&cfg)
+	return EncodeConfig(cfg)
+}
+
+// Destination is Dest of the stored config ("" when it does not parse).
+func (c Configs[C]) Destination(raw json.RawMessage) string {
+	cfg, err := c.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return c.Dest(cfg)
+}
+
+// Parse reads a stored config.
+func (c Configs[C]) Parse(raw json.RawMessage) (C, error) { return ParseConfig[C](c.Name, raw) }
+
+// ParseConfig reads a stored config of the named channel.
+func ParseConfig[C any](name string, raw json.RawMessage) (C, error) {
+	var cfg C
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		var zero C
+		return zero, fmt.Errorf("%s config: %w", name, err)
+	}
+	return cfg, nil
+}
+
+// EncodeConfig is a config's canonical JSON. Configs hold strings,
+// numbers, booleans and slices of them: encoding cannot fail.
+func EncodeConfig(cfg any) json.RawMessage {
+	b, _ := json.Marshal(cfg)
+	return b
 }
 
 // MaxLingerMS is the largest linger_ms a broker config takes.

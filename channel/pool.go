@@ -63,6 +63,18 @@ func (p *Pool[C]) release(key string, e *pooled[C]) {
 	}
 }
 
+// Count returns how many of the clients the pool holds open are up: the
+// value of a channel's connections gauge.
+func (p *Pool[C]) Count(up func(C) bool) float64 {
+	n := 0
+	for _, c := range p.Clients() {
+		if up(c) {
+			n++
+		}
+	}
+	return float64(n)
+}
+
 // Clients returns the clients the pool holds open, for metrics.
 func (p *Pool[C]) Clients() []C {
 	p.mu.Lock()

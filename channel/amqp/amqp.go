@@ -22,7 +22,6 @@ package amqp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,10 +63,11 @@ type ChannelConfig = channel.BrokerConfig
 
 // Channel is the amqp channel. It is safe for concurrent use.
 type Channel struct {
-	cfg        ChannelConfig
-	log        *slog.Logger
-	pool       *channel.Pool[*conn]
-	reconnects prometheus.Counter
+	channel.Configs[Config] // Validate, Public, Destination
+	cfg                     ChannelConfig
+	log                     *slog.Logger
+	pool                    *channel.Pool[*conn]
+	reconnects              prometheus.Counter
 }
 
 var _ channel.Channel = (*Channel)(nil)
@@ -76,6 +76,15 @@ var _ channel.Channel = (*Channel)(nil)
 func NewChannel(cfg ChannelConfig) *Channel {
 	cfg = cfg.WithDefaults(Name)
 	c := &Channel{cfg: cfg, log: cfg.Logger}
+	// Configs: Validate checks a broker the guard allows, an exchange name
+	// and a routing key template (errors name the member: "url",
+	// "exchange", "routing_key", "user", "password"); Public leaves out
+	// the password; the destination is the broker's URL
+	// (amqp://host:5672/vhost), no login.
+	c.Configs = channel.Configs[Config]{Name: Name,
+		Check: func(p channel.ValidateParams) (Config, error) { return validate(p, cfg.AllowPrivate) },
+		Hide:  func(c *Config) { c.Password = "" },
+		Dest:  func(c Config) string { return c.URL }}
 	c.pool = channel.NewPool(func(cn *conn) { cn.close() })
 	c.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_amqp_connects_total", Help: "Connections made to AMQP brokers, the first and every one after a loss.",
@@ -83,50 +92,12 @@ func NewChannel(cfg ChannelConfig) *Channel {
 	cfg.Register(c.reconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_amqp_connections", Help: "Pooled AMQP connections that are up (one per distinct broker and login).",
-		}, func() float64 {
-			n := 0
-			for _, cn := range c.pool.Clients() {
-				if cn.up() {
-					n++
-				}
-			}
-			return float64(n)
-		}))
+		}, func() float64 { return c.pool.Count((*conn).up) }))
 	return c
 }
 
 // Name is "amqp".
 func (c *Channel) Name() string { return Name }
-
-// Validate checks an amqp config: a broker the guard allows, an exchange
-// name, a routing key template. Errors name the member ("url", "exchange",
-// "routing_key", "user", "password").
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
-	cfg, err := validate(p, c.cfg.AllowPrivate)
-	if err != nil {
-		return nil, err
-	}
-	return cfg.encode(), nil
-}
-
-// Public returns the config without its password.
-func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
-	cfg, err := parseConfig(raw)
-	if err != nil {
-		return json.RawMessage(`{}`)
-	}
-	cfg.Password = ""
-	return cfg.encode()
-}
-
-// Destination is the broker's URL (amqp://host:5672/vhost), no login.
-func (c *Channel) Destination(raw json.RawMessage) string {
-	cfg, err := parseConfig(raw)
-	if err != nil {
-		return ""
-	}
-	return cfg.URL
-}
 
 // Open returns a sink over the pooled connection of the config's broker
 // and login; nothing connects until the first delivery.

@@ -1,10 +1,7 @@
 package amqp_test
 
 import (
-	"context"
 	"encoding/json"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,15 +17,8 @@ import (
 	"github.com/heraldhq/herald/channel/channeltest"
 )
 
-// broker returns the test broker's URL, or skips.
-func broker(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("HERALD_TEST_AMQP")
-	if u == "" {
-		t.Skip("HERALD_TEST_AMQP is not set: no AMQP broker to test against")
-	}
-	return u
-}
+// broker returns the test service's address, or skips.
+func broker(t *testing.T) string { return channeltest.Service(t, "HERALD_TEST_AMQP", "AMQP broker") }
 
 // admin is a test's own connection to the broker, to declare queues and
 // read what reached them.
@@ -120,14 +110,6 @@ func (a *admin) read(t *testing.T, queue string) []channeltest.Message {
 	return append([]channeltest.Message(nil), a.got[queue]...)
 }
 
-func hostPort(t *testing.T, u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.Host
-}
-
 func TestConformance(t *testing.T) {
 	a := newAdmin(t)
 	ch := amqp.NewChannel(amqp.ChannelConfig{AllowPrivate: true, DialTimeout: time.Second})
@@ -149,7 +131,7 @@ func TestConformance(t *testing.T) {
 		},
 		Secrets: []string{"password"},
 		SecretConfig: func(t *testing.T) json.RawMessage {
-			return json.RawMessage(`{"url":"amqp://herald:pa55-w0rd-x@` + hostPort(t, a.url) + `/"}`)
+			return json.RawMessage(`{"url":"amqp://herald:pa55-w0rd-x@` + channeltest.HostPort(t, a.url) + `/"}`)
 		},
 	})
 }
@@ -157,43 +139,6 @@ func TestConformance(t *testing.T) {
 func newEvent(topic, key, payload string) *herald.Event {
 	now := time.Now().UTC()
 	return &herald.Event{ID: herald.NewID(now), Topic: topic, Seq: 7, Key: key, Type: "order.created", Time: now, ContentType: "application/json", Payload: []byte(payload)}
-}
-
-func openSink(t *testing.T, ch *amqp.Channel, config string) channel.Sink {
-	t.Helper()
-	canon, err := ch.Validate(t.Context(), channel.ValidateParams{Config: json.RawMessage(config), Admin: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := ch.Open(t.Context(), &herald.Subscription{ID: "sub_test", Channel: "amqp", Config: canon, Timeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sink.Close(context.Background()) })
-	return sink
-}
-
-func deliver(t *testing.T, sink channel.Sink, ev *herald.Event, attempt int) herald.DeliveryResult {
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-	defer cancel()
-	return sink.Deliver(ctx, ev, attempt)
-}
-
-// waitOutcome delivers the event until it has the outcome, as the
-// engine's retries would, within a deadline.
-func waitOutcome(t *testing.T, sink channel.Sink, ev *herald.Event, want herald.DeliveryOutcome) herald.DeliveryResult {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for attempt := 1; ; attempt++ {
-		r := deliver(t, sink, ev, attempt)
-		if r.Outcome == want {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s: outcome %v (%s %s) after 20s; want %v", ev.ID, r.Outcome, r.Err, r.Detail, want)
-		}
-		time.Sleep(20 * time.Millisecond) // the backoff passes on its own: poll it
-	}
 }
 
 // A topic exchange routes by the templated key; a message no queue takes
@@ -204,11 +149,11 @@ func TestExchangeRoutingAndFailures(t *testing.T) {
 	x := a.exchange(t)
 	q := a.queue(t, x, "orders.*.created")
 	ch := amqp.NewChannel(amqp.ChannelConfig{AllowPrivate: true})
-	sink := openSink(t, ch, `{"url":"`+a.url+`","exchange":"`+x+`","routing_key":"{topic}.{key}.created"}`)
+	sink := channeltest.OpenSink(t, ch, `{"url":"`+a.url+`","exchange":"`+x+`","routing_key":"{topic}.{key}.created"}`, 3*time.Second)
 
 	ev := newEvent("orders", "eu.42", `{"id":42}`)
 	ev.Headers = map[string]string{"X-Trace": "t1", "Herald-Topic": "forged"}
-	if r := deliver(t, sink, ev, 2); r.Outcome != herald.Delivered {
+	if r := channeltest.Deliver(t, sink, ev, 2, 3*time.Second); r.Outcome != herald.Delivered {
 		t.Fatalf("routable: %v %s %s", r.Outcome, r.Err, r.Detail)
 	}
 	a.mu.Lock()
@@ -227,7 +172,7 @@ func TestExchangeRoutingAndFailures(t *testing.T) {
 	}
 
 	// No binding takes "payments.*": unroutable, twice in a batch.
-	other := openSink(t, ch, `{"url":"`+a.url+`","exchange":"`+x+`","routing_key":"payments.{key}"}`).(channel.Batcher)
+	other := channeltest.OpenSink(t, ch, `{"url":"`+a.url+`","exchange":"`+x+`","routing_key":"payments.{key}"}`, 3*time.Second).(channel.Batcher)
 	res := other.DeliverBatch(t.Context(), []channel.Delivery{{Event: newEvent("p", "a", "1"), Attempt: 1}, {Event: newEvent("p", "b", "2"), Attempt: 1}})
 	for i, r := range res {
 		if r.Outcome != herald.Failed || r.Err != amqp.ReasonUnroutable {
@@ -235,17 +180,17 @@ func TestExchangeRoutingAndFailures(t *testing.T) {
 		}
 	}
 	// Not mandatory: the broker drops it, and that is what was asked.
-	loose := openSink(t, ch, `{"url":"`+a.url+`","exchange":"`+x+`","routing_key":"payments.{key}","mandatory":false}`)
-	if r := deliver(t, loose, newEvent("p", "c", "3"), 1); r.Outcome != herald.Delivered {
+	loose := channeltest.OpenSink(t, ch, `{"url":"`+a.url+`","exchange":"`+x+`","routing_key":"payments.{key}","mandatory":false}`, 3*time.Second)
+	if r := channeltest.Deliver(t, loose, newEvent("p", "c", "3"), 1, 3*time.Second); r.Outcome != herald.Delivered {
 		t.Errorf("not mandatory: %v %s", r.Outcome, r.Err)
 	}
 
-	missing := openSink(t, ch, `{"url":"`+a.url+`","exchange":"heraldtest.no-such-exchange","routing_key":"k"}`)
-	if r := deliver(t, missing, newEvent("p", "", "4"), 1); r.Outcome != herald.Failed || r.Err != amqp.ReasonNoExchange {
+	missing := channeltest.OpenSink(t, ch, `{"url":"`+a.url+`","exchange":"heraldtest.no-such-exchange","routing_key":"k"}`, 3*time.Second)
+	if r := channeltest.Deliver(t, missing, newEvent("p", "", "4"), 1, 3*time.Second); r.Outcome != herald.Failed || r.Err != amqp.ReasonNoExchange {
 		t.Errorf("missing exchange: %v %q %s", r.Outcome, r.Err, r.Detail)
 	}
 	// The connection survives the channel the broker closed.
-	if r := deliver(t, sink, newEvent("orders", "x", "5"), 1); r.Outcome != herald.Delivered {
+	if r := channeltest.Deliver(t, sink, newEvent("orders", "x", "5"), 1, 3*time.Second); r.Outcome != herald.Delivered {
 		t.Errorf("after a closed channel: %v %s %s", r.Outcome, r.Err, r.Detail)
 	}
 }
@@ -257,29 +202,29 @@ func TestExchangeRoutingAndFailures(t *testing.T) {
 func TestBrokerRestart(t *testing.T) {
 	a := newAdmin(t)
 	q := a.queue(t, "")
-	proxy := channeltest.NewProxy(t, hostPort(t, a.url))
+	proxy := channeltest.NewProxy(t, channeltest.HostPort(t, a.url))
 	reg := prometheus.NewRegistry()
 	ch := amqp.NewChannel(amqp.ChannelConfig{AllowPrivate: true, DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond, Registry: reg})
 	config := `{"url":"amqp://guest:guest@` + proxy.Addr() + `/","routing_key":"` + q + `"}`
-	sink := openSink(t, ch, config)
-	twin := openSink(t, ch, config)
+	sink := channeltest.OpenSink(t, ch, config, 3*time.Second)
+	twin := channeltest.OpenSink(t, ch, config, 3*time.Second)
 
 	first := newEvent("orders", "k", `{"n":1}`)
-	waitOutcome(t, sink, first, herald.Delivered)
-	waitOutcome(t, twin, newEvent("orders", "k", `{"n":0}`), herald.Delivered)
+	channeltest.WaitOutcome(t, sink, first, herald.Delivered, 3*time.Second)
+	channeltest.WaitOutcome(t, twin, newEvent("orders", "k", `{"n":0}`), herald.Delivered, 3*time.Second)
 	if n := testutil.ToFloat64(counter(t, reg, "herald_amqp_connects_total")); n != 1 {
 		t.Errorf("%v connections made for two sinks of one broker; want 1", n)
 	}
 
 	proxy.Down()
 	second := newEvent("orders", "k", `{"n":2}`)
-	r := waitOutcome(t, sink, second, herald.Failed)
+	r := channeltest.WaitOutcome(t, sink, second, herald.Failed, 3*time.Second)
 	t.Logf("while down: %s (%s)", r.Err, r.Detail)
 	if r.Err == "" {
 		t.Error("a failure without a reason")
 	}
 	proxy.Up()
-	waitOutcome(t, sink, second, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, second, herald.Delivered, 3*time.Second)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {

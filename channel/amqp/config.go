@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -43,18 +42,9 @@ const (
 	defaultRoutingKey = "{topic}"
 )
 
-func parseConfig(raw json.RawMessage) (Config, error) {
-	var c Config
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return Config{}, fmt.Errorf("amqp config: %w", err)
-	}
-	return c, nil
-}
+func parseConfig(raw json.RawMessage) (Config, error) { return channel.ParseConfig[Config](Name, raw) }
 
-func (c Config) encode() json.RawMessage {
-	b, _ := json.Marshal(c) // strings and a bool: cannot fail
-	return b
-}
+func (c Config) encode() json.RawMessage { return channel.EncodeConfig(c) }
 
 // poolKey tells apart connections that differ: the broker and the login.
 func (c Config) poolKey() string { return channel.PoolKey(c.URL, c.User, c.Password) }

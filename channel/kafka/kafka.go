@@ -76,19 +76,10 @@ type Config struct {
 }
 
 // ParseConfig reads a stored config.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var c Config
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return Config{}, fmt.Errorf("kafka config: %w", err)
-	}
-	return c, nil
-}
+func ParseConfig(raw json.RawMessage) (Config, error) { return channel.ParseConfig[Config](Name, raw) }
 
 // Encode returns the config's canonical JSON.
-func (c Config) Encode() json.RawMessage {
-	b, _ := json.Marshal(c) // strings, numbers, slices: cannot fail
-	return b
-}
+func (c Config) Encode() json.RawMessage { return channel.EncodeConfig(c) }
 
 // ChannelConfig configures the channel: AllowPrivate, Logger (the pool's
 // and franz-go's warnings) and Registry; franz-go bounds its own dials and
@@ -99,9 +90,10 @@ type ChannelConfig = channel.BrokerConfig
 // the same brokers and connection settings, shared by reference count. It
 // is safe for concurrent use.
 type Channel struct {
-	cfg     ChannelConfig
-	log     *slog.Logger
-	metrics *metrics
+	channel.Configs[Config] // Validate (check), Public, Destination
+	cfg                     ChannelConfig
+	log                     *slog.Logger
+	metrics                 *metrics
 
 	pool *channel.Pool[*producer] // by poolKey
 }
@@ -112,6 +104,12 @@ var _ channel.Channel = (*Channel)(nil)
 func New(cfg ChannelConfig) *Channel {
 	cfg = cfg.WithDefaults(Name)
 	c := &Channel{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	// Configs: Validate is check; Public leaves out the password and the
+	// TLS key; the destination is "kafka://" and the sorted seed brokers,
+	// so subscriptions to one cluster share its part of the send slots.
+	c.Configs = channel.Configs[Config]{Name: Name, Check: c.check,
+		Hide: func(c *Config) { c.Password, c.KeyPEM = "", "" },
+		Dest: func(c Config) string { return "kafka://" + strings.Join(c.Brokers, ",") }}
 	c.pool = channel.NewPool(c.closeProducer)
 	return c
 }
@@ -119,33 +117,33 @@ func New(cfg ChannelConfig) *Channel {
 // Name is "kafka".
 func (c *Channel) Name() string { return Name }
 
-// Validate checks a kafka config and returns its canonical form. Errors
+// check checks a kafka config and returns its canonical form. Errors
 // name the member ("brokers", "topic", "password", "tls_ca_pem"). On an
 // update, a password or TLS key left out is kept from the stored config
 // when the rest of the credential is unchanged.
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+func (c *Channel) check(p channel.ValidateParams) (Config, error) {
 	var in Config
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	var prev Config
 	if p.Previous != nil {
 		var err error
 		if prev, err = ParseConfig(p.Previous); err != nil {
-			return nil, err
+			return Config{}, err
 		}
 	}
 	if len(in.Brokers) == 0 {
-		return nil, herald.FieldErrorf("brokers", `brokers is required: the seed brokers as ["host:port", ...]`)
+		return Config{}, herald.FieldErrorf("brokers", `brokers is required: the seed brokers as ["host:port", ...]`)
 	}
 	if len(in.Brokers) > MaxBrokers {
-		return nil, herald.FieldErrorf("brokers", "%d brokers; the limit is %d", len(in.Brokers), MaxBrokers)
+		return Config{}, herald.FieldErrorf("brokers", "%d brokers; the limit is %d", len(in.Brokers), MaxBrokers)
 	}
 	brokers := make([]string, 0, len(in.Brokers))
 	for _, b := range in.Brokers {
 		b = strings.TrimSpace(b)
 		if err := channel.CheckHostPort(b, c.cfg.AllowPrivate, "brokers"); err != nil {
-			return nil, err
+			return Config{}, err
 		}
 		if !slices.Contains(brokers, b) {
 			brokers = append(brokers, b)
@@ -157,31 +155,31 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 		out.Topic = DefaultTopic
 	}
 	if err := validateTopic(out.Topic); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	if out.ClientID == "" {
 		out.ClientID = defaultClientID
 	}
 	if len(out.ClientID) > MaxClientIDLen || !kafkaName(out.ClientID) {
-		return nil, herald.FieldErrorf("client_id", "client_id must be 1 to %d letters, digits, '.', '_' or '-'", MaxClientIDLen)
+		return Config{}, herald.FieldErrorf("client_id", "client_id must be 1 to %d letters, digits, '.', '_' or '-'", MaxClientIDLen)
 	}
 	if out.Compression == "" {
 		out.Compression = "none"
 	}
 	if !slices.Contains(codecs, out.Compression) {
-		return nil, herald.FieldErrorf("compression", "compression %q is not one of %s", out.Compression, strings.Join(codecs, ", "))
+		return Config{}, herald.FieldErrorf("compression", "compression %q is not one of %s", out.Compression, strings.Join(codecs, ", "))
 	}
 	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	if err := ValidateSASL(&out, in, prev); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	var err error
 	if out.TLSOptions, err = in.TLSOptions.Validate(prev.TLSOptions, p.Admin); err != nil {
-		return nil, err
+		return Config{}, err
 	}
-	return out.Encode(), nil
+	return out, nil
 }
 
 // validateTopic checks a topic template: Kafka's characters around at
@@ -257,26 +255,6 @@ func ValidateSASL(out *Config, in, prev Config) error {
 	}
 	out.SASLMechanism, out.Username, out.Password = mech, in.Username, password
 	return nil
-}
-
-// Public returns the config without the password and the TLS key.
-func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return json.RawMessage(`{}`)
-	}
-	cfg.Password, cfg.KeyPEM = "", ""
-	return cfg.Encode()
-}
-
-// Destination is "kafka://" and the sorted seed brokers: subscriptions to
-// one cluster share its part of the send slots.
-func (c *Channel) Destination(raw json.RawMessage) string {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return ""
-	}
-	return "kafka://" + strings.Join(cfg.Brokers, ",")
 }
 
 // poolKey identifies the producer a config uses: everything that shapes

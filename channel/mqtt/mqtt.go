@@ -59,10 +59,11 @@ type ChannelConfig = channel.BrokerConfig
 
 // Channel is the mqtt channel. It is safe for concurrent use.
 type Channel struct {
-	cfg        ChannelConfig
-	log        *slog.Logger
-	pool       *channel.Pool[*client]
-	reconnects prometheus.Counter
+	channel.Configs[Config] // Validate, Public, Destination
+	cfg                     ChannelConfig
+	log                     *slog.Logger
+	pool                    *channel.Pool[*client]
+	reconnects              prometheus.Counter
 }
 
 var _ channel.Channel = (*Channel)(nil)
@@ -71,6 +72,15 @@ var _ channel.Channel = (*Channel)(nil)
 func NewChannel(cfg ChannelConfig) *Channel {
 	cfg = cfg.WithDefaults(Name)
 	c := &Channel{cfg: cfg, log: cfg.Logger}
+	// Configs: Validate checks a broker the guard allows, a topic template
+	// that makes valid topic names, QoS 1 or 2 and a format (errors name
+	// the member: "url", "topic", "qos", "format", "user", "password");
+	// Public leaves out the password; the destination is the broker's URL
+	// (tcp://host:1883), no login.
+	c.Configs = channel.Configs[Config]{Name: Name,
+		Check: func(p channel.ValidateParams) (Config, error) { return validate(p, cfg.AllowPrivate) },
+		Hide:  func(c *Config) { c.Password = "" },
+		Dest:  func(c Config) string { return c.URL }}
 	c.pool = channel.NewPool(func(cl *client) { cl.c.Disconnect(250) })
 	c.reconnects = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "herald_mqtt_connects_total", Help: "Connections made to MQTT brokers, the first and every one after a loss.",
@@ -78,50 +88,12 @@ func NewChannel(cfg ChannelConfig) *Channel {
 	cfg.Register(c.reconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_mqtt_connections", Help: "Pooled MQTT clients that are connected (one per distinct broker and login).",
-		}, func() float64 {
-			n := 0
-			for _, cl := range c.pool.Clients() {
-				if cl.c.IsConnectionOpen() {
-					n++
-				}
-			}
-			return float64(n)
-		}))
+		}, func() float64 { return c.pool.Count(func(cl *client) bool { return cl.c.IsConnectionOpen() }) }))
 	return c
 }
 
 // Name is "mqtt".
 func (c *Channel) Name() string { return Name }
-
-// Validate checks an mqtt config: a broker the guard allows, a topic
-// template that makes valid topic names, QoS 1 or 2, a format. Errors name
-// the member ("url", "topic", "qos", "format", "user", "password").
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
-	cfg, err := validate(p, c.cfg.AllowPrivate)
-	if err != nil {
-		return nil, err
-	}
-	return cfg.encode(), nil
-}
-
-// Public returns the config without its password.
-func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
-	cfg, err := parseConfig(raw)
-	if err != nil {
-		return json.RawMessage(`{}`)
-	}
-	cfg.Password = ""
-	return cfg.encode()
-}
-
-// Destination is the broker's URL (tcp://host:1883), no login.
-func (c *Channel) Destination(raw json.RawMessage) string {
-	cfg, err := parseConfig(raw)
-	if err != nil {
-		return ""
-	}
-	return cfg.URL
-}
 
 // Open returns a sink over the pooled client of the config's broker and
 // login, which connects in the background when it is the first.

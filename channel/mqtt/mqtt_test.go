@@ -1,11 +1,8 @@
 package mqtt_test
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,23 +16,8 @@ import (
 	"github.com/heraldhq/herald/channel/mqtt"
 )
 
-// brokerURL returns the test broker's URL, or skips.
-func brokerURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("HERALD_TEST_MQTT")
-	if u == "" {
-		t.Skip("HERALD_TEST_MQTT is not set: no MQTT broker to test against")
-	}
-	return u
-}
-
-func hostPort(t *testing.T, u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.Host
-}
+// brokerURL returns the test service's address, or skips.
+func brokerURL(t *testing.T) string { return channeltest.Service(t, "HERALD_TEST_MQTT", "MQTT broker") }
 
 // listener is a test's own client, subscribed to the topics of a test.
 type listener struct {
@@ -130,7 +112,7 @@ func TestConformance(t *testing.T) {
 		},
 		Secrets: []string{"password"},
 		SecretConfig: func(t *testing.T) json.RawMessage {
-			return json.RawMessage(`{"url":"tcp://herald:m0squ1tto-pw@` + hostPort(t, brokerURL(t)) + `"}`)
+			return json.RawMessage(`{"url":"tcp://herald:m0squ1tto-pw@` + channeltest.HostPort(t, brokerURL(t)) + `"}`)
 		},
 	})
 }
@@ -140,39 +122,6 @@ func newEvent(topic, key, payload string) *herald.Event {
 	return &herald.Event{ID: herald.NewID(now), Topic: topic, Seq: 3, Key: key, Type: "reading.taken", Time: now, ContentType: "application/json", Payload: []byte(payload)}
 }
 
-func openSink(t *testing.T, ch *mqtt.Channel, config string) channel.Sink {
-	t.Helper()
-	canon, err := ch.Validate(t.Context(), channel.ValidateParams{Config: json.RawMessage(config), Admin: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := ch.Open(t.Context(), &herald.Subscription{ID: "sub_test", Channel: "mqtt", Config: canon, Timeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sink.Close(context.Background()) })
-	return sink
-}
-
-// waitOutcome delivers the event until it has the outcome, as the
-// engine's retries would, within a deadline.
-func waitOutcome(t *testing.T, sink channel.Sink, ev *herald.Event, want herald.DeliveryOutcome) herald.DeliveryResult {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-		r := sink.Deliver(ctx, ev, attempt)
-		cancel()
-		if r.Outcome == want {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s: outcome %v (%s %s) after 20s; want %v", ev.ID, r.Outcome, r.Err, r.Detail, want)
-		}
-		time.Sleep(20 * time.Millisecond) // the client reconnects on its own: poll it
-	}
-}
-
 // The raw format is the payload byte for byte on the templated topic, with
 // the retain flag when asked: a client subscribing afterwards still gets
 // it.
@@ -180,9 +129,9 @@ func TestRawRetainedAndQoS2(t *testing.T) {
 	l := newListener(t)
 	prefix := uniquePrefix("raw")
 	ch := mqtt.NewChannel(mqtt.ChannelConfig{AllowPrivate: true})
-	sink := openSink(t, ch, `{"url":"`+brokerURL(t)+`","topic":"`+prefix+`/{topic}/{key}","qos":2,"retain":true}`)
+	sink := channeltest.OpenSink(t, ch, `{"url":"`+brokerURL(t)+`","topic":"`+prefix+`/{topic}/{key}","qos":2,"retain":true}`, 3*time.Second)
 	ev := newEvent("sensors.eu", "room/1+#", "\x00binary\xff")
-	waitOutcome(t, sink, ev, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, ev, herald.Delivered, 3*time.Second)
 	l.follow(t, prefix) // after the publish: only a retained message reaches it
 	deadline := time.Now().Add(10 * time.Second)
 	for len(l.messages(prefix)) == 0 {
@@ -207,17 +156,17 @@ func TestRawRetainedAndQoS2(t *testing.T) {
 func TestBrokerDownThenBack(t *testing.T) {
 	l := newListener(t)
 	prefix := l.follow(t, uniquePrefix("restart"))
-	proxy := channeltest.NewProxy(t, hostPort(t, brokerURL(t)))
+	proxy := channeltest.NewProxy(t, channeltest.HostPort(t, brokerURL(t)))
 	ch := mqtt.NewChannel(mqtt.ChannelConfig{AllowPrivate: true, DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
-	sink := openSink(t, ch, `{"url":"tcp://`+proxy.Addr()+`","topic":"`+prefix+`/{key}","format":"cloudevents"}`)
+	sink := channeltest.OpenSink(t, ch, `{"url":"tcp://`+proxy.Addr()+`","topic":"`+prefix+`/{key}","format":"cloudevents"}`, 3*time.Second)
 	first := newEvent("t", "k", `{"n":1}`)
-	waitOutcome(t, sink, first, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, first, herald.Delivered, 3*time.Second)
 	proxy.Down()
 	second := newEvent("t", "k", `{"n":2}`)
-	r := waitOutcome(t, sink, second, herald.Failed)
+	r := channeltest.WaitOutcome(t, sink, second, herald.Failed, 3*time.Second)
 	t.Logf("while down: %s (%s)", r.Err, r.Detail)
 	proxy.Up()
-	waitOutcome(t, sink, second, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, second, herald.Delivered, 3*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ids := map[string]bool{}
@@ -240,12 +189,12 @@ func TestCloudEventsEnvelope(t *testing.T) {
 	l := newListener(t)
 	prefix := l.follow(t, uniquePrefix("ce"))
 	ch := mqtt.NewChannel(mqtt.ChannelConfig{AllowPrivate: true})
-	sink := openSink(t, ch, `{"url":"`+brokerURL(t)+`","topic":"`+prefix+`/x","format":"cloudevents"}`)
+	sink := channeltest.OpenSink(t, ch, `{"url":"`+brokerURL(t)+`","topic":"`+prefix+`/x","format":"cloudevents"}`, 3*time.Second)
 	ev := newEvent("sensors", "r1", "{ \"t\" : 21.5 , \"s\":\"<&>\u2028\" }")
-	waitOutcome(t, sink, ev, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, ev, herald.Delivered, 3*time.Second)
 	text := newEvent("sensors", "", "plain text")
 	text.ContentType = "text/plain"
-	waitOutcome(t, sink, text, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, text, herald.Delivered, 3*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for len(l.messages(prefix)) < 2 {
 		if time.Now().After(deadline) {

@@ -2,7 +2,6 @@ package nats
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -57,18 +56,9 @@ const (
 )
 
 // parseConfig reads a stored config.
-func parseConfig(raw json.RawMessage) (Config, error) {
-	var c Config
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return Config{}, fmt.Errorf("nats config: %w", err)
-	}
-	return c, nil
-}
+func parseConfig(raw json.RawMessage) (Config, error) { return channel.ParseConfig[Config](Name, raw) }
 
-func (c Config) encode() json.RawMessage {
-	b, _ := json.Marshal(c) // strings and a bool: cannot fail
-	return b
-}
+func (c Config) encode() json.RawMessage { return channel.EncodeConfig(c) }
 
 // servers returns the URL's servers.
 func (c Config) servers() []string { return strings.Split(c.URL, ",") }

@@ -20,7 +20,6 @@ package nats
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,10 +57,11 @@ type ChannelConfig = channel.BrokerConfig
 
 // Channel is the nats channel. It is safe for concurrent use.
 type Channel struct {
-	cfg     ChannelConfig
-	log     *slog.Logger
-	pool    *channel.Pool[*conn]
-	metrics metrics
+	channel.Configs[Config] // Validate, Public, Destination
+	cfg                     ChannelConfig
+	log                     *slog.Logger
+	pool                    *channel.Pool[*conn]
+	metrics                 metrics
 }
 
 var _ channel.Channel = (*Channel)(nil)
@@ -74,6 +74,16 @@ type metrics struct {
 func NewChannel(cfg ChannelConfig) *Channel {
 	cfg = cfg.WithDefaults(Name)
 	c := &Channel{cfg: cfg, log: cfg.Logger}
+	// Configs: Validate checks servers the guard allows, a subject template
+	// that makes valid subjects and at most one login (errors name the
+	// member: "url", "subject", "stream", "user", "password", "token",
+	// "creds"); Public leaves out the password, token and creds; the
+	// destination is the servers ("nats://host:4222"), so subscriptions
+	// to one NATS cluster share its part of the send slots.
+	c.Configs = channel.Configs[Config]{Name: Name,
+		Check: func(p channel.ValidateParams) (Config, error) { return validate(p, cfg.AllowPrivate) },
+		Hide:  func(c *Config) { c.Password, c.Token, c.Creds = "", "", "" },
+		Dest:  func(c Config) string { return c.URL }}
 	c.pool = channel.NewPool(func(cn *conn) { cn.close() })
 	c.metrics = metrics{
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
@@ -84,49 +94,17 @@ func NewChannel(cfg ChannelConfig) *Channel {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
 			ConstLabels: prometheus.Labels{"state": "up"},
-		}, func() float64 { return float64(c.connections(true)) }),
+		}, func() float64 { return c.connections(true) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herald_nats_connections", Help: "Pooled connections to NATS (one per distinct servers and login), by state.",
 			ConstLabels: prometheus.Labels{"state": "down"},
-		}, func() float64 { return float64(c.connections(false)) }),
+		}, func() float64 { return c.connections(false) }),
 	)
 	return c
 }
 
 // Name is "nats".
 func (c *Channel) Name() string { return Name }
-
-// Validate checks a nats config: servers the guard allows, a subject
-// template that makes valid subjects, at most one login. Errors name the
-// member ("url", "subject", "stream", "user", "password", "token",
-// "creds").
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
-	cfg, err := validate(p, c.cfg.AllowPrivate)
-	if err != nil {
-		return nil, err
-	}
-	return cfg.encode(), nil
-}
-
-// Public returns the config without its password, token and creds.
-func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
-	cfg, err := parseConfig(raw)
-	if err != nil {
-		return json.RawMessage(`{}`)
-	}
-	cfg.Password, cfg.Token, cfg.Creds = "", "", ""
-	return cfg.encode()
-}
-
-// Destination is the servers ("nats://host:4222"): subscriptions to one
-// NATS cluster share its part of the send slots.
-func (c *Channel) Destination(raw json.RawMessage) string {
-	cfg, err := parseConfig(raw)
-	if err != nil {
-		return ""
-	}
-	return cfg.URL
-}
 
 // Open returns a sink over the pooled connection of the config's servers
 // and login, connecting in the background when this is the first.
@@ -220,21 +198,15 @@ func (c *Channel) dial(cfg Config) (*conn, error) {
 }
 
 // connections counts the pooled connections that are up (or down).
-func (c *Channel) connections(up bool) int {
-	n := 0
-	for _, cn := range c.pool.Clients() {
+func (c *Channel) connections(up bool) float64 {
+	return c.pool.Count(func(cn *conn) bool {
 		select {
 		case <-cn.ready:
-			if (cn.nc != nil && cn.nc.IsConnected()) == up {
-				n++
-			}
+			return (cn.nc != nil && cn.nc.IsConnected()) == up
 		default:
-			if !up {
-				n++
-			}
+			return !up // still connecting
 		}
-	}
-	return n
+	})
 }
 
 func (cn *conn) close() {

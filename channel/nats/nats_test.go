@@ -3,8 +3,6 @@ package nats_test
 import (
 	"context"
 	"encoding/json"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,25 +17,8 @@ import (
 	"github.com/heraldhq/herald/channel/nats"
 )
 
-// server returns the test NATS server's URL, or skips.
-func server(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("HERALD_TEST_NATS")
-	if u == "" {
-		t.Skip("HERALD_TEST_NATS is not set: no NATS server to test against")
-	}
-	return u
-}
-
-// hostPort returns the host:port of a nats:// URL.
-func hostPort(t *testing.T, u string) string {
-	t.Helper()
-	p, err := url.Parse(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p.Host
-}
+// server returns the test service's address, or skips.
+func server(t *testing.T) string { return channeltest.Service(t, "HERALD_TEST_NATS", "NATS server") }
 
 func connect(t *testing.T, u string) (*natsgo.Conn, jetstream.JetStream) {
 	t.Helper()
@@ -108,7 +89,7 @@ func TestConformanceCore(t *testing.T) {
 		Received: col.read,
 		Secrets:  []string{"password"},
 		SecretConfig: func(t *testing.T) json.RawMessage {
-			return json.RawMessage(`{"url":"nats://herald:s3cret-pass@` + hostPort(t, u) + `","subject":"x"}`)
+			return json.RawMessage(`{"url":"nats://herald:s3cret-pass@` + channeltest.HostPort(t, u) + `","subject":"x"}`)
 		},
 	})
 }
@@ -189,26 +170,6 @@ func newEvent(topic, key string, payload string) *herald.Event {
 	return &herald.Event{ID: herald.NewID(now), Topic: topic, Seq: 1, Key: key, Type: "t", Time: now, Payload: []byte(payload)}
 }
 
-func openSink(t *testing.T, ch *nats.Channel, config string) channel.Sink {
-	t.Helper()
-	canon, err := ch.Validate(t.Context(), channel.ValidateParams{Config: json.RawMessage(config), Admin: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := ch.Open(t.Context(), &herald.Subscription{ID: "sub_test", Channel: "nats", Config: canon, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sink.Close(context.Background()) })
-	return sink
-}
-
-func deliver(t *testing.T, sink channel.Sink, ev *herald.Event, attempt int) herald.DeliveryResult {
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	return sink.Deliver(ctx, ev, attempt)
-}
-
 // A broker that goes away makes deliveries fail (to retry), never lose
 // them: once it is back the connection comes back on its own, the retry is
 // delivered, and the stream holds each event once, its Nats-Msg-Id
@@ -217,46 +178,29 @@ func TestServerDownThenBack(t *testing.T) {
 	u := server(t)
 	_, js := connect(t, u)
 	stream := streamFor(t, js)
-	proxy := channeltest.NewProxy(t, hostPort(t, u))
+	proxy := channeltest.NewProxy(t, channeltest.HostPort(t, u))
 	ch := nats.NewChannel(nats.ChannelConfig{AllowPrivate: true, DialTimeout: time.Second, ReconnectWait: 50 * time.Millisecond})
-	sink := openSink(t, ch, `{"url":"nats://`+proxy.Addr()+`","subject":"`+stream.prefix+`.{topic}","jetstream":true}`)
+	sink := channeltest.OpenSink(t, ch, `{"url":"nats://`+proxy.Addr()+`","subject":"`+stream.prefix+`.{topic}","jetstream":true}`, 2*time.Second)
 
 	first := newEvent("orders", "k", `{"n":1}`)
-	waitOutcome(t, sink, first, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, first, herald.Delivered, 2*time.Second)
 
 	proxy.Down()
 	second := newEvent("orders", "k", `{"n":2}`)
-	r := waitOutcome(t, sink, second, herald.Failed)
+	r := channeltest.WaitOutcome(t, sink, second, herald.Failed, 2*time.Second)
 	if r.Err == "" {
 		t.Error("a failure without a reason")
 	}
 	t.Logf("while down: %s (%s)", r.Err, r.Detail)
 
 	proxy.Up()
-	waitOutcome(t, sink, second, herald.Delivered)
+	channeltest.WaitOutcome(t, sink, second, herald.Delivered, 2*time.Second)
 	// Sent again, as after a lost acknowledgement: the stream keeps one.
-	if r := deliver(t, sink, second, 3); r.Outcome != herald.Delivered {
+	if r := channeltest.Deliver(t, sink, second, 3, 2*time.Second); r.Outcome != herald.Delivered {
 		t.Fatalf("a repeat: %v %s", r.Outcome, r.Err)
 	}
 	if n := streamCount(t, js, stream.name); n != 2 {
 		t.Errorf("the stream holds %d messages; want 2 (each event once)", n)
-	}
-}
-
-// waitOutcome delivers the event until it has the outcome, as the
-// engine's retries would, within a deadline.
-func waitOutcome(t *testing.T, sink channel.Sink, ev *herald.Event, want herald.DeliveryOutcome) herald.DeliveryResult {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for attempt := 1; ; attempt++ {
-		r := deliver(t, sink, ev, attempt)
-		if r.Outcome == want {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s: outcome %v (%s %s) after 20s; want %v", ev.ID, r.Outcome, r.Err, r.Detail, want)
-		}
-		time.Sleep(20 * time.Millisecond) // the connection comes back on its own: poll it
 	}
 }
 
@@ -266,8 +210,8 @@ func TestNoStreamIsFailed(t *testing.T) {
 	u := server(t)
 	connect(t, u)
 	ch := nats.NewChannel(nats.ChannelConfig{AllowPrivate: true})
-	sink := openSink(t, ch, `{"url":"`+u+`","subject":"`+uniquePrefix("nostream")+`.{topic}","jetstream":true}`)
-	r := waitOutcome(t, sink, newEvent("orders", "", `{}`), herald.Failed)
+	sink := channeltest.OpenSink(t, ch, `{"url":"`+u+`","subject":"`+uniquePrefix("nostream")+`.{topic}","jetstream":true}`, 2*time.Second)
+	r := channeltest.WaitOutcome(t, sink, newEvent("orders", "", `{}`), herald.Failed, 2*time.Second)
 	if r.Err != nats.ReasonNoStream {
 		t.Errorf("reason %q (%s); want %q", r.Err, r.Detail, nats.ReasonNoStream)
 	}
@@ -289,10 +233,10 @@ func TestMessageShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := nats.NewChannel(nats.ChannelConfig{AllowPrivate: true})
-	sink := openSink(t, ch, `{"url":"`+u+`","subject":"`+prefix+`.{topic}.{key}.{type}"}`)
+	sink := channeltest.OpenSink(t, ch, `{"url":"`+u+`","subject":"`+prefix+`.{topic}.{key}.{type}"}`, 2*time.Second)
 	ev := newEvent("orders.eu", "a.b *>c", `{"x":1}`)
 	ev.Type, ev.ContentType, ev.Headers = "order.created", "application/json", map[string]string{"X-Trace": "t1", "Herald-Topic": "forged"}
-	if r := deliver(t, sink, ev, 2); r.Outcome != herald.Delivered {
+	if r := channeltest.Deliver(t, sink, ev, 2, 2*time.Second); r.Outcome != herald.Delivered {
 		t.Fatalf("%v %s %s", r.Outcome, r.Err, r.Detail)
 	}
 	select {

@@ -5,9 +5,7 @@
 package redis
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strings"
 
@@ -72,19 +70,10 @@ type Config struct {
 }
 
 // ParseConfig reads a stored config.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var c Config
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return Config{}, fmt.Errorf("redis config: %w", err)
-	}
-	return c, nil
-}
+func ParseConfig(raw json.RawMessage) (Config, error) { return channel.ParseConfig[Config](Name, raw) }
 
 // Encode returns the config's canonical JSON.
-func (c Config) Encode() json.RawMessage {
-	b, _ := json.Marshal(c) // strings, numbers and booleans: cannot fail
-	return b
-}
+func (c Config) Encode() json.RawMessage { return channel.EncodeConfig(c) }
 
 // ChannelConfig configures the channel: AllowPrivate, Logger and
 // Registry; go-redis bounds its own dials.
@@ -94,9 +83,10 @@ type ChannelConfig = channel.BrokerConfig
 // subscription with the same server, database and credentials, shared by
 // reference count. It is safe for concurrent use.
 type Channel struct {
-	cfg     ChannelConfig
-	log     *slog.Logger
-	metrics *metrics
+	channel.Configs[Config] // Validate (check), Public, Destination
+	cfg                     ChannelConfig
+	log                     *slog.Logger
+	metrics                 *metrics
 
 	pool *channel.Pool[*goredis.Client] // by poolKey
 }
@@ -107,6 +97,12 @@ var _ channel.Channel = (*Channel)(nil)
 func New(cfg ChannelConfig) *Channel {
 	cfg = cfg.WithDefaults(Name)
 	c := &Channel{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	// Configs: Validate is check; Public leaves out the password and the
+	// TLS key; the destination is "redis://host:port", so subscriptions to
+	// one server share its part of the send slots.
+	c.Configs = channel.Configs[Config]{Name: Name, Check: c.check,
+		Hide: func(c *Config) { c.Password, c.KeyPEM = "", "" },
+		Dest: func(c Config) string { return "redis://" + strings.ToLower(c.Address) }}
 	c.pool = channel.NewPool(func(cl *goredis.Client) {
 		_ = cl.Close()
 		c.metrics.clients.Dec()
@@ -117,101 +113,81 @@ func New(cfg ChannelConfig) *Channel {
 // Name is "redis".
 func (c *Channel) Name() string { return Name }
 
-// Validate checks a redis config and returns its canonical form. Errors
+// check checks a redis config and returns its canonical form. Errors
 // name the member ("address", "stream", "maxlen", "password"). On an
 // update, a password left out is kept when the user name is unchanged,
 // and a TLS key when the certificate is.
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+func (c *Channel) check(p channel.ValidateParams) (Config, error) {
 	var in Config
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	var prev Config
 	if p.Previous != nil {
 		var err error
 		if prev, err = ParseConfig(p.Previous); err != nil {
-			return nil, err
+			return Config{}, err
 		}
 	}
 	out := in
 	out.Address = strings.TrimSpace(in.Address)
 	if out.Address == "" {
-		return nil, herald.FieldErrorf("address", `address is required: the Redis server as "host:port"`)
+		return Config{}, herald.FieldErrorf("address", `address is required: the Redis server as "host:port"`)
 	}
 	if err := channel.CheckHostPort(out.Address, c.cfg.AllowPrivate, "address"); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	if out.DB < 0 || out.DB > MaxDB {
-		return nil, herald.FieldErrorf("db", "db must be between 0 and %d, got %d", MaxDB, out.DB)
+		return Config{}, herald.FieldErrorf("db", "db must be between 0 and %d, got %d", MaxDB, out.DB)
 	}
 	switch out.Mode {
 	case "":
 		out.Mode = ModeStream
 	case ModeStream, ModePubSub:
 	default:
-		return nil, herald.FieldErrorf("mode", `mode %q is not "stream" (XADD) or "pubsub" (PUBLISH)`, out.Mode)
+		return Config{}, herald.FieldErrorf("mode", `mode %q is not "stream" (XADD) or "pubsub" (PUBLISH)`, out.Mode)
 	}
 	if out.Stream == "" {
 		out.Stream = DefaultStream
 	}
 	if len(out.Stream) > MaxNameLen {
-		return nil, herald.FieldErrorf("stream", "stream is %d bytes; the limit is %d", len(out.Stream), MaxNameLen)
+		return Config{}, herald.FieldErrorf("stream", "stream is %d bytes; the limit is %d", len(out.Stream), MaxNameLen)
 	}
 	if strings.ContainsAny(strings.ReplaceAll(out.Stream, topicPlaceholder, ""), "{}") {
-		return nil, herald.FieldErrorf("stream", "stream %q: the only placeholder is {topic}, the event's Herald topic", out.Stream)
+		return Config{}, herald.FieldErrorf("stream", "stream %q: the only placeholder is {topic}, the event's Herald topic", out.Stream)
 	}
 	if strings.ContainsFunc(out.Stream, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
-		return nil, herald.FieldErrorf("stream", "stream %q holds spaces or control characters", out.Stream)
+		return Config{}, herald.FieldErrorf("stream", "stream %q holds spaces or control characters", out.Stream)
 	}
 	if out.MaxLen < 0 || out.MaxLen > MaxMaxLen {
-		return nil, herald.FieldErrorf("maxlen", "maxlen must be between 0 (never trim) and %d, got %d", int64(MaxMaxLen), out.MaxLen)
+		return Config{}, herald.FieldErrorf("maxlen", "maxlen must be between 0 (never trim) and %d, got %d", int64(MaxMaxLen), out.MaxLen)
 	}
 	if out.MaxLen > 0 && out.Mode != ModeStream {
-		return nil, herald.FieldErrorf("maxlen", `maxlen trims a stream: it needs mode "stream"`)
+		return Config{}, herald.FieldErrorf("maxlen", `maxlen trims a stream: it needs mode "stream"`)
 	}
 	if out.RequireSubscribers && out.Mode != ModePubSub {
-		return nil, herald.FieldErrorf("require_subscribers", `require_subscribers is for mode "pubsub"`)
+		return Config{}, herald.FieldErrorf("require_subscribers", `require_subscribers is for mode "pubsub"`)
 	}
 	if err := out.Check(DefaultBatch, MaxBatch); err != nil {
-		return nil, err
+		return Config{}, err
 	}
 	if len(out.Username) > MaxCredentialLen {
-		return nil, herald.FieldErrorf("username", "username is longer than %d bytes", MaxCredentialLen)
+		return Config{}, herald.FieldErrorf("username", "username is longer than %d bytes", MaxCredentialLen)
 	}
 	if out.Password == "" && prev.Password != "" && prev.Username == out.Username {
 		out.Password = prev.Password // an update that leaves the secret out keeps it
 	}
 	if len(out.Password) > MaxCredentialLen {
-		return nil, herald.FieldErrorf("password", "password is longer than %d bytes", MaxCredentialLen)
+		return Config{}, herald.FieldErrorf("password", "password is longer than %d bytes", MaxCredentialLen)
 	}
 	if out.Username != "" && out.Password == "" {
-		return nil, herald.FieldErrorf("password", "username needs its password (it is never shown again; an update may leave it out to keep it)")
+		return Config{}, herald.FieldErrorf("password", "username needs its password (it is never shown again; an update may leave it out to keep it)")
 	}
 	var err error
 	if out.TLSOptions, err = in.TLSOptions.Validate(prev.TLSOptions, p.Admin); err != nil {
-		return nil, err
+		return Config{}, err
 	}
-	return out.Encode(), nil
-}
-
-// Public returns the config without the password and the TLS key.
-func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return json.RawMessage(`{}`)
-	}
-	cfg.Password, cfg.KeyPEM = "", ""
-	return cfg.Encode()
-}
-
-// Destination is "redis://host:port": subscriptions to one server share
-// its part of the send slots.
-func (c *Channel) Destination(raw json.RawMessage) string {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return ""
-	}
-	return "redis://" + strings.ToLower(cfg.Address)
+	return out, nil
 }
 
 // poolKey identifies the client a config uses: the server, database,
