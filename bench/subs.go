@@ -154,6 +154,10 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 	if _, _, err := c.PutTopic(ctx, prefix+".churn", client.TopicSettings{}); err != nil {
 		return nil, fmt.Errorf("create topic: %w", err)
 	}
+	// The server may dispatch subscriptions of its own already: the
+	// gauges below count those too.
+	baseDispatched, _ := metricValue(ctx, cfg.Server, "herald_dispatch_subscriptions")
+	baseCold, _ := metricValue(ctx, cfg.Server, "herald_dispatch_cold")
 	ids := make([]string, cfg.Subs)
 	cfg.progress("creating %d subscriptions over %d topics with %d workers", cfg.Subs, cfg.Topics, cfg.Workers)
 	rep.Create = runOps(ctx, cfg.Subs, cfg.Workers, func(ctx context.Context, i int) error {
@@ -183,7 +187,7 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 	created := time.Now()
 	for {
 		n, ok := metricValue(ctx, cfg.Server, "herald_dispatch_subscriptions")
-		if !ok || n >= float64(cfg.Subs) {
+		if !ok || n >= baseDispatched+float64(cfg.Subs) {
 			if ok {
 				rep.ReadySeconds = time.Since(created).Seconds()
 				cfg.progress("dispatching all %d %.1f s after the last create", cfg.Subs, rep.ReadySeconds)
@@ -191,7 +195,7 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 			break
 		}
 		if time.Since(created) > cfg.Timeout {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("only %.0f of %d subscriptions dispatched %s after the last create", n, cfg.Subs, cfg.Timeout))
+			rep.Errors = append(rep.Errors, fmt.Sprintf("only %.0f of %d subscriptions dispatched %s after the last create", n-baseDispatched, cfg.Subs, cfg.Timeout))
 			break
 		}
 		select {
@@ -208,13 +212,13 @@ func RunSubs(ctx context.Context, cfg SubsConfig) (*SubsReport, error) {
 		if !ok {
 			break
 		}
-		if n >= float64(cfg.Subs) {
+		if n >= baseCold+float64(cfg.Subs) {
 			rep.ColdSeconds = time.Since(ready).Seconds()
 			cfg.progress("all %d cold %.1f s later", cfg.Subs, rep.ColdSeconds)
 			break
 		}
 		if time.Since(ready) > cfg.Timeout {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("only %.0f of %d subscriptions cold %s after they were dispatched", n, cfg.Subs, cfg.Timeout))
+			rep.Errors = append(rep.Errors, fmt.Sprintf("only %.0f of %d subscriptions cold %s after they were dispatched", n-baseCold, cfg.Subs, cfg.Timeout))
 			break
 		}
 		select {
