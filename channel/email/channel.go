@@ -133,7 +133,7 @@ func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.
 	if err := in.Templates.Validate(true); err != nil {
 		return nil, err
 	}
-	if err := checkTemplateName(ctx, c.cfg.Library, in.Template, in.Templates); err != nil {
+	if err := c.cfg.Library.CheckConfig(ctx, in.Template, in.Templates != template.Templates{}); err != nil {
 		return nil, err
 	}
 	if err := in.Schedule.Validate(); err != nil {
@@ -224,38 +224,6 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 		UnsubscribeURL: c.UnsubscribeURL(sub, cfg), Now: c.cfg.Now, Send: s.send})
 }
 
-// checkTemplateName checks a config's template name: the library holds
-// it, and the config has no templates of its own beside it.
-func checkTemplateName(ctx context.Context, lib *template.Library, name string, own template.Templates) error {
-	if name == "" {
-		return nil
-	}
-	if own != (template.Templates{}) {
-		return herald.FieldErrorf("template", "template names a library template; leave subject, text and html out with it")
-	}
-	return lib.CheckName(ctx, name)
-}
-
-// templates returns the templates of a message about d: the
-// subscription's own, the library's (named by the subscription, or
-// matching the event) or the defaults.
-func templates(ctx context.Context, lib *template.Library, own bool, set *template.Set, name string, d template.Data) (*template.Set, *herald.DeliveryResult) {
-	if own || lib == nil && name == "" {
-		return set, nil
-	}
-	if lib == nil {
-		return nil, &herald.DeliveryResult{Outcome: herald.Failed, Err: "template-missing", Detail: "this server keeps no template library"}
-	}
-	named, err := lib.Resolve(ctx, name, d.Topic, d.Type)
-	if err != nil {
-		return nil, &herald.DeliveryResult{Outcome: herald.Failed, Err: "template-missing", Detail: err.Error()}
-	}
-	if named == nil {
-		return set, nil
-	}
-	return named, nil
-}
-
 // UnsubscribeURL is the link that unsubscribes the subscription.
 func (c *Channel) UnsubscribeURL(sub *herald.Subscription, cfg Config) string {
 	return strings.TrimSuffix(c.cfg.PublicURL(), "/") + "/v1/unsubscribe/" +
@@ -280,7 +248,7 @@ type sink struct {
 // that fails on the event (a missing field) is Rejected: it would fail on
 // every retry.
 func (s *sink) send(ctx context.Context, d template.Data, id string) herald.DeliveryResult {
-	set, fail := templates(ctx, s.c.cfg.Library, s.own, s.set, s.cfg.Template, d)
+	set, fail := s.c.cfg.Library.Choose(ctx, s.own, s.set, s.cfg.Template, d)
 	if fail != nil {
 		return *fail
 	}

@@ -92,7 +92,11 @@ type Config struct {
 	URL      string `json:"url,omitempty"`
 	TTL      string `json:"ttl,omitempty"`
 	Urgency  string `json:"urgency,omitempty"`
-	LinkKey  string `json:"link_key"`
+	// Template names a template of the library (its subject is the
+	// title, its text the body), instead of Title and Body.
+	Template string `json:"template,omitempty"`
+	template.Schedule
+	LinkKey string `json:"link_key"`
 }
 
 // ParseConfig reads a stored config.
@@ -159,6 +163,9 @@ type ChannelConfig struct {
 	AllowPrivate  bool
 	PublicURL     func() string
 	Now           func() time.Time
+	// Library holds the named templates subscriptions may use; nil means
+	// none.
+	Library *template.Library
 }
 
 // Channel sends events as push notifications. Safe for concurrent use.
@@ -221,7 +228,7 @@ const maxToken = 4096
 
 // Validate checks a push config. On an update a caller may leave out the
 // endpoint, keys or token (they are never shown): the stored ones stay.
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.RawMessage, error) {
 	var in struct {
 		Provider       string          `json:"provider"`
 		Endpoint       string          `json:"endpoint"`
@@ -233,6 +240,8 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 		URL            string          `json:"url"`
 		TTL            string          `json:"ttl"`
 		Urgency        string          `json:"urgency"`
+		Template       string          `json:"template"`
+		template.Schedule
 	}
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
 		return nil, err
@@ -253,7 +262,14 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 			in.Keys = prev.Keys
 		}
 	}
-	out := Config{Provider: in.Provider, Title: in.Title, Body: in.Body, URL: in.URL, TTL: in.TTL, Urgency: in.Urgency, LinkKey: cmpOr(prev.LinkKey, channel.NewLinkKey())}
+	if err := c.cfg.Library.CheckConfig(ctx, in.Template, in.Title != "" || in.Body != ""); err != nil {
+		return nil, err
+	}
+	if err := in.Schedule.Validate(); err != nil {
+		return nil, err
+	}
+	out := Config{Provider: in.Provider, Title: in.Title, Body: in.Body, URL: in.URL, TTL: in.TTL, Urgency: in.Urgency,
+		Template: in.Template, Schedule: in.Schedule, LinkKey: cmpOr(prev.LinkKey, channel.NewLinkKey())}
 	switch in.Provider {
 	case ProviderWebPush:
 		if c.cfg.VAPID == nil {
@@ -366,7 +382,9 @@ func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
 		URL      string `json:"url,omitempty"`
 		TTL      string `json:"ttl,omitempty"`
 		Urgency  string `json:"urgency,omitempty"`
-	}{Provider: cfg.Provider, Title: cfg.Title, Body: cfg.Body, URL: cfg.URL, TTL: cfg.TTL, Urgency: cfg.Urgency}
+		Template string `json:"template,omitempty"`
+		template.Schedule
+	}{Provider: cfg.Provider, Title: cfg.Title, Body: cfg.Body, URL: cfg.URL, TTL: cfg.TTL, Urgency: cfg.Urgency, Template: cfg.Template, Schedule: cfg.Schedule}
 	if u, err := url.Parse(cfg.Endpoint); err == nil && cfg.Endpoint != "" {
 		pub.Endpoint = u.Scheme + "://" + u.Host + "/…"
 	}
@@ -429,7 +447,9 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 			return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
 		}
 	}
-	return &sink{c: c, sub: sub, cfg: cfg, set: set, url: urlSet}, nil
+	s := &sink{c: c, sub: sub, cfg: cfg, set: set, url: urlSet}
+	return template.NewSink(template.SinkParams{Schedule: cfg.Schedule, SubscriptionID: sub.ID,
+		UnsubscribeURL: c.unsubscribeURL(sub, cfg), Now: c.cfg.Now, Send: s.send})
 }
 
 func (c *Channel) unsubscribeURL(sub *herald.Subscription, cfg Config) string {
@@ -445,17 +465,21 @@ type sink struct {
 	url *template.Set
 }
 
-// Deliver renders and sends one notification.
-func (s *sink) Deliver(ctx context.Context, ev *herald.Event, _ int) herald.DeliveryResult {
-	unsub := s.c.unsubscribeURL(s.sub, s.cfg)
-	data := template.DataFor(ev, s.sub.ID, unsub)
-	out, err := s.set.Render(data)
+// send renders and sends one notification (one event, or a digest: then
+// the newest event's id, topic and type, and no data).
+func (s *sink) send(ctx context.Context, data template.Data, _ string) herald.DeliveryResult {
+	unsub := data.UnsubscribeURL
+	set, fail := s.c.cfg.Library.Choose(ctx, s.cfg.Title != "" || s.cfg.Body != "", s.set, s.cfg.Template, data)
+	if fail != nil {
+		return *fail
+	}
+	out, err := set.Render(data)
 	if err != nil {
 		return herald.DeliveryResult{Outcome: herald.Rejected, Err: "template-error", Detail: err.Error()}
 	}
 	m := Message{
 		Title: strings.TrimSpace(out.Subject), Body: truncateRunes(strings.TrimSpace(out.Text), MaxBodyRunes),
-		EventID: ev.ID, Topic: ev.Topic, Type: ev.Type, UnsubscribeURL: unsub,
+		EventID: data.ID, Topic: data.Topic, Type: data.Type, UnsubscribeURL: unsub,
 		TTL: s.cfg.ttl(), Urgency: cmpOr(s.cfg.Urgency, "normal"),
 	}
 	if s.url != nil {
@@ -465,14 +489,11 @@ func (s *sink) Deliver(ctx context.Context, ev *herald.Event, _ int) herald.Deli
 		}
 		m.URL = strings.TrimSpace(u.Text)
 	}
-	if utf8.Valid(ev.Payload) {
-		m.Data = string(ev.Payload)
+	if data.Events == nil && data.Text != "" {
+		m.Data = data.Text
 	}
 	return s.c.send(ctx, s.cfg, m)
 }
-
-// Close releases nothing: clients are shared.
-func (s *sink) Close(context.Context) error { return nil }
 
 func truncateRunes(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {

@@ -52,8 +52,12 @@ func truncate(s string, n int) string {
 
 // Config is a subscription's stored config.
 type Config struct {
-	Phone   string `json:"phone"`
-	Text    string `json:"text,omitempty"`
+	Phone string `json:"phone"`
+	Text  string `json:"text,omitempty"`
+	// Template names a template of the library (its text), instead of
+	// Text.
+	Template string `json:"template,omitempty"`
+	template.Schedule
 	LinkKey string `json:"link_key"`
 }
 
@@ -67,13 +71,18 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 }
 
 // DefaultText is the message template of a subscription that sets none.
-const DefaultText = `{{.Topic}}{{with .Type}} {{.}}{{end}}: {{.Text}}`
+// A digest lists its events, one a line.
+const DefaultText = `{{if .Events}}{{len .Events}} events on {{.Topic}}:{{range .Events}}
+{{with .Type}}{{.}}: {{end}}{{.Text}}{{end}}{{else}}{{.Topic}}{{with .Type}} {{.}}{{end}}: {{.Text}}{{end}}`
 
 // ChannelConfig configures the channel.
 type ChannelConfig struct {
 	Provider  Provider
 	PublicURL func() string // the base of unsubscribe links
 	Now       func() time.Time
+	// Library holds the named templates subscriptions may use; nil means
+	// none.
+	Library *template.Library
 }
 
 // Channel sends events as SMS. It is safe for concurrent use.
@@ -112,10 +121,12 @@ func cmpOr(a, b string) string {
 
 // Validate checks the phone number and the template; the link key stays
 // on an update.
-func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.RawMessage, error) {
+func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.RawMessage, error) {
 	var in struct {
-		Phone string `json:"phone"`
-		Text  string `json:"text"`
+		Phone    string `json:"phone"`
+		Text     string `json:"text"`
+		Template string `json:"template"`
+		template.Schedule
 	}
 	if err := channel.DecodeConfig(p.Config, &in); err != nil {
 		return nil, err
@@ -130,7 +141,13 @@ func (c *Channel) Validate(_ context.Context, p channel.ValidateParams) (json.Ra
 	if err := textTemplates(in.Text).Validate(false); err != nil {
 		return nil, err
 	}
-	out := Config{Phone: phone, Text: in.Text, LinkKey: channel.NewLinkKey()}
+	if err := c.cfg.Library.CheckConfig(ctx, in.Template, in.Text != ""); err != nil {
+		return nil, err
+	}
+	if err := in.Schedule.Validate(); err != nil {
+		return nil, err
+	}
+	out := Config{Phone: phone, Text: in.Text, Template: in.Template, Schedule: in.Schedule, LinkKey: channel.NewLinkKey()}
 	if p.Previous != nil {
 		if prev, err := ParseConfig(p.Previous); err == nil && prev.LinkKey != "" {
 			out.LinkKey = prev.LinkKey
@@ -146,9 +163,11 @@ func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
 		return json.RawMessage(`{}`)
 	}
 	b, _ := json.Marshal(struct {
-		Phone string `json:"phone"`
-		Text  string `json:"text,omitempty"`
-	}{cfg.Phone, cfg.Text})
+		Phone    string `json:"phone"`
+		Text     string `json:"text,omitempty"`
+		Template string `json:"template,omitempty"`
+		template.Schedule
+	}{cfg.Phone, cfg.Text, cfg.Template, cfg.Schedule})
 	return b
 }
 
@@ -181,7 +200,9 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 	if err != nil {
 		return nil, fmt.Errorf("subscription %s: %w", sub.ID, err)
 	}
-	return &sink{c: c, sub: sub, cfg: cfg, set: set}, nil
+	s := &sink{c: c, sub: sub, cfg: cfg, set: set}
+	return template.NewSink(template.SinkParams{Schedule: cfg.Schedule, SubscriptionID: sub.ID,
+		UnsubscribeURL: c.unsubscribeURL(sub, cfg), Now: c.cfg.Now, Send: s.send})
 }
 
 func (c *Channel) unsubscribeURL(sub *herald.Subscription, cfg Config) string {
@@ -196,10 +217,14 @@ type sink struct {
 	set *template.Set
 }
 
-// Deliver renders and sends one message.
-func (s *sink) Deliver(ctx context.Context, ev *herald.Event, _ int) herald.DeliveryResult {
-	unsub := s.c.unsubscribeURL(s.sub, s.cfg)
-	out, err := s.set.Render(template.DataFor(ev, s.sub.ID, unsub))
+// send renders and sends one message (one event, or a digest).
+func (s *sink) send(ctx context.Context, d template.Data, _ string) herald.DeliveryResult {
+	unsub := d.UnsubscribeURL
+	set, fail := s.c.cfg.Library.Choose(ctx, s.cfg.Text != "", s.set, s.cfg.Template, d)
+	if fail != nil {
+		return *fail
+	}
+	out, err := set.Render(d)
 	if err != nil {
 		return herald.DeliveryResult{Outcome: herald.Rejected, Err: "template-error", Detail: err.Error()}
 	}
@@ -209,9 +234,6 @@ func (s *sink) Deliver(ctx context.Context, ev *herald.Event, _ int) herald.Deli
 	}
 	return s.c.send(ctx, s.cfg.Phone, text+"\nStop: "+unsub)
 }
-
-// Close releases nothing.
-func (s *sink) Close(context.Context) error { return nil }
 
 // Report is what the attempt log keeps of a sent message.
 type Report struct {

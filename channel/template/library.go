@@ -285,10 +285,17 @@ func (l *Library) Names(ctx context.Context) []string {
 	return names
 }
 
-// CheckName reports, for a subscription's config, whether the library
-// holds the named template: a CodeInvalid error naming the field
-// "template" when not.
-func (l *Library) CheckName(ctx context.Context, name string) error {
+// CheckConfig checks a subscription config's template name (on a nil
+// Library too): the library holds it, and the config has no templates of
+// its own (own) beside it. Errors are CodeInvalid naming the field
+// "template".
+func (l *Library) CheckConfig(ctx context.Context, name string, own bool) error {
+	if name == "" {
+		return nil
+	}
+	if own {
+		return herald.FieldErrorf("template", "template names a library template; leave the config's own templates out with it")
+	}
 	if l == nil {
 		return herald.FieldErrorf("template", "this server keeps no template library")
 	}
@@ -300,4 +307,27 @@ func (l *Library) CheckName(ctx context.Context, name string) error {
 		return err
 	}
 	return nil
+}
+
+// Choose returns the templates of a message about d (on a nil Library
+// too): the subscription's own (set, when own is true), the library's
+// (named by the subscription, or matching the event), or set (the
+// channel's defaults). A named template the library lacks is a Failed
+// result with reason "template-missing", retried: the template may come
+// back.
+func (l *Library) Choose(ctx context.Context, own bool, set *Set, name string, d Data) (*Set, *herald.DeliveryResult) {
+	if own || l == nil && name == "" {
+		return set, nil
+	}
+	if l == nil {
+		return nil, &herald.DeliveryResult{Outcome: herald.Failed, Err: "template-missing", Detail: "this server keeps no template library"}
+	}
+	named, err := l.Resolve(ctx, name, d.Topic, d.Type)
+	if err != nil {
+		return nil, &herald.DeliveryResult{Outcome: herald.Failed, Err: "template-missing", Detail: err.Error()}
+	}
+	if named == nil {
+		return set, nil
+	}
+	return named, nil
 }

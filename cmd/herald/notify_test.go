@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,14 +23,23 @@ func notifyServer(t *testing.T, dir string, mail *smtptest.Server, now func() ti
 	if err := os.WriteFile(ca, mail.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return peopleServer(t, dir, now, func(c *Config) {
+		c.EmailSMTPHost, c.EmailSMTPPort, c.EmailSMTPTLS = mail.Host, mail.Port, "starttls"
+		c.EmailSMTPUsername, c.EmailSMTPPassword, c.EmailSMTPCAFile = "herald", "mail-pass-123", ca
+		c.EmailFrom = "Herald <herald@example.org>"
+	})
+}
+
+// peopleServer starts a Herald in dir configured by configure, with now
+// (nil for time.Now) as the clock of quiet hours.
+func peopleServer(t *testing.T, dir string, now func() time.Time, configure func(*Config)) *Main {
+	t.Helper()
 	stderr := &syncBuffer{}
 	m := NewMain(io.Discard, stderr, func(string) string { return "" })
 	m.Config.Addr, m.Config.DataDir, m.Config.AdminKey = "127.0.0.1:0", dir, testAdminKey
 	m.Config.LogLevel, m.Config.AllowPrivateDestinations = -8, true
 	m.Config.ShutdownTimeout, m.Config.ShutdownDrainDelay = 10*time.Second, 0
-	m.Config.EmailSMTPHost, m.Config.EmailSMTPPort, m.Config.EmailSMTPTLS = mail.Host, mail.Port, "starttls"
-	m.Config.EmailSMTPUsername, m.Config.EmailSMTPPassword, m.Config.EmailSMTPCAFile = "herald", "mail-pass-123", ca
-	m.Config.EmailFrom = "Herald <herald@example.org>"
+	configure(&m.Config)
 	m.peopleNow = now
 	if err := m.Run(t.Context()); err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, stderr)
@@ -270,5 +280,45 @@ func TestEmailQuietHours(t *testing.T) {
 		if b := emailMust(t, m, 200, "GET", "/v1/subscriptions/"+id+"/attempts", ""); strings.Contains(string(b), "failure") {
 			t.Errorf("a hold was logged as a failed attempt: %s", b)
 		}
+	}
+}
+
+// SMS uses library templates (matched by topic) and quiet hours too: a
+// held message goes out when they end, as no failed attempt.
+func TestSMSLibraryTemplateAndQuietHours(t *testing.T) {
+	t.Parallel()
+	p := &smsProvider{}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	// The clock says 07:59:50 in Tokyo: quiet hours end in 10s.
+	start := time.Now()
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := time.Date(2026, 1, 10, 7, 59, 50, 0, tokyo).Sub(start)
+	quietEnd := start.Add(10 * time.Second)
+	m := peopleServer(t, t.TempDir(), func() time.Time { return time.Now().Add(offset) }, func(c *Config) {
+		c.SMSProvider, c.SMSTwilioURL, c.SMSTwilioAccountSID, c.SMSTwilioAuthToken, c.SMSFrom = "twilio", srv.URL, "ACtest", "sms-token", "+15005550006"
+	})
+	emailMust(t, m, 201, "PUT", "/v1/topics/pager.db", `{}`)
+	emailMust(t, m, 201, "PUT", "/v1/templates/pager", `{"topic":"pager.*","text":"PAGE {{.Payload.msg}}"}`)
+	status, b := emailAPICall(t, m, "POST", "/v1/subscriptions", `{"topic":"pager.db","channel":"sms","verification":"none","config":{"phone":"+14155550199","template":"pager","text":"x"}}`)
+	if f := problemField(t, status, b); f != "config.template" {
+		t.Fatalf("template beside text: field %q", f)
+	}
+	var sub emailSub
+	_ = json.Unmarshal(emailMust(t, m, 201, "POST", "/v1/subscriptions", `{"topic":"pager.db","channel":"sms","verification":"none",
+		"config":{"phone":"+14155550199","quiet_hours":{"start":"23:00","end":"08:00","time_zone":"Asia/Tokyo"}}}`), &sub)
+	emailMust(t, m, 201, "POST", "/v1/topics/pager.db/events", `{"msg":"disk full"}`)
+	waitFor(t, 60*time.Second, "the held SMS", func() bool { return len(p.to("+14155550199")) == 1 })
+	if time.Now().Before(quietEnd) {
+		t.Fatalf("the SMS went out in quiet hours")
+	}
+	if got := p.to("+14155550199")[0]; !strings.HasPrefix(got, "PAGE disk full\nStop: ") {
+		t.Fatalf("SMS %q, want the library template's text", got)
+	}
+	if b := emailMust(t, m, 200, "GET", "/v1/subscriptions/"+sub.ID+"/attempts", ""); strings.Contains(string(b), "failure") {
+		t.Errorf("the hold was logged as a failed attempt: %s", b)
 	}
 }

@@ -54,7 +54,7 @@ func (m *Main) peopleChannels() ([]channel.Channel, error) {
 // pushChannel builds the push channel with the providers configured.
 func (m *Main) pushChannel() (*push.Channel, error) {
 	c := m.Config
-	cfg := push.ChannelConfig{PublicURL: m.publicURL, AllowPrivate: c.AllowPrivateDestinations}
+	cfg := push.ChannelConfig{PublicURL: m.publicURL, AllowPrivate: c.AllowPrivateDestinations, Library: m.templates, Now: m.peopleNow}
 	var err error
 	if c.PushVAPIDPrivateKey != "" {
 		if cfg.VAPID, err = push.NewVAPID(string(c.PushVAPIDPrivateKey), c.PushVAPIDSubject, nil); err != nil {
@@ -102,7 +102,7 @@ func (m *Main) smsChannel() (*sms.Channel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("settings sms.*: %w", err)
 	}
-	return sms.NewChannel(sms.ChannelConfig{Provider: provider, PublicURL: m.publicURL})
+	return sms.NewChannel(sms.ChannelConfig{Provider: provider, PublicURL: m.publicURL, Library: m.templates, Now: m.peopleNow})
 }
 
 func (m *Main) emailChannel() (*email.Channel, error) {
