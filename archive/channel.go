@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path"
 	"path/filepath"
@@ -217,55 +218,35 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 			results[i] = herald.DeliveryResult{Outcome: herald.Failed, Err: "archive-write-failed", Detail: err.Error(), Latency: time.Since(start)}
 		}
 	}
+	// Files are encoded and written in parallel (the writes of one batch
+	// wait mostly on fsync), then each partition's manifest, also in
+	// parallel: a manifest only after its partition's files.
+	type groupDone struct {
+		mf  manifestFile
+		err error
+	}
+	done := make([]groupDone, len(keys))
+	parallel(len(keys), func(n int) {
+		g := groups[keys[n]]
+		mf, err := s.writeFile(ctx, batch, g)
+		done[n] = groupDone{mf, err}
+	})
 	written := map[string][]manifestFile{} // partition -> new files
 	waiting := map[string][]int{}          // partition -> events of its new files
-	ext := extension(s.cfg)
-	for _, k := range keys {
+	for n, k := range keys {
 		g := groups[k]
-		recs := make([]Record, len(g.indexes))
-		mf := manifestFile{Topic: g.topic, FirstSeq: batch[g.indexes[0]].Event.Seq, LastSeq: batch[g.indexes[0]].Event.Seq, Events: len(recs)}
-		for j, i := range g.indexes {
-			ev := batch[i].Event
-			recs[j] = toRecord(ev)
-			mf.FirstSeq, mf.LastSeq = min(mf.FirstSeq, ev.Seq), max(mf.LastSeq, ev.Seq)
-			if mf.MinTime.IsZero() || ev.Time.Before(mf.MinTime) {
-				mf.MinTime = ev.Time.UTC()
-			}
-			if ev.Time.After(mf.MaxTime) {
-				mf.MaxTime = ev.Time.UTC()
-			}
-		}
-		pt, comp, err := s.ch.payloadType(ctx, s.cfg, g.topic)
-		if err != nil {
+		if err := done[n].err; err != nil {
 			fail(g.indexes, err)
 			continue
 		}
-		var payloads []any
-		if pt != nil {
-			payloads = make([]any, len(g.indexes))
-			for j, i := range g.indexes {
-				payloads[j] = pt.payloadValue(comp, batch[i].Event.Payload, batch[i].Event.ContentType)
-			}
-			mf.SchemaVersion = comp.Schema.Version
-		}
-		data, err := encode(s.cfg, recs, pt, payloads)
-		if err != nil {
-			fail(g.indexes, err)
-			continue
-		}
-		mf.Name, mf.Bytes = fileName(g.topic, mf.FirstSeq, mf.LastSeq, ext), len(data)
-		if err := s.objs.Put(ctx, g.dir+mf.Name, data); err != nil {
-			s.ch.metrics.failures.Inc()
-			fail(g.indexes, fmt.Errorf("write %s: %w", path.Join(s.objs.Where(), g.dir, mf.Name), err))
-			continue
-		}
-		s.ch.metrics.files.Inc()
-		s.ch.metrics.bytes.Add(float64(len(data)))
-		written[g.dir] = append(written[g.dir], mf)
+		written[g.dir] = append(written[g.dir], done[n].mf)
 		waiting[g.dir] = append(waiting[g.dir], g.indexes...)
 	}
-	for dir, files := range written {
-		if err := s.addToManifest(ctx, dir, files); err != nil {
+	dirs := slices.Sorted(maps.Keys(written))
+	errs := make([]error, len(dirs))
+	parallel(len(dirs), func(n int) { errs[n] = s.addToManifest(ctx, dirs[n], written[dirs[n]]) })
+	for n, dir := range dirs {
+		if err := errs[n]; err != nil {
 			s.ch.metrics.failures.Inc()
 			fail(waiting[dir], err)
 			continue
@@ -314,6 +295,71 @@ func (ch *Channel) payloadType(ctx context.Context, c Config, topic string) (*co
 		return nil, nil, nil
 	}
 	return t, comp, nil
+}
+
+// maxParallelWrites bounds the files (or manifests) of one batch written
+// at once.
+const maxParallelWrites = 16
+
+// parallel calls f(0) to f(n-1), at most maxParallelWrites at a time, and
+// returns when all have.
+func parallel(n int, f func(int)) {
+	if n == 1 {
+		f(0)
+		return
+	}
+	sem := make(chan struct{}, maxParallelWrites)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
+
+// writeFile encodes the group's events as one file and writes it; the
+// returned entry is for the partition's manifest.
+func (s *sink) writeFile(ctx context.Context, batch []channel.Delivery, g *fileGroup) (manifestFile, error) {
+	recs := make([]Record, len(g.indexes))
+	mf := manifestFile{Topic: g.topic, FirstSeq: batch[g.indexes[0]].Event.Seq, LastSeq: batch[g.indexes[0]].Event.Seq, Events: len(recs)}
+	for j, i := range g.indexes {
+		ev := batch[i].Event
+		recs[j] = toRecord(ev)
+		mf.FirstSeq, mf.LastSeq = min(mf.FirstSeq, ev.Seq), max(mf.LastSeq, ev.Seq)
+		if mf.MinTime.IsZero() || ev.Time.Before(mf.MinTime) {
+			mf.MinTime = ev.Time.UTC()
+		}
+		if ev.Time.After(mf.MaxTime) {
+			mf.MaxTime = ev.Time.UTC()
+		}
+	}
+	pt, comp, err := s.ch.payloadType(ctx, s.cfg, g.topic)
+	if err != nil {
+		return mf, err
+	}
+	var payloads []any
+	if pt != nil {
+		payloads = make([]any, len(g.indexes))
+		for j, i := range g.indexes {
+			payloads[j] = pt.payloadValue(comp, batch[i].Event.Payload, batch[i].Event.ContentType)
+		}
+		mf.SchemaVersion = comp.Schema.Version
+	}
+	data, err := encode(s.cfg, recs, pt, payloads)
+	if err != nil {
+		return mf, err
+	}
+	mf.Name, mf.Bytes = fileName(g.topic, mf.FirstSeq, mf.LastSeq, extension(s.cfg)), len(data)
+	if err := s.objs.Put(ctx, g.dir+mf.Name, data); err != nil {
+		s.ch.metrics.failures.Inc()
+		return mf, fmt.Errorf("write %s: %w", path.Join(s.objs.Where(), g.dir, mf.Name), err)
+	}
+	s.ch.metrics.files.Inc()
+	s.ch.metrics.bytes.Add(float64(len(data)))
+	return mf, nil
 }
 
 // addToManifest lists the files in the partition's manifest, replacing

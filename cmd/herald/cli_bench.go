@@ -57,6 +57,7 @@ Scenarios (docs/benchmarks.md):
   many subscriptions         herald bench subscriptions --subs 10000 (see herald bench subscriptions -h)
   rules and views            herald bench rules --keys 100000 --events 200000 (see herald bench rules -h)
   delayed-event promotion    herald bench delayed --events 1000000 --lead 3m (see herald bench delayed -h)
+  archive write and query    herald bench archive --dir /tmp/arch --events 10000000 --hours 72 (see herald bench archive -h)
   broker channels            herald bench --channel kafka|redis (see herald bench --channel kafka -h)
   three nodes on PostgreSQL  herald bench --servers http://127.0.0.1:18481,http://127.0.0.1:18482,http://127.0.0.1:18483 --db-process postgres --events 100000 --batch 10 --workers 16 --subscriptions 2`
 
@@ -161,6 +162,9 @@ func benchVerb(ctx context.Context, c *cli, args []string) error {
 	}
 	if len(args) > 0 && args[0] == "delayed" {
 		return benchDelayedVerb(ctx, c, args[1:])
+	}
+	if len(args) > 0 && args[0] == "archive" {
+		return benchArchiveVerb(ctx, c, args[1:])
 	}
 	if benchChannelRequested(args) {
 		return benchChannelVerb(ctx, c, args)
