@@ -302,3 +302,29 @@ func TestParquetRoundTrip(t *testing.T) {
 		t.Fatalf("binary payload read back as %q", hits[0].Event.Payload)
 	}
 }
+
+func TestPartitionValues(t *testing.T) {
+	t.Parallel()
+	keys := []PartitionKey{{Key: "org", Field: "org.id", Default: "none"}, {Key: "n", Field: "n", Default: "d"}, {Key: "b", Field: "a.b.c", Default: "d"}, {Key: "s", Field: "s", Default: "d"}}
+	for _, c := range []struct{ payload, ct, want string }{
+		{`{"org":{"id":"acme"},"n":12.50,"a":{"b":{"c":true}},"s":"x\/y"}`, "application/json", "acme 12.50 true x/y"},
+		{`{"org":{"id":7},"n":-1e3,"a":{"b":{"c":false}},"s":null}`, "", "7 -1e3 false d"},
+		{`{"org":"acme","n":[1],"a":{"b":1},"s":{}}`, "application/json", "none d d d"},
+		{`[1,2]`, "application/json", "none d d d"},
+		{`{"org":{"id":"acme"}}`, "text/plain", "none d d d"},
+		{`not json`, "application/json", "none d d d"},
+	} {
+		got := strings.Join(partitionValues(keys, &herald.Event{ContentType: c.ct, Payload: []byte(c.payload)}), " ")
+		if got != c.want {
+			t.Errorf("%s (%s): %q, want %q", c.payload, c.ct, got, c.want)
+		}
+	}
+}
+
+func BenchmarkPartitionValues(b *testing.B) {
+	keys := []PartitionKey{{Key: "env", Field: "environment"}, {Key: "org", Field: "organization.id"}, {Key: "type", Field: "log_type"}}
+	ev := &herald.Event{ContentType: "application/json", Payload: []byte(`{"environment":"prod","organization":{"id":"org-042","name":"Acme Corporation"},"log_type":"access","status":200,"path":"/api/v1/items/123456","latency_ms":17,"user_agent":"Mozilla/5.0 (X11; Linux x86_64)","tags":["a","b","c"]}`)}
+	for b.Loop() {
+		partitionValues(keys, ev)
+	}
+}

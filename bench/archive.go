@@ -89,6 +89,10 @@ type ArchiveReport struct {
 	// microseconds: what bounds the rate on a machine whose cores are
 	// busy with other work.
 	WriteCPUPerEvent float64 `json:"write_cpu_us_per_event"`
+	// WriteRunQueueSeconds is the time the writer's threads spent
+	// runnable but waiting for a CPU during the writes, summed over its
+	// threads (/proc schedstat): large on a loaded machine.
+	WriteRunQueueSeconds float64 `json:"write_run_queue_seconds"`
 	// Files and Bytes are the data files written (manifests aside);
 	// BytesPerEvent is Bytes over Events.
 	Files         int64   `json:"files"`
@@ -191,7 +195,7 @@ func runArchiveGenerate(ctx context.Context, cfg ArchiveConfig, rep *ArchiveRepo
 		if len(batch) < cfg.Batch && n < cfg.Events-1 {
 			continue
 		}
-		c0, t0 := mustProc(self), time.Now()
+		c0, d0, t0 := mustProc(self), runDelay(self), time.Now()
 		for _, r := range w.DeliverBatch(ctx, batch) {
 			if r.Outcome != herald.Delivered {
 				return fmt.Errorf("write batch ending at %d: %s %s", n, r.Err, r.Detail)
@@ -199,6 +203,7 @@ func runArchiveGenerate(ctx context.Context, cfg ArchiveConfig, rep *ArchiveRepo
 		}
 		busy += time.Since(t0)
 		cpu += mustProc(self).cpu - c0.cpu
+		rep.WriteRunQueueSeconds += runDelay(self) - d0
 		batch = batch[:0]
 		if err := ctx.Err(); err != nil {
 			return err
@@ -319,7 +324,7 @@ func runArchiveServer(ctx context.Context, cfg ArchiveConfig, rep *ArchiveReport
 	spec := archiveSpec(cfg, name, archive.DefaultMaxEvents)
 	spec["topics"], spec["start"] = topic, "earliest"
 	raw, _ := json.Marshal(spec)
-	cpu0, t0 := mustProc(pid), time.Now()
+	cpu0, d0, t0 := mustProc(pid), runDelay(pid), time.Now()
 	if _, _, err := c.PutArchive(ctx, name, raw); err != nil {
 		return fmt.Errorf("create archive: %w", err)
 	}
@@ -339,6 +344,7 @@ func runArchiveServer(ctx context.Context, cfg ArchiveConfig, rep *ArchiveReport
 		}
 	}
 	cpu1, t1 := mustProc(pid), time.Now()
+	rep.WriteRunQueueSeconds = runDelay(pid) - d0
 	rep.WriteSeconds = t1.Sub(t0).Seconds()
 	rep.WriteRate = written / rep.WriteSeconds
 	rep.WriteCPUCores = (cpu1.cpu - cpu0.cpu) / rep.WriteSeconds
@@ -401,6 +407,9 @@ func (r *ArchiveReport) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "published      %d in %.1f s: %.0f events/s (before the archive existed)\n", r.Publish.Calls, r.Publish.Seconds, r.Publish.PerSec)
 	}
 	fmt.Fprintf(&b, "written        %d in %.2f s: %.0f events/s, %.2f cores, %.1f µs CPU/event (batches of %d)\n", r.Events, r.WriteSeconds, r.WriteRate, r.WriteCPUCores, r.WriteCPUPerEvent, r.Batch)
+	if r.WriteRunQueueSeconds > 0 {
+		fmt.Fprintf(&b, "waiting        its threads waited %.1f s in all for a CPU (run queue) while writing\n", r.WriteRunQueueSeconds)
+	}
 	fmt.Fprintf(&b, "on disk        %d files, %s: %.1f bytes/event\n", r.Files, mib(r.Bytes), r.BytesPerEvent)
 	fmt.Fprintf(&b, "first page     of %d, one org and one hour: p50 %s  p90 %s  p99 %s  max %s", r.QueryPage, ms(r.Query.P50), ms(r.Query.P90), ms(r.Query.P99), ms(r.Query.Max))
 	if r.QueryFiles > 0 {

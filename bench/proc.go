@@ -297,3 +297,25 @@ func hostCPU() (float64, error) {
 	}
 	return float64(busy) / clockTicks, nil
 }
+
+// runDelay is the time the process's threads have spent runnable but
+// waiting for a CPU, summed over its threads alive now, in seconds (the
+// second field of /proc/<pid>/task/*/schedstat); 0 where it is not
+// available. On a machine whose cores are shared it says how much of a
+// run's time went to waiting for a turn rather than to work or I/O.
+func runDelay(pid int) float64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				ns += v
+			}
+		}
+	}
+	return ns / 1e9
+}
