@@ -47,6 +47,11 @@ type Harness struct {
 	// the service address addr ("127.0.0.1:port"), where the suite runs a
 	// listener that accepts connections and never answers, or none at all.
 	ConfigAt func(t *testing.T, addr string) json.RawMessage
+	// ChannelAt, for a channel whose service address is its own setting
+	// rather than a config's (a mail server, an SMS provider), returns a
+	// channel like Channel's sending to addr; the suite then uses it with
+	// Config's config instead of ConfigAt. Set one of the two.
+	ChannelAt func(t *testing.T, addr string) channel.Channel
 	// Received returns what the destination of a validated config holds
 	// so far, in arrival order. The suite polls it until what it waits
 	// for is there.
@@ -300,8 +305,8 @@ func testUnreachable(t *testing.T, h Harness) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close() // nothing listens there now
-	s := sub(t, h, h.ConfigAt(t, addr))
-	sink, err := h.Channel.Open(t.Context(), s)
+	ch, s := at(t, h, addr)
+	sink, err := ch.Open(t.Context(), s)
 	if err != nil {
 		t.Fatalf("Open must not wait for the service, and must not fail for an unreachable one: %v", err)
 	}
@@ -335,8 +340,8 @@ func testHung(t *testing.T, h Harness) {
 			_ = c.Close()
 		}
 	})
-	s := sub(t, h, h.ConfigAt(t, ln.Addr().String()))
-	sink, err := h.Channel.Open(t.Context(), s)
+	ch, s := at(t, h, ln.Addr().String())
+	sink, err := ch.Open(t.Context(), s)
 	if err != nil {
 		t.Fatalf("Open must not wait for the service: %v", err)
 	}
@@ -346,6 +351,19 @@ func testHung(t *testing.T, h Harness) {
 		_ = sink.Close(ctx)
 	}()
 	expectFailedBy(t, sink, events("conformance.hung", 1), h.Timeout+5*time.Second)
+}
+
+// at returns the channel and a subscription whose deliveries go to the
+// service address addr.
+func at(t *testing.T, h Harness, addr string) (channel.Channel, *herald.Subscription) {
+	t.Helper()
+	if h.ChannelAt != nil {
+		ch := h.ChannelAt(t, addr)
+		hc := h
+		hc.Channel = ch
+		return ch, sub(t, hc, h.Config(t))
+	}
+	return h.Channel, sub(t, h, h.ConfigAt(t, addr))
 }
 
 // expectFailedBy delivers under a deadline of the subscription timeout, as

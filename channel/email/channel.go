@@ -268,6 +268,9 @@ func (s *sink) send(ctx context.Context, d template.Data, id string) herald.Deli
 		msg.SetGenHeader("X-Herald-Digest-Events", fmt.Sprint(len(d.Events)))
 	} else {
 		msg.SetGenHeader("X-Herald-Event-Id", d.ID)
+		if d.Key != "" {
+			msg.SetGenHeader("X-Herald-Event-Key", d.Key)
+		}
 	}
 	return s.c.send(ctx, msg)
 }
