@@ -49,6 +49,10 @@ type Source struct {
 	Shards      int
 	State       SourceState
 	StateReason string
+	// Tenant is the tenant the source belongs to ("" for the platform's):
+	// its events count in the tenant's usage and publish rate, and land
+	// only in its topics. It never changes.
+	Tenant string
 	// Managed marks a source declared in the server's configuration file:
 	// the file is its truth, and the API does not change it.
 	Managed   bool

@@ -53,6 +53,7 @@ func ValidTenantID(id string) bool { return tenantIDRE.MatchString(id) }
 type TenantDeletion struct {
 	Subscriptions []string // ids
 	Keys          []string // ids
+	Sources       []string // ids
 }
 
 // TenantStore keeps tenants. A subscription or key names its tenant in
@@ -71,11 +72,21 @@ type TenantStore interface {
 	ListTenants(ctx context.Context, after string, limit int) ([]Tenant, error)
 
 	// DeleteTenant removes the tenant, its subscriptions (with their
-	// delivery state, as DeleteSubscription does) and its keys, in one
+	// delivery state, as DeleteSubscription does), its keys and its
+	// sources (with their shards, as DeleteSource does), in one
 	// transaction, and returns the ids of what it removed. CodeNotFound if
 	// the tenant does not exist.
 	DeleteTenant(ctx context.Context, id string) (TenantDeletion, error)
 
 	// CountSubscriptions returns how many subscriptions the tenant has.
 	CountSubscriptions(ctx context.Context, tenant string) (int64, error)
+}
+
+// Namespace is the topic pattern the tenant's sources may publish to: its
+// TopicPattern, or "tenants.{id}.>" when it has none.
+func (t Tenant) Namespace() string {
+	if t.TopicPattern != "" {
+		return t.TopicPattern
+	}
+	return "tenants." + t.ID + ".>"
 }

@@ -383,13 +383,13 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/subscriptions/{id}/events/{event_id}", authenticated, s.eventStatus)
 	s.handle("POST /v1/subscriptions/{id}/test", authenticated, s.testSubscription)
 
-	s.handle("POST /v1/sources", adminOnly, s.createSource)
-	s.handle("GET /v1/sources", adminOnly, s.listSources)
-	s.handle("GET /v1/sources/{id}", adminOnly, s.getSource)
-	s.handle("PATCH /v1/sources/{id}", adminOnly, s.updateSource)
-	s.handle("DELETE /v1/sources/{id}", adminOnly, s.deleteSource)
-	s.handle("POST /v1/sources/{id}/pause", adminOnly, s.pauseSource)
-	s.handle("POST /v1/sources/{id}/resume", adminOnly, s.resumeSource)
+	s.handle("POST /v1/sources", authenticated, s.createSource)
+	s.handle("GET /v1/sources", authenticated, s.listSources)
+	s.handle("GET /v1/sources/{id}", authenticated, s.getSource)
+	s.handle("PATCH /v1/sources/{id}", authenticated, s.updateSource)
+	s.handle("DELETE /v1/sources/{id}", authenticated, s.deleteSource)
+	s.handle("POST /v1/sources/{id}/pause", authenticated, s.pauseSource)
+	s.handle("POST /v1/sources/{id}/resume", authenticated, s.resumeSource)
 	// Inbound webhooks are verified by their source's own scheme (a
 	// signature), not an API key.
 	s.handle("POST /v1/inbound/{source}", public, s.receiveInbound)

@@ -44,6 +44,7 @@ type sourceRequest struct {
 	Shards      *int             `json:"shards"`
 	State       *string          `json:"state"`
 	ID          *json.RawMessage `json:"id"`
+	Tenant      *string          `json:"tenant"`
 }
 
 type sourceShardJSON struct {
@@ -75,6 +76,7 @@ type sourceJSON struct {
 	// "retrying" (StatusReason says why) or "paused".
 	Status       string            `json:"status"`
 	StatusReason string            `json:"status_reason,omitempty"`
+	Tenant       string            `json:"tenant,omitempty"`
 	Managed      bool              `json:"managed"`
 	InboundURL   string            `json:"inbound_path,omitempty"`
 	Lag          int64             `json:"lag"`
@@ -99,11 +101,49 @@ func (s *Server) sourceStore() (herald.SourceStore, error) {
 	return s.sources, nil
 }
 
+// sourceCaller checks that the caller may manage sources: an admin, or a
+// caller of a tenant that may publish somewhere (it manages only its
+// tenant's sources). It returns the caller's tenant ("" for an admin).
+func sourceCaller(r *http.Request) (string, error) {
+	p := principalFrom(r.Context())
+	if p.tenant != "" {
+		for _, sc := range p.scopes {
+			if sc.Action == herald.ActionPublish {
+				return p.tenant, nil
+			}
+		}
+		return "", herald.Errorf(herald.CodeForbidden, "managing a tenant's sources needs a publish scope")
+	}
+	if !p.scopes.IsAdmin() {
+		return "", herald.Errorf(herald.CodeForbidden, "this operation needs the admin scope")
+	}
+	return "", nil
+}
+
+// checkSourceTopic refuses a tenant's source whose topic template can
+// render topics outside the tenant's namespace, or, for a tenant's caller,
+// outside its publish scopes.
+func checkSourceTopic(r *http.Request, t *herald.Tenant, tmpl string) error {
+	if t == nil {
+		return nil
+	}
+	pattern := source.TemplatePattern(tmpl)
+	if ns := t.Namespace(); pattern == "" || !herald.CoversPattern(ns, pattern) {
+		return &herald.Error{Code: herald.CodeForbidden, Field: "topic",
+			Message: "a source of tenant " + t.ID + " may publish only to topics matching " + ns + "; topic " + truncate(tmpl, 300) + " can reach " + pattern}
+	}
+	if p := principalFrom(r.Context()); p.tenant != "" && !p.scopes.Allows(herald.ActionPublish, pattern) {
+		return &herald.Error{Code: herald.CodeForbidden, Field: "topic",
+			Message: "this key may not publish to " + pattern + ", which topic " + truncate(tmpl, 300) + " can reach"}
+	}
+	return nil
+}
+
 func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus bool) sourceJSON {
 	out := sourceJSON{
 		ID: src.ID, Kind: src.Kind, Config: src.Config, Topic: src.Topic, Mapping: src.Mapping,
 		Description: src.Description, Shards: src.Shards, State: string(src.State), StateReason: src.StateReason,
-		Managed: src.Managed, Lag: -1, ShardStatus: []sourceShardJSON{},
+		Managed: src.Managed, Tenant: src.Tenant, Lag: -1, ShardStatus: []sourceShardJSON{},
 		CreatedAt: formatTime(src.CreatedAt), UpdatedAt: formatTime(src.UpdatedAt),
 	}
 	if k, ok := s.sourceKinds.Get(src.Kind); ok {
@@ -283,14 +323,31 @@ func (s *Server) createSource(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if _, err := sourceCaller(r); err != nil {
+		return err
+	}
 	var req sourceRequest
 	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
+		return err
+	}
+	asked := ""
+	if req.Tenant != nil {
+		asked = *req.Tenant
+	}
+	tenant, err := s.tenantFor(r, asked)
+	if err != nil {
 		return err
 	}
 	now := s.now().UTC()
 	src := herald.Source{ID: newSourceID(), State: herald.SourceActive, CreatedAt: now, UpdatedAt: now}
 	if err := s.applySourceRequest(&req, &src, true); err != nil {
 		return err
+	}
+	if err := checkSourceTopic(r, tenant, src.Topic); err != nil {
+		return err
+	}
+	if tenant != nil {
+		src.Tenant = tenant.ID
 	}
 	if existing, err := st.ListSources(r.Context(), "", herald.MaxSources); err != nil {
 		return err
@@ -319,9 +376,32 @@ func (s *Server) listSources(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page, err := st.ListSources(r.Context(), after, int(limit)+1)
+	tenant, err := sourceCaller(r)
 	if err != nil {
 		return err
+	}
+	if tenant == "" {
+		tenant = q.Get("tenant") // an admin may ask for one tenant's
+	} else if t := q.Get("tenant"); t != "" && t != tenant {
+		return writeJSON(w, http.StatusOK, sourceListJSON{Sources: []sourceJSON{}})
+	}
+	var page []herald.Source
+	if tenant == "" {
+		if page, err = st.ListSources(r.Context(), after, int(limit)+1); err != nil {
+			return err
+		}
+	} else {
+		// At most herald.MaxSources on the server: read them all, keep
+		// the tenant's.
+		all, err := st.ListSources(r.Context(), after, herald.MaxSources+1)
+		if err != nil {
+			return err
+		}
+		for _, src := range all {
+			if src.Tenant == tenant && len(page) <= int(limit) {
+				page = append(page, src)
+			}
+		}
 	}
 	out := sourceListJSON{Sources: []sourceJSON{}}
 	for i, src := range page {
@@ -334,12 +414,23 @@ func (s *Server) listSources(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, out)
 }
 
+// loadSource reads the source of the path, as the caller may see it: a
+// tenant's caller finds only its tenant's sources (others' answer
+// CodeNotFound, as sources that do not exist).
 func (s *Server) loadSource(r *http.Request) (herald.Source, error) {
 	st, err := s.sourceStore()
 	if err != nil {
 		return herald.Source{}, err
 	}
-	return st.GetSource(r.Context(), r.PathValue("id"))
+	tenant, err := sourceCaller(r)
+	if err != nil {
+		return herald.Source{}, err
+	}
+	src, err := st.GetSource(r.Context(), r.PathValue("id"))
+	if err == nil && tenant != "" && src.Tenant != tenant {
+		return herald.Source{}, herald.Errorf(herald.CodeNotFound, "source %s does not exist", truncate(r.PathValue("id"), 80))
+	}
+	return src, err
 }
 
 func (s *Server) getSource(w http.ResponseWriter, r *http.Request) error {
@@ -359,7 +450,22 @@ func (s *Server) updateSource(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, maxJSONBody, false, &req); err != nil {
 		return err
 	}
-	return s.changeSource(w, r, func(src *herald.Source) error { return s.applySourceRequest(&req, src, false) })
+	return s.changeSource(w, r, func(src *herald.Source) error {
+		if req.Tenant != nil && *req.Tenant != src.Tenant {
+			return herald.FieldErrorf("tenant", "a source's tenant cannot change; create another source")
+		}
+		if err := s.applySourceRequest(&req, src, false); err != nil {
+			return err
+		}
+		if req.Topic == nil || src.Tenant == "" {
+			return nil
+		}
+		t, err := s.store.GetTenant(r.Context(), src.Tenant)
+		if err != nil {
+			return err
+		}
+		return checkSourceTopic(r, &t, src.Topic)
+	})
 }
 
 // changeSource applies change to the stored source and saves it, reading

@@ -213,6 +213,9 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	for _, sub := range del.Subscriptions {
 		s.changed(sub)
 	}
+	if len(del.Sources) > 0 {
+		s.sourcesChanged()
+	}
 	for _, k := range del.Keys {
 		s.keys.forget(k)
 		if s.notices != nil {

@@ -102,6 +102,29 @@ func ValidateTopicTemplate(tmpl string) error {
 	return nil
 }
 
+// TemplatePattern returns a topic pattern matching every topic the topic
+// template can render: the template itself when it has no placeholder,
+// else its whole literal segments before the first placeholder followed by
+// ">" (a placeholder's value may hold dots). "" for an invalid template.
+func TemplatePattern(tmpl string) string {
+	parts, err := parseTemplate(tmpl)
+	if err != nil || len(parts) == 0 {
+		return ""
+	}
+	if len(parts) == 1 && parts[0].literal {
+		return tmpl
+	}
+	lit := ""
+	if parts[0].literal {
+		lit = parts[0].text
+	}
+	i := strings.LastIndexByte(lit, '.')
+	if i < 0 {
+		return ">"
+	}
+	return lit[:i] + ".>"
+}
+
 // part is a piece of a template: literal text, or a placeholder path.
 type part struct {
 	literal bool

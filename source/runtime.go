@@ -54,6 +54,11 @@ type RuntimeDeps struct {
 	Kinds     *Registry
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer
+	// Namespace returns the topic pattern a tenant's sources may publish
+	// to (its topic prefix, or "tenants.{id}.>"); an event of a tenant's
+	// source outside it is refused (CodeForbidden), as a publish with the
+	// tenant's key would be. Nil refuses every tenant's source.
+	Namespace func(ctx context.Context, tenant string) (string, error)
 }
 
 // Runtime runs the sources: each shard of each active source whose kind is
@@ -401,7 +406,10 @@ func (r *Runtime) publish(ctx context.Context, s herald.Source, msgs []Message, 
 	for i := range msgs {
 		events[i] = mp.event(s.ID, &msgs[i])
 	}
-	res, err := r.deps.Publisher.Publish(ctx, engine.PublishParams{Events: events, Source: who, Batch: len(events) > 1})
+	if err := r.inNamespace(ctx, s, events); err != nil {
+		return err
+	}
+	res, err := r.deps.Publisher.Publish(ctx, engine.PublishParams{Events: events, Source: who, Batch: len(events) > 1, Tenant: s.Tenant})
 	if err != nil {
 		return fmt.Errorf("publish %d events: %w", len(events), err)
 	}
@@ -413,6 +421,28 @@ func (r *Runtime) publish(ctx context.Context, s herald.Source, msgs []Message, 
 	}
 	r.m.in.WithLabelValues(s.ID, s.Kind).Add(float64(len(res)))
 	r.m.dups.WithLabelValues(s.ID, s.Kind).Add(float64(dups))
+	return nil
+}
+
+// inNamespace refuses the events of a tenant's source whose topics are
+// outside the tenant's namespace.
+func (r *Runtime) inNamespace(ctx context.Context, s herald.Source, events []*herald.Event) error {
+	if s.Tenant == "" {
+		return nil
+	}
+	if r.deps.Namespace == nil {
+		return herald.Errorf(herald.CodeForbidden, "source %s belongs to tenant %s, and this server has no tenants' namespaces", s.ID, s.Tenant)
+	}
+	ns, err := r.deps.Namespace(ctx, s.Tenant)
+	if err != nil {
+		return fmt.Errorf("the namespace of tenant %s: %w", s.Tenant, err)
+	}
+	for _, e := range events {
+		if !herald.MatchTopic(ns, e.Topic) {
+			return &herald.Error{Code: herald.CodeForbidden, Field: "topic",
+				Message: fmt.Sprintf("source %s of tenant %s may publish only to topics matching %s, not %q", s.ID, s.Tenant, ns, e.Topic)}
+		}
+	}
 	return nil
 }
 
@@ -469,7 +499,11 @@ func (r *Runtime) Receive(ctx context.Context, id string, header http.Header, bo
 		return Received{}, err
 	}
 	ev := mp.event(s.ID, &msg)
-	res, err := r.deps.Publisher.Publish(ctx, engine.PublishParams{Events: []*herald.Event{ev}, Source: "source"})
+	if err := r.inNamespace(ctx, s, []*herald.Event{ev}); err != nil {
+		r.m.errors.WithLabelValues(s.ID, s.Kind).Inc()
+		return Received{}, err
+	}
+	res, err := r.deps.Publisher.Publish(ctx, engine.PublishParams{Events: []*herald.Event{ev}, Source: "source", Tenant: s.Tenant})
 	if err != nil {
 		r.m.errors.WithLabelValues(s.ID, s.Kind).Inc()
 		return Received{}, err

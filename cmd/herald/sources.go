@@ -56,6 +56,13 @@ func (m *Main) newSources(ctx context.Context, dcfg engine.DispatcherConfig) err
 	}
 	m.sources = source.NewRuntime(source.RuntimeDeps{
 		Store: st, Publisher: m.publisher, Kinds: kinds, Logger: m.Logger, Registry: m.Registry,
+		Namespace: func(ctx context.Context, tenant string) (string, error) {
+			t, err := m.store.GetTenant(ctx, tenant)
+			if err != nil {
+				return "", err
+			}
+			return t.Namespace(), nil
+		},
 	}, cfg)
 	if m.cluster != nil {
 		m.cluster.OnMembershipChange(m.sources.Changed)

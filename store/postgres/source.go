@@ -12,7 +12,7 @@ import (
 
 var _ herald.SourceStore = (*Store)(nil)
 
-const sourceColumns = `id, kind, config, topic, mapping, description, shards, state, state_reason, managed, created_at, updated_at, version`
+const sourceColumns = `id, kind, config, topic, mapping, description, shards, state, state_reason, managed, created_at, updated_at, version, tenant`
 
 func sourceNotFound(id string) error {
 	return &herald.Error{Code: herald.CodeNotFound, Message: "source " + id + " does not exist"}
@@ -25,7 +25,7 @@ func scanSource(row pgx.Row) (herald.Source, error) {
 	var shards int32
 	var created, updated int64
 	err := row.Scan(&src.ID, &src.Kind, &config, &src.Topic, &mapping, &src.Description, &shards,
-		&state, &src.StateReason, &src.Managed, &created, &updated, &src.Version)
+		&state, &src.StateReason, &src.Managed, &created, &updated, &src.Version, &src.Tenant)
 	if err != nil {
 		return herald.Source{}, err
 	}
@@ -43,7 +43,7 @@ func orEmptyObject(b []byte) []byte {
 }
 
 func validSource(src *herald.Source) error {
-	for _, t := range []string{src.ID, src.Kind, src.Topic, src.Description, src.StateReason} {
+	for _, t := range []string{src.ID, src.Kind, src.Topic, src.Description, src.StateReason, src.Tenant} {
 		if !validText(t) {
 			return herald.Errorf(herald.CodeInvalid, "text must be valid UTF-8 without NUL bytes")
 		}
@@ -60,9 +60,9 @@ func (s *Store) CreateSource(ctx context.Context, src herald.Source) error {
 	if err := validSource(&src); err != nil {
 		return err
 	}
-	_, err := s.exec(ctx, `INSERT INTO sources (`+sourceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0)`,
+	_, err := s.exec(ctx, `INSERT INTO sources (`+sourceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13)`,
 		src.ID, src.Kind, orEmptyObject(src.Config), src.Topic, orEmptyObject(src.Mapping), src.Description, int32(src.Shards),
-		string(src.State), src.StateReason, src.Managed, nanos(src.CreatedAt), nanos(src.UpdatedAt))
+		string(src.State), src.StateReason, src.Managed, nanos(src.CreatedAt), nanos(src.UpdatedAt), src.Tenant)
 	if herald.IsCode(s.fail("create source", err), herald.CodeConflict) {
 		return herald.Errorf(herald.CodeConflict, "source %s already exists", src.ID)
 	}

@@ -174,7 +174,15 @@ func (s *Store) DeleteTenant(ctx context.Context, id string) (herald.TenantDelet
 		if err != nil {
 			return err
 		}
-		out.Keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if out.Keys, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		// Shards go with their source (ON DELETE CASCADE).
+		rows, err = tx.Query(ctx, `DELETE FROM sources WHERE tenant = $1 RETURNING id`, id)
+		if err != nil {
+			return err
+		}
+		out.Sources, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	})
 	if err != nil {

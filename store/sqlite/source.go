@@ -11,7 +11,7 @@ import (
 
 var _ herald.SourceStore = (*Store)(nil)
 
-const sourceColumns = `id, kind, config, topic, mapping, description, shards, state, state_reason, managed, created_at, updated_at, version`
+const sourceColumns = `id, kind, config, topic, mapping, description, shards, state, state_reason, managed, created_at, updated_at, version, tenant`
 
 func sourceNotFound(id string) error {
 	return &herald.Error{Code: herald.CodeNotFound, Message: "source " + id + " does not exist"}
@@ -24,7 +24,7 @@ func scanSource(row interface{ Scan(...any) error }) (herald.Source, error) {
 	var managed bool
 	var created, updated int64
 	err := row.Scan(&src.ID, &src.Kind, &config, &src.Topic, &mapping, &src.Description, &src.Shards,
-		&state, &src.StateReason, &managed, &created, &updated, &src.Version)
+		&state, &src.StateReason, &managed, &created, &updated, &src.Version, &src.Tenant)
 	if err != nil {
 		return herald.Source{}, err
 	}
@@ -48,9 +48,9 @@ func (s *Store) CreateSource(ctx context.Context, src herald.Source) error {
 		return err
 	}
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sources (`+sourceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO sources (`+sourceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)`,
 			src.ID, src.Kind, orEmptyObject(src.Config), src.Topic, orEmptyObject(src.Mapping), src.Description, src.Shards,
-			string(src.State), src.StateReason, src.Managed, nanos(src.CreatedAt), nanos(src.UpdatedAt))
+			string(src.State), src.StateReason, src.Managed, nanos(src.CreatedAt), nanos(src.UpdatedAt), src.Tenant)
 		return err
 	})
 	if herald.IsCode(s.fail("create source", err), herald.CodeConflict) {

@@ -187,7 +187,30 @@ func (s *Store) DeleteTenant(ctx context.Context, id string) (herald.TenantDelet
 			}
 			out.Keys = append(out.Keys, k)
 		}
-		return krows.Err()
+		if err := krows.Err(); err != nil {
+			return err
+		}
+		srows, err := tx.QueryContext(ctx, `DELETE FROM sources WHERE tenant = ? RETURNING id`, id)
+		if err != nil {
+			return err
+		}
+		defer srows.Close()
+		for srows.Next() {
+			var src string
+			if err := srows.Scan(&src); err != nil {
+				return err
+			}
+			out.Sources = append(out.Sources, src)
+		}
+		if err := srows.Err(); err != nil {
+			return err
+		}
+		for _, src := range out.Sources {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM source_shards WHERE source_id = ?`, src); err != nil {
+				return fmt.Errorf("delete source_shards: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return herald.TenantDeletion{}, s.fail("delete tenant", err)

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald"
 )
@@ -117,9 +118,43 @@ func runTenants(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 			}
 		}
 
+		// Sources of acme go with it; the platform's stay.
+		ss, hasSources := any(s).(herald.SourceStore)
+		if hasSources {
+			for _, src := range []herald.Source{
+				{ID: "src_acme", Kind: "webhook", Topic: "tenants.acme.in", Shards: 1, State: herald.SourceActive, Tenant: "acme", CreatedAt: at(0), UpdatedAt: at(0)},
+				{ID: "src_plat", Kind: "webhook", Topic: "platform.in", Shards: 1, State: herald.SourceActive, CreatedAt: at(0), UpdatedAt: at(0)},
+			} {
+				if err := ss.CreateSource(ctx, src); err != nil {
+					t.Fatalf("CreateSource(%s): %v", src.ID, err)
+				}
+			}
+			if _, err := ss.AcquireSourceLease(ctx, "src_acme", 0, "node-a", at(1), time.Minute); err != nil {
+				t.Fatalf("AcquireSourceLease: %v", err)
+			}
+			got, err := ss.GetSource(ctx, "src_acme")
+			if err != nil || got.Tenant != "acme" {
+				t.Fatalf("GetSource(src_acme) = tenant %q, %v; want acme", got.Tenant, err)
+			}
+		}
+
 		del, err := s.DeleteTenant(ctx, "acme")
 		if err != nil {
 			t.Fatalf("DeleteTenant(acme): %v", err)
+		}
+		if hasSources {
+			if !slices.Equal(del.Sources, []string{"src_acme"}) {
+				t.Fatalf("DeleteTenant removed sources %v, want src_acme", del.Sources)
+			}
+			if _, err := ss.GetSource(ctx, "src_acme"); !herald.IsCode(err, herald.CodeNotFound) {
+				t.Fatalf("GetSource(src_acme) after its tenant's delete = %v, want CodeNotFound", err)
+			}
+			if shards, err := ss.SourceShards(ctx, "src_acme"); err != nil || len(shards) != 0 {
+				t.Fatalf("shards of a deleted tenant's source: %v, %v", shards, err)
+			}
+			if got, err := ss.GetSource(ctx, "src_plat"); err != nil || got.Tenant != "" {
+				t.Fatalf("GetSource(src_plat) = %+v, %v; want the platform's source kept", got, err)
+			}
 		}
 		slices.Sort(del.Subscriptions)
 		if !slices.Equal(del.Subscriptions, []string{"sub_acme1", "sub_acme2"}) || !slices.Equal(del.Keys, []string{acmeKey.ID}) {
