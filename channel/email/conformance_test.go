@@ -22,7 +22,9 @@ import (
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Username: "herald", Password: "s3cret-pass"})
-	auth := func(c *email.ServerConfig) { c.Username, c.Password, c.Timeout = "herald", "s3cret-pass", 2*time.Second }
+	auth := func(c *email.ServerConfig) {
+		c.Username, c.Password, c.Timeout = "herald", "s3cret-pass", 2*time.Second
+	}
 	var n atomic.Int64
 	config := func(*testing.T) json.RawMessage {
 		return json.RawMessage(fmt.Sprintf(`{"address":"conf%d@example.com","text":"{{.Text}}"}`, n.Add(1)))
