@@ -2,6 +2,7 @@ package engine
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -182,6 +183,7 @@ type Dispatcher struct {
 	starting  map[string]bool      // subscriptions startMany takes leases of
 	orphans   map[string]int64     // leases held with no worker at the last renewal, by subscription: their epoch
 	due       map[string]time.Time // subscriptions to look at again, and when
+	dueQ      dueQueue             // due, in time order
 	changed   map[string]bool      // subscriptions to look at now
 	kick      chan struct{}        // cap 1: re-read every subscription now
 	wake      chan struct{}        // cap 1: changed or due has news
@@ -489,6 +491,7 @@ func (d *Dispatcher) look(id string) {
 func (d *Dispatcher) lookAt(id string, t time.Time) {
 	if cur, ok := d.due[id]; !ok || t.Before(cur) {
 		d.due[id] = t
+		heap.Push(&d.dueQ, dueAt{at: t, id: id})
 		select {
 		case d.wake <- struct{}{}:
 		default:
@@ -574,13 +577,38 @@ func (d *Dispatcher) fullSync(ctx context.Context) {
 func (d *Dispatcher) nextDue() time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var next time.Time
-	for _, t := range d.due {
-		if next.IsZero() || t.Before(next) {
-			next = t
+	for len(d.dueQ) > 0 {
+		top := d.dueQ[0]
+		if cur, ok := d.due[top.id]; ok && cur.Equal(top.at) {
+			return top.at
 		}
+		heap.Pop(&d.dueQ) // superseded by an earlier time, or taken
 	}
-	return next
+	return time.Time{}
+}
+
+// dueAt is a time a subscription is to be looked at again. The queue may
+// hold times since superseded by earlier ones (lookAt keeps the earliest
+// in due): those are dropped as they come up.
+type dueAt struct {
+	at time.Time
+	id string
+}
+
+// dueQueue orders the subscriptions to look at by time, so that finding
+// the next and the due ones costs their number, not every subscription's
+// (with 100,000 that expire when idle, each has a time here).
+type dueQueue []dueAt
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueAt)) }
+func (q *dueQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
 }
 
 // syncNamed looks at the subscriptions Changed named and those now due.
@@ -592,12 +620,11 @@ func (d *Dispatcher) syncNamed(ctx context.Context) {
 		ids = append(ids, id)
 	}
 	clear(d.changed)
-	for id, t := range d.due {
-		if !t.After(now) {
-			if _, named := d.changed[id]; !named {
-				ids = append(ids, id)
-			}
-			delete(d.due, id)
+	for len(d.dueQ) > 0 && !d.dueQ[0].at.After(now) {
+		it := heap.Pop(&d.dueQ).(dueAt)
+		if cur, ok := d.due[it.id]; ok && cur.Equal(it.at) {
+			ids = append(ids, it.id)
+			delete(d.due, it.id)
 		}
 	}
 	d.mu.Unlock()
