@@ -98,7 +98,7 @@ func (s *Server) eventStatus(w http.ResponseWriter, r *http.Request) error {
 		out.Status = deliveryPending
 	default:
 		out.Status = deliveryDelivered
-		if f, err := filter.Parse(sub.Filter); err == nil && !f.Match(ev.Type, ev.ContentType, ev.Payload) {
+		if f, err := filter.Parse(sub.Filter); err == nil && !f.MatchEvent(ctx, &ev, s.schemas) {
 			out.Status = deliveryFiltered
 		}
 	}

@@ -39,8 +39,13 @@ type StreamOptions struct {
 	// listed start from since or SinceTime.
 	Positions map[string]int64
 	// Filter selects events by type and payload, in the filter language
-	// of webhook subscriptions (JSON, see package filter).
+	// of webhook subscriptions (JSON, see package filter), or by a CEL
+	// expression (a JSON string: `"event.data.amount > 100"`).
 	Filter json.RawMessage
+	// Format "json" asks for protobuf payloads rendered as JSON (through
+	// their topic's schema): Event.Payload is then the JSON. "" sends
+	// payloads as they were published.
+	Format string
 	// OnGap is called from Next when events passed the topic's retention
 	// before the stream could deliver them.
 	OnGap func(Gap)
@@ -272,6 +277,9 @@ func (s *Stream) subscribeOp() map[string]any {
 	op := map[string]any{"op": "subscribe", "id": "s", "topic": s.topic}
 	if len(s.opts.Filter) > 0 {
 		op["filter"] = s.opts.Filter
+	}
+	if s.opts.Format != "" {
+		op["format"] = s.opts.Format
 	}
 	if !s.pattern {
 		if last, ok := s.positions[s.topic]; ok {

@@ -56,6 +56,10 @@ type DispatcherDeps struct {
 	// Tenants, when set, holds each tenant's subscriptions together to
 	// its limits.rate_limit and limits.max_in_flight (see tenants.go).
 	Tenants *TenantLimits
+	// Decoder, when set, renders payloads that are not JSON (protobuf,
+	// through the topic's schema) for filters that read payload fields
+	// (schema.Registry implements it).
+	Decoder filter.Decoder
 }
 
 // UsageCounter counts deliveries per tenant ("" for the platform's
@@ -149,6 +153,7 @@ type Dispatcher struct {
 	metrics   *dispatchMetrics
 	usage     UsageCounter // nil: not counted
 	tenants   *TenantLimits
+	decoder   filter.Decoder // nil: payloads that are not JSON stay unread
 	settler   *group[herald.SettleItem, error]
 	senders   *goPool   // runs the workers' deliveries
 	slots     *slotPool // bounds them, fairly
@@ -329,7 +334,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	slots := newSlotPool(cfg.MaxConcurrency)
 	d := &Dispatcher{
 		store: deps.Store, tail: deps.Tail, channels: deps.Channels, publisher: deps.Publisher,
-		cfg: cfg, log: logger, usage: deps.Usage, tenants: deps.Tenants,
+		cfg: cfg, log: logger, usage: deps.Usage, tenants: deps.Tenants, decoder: deps.Decoder,
 		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		workers:   make(map[string]*worker),
 		byTopic:   make(map[string]map[*worker]struct{}),

@@ -1043,7 +1043,7 @@ func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) bool {
 // dispatch decides what happens to one fresh event.
 func (w *worker) dispatch(ctx context.Context, p *topicPos, ev *herald.Event) {
 	now := w.d.cfg.Now()
-	if !w.filter.Match(ev.Type, ev.ContentType, ev.Payload) {
+	if !w.filter.MatchEvent(ctx, ev, w.d.decoder) {
 		w.d.metrics.filtered.Inc()
 		p.settle(ev.Seq)
 		return

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,7 @@ type Filter struct {
 	policy *policy  // nil: no payload policy
 	root   *pathNode
 	slots  int    // distinct key paths that carry conditions
+	cel    *Expr  // nil: no CEL condition
 	canon  []byte // canonical JSON
 }
 
@@ -114,12 +116,26 @@ func Parse(raw []byte) (*Filter, error) {
 		}
 		return nil, herald.FieldErrorf("filter", "the filter is not valid JSON: %v", err)
 	}
-	if top.kind != kindObject {
-		return nil, herald.FieldErrorf("filter", `the filter must be a JSON object such as {"types": ["order.*"], "payload": {...}}`)
-	}
 	f := &Filter{root: &pathNode{slot: -1}}
+	if top.kind == kindString { // a CEL expression alone
+		if f.cel, err = CompileCEL("filter", top.str); err != nil {
+			return nil, err
+		}
+		f.canon = f.appendJSON(nil)
+		return f, nil
+	}
+	if top.kind != kindObject {
+		return nil, herald.FieldErrorf("filter", `the filter must be a JSON object such as {"types": ["order.*"], "payload": {...}}, or a string holding a CEL expression such as "event.data.amount > 100"`)
+	}
 	for _, m := range top.obj {
 		switch m.key {
+		case "cel":
+			if m.val.kind != kindString {
+				return nil, herald.FieldErrorf("filter.cel", "cel must be a string holding a CEL expression over event, such as \"event.data.amount > 100\"")
+			}
+			if f.cel, err = CompileCEL("filter.cel", m.val.str); err != nil {
+				return nil, err
+			}
 		case "types":
 			if err := f.parseTypes(m.val); err != nil {
 				return nil, err
@@ -141,7 +157,7 @@ func Parse(raw []byte) (*Filter, error) {
 			}
 			f.policy = p
 		default:
-			return nil, herald.FieldErrorf("filter."+m.key, "unknown filter field %q; a filter has \"types\" and \"payload\"", m.key)
+			return nil, herald.FieldErrorf("filter."+m.key, "unknown filter field %q; a filter has \"types\", \"payload\" and \"cel\"", m.key)
 		}
 	}
 	f.canon = f.appendJSON(nil)
@@ -549,9 +565,15 @@ func sortPolicies(ps []*policy) []*policy {
 // "+json" type, or empty); anything else, including malformed JSON, does
 // not match. The payload is read once, without building a tree. A nil
 // *Filter matches everything. Match is safe for concurrent use.
+//
+// A CEL condition sees only the type and the payload here (topic, seq,
+// id, key and time are empty): use MatchEvent where the event is at hand.
 func (f *Filter) Match(eventType, contentType string, payload []byte) bool {
 	if f == nil {
 		return true
+	}
+	if f.cel != nil {
+		return f.MatchEvent(context.Background(), &herald.Event{Type: eventType, ContentType: contentType, Payload: payload}, nil)
 	}
 	if len(f.types) > 0 && !f.matchType(eventType) {
 		return false
@@ -562,6 +584,45 @@ func (f *Filter) Match(eventType, contentType string, payload []byte) bool {
 	if !jsonMediaType(contentType) {
 		return false
 	}
+	return f.matchPayload(payload)
+}
+
+// MatchEvent reports whether the event passes the filter: its type, its
+// payload policy and its CEL condition, each when there is one. dec, when
+// not nil, renders payloads that are not JSON (protobuf, through the
+// topic's schema) so that payload policies and CEL read their fields as
+// they read a JSON payload's; without it, or when it renders nothing, such
+// a payload fails every payload policy and CEL sees its data as null.
+// MatchEvent is safe for concurrent use.
+func (f *Filter) MatchEvent(ctx context.Context, ev *herald.Event, dec Decoder) bool {
+	if f == nil {
+		return true
+	}
+	if len(f.types) > 0 && !f.matchType(ev.Type) {
+		return false
+	}
+	if f.policy == nil && f.cel == nil {
+		return true
+	}
+	raw := jsonPayload(ctx, ev, dec)
+	if f.policy != nil && (raw == nil || !f.matchPayload(raw)) {
+		return false
+	}
+	if f.cel == nil {
+		return true
+	}
+	cv := &Event{Topic: ev.Topic, Seq: ev.Seq, ID: ev.ID, Type: ev.Type, Key: ev.Key, Time: ev.Time}
+	if raw != nil {
+		var v any
+		if json.Unmarshal(raw, &v) == nil {
+			cv.Data = v
+		}
+	}
+	return f.cel.Test(cv)
+}
+
+// matchPayload matches a JSON payload against the payload policy.
+func (f *Filter) matchPayload(payload []byte) bool {
 	s := getScanner(payload, f.slots)
 	defer s.release()
 	return s.document(f.root) && f.policy.match(s)
@@ -763,11 +824,22 @@ func (f *Filter) Types() []string {
 
 // HasPayloadPolicy reports whether the filter looks into payloads, so that
 // a caller can skip reading payloads it would not need.
-func (f *Filter) HasPayloadPolicy() bool { return f != nil && f.policy != nil }
+func (f *Filter) HasPayloadPolicy() bool { return f != nil && (f.policy != nil || f.cel != nil) }
+
+// CEL returns the filter's CEL expression, "" when it has none.
+func (f *Filter) CEL() string {
+	if f == nil || f.cel == nil {
+		return ""
+	}
+	return f.cel.src
+}
 
 // Canonical JSON.
 
 func (f *Filter) appendJSON(b []byte) []byte {
+	if f.cel != nil && len(f.types) == 0 && f.policy == nil {
+		return appendString(b, f.cel.src) // a CEL expression alone stays a string
+	}
 	b = append(b, '{')
 	if len(f.types) > 0 {
 		b = append(b, `"types":[`...)
@@ -785,6 +857,13 @@ func (f *Filter) appendJSON(b []byte) []byte {
 		}
 		b = append(b, `"payload":`...)
 		b = f.policy.appendJSON(b)
+	}
+	if f.cel != nil {
+		if len(f.types) > 0 || f.policy != nil {
+			b = append(b, ',')
+		}
+		b = append(b, `"cel":`...)
+		b = appendString(b, f.cel.src)
 	}
 	return append(b, '}')
 }

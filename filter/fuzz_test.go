@@ -15,6 +15,7 @@ func FuzzParse(f *testing.F) {
 		`{"types":["a","b.*"],"payload":{"a":[1,"x",null,true],"b":{"c":[{"prefix":"p"}]}}}`,
 		`{"payload":{"$or":[{"a":[{"numeric":[">",0,"<=",100]}]},{"b":[{"anything-but":["x",1]}]}]}}`,
 		`{"payload":{"ip":[{"cidr":"10.0.0.0/8"}],"e":[{"exists":false},{"equals-ignore-case":"X"}]}}`,
+		`"event.data.amount > 100"`, `{"types":["o.*"],"cel":"event.key == 'k' || event.seq > 3"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/filter"
 )
 
 // Channel names.
@@ -184,7 +185,7 @@ type sink struct {
 	owner   string
 	rule    *Program
 	view    *ViewProgram
-	filter  *expr
+	filter  *filter.Expr
 	keyPath string
 	agg     Aggregate
 	single  bool // one input topic: the batch's newest seq is the position
@@ -276,8 +277,7 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 		}
 		data, ok := s.decode(ctx, ev)
 		if s.filter != nil {
-			pass, err := s.filter.test(map[string]any{"event": eventVars(ev, data)})
-			if err != nil || !pass {
+			if !s.filter.Test(&filter.Event{Topic: ev.Topic, Seq: ev.Seq, ID: ev.ID, Type: ev.Type, Key: ev.Key, Time: ev.Time, Data: data}) {
 				skipped++
 				continue
 			}
@@ -633,11 +633,6 @@ func mod(a, b int64) int64 {
 		m += b
 	}
 	return m
-}
-
-// eventVars is the event as CEL sees it.
-func eventVars(ev *herald.Event, data any) map[string]any {
-	return setEventVars(make(map[string]any, 7), ev, data)
 }
 
 // setEventVars fills m with the event as CEL sees it.

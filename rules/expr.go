@@ -26,10 +26,9 @@ const maxCost = 100000
 //	event   the triggering event: {"topic", "seq", "id", "type", "key",
 //	        "time", "data"}, data being the payload as JSON
 //
-// A filter sees event only.
+// A filter is filter.CompileCEL's, over a typed event.
 var (
-	eventEnv = mustEnv(cel.Variable("event", cel.DynType))
-	ruleEnv  = mustEnv(
+	ruleEnv = mustEnv(
 		cel.Variable("event", cel.DynType),
 		cel.Variable("value", cel.DynType),
 		cel.Variable("count", cel.IntType),

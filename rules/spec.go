@@ -272,8 +272,10 @@ func (s *Spec) Check() (*Program, error) {
 		return nil, err
 	}
 	p := &Program{spec: s, subFilter: subFilter}
-	if p.filter, err = compile("filter", celFilter, eventEnv); err != nil {
-		return nil, err
+	if celFilter != "" {
+		if p.filter, err = filter.CompileCEL("filter", celFilter); err != nil {
+			return nil, err
+		}
 	}
 	if p.when, err = compile("when", s.When, ruleEnv); err != nil {
 		return nil, err
@@ -294,7 +296,7 @@ func (s *Spec) Check() (*Program, error) {
 type Program struct {
 	spec      *Spec
 	subFilter json.RawMessage
-	filter    *expr // nil: every event
+	filter    *filter.Expr // nil: every event
 	when      *expr
 	fields    map[string]*expr
 }

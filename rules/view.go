@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
 )
 
 // Event types of a view's manual overrides, published on its input topic
@@ -36,7 +37,7 @@ type ViewSpec struct {
 type ViewProgram struct {
 	spec      *ViewSpec
 	subFilter json.RawMessage
-	filter    *expr
+	filter    *filter.Expr
 }
 
 // Spec returns the view as checked, with its defaults.
@@ -64,8 +65,10 @@ func (v *ViewSpec) Check() (*ViewProgram, error) {
 		return nil, err
 	}
 	p := &ViewProgram{spec: v, subFilter: subFilter}
-	if p.filter, err = compile("filter", celFilter, eventEnv); err != nil {
-		return nil, err
+	if celFilter != "" {
+		if p.filter, err = filter.CompileCEL("filter", celFilter); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }

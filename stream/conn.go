@@ -478,7 +478,7 @@ func (c *conn) replayStep(ctx context.Context, out output) error {
 	}
 	for _, e := range evs {
 		cur.after = e.Seq
-		if s.filter != nil && !s.filter.Match(e.Type, e.ContentType, e.Payload) {
+		if s.filter != nil && !s.filter.MatchEvent(c.hub.ctx, e, c.hub.dec) {
 			s.pos.set(e.Topic, e.Seq)
 			continue
 		}
@@ -505,6 +505,7 @@ type sub struct {
 	pattern    string // a topic name or a pattern
 	exact      bool   // pattern is a plain topic name
 	filter     *filter.Filter
+	rendered   bool // the json format: payloads the topic's schema reads come as JSON
 	start      startSpec
 	idx        int       // position in the hub's index; guarded by hub.mu
 	registered time.Time // when it began receiving live events
@@ -540,7 +541,7 @@ func (s *sub) matches(topic string) bool {
 // the subscription replays. It never blocks. Called with hub.mu read-held.
 func (s *sub) offer(oe *outEvent) {
 	e := oe.ev
-	if s.filter != nil && !s.filter.Match(e.Type, e.ContentType, e.Payload) {
+	if s.filter != nil && !s.filter.MatchEvent(s.conn.hub.ctx, e, s.conn.hub.dec) {
 		return
 	}
 	c := s.conn

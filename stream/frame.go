@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"mime"
@@ -11,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/filter"
 )
 
 // wireTimeLayout is how the API writes times: RFC 3339, milliseconds, UTC.
@@ -36,6 +38,9 @@ type outEvent struct {
 
 	sseJSONOnce sync.Once
 	sseJSON     []byte // the same with the JSON object as data
+
+	renderOnce sync.Once
+	rendered   []byte // jsonObject with a protobuf payload as JSON in data; nil: as jsonObject
 }
 
 func newOutEvent(e *herald.Event) *outEvent { return &outEvent{ev: e} }
@@ -73,6 +78,35 @@ func (o *outEvent) jsonObject() []byte {
 	return o.json
 }
 
+// renderedObject returns the event as a JSON object whose data is the
+// payload rendered as JSON by dec (protobuf, through its topic's schema):
+// what subscriptions in the json format get. A payload dec does not render
+// (JSON already, or no schema reads it) comes as in jsonObject.
+func (o *outEvent) renderedObject(ctx context.Context, dec filter.Decoder) []byte {
+	if dec == nil {
+		return o.jsonObject()
+	}
+	o.renderOnce.Do(func() {
+		e := o.ev
+		if isJSONMediaType(e.ContentType) {
+			return
+		}
+		js, err := dec.JSON(ctx, e.Topic, e.Payload, e.ContentType)
+		if err != nil || !json.Valid(js) || bytes.Equal(js, e.Payload) {
+			return
+		}
+		o.rendered = marshalFrame(wireEvent{
+			Topic: e.Topic, Seq: e.Seq, ID: e.ID, Type: e.Type, Key: e.Key,
+			Time: e.Time.UTC().Format(wireTimeLayout), ContentType: e.ContentType, Headers: e.Headers,
+			Data: js,
+		})
+	})
+	if o.rendered == nil {
+		return o.jsonObject()
+	}
+	return o.rendered
+}
+
 // sseRaw returns the "event:" and "data:" lines of the raw SSE format.
 func (o *outEvent) sseRaw() []byte {
 	o.rawOnce.Do(func() {
@@ -95,10 +129,11 @@ func (o *outEvent) sseRaw() []byte {
 }
 
 // sseJSONFormat returns the "event:" and "data:" lines of SSE's JSON
-// format: the data is the event as a JSON object.
-func (o *outEvent) sseJSONFormat() []byte {
+// format: the data is the event as a JSON object, a protobuf payload
+// rendered as JSON (see renderedObject).
+func (o *outEvent) sseJSONFormat(ctx context.Context, dec filter.Decoder) []byte {
 	o.sseJSONOnce.Do(func() {
-		obj := o.jsonObject()
+		obj := o.renderedObject(ctx, dec)
 		b := appendEventLine(make([]byte, 0, len(obj)+64), o.ev.Type)
 		b = append(b, "data: "...)
 		b = append(b, obj...)

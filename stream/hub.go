@@ -12,6 +12,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/filter"
 	"github.com/heraldhq/herald/lifecycle"
 )
 
@@ -146,6 +147,11 @@ type Deps struct {
 	// last one here closed (PresenceLeft). It is called from one goroutine,
 	// in order, with batches of events to commit. nil: none.
 	Presence func(ctx context.Context, events []*herald.Event) error
+	// Decoder renders payloads that are not JSON (protobuf, through the
+	// topic's schema) for filters that read payload fields and for
+	// subscriptions in the json format (schema.Registry implements it).
+	// nil: such payloads are not rendered.
+	Decoder filter.Decoder
 }
 
 // Hub serves realtime streams: Server-Sent Events (ServeSSE) and
@@ -166,6 +172,7 @@ type Hub struct {
 	keys  KeyChecker // nil: keys are not re-checked
 	users UserStore  // nil: no server-side subscriptions
 	log   *slog.Logger
+	dec   filter.Decoder // nil: payloads that are not JSON are not rendered
 
 	presence   func(context.Context, []*herald.Event) error // nil: no presence events
 	presenceCh chan presenceNote
@@ -232,6 +239,7 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		keys:       deps.Keys,
 		users:      deps.Users,
 		log:        log,
+		dec:        deps.Decoder,
 		presence:   deps.Presence,
 		presenceCh: make(chan presenceNote, presenceQueue),
 		metrics:    newMetrics(deps.Registry),

@@ -330,7 +330,7 @@ func (o *sseOut) event(s *sub, oe *outEvent) error {
 		return err
 	}
 	if o.format == formatJSON {
-		return o.write(oe.sseJSONFormat())
+		return o.write(oe.sseJSONFormat(o.hub.ctx, o.hub.dec))
 	}
 	return o.write(oe.sseRaw())
 }

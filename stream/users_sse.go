@@ -188,7 +188,7 @@ func (o *userSSEOut) event(s *sub, oe *outEvent) error {
 	if err := o.idLine(); err != nil {
 		return err
 	}
-	return o.write(oe.sseJSONFormat())
+	return o.write(oe.sseJSONFormat(o.hub.ctx, o.hub.dec))
 }
 
 // frame writes the heartbeat as it is, and a WebSocket control frame

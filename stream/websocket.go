@@ -289,6 +289,9 @@ type clientOp struct {
 	Since     json.RawMessage  `json:"since"`
 	Positions map[string]int64 `json:"positions"`
 	Filter    json.RawMessage  `json:"filter"`
+	// Format "json" renders protobuf payloads as JSON in data; "" or
+	// "raw" sends them as data_base64.
+	Format string `json:"format"`
 }
 
 var pongFrame = []byte(`{"op":"pong"}`)
@@ -352,6 +355,11 @@ func (h *Hub) subscribeAs(c *conn, id string, op clientOp, checkScope bool) erro
 			return err
 		}
 	}
+	switch op.Format {
+	case "", "raw", "json":
+	default:
+		return herald.FieldErrorf("format", "format must be \"raw\" or \"json\", got %s", quote(op.Format[:min(len(op.Format), 32)]))
+	}
 	start, err := parseSinceJSON(op.Since)
 	if err != nil {
 		return err
@@ -374,6 +382,7 @@ func (h *Hub) subscribeAs(c *conn, id string, op clientOp, checkScope bool) erro
 	}
 	s := newSub(c, id, op.Topic, f, start)
 	s.idJSON = jsonString(id)
+	s.rendered = op.Format == "json"
 	return h.addSub(c, s, true)
 }
 
@@ -498,6 +507,9 @@ func (o *wsOut) gap(s *sub, g gapInfo) error {
 
 func (o *wsOut) event(s *sub, oe *outEvent) error {
 	obj := oe.jsonObject()
+	if s.rendered {
+		obj = oe.renderedObject(s.conn.hub.ctx, s.conn.hub.dec)
+	}
 	o.buf = append(o.buf[:0], `{"op":"event","sub":`...)
 	o.buf = append(o.buf, s.idJSON...)
 	o.buf = append(o.buf, ',')

@@ -257,7 +257,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.dispatcher = engine.NewDispatcher(engine.DispatcherDeps{
 		Store: m.store, Tail: m.tail, Channels: m.channels, Publisher: m.publisher, Logger: log, Registry: m.Registry,
-		Usage: m.usage, Tenants: m.tenants,
+		Usage: m.usage, Tenants: m.tenants, Decoder: m.schemas,
 	}, dcfg)
 	m.feed.Listen(engine.StageConsumer, m.dispatcher.Listener())
 	deps := api.Deps{
@@ -489,7 +489,7 @@ func (m *Main) newStreams() {
 		MaxConnsPerSubject:      m.Config.StreamMaxConnsPerKey,
 		AllowedOrigins:          origins,
 		NodeID:                  m.dispatcher.NodeID(),
-	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry, Users: userStore(m.store),
+	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry, Users: userStore(m.store), Decoder: m.schemas,
 		Presence: m.presencePublisher()})
 	m.feed.Listen(engine.StageConsumer, m.hub.Listener())
 	m.api.SetStreams(m.hub)
