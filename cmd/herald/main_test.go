@@ -40,7 +40,7 @@ func (s *syncBuffer) String() string {
 
 // testServer runs a Main on a random loopback port with its data in dir.
 // configure may adjust the config before Run.
-func testServer(t *testing.T, dir string, configure func(*Config)) (*Main, *syncBuffer) {
+func testServer(t testing.TB, dir string, configure func(*Config)) (*Main, *syncBuffer) {
 	t.Helper()
 	stderr := &syncBuffer{}
 	m := NewMain(io.Discard, stderr, func(string) string { return "" })
