@@ -64,6 +64,14 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 	)
 })
 
+// compileMu serializes compiling: cel-go v0.33's checker fills the
+// environment's function catalog lazily on the first undeclared
+// reference while other checks copy it unlocked (a data race the race
+// detector finds). Compiling happens when a filter is written, not per
+// event, so one at a time costs nothing that matters; evaluation is
+// concurrent.
+var compileMu sync.Mutex
+
 // Expr is a compiled, type-checked CEL condition over an Event, safe for
 // concurrent use.
 type Expr struct {
@@ -86,7 +94,9 @@ func CompileCEL(field, src string) (*Expr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CEL environment: %w", err)
 	}
+	compileMu.Lock()
 	ast, iss := env.Compile(src)
+	compileMu.Unlock()
 	if iss != nil && iss.Err() != nil {
 		return nil, herald.FieldErrorf(field, "the CEL expression does not compile: %v", iss.Err())
 	}

@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"reflect"
+	"sync"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
@@ -46,6 +47,10 @@ func mustEnv(opts ...cel.EnvOption) *cel.Env {
 	return env
 }
 
+// compileMu serializes compiling (cel-go v0.33's checker fills its
+// function catalog lazily and unlocked); evaluation is concurrent.
+var compileMu sync.Mutex
+
 // expr is a compiled CEL expression, safe for concurrent use.
 type expr struct {
 	src string
@@ -59,7 +64,9 @@ func compile(field, src string, env *cel.Env) (*expr, error) {
 	if len(src) > MaxExpressionLen {
 		return nil, herald.FieldErrorf(field, "%s is longer than %d bytes", field, MaxExpressionLen)
 	}
+	compileMu.Lock() // see filter's compileMu: cel-go's checker races with itself
 	ast, iss := env.Compile(src)
+	compileMu.Unlock()
 	if iss != nil && iss.Err() != nil {
 		return nil, herald.FieldErrorf(field, "%s does not compile: %v", field, iss.Err())
 	}
