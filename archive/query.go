@@ -159,11 +159,16 @@ func run(ctx context.Context, c Config, objs objects, q Query, emit func(Hit) er
 		if err != nil {
 			return page, err
 		}
-		type hit struct {
-			rec  Record
+		// The hour's files that overlap the query, by their first event's
+		// time: they are read one at a time, and an event is emitted once
+		// no unread file can hold an earlier one (or a copy of it), so a
+		// first page reads the files it needs, not the whole hour.
+		type hourFile struct {
+			dir  string
+			f    manifestFile
 			part map[string]string
 		}
-		var hits []hit
+		var files []hourFile
 		for _, kd := range dirs {
 			dir := kd.prefix + hourDir
 			m, err := readManifest(ctx, objs, dir)
@@ -177,34 +182,53 @@ func run(ctx context.Context, c Config, objs objects, q Query, emit func(Hit) er
 				if f.MaxTime.Before(q.From) || !f.MinTime.Before(q.To) || q.Topic != "" && !herald.MatchTopic(q.Topic, f.Topic) {
 					continue
 				}
-				data, err := objs.Get(ctx, dir+f.Name)
+				files = append(files, hourFile{dir: dir, f: f, part: kd.values})
+			}
+		}
+		slices.SortStableFunc(files, func(a, b hourFile) int { return a.f.MinTime.Compare(b.f.MinTime) })
+		type hit struct {
+			rec  Record
+			part map[string]string
+		}
+		var pending []hit // read, not emitted yet, in (time, topic, seq) order
+		var prevTopic string
+		var prevSeq int64
+		for next := 0; ; {
+			for next < len(files) && (len(pending) == 0 || !pending[0].rec.Time.Before(files[next].f.MinTime)) {
+				hf := files[next]
+				next++
+				data, err := objs.Get(ctx, hf.dir+hf.f.Name)
 				if err != nil {
-					return page, fmt.Errorf("read %s%s: %w", dir, f.Name, err)
+					return page, fmt.Errorf("read %s%s: %w", hf.dir, hf.f.Name, err)
 				}
-				recs, err := decode(f.Name, data)
+				recs, err := decode(hf.f.Name, data)
 				if err != nil {
 					return page, err
 				}
 				page.Files++
 				for _, r := range recs {
-					hits = append(hits, hit{rec: r, part: kd.values})
+					if r.Time.Before(q.From) || !r.Time.Before(q.To) || after != nil && !after.before(&r) {
+						continue
+					}
+					if q.Topic != "" && !herald.MatchTopic(q.Topic, r.Topic) {
+						continue
+					}
+					pending = append(pending, hit{rec: r, part: hf.part})
 				}
+				slices.SortFunc(pending, func(a, b hit) int {
+					return cmp.Or(a.rec.Time.Compare(b.rec.Time), strings.Compare(a.rec.Topic, b.rec.Topic), cmp.Compare(a.rec.Seq, b.rec.Seq))
+				})
 			}
-		}
-		slices.SortFunc(hits, func(a, b hit) int {
-			return cmp.Or(a.rec.Time.Compare(b.rec.Time), strings.Compare(a.rec.Topic, b.rec.Topic), cmp.Compare(a.rec.Seq, b.rec.Seq))
-		})
-		for i := range hits {
-			r := &hits[i].rec
-			if i > 0 && hits[i-1].rec.Topic == r.Topic && hits[i-1].rec.Seq == r.Seq {
+			if len(pending) == 0 {
+				break // the hour is done
+			}
+			h := pending[0]
+			pending = pending[1:]
+			r := &h.rec
+			if r.Topic == prevTopic && r.Seq == prevSeq {
 				continue // the same event written twice
 			}
-			if r.Time.Before(q.From) || !r.Time.Before(q.To) || after != nil && !after.before(r) {
-				continue
-			}
-			if q.Topic != "" && !herald.MatchTopic(q.Topic, r.Topic) {
-				continue
-			}
+			prevTopic, prevSeq = r.Topic, r.Seq
 			ev, err := r.Event()
 			if err != nil {
 				return page, err
@@ -215,7 +239,7 @@ func run(ctx context.Context, c Config, objs objects, q Query, emit func(Hit) er
 			if emitted == q.Limit {
 				return page, nil // there is more: Next is after the last one emitted
 			}
-			if err := emit(Hit{Event: ev, Partition: hits[i].part}); err != nil {
+			if err := emit(Hit{Event: ev, Partition: h.part}); err != nil {
 				return page, err
 			}
 			emitted++
