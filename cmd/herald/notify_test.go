@@ -34,13 +34,20 @@ func notifyServer(t *testing.T, dir string, mail *smtptest.Server, now func() ti
 // (nil for time.Now) as the clock of quiet hours.
 func peopleServer(t *testing.T, dir string, now func() time.Time, configure func(*Config)) *Main {
 	t.Helper()
+	return peopleServerHook(t, dir, func(m *Main) { m.peopleNow = now }, configure)
+}
+
+// peopleServerHook starts a Herald in dir configured by configure, after
+// hook set what tests may set on Main.
+func peopleServerHook(t *testing.T, dir string, hook func(*Main), configure func(*Config)) *Main {
+	t.Helper()
 	stderr := &syncBuffer{}
 	m := NewMain(io.Discard, stderr, func(string) string { return "" })
 	m.Config.Addr, m.Config.DataDir, m.Config.AdminKey = "127.0.0.1:0", dir, testAdminKey
 	m.Config.LogLevel, m.Config.AllowPrivateDestinations = -8, true
 	m.Config.ShutdownTimeout, m.Config.ShutdownDrainDelay = 10*time.Second, 0
 	configure(&m.Config)
-	m.peopleNow = now
+	hook(m)
 	if err := m.Run(t.Context()); err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, stderr)
 	}

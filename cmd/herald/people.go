@@ -66,7 +66,7 @@ func (m *Main) pushChannel() (*push.Channel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("setting push.fcm-credentials-file: %w", err)
 		}
-		if cfg.FCM, err = push.NewFCM(push.FCMConfig{Credentials: creds, BaseURL: c.PushFCMURL}); err != nil {
+		if cfg.FCM, err = push.NewFCM(push.FCMConfig{Credentials: creds, BaseURL: c.PushFCMURL, Client: m.pushClient}); err != nil {
 			return nil, fmt.Errorf("setting push.fcm-credentials-file: %w", err)
 		}
 	}
@@ -75,7 +75,7 @@ func (m *Main) pushChannel() (*push.Channel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("setting push.apns-key-file: %w", err)
 		}
-		if cfg.APNs, err = push.NewAPNs(push.APNsConfig{Key: key, KeyID: c.PushAPNsKeyID, TeamID: c.PushAPNsTeamID, Topic: c.PushAPNsTopic, BaseURL: c.PushAPNsURL}); err != nil {
+		if cfg.APNs, err = push.NewAPNs(push.APNsConfig{Key: key, KeyID: c.PushAPNsKeyID, TeamID: c.PushAPNsTeamID, Topic: c.PushAPNsTopic, BaseURL: c.PushAPNsURL, Client: m.pushClient}); err != nil {
 			return nil, fmt.Errorf("settings push.apns-*: %w", err)
 		}
 	}

@@ -81,6 +81,10 @@ type Main struct {
 	// peopleNow is the clock of quiet hours (time.Now when nil); tests
 	// set it before Run.
 	peopleNow func() time.Time
+	// pushClient, when a test sets it before Run, is the HTTP client of
+	// FCM and APNs (one trusting the test's TLS servers); nil means each
+	// provider's own.
+	pushClient *http.Client
 	hub       *stream.Hub
 	promoter  *schedule.Promoter // nil on a store without herald.TimeStore
 	sources   *source.Runtime    // runs the sources (connectors in); nil on a store without them
