@@ -85,17 +85,17 @@ type Main struct {
 	// FCM and APNs (one trusting the test's TLS servers); nil means each
 	// provider's own.
 	pushClient *http.Client
-	hub       *stream.Hub
-	promoter  *schedule.Promoter // nil on a store without herald.TimeStore
-	sources   *source.Runtime    // runs the sources (connectors in); nil on a store without them
-	scheduler *schedule.Scheduler
-	api       *api.Server
-	http      *http.Server
-	ln        net.Listener
-	served    chan error
-	debug     *http.Server // the profiler; nil unless debug-addr is set
-	debugLn   net.Listener
-	locks     []*os.File // held while the process runs: see lockSQLite and nodeID
+	hub        *stream.Hub
+	promoter   *schedule.Promoter // nil on a store without herald.TimeStore
+	sources    *source.Runtime    // runs the sources (connectors in); nil on a store without them
+	scheduler  *schedule.Scheduler
+	api        *api.Server
+	http       *http.Server
+	ln         net.Listener
+	served     chan error
+	debug      *http.Server // the profiler; nil unless debug-addr is set
+	debugLn    net.Listener
+	locks      []*os.File // held while the process runs: see lockSQLite and nodeID
 
 	closeOnce sync.Once
 	closeErr  error
