@@ -124,6 +124,20 @@ func (s *Server) credentials(r *http.Request) (*principal, error) {
 		return adminPrincipal, nil
 	}
 	auth := r.Header.Get("Authorization")
+	if auth == "" && s.sessions != nil {
+		// The operator console's session cookie stands for the key it
+		// signed in with; a change needs the session's CSRF token too.
+		if cred, csrf, ok := s.sessions.Open(r); ok {
+			switch r.Method {
+			case http.MethodGet, http.MethodHead, http.MethodOptions:
+			default:
+				if got := r.Header.Get("X-CSRF-Token"); csrf == "" || subtle.ConstantTimeCompare([]byte(got), []byte(csrf)) != 1 {
+					return nil, herald.Errorf(herald.CodeForbidden, "a console session's changes need its X-CSRF-Token header")
+				}
+			}
+			auth = "Bearer " + cred
+		}
+	}
 	if auth == "" {
 		return nil, herald.Errorf(herald.CodeUnauthorized, "an API key is required: Authorization: Bearer <key>")
 	}

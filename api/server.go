@@ -83,6 +83,13 @@ type Deliverer interface {
 	Deliver(ctx context.Context, sub *herald.Subscription, ev *herald.Event, attempt int) herald.DeliveryResult
 }
 
+// Sessions opens the operator console's session cookies: the credential
+// the browser signed in with and the session's CSRF token; false when the
+// request has no valid session.
+type Sessions interface {
+	Open(r *http.Request) (credential, csrf string, ok bool)
+}
+
 // Deps are the parts the API runs on. Store, Topics and Publisher are
 // required; a nil Logger discards, a nil Registry gets a private one. A nil
 // Subscriptions makes the subscription endpoints answer 503; a nil
@@ -143,6 +150,12 @@ type Deps struct {
 	// OIDC, when set, accepts bearer JWTs of an OpenID Connect issuer
 	// beside API keys; Introspection, when set, accepts other bearer
 	// tokens through the issuer's introspection endpoint (RFC 7662).
+	// Sessions, when set, opens the operator console's session cookies
+	// (console.Sessions): a request without an Authorization header that
+	// carries one is the key it holds, and a change must carry the
+	// session's X-CSRF-Token.
+	Sessions Sessions
+
 	OIDC          TokenVerifier
 	Introspection TokenIntrospector
 
@@ -184,6 +197,7 @@ type Server struct {
 	delayed   DelayedEvents
 
 	sources       herald.SourceStore
+	sessions      Sessions
 	sourceKinds   *source.Registry
 	sourceRuntime Sources
 	schemas       Schemas
@@ -239,6 +253,7 @@ func New(cfg Config, deps Deps) *Server {
 	s.archives, s.archiveReader = deps.Archives, deps.ArchiveReader
 	s.delayed = deps.Delayed
 	s.sources, s.sourceKinds, s.sourceRuntime = deps.Sources, deps.SourceKinds, deps.SourceRuntime
+	s.sessions = deps.Sessions
 	s.schemas = deps.Schemas
 	s.schedules, s.scheduleWake = deps.Schedules, deps.ScheduleWake
 	s.users = deps.Users

@@ -1,9 +1,10 @@
 // Package console serves Herald's web console at /console: static pages,
 // script and style embedded in the binary, which call the /v1 API from the
-// browser with the key the operator signs in with (or the token of a
-// tenant portal link), sent in the Authorization header only. No cookie
-// carries credentials, so no request can be forged from another site, and
-// the key never appears in a URL or a log.
+// browser. The operator signs in with a key, kept in a sealed HttpOnly,
+// SameSite=Strict session cookie with a CSRF token for every change (see
+// Sessions); the tenant portal, which may be framed by another site, keeps
+// its link's token in the tab and sends it in the Authorization header.
+// The key never appears in a URL or a log.
 //
 // The operator console is at /console/; the tenant portal, the same pages
 // limited to one tenant's subscriptions, at /console/portal, opened with a
@@ -30,6 +31,9 @@ type Config struct {
 	// https://app.example.com); none: no one. The operator console is
 	// never framed.
 	FrameAncestors []string
+	// Sessions keeps the operator console's cookie sessions (see
+	// Sessions); nil makes a random-keyed one.
+	Sessions *Sessions
 }
 
 // Handler serves the console. It is safe for concurrent use.
@@ -38,6 +42,7 @@ type Handler struct {
 	// operatorCSP and portalCSP differ in frame-ancestors only.
 	operatorCSP, portalCSP string
 	modTime                time.Time
+	sessions               *Sessions
 }
 
 // New returns a handler for the paths /console, /console/ and below.
@@ -50,7 +55,10 @@ func New(cfg Config) *Handler {
 	if len(cfg.FrameAncestors) > 0 {
 		ancestors = strings.Join(cfg.FrameAncestors, " ")
 	}
-	return &Handler{static: sub, operatorCSP: csp("'none'"), portalCSP: csp(ancestors), modTime: time.Now()}
+	if cfg.Sessions == nil {
+		cfg.Sessions = NewSessions(nil)
+	}
+	return &Handler{static: sub, operatorCSP: csp("'none'"), portalCSP: csp(ancestors), modTime: time.Now(), sessions: cfg.Sessions}
 }
 
 // csp is the Content-Security-Policy of every console response: the
@@ -74,6 +82,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("Cross-Origin-Opener-Policy", "same-origin")
+	if r.URL.Path == "/console/session" {
+		h.sessions.serveSession(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hdr.Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

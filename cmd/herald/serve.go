@@ -67,6 +67,7 @@ type Main struct {
 	publisher  *engine.Publisher // the one path into the log: API, sources, rules, schedules
 	pruner     *engine.Pruner
 	usage      *usage.Meter         // usage per tenant and day, flushed to the store
+	sessions   *console.Sessions    // the operator console's sign-ins
 	tenants    *engine.TenantLimits // each tenant's publish rate, deliveries/s and in flight, on this node
 	tail       *engine.Tail
 	topics     *engine.Topics // the API's cache of topic settings
@@ -303,6 +304,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.newIdentity(&deps, log); err != nil {
 		return err
 	}
+	// Console sessions are sealed under a key derived from the admin key
+	// when there is one, so every node that shares it opens the others'
+	// sessions and they outlive a restart; else a random key per process.
+	m.sessions = console.NewSessions(adminHash)
+	deps.Sessions = m.sessions
 	m.api = api.New(api.Config{
 		InsecureNoAuth: m.Config.InsecureNoAuth,
 		AdminKeyHash:   adminHash,
@@ -357,7 +363,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 
 	m.http = &http.Server{
-		Handler: withConsole(m.api.Handler(), console.New(console.Config{FrameAncestors: strings.Fields(m.Config.ConsoleFrameAncestors)})),
+		Handler: withConsole(m.api.Handler(), console.New(console.Config{FrameAncestors: strings.Fields(m.Config.ConsoleFrameAncestors), Sessions: m.sessions})),
 		// The whole request must arrive within ReadTimeout: a client that
 		// announces a body and sends it slowly, or not at all, is answered
 		// 408 and cut off. net/http clears the deadline once the body is

@@ -1,8 +1,11 @@
-// Herald console: a small single-page app over the /v1 API. Every
-// request carries the key (or portal token) in the Authorization header;
-// the key lives in this tab's sessionStorage only, never in a URL, a
-// cookie or a log. All text from the API goes into the page as text nodes,
-// never as HTML.
+// Herald console: a small single-page app over the /v1 API. The operator
+// console signs in to a session: the server keeps the key in a sealed
+// HttpOnly cookie this script cannot read, and every change carries the
+// session's CSRF token (X-CSRF-Token). The tenant portal, which may be
+// framed by another site, keeps its link's token in this tab's
+// sessionStorage and sends it in the Authorization header. Neither ever
+// goes into a URL or a log. All text from the API goes into the page as
+// text nodes, never as HTML.
 'use strict';
 
 const MODE = document.body.dataset.mode; // "operator" or "portal"
@@ -20,6 +23,36 @@ const SLOT = MODE === 'portal' ? 'herald.portal' : 'herald.key';
 })();
 
 function key() { return sessionStorage.getItem(SLOT) || ''; }
+
+// csrf is the operator session's CSRF token ('' when signed out), learnt
+// at sign-in or from GET /console/session after a reload.
+let csrf = '';
+function signedIn() { return MODE === 'portal' ? !!key() : !!csrf; }
+
+// authHeaders are the credentials of a request: the portal's token, or
+// for the operator's session its CSRF token on changes (the cookie goes
+// by itself).
+function authHeaders(method) {
+  if (MODE === 'portal') return { 'Authorization': 'Bearer ' + key() };
+  return ['GET', 'HEAD'].includes(method) ? {} : { 'X-CSRF-Token': csrf };
+}
+const CREDENTIALS = MODE === 'portal' ? 'omit' : 'same-origin';
+
+async function loadSession() {
+  if (MODE === 'portal') return;
+  try {
+    const r = await fetch('/console/session', { cache: 'no-store', credentials: 'same-origin' });
+    const s = await r.json();
+    csrf = s.signed_in ? s.csrf_token : '';
+  } catch (e) { csrf = ''; }
+}
+
+async function signOut() {
+  if (MODE === 'portal') { sessionStorage.removeItem(SLOT); return; }
+  const t = csrf;
+  csrf = '';
+  await fetch('/console/session', { method: 'DELETE', headers: { 'X-CSRF-Token': t }, credentials: 'same-origin' });
+}
 
 // ---- DOM helpers ----
 
@@ -69,7 +102,7 @@ class APIError extends Error {
 
 async function api(method, path, body, opts) {
   opts = opts || {};
-  const headers = { 'Authorization': 'Bearer ' + key(), 'Accept': 'application/json' };
+  const headers = Object.assign({ 'Accept': 'application/json' }, authHeaders(method));
   let payload;
   if (opts.raw !== undefined) {
     payload = opts.raw;
@@ -79,12 +112,12 @@ async function api(method, path, body, opts) {
     payload = JSON.stringify(body);
     headers['Content-Type'] = 'application/json';
   }
-  const r = await fetch(path, { method, headers, body: payload, cache: 'no-store', credentials: 'omit' });
+  const r = await fetch(path, { method, headers, body: payload, cache: 'no-store', credentials: CREDENTIALS });
   const text = await r.text();
   let data = null;
   if (text) { try { data = JSON.parse(text); } catch (e) { data = { detail: text }; } }
   if (r.status === 401) {
-    sessionStorage.removeItem(SLOT);
+    if (MODE === 'portal') sessionStorage.removeItem(SLOT); else csrf = '';
     route();
     throw new APIError(401, data);
   }
@@ -127,7 +160,7 @@ function renderNav(signedIn, cur) {
   const items = MODE === 'portal' ? PORTAL_NAV : OPERATOR_NAV;
   nav.replaceChildren(...items.map(([k, label]) => h('a', { href: '#/' + k, class: k === cur ? 'current' : null }, label)));
   who.replaceChildren(h('button', { id: 'refresh', type: 'button', title: 'Reload this page\'s data', onclick: () => run(() => null) }, 'Refresh'), ' ',
-    h('button', { id: 'signout', type: 'button', onclick: () => { sessionStorage.removeItem(SLOT); stopTail(); location.hash = '#/'; route(); } }, 'Sign out'));
+    h('button', { id: 'signout', type: 'button', onclick: async () => { stopTail(); await signOut(); location.hash = '#/'; route(); } }, 'Sign out'));
 }
 
 function table(cols, rows, opts) {
@@ -176,21 +209,25 @@ function renderLogin(msg) {
   const form = h('form', {
     id: 'login', onsubmit: async (e) => {
       e.preventDefault();
-      sessionStorage.setItem(SLOT, input.value.trim());
+      const k = input.value.trim();
       input.value = '';
       try {
+        const r = await fetch('/console/session', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ key: k }), cache: 'no-store', credentials: 'same-origin' });
+        if (!r.ok) throw new Error(await r.text());
+        csrf = (await r.json()).csrf_token;
         await api('GET', '/v1/topics?limit=1');
         flash('');
         if (!location.hash || location.hash === '#/') location.hash = '#/topics';
         route();
       } catch (err) {
-        sessionStorage.removeItem(SLOT);
+        await signOut();
         flash(err.message);
       }
     },
   }, field('API key', input), h('button', { id: 'login-submit', type: 'submit' }, 'Sign in'));
   show(h('section', { class: 'login' }, h('h1', null, 'Sign in to Herald'),
-    h('p', null, 'Paste an API key (the admin key from the first start, or one made from it). It stays in this tab only and goes to the server in the Authorization header.'),
+    h('p', null, 'Paste an API key (the admin key from the first start, or one made from it). The server keeps it in a session cookie that scripts cannot read; signing out ends the session.'),
     msg ? h('p', { class: 'error' }, msg) : null, form));
 }
 
@@ -209,7 +246,7 @@ async function route() {
 
 async function render() {
   const seq = ++renderSeq;
-  if (!key()) { stopTail(); renderLogin(); return; }
+  if (!signedIn()) { stopTail(); renderLogin(); return; }
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
   let [page, id, sub] = parts;
   if (!page) page = MODE === 'portal' ? 'subscriptions' : 'topics';
@@ -236,7 +273,7 @@ async function render() {
 }
 
 window.addEventListener('hashchange', route);
-document.addEventListener('DOMContentLoaded', route);
+document.addEventListener('DOMContentLoaded', async () => { await loadSession(); route(); });
 
 // ---- topics ----
 
@@ -321,7 +358,7 @@ async function startTail(topic, box) {
   const mine = tail;
   try {
     const r = await fetch('/v1/topics/' + enc(topic) + '/stream', {
-      headers: { 'Authorization': 'Bearer ' + key(), 'Accept': 'text/event-stream' }, signal: ctrl.signal, cache: 'no-store', credentials: 'omit',
+      headers: Object.assign({ 'Accept': 'text/event-stream' }, authHeaders('GET')), signal: ctrl.signal, cache: 'no-store', credentials: CREDENTIALS,
     });
     if (!r.ok) throw new Error('stream: HTTP ' + r.status);
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -410,7 +447,7 @@ function autoRefresh() {
   clearTimeout(autoTimer);
   const at = location.hash;
   autoTimer = setTimeout(() => {
-    if (location.hash !== at || !key()) return;
+    if (location.hash !== at || !signedIn()) return;
     const busy = document.activeElement && ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement.tagName);
     if (document.hidden || busy) { autoRefresh(); return; }
     render();
