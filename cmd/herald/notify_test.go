@@ -39,7 +39,7 @@ func peopleServer(t *testing.T, dir string, now func() time.Time, configure func
 
 // peopleServerHook starts a Herald in dir configured by configure, after
 // hook set what tests may set on Main.
-func peopleServerHook(t *testing.T, dir string, hook func(*Main), configure func(*Config)) *Main {
+func peopleServerHook(t testing.TB, dir string, hook func(*Main), configure func(*Config)) *Main {
 	t.Helper()
 	stderr := &syncBuffer{}
 	m := NewMain(io.Discard, stderr, func(string) string { return "" })
