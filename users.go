@@ -39,4 +39,7 @@ type UserStore interface {
 	SetPresence(ctx context.Context, node string, counts map[string]int, now time.Time) error
 	// ListPresence returns the user's counts recorded after since, by node.
 	ListPresence(ctx context.Context, user string, since time.Time) ([]Presence, error)
+	// CountPresence returns every user with connections recorded after
+	// since, and their count summed over the nodes.
+	CountPresence(ctx context.Context, since time.Time) (map[string]int, error)
 }

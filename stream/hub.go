@@ -27,6 +27,9 @@ type Config struct {
 	// node apply at once: UserChanged) and records their presence.
 	// Default 2s.
 	UserSyncInterval time.Duration
+	// PresenceInterval is how often the announcer of presence events
+	// looks at the cluster's presence records. Default 1s.
+	PresenceInterval time.Duration
 	// QueueSize bounds the events and control frames waiting to be written
 	// to one connection. A connection whose queue is full is a slow
 	// consumer: it is disconnected with ReasonSlowConsumer and resumes from
@@ -107,6 +110,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.SweepInterval, time.Second)
 	defDur(&c.KeyCheckInterval, time.Second)
 	defDur(&c.UserSyncInterval, 2*time.Second)
+	defDur(&c.PresenceInterval, time.Second)
 	return c
 }
 
@@ -142,16 +146,20 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Now is the clock for token expiry of open connections.
 	Now func() time.Time
-	// Presence, when set, publishes presence events (PresenceTopic): a
-	// user's first connection on this node opened (PresenceJoined) or its
-	// last one here closed (PresenceLeft). It is called from one goroutine,
-	// in order, with batches of events to commit. nil: none.
+	// Presence, when set with Leases, Users and Config.NodeID, publishes
+	// presence events (PresenceTopic): a user's first connection in the
+	// cluster opened (PresenceJoined) or its last one closed
+	// (PresenceLeft), announced by the one node holding PresenceLease
+	// (see announcePresence). It is called from one goroutine, in order,
+	// with batches of events to commit. nil: none.
 	Presence func(ctx context.Context, events []*herald.Event) error
 	// Decoder renders payloads that are not JSON (protobuf, through the
 	// topic's schema) for filters that read payload fields and for
 	// subscriptions in the json format (schema.Registry implements it).
 	// nil: such payloads are not rendered.
 	Decoder filter.Decoder
+	// Leases decides which node announces presence.
+	Leases Leases
 }
 
 // Hub serves realtime streams: Server-Sent Events (ServeSSE) and
@@ -174,10 +182,12 @@ type Hub struct {
 	log   *slog.Logger
 	dec   filter.Decoder // nil: payloads that are not JSON are not rendered
 
-	presence   func(context.Context, []*herald.Event) error // nil: no presence events
-	presenceCh chan presenceNote
-	metrics    *metrics
-	now        func() time.Time
+	presence     func(context.Context, []*herald.Event) error // nil: no presence events
+	leases       Leases                                       // nil: no presence events
+	presenceWake chan struct{}                                // capacity 1: record presence now
+	announceWake chan struct{}                                // capacity 1: announce now
+	metrics      *metrics
+	now          func() time.Time
 
 	mu         sync.RWMutex
 	exact      map[string][]*sub // subscriptions to one topic, by topic
@@ -233,26 +243,28 @@ func NewHub(cfg Config, deps Deps) *Hub {
 		now = time.Now
 	}
 	h := &Hub{
-		cfg:        cfg.withDefaults(),
-		store:      deps.Store,
-		tail:       deps.Tail,
-		keys:       deps.Keys,
-		users:      deps.Users,
-		log:        log,
-		dec:        deps.Decoder,
-		presence:   deps.Presence,
-		presenceCh: make(chan presenceNote, presenceQueue),
-		metrics:    newMetrics(deps.Registry),
-		now:        now,
-		exact:      make(map[string][]*sub),
-		conns:      make(map[*conn]struct{}),
-		perSubject: make(map[string]int),
-		byUser:     make(map[string]map[*conn]struct{}),
-		userWake:   make(chan struct{}, 1),
-		stopCh:     make(chan struct{}),
-		pending:    make(map[string]int64),
-		wake:       make(chan struct{}, 1),
-		heads:      make(map[string]int64),
+		cfg:          cfg.withDefaults(),
+		store:        deps.Store,
+		tail:         deps.Tail,
+		keys:         deps.Keys,
+		users:        deps.Users,
+		log:          log,
+		dec:          deps.Decoder,
+		presence:     deps.Presence,
+		leases:       deps.Leases,
+		presenceWake: make(chan struct{}, 1),
+		announceWake: make(chan struct{}, 1),
+		metrics:      newMetrics(deps.Registry),
+		now:          now,
+		exact:        make(map[string][]*sub),
+		conns:        make(map[*conn]struct{}),
+		perSubject:   make(map[string]int),
+		byUser:       make(map[string]map[*conn]struct{}),
+		userWake:     make(chan struct{}, 1),
+		stopCh:       make(chan struct{}),
+		pending:      make(map[string]int64),
+		wake:         make(chan struct{}, 1),
+		heads:        make(map[string]int64),
 	}
 	return h
 }
@@ -281,8 +293,11 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.users != nil {
 		h.life.Go(h.syncUsers)
 	}
-	if h.presence != nil {
-		h.life.Go(h.publishPresence)
+	if h.presence != nil && h.leases != nil && h.users != nil && h.cfg.NodeID != "" {
+		first, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		seen := h.announceStep(first, nil)
+		cancel()
+		h.life.Go(func(context.Context) { h.announcePresence(seen) })
 	}
 	return nil
 }
@@ -735,7 +750,7 @@ func (h *Hub) checkKeys(context.Context) {
 func (h *Hub) addConn(c *conn) error {
 	joined, err := h.admit(c)
 	if joined {
-		h.notePresence(c.user, 1)
+		h.notePresence(c.user)
 	}
 	return err
 }
@@ -798,7 +813,7 @@ func (h *Hub) unregister(c *conn) {
 	h.metrics.subs.Sub(float64(n))
 	h.metrics.conns.WithLabelValues(c.transport.String()).Dec()
 	if left {
-		h.notePresence(c.user, 0)
+		h.notePresence(c.user)
 	}
 }
 

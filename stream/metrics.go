@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		})),
 		presenceDropped: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_stream_presence_dropped_total",
-			Help: "Presence events (a user joined or left this node) not published: the queue was full or the commit failed.",
+			Help: "Presence events (a user joined or left the cluster) not published: their commit failed.",
 		})),
 	}
 	m.sentSSE, m.sentWS = m.sentVec.WithLabelValues("sse"), m.sentVec.WithLabelValues("websocket")

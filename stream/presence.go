@@ -3,14 +3,16 @@ package stream
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/heraldhq/herald"
 )
 
 // PresenceTopic is the system topic where the hub announces, when asked
-// (Deps.Presence), that a user's first connection on a node opened or its
-// last one there closed.
+// (Deps.Presence), that a user's first connection in the cluster opened or
+// its last one closed.
 const PresenceTopic = herald.SystemTopicPrefix + "presence"
 
 // Types of the presence events.
@@ -19,92 +21,128 @@ const (
 	PresenceLeft   = "herald.user.left"
 )
 
-// presenceQueue bounds the presence changes waiting to be published. When
-// it is full a change is dropped and counted
-// (herald_stream_presence_dropped_total): presence events are advice,
-// GET /v1/users/{user}/connections is the record.
-const presenceQueue = 4096
+// PresenceLease names the lease of the node that announces presence.
+const PresenceLease = "herald.presence"
 
-// presenceNote is one change of a user's connections on this node.
-type presenceNote struct {
-	user  string
-	conns int // on this node, after the change: 1 joined, 0 left
-	at    time.Time
+// PresenceFresh is how old a node's presence record may be and still
+// count: a node records its users at least every UserSyncInterval, so an
+// older record is a node that stopped or crashed.
+const PresenceFresh = 10 * time.Second
+
+// Leases is the part of herald.TimeStore the presence announcer uses: one
+// node at a time, the holder of PresenceLease, announces.
+type Leases interface {
+	AcquireNamedLease(ctx context.Context, name, node string, now time.Time, ttl time.Duration) (bool, error)
+	ReleaseNamedLease(ctx context.Context, name, node string) error
 }
+
+// presenceLeaseTTL is how long the announcer's lease lasts unrenewed.
+const presenceLeaseTTL = 5 * time.Second
 
 // presencePayload is the JSON body of a presence event.
 type presencePayload struct {
-	User        string `json:"user"`
-	Node        string `json:"node"`
+	User string `json:"user"`
+	// Connections is the user's count over the cluster after the change:
+	// 0 for a leave.
 	Connections int    `json:"connections"`
 	Time        string `json:"time"`
 }
 
-// notePresence queues a change of user's connections here, if presence
-// events are on. It never blocks; call it without holding h.mu.
-func (h *Hub) notePresence(user string, conns int) {
-	if h.presence == nil || user == "" {
+// notePresence is told that user's first connection on this node opened
+// or its last one here closed: the node records its presence at once
+// rather than at the next sync, so the announcer sees it soon. It never
+// blocks; call it without holding h.mu.
+func (h *Hub) notePresence(user string) {
+	if user == "" || h.users == nil || h.cfg.NodeID == "" {
 		return
 	}
 	select {
-	case h.presenceCh <- presenceNote{user: user, conns: conns, at: h.now().UTC()}:
+	case h.presenceWake <- struct{}{}:
 	default:
-		h.metrics.presenceDropped.Inc()
 	}
 }
 
-// publishPresence publishes the queued changes in order, a batch at a
-// time, until the hub stops; then it publishes what is still queued (the
-// leaves of the connections Stop closed) within a second.
-func (h *Hub) publishPresence(ctx context.Context) {
-	batch := make([]*herald.Event, 0, 64)
-	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
-			return
-		}
-		if err := h.presence(ctx, batch); err != nil && ctx.Err() == nil {
-			h.log.Warn("publishing presence events failed; they are dropped", "events", len(batch), "err", err)
-			h.metrics.presenceDropped.Add(float64(len(batch)))
-		}
-		batch = batch[:0]
-	}
-	take := func(n presenceNote) {
-		typ := PresenceLeft
-		if n.conns > 0 {
-			typ = PresenceJoined
-		}
-		b, _ := json.Marshal(presencePayload{User: n.user, Node: h.cfg.NodeID, Connections: n.conns, Time: n.at.Format(time.RFC3339Nano)})
-		batch = append(batch, &herald.Event{ID: herald.NewID(n.at), Topic: PresenceTopic, Type: typ, Key: n.user,
-			ContentType: "application/json", Payload: b, Time: n.at})
-	}
+// announcePresence runs on every node while presence events are on. The
+// holder of PresenceLease compares, every PresenceInterval or when this
+// node's own record changed, the users connected anywhere in the cluster
+// (the nodes' fresh presence records) with what it saw before, and
+// publishes herald.user.joined for each user whose count rose from 0 and
+// herald.user.left for each whose count fell to 0: one event per change
+// for the whole cluster. A node that becomes the holder first takes what
+// it sees as the starting point, without events, so a change during a
+// hand-over (at most the lease's 5 s) may go unannounced; a user who
+// connects and leaves between two looks is not announced at all.
+//
+// Start takes the first look before the hub accepts streams, so a node
+// that starts alone announces its first user.
+func (h *Hub) announcePresence(seen map[string]int) {
+	t := time.NewTicker(h.cfg.PresenceInterval)
+	defer t.Stop()
 	for {
 		select {
-		case n := <-h.presenceCh:
-			take(n)
-		drain:
-			for len(batch) < cap(batch) {
-				select {
-				case n := <-h.presenceCh:
-					take(n)
-				default:
-					break drain
-				}
+		case <-h.ctx.Done():
+			if seen != nil {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), time.Second)
+				_ = h.leases.ReleaseNamedLease(ctx, PresenceLease, h.cfg.NodeID)
+				cancel()
 			}
-			flush(ctx)
-		case <-ctx.Done():
-			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			defer cancel()
-			for {
-				select {
-				case n := <-h.presenceCh:
-					if take(n); len(batch) == cap(batch) {
-						flush(final)
-					}
-				default:
-					flush(final)
-					return
-				}
-			}
+			return
+		case <-t.C:
+		case <-h.announceWake:
+		}
+		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		seen = h.announceStep(ctx, seen)
+		cancel()
+	}
+}
+
+// announceStep is one look of announcePresence; it returns what it saw
+// (nil when this node does not hold the lease). seen is what the last
+// look saw, nil when this node did not hold the lease then.
+func (h *Hub) announceStep(ctx context.Context, seen map[string]int) map[string]int {
+	now := h.now()
+	held, err := h.leases.AcquireNamedLease(ctx, PresenceLease, h.cfg.NodeID, now, presenceLeaseTTL)
+	if err != nil || !held {
+		if err != nil && h.ctx.Err() == nil {
+			h.log.Warn("presence: taking the announcer's lease failed", "err", err)
+		}
+		return nil
+	}
+	cur, err := h.users.CountPresence(ctx, now.Add(-PresenceFresh))
+	if err != nil {
+		if h.ctx.Err() == nil {
+			h.log.Warn("presence: reading the cluster's presence failed", "err", err)
+		}
+		return seen
+	}
+	if seen == nil {
+		return cur // the starting point
+	}
+	at := now.UTC()
+	var events []*herald.Event
+	add := func(user, typ string, conns int) {
+		b, _ := json.Marshal(presencePayload{User: user, Connections: conns, Time: at.Format(time.RFC3339Nano)})
+		events = append(events, &herald.Event{ID: herald.NewID(at), Topic: PresenceTopic, Type: typ, Key: user,
+			ContentType: "application/json", Payload: b, Time: at})
+	}
+	for _, u := range slices.Sorted(maps.Keys(cur)) {
+		if seen[u] == 0 {
+			add(u, PresenceJoined, cur[u])
 		}
 	}
+	for _, u := range slices.Sorted(maps.Keys(seen)) {
+		if cur[u] == 0 {
+			add(u, PresenceLeft, 0)
+		}
+	}
+	for start := 0; start < len(events); start += 1000 {
+		batch := events[start:min(len(events), start+1000)]
+		if err := h.presence(ctx, batch); err != nil {
+			if h.ctx.Err() == nil {
+				h.log.Warn("publishing presence events failed; they are dropped", "events", len(batch), "err", err)
+			}
+			h.metrics.presenceDropped.Add(float64(len(batch)))
+		}
+	}
+	return cur
 }

@@ -15,6 +15,7 @@ import (
 type UserStore interface {
 	ListUserSubscriptions(ctx context.Context, user string) ([]herald.UserSubscription, error)
 	SetPresence(ctx context.Context, node string, counts map[string]int, now time.Time) error
+	CountPresence(ctx context.Context, since time.Time) (map[string]int, error)
 }
 
 // userSubPrefix starts the subscription id of a server-side subscription
@@ -59,22 +60,35 @@ func (h *Hub) UserConns(user string) int {
 }
 
 // syncUsers rereads the server-side subscriptions of every user connected
-// here, every UserSyncInterval or when woken, and records presence.
+// here, every UserSyncInterval or when woken, and records presence: then,
+// and at once when a user's first connection here opened or its last one
+// closed. When the hub stops it records none, so the cluster sees this
+// node's users leave without waiting for the record to age.
 func (h *Hub) syncUsers(context.Context) {
 	t := time.NewTicker(h.cfg.UserSyncInterval)
 	defer t.Stop()
 	for {
+		subs := true
 		select {
 		case <-h.ctx.Done():
+			if h.cfg.NodeID != "" {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), time.Second)
+				_ = h.users.SetPresence(ctx, h.cfg.NodeID, nil, h.now())
+				cancel()
+			}
 			return
 		case <-t.C:
 		case <-h.userWake:
+		case <-h.presenceWake:
+			subs = false // only presence changed
 		}
 		h.mu.RLock()
 		conns := make(map[string][]*conn, len(h.byUser))
 		counts := make(map[string]int, len(h.byUser))
 		for u, cs := range h.byUser {
-			conns[u] = slicesOf(cs)
+			if subs {
+				conns[u] = slicesOf(cs)
+			}
 			counts[u] = len(cs)
 		}
 		h.mu.RUnlock()
@@ -85,6 +99,11 @@ func (h *Hub) syncUsers(context.Context) {
 			ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 			if err := h.users.SetPresence(ctx, h.cfg.NodeID, counts, h.now()); err != nil && h.ctx.Err() == nil {
 				h.log.Warn("recording users' presence failed", "err", err)
+			} else if !subs {
+				select {
+				case h.announceWake <- struct{}{}:
+				default:
+				}
 			}
 			cancel()
 		}

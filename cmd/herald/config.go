@@ -51,7 +51,7 @@ type Config struct {
 	StreamMaxConnsPerKey     int           // stream.max-conns-per-key: open streams per API key
 	ArchiveDir               string        // archive-dir: folder of archives with local destinations; "" = data-dir/archive
 	StreamMaxSubscriptions   int           // stream.max-subscriptions: subscriptions per WebSocket
-	StreamPresenceEvents     bool          // stream.presence-events: publish users' joins and leaves to herald.presence
+	StreamPresenceEvents     bool          // stream.presence-events: publish users' joins and leaves (cluster-wide) to herald.presence
 	DebugAddr                string        // debug-addr: listen address of the Go profiler (net/http/pprof); "" = off
 	HTTPReadTimeout          time.Duration // http.read-timeout: time to read a whole request, headers and body
 	HTTPIdleTimeout          time.Duration // http.idle-timeout: how long a keep-alive connection may wait for its next request
@@ -137,7 +137,7 @@ func settings() []setting {
 		{"stream.max-conns-per-key", "1000", "open streams (SSE and WebSocket) per API key", "a whole number from 1 to 1000000", func(c *Config) binding { return intField(&c.StreamMaxConnsPerKey, 1, 1_000_000) }},
 		{"archive-dir", "", `folder that archives with a local destination write into (each in its own path); "" for data-dir/archive`, "a path, or empty", func(c *Config) binding { return textField(&c.ArchiveDir, func(string) bool { return true }) }},
 		{"stream.max-subscriptions", "100", "subscriptions one WebSocket may carry", "a whole number from 1 to 10000", func(c *Config) binding { return intField(&c.StreamMaxSubscriptions, 1, 10_000) }},
-		{"stream.presence-events", "false", "publish to the system topic herald.presence when a user's first stream on this node opens and its last one here closes", "true or false", func(c *Config) binding { return boolField(&c.StreamPresenceEvents) }},
+		{"stream.presence-events", "false", "publish to the system topic herald.presence when a user's first stream in the cluster opens and its last one closes", "true or false", func(c *Config) binding { return boolField(&c.StreamPresenceEvents) }},
 		{"debug-addr", "", `listen address of the Go profiler (/debug/pprof/), such as 127.0.0.1:6060; "" for none. It has no authentication: keep it on loopback`, `"" or host:port`, func(c *Config) binding { return textField(&c.DebugAddr, orEmpty(validAddr)) }},
 		{"http.read-timeout", "1m", "a request's headers and body must arrive within this, or it is answered 408 and its connection closed; open streams are not affected", "a duration from 1ms to 1h, such as 1m", func(c *Config) binding {
 			return durationField(&c.HTTPReadTimeout, between(time.Millisecond, time.Hour))

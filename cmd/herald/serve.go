@@ -500,9 +500,17 @@ func (m *Main) newStreams() {
 		AllowedOrigins:          origins,
 		NodeID:                  m.dispatcher.NodeID(),
 	}, stream.Deps{Store: m.store, Tail: m.tail, Keys: m.api, Logger: m.Logger, Registry: m.Registry, Users: userStore(m.store), Decoder: m.schemas,
-		Presence: m.presencePublisher()})
+		Presence: m.presencePublisher(), Leases: leasesOf(m.store)})
 	m.feed.Listen(engine.StageConsumer, m.hub.Listener())
 	m.api.SetStreams(m.hub)
+}
+
+// leasesOf returns the store's named leases, or nil when it has none.
+func leasesOf(st herald.Store) stream.Leases {
+	if l, ok := st.(stream.Leases); ok {
+		return l
+	}
+	return nil
 }
 
 // presencePublisher returns how the hub publishes users' joins and

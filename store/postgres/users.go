@@ -122,3 +122,28 @@ func (s *Store) ListPresence(ctx context.Context, user string, since time.Time) 
 	}
 	return out, nil
 }
+
+// CountPresence returns every user's connections recorded after since,
+// summed over the nodes.
+func (s *Store) CountPresence(ctx context.Context, since time.Time) (map[string]int, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT user_id, sum(conns)::bigint FROM user_presence WHERE updated_at > $1 GROUP BY user_id`, nanos(since))
+	if err != nil {
+		return nil, s.fail("count presence", err)
+	}
+	out := map[string]int{}
+	var u string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&u, &n}, func() error {
+		if n > 0 {
+			out[u] = int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fail("count presence", err)
+	}
+	return out, nil
+}

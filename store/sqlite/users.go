@@ -125,3 +125,31 @@ func (s *Store) ListPresence(ctx context.Context, user string, since time.Time) 
 	}
 	return out, nil
 }
+
+// CountPresence returns every user's connections recorded after since,
+// summed over the nodes.
+func (s *Store) CountPresence(ctx context.Context, since time.Time) (map[string]int, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	rows, err := s.reader.QueryContext(ctx, `SELECT user_id, sum(conns) FROM user_presence WHERE updated_at > ? GROUP BY user_id`, nanos(since))
+	if err != nil {
+		return nil, s.fail("count presence", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var u string
+		var n int
+		if err := rows.Scan(&u, &n); err != nil {
+			return nil, s.fail("count presence", err)
+		}
+		if n > 0 {
+			out[u] = n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("count presence", err)
+	}
+	return out, nil
+}

@@ -57,6 +57,12 @@ func RunUsers(t *testing.T, open func(t *testing.T) herald.Store) {
 		if err := s.SetPresence(ctx, "n2", map[string]int{"u1": 1}, b.Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
+		if all, err := s.CountPresence(ctx, b.Add(-time.Second)); err != nil || len(all) != 2 || all["u1"] != 3 || all["u2"] != 1 {
+			t.Fatalf("CountPresence = %v, %v; want u1 3 (over two nodes), u2 1", all, err)
+		}
+		if all, err := s.CountPresence(ctx, b); err != nil || len(all) != 1 || all["u1"] != 1 {
+			t.Fatalf("CountPresence after a time = %v, %v; want only n2's u1", all, err)
+		}
 		got, err := s.ListPresence(ctx, "u1", b.Add(-time.Second))
 		if err != nil || len(got) != 2 || got[0].Node != "n1" || got[0].Conns != 2 || got[1].Node != "n2" || got[1].Conns != 1 {
 			t.Fatalf("ListPresence = %+v, %v", got, err)
