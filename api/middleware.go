@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -153,15 +152,16 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			// share one label so the label set stays bounded.
 			route := r.Pattern
 			if route == "" {
-				route = "unmatched"
+				route = unmatchedRoute
 			}
 			status := sw.status
 			if status == 0 {
 				status = http.StatusOK
 			}
 			elapsed := time.Since(start)
-			s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-			s.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+			rm := s.metrics.route(route)
+			rm.requests(s.metrics.requests, status).Inc()
+			rm.duration().Observe(elapsed.Seconds())
 			if s.log.Enabled(r.Context(), slog.LevelDebug) {
 				s.log.LogAttrs(r.Context(), slog.LevelDebug, "http request",
 					slog.String("request_id", requestIDFrom(r.Context())),

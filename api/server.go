@@ -440,6 +440,7 @@ func (s *Server) registerRoutes() {
 // handle registers h behind auth and the problem adapter.
 func (s *Server) handle(pattern string, acc access, h handlerFunc) {
 	s.routes = append(s.routes, route{pattern, acc})
+	s.metrics.routes[pattern] = s.metrics.newRoute(pattern)
 	var next http.Handler = s.adapt(wildcards(pattern), h)
 	if acc != public && acc != selfAuthenticated {
 		next = s.authenticate(acc, next)
