@@ -67,6 +67,7 @@ func (h *Hub) UserConns(user string) int {
 func (h *Hub) syncUsers(context.Context) {
 	t := time.NewTicker(h.cfg.UserSyncInterval)
 	defer t.Stop()
+	var lastRecord time.Time
 	for {
 		subs := true
 		select {
@@ -81,7 +82,15 @@ func (h *Hub) syncUsers(context.Context) {
 		case <-h.userWake:
 		case <-h.presenceWake:
 			subs = false // only presence changed
+			// At most four records a second: each rewrites all of this
+			// node's rows, and joins and leaves can come by the thousand.
+			select {
+			case <-time.After(time.Until(lastRecord.Add(presenceRecordGap))):
+			case <-h.ctx.Done():
+				continue
+			}
 		}
+		lastRecord = time.Now()
 		h.mu.RLock()
 		conns := make(map[string][]*conn, len(h.byUser))
 		counts := make(map[string]int, len(h.byUser))
@@ -109,6 +118,10 @@ func (h *Hub) syncUsers(context.Context) {
 		}
 	}
 }
+
+// presenceRecordGap is the least time between two records of this node's
+// presence made because a user joined or left it.
+const presenceRecordGap = 250 * time.Millisecond
 
 func slicesOf(m map[*conn]struct{}) []*conn {
 	out := make([]*conn, 0, len(m))
