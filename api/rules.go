@@ -161,6 +161,7 @@ func (s *Server) putProcessor(p processor) handlerFunc {
 		if err != nil {
 			return err
 		}
+		s.viewDefs.forget(name) // a view's reads here see the new definition at once
 		if s.notices != nil {
 			s.notices.SubscriptionChanged(id)
 		}
@@ -252,6 +253,7 @@ func (s *Server) deleteProcessor(p processor) handlerFunc {
 		if err := s.subs.DeleteSubscription(r.Context(), sub.ID); err != nil {
 			return err
 		}
+		s.viewDefs.forget(name)
 		if s.notices != nil {
 			s.notices.SubscriptionChanged(sub.ID)
 		}

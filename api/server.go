@@ -201,6 +201,7 @@ type Server struct {
 	sourceKinds   *source.Registry
 	sourceRuntime Sources
 	schemas       Schemas
+	viewDefs      viewDefs // views' definitions for reads
 
 	// auditTopic is set once herald.audit is known to exist.
 	auditTopic atomic.Bool

@@ -27,16 +27,35 @@ type viewRowJSON struct {
 	Seq       int64  `json:"seq"`
 }
 
+// loadView returns the view's definition for a read: from memory when
+// it was read less than viewDefTTL ago (see viewDefs), else from the
+// store.
 func (s *Server) loadView(r *http.Request) (*rules.ViewProgram, string, error) {
-	sub, name, err := s.loadProcessor(viewKind, r)
+	if err := s.processorsOr503(); err != nil {
+		return nil, "", err
+	}
+	name, err := processorName(r)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := authorize(r, herald.ActionRead, sub.Topic); err != nil {
+	now := time.Now()
+	d, ok := s.viewDefs.get(name, now)
+	if !ok {
+		sub, _, err := s.loadProcessor(viewKind, r)
+		if err != nil {
+			return nil, "", err
+		}
+		p, err := rules.ParseViewSpec(sub.Config)
+		if err != nil {
+			return nil, "", err
+		}
+		d = viewDef{prog: p, topic: sub.Topic, at: now}
+		s.viewDefs.put(name, d)
+	}
+	if err := authorize(r, herald.ActionRead, d.topic); err != nil {
 		return nil, "", err
 	}
-	p, err := rules.ParseViewSpec(sub.Config)
-	return p, name, err
+	return d.prog, name, nil
 }
 
 // waitForSeq waits until the view has applied its input up to minSeq, or
