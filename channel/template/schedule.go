@@ -203,9 +203,14 @@ type digestSink struct{ *sink }
 
 var _ channel.Batcher = (*digestSink)(nil)
 
-// BatchLimits: a digest is one batch, gathered over the window (none
-// without a digest: quiet hours' held events are due together).
+// BatchLimits: a digest is one batch, gathered over the window. Without a
+// digest (quiet hours' digest only) a second: the events held overnight
+// come due within moments of each other, and are gathered into one
+// message even when they were held by different calls.
 func (s *digestSink) BatchLimits() channel.BatchLimits {
+	if s.c.window == 0 {
+		return channel.BatchLimits{MaxEvents: s.c.max, Linger: time.Second}
+	}
 	return channel.BatchLimits{MaxEvents: s.c.max, Linger: s.c.window}
 }
 
