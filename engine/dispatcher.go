@@ -1095,8 +1095,10 @@ func (d *Dispatcher) wakeBehind(ctx context.Context, cold []*worker) error {
 		}
 	}
 	for _, w := range cold {
+		// A worker woken meanwhile warms on its own goroutine: read its
+		// cursors under its lock.
 		var at int64 // no cursor: from the topic's first event
-		for _, c := range w.coldCursors() {
+		for _, c := range w.coldCursorsLocked() {
 			at = c.Seq
 		}
 		if h := heads[w.topic]; h > at {

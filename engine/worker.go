@@ -377,12 +377,22 @@ func (w *worker) setColdCursors(cs []herald.Cursor) {
 	w.coldAt = cs
 }
 
-// coldCursors returns what setColdCursors kept.
+// coldCursors returns what setColdCursors kept. The worker's own
+// goroutine changes them as it warms: others hold parkMu (see
+// coldCursorsLocked).
 func (w *worker) coldCursors() []herald.Cursor {
 	if w.coldSeq >= 0 {
 		return []herald.Cursor{{Topic: w.topic, Seq: w.coldSeq}}
 	}
 	return w.coldAt
+}
+
+// coldCursorsLocked is coldCursors for goroutines other than the
+// worker's own.
+func (w *worker) coldCursorsLocked() []herald.Cursor {
+	w.parkMu.Lock()
+	defer w.parkMu.Unlock()
+	return w.coldCursors()
 }
 
 // warm builds the live state of a worker parked cold, as it resumes: the
@@ -432,12 +442,13 @@ func (w *worker) warm(ctx context.Context) bool {
 	w.live = l
 	w.wake = make(chan struct{}, 1)
 	w.d.cold.Add(-1)
+	cursors := w.coldCursors()
+	w.coldAt, w.coldSeq = nil, -1
 	w.parkMu.Unlock()
 	w.setContext(ctx)
-	for _, c := range w.coldCursors() {
+	for _, c := range cursors {
 		w.addTopic(c.Topic, c.Seq)
 	}
-	w.coldAt, w.coldSeq = nil, -1
 	w.useBatches()
 	return true
 }
