@@ -184,7 +184,10 @@ func (p *slotPool) grant() {
 	for p.used < p.size && p.ready.Len() > 0 {
 		s := heap.Pop(&p.ready).(*slotSub)
 		w := s.queue[0]
-		d := p.dests[w.dest]
+		// p.dest, not p.dests: tidy forgets a destination nothing is held
+		// at or blocked on, though requests for it may still wait, behind
+		// a full pool, in a ready subscription's queue.
+		d := p.dest(w.dest)
 		if d.held >= p.perDest {
 			heap.Push(&d.blocked, s)
 			continue

@@ -199,3 +199,42 @@ func TestSubSlot(t *testing.T) {
 		t.Errorf("subSlot without a destination = %v, want the subscription as its own destination", got)
 	}
 }
+
+// A destination that nothing is held at may be forgotten while requests
+// for it still wait behind a full pool; granting one of them later must
+// not find it missing (a nil destination panicked the dispatcher, seen
+// once in TestSlotPoolBoundsHoldUnderLoad under -race).
+func TestSlotPoolGrantsForAForgottenDestination(t *testing.T) {
+	p := newSlotPool(4) // 1 per subscription, 2 per destination
+	full := []slotKey{{"s1", "e1:80"}, {"s2", "e1:80"}, {"s3", "e2:80"}, {"s4", "e2:80"}}
+	for _, k := range full {
+		if err := p.acquire(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := slotKey{"a", "d:80"}
+	first := make(chan error, 1)
+	go func() { first <- p.acquire(t.Context(), a) }()
+	waitWaiting(t, p, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	second := make(chan error, 1)
+	go func() { second <- p.acquire(ctx, a) }()
+	waitWaiting(t, p, 2)
+	// The second gives up: nothing is held at d:80 or blocked on it, so
+	// the pool forgets it, while the first still waits for it.
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled request = %v", err)
+	}
+	p.release(full[0]) // a slot frees: the first request gets it
+	if err := <-first; err != nil {
+		t.Fatalf("the waiting request = %v", err)
+	}
+	p.release(a)
+	for _, k := range full[1:] {
+		p.release(k)
+	}
+	if used, waiting := p.stats(); used != 0 || waiting != 0 {
+		t.Fatalf("stats = %d used, %d waiting; want none", used, waiting)
+	}
+}
