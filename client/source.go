@@ -22,6 +22,10 @@ type SourceSpec struct {
 	Description string          `json:"description,omitempty"`
 	Shards      int             `json:"shards,omitempty"`
 	State       string          `json:"state,omitempty"` // "active" or "paused"
+	// Tenant makes it a tenant's source (admin keys; a tenant's key
+	// creates its own tenant's): its topic must stay in the tenant's
+	// namespace. Set at creation only.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // SourceShard is one shard's status as its runner last reported it.
@@ -49,6 +53,7 @@ type Source struct {
 	Shards      int             `json:"shards"`
 	State       string          `json:"state"`
 	StateReason string          `json:"state_reason,omitempty"`
+	Tenant      string          `json:"tenant,omitempty"` // "" for a platform source
 	Managed     bool            `json:"managed"`
 	InboundPath string          `json:"inbound_path,omitempty"`
 	Lag         int64           `json:"lag"` // -1 when unknown

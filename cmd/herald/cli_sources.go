@@ -60,9 +60,9 @@ func jsonArg(name, v string) (json.RawMessage, error) {
 }
 
 type sourceFlags struct {
-	kind, topic, config, mapping, description string
-	shards                                    int
-	paused                                    bool
+	kind, topic, config, mapping, description, tenant string
+	shards                                            int
+	paused                                            bool
 }
 
 func (a *sourceFlags) spec() (client.SourceSpec, error) {
@@ -74,7 +74,7 @@ func (a *sourceFlags) spec() (client.SourceSpec, error) {
 	if err != nil {
 		return client.SourceSpec{}, err
 	}
-	s := client.SourceSpec{Kind: a.kind, Topic: a.topic, Config: cfg, Mapping: mapping, Description: a.description, Shards: a.shards}
+	s := client.SourceSpec{Kind: a.kind, Topic: a.topic, Config: cfg, Mapping: mapping, Description: a.description, Shards: a.shards, Tenant: a.tenant}
 	if a.paused {
 		s.State = "paused"
 	}
@@ -85,6 +85,7 @@ func (a *sourceFlags) bind(fs *cmdFlags, create bool) {
 	if create {
 		fs.StringVar(&a.kind, "kind", "", "the `KIND` of source: outbox, webhook, kafka, nats, amqp, mqtt, redis")
 		fs.BoolVar(&a.paused, "paused", false, "create it paused")
+		fs.StringVar(&a.tenant, "tenant", "", "make it tenant `ID`'s source: its topic must stay in the tenant's namespace")
 	}
 	fs.StringVar(&a.topic, "topic", "", "the target `TOPIC`, or a template such as orders.{topic}")
 	fs.StringVar(&a.config, "config", "", "the kind's settings as `JSON`, or @FILE")
@@ -95,7 +96,7 @@ func (a *sourceFlags) bind(fs *cmdFlags, create bool) {
 
 func sourcesCreate(ctx context.Context, c *cli, args []string) error {
 	var a sourceFlags
-	fs := c.flagSet("sources create", `herald sources create --kind K --topic T [--config JSON|@FILE] [--mapping JSON|@FILE] [--shards N] [--description D] [--paused]
+	fs := c.flagSet("sources create", `herald sources create --kind K --topic T [--config JSON|@FILE] [--mapping JSON|@FILE] [--shards N] [--description D] [--tenant ID] [--paused]
 
 Create a source and print it (without its secrets).`)
 	a.bind(fs, true)
@@ -239,6 +240,9 @@ func (c *cli) printSource(s client.Source) error {
 	fmt.Fprintf(tw, "kind:\t%s\n", s.Kind)
 	fmt.Fprintf(tw, "topic:\t%s\n", cell(s.Topic))
 	fmt.Fprintf(tw, "state:\t%s\n", s.State)
+	if s.Tenant != "" {
+		fmt.Fprintf(tw, "tenant:\t%s\n", s.Tenant)
+	}
 	fmt.Fprintf(tw, "config:\t%s\n", cell(string(s.Config)))
 	fmt.Fprintf(tw, "mapping:\t%s\n", cell(string(s.Mapping)))
 	fmt.Fprintf(tw, "shards:\t%d\n", s.Shards)

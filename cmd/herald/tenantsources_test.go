@@ -2,6 +2,7 @@ package main
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,6 +41,27 @@ func TestTenantSources(t *testing.T) {
 	bID := b["id"].(string)
 	// An admin may create one for a tenant, within its namespace too.
 	wantProblem(t, m, admin, "POST", "/v1/sources", `{"kind":"webhook","topic":"elsewhere","config":{"verify":"none"},"tenant":"beta"}`, 403, "forbidden", "topic")
+	// The same from the CLI: --tenant, checked the same way.
+	cliEnv := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": admin}
+	if r := runCLI(t, nil, cliEnv, "sources", "create", "--kind", "webhook", "--topic", "elsewhere", "--config", `{"verify":"none"}`, "--tenant", "beta"); r.code != 1 || !strings.Contains(r.stderr, "topic") {
+		t.Fatalf("sources create --tenant beta outside its namespace: %d %q", r.code, r.stderr)
+	}
+	r := runCLI(t, nil, cliEnv, "sources", "create", "--kind", "webhook", "--topic", "tenants.beta.cli", "--config", `{"verify":"none"}`, "--tenant", "beta")
+	if r.code != 0 || !strings.Contains(r.stdout, "tenant:") || !strings.Contains(r.stdout, "beta") {
+		t.Fatalf("sources create --tenant beta: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	cliSrc, err := adminClient(m).ListSources(t.Context(), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cliSrc.Sources {
+		if s.Topic == "tenants.beta.cli" {
+			if s.Tenant != "beta" {
+				t.Fatalf("the CLI's source: tenant %q, want beta", s.Tenant)
+			}
+			mustCall(t, m, admin, "DELETE", "/v1/sources/"+s.ID, "", 204)
+		}
+	}
 	plat := mustCall(t, m, admin, "POST", "/v1/sources", inbound("platform.in"), 201)
 	if _, ok := plat["tenant"]; ok {
 		t.Fatalf("a platform source has a tenant: %v", plat)
