@@ -222,6 +222,33 @@ func runBenchVerb[C any, R benchReport](ctx context.Context, c *cli, verb string
 	return nil
 }
 
+// serverBench points at the settings every bench verb against one running
+// server shares, so that each verb binds and fills them alike.
+type serverBench struct {
+	server, key       *string
+	pid               *int
+	keep, allowRemote *bool
+	progress          *io.Writer
+}
+
+// bind adds --pid, --keep (leaving what the run made) and --allow-remote.
+func (b serverBench) bind(fs *cmdFlags, leaves string) {
+	fs.IntVar(b.pid, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
+	fs.BoolVar(b.keep, "keep", false, "leave "+leaves+" in place")
+	fs.BoolVar(b.allowRemote, "allow-remote", false, "allow a server that is not on loopback")
+}
+
+// parse ends the parsing (parseBenchFlags) and sets the server, its key
+// and where progress lines go.
+func (b serverBench) parse(c *cli, fs *cmdFlags, out *benchOutput, args []string) error {
+	progress, err := c.parseBenchFlags(fs, out, args)
+	if err != nil {
+		return err
+	}
+	*b.server, *b.key, *b.progress = c.serverURL(), c.apiKey(), progress
+	return nil
+}
+
 // parseBenchFlags ends the parsing of every bench verb: it adds the output
 // flags and --quiet, parses args (a bench verb takes no arguments) and
 // returns where progress lines go: standard error, or nil with --quiet.

@@ -54,16 +54,10 @@ func parseBenchArchive(c *cli, args []string) (bench.ArchiveConfig, benchOutput,
 	fs.IntVar(&cfg.Queries, "queries", cfg.Queries, "time `N` first pages")
 	fs.IntVar(&cfg.Limit, "limit", cfg.Limit, "`N` events a page")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the server's archive to drain")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
-	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic and the archive in place")
-	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	progress, err := c.parseBenchFlags(fs, &out, args)
-	if err != nil {
-		return cfg, out, err
-	}
-	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	cfg.Progress = progress
-	return cfg, out, nil
+	sb := serverBench{&cfg.Server, &cfg.Key, &cfg.PID, &cfg.Keep, &cfg.AllowRemote, &cfg.Progress}
+	sb.bind(fs, "the topic and the archive")
+	err := sb.parse(c, fs, &out, args)
+	return cfg, out, err
 }
 
 func benchArchiveVerb(ctx context.Context, c *cli, args []string) error {

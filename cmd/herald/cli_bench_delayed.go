@@ -47,16 +47,10 @@ func parseBenchDelayed(c *cli, args []string) (bench.DelayedConfig, benchOutput,
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "`N` publish requests in flight")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "payload size in `BYTES`")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` after the last due time for the promotions")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
-	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic in place")
-	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	progress, err := c.parseBenchFlags(fs, &out, args)
-	if err != nil {
-		return cfg, out, err
-	}
-	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	cfg.Progress = progress
-	return cfg, out, nil
+	sb := serverBench{&cfg.Server, &cfg.Key, &cfg.PID, &cfg.Keep, &cfg.AllowRemote, &cfg.Progress}
+	sb.bind(fs, "the topic")
+	err := sb.parse(c, fs, &out, args)
+	return cfg, out, err
 }
 
 func benchDelayedVerb(ctx context.Context, c *cli, args []string) error {

@@ -40,16 +40,10 @@ func parseBenchRules(c *cli, args []string) (bench.RulesConfig, benchOutput, err
 	fs.Float64Var(&cfg.ReadRate, "read-rate", cfg.ReadRate, "view reads per second `R`")
 	fs.IntVar(&cfg.Readers, "readers", cfg.Readers, "`N` view reads in flight at most")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the rule or the view to drain the backlog")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
-	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic, the rule and the view in place")
-	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	progress, err := c.parseBenchFlags(fs, &out, args)
-	if err != nil {
-		return cfg, out, err
-	}
-	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	cfg.Progress = progress
-	return cfg, out, nil
+	sb := serverBench{&cfg.Server, &cfg.Key, &cfg.PID, &cfg.Keep, &cfg.AllowRemote, &cfg.Progress}
+	sb.bind(fs, "the topic, the rule and the view")
+	err := sb.parse(c, fs, &out, args)
+	return cfg, out, err
 }
 
 func benchRulesVerb(ctx context.Context, c *cli, args []string) error {

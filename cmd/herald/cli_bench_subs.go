@@ -42,16 +42,10 @@ func parseBenchSubs(c *cli, args []string) (bench.SubsConfig, benchOutput, error
 	fs.IntVar(&cfg.Churn, "churn", cfg.Churn, "time `N` creates, pauses, resumes and deletes at the full count (0: none)")
 	fs.BoolVar(&cfg.FanOut, "fan-out", cfg.FanOut, "publish one event to the first topic and time its fan-out")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the fan-out")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`; 0 finds the process listening on the server's port")
-	fs.BoolVar(&cfg.Keep, "keep", false, "leave the subscriptions and topics in place")
-	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a server that is not on loopback")
-	progress, err := c.parseBenchFlags(fs, &out, args)
-	if err != nil {
-		return cfg, out, err
-	}
-	cfg.Server, cfg.Key = c.serverURL(), c.apiKey()
-	cfg.Progress = progress
-	return cfg, out, nil
+	sb := serverBench{&cfg.Server, &cfg.Key, &cfg.PID, &cfg.Keep, &cfg.AllowRemote, &cfg.Progress}
+	sb.bind(fs, "the subscriptions and topics")
+	err := sb.parse(c, fs, &out, args)
+	return cfg, out, err
 }
 
 func benchSubsVerb(ctx context.Context, c *cli, args []string) error {
