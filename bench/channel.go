@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"runtime"
 	"slices"
 	"strconv"
@@ -62,6 +63,12 @@ type ChannelConfig struct {
 	Timeout time.Duration // for the deliveries after publishing
 	Keep    bool          // leave the topic and subscription in place
 
+	// PID is the server's process, for its CPU time over Herald's
+	// delivery; 0 finds the process listening on the server's port when
+	// the server is on loopback (and reports no CPU time when none is
+	// found). -1 reports none.
+	PID int
+
 	Progress io.Writer // progress lines; nil for none
 }
 
@@ -89,6 +96,8 @@ func (c ChannelConfig) validate() error {
 		return herald.FieldErrorf("keys", "--keys must be at least 1")
 	case c.MaxInFlight < 1 || c.MaxInFlight > herald.MaxMaxInFlight:
 		return herald.FieldErrorf("max-in-flight", "--max-in-flight must be between 1 and %d", herald.MaxMaxInFlight)
+	case c.PID < -1:
+		return herald.FieldErrorf("pid", "--pid must be a process id, 0 to find it, or -1 for none")
 	case c.MaxBatchEvents < 0 || c.LingerMS < 0:
 		return herald.FieldErrorf("max-batch-events", "--max-batch-events and --linger-ms must not be negative")
 	case c.Server == "" || c.Key == "":
@@ -133,7 +142,13 @@ type ChannelResult struct {
 	Rate    float64 `json:"rate"` // delivered events per second
 	// PublishRate is Herald's publish rate (herald only).
 	PublishRate float64 `json:"publish_rate,omitempty"`
-	Err         string  `json:"error,omitempty"`
+	// ServerCPU is the server's user and system CPU time over Seconds
+	// (herald only, when its process is known), and ServerCPUPerEvent
+	// that time over the events delivered, in microseconds: a figure the
+	// machine's load changes far less than the rates.
+	ServerCPU         float64 `json:"server_cpu_seconds,omitempty"`
+	ServerCPUPerEvent float64 `json:"server_cpu_us_per_event,omitempty"`
+	Err               string  `json:"error,omitempty"`
 }
 
 // broker is one broker kind under the bench: a bare producer, a reader,
@@ -370,8 +385,9 @@ func runHeraldChannel(ctx context.Context, cfg ChannelConfig, b broker, topic, t
 	}
 	t, stop := readAll(ctx, b, target, cfg.Events)
 	defer stop()
+	pid := channelServerPID(cfg)
 
-	start := time.Now()
+	start, cpu0 := time.Now(), serverCPU(pid)
 	var next, acked atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -405,15 +421,55 @@ func runHeraldChannel(ctx context.Context, cfg ChannelConfig, b broker, topic, t
 		res.Err = "publish: " + firstErr.Error()
 	}
 	if !cfg.Live {
-		start = time.Now() // the backlog drains from here
+		start, cpu0 = time.Now(), serverCPU(pid) // the backlog drains from here
 		if _, err := hc.ResumeSubscription(ctx, sub.ID); err != nil {
 			return fail(fmt.Errorf("resume the subscription: %w", err))
 		}
 	}
 	waitTally(ctx, t, cfg.Timeout)
+	cpu1 := serverCPU(pid)
 	// The events' seqs are 1..n in the fresh topic: the tally counts by seq.
 	finish(&res, t, start, res.Events)
+	if cpu0 >= 0 && cpu1 >= cpu0 && res.Delivered > 0 {
+		res.ServerCPU = cpu1 - cpu0
+		res.ServerCPUPerEvent = res.ServerCPU / float64(res.Delivered) * 1e6
+	}
 	return res
+}
+
+// channelServerPID is the server's process for its CPU time: --pid, or
+// the process listening on the server's port when the server is on
+// loopback; 0 when there is none to read.
+func channelServerPID(cfg ChannelConfig) int {
+	if cfg.PID != 0 {
+		return max(cfg.PID, 0)
+	}
+	u, err := url.Parse(cfg.Server)
+	if err != nil || checkLoopbackURL(context.Background(), cfg.Server) != nil {
+		return 0
+	}
+	port, err := strconv.Atoi(streamsPort(u))
+	if err != nil {
+		return 0
+	}
+	pid, err := listenerPID(port)
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
+// serverCPU is the process's CPU time so far in seconds, or -1 when pid
+// is 0 or its CPU time cannot be read.
+func serverCPU(pid int) float64 {
+	if pid <= 0 {
+		return -1
+	}
+	s, err := readProc(pid)
+	if err != nil {
+		return -1
+	}
+	return s.cpu
 }
 
 // WriteJSON writes the report as JSON.
@@ -450,6 +506,18 @@ func (r *ChannelReport) WriteText(w io.Writer) error {
 			return "-"
 		}
 		return fmt.Sprintf("%.0f", x.PublishRate)
+	})
+	row("server CPU s", func(x ChannelResult) string {
+		if x.ServerCPU == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", x.ServerCPU)
+	})
+	row("server CPU µs/event", func(x ChannelResult) string {
+		if x.ServerCPUPerEvent == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", x.ServerCPUPerEvent)
 	})
 	if err := tw.Flush(); err != nil {
 		return err

@@ -21,7 +21,8 @@ func TestBenchChannel(t *testing.T) {
 	env := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
 	for _, ch := range []string{"kafka", "redis"} {
 		t.Run(ch, func(t *testing.T) {
-			args := []string{"bench", "--channel", ch, "--events", "600", "--batch", "50", "--max-batch-events", "40", "--quiet", "--json"}
+			// The server runs in this process: its CPU time is the test's.
+			args := []string{"bench", "--channel", ch, "--events", "600", "--batch", "50", "--max-batch-events", "40", "--pid", strconv.Itoa(os.Getpid()), "--quiet", "--json"}
 			if ch == "redis" {
 				addr := os.Getenv("HERALD_TEST_REDIS")
 				if addr == "" {
@@ -44,6 +45,9 @@ func TestBenchChannel(t *testing.T) {
 			}
 			if rep.Ratio <= 0 || rep.Scenario.MaxBatchEvents != 40 {
 				t.Errorf("report %+v", rep)
+			}
+			if h := rep.Herald; h.ServerCPU <= 0 || h.ServerCPUPerEvent != h.ServerCPU/float64(h.Delivered)*1e6 {
+				t.Errorf("server CPU %v s, %v µs/event; want both, per event over the %d delivered", h.ServerCPU, h.ServerCPUPerEvent, h.Delivered)
 			}
 		})
 	}

@@ -18,7 +18,8 @@ subscription of the channel (its max_batch_events, linger_ms and
 max_in_flight from the options), reads the broker from its start, and
 reports for both the events read back (distinct, lost, duplicated) and
 the delivered events per second, then Herald's rate over the bare
-producer's. By default Herald's events are published while the
+producer's, and the server's CPU time over Herald's delivery, in all
+and per event (--pid; found from the server's port on loopback). By default Herald's events are published while the
 subscription is paused and its rate is timed from the resume to the last
 event read, the channel's own rate as the bare producer's is; --live
 times from the first publish while delivering. The bare producer's
@@ -90,6 +91,7 @@ func parseBenchChannel(c *cli, args []string) (bench.ChannelConfig, benchOutput,
 	fs.BoolVar(&cfg.Live, "live", false, "deliver while publishing (the rate is then at most the publish rate); default: publish a backlog with the subscription paused and time its drain")
 	fs.Var(durationFlag{&cfg.Timeout}, "timeout", "wait at most `D` for the deliveries after publishing")
 	fs.BoolVar(&cfg.Keep, "keep", false, "leave the topic, subscription and streams in place")
+	fs.IntVar(&cfg.PID, "pid", 0, "the server's process `ID`, for its CPU time over the delivery; 0 finds the process listening on the server's port (loopback only); -1 reports none")
 	progress, err := c.parseBenchFlags(fs, &out, args)
 	if err != nil {
 		return cfg, out, err
