@@ -43,6 +43,7 @@ type dedupEntry struct {
 	seq     int64
 	time    int64
 	dirty   bool // stored in this call; written at the end
+	renew   bool // a row for the key was there before this call
 }
 
 type idKey struct {
@@ -211,7 +212,7 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 		t.touched = true
 		results[i] = herald.AppendResult{ID: id, Seq: t.head}
 		if entry != nil {
-			*entry = dedupEntry{eventID: id, seq: t.head, time: at, dirty: true}
+			*entry = dedupEntry{eventID: id, seq: t.head, time: at, dirty: true, renew: entry.renew}
 		}
 		if prev != nil {
 			*prev = idEntry{seq: t.head, time: at, payload: e.Payload}
@@ -241,10 +242,23 @@ func (s *Store) appendTx(ctx context.Context, tx *sql.Tx, events []*herald.Event
 		return fmt.Errorf("insert events: %w", err)
 	}
 	if keys != nil {
+		// New keys in multi-row inserts; a key whose window had passed
+		// (rare) takes the new event in its row.
 		args = args[:0]
+		var renew *sql.Stmt
 		for k, e := range keys {
-			if e.dirty {
+			switch {
+			case !e.dirty:
+			case !e.renew:
 				args = append(args, k.topicID, k.key, e.eventID, e.seq, e.time)
+			default:
+				if renew == nil {
+					renew = tx.StmtContext(ctx, s.wDedupRenew)
+					defer renew.Close()
+				}
+				if _, err := renew.ExecContext(ctx, e.eventID, e.seq, e.time, k.topicID, k.key); err != nil {
+					return fmt.Errorf("renew idempotency key: %w", err)
+				}
 			}
 		}
 		if err := s.wDedupPut.exec(ctx, tx, args, dedupColumns); err != nil {
@@ -273,6 +287,7 @@ func (s *Store) lookUpKeys(ctx context.Context, tx *sql.Tx, topics map[string]*a
 			if err := rows.Scan(&key, &e.eventID, &e.seq, &e.time); err != nil {
 				return err
 			}
+			e.renew = true
 			*keys[dedupKey{t.id, key}] = e
 			return nil
 		})

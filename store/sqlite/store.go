@@ -68,7 +68,8 @@ type Store struct {
 	wIDGet       batchStmts // IN lists of 1, 2, 4, ... event ids of one topic
 	wSetHead     *sql.Stmt
 	wInsert      batchStmts
-	wDedupPut    batchStmts
+	wDedupPut    batchStmts // new keys only: a multi-row INSERT OR ROLLBACK
+	wDedupRenew  *sql.Stmt  // a key stored before whose window had passed
 	settle       settleStmts
 
 	// Prepared on the read pool; database/sql prepares them once on each
@@ -161,8 +162,16 @@ func (s *Store) prepare(ctx context.Context) error {
 	}
 	s.wTopicByName = prep(`SELECT id, head_seq, dedup_window FROM topics WHERE name = ?`)
 	s.wSetHead = prep(`UPDATE topics SET head_seq = ? WHERE id = ?`)
+	s.wDedupRenew = prep(`UPDATE dedup SET event_id = ?, seq = ?, time = ? WHERE topic_id = ? AND idem_key = ?`)
+	// OR ROLLBACK: a multi-row write that may fail halfway (the default
+	// ABORT) makes SQLite keep a statement journal to undo just that
+	// statement, copying every page it touches that the transaction had
+	// dirtied already, and past 64 KiB spilling it to a temporary file:
+	// for a batch of 500 events that was 2 KB written per event besides
+	// the WAL. An append that fails a constraint fails whole anyway, so
+	// rolling back the transaction loses nothing (docs/benchmarks.md).
 	for i := range s.wInsert {
-		s.wInsert[i] = prep(valuesSQL(`INSERT INTO events (topic_id, seq, id, time, event_type, event_key, idem_key,
+		s.wInsert[i] = prep(valuesSQL(`INSERT OR ROLLBACK INTO events (topic_id, seq, id, time, event_type, event_key, idem_key,
 			content_type, headers, payload) VALUES `, eventColumns, 1<<i, ``))
 		s.wDedupGet[i] = prep(`SELECT idem_key, event_id, seq, time FROM dedup WHERE topic_id = ? AND idem_key IN (?` +
 			strings.Repeat(`,?`, 1<<i-1) + `)`)
@@ -170,8 +179,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		// topic's whole range of the primary key, which grows with the log.
 		s.wIDGet[i] = prep(`SELECT id, seq, time, payload FROM events INDEXED BY events_by_id WHERE topic_id = ? AND id IN (?` +
 			strings.Repeat(`,?`, 1<<i-1) + `)`)
-		s.wDedupPut[i] = prep(valuesSQL(`INSERT INTO dedup (topic_id, idem_key, event_id, seq, time) VALUES `, dedupColumns, 1<<i,
-			` ON CONFLICT (topic_id, idem_key) DO UPDATE SET event_id = excluded.event_id, seq = excluded.seq, time = excluded.time`))
+		s.wDedupPut[i] = prep(valuesSQL(`INSERT OR ROLLBACK INTO dedup (topic_id, idem_key, event_id, seq, time) VALUES `, dedupColumns, 1<<i, ``))
 	}
 	s.settle.prepare(prep)
 
