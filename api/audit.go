@@ -122,6 +122,12 @@ func (s *Server) audit(pattern string, names []string, next http.Handler) http.H
 	})
 }
 
+// RecordAudit appends an entry about something done outside the API's
+// routes (a sign-in to the console) to the audit log, and publishes it to
+// herald.audit, as the API does for its own changes. A failure is logged
+// and counted; the caller goes on.
+func (s *Server) RecordAudit(ctx context.Context, e herald.AuditEntry) { s.recordAudit(ctx, e) }
+
 // recordAudit appends the entry to the store and publishes it to
 // herald.audit.
 func (s *Server) recordAudit(ctx context.Context, e herald.AuditEntry) {

@@ -127,13 +127,18 @@ func (s *Server) credentials(r *http.Request) (*principal, error) {
 	if auth == "" && s.sessions != nil {
 		// The operator console's session cookie stands for the key it
 		// signed in with; a change needs the session's CSRF token too.
-		if cred, csrf, ok := s.sessions.Open(r); ok {
+		if cred, id, csrf, ok := s.sessions.Open(r); ok {
 			switch r.Method {
 			case http.MethodGet, http.MethodHead, http.MethodOptions:
 			default:
 				if got := r.Header.Get("X-CSRF-Token"); csrf == "" || subtle.ConstantTimeCompare([]byte(got), []byte(csrf)) != 1 {
 					return nil, herald.Errorf(herald.CodeForbidden, "a console session's changes need its X-CSRF-Token header")
 				}
+			}
+			if id.Subject != "" {
+				// A sign-in with the OpenID provider: the session holds
+				// what the provider vouched for at sign-in.
+				return &principal{external: id.Subject, scopes: id.Scopes, tenant: id.Tenant, expires: id.Expires}, nil
 			}
 			auth = "Bearer " + cred
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/heraldhq/herald/channel"
 	"github.com/heraldhq/herald/channel/template"
 	"github.com/heraldhq/herald/engine"
+	"github.com/heraldhq/herald/identity"
 	"github.com/heraldhq/herald/source"
 )
 
@@ -84,10 +85,12 @@ type Deliverer interface {
 }
 
 // Sessions opens the operator console's session cookies: the credential
-// the browser signed in with and the session's CSRF token; false when the
-// request has no valid session.
+// the browser signed in with (or, for a sign-in with an OpenID provider,
+// the identity the provider vouched for: credential "", id.Subject set)
+// and the session's CSRF token; false when the request has no valid
+// session.
 type Sessions interface {
-	Open(r *http.Request) (credential, csrf string, ok bool)
+	Open(r *http.Request) (credential string, id identity.Identity, csrf string, ok bool)
 }
 
 // Deps are the parts the API runs on. Store, Topics and Publisher are

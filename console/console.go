@@ -34,6 +34,9 @@ type Config struct {
 	// Sessions keeps the operator console's cookie sessions (see
 	// Sessions); nil makes a random-keyed one.
 	Sessions *Sessions
+	// OIDC, when set, offers sign-in with an OpenID provider beside the
+	// API key.
+	OIDC *OIDCConfig
 }
 
 // Handler serves the console. It is safe for concurrent use.
@@ -43,6 +46,8 @@ type Handler struct {
 	operatorCSP, portalCSP string
 	modTime                time.Time
 	sessions               *Sessions
+	oidc                   *OIDCConfig
+	oidcJSON               *oidcJSON // what GET /console/session offers
 }
 
 // New returns a handler for the paths /console, /console/ and below.
@@ -58,7 +63,17 @@ func New(cfg Config) *Handler {
 	if cfg.Sessions == nil {
 		cfg.Sessions = NewSessions(nil)
 	}
-	return &Handler{static: sub, operatorCSP: csp("'none'"), portalCSP: csp(ancestors), modTime: time.Now(), sessions: cfg.Sessions}
+	h := &Handler{static: sub, operatorCSP: csp("'none'"), portalCSP: csp(ancestors), modTime: time.Now(), sessions: cfg.Sessions, oidc: cfg.OIDC}
+	if cfg.OIDC != nil && cfg.OIDC.Login != nil {
+		name := cfg.OIDC.Name
+		if name == "" {
+			name = cfg.OIDC.Login.String()
+		}
+		h.oidcJSON = &oidcJSON{Name: name, URL: loginPath}
+	} else {
+		h.oidc = nil
+	}
+	return h
 }
 
 // csp is the Content-Security-Policy of every console response: the
@@ -82,8 +97,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("Cross-Origin-Opener-Policy", "same-origin")
-	if r.URL.Path == "/console/session" {
-		h.sessions.serveSession(w, r)
+	switch r.URL.Path {
+	case "/console/session":
+		h.sessions.serveSession(w, r, h.oidcJSON)
+		return
+	case loginPath, CallbackPath:
+		if h.oidc == nil {
+			http.NotFound(w, r)
+		} else if r.URL.Path == loginPath {
+			h.oidcLogin(w, r)
+		} else {
+			h.oidcCallback(w, r)
+		}
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -63,13 +63,17 @@ type OIDCConfig struct {
 type OIDC struct {
 	cfg    OIDCConfig
 	parser *jwt.Parser
+	// anyAudience checks what parser does but aud: for the access token a
+	// sign-in gets beside its ID token, meant for whatever API the
+	// provider chose.
+	anyAudience *jwt.Parser
 
 	// fetchMu is held while the keys are fetched: one fetch at a time,
 	// the others wait for its result.
 	fetchMu sync.Mutex
 
 	mu        sync.Mutex
-	jwksURI   string
+	doc       *discovery                  // nil until read
 	keys      map[string]crypto.PublicKey // by kid
 	fetchedAt time.Time                   // of keys
 	triedAt   time.Time                   // last fetch, good or not
@@ -107,10 +111,11 @@ func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &OIDC{cfg: cfg}
-	o.parser = jwt.NewParser(
+	common := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}),
-		jwt.WithIssuer(cfg.Issuer), jwt.WithAudience(cfg.Audiences...), jwt.WithExpirationRequired(),
-		jwt.WithLeeway(cfg.Leeway), jwt.WithTimeFunc(cfg.Now))
+		jwt.WithIssuer(cfg.Issuer), jwt.WithExpirationRequired(), jwt.WithLeeway(cfg.Leeway), jwt.WithTimeFunc(cfg.Now)}
+	o.parser = jwt.NewParser(append(common, jwt.WithAudience(cfg.Audiences...))...)
+	o.anyAudience = jwt.NewParser(common...)
 	return o, nil
 }
 
@@ -129,12 +134,29 @@ var errUnknownKey = errors.New("unknown key")
 // Mapping.TenantClaim), CodeUnavailable (the provider's keys cannot be
 // fetched and none cached match).
 func (o *OIDC) Verify(ctx context.Context, token string) (Identity, error) {
+	claims, err := o.claims(ctx, o.parser, token)
+	if err != nil {
+		return Identity{}, err
+	}
+	id, err := o.cfg.Mapping.apply(claims, SubjectPrefixOIDC)
+	if err != nil {
+		return Identity{}, err
+	}
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		id.Expires = exp.Time
+	}
+	return id, nil
+}
+
+// claims checks the token with the parser and returns its claims, or an
+// error as Verify's.
+func (o *OIDC) claims(ctx context.Context, parser *jwt.Parser, token string) (jwt.MapClaims, error) {
 	if len(token) > MaxTokenBytes {
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token is longer than %d bytes", MaxTokenBytes)
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token is longer than %d bytes", MaxTokenBytes)
 	}
 	var unavailable error
 	claims := jwt.MapClaims{}
-	_, err := o.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+	_, err := parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, err := o.key(ctx, kid)
 		if err != nil && !errors.Is(err, errUnknownKey) {
@@ -145,33 +167,26 @@ func (o *OIDC) Verify(ctx context.Context, token string) (Identity, error) {
 	switch {
 	case err == nil:
 	case unavailable != nil:
-		return Identity{}, &herald.Error{Code: herald.CodeUnavailable,
+		return nil, &herald.Error{Code: herald.CodeUnavailable,
 			Message: "the OpenID provider's signing keys cannot be fetched; try again later", Err: unavailable}
 	case errors.Is(err, errUnknownKey):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token is signed with a key the OpenID provider does not publish")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token is signed with a key the OpenID provider does not publish")
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token has expired")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token has expired")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token is not valid yet")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token is not valid yet")
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token is not meant for this server (aud)")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token is not meant for this server (aud)")
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token is from another issuer (iss)")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token is from another issuer (iss)")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token lacks a required claim (exp)")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token lacks a required claim (exp)")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token's signature is not valid")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token's signature is not valid")
 	default:
-		return Identity{}, herald.Errorf(herald.CodeUnauthorized, "the token is not a valid JWT")
+		return nil, herald.Errorf(herald.CodeUnauthorized, "the token is not a valid JWT")
 	}
-	id, err := o.cfg.Mapping.apply(claims, SubjectPrefixOIDC)
-	if err != nil {
-		return Identity{}, err
-	}
-	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
-		id.Expires = exp.Time
-	}
-	return id, nil
+	return claims, nil
 }
 
 // key returns the public key with the id: from the cached set when it has
@@ -254,24 +269,17 @@ func (o *OIDC) fetch(ctx context.Context) (err error) {
 		o.mu.Unlock()
 	}()
 	o.mu.Lock()
-	uri := o.jwksURI
+	doc := o.doc
 	o.mu.Unlock()
-	if uri == "" {
-		var doc struct {
-			Issuer  string `json:"issuer"`
-			JWKSURI string `json:"jwks_uri"`
+	if doc == nil {
+		if doc, err = o.readDiscovery(ctx); err != nil {
+			return err
 		}
-		if err := getJSON(ctx, o.cfg.Client, strings.TrimSuffix(o.cfg.Issuer, "/")+"/.well-known/openid-configuration", &doc); err != nil {
-			return fmt.Errorf("discovery: %w", err)
-		}
-		if doc.Issuer != o.cfg.Issuer {
-			return fmt.Errorf("discovery: the document names issuer %q, not %q", doc.Issuer, o.cfg.Issuer)
-		}
-		if doc.JWKSURI == "" {
-			return errors.New("discovery: the document has no jwks_uri")
-		}
-		uri = doc.JWKSURI
+		o.mu.Lock()
+		o.doc = doc
+		o.mu.Unlock()
 	}
+	uri := doc.JWKSURI
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
@@ -293,9 +301,59 @@ func (o *OIDC) fetch(ctx context.Context) (err error) {
 		return errors.New("keys: the set has no signing key Herald can use")
 	}
 	o.mu.Lock()
-	o.jwksURI, o.keys, o.fetchedAt = uri, keys, start
+	o.keys, o.fetchedAt = keys, start
 	o.mu.Unlock()
 	return nil
+}
+
+// discovery is what Herald reads of a provider's discovery document.
+type discovery struct {
+	Issuer                string   `json:"issuer"`
+	JWKSURI               string   `json:"jwks_uri"`
+	AuthorizationEndpoint string   `json:"authorization_endpoint"`
+	TokenEndpoint         string   `json:"token_endpoint"`
+	TokenAuthMethods      []string `json:"token_endpoint_auth_methods_supported"`
+}
+
+// readDiscovery reads the provider's discovery document.
+func (o *OIDC) readDiscovery(ctx context.Context) (*discovery, error) {
+	var doc discovery
+	if err := getJSON(ctx, o.cfg.Client, strings.TrimSuffix(o.cfg.Issuer, "/")+"/.well-known/openid-configuration", &doc); err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	if doc.Issuer != o.cfg.Issuer {
+		return nil, fmt.Errorf("discovery: the document names issuer %q, not %q", doc.Issuer, o.cfg.Issuer)
+	}
+	if doc.JWKSURI == "" {
+		return nil, errors.New("discovery: the document has no jwks_uri")
+	}
+	return &doc, nil
+}
+
+// discovery returns the provider's discovery document, read once.
+func (o *OIDC) discovery(ctx context.Context) (*discovery, error) {
+	o.mu.Lock()
+	doc := o.doc
+	o.mu.Unlock()
+	if doc != nil {
+		return doc, nil
+	}
+	o.fetchMu.Lock()
+	defer o.fetchMu.Unlock()
+	o.mu.Lock()
+	doc = o.doc
+	o.mu.Unlock()
+	if doc != nil {
+		return doc, nil
+	}
+	doc, err := o.readDiscovery(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	o.doc = doc
+	o.mu.Unlock()
+	return doc, nil
 }
 
 // getJSON reads a JSON document of at most maxDocument bytes.

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/console"
 	"github.com/heraldhq/herald/identity"
 )
 
@@ -45,6 +46,12 @@ type Config struct {
 	AuditRetention           time.Duration // audit.retention: how long the audit log is kept
 	AuditPublish             bool          // audit.publish: publish audit entries to herald.audit too
 	ConsoleFrameAncestors    string        // console.frame-ancestors: origins that may embed the tenant portal in a frame
+	ConsoleOIDCIssuer        string        // console.oidc.issuer: sign in to the console with this OpenID provider; "" = keys only
+	ConsoleOIDCName          string        // console.oidc.name: the provider's name on the sign-in button
+	ConsoleOIDCClientID      string        // console.oidc.client-id
+	ConsoleOIDCClientSecret  Secret        // console.oidc.client-secret: "" = a public client (PKCE only)
+	ConsoleOIDCRedirectURL   string        // console.oidc.redirect-url: the callback as registered; "" = from the request
+	ConsoleOIDCScopes        string        // console.oidc.scopes: space-separated scopes asked for
 	StreamTokenSecret        Secret        // stream.token-secret: signs browser connection tokens
 	StreamAllowedOrigins     string        // stream.allowed-origins: browser origins allowed to open streams
 	StreamQueueSize          int           // stream.queue-size: events waiting per stream connection
@@ -190,6 +197,18 @@ func settings() []setting {
 		{"audit.retention", "90d", "how long the audit log (GET /v1/audit) is kept", "a duration of at least 1h, such as 90d", func(c *Config) binding { return durationField(&c.AuditRetention, atLeast(time.Hour)) }},
 		{"console.frame-ancestors", "", `space-separated origins that may show the tenant portal (/console/portal) in a frame, such as https://app.example.com; "" for none. The operator console is never framed`, `"" or space-separated http(s) origins or host patterns (https://*.example.com)`, func(c *Config) binding { return textField(&c.ConsoleFrameAncestors, orEmpty(validFrameAncestors)) }},
 		{"audit.publish", "true", "publish every audit log entry to the system topic herald.audit as well", "true or false", func(c *Config) binding { return boolField(&c.AuditPublish) }},
+		{"console.oidc.issuer", "", `offer "Sign in with ..." in the operator console with this OpenID Connect provider (authorization code flow with PKCE); the person's roles and tenant come from the claims the auth.oidc.* mapping settings name; "" offers API keys only`, `"" or an http:// or https:// URL`, func(c *Config) binding { return textField(&c.ConsoleOIDCIssuer, orEmpty(validIssuer)) }},
+		{"console.oidc.name", "", `the provider's name on the sign-in button ("Sign in with <name>"); "" shows the issuer's host`, "any text up to 60 characters", func(c *Config) binding {
+			return textField(&c.ConsoleOIDCName, func(s string) bool { return len(s) <= 60 })
+		}},
+		{"console.oidc.client-id", "", "Herald's client id at the provider; required with console.oidc.issuer", "any text", func(c *Config) binding { return textField(&c.ConsoleOIDCClientID, nil) }},
+		{"console.oidc.client-secret", "", `Herald's client secret at the provider (write-only: never logged or shown); "" makes Herald a public client that PKCE alone protects`, "any text", func(c *Config) binding {
+			return secretField(&c.ConsoleOIDCClientSecret, func(string) bool { return true })
+		}},
+		{"console.oidc.redirect-url", "", `the console's callback as registered at the provider: {public URL}/console/oidc/callback; "" builds it from the address the browser uses, which is wrong behind a proxy that changes the scheme or host`, `"" or an http:// or https:// URL ending in /console/oidc/callback`, func(c *Config) binding {
+			return textField(&c.ConsoleOIDCRedirectURL, orEmpty(func(s string) bool { return validIssuer(s) && strings.HasSuffix(s, console.CallbackPath) }))
+		}},
+		{"console.oidc.scopes", "openid profile email", `the scopes asked for at sign-in, space-separated ("openid" is always asked for); add the one that makes your provider put roles or groups in the tokens`, "space-separated scope names", func(c *Config) binding { return textField(&c.ConsoleOIDCScopes, nil) }},
 		{"auth.oidc.issuer", "", `accept bearer JWTs issued by this OpenID Connect issuer beside API keys (its discovery document and keys are fetched from it); "" turns it off`, `"" or an http:// or https:// URL`, func(c *Config) binding { return textField(&c.OIDCIssuer, orEmpty(validIssuer)) }},
 		{"auth.oidc.audience", "", `the "aud" values a token must name one of, comma-separated (usually Herald's client id at the provider); required with auth.oidc.issuer`, "a comma-separated list", func(c *Config) binding { return textField(&c.OIDCAudience, nil) }},
 		{"auth.oidc.subject-claim", "sub", "the claim naming the caller in the audit log", "a claim name or dotted path", func(c *Config) binding { return textField(&c.OIDCSubjectClaim, nonEmpty) }},
@@ -246,6 +265,14 @@ func (c Config) validateAuth() []error {
 		}
 		if c.OIDCScopesClaim == "" && c.OIDCRoleScopes == "" {
 			errs = append(errs, errors.New("auth.oidc.scopes-claim or auth.oidc.role-scopes: set at least one with auth.oidc.issuer, or no token can do anything"))
+		}
+	}
+	if c.ConsoleOIDCIssuer != "" {
+		if c.ConsoleOIDCClientID == "" {
+			errs = append(errs, errors.New("console.oidc.client-id: required with console.oidc.issuer: Herald's client id at the provider"))
+		}
+		if c.OIDCScopesClaim == "" && c.OIDCRoleScopes == "" {
+			errs = append(errs, errors.New("auth.oidc.scopes-claim or auth.oidc.role-scopes: set at least one with console.oidc.issuer, or no one who signs in can do anything"))
 		}
 	}
 	if c.IntrospectionURL != "" {

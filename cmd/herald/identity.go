@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"strings"
+
+	"github.com/heraldhq/herald"
 
 	"github.com/heraldhq/herald/api"
+	"github.com/heraldhq/herald/console"
 	"github.com/heraldhq/herald/identity"
 )
 
@@ -34,6 +39,25 @@ func (m *Main) newIdentity(deps *api.Deps, log *slog.Logger) error {
 		}
 		deps.OIDC = o
 		log.Info("accepting OIDC bearer tokens", "issuer", c.OIDCIssuer, "audience", c.OIDCAudience)
+	}
+	if c.ConsoleOIDCIssuer != "" {
+		roles, err := identity.ParseRoleScopes(c.OIDCRoleScopes)
+		if err != nil {
+			return err
+		}
+		login, err := identity.NewLogin(identity.LoginConfig{
+			Issuer: c.ConsoleOIDCIssuer, ClientID: c.ConsoleOIDCClientID, ClientSecret: string(c.ConsoleOIDCClientSecret),
+			Scopes: strings.Fields(c.ConsoleOIDCScopes),
+			Mapping: identity.Mapping{SubjectClaim: c.OIDCSubjectClaim, ScopesClaim: c.OIDCScopesClaim,
+				RolesClaim: c.OIDCRolesClaim, RoleScopes: roles, TenantClaim: c.OIDCTenantClaim},
+			Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		m.consoleOIDC = &console.OIDCConfig{Login: login, Name: c.ConsoleOIDCName, RedirectURL: c.ConsoleOIDCRedirectURL, Logger: log,
+			Audit: func(ctx context.Context, e herald.AuditEntry) { m.api.RecordAudit(ctx, e) }}
+		log.Info("console sign-in with an OpenID provider", "issuer", c.ConsoleOIDCIssuer, "client_id", c.ConsoleOIDCClientID)
 	}
 	if c.IntrospectionURL != "" {
 		roles, err := identity.ParseRoleScopes(c.IntrospectionRoleScopes)

@@ -111,8 +111,10 @@ func TestOutsideIdentityConfigChecked(t *testing.T) {
 	c := DefaultConfig()
 	c.OIDCIssuer = "https://id.example.com"
 	c.IntrospectionURL = "https://id.example.com/introspect"
+	c.ConsoleOIDCIssuer = "https://id.example.com"
 	err := c.Validate()
-	for _, want := range []string{"auth.oidc.audience", "auth.oidc.scopes-claim or auth.oidc.role-scopes", "auth.introspection.client-id"} {
+	for _, want := range []string{"auth.oidc.audience", "auth.oidc.scopes-claim or auth.oidc.role-scopes", "auth.introspection.client-id",
+		"console.oidc.client-id", "set at least one with console.oidc.issuer"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v, want a problem with %s", err, want)
 		}

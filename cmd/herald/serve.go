@@ -61,24 +61,26 @@ type Main struct {
 	// Registry holds every metric of this server; made by Run.
 	Registry *prometheus.Registry
 
-	store      herald.Store
-	feed       *engine.Feed // notices between components; see Run
-	committer  *engine.Committer
-	publisher  *engine.Publisher // the one path into the log: API, sources, rules, schedules
-	pruner     *engine.Pruner
-	usage      *usage.Meter         // usage per tenant and day, flushed to the store
-	sessions   *console.Sessions    // the operator console's sign-ins
-	tenants    *engine.TenantLimits // each tenant's publish rate, deliveries/s and in flight, on this node
-	tail       *engine.Tail
-	topics     *engine.Topics // the API's cache of topic settings
-	schemas    *schema.Registry
-	dispatcher *engine.Dispatcher
-	cluster    *cluster.Cluster // nil on a store without cluster support (SQLite)
-	sender     *webhook.Sender
-	channels   *channel.Registry
-	closers    []func() // channels' shared senders, closed after the dispatcher
-	archiver   *archive.Channel
-	templates  *template.Library // named message templates of the people channels
+	store     herald.Store
+	feed      *engine.Feed // notices between components; see Run
+	committer *engine.Committer
+	publisher *engine.Publisher // the one path into the log: API, sources, rules, schedules
+	pruner    *engine.Pruner
+	usage     *usage.Meter      // usage per tenant and day, flushed to the store
+	sessions  *console.Sessions // the operator console's sign-ins
+	// consoleOIDC offers sign-in with an OpenID provider; nil: keys only.
+	consoleOIDC *console.OIDCConfig
+	tenants     *engine.TenantLimits // each tenant's publish rate, deliveries/s and in flight, on this node
+	tail        *engine.Tail
+	topics      *engine.Topics // the API's cache of topic settings
+	schemas     *schema.Registry
+	dispatcher  *engine.Dispatcher
+	cluster     *cluster.Cluster // nil on a store without cluster support (SQLite)
+	sender      *webhook.Sender
+	channels    *channel.Registry
+	closers     []func() // channels' shared senders, closed after the dispatcher
+	archiver    *archive.Channel
+	templates   *template.Library // named message templates of the people channels
 	// peopleNow is the clock of quiet hours (time.Now when nil); tests
 	// set it before Run.
 	peopleNow func() time.Time
@@ -363,7 +365,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 
 	m.http = &http.Server{
-		Handler: withConsole(m.api.Handler(), console.New(console.Config{FrameAncestors: strings.Fields(m.Config.ConsoleFrameAncestors), Sessions: m.sessions})),
+		Handler: withConsole(m.api.Handler(), console.New(console.Config{FrameAncestors: strings.Fields(m.Config.ConsoleFrameAncestors), Sessions: m.sessions, OIDC: m.consoleOIDC})),
 		// The whole request must arrive within ReadTimeout: a client that
 		// announces a body and sends it slowly, or not at all, is answered
 		// 408 and cut off. net/http clears the deadline once the body is

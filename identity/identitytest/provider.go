@@ -1,9 +1,13 @@
 // Package identitytest runs a real OpenID provider in-process for tests:
 // zitadel/oidc's OP package behind an httptest server, with discovery,
-// JWKS, the token endpoint (client credentials grant, JWT or opaque access
-// tokens) and the introspection endpoint (RFC 7662). Tests shape its
-// clients (claims, audience, token lifetime and clock skew), rotate its
-// signing key, revoke tokens and take it down. Import it from tests only.
+// JWKS, the token endpoint (client credentials grant, and the
+// authorization code grant with PKCE for clients with redirect URIs; JWT
+// or opaque access tokens) and the introspection endpoint (RFC 7662).
+// Tests shape its clients (claims, audience, token lifetime and clock
+// skew), choose the user who signs in at its login step (which has no
+// page: it signs the current user in at once, or refuses when there is
+// none), rotate its signing key, revoke tokens, make it misbehave and take
+// it down. Import it from tests only.
 package identitytest
 
 import (
@@ -43,6 +47,18 @@ type Client struct {
 	// Skew moves iat and nbf back by it; negative moves them ahead, so
 	// tokens are not valid yet.
 	Skew time.Duration
+	// RedirectURIs make it a client of the authorization code grant (a
+	// web application signing people in), redirected back to one of
+	// these. Without a Secret it is a public client, which must use PKCE.
+	RedirectURIs []string
+}
+
+// User is a person who signs in at the provider's login step.
+type User struct {
+	Subject string
+	// Claims are added to the user's ID tokens, JWT access tokens and
+	// introspection answers.
+	Claims map[string]any
 }
 
 // Provider is a running OpenID provider.
@@ -54,7 +70,10 @@ type Provider struct {
 	// KeyFetches counts requests for the key set.
 	KeyFetches  atomic.Int64
 	Introspects atomic.Int64
-	st          *storage
+	// Logins counts the sign-ins completed at the login step.
+	Logins atomic.Int64
+	st     *storage
+	o      op.OpenIDProvider
 }
 
 // New starts a provider, closed at the end of the test.
@@ -62,14 +81,16 @@ func New(t testing.TB) *Provider {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	p := &Provider{Issuer: "http://" + srv.Listener.Addr().String(), srv: srv,
-		st: &storage{clients: map[string]*Client{}, tokens: map[string]*token{}}}
+		st: &storage{clients: map[string]*Client{}, tokens: map[string]*token{}, users: map[string]*User{},
+			requests: map[string]*authRequest{}, codes: map[string]string{}}}
 	p.st.rotate(false)
 	var key [32]byte
 	_, _ = rand.Read(key[:])
-	o, err := op.NewOpenIDProvider(p.Issuer, &op.Config{CryptoKey: key}, p.st, op.WithAllowInsecure())
+	o, err := op.NewOpenIDProvider(p.Issuer, &op.Config{CryptoKey: key, CodeMethodS256: true}, p.st, op.WithAllowInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.o = o
 	h := o.HttpHandler()
 	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p.down.Load() {
@@ -81,12 +102,62 @@ func New(t testing.TB) *Provider {
 			p.KeyFetches.Add(1)
 		case "/oauth/introspect":
 			p.Introspects.Add(1)
+		case "/login":
+			p.login(w, r)
+			return
 		}
 		h.ServeHTTP(w, r)
 	})
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return p
+}
+
+// login is the provider's login step, where the browser lands from the
+// authorization endpoint: it signs the current user (SetUser) in at once
+// and sends the browser on to the authorization callback, which redirects
+// to the client with a code. With no current user it answers the client
+// access_denied, as a person who cancels does.
+func (p *Provider) login(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	p.st.mu.Lock()
+	req, ok := p.st.requests[id]
+	user := p.st.current
+	if ok && user != nil {
+		req.subject, req.done, req.authTime = user.Subject, true, time.Now()
+		req.badNonce = p.st.badNonce
+	}
+	p.st.mu.Unlock()
+	switch {
+	case !ok:
+		http.Error(w, "no such authorization request", http.StatusBadRequest)
+	case user == nil:
+		q := url.Values{"error": {"access_denied"}, "error_description": {"the user cancelled the sign-in"}, "state": {req.State}}
+		http.Redirect(w, r, req.RedirectURI+"?"+q.Encode(), http.StatusFound)
+	default:
+		p.Logins.Add(1)
+		http.Redirect(w, r, p.o.AuthorizationEndpoint().Absolute(p.Issuer)+"/callback?id="+url.QueryEscape(id), http.StatusFound)
+	}
+}
+
+// SetUser makes u the person who signs in at the login step; nil makes
+// the login step refuse (access_denied).
+func (p *Provider) SetUser(u *User) {
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	p.st.current = u
+	if u != nil {
+		p.st.users[u.Subject] = u
+	}
+}
+
+// SetBadNonce makes the ID tokens of sign-ins from now on carry a nonce
+// other than the one the client sent (true), as a code injected from
+// another sign-in would.
+func (p *Provider) SetBadNonce(bad bool) {
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	p.st.badNonce = bad
 }
 
 // IntrospectionURL is the provider's introspection endpoint.
@@ -167,19 +238,60 @@ func (k publicKey) Use() string                        { return "sig" }
 func (k publicKey) Key() any                           { return &k.key.PublicKey }
 
 type token struct {
-	id, clientID string
-	audience     []string
-	expires      time.Time
+	id, clientID, subject string
+	audience              []string
+	expires               time.Time
 }
 
-// storage is the provider's state: just what the client credentials
-// grant, the key set and introspection need.
+// authRequest is a sign-in of the authorization code grant in progress.
+type authRequest struct {
+	*oidc.AuthRequest
+	id       string
+	subject  string // the user, once signed in
+	done     bool
+	authTime time.Time
+	badNonce bool
+}
+
+func (a *authRequest) GetID() string          { return a.id }
+func (a *authRequest) GetACR() string         { return "" }
+func (a *authRequest) GetAMR() []string       { return []string{"pwd"} }
+func (a *authRequest) GetAudience() []string  { return []string{a.ClientID} }
+func (a *authRequest) GetAuthTime() time.Time { return a.authTime }
+func (a *authRequest) GetClientID() string    { return a.ClientID }
+func (a *authRequest) GetCodeChallenge() *oidc.CodeChallenge {
+	if a.CodeChallenge == "" {
+		return nil
+	}
+	return &oidc.CodeChallenge{Challenge: a.CodeChallenge, Method: a.CodeChallengeMethod}
+}
+func (a *authRequest) GetNonce() string {
+	if a.badNonce {
+		return "not-" + a.Nonce
+	}
+	return a.Nonce
+}
+func (a *authRequest) GetRedirectURI() string             { return a.RedirectURI }
+func (a *authRequest) GetResponseType() oidc.ResponseType { return a.ResponseType }
+func (a *authRequest) GetResponseMode() oidc.ResponseMode { return a.ResponseMode }
+func (a *authRequest) GetScopes() []string                { return a.Scopes }
+func (a *authRequest) GetState() string                   { return a.State }
+func (a *authRequest) GetSubject() string                 { return a.subject }
+func (a *authRequest) Done() bool                         { return a.done }
+
+// storage is the provider's state: what the client credentials and
+// authorization code grants, the key set and introspection need.
 type storage struct {
-	mu      sync.Mutex
-	keys    []*signingKey // [0] signs
-	n       int
-	clients map[string]*Client
-	tokens  map[string]*token
+	mu       sync.Mutex
+	keys     []*signingKey // [0] signs
+	n        int
+	clients  map[string]*Client
+	tokens   map[string]*token
+	users    map[string]*User
+	current  *User
+	badNonce bool
+	requests map[string]*authRequest // by id
+	codes    map[string]string       // code to request id
 }
 
 func (s *storage) rotate(keepOld bool) {
@@ -238,7 +350,11 @@ func (s *storage) ClientCredentialsTokenRequest(_ context.Context, id string, _ 
 }
 
 func (s *storage) CreateAccessToken(_ context.Context, r op.TokenRequest) (string, time.Time, error) {
-	c, err := s.client(r.GetSubject())
+	clientID := r.GetSubject() // the client credentials grant: the client is the subject
+	if ar, ok := r.(op.AuthRequest); ok {
+		clientID = ar.GetClientID()
+	}
+	c, err := s.client(clientID)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -248,19 +364,30 @@ func (s *storage) CreateAccessToken(_ context.Context, r op.TokenRequest) (strin
 	}
 	var id [12]byte
 	_, _ = rand.Read(id[:])
-	tok := &token{id: fmt.Sprintf("%x", id), clientID: c.ID, audience: r.GetAudience(), expires: time.Now().Add(life)}
+	tok := &token{id: fmt.Sprintf("%x", id), clientID: c.ID, subject: r.GetSubject(), audience: r.GetAudience(), expires: time.Now().Add(life)}
 	s.mu.Lock()
 	s.tokens[tok.id] = tok
 	s.mu.Unlock()
 	return tok.id, tok.expires, nil
 }
 
-func (s *storage) GetPrivateClaimsFromScopes(_ context.Context, _, clientID string, _ []string) (map[string]any, error) {
+// claimsOf are the claims of a user's tokens, or of a client's own.
+func (s *storage) claimsOf(subject, clientID string) (map[string]any, error) {
+	s.mu.Lock()
+	u, ok := s.users[subject]
+	s.mu.Unlock()
+	if ok && subject != clientID {
+		return u.Claims, nil
+	}
 	c, err := s.client(clientID)
 	if err != nil {
 		return nil, err
 	}
 	return c.Claims, nil
+}
+
+func (s *storage) GetPrivateClaimsFromScopes(_ context.Context, subject, clientID string, _ []string) (map[string]any, error) {
+	return s.claimsOf(subject, clientID)
 }
 
 func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, _ string) error {
@@ -270,14 +397,14 @@ func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.Intros
 	if !ok || time.Now().After(tok.expires) {
 		return errors.New("token is not active")
 	}
-	c, err := s.client(tok.clientID)
+	claims, err := s.claimsOf(tok.subject, tok.clientID)
 	if err != nil {
 		return err
 	}
 	resp.Subject, resp.ClientID, resp.Audience = subject, tok.clientID, tok.audience
 	resp.Expiration = oidc.FromTime(tok.expires)
 	resp.Scope = oidc.SpaceDelimitedArray{"openid"}
-	resp.Claims = c.Claims
+	resp.Claims = claims
 	return nil
 }
 
@@ -319,21 +446,61 @@ func (s *storage) AuthorizeClientIDSecret(_ context.Context, id, secret string) 
 
 func (s *storage) Health(context.Context) error { return nil }
 
-// What the provider does not do: interactive logins, refresh tokens,
-// userinfo, JWT profile grants.
+// What the provider does not do: refresh tokens, userinfo from a token,
+// JWT profile grants.
 var errUnsupported = errors.New("identitytest: not supported")
 
-func (s *storage) CreateAuthRequest(context.Context, *oidc.AuthRequest, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
+func (s *storage) CreateAuthRequest(_ context.Context, r *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
+	var id [12]byte
+	_, _ = rand.Read(id[:])
+	ar := &authRequest{AuthRequest: r, id: fmt.Sprintf("%x", id)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests[ar.id] = ar
+	return ar, nil
 }
-func (s *storage) AuthRequestByID(context.Context, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
+
+func (s *storage) AuthRequestByID(_ context.Context, id string) (op.AuthRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ar, ok := s.requests[id]
+	if !ok {
+		return nil, errors.New("no such authorization request")
+	}
+	return ar, nil
 }
-func (s *storage) AuthRequestByCode(context.Context, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
+
+func (s *storage) AuthRequestByCode(_ context.Context, code string) (op.AuthRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ar, ok := s.requests[s.codes[code]]
+	if !ok {
+		return nil, errors.New("no such code")
+	}
+	return ar, nil
 }
-func (s *storage) SaveAuthCode(context.Context, string, string) error { return errUnsupported }
-func (s *storage) DeleteAuthRequest(context.Context, string) error    { return errUnsupported }
+
+func (s *storage) SaveAuthCode(_ context.Context, id, code string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.codes[code] = id
+	return nil
+}
+
+// DeleteAuthRequest ends a sign-in once its code is exchanged: a code
+// works once.
+func (s *storage) DeleteAuthRequest(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.requests, id)
+	for c, rid := range s.codes {
+		if rid == id {
+			delete(s.codes, c)
+		}
+	}
+	return nil
+}
+
 func (s *storage) CreateAccessAndRefreshTokens(context.Context, op.TokenRequest, string) (string, string, time.Time, error) {
 	return "", "", time.Time{}, errUnsupported
 }
@@ -347,7 +514,19 @@ func (s *storage) RevokeToken(context.Context, string, string, string) *oidc.Err
 func (s *storage) GetRefreshTokenInfo(context.Context, string, string) (string, string, error) {
 	return "", "", op.ErrInvalidRefreshToken
 }
-func (s *storage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string, string, []string) error {
+
+// SetUserinfoFromScopes fills the ID token of a user's sign-in with the
+// user's claims.
+func (s *storage) SetUserinfoFromScopes(_ context.Context, ui *oidc.UserInfo, subject, _ string, _ []string) error {
+	s.mu.Lock()
+	u, ok := s.users[subject]
+	s.mu.Unlock()
+	ui.Subject = subject
+	if ok {
+		for k, v := range u.Claims {
+			ui.AppendClaims(k, v)
+		}
+	}
 	return nil
 }
 func (s *storage) SetUserinfoFromToken(context.Context, *oidc.UserInfo, string, string, string) error {
@@ -364,15 +543,28 @@ func (s *storage) ValidateJWTProfileScopes(context.Context, string, []string) ([
 type opClient struct{ c *Client }
 
 func (c opClient) GetID() string                       { return c.c.ID }
-func (c opClient) RedirectURIs() []string              { return nil }
+func (c opClient) RedirectURIs() []string              { return c.c.RedirectURIs }
 func (c opClient) PostLogoutRedirectURIs() []string    { return nil }
 func (c opClient) ApplicationType() op.ApplicationType { return op.ApplicationTypeWeb }
-func (c opClient) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodBasic }
-func (c opClient) ResponseTypes() []oidc.ResponseType  { return nil }
+func (c opClient) AuthMethod() oidc.AuthMethod {
+	if c.c.Secret == "" {
+		return oidc.AuthMethodNone
+	}
+	return oidc.AuthMethodBasic
+}
+func (c opClient) ResponseTypes() []oidc.ResponseType {
+	if len(c.c.RedirectURIs) > 0 {
+		return []oidc.ResponseType{oidc.ResponseTypeCode}
+	}
+	return nil
+}
 func (c opClient) GrantTypes() []oidc.GrantType {
+	if len(c.c.RedirectURIs) > 0 {
+		return []oidc.GrantType{oidc.GrantTypeClientCredentials, oidc.GrantTypeCode}
+	}
 	return []oidc.GrantType{oidc.GrantTypeClientCredentials}
 }
-func (c opClient) LoginURL(string) string               { return "" }
+func (c opClient) LoginURL(id string) string            { return "/login?id=" + url.QueryEscape(id) }
 func (c opClient) IDTokenLifetime() time.Duration       { return time.Hour }
 func (c opClient) DevMode() bool                        { return true }
 func (c opClient) IsScopeAllowed(string) bool           { return true }

@@ -27,6 +27,10 @@ function key() { return sessionStorage.getItem(SLOT) || ''; }
 // csrf is the operator session's CSRF token ('' when signed out), learnt
 // at sign-in or from GET /console/session after a reload.
 let csrf = '';
+// oidc is the OpenID provider the console offers sign-in with
+// ({name, url}), or null; subject names who signed in with it.
+let oidc = null;
+let subject = '';
 function signedIn() { return MODE === 'portal' ? !!key() : !!csrf; }
 
 // authHeaders are the credentials of a request: the portal's token, or
@@ -44,6 +48,8 @@ async function loadSession() {
     const r = await fetch('/console/session', { cache: 'no-store', credentials: 'same-origin' });
     const s = await r.json();
     csrf = s.signed_in ? s.csrf_token : '';
+    oidc = s.oidc || null;
+    subject = s.signed_in ? (s.subject || '') : '';
   } catch (e) { csrf = ''; }
 }
 
@@ -51,6 +57,7 @@ async function signOut() {
   if (MODE === 'portal') { sessionStorage.removeItem(SLOT); return; }
   const t = csrf;
   csrf = '';
+  subject = '';
   await fetch('/console/session', { method: 'DELETE', headers: { 'X-CSRF-Token': t }, credentials: 'same-origin' });
 }
 
@@ -159,7 +166,8 @@ function renderNav(signedIn, cur) {
   if (!signedIn) { nav.replaceChildren(); who.replaceChildren(); return; }
   const items = MODE === 'portal' ? PORTAL_NAV : OPERATOR_NAV;
   nav.replaceChildren(...items.map(([k, label]) => h('a', { href: '#/' + k, class: k === cur ? 'current' : null }, label)));
-  who.replaceChildren(h('button', { id: 'refresh', type: 'button', title: 'Reload this page\'s data', onclick: () => run(() => null) }, 'Refresh'), ' ',
+  who.replaceChildren(subject ? h('span', { id: 'subject', class: 'subject' }, subject.replace(/^oidc:/, '')) : '', ' ',
+    h('button', { id: 'refresh', type: 'button', title: 'Reload this page\'s data', onclick: () => run(() => null) }, 'Refresh'), ' ',
     h('button', { id: 'signout', type: 'button', onclick: async () => { stopTail(); await signOut(); location.hash = '#/'; route(); } }, 'Sign out'));
 }
 
@@ -226,7 +234,11 @@ function renderLogin(msg) {
       }
     },
   }, field('API key', input), h('button', { id: 'login-submit', type: 'submit' }, 'Sign in'));
-  show(h('section', { class: 'login' }, h('h1', null, 'Sign in to Herald'),
+  // Sign-in with the OpenID provider is a plain navigation: the server
+  // sends the browser to the provider and takes it back.
+  const provider = oidc ? h('p', { class: 'oidc' }, h('a', { id: 'login-oidc', class: 'button', href: oidc.url }, 'Sign in with ' + oidc.name)) : null;
+  show(h('section', { class: 'login' }, h('h1', null, 'Sign in to Herald'), provider,
+    provider ? h('p', null, 'Or with an API key:') : null,
     h('p', null, 'Paste an API key (the admin key from the first start, or one made from it). The server keeps it in a session cookie that scripts cannot read; signing out ends the session.'),
     msg ? h('p', { class: 'error' }, msg) : null, form));
 }
