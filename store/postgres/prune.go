@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -43,9 +44,10 @@ const pruneDedupSQL = `DELETE FROM dedup d WHERE d.topic_id = $1 AND d.idem_key 
 // Prune deletes up to limit rows in all: first the events and dedup keys
 // of deleted topics, then events whose topic's retention has passed at now
 // (from the front of each log) and dedup keys whose window has passed,
-// oldest first. Each statement is its own short transaction and deletes
-// from the cold end of a log, so appends, which lock the topic row and
-// write at the head, are not held up. It returns how many rows it deleted;
+// oldest first. Each statement is its own short transaction (the expired
+// events of a topic one transaction with the archive holds read for them,
+// see pruneEvents) and deletes from the cold end of a log, so appends,
+// which lock the topic row and write at the head, are not held up. It returns how many rows it deleted;
 // callers repeat while the result is limit. A limit below 1 fails with
 // CodeInvalid.
 func (s *Store) Prune(ctx context.Context, now time.Time, limit int) (int64, error) {
@@ -119,16 +121,7 @@ func (s *Store) Prune(ctx context.Context, now time.Time, limit int) (int64, err
 		if left() == 0 {
 			return total, nil
 		}
-		holds, err := s.archiveHolds(ctx, c.name, c.eventCutoff)
-		if err != nil {
-			return total, s.fail("prune: archive holds", err)
-		}
-		var n int64
-		if len(holds) == 0 {
-			n, err = s.exec(ctx, pruneEventsSQL, c.id, c.eventCutoff, left())
-		} else {
-			n, err = s.pruneHeld(ctx, c.id, c.eventCutoff, holds, left())
-		}
+		n, err := s.pruneEvents(ctx, c.id, c.name, c.eventCutoff, left())
 		total += n
 		if err != nil {
 			return total, s.fail("prune: expired events", err)
@@ -155,16 +148,64 @@ func (s *Store) exec(ctx context.Context, sql string, args ...any) (int64, error
 	return tag.RowsAffected(), nil
 }
 
+// pruneEvents deletes up to limit expired events from the front of the
+// topic's log, stopping at the first one an archive holds, in one
+// transaction with the reading of the holds, which it keeps from changing
+// until it commits: a change that would hold more (an archive created or
+// resumed, its max_hold raised, events replayed or redriven into its retry
+// set, its cursor set back) waits for the delete, or the delete sees it.
+//
+//   - LOCK TABLE archives IN SHARE MODE makes archives created, updated or
+//     deleted meanwhile wait (their INSERT, UPDATE or DELETE takes ROW
+//     EXCLUSIVE, which SHARE excludes; prunes share it).
+//   - FOR SHARE on the archives' subscriptions makes their updates (pause,
+//     resume) and every writer of their delivery state, which locks the row
+//     FOR NO KEY UPDATE first (Settle, ScheduleReplay, RedriveDeadLetters;
+//     migrations/0002), wait; so their cursors and retry sets stay as read.
+//
+// Without archives it is one DELETE, as before. Reading the holds outside
+// the delete's transaction let a hold that changed in between be ignored
+// (TestPruneHoldRace).
+func (s *Store) pruneEvents(ctx context.Context, topicID int64, topic string, cutoff, limit int64) (int64, error) {
+	var n int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `LOCK TABLE archives IN SHARE MODE`); err != nil {
+			return err
+		}
+		holds, err := archiveHolds(ctx, tx, topic, cutoff)
+		if err != nil {
+			return fmt.Errorf("archive holds: %w", err)
+		}
+		if len(holds) == 0 {
+			tag, err := tx.Exec(ctx, pruneEventsSQL, topicID, cutoff, limit)
+			n = tag.RowsAffected()
+			return err
+		}
+		n, err = pruneHeld(ctx, tx, topicID, cutoff, holds, limit)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// archiveHoldersSQL lists the archives with their subscriptions, locking
+// the subscriptions FOR SHARE in id order (as Settle locks them) until
+// the pruning transaction ends.
+const archiveHoldersSQL = `SELECT a.max_hold, s.id, s.topic, s.state
+	FROM archives a JOIN subscriptions s ON s.id = a.subscription_id
+	ORDER BY s.id FOR SHARE OF s`
+
 // archiveHolds returns what the archives whose topics match the topic
-// keep back in it (see herald.Store.Prune). The cursor is read before the
-// retry set: a Settle that moves an event from one to the other commits
-// both at once, so the event is seen in at least one of them.
-func (s *Store) archiveHolds(ctx context.Context, topic string, cutoff int64) ([]herald.RetentionHold, error) {
+// keep back in it (see herald.Store.Prune), read in the pruning
+// transaction tx (see pruneEvents).
+func archiveHolds(ctx context.Context, tx pgx.Tx, topic string, cutoff int64) ([]herald.RetentionHold, error) {
 	type holder struct {
 		a                  herald.Archive
 		id, pattern, state string
 	}
-	rows, err := s.pool.Query(ctx, `SELECT a.max_hold, s.id, s.topic, s.state FROM archives a JOIN subscriptions s ON s.id = a.subscription_id`)
+	rows, err := tx.Query(ctx, archiveHoldersSQL)
 	if err != nil {
 		return nil, err
 	}
@@ -184,11 +225,11 @@ func (s *Store) archiveHolds(ctx context.Context, topic string, cutoff int64) ([
 			continue
 		}
 		var cursor, retry *int64
-		err := s.pool.QueryRow(ctx, `SELECT seq FROM cursors WHERE subscription_id = $1 AND topic = $2`, h.id, topic).Scan(&cursor)
+		err := tx.QueryRow(ctx, `SELECT seq FROM cursors WHERE subscription_id = $1 AND topic = $2`, h.id, topic).Scan(&cursor)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return nil, err
 		}
-		if err := s.pool.QueryRow(ctx, `SELECT min(seq) FROM retries WHERE subscription_id = $1 AND topic = $2`, h.id, topic).Scan(&retry); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT min(seq) FROM retries WHERE subscription_id = $1 AND topic = $2`, h.id, topic).Scan(&retry); err != nil {
 			return nil, err
 		}
 		holds = append(holds, herald.ArchiveHold(h.a, herald.SubscriptionState(h.state), deref(cursor), deref(retry), cutoff))
@@ -205,8 +246,8 @@ func deref(p *int64) int64 {
 
 // pruneHeld deletes up to limit events from the front of the topic's log,
 // stopping at the first one still retained or held by an archive.
-func (s *Store) pruneHeld(ctx context.Context, topicID, cutoff int64, holds []herald.RetentionHold, limit int64) (int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, time_ns FROM events WHERE topic_id = $1 ORDER BY seq LIMIT $2`, topicID, limit)
+func pruneHeld(ctx context.Context, tx pgx.Tx, topicID, cutoff int64, holds []herald.RetentionHold, limit int64) (int64, error) {
+	rows, err := tx.Query(ctx, `SELECT seq, time_ns FROM events WHERE topic_id = $1 ORDER BY seq LIMIT $2`, topicID, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -225,7 +266,8 @@ func (s *Store) pruneHeld(ctx context.Context, topicID, cutoff int64, holds []he
 	if last < 0 {
 		return 0, nil
 	}
-	return s.exec(ctx, `DELETE FROM events WHERE topic_id = $1 AND seq <= $2`, topicID, last)
+	tag, err := tx.Exec(ctx, `DELETE FROM events WHERE topic_id = $1 AND seq <= $2`, topicID, last)
+	return tag.RowsAffected(), err
 }
 
 // errStop ends a ForEachRow early.

@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald"
 )
@@ -125,5 +128,165 @@ func TestPruneSkipsKeysInUse(t *testing.T) {
 	}
 	if n, err := s.Prune(ctx, now, 10); err != nil || n != 1 {
 		t.Fatalf("Prune after the key was released: %d %v, want 1", n, err)
+	}
+}
+
+// TestPruneHoldRace checks that a change which makes an archive hold
+// events, committed while Prune is deleting them, is never ignored: Prune
+// reads the holds and deletes in one transaction that keeps them from
+// changing, so the change either waits for the delete (the events were
+// not held when they went) or the delete sees it (they stay). To catch
+// Prune between its reading of the holds and its delete, a transaction
+// locks the first expired event's row: Prune's DELETE waits on it; the
+// change is made then, and the row released.
+func TestPruneHoldRace(t *testing.T) {
+	now := time.Now()
+	old := now.Add(-2 * time.Hour) // past the topic's 1h retention
+	archiveSub := func(id string) herald.Subscription {
+		return herald.Subscription{ID: id, Topic: "race", Channel: "archive", State: herald.StateActive,
+			Config: []byte(`{"destination":{"type":"local"}}`),
+			Retry:  herald.DefaultRetryPolicy, Timeout: herald.DefaultTimeout, MaxInFlight: herald.DefaultMaxInFlight}
+	}
+	for _, c := range []struct {
+		name string
+		// setup leaves the three expired events unheld; change makes
+		// an archive hold them.
+		setup, change func(ctx context.Context, s *Store) error
+	}{
+		{"an archive created", func(ctx context.Context, s *Store) error {
+			return s.CreateSubscription(ctx, archiveSub("sub_race"), herald.StartPosition{Earliest: true})
+		}, func(ctx context.Context, s *Store) error {
+			return s.CreateArchive(ctx, herald.Archive{Name: "race", SubscriptionID: "sub_race", MaxHold: time.Hour})
+		}},
+		{"a paused archive resumed", func(ctx context.Context, s *Store) error {
+			sub := archiveSub("sub_race")
+			sub.State = herald.StatePaused
+			if err := s.CreateSubscription(ctx, sub, herald.StartPosition{Earliest: true}); err != nil {
+				return err
+			}
+			return s.CreateArchive(ctx, herald.Archive{Name: "race", SubscriptionID: sub.ID}) // MaxHold 0: paused, it holds nothing
+		}, func(ctx context.Context, s *Store) error {
+			sub, err := s.GetSubscription(ctx, "sub_race")
+			if err != nil {
+				return err
+			}
+			sub.State = herald.StateActive
+			return s.UpdateSubscription(ctx, sub)
+		}},
+		{"written events replayed", func(ctx context.Context, s *Store) error {
+			if err := s.CreateSubscription(ctx, archiveSub("sub_race"), herald.StartPosition{Earliest: true}); err != nil {
+				return err
+			}
+			if err := s.CreateArchive(ctx, herald.Archive{Name: "race", SubscriptionID: "sub_race"}); err != nil {
+				return err
+			}
+			epoch, err := s.AcquireLease(ctx, "sub_race", "node-a", now, time.Hour)
+			if err != nil {
+				return err
+			}
+			errs, err := s.Settle(ctx, []herald.SettleItem{{SubscriptionID: "sub_race", Epoch: epoch,
+				Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "race", Seq: 3}}}}})
+			return errors.Join(err, errs[0])
+		}, func(ctx context.Context, s *Store) error {
+			_, err := s.ScheduleReplay(ctx, "sub_race", "race", 1, 3, now, 100)
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newTestStore(t)
+			ctx := t.Context()
+			if _, _, err := s.PutTopic(ctx, herald.Topic{Name: "race", Retention: time.Hour}.WithDefaults()); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				if _, err := s.Append(ctx, []*herald.Event{{ID: fmt.Sprint("e", i), Topic: "race", Time: old, ContentType: "text/plain"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.setup(ctx, s); err != nil {
+				t.Fatalf("setup: %v", err)
+			}
+			blocker, err := s.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer blocker.Rollback(context.Background())
+			var blockerPID int32
+			if err := blocker.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&blockerPID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := blocker.Exec(ctx, `SELECT 1 FROM events WHERE seq = 1 FOR UPDATE`); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				n   int64
+				err error
+			}
+			pruned := make(chan result, 1)
+			go func() {
+				n, err := s.Prune(ctx, now, 100)
+				pruned <- result{n, err}
+			}()
+			// blockedBy returns a session waiting for a lock the session
+			// pid holds; 0 for none.
+			blockedBy := func(pid int32) (int32, error) {
+				var waiter int32
+				err := s.pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid)) LIMIT 1`, pid).Scan(&waiter)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return 0, nil
+				}
+				return waiter, err
+			}
+			var prunePID int32
+			waitFor(t, "Prune to wait for the locked event", func() (bool, error) {
+				var err error
+				prunePID, err = blockedBy(blockerPID)
+				return prunePID != 0, err
+			})
+			changed := make(chan error, 1)
+			go func() { changed <- c.change(ctx, s) }()
+			// The change either commits while Prune waits, or waits for
+			// Prune itself.
+			changedFirst := false
+			waitFor(t, "the change to commit or wait for Prune", func() (bool, error) {
+				select {
+				case err := <-changed:
+					if err != nil {
+						return false, fmt.Errorf("change: %w", err)
+					}
+					changedFirst = true
+					return true, nil
+				default:
+				}
+				waiter, err := blockedBy(prunePID)
+				return waiter != 0, err
+			})
+			if err := blocker.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := <-pruned
+			if r.err != nil {
+				t.Fatalf("Prune: %v", r.err)
+			}
+			if !changedFirst {
+				if err := <-changed; err != nil {
+					t.Fatalf("change: %v", err)
+				}
+			}
+			var left int
+			if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&left); err != nil {
+				t.Fatal(err)
+			}
+			if changedFirst && left != 3 {
+				t.Fatalf("the archive held the events from before Prune's delete ran, yet Prune deleted %d of 3", r.n)
+			}
+			if !changedFirst && (r.n != 3 || left != 0) {
+				t.Fatalf("the change waited for Prune, which held nothing back then: it deleted %d of 3, %d left", r.n, left)
+			}
+			// Either way the archive holds what is left from now on.
+			if n, err := s.Prune(ctx, now.Add(365*24*time.Hour), 100); err != nil || n != 0 {
+				t.Fatalf("Prune after the change: deleted %d, %v", n, err)
+			}
+		})
 	}
 }
