@@ -20,15 +20,16 @@ type batchChannel struct {
 
 	mu        sync.Mutex
 	calls     [][]channel.Delivery
-	delivered map[string]int // event id -> times delivered
-	fail      map[int64]int  // seq -> how many more attempts fail
-	inFlight  int            // calls in flight now
-	maxFlight int            // the most calls in flight at once
-	hold      chan struct{}  // when set, a call waits for it to close
+	delivered map[string]int     // event id -> times delivered
+	order     map[string][]int64 // key -> seqs delivered, in the order delivered
+	fail      map[int64]int      // seq -> how many more attempts fail
+	inFlight  int                // calls in flight now
+	maxFlight int                // the most calls in flight at once
+	hold      chan struct{}      // when set, a call waits for it to close
 }
 
 func newBatchChannel(limits channel.BatchLimits) *batchChannel {
-	return &batchChannel{limits: limits, delivered: map[string]int{}, fail: map[int64]int{}}
+	return &batchChannel{limits: limits, delivered: map[string]int{}, order: map[string][]int64{}, fail: map[int64]int{}}
 }
 
 func (c *batchChannel) Name() string { return "batchtest" }
@@ -73,6 +74,7 @@ func (s batchSink) DeliverBatch(ctx context.Context, batch []channel.Delivery) [
 			continue
 		}
 		c.delivered[d.Event.ID]++
+		c.order[d.Event.Key] = append(c.order[d.Event.Key], d.Event.Seq)
 		out[i] = herald.DeliveryResult{Outcome: herald.Delivered}
 	}
 	return out

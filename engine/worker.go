@@ -106,7 +106,12 @@ type live struct {
 
 	results chan sendResult
 
-	topics   map[string]*topicPos
+	topics map[string]*topicPos
+	// reading is the store read under way on a goroutine of its own (nil:
+	// none), at most one per worker; its chunk comes back on readDone
+	// (cap 1, so the reader never blocks). See readAhead.
+	reading  *chunkRead
+	readDone chan *chunkRead
 	names    []string        // topic names, for round robin
 	deleted  map[string]bool // topics deleted since the worker started: see dropDeleted
 	rr       int
@@ -181,6 +186,23 @@ type topicPos struct {
 	head    int64 // newest seq known to exist
 	open    []bool
 	buf     []*herald.Event // read ahead, not dispatched yet: seqs from next on
+	// ahead is the chunk after buf (seqs above buf's last, or from next
+	// on when buf is empty), read from the store while buf's events were
+	// out at the channel; buf takes it once empty. One chunk in hand
+	// (buf), one more in hand or in flight (ahead, reading).
+	ahead []*herald.Event
+}
+
+// chunkRead is one read of a topic's events from the store, made on a
+// goroutine of its own while the worker sends what it read before.
+type chunkRead struct {
+	topic string
+	pos   *topicPos // the position it was read for: a deleted topic's is gone
+	after int64     // the seqs above after
+	limit int
+	head  int64 // the position's head when the read began
+	evs   []*herald.Event
+	err   error
 }
 
 func (p *topicPos) settle(seq int64) {
@@ -222,6 +244,7 @@ func newLive(d *Dispatcher, sub herald.Subscription, ch channel.Channel, f *filt
 		topics:    make(map[string]*topicPos),
 		retrying:  make(map[evRef]struct{}),
 		flushDone: make(chan *flushResult, 1),
+		readDone:  make(chan *chunkRead, 1),
 		channel:   ch,
 		slot:      subSlot(sub.ID, ch.Destination(sub.Config)),
 	}
@@ -475,12 +498,12 @@ func (w *worker) isParked() bool {
 // settlement under way or pending, no retry in flight, every topic read
 // and settled up to its head. Only then may it park.
 func (w *worker) atRest() bool {
-	if w.inflight > 0 || w.flushing || w.stopped || w.lapsed || len(w.retrying) > 0 || len(w.held) > 0 ||
+	if w.inflight > 0 || w.flushing || w.stopped || w.lapsed || w.reading != nil || len(w.retrying) > 0 || len(w.held) > 0 ||
 		w.batch.calls > 0 || len(w.batch.gathered) > 0 || !w.pending.Empty() || w.anyGone.Load() {
 		return false
 	}
 	for _, p := range w.topics {
-		if len(p.buf) > 0 || len(p.open) > 0 || p.next <= p.head || p.settled > p.durable {
+		if len(p.buf) > 0 || len(p.ahead) > 0 || len(p.open) > 0 || p.next <= p.head || p.settled > p.durable {
 			return false
 		}
 	}
@@ -615,6 +638,8 @@ func (w *worker) loop(ctx context.Context) bool {
 			if !w.flushed(f) {
 				return false
 			}
+		case rd := <-w.readDone:
+			w.readReturned(rd)
 		case <-w.wake:
 		case <-wakeAt:
 		}
@@ -689,6 +714,15 @@ func (w *worker) finish() {
 		default:
 		}
 		break
+	}
+	if w.reading != nil {
+		// The run's context is done: the read ends soon. What it read
+		// was never dispatched, so whoever dispatches next reads it again.
+		select {
+		case <-w.readDone:
+		case <-ctx.Done():
+		}
+		w.reading = nil
 	}
 	if w.tenantLimited() {
 		// Sends not handled by now (cut off at the drain deadline, or
@@ -991,8 +1025,8 @@ func (w *worker) readOne(ctx context.Context, topic string, seq int64) (*herald.
 
 func (w *worker) fillTopic(ctx context.Context, name string, p *topicPos) {
 	for len(p.open) < w.window() && w.room() > 0 {
-		if len(p.buf) == 0 && !w.readAhead(ctx, name, p) {
-			return
+		if len(p.buf) == 0 && !w.nextChunk(ctx, name, p) {
+			break
 		}
 		ev := p.buf[0]
 		p.buf[0] = nil
@@ -1005,39 +1039,43 @@ func (w *worker) fillTopic(ctx context.Context, name string, p *topicPos) {
 			return
 		}
 	}
+	w.readAhead(ctx, name, p)
 }
 
 // readAheadMax bounds the events a worker reads from the store in one go.
 const readAheadMax = 256
 
-// readAhead fills the topic's read-ahead buffer from the tail cache or the
-// store, so deliveries completing one by one do not each cost a store read.
-// It returns false when there is nothing to read now.
-func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) bool {
-	if p.next > p.head {
-		return false
+// chunkSize is how many events one read asks for: readAheadMax, or a
+// batching sink's whole batch when that is larger, so one read fills a
+// batch; at most what the window has room for.
+func (w *worker) chunkSize(p *topicPos) int {
+	n := readAheadMax
+	if w.batching() {
+		n = max(n, min(w.batch.limits.MaxEvents, 4*readAheadMax))
 	}
-	limit := min(w.window()-len(p.open), readAheadMax)
-	evs, ok := w.d.tail.Read(name, p.next-1, limit)
-	if !ok || len(evs) == 0 {
-		// The cache does not have them (or has not seen them yet: events
-		// committed by another node): the store does.
-		stored, err := w.d.store.ReadEvents(ctx, name, p.next-1, limit)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.log.Warn("read events", "topic", name, "err", err)
-			}
+	return max(1, min(n, w.window()-len(p.open)))
+}
+
+// nextChunk refills the topic's empty buffer: with the chunk read ahead,
+// else from the tail cache. Events only the store has are read by
+// readAhead on a goroutine of its own: nextChunk starts that read and
+// returns false, and the loop takes the chunk when it comes (readReturned).
+// It returns false when there is nothing to dispatch now.
+func (w *worker) nextChunk(ctx context.Context, name string, p *topicPos) bool {
+	if len(p.ahead) == 0 {
+		if p.next > p.head || w.reading != nil && w.reading.pos == p {
 			return false
 		}
-		evs = make([]*herald.Event, len(stored))
-		for i := range stored {
-			evs[i] = &stored[i]
+		evs, ok := w.d.tail.Read(name, p.next-1, w.chunkSize(p))
+		if !ok || len(evs) == 0 {
+			// The cache does not have them (or has not seen them yet:
+			// events committed by another node): the store does.
+			w.readAhead(ctx, name, p)
+			return false
 		}
+		p.ahead = evs
 	}
-	if len(evs) == 0 {
-		p.head = p.next - 1 // nothing more for now
-		return false
-	}
+	evs := p.ahead
 	if first := evs[0].Seq; first > p.next {
 		// Retention removed events this subscription never got.
 		if len(p.open) > 0 {
@@ -1047,8 +1085,79 @@ func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) bool {
 		w.log.Warn("subscription fell behind retention", "topic", name, "missed", first-p.next)
 		p.settled, p.next = first-1, first
 	}
-	p.buf = evs
+	p.buf, p.ahead = evs, nil
 	return true
+}
+
+// readAhead starts reading the topic's next chunk from the store, after
+// what the worker holds of it, on a goroutine of its own, so the worker
+// sends and settles meanwhile instead of waiting for each read between
+// batches. At most one read is under way per worker and one chunk waits
+// in hand per topic, so what a worker holds stays bounded; the events are
+// read in seq order and dispatched in seq order (see readReturned). A read
+// neither settles nor sends anything: the worker ending meanwhile (a
+// pause, a lost lease, shutdown) drops its chunk, and whoever dispatches
+// the subscription next reads those events again.
+func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) {
+	if w.reading != nil || len(p.ahead) > 0 || w.stopped || ctx.Err() != nil {
+		return
+	}
+	after := p.next - 1
+	if n := len(p.buf); n > 0 {
+		after = p.buf[n-1].Seq
+	}
+	if after >= p.head {
+		return // nothing more known to read
+	}
+	rd := &chunkRead{topic: name, pos: p, after: after, limit: w.chunkSize(p), head: p.head}
+	w.reading = rd
+	store, tail, done := w.d.store, w.d.tail, w.readDone
+	go func() {
+		// The tail cache first: between the worker's look and now it may
+		// have caught up (events committed since).
+		if evs, ok := tail.Read(rd.topic, rd.after, rd.limit); ok && len(evs) > 0 {
+			rd.evs = evs
+		} else if stored, err := store.ReadEvents(ctx, rd.topic, rd.after, rd.limit); err != nil {
+			rd.err = err
+		} else {
+			rd.evs = make([]*herald.Event, len(stored))
+			for i := range stored {
+				rd.evs[i] = &stored[i]
+			}
+		}
+		done <- rd
+	}()
+}
+
+// readReturned takes the chunk readAhead read: it becomes the topic's
+// ahead, and the next fill dispatches it, unless the topic was deleted
+// meanwhile or the worker's position moved past it.
+func (w *worker) readReturned(rd *chunkRead) {
+	w.reading = nil
+	p := w.topics[rd.topic]
+	if p == nil || p != rd.pos || w.deleted[rd.topic] {
+		return
+	}
+	if rd.err != nil {
+		if w.ctx.Err() == nil {
+			w.log.Warn("read events", "topic", rd.topic, "err", rd.err)
+		}
+		return
+	}
+	at := p.next - 1
+	if n := len(p.buf); n > 0 {
+		at = p.buf[n-1].Seq
+	}
+	if at != rd.after || len(p.ahead) > 0 {
+		return // read for a position the worker has left: read again
+	}
+	if len(rd.evs) == 0 {
+		if p.head == rd.head {
+			p.head = rd.after // nothing more for now
+		}
+		return
+	}
+	p.ahead = rd.evs
 }
 
 // dispatch decides what happens to one fresh event.
