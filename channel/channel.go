@@ -153,6 +153,31 @@ type Batcher interface {
 	DeliverBatch(ctx context.Context, batch []Delivery) []herald.DeliveryResult
 }
 
+// Progress is where a subscription will stand once every event of a batch
+// is delivered, for a ProgressBatcher to commit with its own writes.
+type Progress struct {
+	SubscriptionID string
+	// Epoch is the lease epoch the node dispatches under: a commit under
+	// an older one must fail (herald.StateBatch checks it).
+	Epoch int64
+	// Cursors are the subscription's cursors with the batch delivered, in
+	// the topics where the batch moves them: every event at or below
+	// each is settled then. A cursor only advances.
+	Cursors []herald.Cursor
+}
+
+// ProgressBatcher is a Batcher that commits the subscription's progress
+// itself, in the transaction that holds its own effect (a rule's state
+// and the events it emits): after a crash its input is not delivered
+// again past what it committed, and its commit fails once the node has
+// lost the lease. The engine still settles the events as usual; the
+// cursors it writes then only repeat these.
+type ProgressBatcher interface {
+	Batcher
+	// DeliverBatchAt is DeliverBatch with the progress to commit.
+	DeliverBatchAt(ctx context.Context, batch []Delivery, p Progress) []herald.DeliveryResult
+}
+
 // Verifier is a Channel whose subscriptions start pending until their
 // endpoint proves it agreed to receive. The engine calls Verify on the
 // challenge schedule until the subscription's verification deadline.

@@ -117,17 +117,59 @@ func (w *worker) sendBatch(ctx context.Context) {
 	}
 	b.bytes -= size
 	b.calls++
+	var progress *channel.Progress
+	if _, ok := b.sink.(channel.ProgressBatcher); ok {
+		progress = w.progressAfter(batch)
+	}
 	l := w.live // see send
 	l.sends.Add(1)
 	w.d.senders.Go(func() {
 		defer l.sends.Done()
-		b.done <- w.deliverBatch(ctx, batch)
+		b.done <- w.deliverBatch(ctx, batch, progress)
 	})
+}
+
+// progressAfter is where the subscription's cursors stand once the batch
+// is delivered: in each topic of its fresh events, past every event
+// settled already or in the batch, up to the first that is neither (an
+// event held behind its key, one in flight elsewhere).
+func (w *worker) progressAfter(batch []sendResult) *channel.Progress {
+	in := make(map[string]map[int64]bool, 1)
+	for _, r := range batch {
+		if r.fromRetry {
+			continue // below the cursor already
+		}
+		seqs := in[r.ev.Topic]
+		if seqs == nil {
+			seqs = make(map[int64]bool, len(batch))
+			in[r.ev.Topic] = seqs
+		}
+		seqs[r.ev.Seq] = true
+	}
+	p := &channel.Progress{SubscriptionID: w.sub.ID, Epoch: w.epoch}
+	for topic, seqs := range in {
+		tp := w.topics[topic]
+		if tp == nil || w.deleted[topic] {
+			continue
+		}
+		at := tp.settled
+		for i, done := range tp.open {
+			seq := tp.settled + 1 + int64(i)
+			if !done && !seqs[seq] {
+				break
+			}
+			at = seq
+		}
+		if at > tp.durable {
+			p.Cursors = append(p.Cursors, herald.Cursor{Topic: topic, Seq: at})
+		}
+	}
+	return p
 }
 
 // deliverBatch makes one attempt of every event of the batch, on a send
 // goroutine, as deliver does for one event.
-func (w *worker) deliverBatch(ctx context.Context, batch []sendResult) []sendResult {
+func (w *worker) deliverBatch(ctx context.Context, batch []sendResult, progress *channel.Progress) []sendResult {
 	if w.d.slots.acquire(ctx, w.slot) != nil {
 		return skipAll(batch, false)
 	}
@@ -141,7 +183,12 @@ func (w *worker) deliverBatch(ctx context.Context, batch []sendResult) []sendRes
 	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.sub.Timeout+5*time.Second)
 	defer cancel()
-	results := w.batch.sink.DeliverBatch(sendCtx, deliveries)
+	var results []herald.DeliveryResult
+	if progress != nil {
+		results = w.batch.sink.(channel.ProgressBatcher).DeliverBatchAt(sendCtx, deliveries, *progress)
+	} else {
+		results = w.batch.sink.DeliverBatch(sendCtx, deliveries)
+	}
 	at := w.d.cfg.Now()
 	for i := range batch {
 		if len(results) == len(batch) {

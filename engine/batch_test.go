@@ -264,3 +264,77 @@ func seqs(c []channel.Delivery) []int64 {
 }
 
 var _ channel.Batcher = batchSink{}
+
+// progressSink is a batchSink that is a channel.ProgressBatcher: it
+// records the progress handed with each call.
+type progressSink struct {
+	batchSink
+	mu    *sync.Mutex
+	calls *[]progressCall
+}
+
+type progressCall struct {
+	seqs []int64
+	p    channel.Progress
+}
+
+func (s progressSink) DeliverBatchAt(ctx context.Context, batch []channel.Delivery, p channel.Progress) []herald.DeliveryResult {
+	call := progressCall{p: p}
+	for _, d := range batch {
+		call.seqs = append(call.seqs, d.Event.Seq)
+	}
+	s.mu.Lock()
+	*s.calls = append(*s.calls, call)
+	s.mu.Unlock()
+	return s.DeliverBatch(ctx, batch)
+}
+
+type progressChannel struct {
+	*batchChannel
+	mu    sync.Mutex
+	calls []progressCall
+}
+
+func (c *progressChannel) Name() string { return "progresstest" }
+func (c *progressChannel) Open(context.Context, *herald.Subscription) (channel.Sink, error) {
+	return progressSink{batchSink: batchSink{c.batchChannel}, mu: &c.mu, calls: &c.calls}, nil
+}
+
+// A ProgressBatcher is told, with each batch, the lease epoch and where
+// the cursor stands once the batch is delivered: never past an event not
+// delivered by then (one held behind its key in an ordered subscription),
+// and at the last event once the last batch is.
+func TestProgressBatcherCursors(t *testing.T) {
+	t.Parallel()
+	ch := &progressChannel{batchChannel: newBatchChannel(channel.BatchLimits{MaxEvents: 4})}
+	e := startEnvWith(t, dbPath(t), nil, []channel.Channel{ch})
+	e.topic("orders")
+	s := e.subscribe(herald.Subscription{Topic: "orders", Channel: "progresstest", MaxInFlight: 1, Ordered: true})
+	keys := "aabacbbdae"
+	e.publishBatch("orders", len(keys), func(i int) string { return keys[i : i+1] })
+	waitFor(t, "all delivered", 10*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == len(keys) })
+	ch.mu.Lock()
+	calls := slices.Clone(ch.calls)
+	ch.mu.Unlock()
+	delivered := map[int64]bool{}
+	var last int64
+	for _, c := range calls {
+		for _, seq := range c.seqs {
+			delivered[seq] = true
+		}
+		if c.p.SubscriptionID != s.ID || c.p.Epoch < 1 {
+			t.Errorf("progress %+v: want subscription %s and its epoch", c.p, s.ID)
+		}
+		for _, cur := range c.p.Cursors {
+			for seq := int64(1); seq <= cur.Seq; seq++ {
+				if !delivered[seq] {
+					t.Errorf("batch %v: cursor %d passes event %d, not delivered yet", c.seqs, cur.Seq, seq)
+				}
+			}
+			last = max(last, cur.Seq)
+		}
+	}
+	if last != int64(len(keys)) {
+		t.Errorf("the cursors handed reached %d, want %d (calls %+v)", last, len(keys), calls)
+	}
+}

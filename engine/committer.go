@@ -49,6 +49,11 @@ type Committer struct {
 
 	failureWindow time.Duration
 
+	// txMu is held across a commit and its hooks, by the commit loop and
+	// by CommitStateBatch, so the hooks hear of commits in commit order
+	// (the tail cache needs each topic's seqs in order).
+	txMu sync.Mutex
+
 	mu    sync.Mutex
 	hooks []func([]*herald.Event)
 	// failed is the error of the last commit, and failedAt its time, while
@@ -133,10 +138,14 @@ func (c *Committer) commit(ctx context.Context, reqs [][]*herald.Event) ([][]her
 		for _, k := range pending {
 			events = append(events, reqs[k]...)
 		}
+		c.txMu.Lock()
 		start := time.Now()
 		results, err := c.store.Append(ctx, events)
 		c.metrics.duration.Observe(time.Since(start).Seconds())
 		c.metrics.batchEvents.Observe(float64(n))
+		if err != nil {
+			c.txMu.Unlock()
+		}
 		if errors.Is(err, herald.ErrAppendConflict) && len(results) == len(events) {
 			if kept := answerFailed(reqs, pending, results, out); len(kept) < len(pending) {
 				if pending = kept; len(pending) == 0 {
@@ -165,8 +174,31 @@ func (c *Committer) commit(ctx context.Context, reqs [][]*herald.Event) ([][]her
 			i += len(reqs[k])
 		}
 		c.committed(events, results)
+		c.txMu.Unlock()
 		return out, nil
 	}
+}
+
+// CommitStateBatch commits a rule's or a view's batch (its state, the
+// events it emits, its cursors) in one store transaction (see
+// herald.StateStore), outside the group: it is one transaction of its
+// own. Its emitted events reach the hooks like any commit's, in commit
+// order with the others. Errors are the store's.
+func (c *Committer) CommitStateBatch(ctx context.Context, b herald.StateBatch) ([]herald.AppendResult, error) {
+	if len(b.Emits) == 0 {
+		return c.store.CommitStateBatch(ctx, b) // nothing for the hooks: no order to keep
+	}
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	start := time.Now()
+	results, err := c.store.CommitStateBatch(ctx, b)
+	c.metrics.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	c.metrics.batchEvents.Observe(float64(len(b.Emits)))
+	c.committed(b.Emits, results)
+	return results, nil
 }
 
 // answerFailed sets out for each pending request that holds an event with

@@ -155,37 +155,9 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 	if len(events) == 0 {
 		return nil, herald.FieldErrorf("events", "no events to publish")
 	}
-	now := p.cfg.Now().UTC()
-	settings := make(map[string]herald.Topic, 1)
-	for i, e := range events {
-		t, ok := settings[e.Topic]
-		if !ok {
-			var err error
-			if t, err = p.topic(ctx, e.Topic, params.System); err != nil {
-				return nil, err
-			}
-			settings[e.Topic] = t
-		}
-		if err := herald.ValidateEvent(e); err != nil {
-			return nil, inEvent(err, i, params.list())
-		}
-		if len(e.Payload) > t.MaxEventBytes {
-			return nil, inEvent(&herald.Error{Code: herald.CodeTooLarge, Field: "data",
-				Message: fmt.Sprintf("the payload is %d bytes; topic %q takes at most %d", len(e.Payload), e.Topic, t.MaxEventBytes)}, i, params.list())
-		}
-		if p.cfg.Schemas != nil {
-			if err := p.cfg.Schemas.Validate(ctx, e.Topic, e.Payload, e.ContentType); err != nil {
-				return nil, inEvent(err, i, params.list())
-			}
-		}
-		if e.Time.IsZero() {
-			e.Time = now
-		}
-	}
-	if p.cfg.Tenants != nil && params.Tenant != "" && !params.System {
-		if err := p.cfg.Tenants.AllowPublish(params.Tenant, len(events)); err != nil {
-			return nil, err
-		}
+	now, err := p.check(ctx, params)
+	if err != nil {
+		return nil, err
 	}
 	if params.DeliverAt != nil {
 		return p.publishDelayed(ctx, params, now)
@@ -197,6 +169,83 @@ func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald
 	p.count(params.Source, results)
 	p.countUsage(params, results)
 	return results, nil
+}
+
+// StateCommitter commits a rule's or a view's batch in one transaction
+// (the Committer implements it).
+type StateCommitter interface {
+	CommitStateBatch(ctx context.Context, b herald.StateBatch) ([]herald.AppendResult, error)
+}
+
+// CommitState commits a rule's or a view's batch: its state and cursors
+// (in b) with the events it emits (params.Events, which may be none),
+// in one transaction, so that the emitted events exist exactly when the
+// state that emitted them does. The events are checked as Publish checks
+// them (delayed events are refused) and counted in the same metrics.
+// Errors are Publish's, and the store's for the batch (CodeConflict when
+// the subscription's lease has moved); on an error nothing is stored.
+func (p *Publisher) CommitState(ctx context.Context, params PublishParams, b herald.StateBatch) ([]herald.AppendResult, error) {
+	sc, ok := p.appender.(StateCommitter)
+	if !ok {
+		return nil, herald.Errorf(herald.CodeUnsupported, "this server cannot commit rule state")
+	}
+	if params.DeliverAt != nil {
+		return nil, herald.FieldErrorf("deliver_at", "a rule's events cannot be delayed")
+	}
+	if len(params.Events) > 0 {
+		if _, err := p.check(ctx, params); err != nil {
+			return nil, err
+		}
+	}
+	b.Emits = params.Events
+	results, err := sc.CommitStateBatch(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if len(results) > 0 {
+		p.count(params.Source, results)
+		p.countUsage(params, results)
+	}
+	return results, nil
+}
+
+// check applies the rules of publishing to the events (see Publish) and
+// stamps those without a time; it returns the time stamped.
+func (p *Publisher) check(ctx context.Context, params PublishParams) (time.Time, error) {
+	events := params.Events
+	now := p.cfg.Now().UTC()
+	settings := make(map[string]herald.Topic, 1)
+	for i, e := range events {
+		t, ok := settings[e.Topic]
+		if !ok {
+			var err error
+			if t, err = p.topic(ctx, e.Topic, params.System); err != nil {
+				return time.Time{}, err
+			}
+			settings[e.Topic] = t
+		}
+		if err := herald.ValidateEvent(e); err != nil {
+			return time.Time{}, inEvent(err, i, params.list())
+		}
+		if len(e.Payload) > t.MaxEventBytes {
+			return time.Time{}, inEvent(&herald.Error{Code: herald.CodeTooLarge, Field: "data",
+				Message: fmt.Sprintf("the payload is %d bytes; topic %q takes at most %d", len(e.Payload), e.Topic, t.MaxEventBytes)}, i, params.list())
+		}
+		if p.cfg.Schemas != nil {
+			if err := p.cfg.Schemas.Validate(ctx, e.Topic, e.Payload, e.ContentType); err != nil {
+				return time.Time{}, inEvent(err, i, params.list())
+			}
+		}
+		if e.Time.IsZero() {
+			e.Time = now
+		}
+	}
+	if p.cfg.Tenants != nil && params.Tenant != "" && !params.System {
+		if err := p.cfg.Tenants.AllowPublish(params.Tenant, len(events)); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return now, nil
 }
 
 // countUsage counts the events stored (not duplicates or failures) in

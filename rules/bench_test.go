@@ -15,11 +15,17 @@ import (
 
 // countingPublisher stands in for the engine's publisher: the benchmark
 // measures the rule (decode, window, CEL, the state transaction), and the
-// flagger emits rarely.
-type countingPublisher struct{ n int }
+// flagger emits rarely, so it counts the emits and commits the state.
+type countingPublisher struct {
+	st herald.StateStore
+	n  int
+}
 
-func (p *countingPublisher) Publish(_ context.Context, params engine.PublishParams) ([]herald.AppendResult, error) {
+func (p *countingPublisher) CommitState(ctx context.Context, params engine.PublishParams, b herald.StateBatch) ([]herald.AppendResult, error) {
 	p.n += len(params.Events)
+	if _, err := p.st.CommitStateBatch(ctx, b); err != nil {
+		return nil, err
+	}
 	return make([]herald.AppendResult, len(params.Events)), nil
 }
 
@@ -35,7 +41,7 @@ func BenchmarkFlaggerSQLite(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	pub := &countingPublisher{}
+	pub := &countingPublisher{st: st}
 	ruleCh, _ := NewChannels(Deps{State: st, Publisher: pub})
 	spec := `{"input":"deposits","key":"wallet_id","window":{"kind":"sliding","size":"2m"},
 		"aggregate":{"op":"sum","field":"amount"},"when":"value > 10000","emit":{"topic":"wallets.flagged"}}`

@@ -26,9 +26,10 @@ const (
 	ChannelView = "view"
 )
 
-// Publisher commits events (engine.Publisher implements it).
+// Publisher commits a batch's state with the events it emits, in one
+// transaction (engine.Publisher implements it; see its CommitState).
 type Publisher interface {
-	Publish(ctx context.Context, p engine.PublishParams) ([]herald.AppendResult, error)
+	CommitState(ctx context.Context, p engine.PublishParams, b herald.StateBatch) ([]herald.AppendResult, error)
 }
 
 // Decoder renders a payload as JSON: protobuf through its topic's schema
@@ -83,7 +84,7 @@ func NewChannels(deps Deps) (*Channel, *Channel) {
 		}, []string{"kind", "result"}),
 		emitted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_rule_emitted_total",
-			Help: "Events rules emitted (a replayed emission counts once more; the topic's dedup drops it).",
+			Help: "Events rules emitted, each committed with the state that emitted it.",
 		}),
 		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "herald_rule_batch_duration_seconds",
@@ -202,7 +203,7 @@ type sink struct {
 	vars, evVars, winVars map[string]any // CEL variables, reused per event
 }
 
-var _ channel.Batcher = (*sink)(nil)
+var _ channel.ProgressBatcher = (*sink)(nil)
 
 func (s *sink) BatchLimits() channel.BatchLimits {
 	return channel.BatchLimits{MaxEvents: batchEvents}
@@ -234,12 +235,20 @@ type item struct {
 // errKeyLimit refuses a new key to a rule or view that holds its limit.
 var errKeyLimit = errors.New("key limit reached")
 
-// DeliverBatch applies the events in order and commits the state of every
-// key they changed in one transaction, after publishing what the rule
-// emits. The keys the batch needs and the cache lacks are read from the
+// DeliverBatch is DeliverBatchAt without a subscription's progress: the
+// state and the emitted events commit together, the cursors are the
+// engine's.
+func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
+	return s.DeliverBatchAt(ctx, batch, channel.Progress{})
+}
+
+// DeliverBatchAt applies the events in order and commits, in one
+// transaction, the state of every key they changed, the events the rule
+// emits and the subscription's progress (its cursors, under its lease
+// epoch). The keys the batch needs and the cache lacks are read from the
 // store in one query first. A failure fails the whole batch, and the keys
 // it touched leave the cache: nothing of it counts.
-func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []herald.DeliveryResult {
+func (s *sink) DeliverBatchAt(ctx context.Context, batch []channel.Delivery, progress channel.Progress) []herald.DeliveryResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
@@ -332,12 +341,7 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 			emits = append(emits, e)
 		}
 	}
-	if len(emits) > 0 {
-		if _, err := s.c.deps.Publisher.Publish(ctx, engine.PublishParams{Events: emits, Source: "rule"}); err != nil {
-			return fail(fmt.Errorf("emit: %w", err))
-		}
-	}
-	if len(touched) > 0 || position > 0 {
+	if len(touched) > 0 || position > 0 || len(emits) > 0 || len(progress.Cursors) > 0 {
 		entries := make([]herald.StateEntry, 0, len(touched))
 		for k, st := range touched {
 			raw, err := json.Marshal(st)
@@ -353,7 +357,9 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 			}
 			entries = append(entries, herald.StateEntry{Key: k, Value: raw, Seq: seq})
 		}
-		if err := s.c.deps.State.CommitState(ctx, s.owner, entries, position); err != nil {
+		b := herald.StateBatch{Owner: s.owner, Entries: entries, Position: position,
+			SubscriptionID: progress.SubscriptionID, Epoch: progress.Epoch, Cursors: progress.Cursors}
+		if _, err := s.c.deps.Publisher.CommitState(ctx, engine.PublishParams{Events: emits, Source: "rule"}, b); err != nil {
 			return fail(fmt.Errorf("commit state: %w", err))
 		}
 	}

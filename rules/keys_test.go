@@ -26,7 +26,7 @@ func TestMaxKeysRefusesNewKeysOnly(t *testing.T) {
 	}
 	defer st.Close()
 	reg := prometheus.NewRegistry()
-	_, viewCh := NewChannels(Deps{State: st, Publisher: &recordingPublisher{}, Registry: reg})
+	_, viewCh := NewChannels(Deps{State: st, Publisher: &recordingPublisher{st: st}, Registry: reg})
 	sub := &herald.Subscription{ID: ViewPrefix + "bal", Channel: ChannelView,
 		Config: []byte(`{"input":"in","aggregate":{"op":"sum","field":"amount"},"max_keys":3}`)}
 	seq := int64(0)

@@ -23,7 +23,7 @@ func runRule(t *testing.T, window string, in [][3]any) []int64 {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	pub := &recordingPublisher{}
+	pub := &recordingPublisher{st: st}
 	ruleCh, _ := NewChannels(Deps{State: st, Publisher: pub})
 	spec := `{"input":"in","window":` + window + `,"aggregate":{"op":"count"},"when":"value >= 3","emit":{"topic":"out"}}`
 	sink, err := ruleCh.Open(t.Context(), &herald.Subscription{ID: RulePrefix + "w", Channel: ChannelRule, Config: []byte(spec)})
@@ -44,9 +44,17 @@ func runRule(t *testing.T, window string, in [][3]any) []int64 {
 	return pub.seqs
 }
 
-type recordingPublisher struct{ seqs []int64 }
+// recordingPublisher records the triggering seqs of what a rule emits and
+// commits the state (the emit topic is none of the store's).
+type recordingPublisher struct {
+	st   herald.StateStore
+	seqs []int64
+}
 
-func (p *recordingPublisher) Publish(_ context.Context, params engine.PublishParams) ([]herald.AppendResult, error) {
+func (p *recordingPublisher) CommitState(ctx context.Context, params engine.PublishParams, b herald.StateBatch) ([]herald.AppendResult, error) {
+	if _, err := p.st.CommitStateBatch(ctx, b); err != nil {
+		return nil, err
+	}
 	for _, e := range params.Events {
 		var body struct {
 			Event struct {

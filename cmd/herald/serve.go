@@ -790,6 +790,10 @@ func (p mainPublisher) Publish(ctx context.Context, params engine.PublishParams)
 	return p.m.publisher.Publish(ctx, params)
 }
 
+func (p mainPublisher) CommitState(ctx context.Context, params engine.PublishParams, b herald.StateBatch) ([]herald.AppendResult, error) {
+	return p.m.publisher.CommitState(ctx, params, b)
+}
+
 // withConsole serves the web console at /console beside the API, and
 // sends a browser that opens the server's root there.
 func withConsole(apiHandler, con http.Handler) http.Handler {

@@ -246,39 +246,9 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	results := make([]herald.AppendResult, len(events))
-	var names []string
-	var dedupNames, dedupKeys []string
-	var idNames, ids []string // given event ids; a dedupKey holds the id as its key
-	seenName := make(map[string]bool)
-	seenKey := make(map[dedupKey]bool)
-	seenID := make(map[dedupKey]bool)
-	for i, e := range events {
-		if err := checkEvent(e); err != nil {
-			results[i].Err = err
-			continue
-		}
-		if !validText(e.Topic) {
-			results[i].Err = topicNotFound(e.Topic) // no stored topic has this name
-			continue
-		}
-		if !seenName[e.Topic] {
-			seenName[e.Topic] = true
-			names = append(names, e.Topic)
-		}
-		if k := (dedupKey{e.Topic, e.IdempotencyKey}); k.key != "" && !seenKey[k] {
-			seenKey[k] = true
-			dedupNames = append(dedupNames, k.topic)
-			dedupKeys = append(dedupKeys, k.key)
-		}
-		if k := (dedupKey{e.Topic, e.ID}); k.key != "" && !seenID[k] {
-			seenID[k] = true
-			idNames = append(idNames, k.topic)
-			ids = append(ids, k.key)
-		}
-	}
-	if len(names) == 0 {
-		return results, nil
+	p := planAppend(events)
+	if len(p.names) == 0 {
+		return p.results, nil
 	}
 
 	conn, err := s.pool.Acquire(ctx)
@@ -296,147 +266,16 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 	// Round trip 1: begin, lock the topics, read their stored keys.
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	topics := make(map[string]*appendTopic, len(names))
-	b.Queue(lockTopicsSQL, names).Query(func(rows pgx.Rows) error {
-		var id, head, window int64
-		var name string
-		_, err := pgx.ForEachRow(rows, []any{&id, &name, &head, &window}, func() error {
-			topics[name] = &appendTopic{id: id, head: head, locked: head, window: window}
-			return nil
-		})
-		return err
-	})
-	stored := make(map[dedupKey]dedupEntry)
-	if len(dedupKeys) > 0 {
-		b.Queue(dedupLookupSQL, dedupNames, dedupKeys).Query(func(rows pgx.Rows) error {
-			var k dedupKey
-			var d dedupEntry
-			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key, &d.id, &d.seq, &d.time}, func() error {
-				stored[k] = d
-				return nil
-			})
-			return err
-		})
-	}
-	storedIDs := make(map[dedupKey]idEntry)
-	if len(ids) > 0 {
-		b.Queue(idLookupSQL, idNames, ids).Query(func(rows pgx.Rows) error {
-			var k dedupKey
-			var d idEntry
-			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key, &d.seq, &d.time, &d.payload}, func() error {
-				storedIDs[k] = d
-				return nil
-			})
-			return err
-		})
-	}
-	// Promoted events leave the delayed set in this transaction; one no
-	// longer there (cancelled, promoted already) is not appended.
-	var delayedNames, delayedIDs []string
-	for i, e := range events {
-		if e.Delayed && results[i].Err == nil {
-			delayedNames = append(delayedNames, e.Topic)
-			delayedIDs = append(delayedIDs, e.ID)
-		}
-	}
-	var unscheduled map[dedupKey]bool
-	if len(delayedIDs) > 0 {
-		unscheduled = make(map[dedupKey]bool, len(delayedIDs))
-		b.Queue(unscheduleSQL, delayedNames, delayedIDs).Query(func(rows pgx.Rows) error {
-			var k dedupKey
-			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key}, func() error {
-				unscheduled[k] = true
-				return nil
-			})
-			return err
-		})
-	}
+	p.queueLookups(b)
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, s.fail("append: lock topics", err)
 	}
 
 	// Decide each event: not found, duplicate, conflict, or stored with
 	// the next seq.
-	conflict := false
-	var rows eventRows
-	var dedupRows struct {
-		topicID, seq, time []int64
-		key, eventID       []string
-	}
-	newKeys := make(map[dedupKey]int) // index in dedupRows, so a key written twice keeps the last
-	for i, e := range events {
-		if results[i].Err != nil {
-			continue
-		}
-		t := topics[e.Topic]
-		if t == nil {
-			results[i].Err = topicNotFound(e.Topic)
-			continue
-		}
-		if e.Delayed {
-			if k := (dedupKey{e.Topic, e.ID}); !unscheduled[k] {
-				results[i] = herald.AppendResult{ID: e.ID, Duplicate: true}
-				continue
-			}
-			delete(unscheduled, dedupKey{e.Topic, e.ID}) // the same event twice in one call: once
-		}
-		at := e.Time.UnixNano()
-		k := dedupKey{e.Topic, e.IdempotencyKey}
-		if k.key != "" && t.window > 0 {
-			if d, ok := stored[k]; ok && at-d.time < t.window {
-				results[i] = herald.AppendResult{ID: d.id, Seq: d.seq, Duplicate: true}
-				continue
-			}
-		}
-		// A given id, like a key, is live for a window after its newest
-		// event; one Herald makes is unique by construction.
-		id, idk := e.ID, dedupKey{e.Topic, e.ID}
-		if id == "" {
-			id = herald.NewID(e.Time)
-		} else if d, ok := storedIDs[idk]; ok && t.window > 0 && at-d.time < t.window {
-			if bytes.Equal(d.payload, e.Payload) {
-				results[i] = herald.AppendResult{ID: e.ID, Seq: d.seq, Duplicate: true}
-			} else {
-				results[i].Err = herald.EventIDConflict(e, d.seq)
-				conflict = true
-			}
-			continue
-		}
-		headers, err := encodeHeaders(e.Headers)
-		if err != nil {
-			results[i].Err = err
-			continue
-		}
-		t.head++
-		rows.add(t.id, t.head, id, e, headers)
-		results[i] = herald.AppendResult{ID: id, Seq: t.head}
-		if e.ID != "" {
-			storedIDs[idk] = idEntry{seq: t.head, time: at, payload: e.Payload} // a later repeat in this call is judged against it
-		}
-		if k.key != "" && t.window > 0 {
-			d := dedupEntry{id: id, seq: t.head, time: at}
-			stored[k] = d // a later event of this call with the key is a duplicate
-			if j, ok := newKeys[k]; ok {
-				dedupRows.eventID[j], dedupRows.seq[j], dedupRows.time[j] = d.id, d.seq, d.time
-			} else {
-				newKeys[k] = len(dedupRows.key)
-				dedupRows.topicID = append(dedupRows.topicID, t.id)
-				dedupRows.key = append(dedupRows.key, k.key)
-				dedupRows.eventID = append(dedupRows.eventID, d.id)
-				dedupRows.seq = append(dedupRows.seq, d.seq)
-				dedupRows.time = append(dedupRows.time, d.time)
-			}
-		}
-	}
-
-	if conflict {
+	if p.decide() {
 		// Nothing is written: the deferred rollback ends the transaction.
-		for i := range results {
-			if results[i].Err == nil {
-				results[i] = herald.AppendResult{}
-			}
-		}
-		return results, herald.ErrAppendConflict
+		return p.results, herald.ErrAppendConflict
 	}
 
 	// Round trip 2: allocate the seqs, write events and keys, commit. The
@@ -447,62 +286,25 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	w := &pgx.Batch{}
-	useCopy := s.copyFrom > 0 && rows.len() >= s.copyFrom
-	if rows.len() > 0 {
-		touched := make([]*appendTopic, 0, len(topics))
-		for _, t := range topics {
-			if t.head > t.locked {
-				touched = append(touched, t)
-			}
-		}
-		slices.SortFunc(touched, func(a, b *appendTopic) int { return cmp.Compare(a.id, b.id) })
-		for _, t := range touched {
-			w.Queue(allocSeqsSQL, t.id, t.head-t.locked).QueryRow(func(row pgx.Row) error {
-				var head int64
-				if err := row.Scan(&head); err != nil {
-					return err
-				}
-				if head != t.head {
-					// Impossible while the row lock is held; refuse rather
-					// than write seqs that may collide or leave a gap.
-					return fmt.Errorf("topic %d: head_seq moved under the row lock: want %d, got %d", t.id, t.head, head)
-				}
-				return nil
-			})
-		}
-		if !useCopy {
-			w.Queue(insertEventsSQL, rows.topicID, rows.seq, rows.id, rows.time, rows.typ,
-				rows.key, rows.idemKey, rows.contentType, rows.headers, rows.payload)
-		}
-		if len(dedupRows.key) > 0 {
-			w.Queue(putDedupSQL, dedupRows.topicID, dedupRows.key, dedupRows.eventID, dedupRows.seq, dedupRows.time)
-		}
-	}
+	useCopy := s.copyFrom > 0 && p.rows.len() >= s.copyFrom
+	p.queueWrites(w, useCopy)
 	if useCopy {
 		if err := conn.SendBatch(wctx, w).Close(); err != nil {
 			return nil, s.fail("append: write events", err)
 		}
-		if useCopy {
-			if _, err := conn.CopyFrom(wctx, pgx.Identifier{"events"}, eventCopyColumns, &copySource{rows: &rows}); err != nil {
-				return nil, s.fail("append: copy events", err)
-			}
+		if _, err := conn.CopyFrom(wctx, pgx.Identifier{"events"}, eventCopyColumns, &copySource{rows: &p.rows}); err != nil {
+			return nil, s.fail("append: copy events", err)
 		}
 		w = &pgx.Batch{}
 	}
 	// COMMIT rides in the batch: if a statement before it fails, the
 	// server skips the rest of the batch and the transaction is left
 	// aborted, for rollback.
-	w.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
-		if tag.String() != "COMMIT" {
-			return fmt.Errorf("commit ended in %q", tag)
-		}
-		committed = true
-		return nil
-	})
-	if rows.len() > 0 {
+	queueCommit(w, &committed)
+	if p.rows.len() > 0 {
 		// After the COMMIT, in the same round trip: skipped with it
 		// if it fails (see queueNotify).
-		s.queueNotify(w, topics)
+		s.queueNotify(w, p.topics)
 	}
 	if err := conn.SendBatch(wctx, w).Close(); err != nil {
 		if !committed {
@@ -511,13 +313,266 @@ func (s *Store) Append(ctx context.Context, events []*herald.Event) ([]herald.Ap
 		// The events are stored; only the announcement failed.
 		s.notifyFailed(err)
 	}
+	p.stamp()
+	return p.results, nil
+}
 
+// queueCommit queues the COMMIT of a pipelined transaction, which sets
+// *committed once the server confirms it.
+func queueCommit(w *pgx.Batch, committed *bool) {
+	w.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("commit ended in %q", tag)
+		}
+		*committed = true
+		return nil
+	})
+}
+
+// appendPlan is one Append's work, in the steps of its two round trips:
+// planAppend checks the events, queueLookups locks their topics and reads
+// what dedup needs, decide gives each event its result, queueWrites
+// writes the stored ones. CommitStateBatch runs the same steps inside its
+// own transaction.
+type appendPlan struct {
+	events  []*herald.Event
+	results []herald.AppendResult
+	names   []string // the topics, each once
+	// Idempotency keys and given event ids to look up, by topic name.
+	dedupNames, dedupKeys []string
+	idNames, ids          []string // a dedupKey holds the id as its key
+
+	topics      map[string]*appendTopic
+	stored      map[dedupKey]dedupEntry
+	storedIDs   map[dedupKey]idEntry
+	unscheduled map[dedupKey]bool
+
+	rows      eventRows
+	dedupRows struct {
+		topicID, seq, time []int64
+		key, eventID       []string
+	}
+}
+
+// planAppend checks the events; one that fails a check has its result's
+// Err set and is left out.
+func planAppend(events []*herald.Event) *appendPlan {
+	p := &appendPlan{events: events, results: make([]herald.AppendResult, len(events))}
+	seenName := make(map[string]bool)
+	seenKey := make(map[dedupKey]bool)
+	seenID := make(map[dedupKey]bool)
 	for i, e := range events {
-		if r := results[i]; r.Err == nil && !r.Duplicate {
+		if err := checkEvent(e); err != nil {
+			p.results[i].Err = err
+			continue
+		}
+		if !validText(e.Topic) {
+			p.results[i].Err = topicNotFound(e.Topic) // no stored topic has this name
+			continue
+		}
+		if !seenName[e.Topic] {
+			seenName[e.Topic] = true
+			p.names = append(p.names, e.Topic)
+		}
+		if k := (dedupKey{e.Topic, e.IdempotencyKey}); k.key != "" && !seenKey[k] {
+			seenKey[k] = true
+			p.dedupNames = append(p.dedupNames, k.topic)
+			p.dedupKeys = append(p.dedupKeys, k.key)
+		}
+		if k := (dedupKey{e.Topic, e.ID}); k.key != "" && !seenID[k] {
+			seenID[k] = true
+			p.idNames = append(p.idNames, k.topic)
+			p.ids = append(p.ids, k.key)
+		}
+	}
+	return p
+}
+
+// queueLookups queues the statements that lock the topics (in id order)
+// and read their stored keys, ids and pending delayed events.
+func (p *appendPlan) queueLookups(b *pgx.Batch) {
+	p.topics = make(map[string]*appendTopic, len(p.names))
+	b.Queue(lockTopicsSQL, p.names).Query(func(rows pgx.Rows) error {
+		var id, head, window int64
+		var name string
+		_, err := pgx.ForEachRow(rows, []any{&id, &name, &head, &window}, func() error {
+			p.topics[name] = &appendTopic{id: id, head: head, locked: head, window: window}
+			return nil
+		})
+		return err
+	})
+	p.stored = make(map[dedupKey]dedupEntry)
+	if len(p.dedupKeys) > 0 {
+		b.Queue(dedupLookupSQL, p.dedupNames, p.dedupKeys).Query(func(rows pgx.Rows) error {
+			var k dedupKey
+			var d dedupEntry
+			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key, &d.id, &d.seq, &d.time}, func() error {
+				p.stored[k] = d
+				return nil
+			})
+			return err
+		})
+	}
+	p.storedIDs = make(map[dedupKey]idEntry)
+	if len(p.ids) > 0 {
+		b.Queue(idLookupSQL, p.idNames, p.ids).Query(func(rows pgx.Rows) error {
+			var k dedupKey
+			var d idEntry
+			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key, &d.seq, &d.time, &d.payload}, func() error {
+				p.storedIDs[k] = d
+				return nil
+			})
+			return err
+		})
+	}
+	// Promoted events leave the delayed set in this transaction; one no
+	// longer there (cancelled, promoted already) is not appended.
+	var delayedNames, delayedIDs []string
+	for i, e := range p.events {
+		if e.Delayed && p.results[i].Err == nil {
+			delayedNames = append(delayedNames, e.Topic)
+			delayedIDs = append(delayedIDs, e.ID)
+		}
+	}
+	if len(delayedIDs) > 0 {
+		p.unscheduled = make(map[dedupKey]bool, len(delayedIDs))
+		b.Queue(unscheduleSQL, delayedNames, delayedIDs).Query(func(rows pgx.Rows) error {
+			var k dedupKey
+			_, err := pgx.ForEachRow(rows, []any{&k.topic, &k.key}, func() error {
+				p.unscheduled[k] = true
+				return nil
+			})
+			return err
+		})
+	}
+}
+
+// decide gives each event its result once the lookups are in: not found,
+// duplicate, conflict, or stored with the next seq of its topic. It
+// returns true when an id conflicts: then nothing may be written, and
+// every other result is zero (see herald.Store.Append).
+func (p *appendPlan) decide() bool {
+	conflict := false
+	newKeys := make(map[dedupKey]int) // index in dedupRows, so a key written twice keeps the last
+	for i, e := range p.events {
+		if p.results[i].Err != nil {
+			continue
+		}
+		t := p.topics[e.Topic]
+		if t == nil {
+			p.results[i].Err = topicNotFound(e.Topic)
+			continue
+		}
+		if e.Delayed {
+			if k := (dedupKey{e.Topic, e.ID}); !p.unscheduled[k] {
+				p.results[i] = herald.AppendResult{ID: e.ID, Duplicate: true}
+				continue
+			}
+			delete(p.unscheduled, dedupKey{e.Topic, e.ID}) // the same event twice in one call: once
+		}
+		at := e.Time.UnixNano()
+		k := dedupKey{e.Topic, e.IdempotencyKey}
+		if k.key != "" && t.window > 0 {
+			if d, ok := p.stored[k]; ok && at-d.time < t.window {
+				p.results[i] = herald.AppendResult{ID: d.id, Seq: d.seq, Duplicate: true}
+				continue
+			}
+		}
+		// A given id, like a key, is live for a window after its newest
+		// event; one Herald makes is unique by construction.
+		id, idk := e.ID, dedupKey{e.Topic, e.ID}
+		if id == "" {
+			id = herald.NewID(e.Time)
+		} else if d, ok := p.storedIDs[idk]; ok && t.window > 0 && at-d.time < t.window {
+			if bytes.Equal(d.payload, e.Payload) {
+				p.results[i] = herald.AppendResult{ID: e.ID, Seq: d.seq, Duplicate: true}
+			} else {
+				p.results[i].Err = herald.EventIDConflict(e, d.seq)
+				conflict = true
+			}
+			continue
+		}
+		headers, err := encodeHeaders(e.Headers)
+		if err != nil {
+			p.results[i].Err = err
+			continue
+		}
+		t.head++
+		p.rows.add(t.id, t.head, id, e, headers)
+		p.results[i] = herald.AppendResult{ID: id, Seq: t.head}
+		if e.ID != "" {
+			p.storedIDs[idk] = idEntry{seq: t.head, time: at, payload: e.Payload} // a later repeat in this call is judged against it
+		}
+		if k.key != "" && t.window > 0 {
+			d := dedupEntry{id: id, seq: t.head, time: at}
+			p.stored[k] = d // a later event of this call with the key is a duplicate
+			dr := &p.dedupRows
+			if j, ok := newKeys[k]; ok {
+				dr.eventID[j], dr.seq[j], dr.time[j] = d.id, d.seq, d.time
+			} else {
+				newKeys[k] = len(dr.key)
+				dr.topicID = append(dr.topicID, t.id)
+				dr.key = append(dr.key, k.key)
+				dr.eventID = append(dr.eventID, d.id)
+				dr.seq = append(dr.seq, d.seq)
+				dr.time = append(dr.time, d.time)
+			}
+		}
+	}
+	if conflict {
+		for i := range p.results {
+			if p.results[i].Err == nil {
+				p.results[i] = herald.AppendResult{}
+			}
+		}
+	}
+	return conflict
+}
+
+// queueWrites queues what decide chose to store: the topics' new heads
+// (in id order), the events (unless copied, useCopy) and the keys.
+func (p *appendPlan) queueWrites(w *pgx.Batch, useCopy bool) {
+	if p.rows.len() == 0 {
+		return
+	}
+	touched := make([]*appendTopic, 0, len(p.topics))
+	for _, t := range p.topics {
+		if t.head > t.locked {
+			touched = append(touched, t)
+		}
+	}
+	slices.SortFunc(touched, func(a, b *appendTopic) int { return cmp.Compare(a.id, b.id) })
+	for _, t := range touched {
+		w.Queue(allocSeqsSQL, t.id, t.head-t.locked).QueryRow(func(row pgx.Row) error {
+			var head int64
+			if err := row.Scan(&head); err != nil {
+				return err
+			}
+			if head != t.head {
+				// Impossible while the row lock is held; refuse rather
+				// than write seqs that may collide or leave a gap.
+				return fmt.Errorf("topic %d: head_seq moved under the row lock: want %d, got %d", t.id, t.head, head)
+			}
+			return nil
+		})
+	}
+	r := &p.rows
+	if !useCopy {
+		w.Queue(insertEventsSQL, r.topicID, r.seq, r.id, r.time, r.typ,
+			r.key, r.idemKey, r.contentType, r.headers, r.payload)
+	}
+	if dr := &p.dedupRows; len(dr.key) > 0 {
+		w.Queue(putDedupSQL, dr.topicID, dr.key, dr.eventID, dr.seq, dr.time)
+	}
+}
+
+// stamp sets the id and seq of each stored event, after the commit.
+func (p *appendPlan) stamp() {
+	for i, e := range p.events {
+		if r := p.results[i]; r.Err == nil && !r.Duplicate {
 			e.ID, e.Seq = r.ID, r.Seq
 		}
 	}
-	return results, nil
 }
 
 // encodeHeaders returns the JSON object of the headers, or nil (stored as

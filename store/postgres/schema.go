@@ -3,9 +3,11 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/heraldhq/herald"
 )
@@ -123,11 +125,23 @@ func (s *Store) CommitState(ctx context.Context, owner string, entries []herald.
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
+	b := &pgx.Batch{}
+	if err := queueState(b, owner, entries, position); err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
+	return s.fail("commit state", err)
+}
+
+// queueState queues the writes of an owner's entries and position.
+func queueState(b *pgx.Batch, owner string, entries []herald.StateEntry, position int64) error {
 	if !validText(owner) {
 		return herald.FieldErrorf("owner", "the state owner is not valid text")
 	}
 	now := nanos(time.Now())
-	b := &pgx.Batch{}
 	for _, e := range entries {
 		if !validText(e.Key) {
 			return herald.FieldErrorf("key", "the key is not valid text")
@@ -147,11 +161,137 @@ func (s *Store) CommitState(ctx context.Context, owner string, entries []herald.
 	if position > 0 {
 		b.Queue(`INSERT INTO state_positions (owner, seq) VALUES ($1, $2) ON CONFLICT (owner) DO UPDATE SET seq = excluded.seq`, owner, position)
 	}
-	if b.Len() == 0 {
-		return nil
+	return nil
+}
+
+// CommitStateBatch commits a batch's state, emitted events and cursors in
+// one transaction of two round trips, as Append's: the first begins, locks
+// the subscription's row (as Settle does: its lease cannot move meanwhile)
+// and reads its epoch and fences, then locks the emits' topics and reads
+// what dedup needs; the second writes the cursors, the events, the state,
+// and commits. See herald.StateStore.
+func (s *Store) CommitStateBatch(ctx context.Context, sb herald.StateBatch) ([]herald.AppendResult, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
 	}
-	err := s.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
-	return s.fail("commit state", err)
+	var item *herald.SettleItem
+	if sb.SubscriptionID != "" {
+		if !validText(sb.SubscriptionID) {
+			return nil, subNotFound(sb.SubscriptionID)
+		}
+		item = &herald.SettleItem{SubscriptionID: sb.SubscriptionID, Epoch: sb.Epoch, Settlement: herald.Settlement{Cursors: sb.Cursors}}
+		if err := checkSettleItem(item); err != nil {
+			return nil, err
+		}
+	}
+	p := planAppend(sb.Emits)
+	for _, r := range p.results {
+		if r.Err != nil {
+			return nil, r.Err
+		}
+	}
+	state := &pgx.Batch{}
+	if err := queueState(state, sb.Owner, sb.Entries, sb.Position); err != nil {
+		return nil, err
+	}
+
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, s.fail("commit state batch: acquire a connection", err)
+	}
+	defer conn.Release()
+	committed := false
+	defer func() {
+		if !committed {
+			rollback(conn)
+		}
+	}()
+
+	// Round trip 1: begin, lock the subscription, then the topics.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	epoch, found := int64(0), false
+	var fenced map[string]bool
+	if item != nil {
+		b.Queue(lockSubsSQL, []string{item.SubscriptionID}).Query(func(rows pgx.Rows) error {
+			var id string
+			_, err := pgx.ForEachRow(rows, []any{&id, &epoch}, func() error {
+				found = true
+				return nil
+			})
+			return err
+		})
+		b.Queue(settleFencesSQL, []string{item.SubscriptionID}).Query(func(rows pgx.Rows) error {
+			var id, topic string
+			_, err := pgx.ForEachRow(rows, []any{&id, &topic}, func() error {
+				if fenced == nil {
+					fenced = make(map[string]bool)
+				}
+				fenced[topic] = true
+				return nil
+			})
+			return err
+		})
+	}
+	if len(p.names) > 0 {
+		p.queueLookups(b)
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, s.fail("commit state batch: lock", err)
+	}
+	switch {
+	case item == nil:
+	case !found:
+		return nil, subNotFound(item.SubscriptionID)
+	case epoch != item.Epoch:
+		return nil, &herald.Error{Code: herald.CodeConflict, Field: "epoch", Message: fmt.Sprintf(
+			"the dispatch lease on subscription %s has epoch %d, not %d: another node holds it now", item.SubscriptionID, epoch, item.Epoch)}
+	}
+	if len(p.names) > 0 {
+		p.decide() // a conflict sets the Err of the event at fault
+		for _, r := range p.results {
+			if r.Err != nil {
+				return nil, r.Err
+			}
+		}
+	}
+
+	// Round trip 2: write and commit (see Append on why the caller's
+	// cancellation is ignored from here on).
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	w := &pgx.Batch{}
+	if item != nil && len(item.Cursors) > 0 {
+		if len(fenced) > 0 {
+			item = &herald.SettleItem{SubscriptionID: item.SubscriptionID, Epoch: item.Epoch,
+				Settlement: item.Settlement.WithoutTopics(fenced)}
+		}
+		var r settleRows
+		r.addItem(item)
+		r.queue(w)
+	}
+	p.queueWrites(w, false)
+	for _, qq := range state.QueuedQueries {
+		w.Queue(qq.SQL, qq.Arguments...)
+	}
+	queueCommit(w, &committed)
+	if p.rows.len() > 0 {
+		s.queueNotify(w, p.topics)
+	}
+	if err := conn.SendBatch(wctx, w).Close(); err != nil {
+		if !committed {
+			err = s.fail("commit state batch: commit", err)
+			if _, answered := errors.AsType[*pgconn.PgError](err); !answered {
+				if e, ok := errors.AsType[*herald.Error](err); ok {
+					e.Message = "the store did not confirm the commit; the state and events may or may not have been stored"
+				}
+			}
+			return nil, err
+		}
+		s.notifyFailed(err)
+	}
+	p.stamp()
+	return p.results, nil
 }
 
 // GetState returns one key's state, or CodeNotFound.

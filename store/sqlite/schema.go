@@ -122,47 +122,107 @@ func (s *Store) CommitState(ctx context.Context, owner string, entries []herald.
 	if err := s.checkOpen(); err != nil {
 		return err
 	}
-	now := nanos(time.Now())
-	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		// Puts go in statements of many rows: one call into SQLite per
-		// chunk, not per key.
-		var puts []herald.StateEntry
-		for _, e := range entries {
-			if e.Value == nil {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM state WHERE owner = ? AND key = ?`, owner, e.Key); err != nil {
-					return err
-				}
-				continue
-			}
-			puts = append(puts, e)
-		}
-		var q strings.Builder
-		args := make([]any, 0, 5*commitStateChunk)
-		for chunk := range slices.Chunk(puts, commitStateChunk) {
-			q.Reset()
-			q.WriteString(`INSERT INTO state (owner, key, seq, updated_at, value) VALUES (?, ?, ?, ?, ?)`)
-			q.WriteString(strings.Repeat(", (?, ?, ?, ?, ?)", len(chunk)-1))
-			q.WriteString(` ON CONFLICT (owner, key) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, value = excluded.value`)
-			args = args[:0]
-			for _, e := range chunk {
-				at := nanos(e.UpdatedAt)
-				if at == 0 {
-					at = now
-				}
-				args = append(args, owner, e.Key, e.Seq, at, e.Value)
-			}
-			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-				return fmt.Errorf("put the state of %d keys: %w", len(chunk), err)
-			}
-		}
-		if position > 0 {
-			_, err := tx.ExecContext(ctx, `INSERT INTO state_positions (owner, seq) VALUES (?, ?)
-				ON CONFLICT (owner) DO UPDATE SET seq = excluded.seq`, owner, position)
-			return err
-		}
-		return nil
-	})
+	err := s.withTx(ctx, func(tx *sql.Tx) error { return commitStateTx(ctx, tx, owner, entries, position) })
 	return s.fail("commit state", err)
+}
+
+// commitStateTx writes an owner's entries and position in tx.
+func commitStateTx(ctx context.Context, tx *sql.Tx, owner string, entries []herald.StateEntry, position int64) error {
+	now := nanos(time.Now())
+	// Puts go in statements of many rows: one call into SQLite per
+	// chunk, not per key.
+	var puts []herald.StateEntry
+	for _, e := range entries {
+		if e.Value == nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM state WHERE owner = ? AND key = ?`, owner, e.Key); err != nil {
+				return err
+			}
+			continue
+		}
+		puts = append(puts, e)
+	}
+	var q strings.Builder
+	args := make([]any, 0, 5*commitStateChunk)
+	for chunk := range slices.Chunk(puts, commitStateChunk) {
+		q.Reset()
+		q.WriteString(`INSERT INTO state (owner, key, seq, updated_at, value) VALUES (?, ?, ?, ?, ?)`)
+		q.WriteString(strings.Repeat(", (?, ?, ?, ?, ?)", len(chunk)-1))
+		q.WriteString(` ON CONFLICT (owner, key) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, value = excluded.value`)
+		args = args[:0]
+		for _, e := range chunk {
+			at := nanos(e.UpdatedAt)
+			if at == 0 {
+				at = now
+			}
+			args = append(args, owner, e.Key, e.Seq, at, e.Value)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("put the state of %d keys: %w", len(chunk), err)
+		}
+	}
+	if position > 0 {
+		_, err := tx.ExecContext(ctx, `INSERT INTO state_positions (owner, seq) VALUES (?, ?)
+			ON CONFLICT (owner) DO UPDATE SET seq = excluded.seq`, owner, position)
+		return err
+	}
+	return nil
+}
+
+// CommitStateBatch commits a batch's state, emitted events and cursors in
+// one transaction; see herald.StateStore.
+func (s *Store) CommitStateBatch(ctx context.Context, b herald.StateBatch) ([]herald.AppendResult, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	for i, e := range b.Emits {
+		switch {
+		case e == nil:
+			return nil, herald.FieldErrorf("events", "event %d is nil", i)
+		case e.Topic == "":
+			return nil, herald.FieldErrorf("topic", "event %d has no topic", i)
+		case e.Time.IsZero():
+			return nil, herald.FieldErrorf("time", "event %d has no time", i)
+		}
+	}
+	results := make([]herald.AppendResult, len(b.Emits))
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		if b.SubscriptionID != "" {
+			// The lease first: a node that lost it writes nothing.
+			errs := make([]error, 1)
+			item := herald.SettleItem{SubscriptionID: b.SubscriptionID, Epoch: b.Epoch,
+				Settlement: herald.Settlement{Cursors: b.Cursors}}
+			if err := s.settleTx(ctx, tx, []herald.SettleItem{item}, errs); err != nil {
+				return err
+			}
+			if errs[0] != nil {
+				return errs[0]
+			}
+		}
+		if len(b.Emits) > 0 {
+			err := s.appendTx(ctx, tx, b.Emits, results)
+			if err != nil && !errors.Is(err, herald.ErrAppendConflict) {
+				return err
+			}
+			for _, r := range results {
+				if r.Err != nil {
+					return r.Err
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return commitStateTx(ctx, tx, b.Owner, b.Entries, b.Position)
+	})
+	if err != nil {
+		return nil, s.fail("commit state batch", err)
+	}
+	for i, r := range results {
+		if !r.Duplicate {
+			b.Emits[i].ID, b.Emits[i].Seq = r.ID, r.Seq
+		}
+	}
+	return results, nil
 }
 
 // GetState returns one key's state, or CodeNotFound.

@@ -158,3 +158,107 @@ func runState(t *testing.T, open func(t *testing.T) herald.Store) {
 		t.Fatalf("another owner's state: %+v, %v", e, err)
 	}
 }
+
+// runStateBatch checks CommitStateBatch: state, emitted events and the
+// subscription's cursors commit together or not at all, under the lease
+// epoch; emits are appended as Append stores them.
+func runStateBatch(t *testing.T, open func(t *testing.T) herald.Store) {
+	t.Parallel()
+	s := open(t)
+	ctx := t.Context()
+	putTopic(t, s, topic("sb.in"))
+	out := topic("sb.out")
+	out.DedupWindow = 0 // no dedup: only the transaction keeps an emit single
+	putTopic(t, s, out)
+	sub := plainSub("rule_sb", "sb.in")
+	if err := s.CreateSubscription(ctx, sub, herald.StartPosition{Earliest: true}); err != nil {
+		t.Fatal(err)
+	}
+	epoch := lease(t, s, sub.ID)
+	now := base()
+	emit := func(n int) []*herald.Event {
+		var evs []*herald.Event
+		for i := range n {
+			evs = append(evs, &herald.Event{Topic: "sb.out", Time: now, Type: "flag", Key: fmt.Sprint("k", i),
+				IdempotencyKey: fmt.Sprint("rule-", i), ContentType: "application/json", Payload: []byte(`{"n":1}`)})
+		}
+		return evs
+	}
+	stateOf := func() string {
+		t.Helper()
+		list, err := s.ListState(ctx, "rule:sb", "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		for _, e := range list {
+			fmt.Fprintf(&b, "%s=%s@%d ", e.Key, e.Value, e.Seq)
+		}
+		return b.String()
+	}
+	emitted := func() int {
+		t.Helper()
+		evs, err := s.ReadEvents(ctx, "sb.out", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+
+	evs := emit(2)
+	res, err := s.CommitStateBatch(ctx, herald.StateBatch{Owner: "rule:sb",
+		Entries: []herald.StateEntry{{Key: "k0", Value: []byte("a"), Seq: 3}}, Position: 3, Emits: evs,
+		SubscriptionID: sub.ID, Epoch: epoch, Cursors: []herald.Cursor{{Topic: "sb.in", Seq: 3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].Seq != 1 || res[1].Seq != 2 || evs[1].Seq != 2 || evs[1].ID == "" || evs[1].ID != res[1].ID {
+		t.Fatalf("results %+v, events %+v", res, evs[1])
+	}
+	if got := stateOf(); got != "k0=a@3 " {
+		t.Fatalf("state %q", got)
+	}
+	if pos, _ := s.StatePosition(ctx, "rule:sb"); pos != 3 {
+		t.Fatalf("position %d, want 3", pos)
+	}
+	wantCursors(t, "after the batch", s, sub.ID, herald.Cursor{Topic: "sb.in", Seq: 3})
+
+	// A stale epoch writes nothing at all.
+	_, err = s.CommitStateBatch(ctx, herald.StateBatch{Owner: "rule:sb",
+		Entries: []herald.StateEntry{{Key: "k0", Value: []byte("b"), Seq: 5}}, Position: 5, Emits: emit(1),
+		SubscriptionID: sub.ID, Epoch: epoch + 1, Cursors: []herald.Cursor{{Topic: "sb.in", Seq: 5}}})
+	if !herald.IsCode(err, herald.CodeConflict) {
+		t.Fatalf("stale epoch: %v, want conflict", err)
+	}
+	// So does an emit to a topic that does not exist.
+	_, err = s.CommitStateBatch(ctx, herald.StateBatch{Owner: "rule:sb",
+		Entries: []herald.StateEntry{{Key: "k0", Value: []byte("c"), Seq: 5}}, Position: 5,
+		Emits:          append(emit(1), &herald.Event{Topic: "sb.nowhere", Time: now, Payload: []byte("{}")}),
+		SubscriptionID: sub.ID, Epoch: epoch, Cursors: []herald.Cursor{{Topic: "sb.in", Seq: 5}}})
+	if !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("emit to a missing topic: %v, want not-found", err)
+	}
+	if _, err := s.CommitStateBatch(ctx, herald.StateBatch{Owner: "rule:sb", SubscriptionID: "rule_none", Epoch: 1}); !herald.IsCode(err, herald.CodeNotFound) {
+		t.Fatalf("unknown subscription: %v, want not-found", err)
+	}
+	if got := stateOf(); got != "k0=a@3 " || emitted() != 2 {
+		t.Fatalf("a failed batch wrote: state %q, %d events emitted", got, emitted())
+	}
+	if pos, _ := s.StatePosition(ctx, "rule:sb"); pos != 3 {
+		t.Fatalf("position %d after failed batches, want 3", pos)
+	}
+	wantCursors(t, "after failed batches", s, sub.ID, herald.Cursor{Topic: "sb.in", Seq: 3})
+
+	// Cursors only advance; a batch without a subscription has no lease.
+	if _, err := s.CommitStateBatch(ctx, herald.StateBatch{Owner: "rule:sb", SubscriptionID: sub.ID, Epoch: epoch,
+		Cursors: []herald.Cursor{{Topic: "sb.in", Seq: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCursors(t, "after a lower cursor", s, sub.ID, herald.Cursor{Topic: "sb.in", Seq: 3})
+	if _, err := s.CommitStateBatch(ctx, herald.StateBatch{Owner: "rule:sb", Entries: []herald.StateEntry{{Key: "k0"}}, Emits: emit(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := stateOf(); got != "" || emitted() != 3 {
+		t.Fatalf("state %q, %d emitted; want none and 3", got, emitted())
+	}
+}

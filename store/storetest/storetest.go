@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) herald.Store) {
 	t.Run("Archives", func(t *testing.T) { runArchives(t, open) })
 	t.Run("Schemas", func(t *testing.T) { runSchemas(t, open) })
 	t.Run("State", func(t *testing.T) { runState(t, open) })
+	t.Run("StateBatch", func(t *testing.T) { runStateBatch(t, open) })
 }
 
 // base is a fixed point in time, microsecond aligned, near the present so
