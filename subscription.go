@@ -356,30 +356,44 @@ type SubscriptionStore interface {
 	// by name, and a stale cursor of 5 would make the topic created again
 	// skip its seqs 1 to 5.
 
-	// AcquireLease gives node the right to dispatch the subscription until
-	// now+ttl and returns the lease epoch. If node already holds an
-	// unexpired lease it is extended with the same epoch, unless a topic
-	// was deleted under that epoch (a fence, see DeleteTopic): then, as
-	// when another node's lease had expired or the lease was released, the
-	// epoch increases by one, so a dispatcher that has not heard of the
-	// deletion sees a new epoch and restarts. If another node holds an
-	// unexpired lease, CodeConflict. A new epoch ends the old one's fences.
-	// CodeNotFound if the subscription does not exist.
+	// AcquireLease gives node the right to dispatch the subscription and
+	// returns the subscription's lease epoch. A subscription lease rests
+	// on its node's lease (see RenewNodeLease): it is live while the node
+	// lease it was taken under is, so that a node keeps every lease it
+	// holds with one write, whatever their number (ADR 0011). AcquireLease
+	// takes or extends node's own lease to now+ttl first (a new node
+	// epoch if it had lapsed or was released). If node already holds the
+	// subscription under its live node lease, the epoch stays, unless a
+	// topic was deleted under that epoch (a fence, see DeleteTopic): then,
+	// as when another node's lease had lapsed or the lease was released
+	// or taken under an older node lease, the epoch increases by one, so a
+	// dispatcher that has not heard of the deletion sees a new epoch and
+	// restarts. Taking a subscription from a node whose lease lapsed also
+	// ends that node lease for good (its epoch moves on), so a renewal of
+	// it that was sent before it lapsed and arrives after cannot make it
+	// live again: its node learns that it lost its subscriptions. If
+	// another node's lease is live, CodeConflict. A new epoch ends the old
+	// one's fences. CodeNotFound if the subscription does not exist.
 	AcquireLease(ctx context.Context, id, node string, now time.Time, ttl time.Duration) (int64, error)
 
-	// RenewLeases extends every live lease node holds to now+ttl in one
-	// step, as AcquireLease would extend each, except a lease under which a
-	// topic was deleted (a fence): that one is left to lapse, and the
-	// dispatcher, not finding it renewed, restarts the subscription under a
-	// new epoch. It returns the leases it renewed. A node renews all its
-	// leases at once so that the cost of keeping them grows with the
-	// subscriptions it dispatches by one statement, not one per lease.
-	RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]Lease, error)
+	// RenewNodeLease extends node's lease to now+ttl, which keeps every
+	// subscription lease node holds under it, in one write. Its Epoch
+	// stays while the lease is live; a lapsed or released lease (or one
+	// another node ended as it took one of its subscriptions, see
+	// AcquireLease) is taken again with a higher epoch, and the
+	// subscription leases held under the old one are ended: the
+	// dispatcher restarts those subscriptions. It also returns the
+	// subscription leases node holds under it whose epoch a topic
+	// deletion fenced (see DeleteTopic), found through the fences alone:
+	// those must be acquired again under a new epoch. CodeInvalid for an
+	// empty node.
+	RenewNodeLease(ctx context.Context, node string, now time.Time, ttl time.Duration) (NodeLease, error)
 
 	// AcquireLeases is AcquireLease for many subscriptions in one step (a
 	// node starting, a full sync): it returns the leases it took or
-	// extended, and leaves out the subscriptions that do not exist or
-	// whose live lease another node holds.
+	// extended, with the node epoch they rest on, and leaves out the
+	// subscriptions that do not exist or whose live lease another node
+	// holds. On an error it may have taken some: it returns those too.
 	AcquireLeases(ctx context.Context, ids []string, node string, now time.Time, ttl time.Duration) ([]Lease, error)
 
 	// DispatchStates returns, for each of the subscriptions, its cursors
@@ -391,10 +405,10 @@ type SubscriptionStore interface {
 	// ReleaseLease ends node's lease if it still holds it with this epoch.
 	ReleaseLease(ctx context.Context, id, node string, epoch int64) error
 
-	// ReleaseNodeLeases ends every lease node holds, live or lapsed,
-	// whatever its epoch, as ReleaseLease would, and returns how many it
-	// ended; with node "" it ends every lease of every node. A node calls
-	// it as it starts: a lease under its own name is its previous
+	// ReleaseNodeLeases ends node's lease, and with it every subscription
+	// lease node holds, live or lapsed, and returns how many subscription
+	// leases it ended; with node "" it ends every node's lease. A node
+	// calls it as it starts: a lease under its own name is its previous
 	// process's, which is gone (a node name is never used by two running
 	// processes), so its subscriptions need not wait for the lease to run
 	// out; and a process that knows no other one dispatches from the store
@@ -496,8 +510,17 @@ type DispatchState struct {
 	Retries bool // the retry set has rows (due or not, blocked or not)
 }
 
-// Lease is a dispatch lease a node holds: the subscription and the epoch.
+// Lease is a dispatch lease a node holds: the subscription, its epoch
+// and the epoch of the node lease it rests on (see RenewNodeLease).
 type Lease struct {
 	SubscriptionID string
 	Epoch          int64
+	NodeEpoch      int64
+}
+
+// NodeLease is what RenewNodeLease returns: the node lease's epoch, and
+// the subscription leases under it that topic deletions fenced.
+type NodeLease struct {
+	Epoch  int64
+	Fenced []Lease
 }

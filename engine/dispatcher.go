@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,30 +179,43 @@ type Dispatcher struct {
 	// cold counts the parked workers without live state (see Cold).
 	cold atomic.Int64
 
+	// nodeLease is this node's lease as far as the node knows: every
+	// subscription lease it holds rests on it (ADR 0011). Written under
+	// mu (see adoptNodeLease), read without it before each send.
+	nodeLease atomic.Pointer[nodeLeaseView]
+
 	mu        sync.Mutex
-	renewGen  int64 // counts lease renewals begun (see renewLeases)
 	workers   map[string]*worker
 	byTopic   map[string]map[*worker]struct{} // workers of single-topic subscriptions, by topic
 	patterns  map[*worker]struct{}            // workers of pattern subscriptions
 	verifying map[string]bool
-	stopping  map[string]*worker   // stopped workers that may still be finishing
-	starting  map[string]bool      // subscriptions startMany takes leases of
-	orphans   map[string]int64     // leases held with no worker at the last renewal, by subscription: their epoch
-	due       map[string]time.Time // subscriptions to look at again, and when
-	dueQ      dueQueue             // due, in time order
-	changed   map[string]bool      // subscriptions to look at now
-	kick      chan struct{}        // cap 1: re-read every subscription now
-	wake      chan struct{}        // cap 1: changed or due has news
-	life      lifecycle.Runner     // the manager, workers and verifications
+	stopping  map[string]*worker // stopped workers that may still be finishing
+	starting  map[string]bool    // subscriptions startMany takes leases of
+	// unreleased holds leases whose release failed, with no worker: each
+	// renewal tries again (see releaseLease).
+	unreleased map[string]herald.Lease
+	due        map[string]time.Time // subscriptions to look at again, and when
+	dueQ       dueQueue             // due, in time order
+	changed    map[string]bool      // subscriptions to look at now
+	kick       chan struct{}        // cap 1: re-read every subscription now
+	wake       chan struct{}        // cap 1: changed or due has news
+	life       lifecycle.Runner     // the manager, workers and verifications
 }
 
-// addWorker makes w the subscription's worker. d.mu is held.
-func (d *Dispatcher) addWorker(id string, w *worker) {
-	w.renewGen = d.renewGen
+// addWorker makes w the subscription's worker, unless its lease rests on
+// a node lease that has ended since it was taken (a renewal found it
+// lapsed meanwhile): then it reports false, and the subscription is looked
+// at again shortly. d.mu is held.
+func (d *Dispatcher) addWorker(id string, w *worker) bool {
+	if w.nodeEpoch != d.currentNodeEpoch() {
+		d.lookAt(id, d.cfg.Now().Add(d.cfg.PollInterval))
+		return false
+	}
 	d.workers[id] = w
+	delete(d.unreleased, id) // the worker holds it now
 	if herald.IsPattern(w.topic) {
 		d.patterns[w] = struct{}{}
-		return
+		return true
 	}
 	set := d.byTopic[w.topic]
 	for other := range set {
@@ -213,6 +227,7 @@ func (d *Dispatcher) addWorker(id string, w *worker) {
 		d.byTopic[w.topic] = set
 	}
 	set[w] = struct{}{}
+	return true
 }
 
 // removeWorker ends w's place as the subscription's worker, if it has it.
@@ -335,21 +350,22 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 	d := &Dispatcher{
 		store: deps.Store, tail: deps.Tail, channels: deps.Channels, publisher: deps.Publisher,
 		cfg: cfg, log: logger, usage: deps.Usage, tenants: deps.Tenants, decoder: deps.Decoder,
-		rnd:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		workers:   make(map[string]*worker),
-		byTopic:   make(map[string]map[*worker]struct{}),
-		patterns:  make(map[*worker]struct{}),
-		verifying: make(map[string]bool),
-		stopping:  make(map[string]*worker),
-		starting:  make(map[string]bool),
-		due:       make(map[string]time.Time),
-		changed:   make(map[string]bool),
-		kick:      make(chan struct{}, 1),
-		wake:      make(chan struct{}, 1),
-		leaseTTL:  cfg.LeaseTTL,
-		senders:   newGoPool(senderIdle),
-		slots:     slots,
-		clockBase: cfg.Now(),
+		rnd:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		workers:    make(map[string]*worker),
+		byTopic:    make(map[string]map[*worker]struct{}),
+		patterns:   make(map[*worker]struct{}),
+		verifying:  make(map[string]bool),
+		stopping:   make(map[string]*worker),
+		starting:   make(map[string]bool),
+		unreleased: make(map[string]herald.Lease),
+		due:        make(map[string]time.Time),
+		changed:    make(map[string]bool),
+		kick:       make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
+		leaseTTL:   cfg.LeaseTTL,
+		senders:    newGoPool(senderIdle),
+		slots:      slots,
+		clockBase:  cfg.Now(),
 	}
 	d.metrics = newDispatchMetrics(deps.Registry, slots, &d.wakeups, &d.running, &d.cold)
 	if cfg.Exclusive {
@@ -633,6 +649,13 @@ func (d *Dispatcher) syncNamed(ctx context.Context) {
 		}
 	}
 	d.mu.Unlock()
+	if len(ids) > manyNamed {
+		// Reading them one by one would take longer than reading all in
+		// pages, with their leases taken 500 at a time: after a node
+		// lease lapsed, every worker ended and names its subscription.
+		d.fullSync(ctx)
+		return
+	}
 	for _, id := range ids {
 		if ctx.Err() != nil {
 			return
@@ -666,76 +689,144 @@ func (d *Dispatcher) syncNamed(ctx context.Context) {
 	d.metrics.workers.Set(float64(n))
 }
 
-// renewLeases renews every lease this node holds in one store call. A
-// worker whose lease was not renewed (it lapsed, or a topic deletion
-// fenced its epoch) stops, and its subscription is looked at again.
-func (d *Dispatcher) renewLeases(ctx context.Context) {
-	// Workers added from now on took their leases after the renewal read
-	// them, maybe: only those added before may have lost theirs.
+// nodeLeaseView is this node's lease as the dispatcher knows it: its
+// epoch, and until when the node counts on it by its own clock, as a
+// duration since clockBase (see nodeLeaseHeld).
+type nodeLeaseView struct {
+	epoch int64
+	end   time.Duration
+}
+
+// nodeLeaseHeld reports whether a subscription lease taken under the node
+// lease of this epoch is surely still this node's: the node lease is the
+// one the dispatcher holds, and its renewal (or a lease taken with it)
+// was sent recently enough. The node lease was extended to at least
+// sent+LeaseTTL by the sender's clock, so no other node may take it
+// before then; the node counts on it, by its monotonic clock, until
+// sent+LeaseTTL less leaseMargin.
+func (d *Dispatcher) nodeLeaseHeld(epoch int64) bool {
+	v := d.nodeLease.Load()
+	return v != nil && v.epoch == epoch && d.cfg.Now().Sub(d.clockBase) < v.end
+}
+
+// adoptNodeLease records what a store call sent at sent said of the node
+// lease: its epoch. The same epoch moves the lease's end on; a higher one
+// means the lease lapsed (or another node ended it, taking a subscription
+// from it) and came back under that epoch, and every worker whose lease
+// rests on an older one has lost it: adoptNodeLease returns those, for
+// the caller to stop. A lower one is an older call's, answered late.
+func (d *Dispatcher) adoptNodeLease(epoch int64, sent time.Time) []*worker {
+	end := sent.Add(d.leaseTTL - leaseMargin(d.leaseTTL)).Sub(d.clockBase)
 	d.mu.Lock()
-	d.renewGen++
-	gen := d.renewGen
-	d.mu.Unlock()
-	sent := d.cfg.Now()
-	leases, err := d.store.RenewLeases(ctx, d.cfg.NodeID, sent, d.leaseTTL)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Warn("renew dispatch leases", "err", err)
-		}
-		return // the workers stop by themselves once their leases may have lapsed
+	defer d.mu.Unlock()
+	cur := d.nodeLease.Load()
+	switch {
+	case cur == nil || epoch > cur.epoch:
+		d.nodeLease.Store(&nodeLeaseView{epoch: epoch, end: end})
+	case epoch == cur.epoch && end > cur.end:
+		d.nodeLease.Store(&nodeLeaseView{epoch: epoch, end: end})
+		return nil
+	default:
+		return nil
 	}
-	held := make(map[string]int64, len(leases))
-	for _, l := range leases {
-		held[l.SubscriptionID] = l.Epoch
+	if cur == nil {
+		return nil
 	}
-	d.mu.Lock()
 	var lost []*worker
-	for id, w := range d.workers {
-		if epoch, ok := held[id]; ok && epoch == w.epoch {
-			w.renewed(sent)
-		} else if w.renewGen < gen && !w.acquired.After(sent) {
+	for _, w := range d.workers {
+		if w.nodeEpoch < epoch {
 			lost = append(lost, w)
 		}
 	}
-	// A lease this node holds with no worker for it (a worker's last
-	// release failed: the store was busy, its drain ran out of time) would
-	// otherwise be renewed here for as long as the process lives, and the
-	// subscription's rightful owner would never get it. Give it back once
-	// it has been seen so for two renewals in a row: one round may have
-	// caught syncOne between taking a lease and adding its worker.
-	var orphans []herald.Lease
-	seen := make(map[string]int64)
-	for id, epoch := range held {
-		if d.workers[id] != nil {
-			continue
-		}
-		if old := d.stopping[id]; old != nil && !old.exited.Load() {
-			continue // still finishing: it releases the lease itself
-		}
-		if d.starting[id] {
-			continue // startMany took it and is about to add its worker
-		}
-		if prev, ok := d.orphans[id]; ok && prev == epoch {
-			orphans = append(orphans, herald.Lease{SubscriptionID: id, Epoch: epoch})
-			continue
-		}
-		seen[id] = epoch
+	return lost
+}
+
+// currentNodeEpoch is the epoch of the node lease, 0 before the first.
+func (d *Dispatcher) currentNodeEpoch() int64 {
+	if v := d.nodeLease.Load(); v != nil {
+		return v.epoch
 	}
-	d.orphans = seen
+	return 0
+}
+
+// manyNamed is how many subscriptions syncNamed looks at one by one; more
+// make it sync them all (see sync).
+const manyNamed = 500
+
+// renewLeases renews this node's lease, which keeps every subscription
+// lease it holds, with one store call. Workers whose leases it ended (the
+// node lease had lapsed) or a topic deletion fenced stop, and their
+// subscriptions are looked at again; leases whose release failed are
+// released again.
+func (d *Dispatcher) renewLeases(ctx context.Context) {
+	sent := d.cfg.Now()
+	nl, err := d.store.RenewNodeLease(ctx, d.cfg.NodeID, sent, d.leaseTTL)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("renew the dispatch lease", "err", err)
+		}
+		return // the workers stop by themselves once their leases may have lapsed
+	}
+	lost := d.adoptNodeLease(nl.Epoch, sent)
+	if len(lost) > 0 {
+		d.log.Warn("the node's dispatch lease had lapsed; restarting its subscriptions", "subscriptions", len(lost))
+	}
+	d.mu.Lock()
+	for _, l := range nl.Fenced {
+		if w := d.workers[l.SubscriptionID]; w != nil && w.epoch == l.Epoch {
+			d.log.Info("dispatch lease fenced by a topic deletion", "subscription_id", w.id)
+			lost = append(lost, w)
+		}
+	}
+	var retry []herald.Lease
+	for id, l := range d.unreleased {
+		if l.NodeEpoch != nl.Epoch || d.workers[id] != nil || d.starting[id] {
+			delete(d.unreleased, id) // ended with its node lease, or taken again
+			continue
+		}
+		retry = append(retry, l)
+	}
 	d.mu.Unlock()
 	for _, w := range lost {
-		d.log.Info("lost dispatch lease", "subscription_id", w.id)
 		d.stopWorker(w.id, w)
 	}
-	for _, l := range orphans {
+	for _, l := range retry {
 		if err := d.store.ReleaseLease(ctx, l.SubscriptionID, d.cfg.NodeID, l.Epoch); err != nil {
 			if ctx.Err() == nil {
-				d.log.Warn("release an orphaned dispatch lease", "subscription_id", l.SubscriptionID, "err", err)
+				d.log.Warn("release a dispatch lease", "subscription_id", l.SubscriptionID, "err", err)
 			}
 			continue
 		}
-		d.log.Info("released an orphaned dispatch lease", "subscription_id", l.SubscriptionID)
+		d.mu.Lock()
+		if d.unreleased[l.SubscriptionID] == l {
+			delete(d.unreleased, l.SubscriptionID)
+		}
+		d.mu.Unlock()
+		d.log.Info("released a dispatch lease held with no worker", "subscription_id", l.SubscriptionID)
 		d.look(l.SubscriptionID)
+	}
+}
+
+// releaseLease gives back the lease of a worker that has ended. A lease
+// whose node lease has ended already needs nothing. One that could not be
+// released (the store was busy, the drain ran out of time) would
+// otherwise stay held with the node lease, which the node renews for as
+// long as it runs, and the subscription's rightful owner would never get
+// it: each renewal tries again until it is released or a worker holds it.
+func (d *Dispatcher) releaseLease(ctx context.Context, w *worker) {
+	if d.currentNodeEpoch() != w.nodeEpoch {
+		return
+	}
+	d.releaseLeaseOf(ctx, herald.Lease{SubscriptionID: w.id, Epoch: w.epoch, NodeEpoch: w.nodeEpoch})
+}
+
+func (d *Dispatcher) releaseLeaseOf(ctx context.Context, l herald.Lease) {
+	if err := d.store.ReleaseLease(ctx, l.SubscriptionID, d.cfg.NodeID, l.Epoch); err != nil {
+		d.mu.Lock()
+		if d.workers[l.SubscriptionID] == nil {
+			d.unreleased[l.SubscriptionID] = l
+		}
+		d.mu.Unlock()
 	}
 }
 
@@ -839,24 +930,20 @@ func (d *Dispatcher) syncOne(ctx context.Context, s herald.Subscription, now tim
 		return err
 	}
 	sent := d.cfg.Now()
-	epoch, err := d.store.AcquireLease(ctx, s.ID, d.cfg.NodeID, sent, d.leaseTTL)
-	switch {
-	case herald.IsCode(err, herald.CodeNotFound):
-		return nil // just deleted
-	case herald.IsCode(err, herald.CodeConflict):
-		// Another node has it: when that node stopped or died, its
-		// lease ends within LeaseTTL; try again until then.
+	leases, err := d.takeLeases(ctx, []string{s.ID}, sent)
+	if err != nil || len(leases) == 0 {
+		// Another node has it (when that node stopped or died, its lease
+		// ends within LeaseTTL), it was just deleted, or the store
+		// failed: try again until then.
 		d.mu.Lock()
 		d.lookAt(s.ID, sent.Add(d.cfg.PollInterval))
 		d.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
+		}
 		return nil
-	case err != nil:
-		d.mu.Lock()
-		d.lookAt(s.ID, sent.Add(d.cfg.PollInterval))
-		d.mu.Unlock()
-		return fmt.Errorf("acquire lease on %s: %w", s.ID, err)
 	}
-	d.startWorker(ctx, st, epoch, sent)
+	d.startWorker(ctx, st, leases[0])
 	return nil
 }
 
@@ -922,16 +1009,43 @@ func (d *Dispatcher) prepare(ctx context.Context, s herald.Subscription, now tim
 	return &workerStart{s: s, f: f, ch: ch}, nil
 }
 
-// startWorker starts the worker of a subscription whose lease it holds
-// (since sent) under epoch.
-func (d *Dispatcher) startWorker(ctx context.Context, st *workerStart, epoch int64, sent time.Time) {
+// takeLeases takes the leases of the subscriptions, in a store call sent
+// at sent, and returns those it took under the node lease the dispatcher
+// holds now. Leases taken under an older node lease (a renewal found it
+// lapsed while this call ran) are dead already and left out; so are those
+// the store took before it failed, which are released later.
+func (d *Dispatcher) takeLeases(ctx context.Context, ids []string, sent time.Time) ([]herald.Lease, error) {
+	leases, err := d.store.AcquireLeases(ctx, ids, d.cfg.NodeID, sent, d.leaseTTL)
+	if len(leases) > 0 {
+		// All of one call rest on the node lease it took first.
+		if lost := d.adoptNodeLease(leases[0].NodeEpoch, sent); len(lost) > 0 {
+			d.log.Warn("the node's dispatch lease had lapsed; restarting its subscriptions", "subscriptions", len(lost))
+			for _, w := range lost {
+				d.stopWorker(w.id, w)
+			}
+		}
+	}
+	if err != nil {
+		for _, l := range leases {
+			d.releaseLeaseOf(context.WithoutCancel(ctx), l)
+		}
+		return nil, err
+	}
+	cur := d.currentNodeEpoch()
+	return slices.DeleteFunc(leases, func(l herald.Lease) bool { return l.NodeEpoch != cur }), nil
+}
+
+// startWorker starts the worker of a subscription whose lease it holds.
+func (d *Dispatcher) startWorker(ctx context.Context, st *workerStart, l herald.Lease) {
 	s, ch, f := st.s, st.ch, st.f
-	nw := newWorker(d, s, ch, f, epoch)
-	nw.acquired = sent
-	nw.renewed(sent)
+	nw := newWorker(d, s, ch, f, l.Epoch)
+	nw.nodeEpoch = l.NodeEpoch
 	d.mu.Lock()
-	d.addWorker(s.ID, nw)
+	added := d.addWorker(s.ID, nw)
 	d.mu.Unlock()
+	if !added {
+		return // its lease ended with the node lease it rested on
+	}
 	started := d.life.Go(func(ctx context.Context) {
 		d.running.Add(1)
 		defer d.running.Add(-1)
@@ -941,10 +1055,10 @@ func (d *Dispatcher) startWorker(ctx context.Context, st *workerStart, epoch int
 		d.mu.Lock()
 		d.removeWorker(s.ID, nw)
 		d.mu.Unlock()
-		_ = d.store.ReleaseLease(context.WithoutCancel(ctx), s.ID, d.cfg.NodeID, epoch)
+		d.releaseLeaseOf(context.WithoutCancel(ctx), l)
 		return
 	}
-	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", epoch)
+	d.log.Debug("dispatching", "subscription_id", s.ID, "epoch", l.Epoch)
 }
 
 // startMany starts the workers of many subscriptions (a page of a full
@@ -975,7 +1089,7 @@ func (d *Dispatcher) startMany(ctx context.Context, starts []workerStart) []*wor
 		d.mu.Unlock()
 	}()
 	sent := d.cfg.Now()
-	leases, err := d.store.AcquireLeases(ctx, ids, d.cfg.NodeID, sent, d.leaseTTL)
+	leases, err := d.takeLeases(ctx, ids, sent)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Warn("acquire dispatch leases", "subscriptions", len(ids), "err", err)
@@ -987,10 +1101,10 @@ func (d *Dispatcher) startMany(ctx context.Context, starts []workerStart) []*wor
 		d.mu.Unlock()
 		return nil
 	}
-	epochs := make(map[string]int64, len(leases))
+	taken := make(map[string]herald.Lease, len(leases))
 	held := make([]string, 0, len(leases))
 	for _, l := range leases {
-		epochs[l.SubscriptionID] = l.Epoch
+		taken[l.SubscriptionID] = l
 		held = append(held, l.SubscriptionID)
 	}
 	states, err := d.store.DispatchStates(ctx, held)
@@ -1000,7 +1114,7 @@ func (d *Dispatcher) startMany(ctx context.Context, starts []workerStart) []*wor
 	var cold []*worker
 	for i := range starts {
 		st := &starts[i]
-		epoch, ok := epochs[st.s.ID]
+		l, ok := taken[st.s.ID]
 		if !ok {
 			// Another node has it (or it was just deleted): when that
 			// node stopped or died, its lease ends within LeaseTTL.
@@ -1011,20 +1125,18 @@ func (d *Dispatcher) startMany(ctx context.Context, starts []workerStart) []*wor
 		}
 		if state := states[st.s.ID]; err == nil && d.mayStartCold(ctx, st, state) {
 			w := &worker{
-				d: d, id: st.s.ID, topic: st.s.Topic, updatedAt: st.s.UpdatedAt, epoch: epoch,
-				parked: true, acquired: sent,
+				d: d, id: st.s.ID, topic: st.s.Topic, updatedAt: st.s.UpdatedAt, epoch: l.Epoch,
+				nodeEpoch: l.NodeEpoch, parked: true,
 			}
 			w.setColdCursors(state.Cursors)
-			w.renewed(sent)
+			w.noted = max(w.coldSeq, 0) // a head at its cursor needs no wake-up
 			cold = append(cold, w)
 			continue
 		}
-		d.startWorker(ctx, st, epoch, sent)
+		d.startWorker(ctx, st, l)
 	}
 	d.mu.Lock()
-	for _, w := range cold {
-		d.addWorker(w.id, w)
-	}
+	cold = slices.DeleteFunc(cold, func(w *worker) bool { return !d.addWorker(w.id, w) })
 	d.cold.Add(int64(len(cold)))
 	d.mu.Unlock()
 	return cold

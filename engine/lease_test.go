@@ -48,7 +48,7 @@ func (s *stalledLeases) AcquireLeases(ctx context.Context, ids []string, node st
 	return s.DispatchStore.AcquireLeases(ctx, ids, node, now, ttl)
 }
 
-func (s *stalledLeases) RenewLeases(ctx context.Context, node string, now time.Time, ttl time.Duration) ([]herald.Lease, error) {
+func (s *stalledLeases) RenewNodeLease(ctx context.Context, node string, now time.Time, ttl time.Duration) (herald.NodeLease, error) {
 	s.mu.Lock()
 	stalled := s.stalled
 	s.mu.Unlock()
@@ -56,10 +56,10 @@ func (s *stalledLeases) RenewLeases(ctx context.Context, node string, now time.T
 		select {
 		case <-stalled:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return herald.NodeLease{}, ctx.Err()
 		}
 	}
-	return s.DispatchStore.RenewLeases(ctx, node, now, ttl)
+	return s.DispatchStore.RenewNodeLease(ctx, node, now, ttl)
 }
 
 func (s *stalledLeases) stall() {

@@ -124,8 +124,13 @@ func TestStaleLeaseCannotMoveCursor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
+	// What AcquireLease does then: node b's lease, the next epoch, and
+	// a's node lease ended, so that a's next renewal tells it.
 	var epoch int64
-	if err := conn.QueryRow(t.Context(), `UPDATE subscriptions SET lease_node = 'node-b', lease_epoch = lease_epoch + 1,
+	if err := conn.QueryRow(t.Context(), `WITH b AS (
+			INSERT INTO dispatch_nodes (node, epoch, expires_at) VALUES ('node-b', 1, $2) RETURNING epoch),
+		a AS (UPDATE dispatch_nodes SET epoch = epoch + 1 WHERE node = 'node-a')
+		UPDATE subscriptions SET lease_node = 'node-b', lease_node_epoch = (SELECT epoch FROM b), lease_epoch = lease_epoch + 1,
 		lease_expires_at = $2 WHERE id = $1 RETURNING lease_epoch`, s.ID, time.Now().Add(time.Hour).UnixNano()).Scan(&epoch); err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,8 @@ type worker struct {
 	wake    chan struct{}
 	headMu  sync.Mutex
 	heads   map[string]int64 // topic -> newest committed seq, from the commit hook
+	noted   int64            // the newest seq of its own topic it was told of, or started cold at
+	notedIn map[string]int64 // a pattern's: the same per topic
 	gone    map[string]bool  // topics deleted, from the dispatcher (under headMu)
 	anyGone atomic.Bool      // gone is not empty: spares the loop the lock
 	exited  atomic.Bool      // the worker has ended for good
@@ -64,12 +66,9 @@ type worker struct {
 	stopReq atomic.Bool // stop was called
 	reason  string      // why the worker ended on its own, for logs
 
-	// leaseEnd is when the lease may lapse, by this node's clock, as a
-	// duration since d.clockBase; see leaseHeld. Written by the
-	// dispatcher at each renewal, read before each send.
-	leaseEnd atomic.Int64
-	acquired time.Time // when its lease was acquired (the request sent)
-	renewGen int64     // the dispatcher's renewGen when the worker was added
+	// nodeEpoch is the epoch of the node lease the worker's lease rests
+	// on (see leaseHeld): the lease lives as long as that node lease.
+	nodeEpoch int64
 
 	lag atomic.Int64 // events read-behind over all topics, for the metrics
 
@@ -481,7 +480,7 @@ func (w *worker) warm(ctx context.Context) bool {
 func (w *worker) endCold() {
 	w.d.cold.Add(-1)
 	ctx, cancel := context.WithTimeout(context.Background(), w.d.cfg.DrainTimeout)
-	_ = w.d.store.ReleaseLease(ctx, w.id, w.d.cfg.NodeID, w.epoch)
+	w.d.releaseLease(ctx, w)
 	cancel()
 	w.exited.Store(true)
 	w.d.workerExited(w)
@@ -736,7 +735,7 @@ func (w *worker) finish() {
 	if w.flushing {
 		w.flushed(<-w.flushDone)
 	}
-	_ = w.d.store.ReleaseLease(ctx, w.sub.ID, w.d.cfg.NodeID, w.epoch)
+	w.d.releaseLease(ctx, w)
 }
 
 // sleepFor is how long the worker may wait for a message before it has
@@ -828,6 +827,26 @@ func (w *worker) currentLag() int64 {
 // seq, and wakes the worker. The committer calls it; it never blocks.
 func (w *worker) noteCommit(topic string, seq int64) {
 	w.headMu.Lock()
+	// The cluster announces every topic's head again every 10 s: a head
+	// the worker was told of (or started at) already would only wake it,
+	// and a cold one would be rebuilt from the store for nothing, every
+	// 10 s for every subscription.
+	if topic == w.topic {
+		if seq <= w.noted {
+			w.headMu.Unlock()
+			return
+		}
+		w.noted = seq
+	} else { // a pattern's topic
+		if seq <= w.notedIn[topic] {
+			w.headMu.Unlock()
+			return
+		}
+		if w.notedIn == nil {
+			w.notedIn = make(map[string]int64)
+		}
+		w.notedIn[topic] = seq
+	}
 	if w.heads == nil {
 		w.heads = make(map[string]int64)
 	}
@@ -1282,15 +1301,6 @@ func closeSink(sink channel.Sink, log *slog.Logger, timeout time.Duration) {
 // covers the clocks of the nodes disagreeing by that much. See leaseHeld.
 func leaseMargin(ttl time.Duration) time.Duration { return ttl / 5 }
 
-// renewed records that the lease was acquired or renewed by a request sent
-// at or after at (the now the store was given): no other node can take it
-// before at+LeaseTTL by its clock, so this node counts on it, by its own
-// monotonic clock, until at+LeaseTTL less leaseMargin.
-func (w *worker) renewed(at time.Time) {
-	ttl := w.d.leaseTTL
-	w.leaseEnd.Store(int64(at.Add(ttl - leaseMargin(ttl)).Sub(w.d.clockBase)))
-}
-
 // leaseHeld reports whether the lease is surely still this node's. It is
 // checked before each send, not only when a settlement is committed: a
 // process paused past its lease (SIGSTOP, a VM freeze) must not send what
@@ -1298,7 +1308,7 @@ func (w *worker) renewed(at time.Time) {
 // meanwhile. time.Now carries the monotonic clock, so a wall clock step
 // does not fool it.
 func (w *worker) leaseHeld() bool {
-	return w.d.cfg.Now().Sub(w.d.clockBase) < time.Duration(w.leaseEnd.Load())
+	return w.d.nodeLeaseHeld(w.nodeEpoch)
 }
 
 // handle records one delivery result.

@@ -120,7 +120,7 @@ func TestPausedNodeSendsNothingAfterItsLease(t *testing.T) {
 	}
 	defer db.Close(context.Background())
 	holders := func() map[string]string {
-		rows, err := db.Query(ctx, `SELECT id, lease_node FROM subscriptions WHERE lease_expires_at > $1`, time.Now().UnixNano())
+		rows, err := db.Query(ctx, `SELECT id, lease_node FROM (`+leasesSQL+`) l(id, lease_node, expires_at) WHERE expires_at > $1`, time.Now().UnixNano())
 		if err != nil {
 			t.Fatal(err)
 		}

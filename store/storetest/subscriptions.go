@@ -53,7 +53,7 @@ func RunSubscriptions(t *testing.T, open func(t *testing.T) SubscriptionTestStor
 	t.Run("DeleteTopic", func(t *testing.T) { runSubscriptionDeleteTopic(t, open) })
 	t.Run("TopicFences", func(t *testing.T) { runTopicFences(t, open) })
 	t.Run("Leases", func(t *testing.T) { runLeases(t, open) })
-	t.Run("RenewLeases", func(t *testing.T) { runRenewLeases(t, open) })
+	t.Run("RenewNodeLease", func(t *testing.T) { runRenewLeases(t, open) })
 	t.Run("CountBacklog", func(t *testing.T) { runCountBacklog(t, open) })
 	t.Run("GetRetry", func(t *testing.T) { runGetRetry(t, open) })
 	t.Run("Settle", func(t *testing.T) { runSettle(t, open) })

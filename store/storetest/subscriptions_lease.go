@@ -245,9 +245,10 @@ func runLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 	})
 }
 
-// runRenewLeases checks the bulk renewal a dispatcher makes of all its
-// leases: live ones of the node are extended with their epochs, lapsed
-// ones, other nodes' and fenced ones are not.
+// runRenewLeases checks the renewal a dispatcher makes of all its leases:
+// one node lease, which keeps the subscription leases under it; a lapsed
+// one comes back under a new epoch and ends them; the fenced ones are
+// named.
 func runRenewLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 	t.Parallel()
 	s := open(t)
@@ -255,38 +256,84 @@ func runRenewLeases(t *testing.T, open func(t *testing.T) SubscriptionTestStore)
 		createSub(t, s, plainSub(id, "orders."+id), herald.StartPosition{})
 	}
 	subTopic(t, s, "orders.sub_4", 1, "k")
-	e1, err := s.AcquireLease(t.Context(), "sub_1", nodeA, at(0), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	got, err := s.AcquireLeases(t.Context(), []string{"sub_1", "sub_2", "sub_4"}, nodeA, at(0), 10*time.Second)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("AcquireLeases: %+v, %v", got, err)
 	}
-	if _, err := s.AcquireLease(t.Context(), "sub_2", nodeA, at(0), 2*time.Second); err != nil { // lapses at 2s
-		t.Fatal(err)
+	epochs := map[string]int64{}
+	for _, l := range got {
+		epochs[l.SubscriptionID] = l.Epoch
 	}
+	nodeEpoch := got[0].NodeEpoch
 	if _, err := s.AcquireLease(t.Context(), "sub_3", nodeB, at(0), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.AcquireLease(t.Context(), "sub_4", nodeA, at(0), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteTopic(t.Context(), "orders.sub_4"); err != nil { // fences sub_4's epoch
 		t.Fatal(err)
 	}
-	got, err := s.RenewLeases(t.Context(), nodeA, at(5), 10*time.Second)
+	nl, err := s.RenewNodeLease(t.Context(), nodeA, at(5), 10*time.Second)
 	if err != nil {
-		t.Fatalf("RenewLeases: %v", err)
+		t.Fatalf("RenewNodeLease: %v", err)
 	}
-	if len(got) != 1 || got[0] != (herald.Lease{SubscriptionID: "sub_1", Epoch: e1}) {
-		t.Fatalf("RenewLeases renewed %+v, want only sub_1 at epoch %d", got, e1)
+	if nl.Epoch != nodeEpoch {
+		t.Fatalf("renewing a live node lease: epoch %d, want %d as the leases were taken under", nl.Epoch, nodeEpoch)
 	}
-	// Renewed to 15s: node B cannot take it at 12s, past its first end.
-	_, err = s.AcquireLease(t.Context(), "sub_1", nodeB, at(12), 10*time.Second)
-	wantCode(t, "AcquireLease by another node after the bulk renewal", err, herald.CodeConflict)
-	// The lapsed one was not renewed: node B takes it.
-	if _, err := s.AcquireLease(t.Context(), "sub_2", nodeB, at(5), 10*time.Second); err != nil {
-		t.Fatalf("take the lease node A let lapse: %v", err)
+	if len(nl.Fenced) != 1 || nl.Fenced[0].SubscriptionID != "sub_4" || nl.Fenced[0].Epoch != epochs["sub_4"] {
+		t.Fatalf("fenced leases %+v, want sub_4 at epoch %d", nl.Fenced, epochs["sub_4"])
 	}
-	if _, err := s.RenewLeases(t.Context(), "", at(5), time.Second); !herald.IsCode(err, herald.CodeInvalid) {
-		t.Fatalf("RenewLeases with no node: %v, want CodeInvalid", err)
+	// Renewed to 15s: node B cannot take sub_1 or sub_2 at 12s, past the
+	// end the leases were taken with.
+	for _, id := range []string{"sub_1", "sub_2"} {
+		_, err = s.AcquireLease(t.Context(), id, nodeB, at(12), 10*time.Second)
+		wantCode(t, "AcquireLease of "+id+" by another node after the renewal", err, herald.CodeConflict)
+	}
+	// Node A takes sub_4 again under a new epoch; sub_1 keeps its own.
+	if e, err := s.AcquireLease(t.Context(), "sub_4", nodeA, at(13), 10*time.Second); err != nil || e != epochs["sub_4"]+1 {
+		t.Fatalf("sub_4 after its fence: epoch %d, %v; want %d", e, err, epochs["sub_4"]+1)
+	}
+	if e, err := s.AcquireLease(t.Context(), "sub_1", nodeA, at(13), 10*time.Second); err != nil || e != epochs["sub_1"] {
+		t.Fatalf("sub_1 extended: epoch %d, %v; want %d", e, err, epochs["sub_1"])
+	}
+	if nl, err := s.RenewNodeLease(t.Context(), nodeA, at(14), 10*time.Second); err != nil || len(nl.Fenced) != 0 {
+		t.Fatalf("renewal after the new epoch: %+v, %v; want nothing fenced", nl, err)
+	}
+
+	// The node lease lapses (at 24s). Node B takes sub_1 at 25s. A
+	// renewal node A sent at 23s, before the lapse, and that arrives only
+	// now must not make the node lease live again under its epoch: node
+	// A would go on dispatching sub_2 and sub_1 with B.
+	if _, err := s.AcquireLease(t.Context(), "sub_1", nodeB, at(25), 10*time.Second); err != nil {
+		t.Fatalf("node B takes sub_1 from the lapsed node lease: %v", err)
+	}
+	nl, err = s.RenewNodeLease(t.Context(), nodeA, at(23), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nl.Epoch == nodeEpoch {
+		t.Fatalf("a late renewal kept node epoch %d after another node took a subscription from it", nodeEpoch)
+	}
+	// Under its new node epoch node A holds none of its old leases:
+	// taking sub_2 again gives a new epoch, so nothing the old worker
+	// still settles applies.
+	if e, err := s.AcquireLease(t.Context(), "sub_2", nodeA, at(26), 10*time.Second); err != nil || e != epochs["sub_2"]+1 {
+		t.Fatalf("sub_2 under the new node lease: epoch %d, %v; want %d", e, err, epochs["sub_2"]+1)
+	}
+	errs := settle(t, s, herald.SettleItem{SubscriptionID: "sub_2", Epoch: epochs["sub_2"],
+		Settlement: herald.Settlement{Cursors: []herald.Cursor{{Topic: "orders.sub_2", Seq: 1}}}})
+	wantCode(t, "Settle under the lease of the lapsed node lease", errs[0], herald.CodeConflict)
+
+	// A node lease that lapsed with no one taking anything comes back
+	// under a new epoch too, and its subscriptions' leases with it are
+	// ended: node B may take sub_2.
+	nl2, err := s.RenewNodeLease(t.Context(), nodeA, at(60), 10*time.Second)
+	if err != nil || nl2.Epoch == nl.Epoch {
+		t.Fatalf("renewal of a lapsed node lease: %+v, %v; want a new epoch (was %d)", nl2, err, nl.Epoch)
+	}
+	if _, err := s.AcquireLease(t.Context(), "sub_2", nodeB, at(61), 10*time.Second); err != nil {
+		t.Fatalf("node B takes a lease of node A's lapsed node lease: %v", err)
+	}
+	if _, err := s.RenewNodeLease(t.Context(), "", at(5), time.Second); !herald.IsCode(err, herald.CodeInvalid) {
+		t.Fatalf("RenewNodeLease with no node: %v, want CodeInvalid", err)
 	}
 }
 
