@@ -314,7 +314,9 @@ func TestPartitionValues(t *testing.T) {
 		{`{"org":{"id":"acme"}}`, "text/plain", "none d d d"},
 		{`not json`, "application/json", "none d d d"},
 	} {
-		got := strings.Join(partitionValues(keys, &herald.Event{ContentType: c.ct, Payload: []byte(c.payload)}), " ")
+		s := &sink{cfg: Config{Partition: keys}, paths: newFieldPaths(keys)}
+		vals, _ := s.readPayload(&herald.Event{ContentType: c.ct, Payload: []byte(c.payload)})
+		got := strings.Join(vals, " ")
 		if got != c.want {
 			t.Errorf("%s (%s): %q, want %q", c.payload, c.ct, got, c.want)
 		}
@@ -324,8 +326,9 @@ func TestPartitionValues(t *testing.T) {
 func BenchmarkPartitionValues(b *testing.B) {
 	keys := []PartitionKey{{Key: "env", Field: "environment"}, {Key: "org", Field: "organization.id"}, {Key: "type", Field: "log_type"}}
 	ev := &herald.Event{ContentType: "application/json", Payload: []byte(`{"environment":"prod","organization":{"id":"org-042","name":"Acme Corporation"},"log_type":"access","status":200,"path":"/api/v1/items/123456","latency_ms":17,"user_agent":"Mozilla/5.0 (X11; Linux x86_64)","tags":["a","b","c"]}`)}
+	s := &sink{cfg: Config{Partition: keys}, paths: newFieldPaths(keys)}
 	for b.Loop() {
-		partitionValues(keys, ev)
+		s.readPayload(ev)
 	}
 }
 

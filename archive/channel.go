@@ -19,6 +19,7 @@
 package archive
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -140,7 +141,7 @@ func (ch *Channel) Open(ctx context.Context, sub *herald.Subscription) (channel.
 	if err != nil {
 		return nil, err
 	}
-	return &sink{ch: ch, sub: sub.ID, cfg: c, objs: objs}, nil
+	return &sink{ch: ch, sub: sub.ID, cfg: c, objs: objs, paths: newFieldPaths(c.Partition)}, nil
 }
 
 // objects returns where the config's files go.
@@ -164,7 +165,9 @@ type sink struct {
 	sub  string
 	cfg  Config
 	objs objects
-	mu   sync.Mutex
+	// paths are the partition keys' fields, split once.
+	paths fieldPaths
+	mu    sync.Mutex
 }
 
 var _ channel.Batcher = (*sink)(nil)
@@ -195,10 +198,17 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	defer s.mu.Unlock()
 	start := time.Now()
 	results := make([]herald.DeliveryResult, len(batch))
-	groups := map[string]*fileGroup{}
+	type groupKey struct{ dir, topic string }
+	groups := map[groupKey]*fileGroup{}
+	// Each payload is read once, for its partition values and whether
+	// it is JSON to keep inline.
+	inline := make([]bool, len(batch))
+	var pb partitionBuilder
 	for i, d := range batch {
-		dir := partitionPath(s.cfg.Partition, partitionValues(s.cfg.Partition, d.Event), d.Event.Time)
-		k := dir + "\x00" + d.Event.Topic
+		vals, isJSONData := s.readPayload(d.Event)
+		inline[i] = isJSONData
+		dir := pb.path(s.cfg.Partition, vals, d.Event.Time)
+		k := groupKey{dir, d.Event.Topic}
 		g := groups[k]
 		if g == nil {
 			g = &fileGroup{dir: dir, topic: d.Event.Topic}
@@ -206,12 +216,8 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 		}
 		g.indexes = append(g.indexes, i)
 	}
-	keys := slices.Sorted(func(yield func(string) bool) {
-		for k := range groups {
-			if !yield(k) {
-				return
-			}
-		}
+	keys := slices.SortedFunc(maps.Keys(groups), func(a, b groupKey) int {
+		return cmp.Or(strings.Compare(a.dir, b.dir), strings.Compare(a.topic, b.topic))
 	})
 	fail := func(idx []int, err error) {
 		for _, i := range idx {
@@ -228,7 +234,7 @@ func (s *sink) DeliverBatch(ctx context.Context, batch []channel.Delivery) []her
 	done := make([]groupDone, len(keys))
 	parallel(len(keys), func(n int) {
 		g := groups[keys[n]]
-		mf, err := s.writeFile(ctx, batch, g)
+		mf, err := s.writeFile(ctx, batch, inline, g)
 		done[n] = groupDone{mf, err}
 	})
 	written := map[string][]manifestFile{} // partition -> new files
@@ -322,12 +328,12 @@ func parallel(n int, f func(int)) {
 
 // writeFile encodes the group's events as one file and writes it; the
 // returned entry is for the partition's manifest.
-func (s *sink) writeFile(ctx context.Context, batch []channel.Delivery, g *fileGroup) (manifestFile, error) {
+func (s *sink) writeFile(ctx context.Context, batch []channel.Delivery, inline []bool, g *fileGroup) (manifestFile, error) {
 	recs := make([]Record, len(g.indexes))
 	mf := manifestFile{Topic: g.topic, FirstSeq: batch[g.indexes[0]].Event.Seq, LastSeq: batch[g.indexes[0]].Event.Seq, Events: len(recs)}
 	for j, i := range g.indexes {
 		ev := batch[i].Event
-		recs[j] = toRecord(ev)
+		recs[j] = toRecord(ev, inline[i])
 		mf.FirstSeq, mf.LastSeq = min(mf.FirstSeq, ev.Seq), max(mf.LastSeq, ev.Seq)
 		if mf.MinTime.IsZero() || ev.Time.Before(mf.MinTime) {
 			mf.MinTime = ev.Time.UTC()

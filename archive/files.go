@@ -12,6 +12,7 @@ import (
 	"mime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -38,13 +39,14 @@ type Record struct {
 	DataBase64     *string           `json:"data_base64,omitempty"`
 }
 
-// toRecord renders an event as a record.
-func toRecord(ev *herald.Event) Record {
+// toRecord renders an event as a record; inline says its payload is
+// JSON to keep as it is (see readPayload).
+func toRecord(ev *herald.Event, inline bool) Record {
 	r := Record{
 		ID: ev.ID, Topic: ev.Topic, Seq: ev.Seq, Type: ev.Type, Key: ev.Key, IdempotencyKey: ev.IdempotencyKey,
 		ContentType: ev.ContentType, Headers: ev.Headers, Time: ev.Time.UTC(),
 	}
-	if isJSON(ev.ContentType) && len(ev.Payload) > 0 && utf8.Valid(ev.Payload) && json.Valid(ev.Payload) {
+	if inline {
 		r.Data = ev.Payload
 	} else {
 		b := base64.StdEncoding.EncodeToString(ev.Payload)
@@ -76,6 +78,9 @@ func (r *Record) Event() (*herald.Event, error) {
 // isJSON reports whether a content type is JSON ("application/json", any
 // "+json" type).
 func isJSON(ct string) bool {
+	if ct == "application/json" {
+		return true // most payloads: no need to parse it
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return false
@@ -102,11 +107,16 @@ func encode(c Config, recs []Record, pt *colType, payloads []any) ([]byte, error
 	}
 	var buf bytes.Buffer
 	var w io.WriteCloser
-	var err error
 	if c.Compression == CompressionGzip {
-		w = gzip.NewWriter(&buf)
-	} else if w, err = zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1)); err != nil {
-		return nil, err
+		zw := gzipWriters.Get().(*gzip.Writer)
+		defer gzipWriters.Put(zw)
+		zw.Reset(&buf)
+		w = zw
+	} else {
+		zw := zstdWriters.Get().(*zstd.Encoder)
+		defer zstdWriters.Put(zw)
+		zw.Reset(&buf)
+		w = zw
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
@@ -124,6 +134,22 @@ func encode(c Config, recs []Record, pt *colType, payloads []any) ([]byte, error
 	}
 	return buf.Bytes(), nil
 }
+
+// Compressors are reused: a new zstd encoder allocates and clears
+// megabytes of tables, more than compressing a file of a few thousand
+// events costs (docs/benchmarks.md). An encoder is Reset before each use,
+// which also clears a failed write's state. An idle one keeps its last
+// file's buffer until it is reused or the GC empties the pool.
+var (
+	zstdWriters = sync.Pool{New: func() any {
+		zw, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			panic(err) // only bad options fail, and these are fixed
+		}
+		return zw
+	}}
+	gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+)
 
 // decode reads the records of a file, by its name's ending.
 func decode(name string, data []byte) ([]Record, error) {
@@ -162,70 +188,107 @@ func decode(name string, data []byte) ([]Record, error) {
 	}
 }
 
-// partitionValues returns the value of each partition key for the event.
-func partitionValues(keys []PartitionKey, ev *herald.Event) []string {
-	vals := make([]string, len(keys))
-	var doc map[string]any
-	if len(keys) > 0 && (ev.ContentType == "" || isJSON(ev.ContentType)) {
-		dec := json.NewDecoder(bytes.NewReader(ev.Payload))
-		dec.UseNumber()
-		_ = dec.Decode(&doc) // a payload that is no JSON object takes the defaults
+// readPayload reads an event's payload once: the value of each
+// partition key (from the payload when it is JSON, or has no content
+// type, and the field holds a string, number or bool; the key's default
+// otherwise), and whether the payload is JSON (by content type, UTF-8
+// and syntax) to keep inline in data.
+func (s *sink) readPayload(ev *herald.Event) (vals []string, inline bool) {
+	typed := isJSON(ev.ContentType)
+	if typed || len(s.paths) > 0 && ev.ContentType == "" {
+		var valid bool
+		vals, valid = scanPayload(ev.Payload, s.paths)
+		inline = typed && valid && utf8.Valid(ev.Payload)
+	} else {
+		vals = make([]string, len(s.paths))
 	}
-	for i, k := range keys {
-		vals[i] = k.Default
-		var v any = doc
-		for part := range strings.SplitSeq(k.Field, ".") {
-			m, ok := v.(map[string]any)
-			if !ok {
-				v = nil
-				break
-			}
-			v = m[part]
+	for i, k := range s.cfg.Partition {
+		if len(vals[i]) > maxPartitionValueLen {
+			vals[i] = vals[i][:maxPartitionValueLen]
 		}
-		var s string
-		switch x := v.(type) {
-		case string:
-			s = x
-		case json.Number:
-			s = x.String()
-		case bool:
-			s = strconv.FormatBool(x)
-		}
-		if s != "" {
-			if len(s) > maxPartitionValueLen {
-				s = s[:maxPartitionValueLen]
-			}
-			vals[i] = s
+		if vals[i] == "" {
+			vals[i] = k.Default
 		}
 	}
-	return vals
+	return vals, inline
 }
 
 // escapeValue makes a partition value safe as a folder name the way Hive
 // does: every byte but letters, digits, '_', '-' and '.' (not first)
 // becomes %XX.
-func escapeValue(s string) string {
-	var b strings.Builder
+func escapeValue(s string) string { return string(appendEscaped(nil, s)) }
+
+func appendEscaped(b []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' && i > 0 {
-			b.WriteByte(c)
+			b = append(b, c)
 		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
+			b = append(b, '%', hex[c>>4], hex[c&15])
 		}
 	}
-	return b.String()
+	return b
 }
 
 // partitionPath is the folder of the partition: key=value/.../hour=HH/.
 func partitionPath(keys []PartitionKey, vals []string, t time.Time) string {
-	var b strings.Builder
+	return string(appendPartitionPath(nil, keys, vals, t))
+}
+
+func appendPartitionPath(b []byte, keys []PartitionKey, vals []string, t time.Time) []byte {
 	for i, k := range keys {
-		b.WriteString(k.Key + "=" + escapeValue(vals[i]) + "/")
+		b = append(b, k.Key...)
+		b = append(b, '=')
+		b = appendEscaped(b, vals[i])
+		b = append(b, '/')
 	}
 	t = t.UTC()
-	fmt.Fprintf(&b, "year=%04d/month=%02d/day=%02d/hour=%02d/", t.Year(), int(t.Month()), t.Day(), t.Hour())
-	return b.String()
+	y, m, d := t.Date()
+	b = append(b, "year="...)
+	b = appendPadded(b, y, 4)
+	b = append(b, "/month="...)
+	b = appendPadded(b, int(m), 2)
+	b = append(b, "/day="...)
+	b = appendPadded(b, d, 2)
+	b = append(b, "/hour="...)
+	b = appendPadded(b, t.Hour(), 2)
+	return append(b, '/')
+}
+
+// appendPadded appends n in decimal, zero-padded to width digits (as
+// %0*d: a negative year keeps its sign).
+func appendPadded(b []byte, n, width int) []byte {
+	if n < 0 {
+		b = append(b, '-')
+		n = -n
+		width--
+	}
+	d := strconv.Itoa(n)
+	for range width - len(d) {
+		b = append(b, '0')
+	}
+	return append(b, d...)
+}
+
+// partitionBuilder builds the partition folders of one batch, each folder
+// name allocated once however many events it holds.
+type partitionBuilder struct {
+	buf  []byte
+	seen map[string]string
+}
+
+func (pb *partitionBuilder) path(keys []PartitionKey, vals []string, t time.Time) string {
+	pb.buf = appendPartitionPath(pb.buf[:0], keys, vals, t)
+	if d, ok := pb.seen[string(pb.buf)]; ok {
+		return d
+	}
+	if pb.seen == nil {
+		pb.seen = map[string]string{}
+	}
+	d := string(pb.buf)
+	pb.seen[d] = d
+	return d
 }
 
 // fileName names a file of one topic's events from first to last seq:

@@ -57,7 +57,7 @@ func encodeParquet(recs []Record, pt *colType, payloads []any) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	if pt == nil {
-		if err := parquet.Write(&buf, rows, parquet.Compression(&zstd.Codec{})); err != nil {
+		if err := parquet.Write(&buf, rows, parquet.Compression(parquetZstd)); err != nil {
 			return nil, fmt.Errorf("write parquet: %w", err)
 		}
 		return buf.Bytes(), nil
@@ -74,7 +74,7 @@ func encodeParquet(recs []Record, pt *colType, payloads []any) ([]byte, error) {
 			"data": r.Data, "data_base64": r.DataBase64, PayloadColumn: payloads[i],
 		}
 	}
-	w := parquet.NewGenericWriter[map[string]any](&buf, sch, parquet.Compression(&zstd.Codec{}))
+	w := parquet.NewGenericWriter[map[string]any](&buf, sch, parquet.Compression(parquetZstd))
 	if _, err := w.Write(mrows); err != nil {
 		return nil, fmt.Errorf("write parquet: %w", err)
 	}
@@ -83,6 +83,11 @@ func encodeParquet(recs []Record, pt *colType, payloads []any) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// parquetZstd compresses the pages of every file: one codec keeps one
+// pool of encoders, where a codec per file made a new encoder (megabytes
+// of tables allocated and cleared) for each file.
+var parquetZstd = &zstd.Codec{}
 
 // eventColumns are the event's columns, in parquetRow's order.
 var eventColumns = parquet.SchemaOf(parquetRow{}).Fields()
