@@ -173,6 +173,12 @@ type broker interface {
 	close()
 }
 
+// timedReader is a broker whose reader knows when the broker received
+// each message (Mailpit), so the reader's own delay is not timed.
+type timedReader interface {
+	readTimed(ctx context.Context, target string, seen func(seq int64, at time.Time), ready func()) error
+}
+
 // RunChannel runs a channel bench.
 func RunChannel(ctx context.Context, cfg ChannelConfig) (*ChannelReport, error) {
 	if err := cfg.validate(); err != nil {
@@ -272,7 +278,11 @@ type tally struct {
 
 func newTally(n int) *tally { return &tally{seen: make([]bool, n+1), done: make(chan struct{})} }
 
-func (t *tally) add(seq int64) {
+func (t *tally) add(seq int64) { t.addAt(seq, time.Now()) }
+
+// addAt counts seq as read at the time at, which may be earlier than
+// now: the time a broker says it received the message.
+func (t *tally) addAt(seq int64, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if seq < 1 || seq >= int64(len(t.seen)) {
@@ -284,7 +294,9 @@ func (t *tally) add(seq int64) {
 	}
 	t.seen[seq] = true
 	t.distinct++
-	t.last = time.Now()
+	if at.After(t.last) {
+		t.last = at
+	}
 	if t.distinct == int64(len(t.seen)-1) {
 		close(t.done)
 	}
@@ -307,6 +319,10 @@ func readAll(ctx context.Context, b broker, target string, n int) (*tally, func(
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer markReady()
+		if tr, ok := b.(timedReader); ok {
+			_ = tr.readTimed(rctx, target, t.addAt, markReady)
+			return
+		}
 		_ = b.read(rctx, target, t.add, markReady)
 	})
 	select {

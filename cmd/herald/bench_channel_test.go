@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/bench"
+	"github.com/heraldhq/herald/channel/email/smtptest"
 )
 
 // TestBenchChannel runs "herald bench --channel" through the CLI against
@@ -97,5 +98,38 @@ func TestBenchChannelBrokers(t *testing.T) {
 				t.Errorf("report %+v", rep)
 			}
 		})
+	}
+}
+
+// TestBenchChannelEmail runs "herald bench --channel email" against a
+// Mailpit started from the test (HERALD_TEST_MAILPIT) and a server that
+// sends through it: every message comes back through Mailpit's API, from
+// Herald and from the bare go-mail sender, each once.
+func TestBenchChannelEmail(t *testing.T) {
+	t.Parallel()
+	mp := smtptest.StartMailpit(t, os.Getenv)
+	m := peopleServerHook(t, t.TempDir(), func(*Main) {}, func(c *Config) {
+		c.EmailSMTPHost, c.EmailSMTPPort, c.EmailSMTPTLS, c.EmailMaxConns = mp.Host, mp.Port, "none", 4
+		c.EmailFrom = "Herald <herald@example.org>"
+	})
+	env := map[string]string{"HERALD_URL": m.URL(), "HERALD_KEY": testAdminKey}
+	const events = 300
+	args := []string{"bench", "--channel", "email", "--broker", mp.SMTP(), "--mailpit", mp.API,
+		"--events", strconv.Itoa(events), "--batch", "50", "--max-in-flight", "4", "--quiet", "--json"}
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), args, strings.NewReader(""), &out, &errOut, func(k string) string { return env[k] }); code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	var rep bench.ChannelReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, r := range []bench.ChannelResult{rep.Bare, rep.Herald} {
+		if r.Events != events || r.Delivered != events || r.Lost != 0 || r.Duplicates != 0 || r.Rate <= 0 || r.Err != "" {
+			t.Errorf("%s: %+v; want %d messages, each delivered once", r.Target, r, events)
+		}
+	}
+	if rep.Channel != "email" || rep.Ratio <= 0 || !strings.Contains(rep.Broker, mp.API) {
+		t.Errorf("report %+v", rep)
 	}
 }

@@ -33,7 +33,7 @@ http://127.0.0.1:8025); the server must send through the same Mailpit
 (email.smtp-host, email.smtp-port, email.smtp-tls none), the bare side
 is go-mail over --max-in-flight reused SMTP sessions, and the messages
 are read back through Mailpit's API (run it with --max 0, so it keeps
-them all); NATS: --broker defaults to nats://127.0.0.1:4222, and both
+them all), each timed by when Mailpit received it; NATS: --broker defaults to nats://127.0.0.1:4222, and both
 sides publish to JetStream streams of their own (file storage), in
 batches of 500; AMQP: --broker
 defaults to amqp://guest:guest@127.0.0.1:5672/, each side publishes
