@@ -494,6 +494,58 @@ export declare class HeraldStream {
   close(): void;
 }
 
+/** The "unsubscribed" frame: a server-side subscription of the user was removed. */
+export interface UnsubscribedFrame {
+  op: 'unsubscribed';
+  /** "user:<topic>" */
+  id: string;
+}
+
+export interface UserStreamOptions extends StreamHooks<string> {
+  /**
+   * The events of the user's server-side subscriptions, each once, in seq
+   * order per topic; sub is "user:<topic>", as on a socket.
+   */
+  onUserEvent: (event: HeraldEvent & { sub: string }) => void;
+  /** Where the user's server-side subscriptions resume from, by topic (from an earlier stream's or socket's userPositions). */
+  userPositions?: Record<string, number>;
+  /** Each server-side subscription started (again after each reconnect), with the seq it goes on after. */
+  onSubscribed?: (frame: SubscribedFrame) => void;
+  /** A server-side subscription was removed (DELETE /v1/users/{user}/subscriptions/{topic}). */
+  onUnsubscribed?: (frame: UnsubscribedFrame) => void;
+  /** Events lost to retention before the stream could send them; sub is "user:<topic>". */
+  onGap?: (gap: Gap & { sub: string }) => void;
+  /**
+   * Give a connection up when nothing, not even a heartbeat (every 15 s),
+   * came for this many ms (default 45000; 0 turns it off).
+   */
+  idleTimeout?: number;
+}
+
+/**
+ * The Server-Sent Events stream of an end user's server-side subscriptions
+ * (GET /v1/stream with a token of the user): what a HeraldSocket given
+ * onUserEvent receives, over plain HTTP, read with fetch. It connects at
+ * once; when a connection ends it reconnects (with backoff; at once with a
+ * fresh token after a token expired) and resumes each subscription after
+ * its last event with Last-Event-ID, so events come once each, in order
+ * per topic. A subscription that fails (herald.error: its topic was
+ * deleted, say) is reported to onError and the others go on. It ends for
+ * good on close(), its signal, or a refusal a retry cannot cure (a token of
+ * no user: 400). CloseInfo.code is the server's herald.disconnect code,
+ * "closed" for close(), or "".
+ */
+export declare class HeraldUserStream {
+  private constructor();
+  readonly state: 'connecting' | 'open' | 'reconnecting' | 'closed';
+  /** The seq last delivered (or started after) per topic of the user's server-side subscriptions: seed a later stream or socket with it. */
+  readonly userPositions: Record<string, number>;
+  /** The stream's last id ("<topic>=<seq>,..."): what a reconnect sends as Last-Event-ID. */
+  readonly lastEventId: string;
+  /** Ends the stream; idempotent. */
+  close(): void;
+}
+
 /** A client of one Herald server. */
 export declare class Herald {
   constructor(options?: HeraldOptions);
@@ -548,6 +600,8 @@ export declare class Herald {
   socket(options?: SocketOptions): HeraldSocket;
   /** An SSE stream of one topic or pattern; it connects at once. */
   stream(topic: string, options: StreamOptions): HeraldStream;
+  /** With a user token: an SSE stream of the user's server-side subscriptions; it connects at once. */
+  userStream(options: UserStreamOptions): HeraldUserStream;
 }
 
 /** An event's payload as bytes (JSON payloads as their JSON text). */

@@ -4,7 +4,7 @@
 
 export { Herald } from './src/client.js';
 export { HeraldSocket, Subscription } from './src/socket.js';
-export { HeraldStream } from './src/sse.js';
+export { HeraldStream, HeraldUserStream } from './src/sse.js';
 export { HeraldError, ConnectionError, PROBLEM_TYPE_BASE } from './src/errors.js';
 export { backoffDelay, DEFAULT_BACKOFF } from './src/backoff.js';
 export { eventBytes, eventText } from './src/codec.js';

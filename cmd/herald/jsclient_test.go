@@ -499,9 +499,10 @@ func TestJSClientBrowser(t *testing.T) {
 // TestJSClientBrowserUser: an end user's page in headless Chromium, with a
 // token of that user from the application's backend, receives the events
 // of the topics the backend subscribed the user to on the server, without
-// subscribing itself; never another user's; and after a restart of Herald,
-// kept away while more is published, resumes them from its positions and
-// sees every event once.
+// subscribing itself, over a WebSocket and over an SSE user stream; never
+// another user's; and after a restart of Herald, kept away while more is
+// published, resumes them from its positions and sees every event once
+// on each.
 func TestJSClientBrowserUser(t *testing.T) {
 	t.Parallel()
 	bin := os.Getenv("HERALD_TEST_CHROMIUM")
@@ -552,19 +553,19 @@ func TestJSClientBrowserUser(t *testing.T) {
 		return n
 	}
 	startChromium(t, bin, h.url+"/_test/js/test/browser/user.html")
-	waitCond(t, "the page's socket to open", 90*time.Second, func() bool { return count("user-open") >= 1 })
-	// The server-side subscription starts live: publish until the page
-	// has the first event, then the rest.
+	waitCond(t, "the page's socket and SSE stream to open", 90*time.Second, func() bool {
+		return count("user-open") >= 1 && count("user-sse-open") >= 1
+	})
+	// The server-side subscriptions start live: publish until the page
+	// has the first event on both, then the rest.
 	waitCond(t, "the user's first event in the page", 30*time.Second, func() bool {
 		publish(0, 0)
-		return count("user") >= 1
+		return count("user") >= 1 && count("user-sse") >= 1
 	})
-	first := h.reports.snapshot()
-	var from float64
-	for _, r := range first {
-		if r["kind"] == "user" {
-			from = r["seq"].(float64)
-			break
+	from := map[string]float64{}
+	for _, r := range h.reports.snapshot() {
+		if k := r["kind"].(string); (k == "user" || k == "user-sse") && from[k] == 0 {
+			from[k] = r["seq"].(float64)
 		}
 	}
 	publish(1, 10)
@@ -578,26 +579,36 @@ func TestJSClientBrowserUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seqs []int
-	waitCond(t, "every event of the user in the page", 60*time.Second, func() bool {
-		seqs = seqs[:0]
+	seqs := map[string][]int{}
+	waitCond(t, "every event of the user in the page, on the socket and the SSE stream", 60*time.Second, func() bool {
+		clear(seqs)
 		for _, r := range h.reports.snapshot() {
 			if r["kind"] == "error" {
 				t.Fatalf("the page reported an error: %v", r["msg"])
 			}
-			if r["kind"] == "user" {
+			if k := r["kind"].(string); k == "user" || k == "user-sse" {
 				if r["topic"] != "accounts.u42.balance" || r["sub"] != "user:accounts.u42.balance" {
 					t.Fatalf("the page got %v: another user's event, or not as the server-side subscription", r)
 				}
-				seqs = append(seqs, int(r["seq"].(float64)))
+				seqs[k] = append(seqs[k], int(r["seq"].(float64)))
 			}
 		}
-		return len(seqs) > 0 && seqs[len(seqs)-1] == int(head.HeadSeq)
-	})
-	for i, s := range seqs {
-		if s != int(from)+i {
-			t.Fatalf("the page got seqs %v, want each from %v on once, in order", seqs, from)
+		for _, k := range []string{"user", "user-sse"} {
+			if s := seqs[k]; len(s) == 0 || s[len(s)-1] != int(head.HeadSeq) {
+				return false
+			}
 		}
+		return true
+	})
+	for k, got := range seqs {
+		for i, s := range got {
+			if s != int(from[k])+i {
+				t.Fatalf("%s: the page got seqs %v, want each from %v on once, in order", k, got, from[k])
+			}
+		}
+	}
+	if count("user-sse-close") == 0 {
+		t.Errorf("the page's SSE stream was not told of the restart")
 	}
 	if count("user-close") == 0 {
 		t.Errorf("the page was not told of the restart")

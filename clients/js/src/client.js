@@ -5,7 +5,7 @@ import { ConnectionError, errorFromResponse } from './errors.js';
 import { checkBackoff } from './backoff.js';
 import { encodeBody, encodeBatchEvent } from './codec.js';
 import { HeraldSocket } from './socket.js';
-import { HeraldStream } from './sse.js';
+import { HeraldStream, HeraldUserStream } from './sse.js';
 
 const seg = encodeURIComponent;
 
@@ -287,5 +287,9 @@ export class Herald {
 
   stream(topic, options) {
     return new HeraldStream(this.#transport, topic, options);
+  }
+
+  userStream(options) {
+    return new HeraldUserStream(this.#transport, options);
   }
 }

@@ -84,9 +84,24 @@ export function browser(): () => void {
   herald.stream('orders.eu', {});
   // @ts-expect-error: the socket's state is read-only
   socket.state = 'open';
+  const mine = herald.userStream({
+    userPositions: { 'accounts.u42.balance': 16 },
+    onUserEvent: (e) => void [e.sub, e.topic, e.seq, e.data],
+    onSubscribed: (f) => void f.after_seq,
+    onUnsubscribed: (f) => void f.id,
+    onGap: (g) => void [g.sub, g.missed_from],
+    onClose: (info: CloseInfo<string>) => void info.reconnect,
+    idleTimeout: 30_000,
+  });
+  const resume: Record<string, number> = mine.userPositions;
+  const id: string = mine.lastEventId;
+  void resume, id;
+  // @ts-expect-error: onUserEvent is required
+  herald.userStream({});
   return () => {
     sub.unsubscribe();
     socket.close();
     sse.close();
+    mine.close();
   };
 }
