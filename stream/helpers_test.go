@@ -219,6 +219,7 @@ type nodeOptions struct {
 	mux      func(*http.ServeMux)
 	noTokens bool
 	http2    bool // serve HTTP/2 over TLS
+	users    bool // keep end users' server-side subscriptions in the store
 	// auth, if set, authenticates instead of keys (a KeyChecker too,
 	// say).
 	auth authenticator
@@ -260,8 +261,11 @@ func startNode(t *testing.T, o nodeOptions) *node {
 		hubStore = o.wrapStore(st)
 	}
 	keys, _ := auth.(stream.KeyChecker)
-	n.hub = stream.NewHub(o.cfg, stream.Deps{Store: hubStore, Tail: n.tail, Keys: keys,
-		Registry: n.reg, Now: o.clock.now})
+	deps := stream.Deps{Store: hubStore, Tail: n.tail, Keys: keys, Registry: n.reg, Now: o.clock.now}
+	if o.users {
+		deps.Users = st
+	}
+	n.hub = stream.NewHub(o.cfg, deps)
 	f := front{hub: n.hub, auth: auth, tokens: n.tokens, keys: keys}
 	n.committer.OnCommit(n.tail.Add)
 	n.committer.OnCommit(n.hub.OnCommit)
