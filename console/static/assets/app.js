@@ -676,62 +676,263 @@ async function auditPage() {
   ];
 }
 
-// ---- generic resources: sources, rules, views, archives, schedules ----
+// ---- sources, rules, views, archives, schedules ----
+//
+// Each kind has a form of its own: one input per member of its definition
+// (dotted paths for nested members), filled from the stored object to
+// edit it. When the server refuses a definition, its problem names the
+// member at fault (field, or each of errors[]), and the message goes next
+// to that input. "Edit as JSON" keeps the whole definition at hand for
+// what the form does not cover.
+
+const AGG_OPS = ['count', 'sum', 'min', 'max', 'avg', 'distinct_count', 'latest'];
 
 const RESOURCES = {
-  sources: { title: 'Sources', base: '/v1/sources', id: 'id', create: 'post', edit: 'PATCH', actions: ['pause', 'resume'],
-    cols: ['id', 'kind', 'topic', 'state', 'description'], template: { kind: 'http', topic: 'orders.created', config: {} } },
-  rules: { title: 'Rules', base: '/v1/rules', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume', 'rebuild'],
-    cols: ['name', 'topic', 'state', 'state_reason'], template: {} },
-  views: { title: 'Views', base: '/v1/views', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume', 'rebuild'],
-    cols: ['name', 'topic', 'state', 'state_reason'], template: {} },
-  archives: { title: 'Archives', base: '/v1/archives', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume'],
-    cols: ['name', 'topic', 'format', 'state', 'state_reason'], template: {} },
-  schedules: { title: 'Schedules', base: '/v1/schedules', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume'],
-    cols: ['name', 'topic', 'cron', 'state', 'next_fire_times'], template: {} },
+  sources: { title: 'Sources', one: 'Source', base: '/v1/sources', id: 'id', create: 'post', edit: 'PATCH', actions: ['pause', 'resume'],
+    cols: ['id', 'kind', 'topic', 'state', 'description'],
+    fields: [
+      { path: 'kind', label: 'Kind', createOnly: true, required: true, placeholder: 'webhook', help: 'webhook, kafka, nats, amqp, mqtt, redis, outbox, ...' },
+      { path: 'topic', label: 'Topic', required: true, placeholder: 'orders.{topic}', help: 'may use {topic}, {header.x}, {payload.x}' },
+      { path: 'description', label: 'Description' },
+      { path: 'shards', label: 'Shards', type: 'number', placeholder: '1' },
+      { path: 'tenant', label: 'Tenant', createOnly: true, placeholder: '(none)' },
+      { path: 'config', label: 'Config (JSON object; secrets are kept when left out)', type: 'json', rows: 5, placeholder: '{"verify": "github", "secret": "..."}' },
+      { path: 'mapping', label: 'Mapping (JSON object)', type: 'json', rows: 3, placeholder: '{"key": "{payload.id}"}' },
+    ] },
+  rules: { title: 'Rules', one: 'Rule', base: '/v1/rules', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume', 'rebuild'],
+    cols: ['name', 'input', 'state', 'state_reason'],
+    fields: [
+      { path: 'input', label: 'Input topic', required: true, placeholder: 'payments.settled' },
+      { path: 'filter', label: 'Filter (JSON: a filter object or a CEL string)', type: 'json', rows: 2 },
+      { path: 'key', label: 'Key (payload field; empty: the event key)', placeholder: 'wallet_id' },
+      { path: 'time', label: 'Time field (empty: the event time)' },
+      { path: 'window.kind', label: 'Window', type: 'select', options: ['', 'sliding', 'tumbling', 'session'] },
+      { path: 'window.size', label: 'Window size', placeholder: '10m' },
+      { path: 'window.gap', label: 'Session gap', placeholder: '5m' },
+      { path: 'aggregate.op', label: 'Aggregate', type: 'select', options: AGG_OPS, required: true },
+      { path: 'aggregate.field', label: 'Aggregate field', placeholder: 'amount' },
+      { path: 'when', label: 'When (CEL condition)', required: true, placeholder: 'value > 3' },
+      { path: 'emit.topic', label: 'Emit topic', required: true, placeholder: 'alerts.fraud' },
+      { path: 'emit.type', label: 'Emit type' },
+      { path: 'emit.fields', label: 'Emit fields (JSON: name -> CEL)', type: 'json', rows: 2 },
+      { path: 'partitions', label: 'Partitions', type: 'number' },
+      { path: 'max_keys', label: 'Max keys', type: 'number' },
+    ] },
+  views: { title: 'Views', one: 'View', base: '/v1/views', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume', 'rebuild'],
+    cols: ['name', 'input', 'state', 'state_reason'],
+    fields: [
+      { path: 'input', label: 'Input topic', required: true, placeholder: 'customers.updated' },
+      { path: 'filter', label: 'Filter (JSON)', type: 'json', rows: 2 },
+      { path: 'key', label: 'Key (payload field; empty: the event key)' },
+      { path: 'aggregate.op', label: 'Aggregate (empty: the latest payload)', type: 'select', options: [''].concat(AGG_OPS) },
+      { path: 'aggregate.field', label: 'Aggregate field' },
+      { path: 'max_keys', label: 'Max keys', type: 'number' },
+    ] },
+  archives: { title: 'Archives', one: 'Archive', base: '/v1/archives', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume'],
+    cols: ['name', 'topics', 'format', 'state', 'state_reason'],
+    fields: [
+      { path: 'topics', label: 'Topics', required: true, placeholder: 'logs.>' },
+      { path: 'description', label: 'Description' },
+      { path: 'filter', label: 'Filter (JSON)', type: 'json', rows: 2 },
+      { path: 'format', label: 'Format', type: 'select', options: ['jsonl', 'parquet'] },
+      { path: 'compression', label: 'Compression', type: 'select', options: ['', 'zstd', 'gzip'] },
+      { path: 'partition', label: 'Partition (JSON array of {key, field, default})', type: 'json', rows: 3 },
+      { path: 'flush.max_bytes', label: 'Flush at bytes', type: 'number' },
+      { path: 'flush.max_events', label: 'Flush at events', type: 'number' },
+      { path: 'flush.max_age', label: 'Flush after', placeholder: '5m' },
+      { path: 'destination', label: 'Destination (JSON)', type: 'json', rows: 3, required: true, placeholder: '{"type": "local", "path": "logs"}' },
+      { path: 'max_hold', label: 'Max hold', placeholder: '7d' },
+      { path: 'start', label: 'Start (now, earliest or a time)', createOnly: true, placeholder: 'now' },
+    ] },
+  schedules: { title: 'Schedules', one: 'Schedule', base: '/v1/schedules', id: 'name', create: 'put', edit: 'PUT', actions: ['pause', 'resume'],
+    cols: ['name', 'cron', 'every', 'paused', 'next_fire_times'],
+    fields: [
+      { path: 'cron', label: 'Cron', placeholder: '0 9 * * MON-FRI' },
+      { path: 'every', label: 'or every', placeholder: '15m' },
+      { path: 'time_zone', label: 'Time zone', placeholder: 'UTC' },
+      { path: 'event.topic', label: 'Event topic', required: true, placeholder: 'reports.daily' },
+      { path: 'event.type', label: 'Event type' },
+      { path: 'event.key', label: 'Event key' },
+      { path: 'event.data', label: 'Event data (JSON)', type: 'json', rows: 3 },
+      { path: 'start_at', label: 'Start at (RFC 3339)' },
+      { path: 'end_at', label: 'End at (RFC 3339)' },
+      { path: 'missed', label: 'Missed ticks', type: 'select', options: ['', 'skip', 'once', 'all'] },
+      { path: 'max_missed', label: 'Max missed', type: 'number' },
+      { path: 'paused', label: 'Paused', type: 'checkbox' },
+    ] },
 };
 
-// Members a GET shows that a PUT or PATCH does not take.
-const READ_ONLY = ['id', 'name', 'created_at', 'updated_at', 'state', 'state_reason', 'state_reason_detail', 'stats', 'shard_status',
-  'next_fire_times', 'last_fired_at', 'tenant', 'lag', 'status', 'cursor', 'files', 'last_error', 'last_error_at'];
+function getPath(o, path) {
+  let cur = o;
+  for (const p of path.split('.')) { if (cur === null || typeof cur !== 'object') return undefined; cur = cur[p]; }
+  return cur;
+}
+
+function setPath(o, path, v) {
+  const parts = path.split('.');
+  let cur = o;
+  for (const p of parts.slice(0, -1)) { if (typeof cur[p] !== 'object' || cur[p] === null) cur[p] = {}; cur = cur[p]; }
+  cur[parts[parts.length - 1]] = v;
+}
+
+function fieldID(kind, path) { return kind + '-f-' + path.replace(/\./g, '-'); }
+
+// problemErrors lists the members a problem blames: each of errors[]
+// ({field or pointer, detail}) or its one field.
+function problemErrors(e) {
+  const p = (e && e.problem) || {};
+  if (Array.isArray(p.errors) && p.errors.length) {
+    return p.errors.map(x => ({ field: (x.field || (x.pointer || '').replace(/^\//, '').replace(/\//g, '.')), detail: x.detail || x.message || e.message }));
+  }
+  return p.field ? [{ field: p.field, detail: e.message }] : [];
+}
+
+// resourceForm builds a kind's form; obj fills it for an edit. submit gets
+// the body and returns a promise; a refusal's messages go next to their
+// inputs.
+function resourceForm(kind, obj, submit) {
+  const R = RESOURCES[kind];
+  const editing = !!obj;
+  const inputs = {};
+  const errs = {};
+  const initial = {};
+  const rows = [];
+  for (const f of R.fields) {
+    if (editing && f.createOnly) continue;
+    const id = fieldID(kind, f.path);
+    let el;
+    if (f.type === 'select') {
+      el = h('select', { id }, f.options.map(o => h('option', { value: o }, o === '' ? '(none)' : o)));
+    } else if (f.type === 'json') {
+      el = h('textarea', { id, rows: f.rows || 3, placeholder: f.placeholder, class: 'json-field' });
+    } else if (f.type === 'checkbox') {
+      el = h('input', { id, type: 'checkbox' });
+    } else {
+      el = h('input', { id, type: f.type === 'number' ? 'number' : 'text', placeholder: f.placeholder });
+    }
+    const v = obj ? getPath(obj, f.path) : undefined;
+    if (f.type === 'checkbox') el.checked = !!v;
+    else if (f.type === 'json') el.value = v === undefined || v === null ? '' : JSON.stringify(v, null, 2);
+    else el.value = v === undefined || v === null ? (f.type === 'select' ? f.options[0] : '') : String(v);
+    initial[f.path] = f.type === 'checkbox' ? el.checked : el.value;
+    inputs[f.path] = el;
+    errs[f.path] = h('span', { id: id + '-error', class: 'field-error', role: 'alert' });
+    rows.push(h('label', { class: 'field' + (f.type === 'json' ? ' wide' : '') }, h('span', null, f.label + (f.required ? ' *' : '')), el,
+      f.help ? h('small', null, f.help) : null, errs[f.path]));
+  }
+  const clear = () => {
+    for (const [p, e] of Object.entries(errs)) { e.textContent = ''; inputs[p].removeAttribute('aria-invalid'); }
+  };
+  const blame = (field, detail) => {
+    // The input of the member, or of the nearest enclosing member, or the
+    // first inside it.
+    let best = null;
+    for (const p of Object.keys(inputs)) {
+      if (p === field || field.startsWith(p + '.')) { if (!best || p.length > best.length) best = p; }
+    }
+    if (!best) best = Object.keys(inputs).find(p => p.startsWith(field + '.')) || null;
+    if (!best) return false;
+    errs[best].textContent = (errs[best].textContent ? errs[best].textContent + ' ' : '') + detail;
+    inputs[best].setAttribute('aria-invalid', 'true');
+    return true;
+  };
+  // body reads the form; on an edit with PATCH, only what changed.
+  const body = () => {
+    const out = {};
+    const bad = [];
+    for (const f of R.fields) {
+      const el = inputs[f.path];
+      if (!el) continue;
+      const cur = f.type === 'checkbox' ? el.checked : el.value;
+      if (editing && R.edit === 'PATCH' && cur === initial[f.path]) continue;
+      if (f.type === 'checkbox') { setPath(out, f.path, el.checked); continue; }
+      const raw = el.value.trim();
+      if (raw === '') { if (editing && R.edit === 'PATCH') setPath(out, f.path, null); continue; }
+      if (f.type === 'number') {
+        const n = Number(raw);
+        if (!Number.isFinite(n)) { bad.push([f.path, 'a number is needed here']); continue; }
+        setPath(out, f.path, n);
+      } else if (f.type === 'json') {
+        try { setPath(out, f.path, JSON.parse(raw)); } catch (e) { bad.push([f.path, 'this is not JSON: ' + e.message]); }
+      } else {
+        setPath(out, f.path, raw);
+      }
+    }
+    return { out, bad };
+  };
+  const form = h('form', {
+    id: kind + (editing ? '-edit' : '-new') + '-form', class: 'resource', novalidate: true,
+    onsubmit: async e => {
+      e.preventDefault();
+      flash('');
+      clear();
+      const { out, bad } = body();
+      if (bad.length) { for (const [p, d] of bad) blame(p, d); flash('Fix the marked fields.'); return; }
+      try {
+        await submit(out);
+      } catch (err) {
+        const list = problemErrors(err);
+        const placed = list.filter(x => blame(x.field, x.detail));
+        flash(err.message + (placed.length ? '' : list.length ? ' (field: ' + list.map(x => x.field).join(', ') + ')' : ''));
+      }
+    },
+  }, rows, h('button', { id: kind + (editing ? '-save' : '-create'), type: 'submit' }, editing ? 'Save' : 'Create'));
+  return { form, body };
+}
+
+// rawEditor is the escape hatch: the whole definition as JSON.
+function rawEditor(kind, start, submit) {
+  const editor = h('textarea', { id: kind + '-raw', rows: 12 }, JSON.stringify(start, null, 2));
+  return h('details', { class: 'raw' }, h('summary', null, 'Edit as JSON'),
+    h('form', { onsubmit: e => { e.preventDefault(); run(async () => { let b; try { b = JSON.parse(editor.value); } catch (err) { throw new Error('This is not JSON: ' + err.message); } await submit(b); }); } },
+      editor, h('button', { id: kind + '-raw-submit', type: 'submit' }, 'Send JSON')));
+}
 
 async function resourcesPage(kind) {
   const R = RESOURCES[kind];
   const list = await api('GET', R.base + '?limit=500');
   const name = h('input', { id: kind + '-name', placeholder: 'name' });
-  const editor = h('textarea', { id: kind + '-editor', rows: 10 }, JSON.stringify(R.template, null, 2));
+  const nameErr = h('span', { id: kind + '-name-error', class: 'field-error', role: 'alert' });
+  const create = async body => {
+    nameErr.textContent = '';
+    if (R.create === 'put' && !name.value.trim()) { nameErr.textContent = 'a name is required'; throw new APIError(400, { detail: 'A name is required.', field: 'name' }); }
+    const o = R.create === 'post' ? await api('POST', R.base, body) : await api('PUT', R.base + '/' + enc(name.value.trim()), body);
+    flash(R.one + ' ' + (o[R.id] || name.value) + ' created.', 'ok');
+    location.hash = '#/' + kind + '/' + enc(o[R.id] || name.value.trim());
+  };
+  const { form } = resourceForm(kind, null, async body => {
+    try { await create(body); } catch (err) {
+      if (problemErrors(err).some(x => x.field === 'name')) nameErr.textContent = err.message;
+      throw err;
+    }
+  });
+  if (R.create === 'put') form.prepend(h('label', { class: 'field' }, h('span', null, 'Name *'), name, nameErr));
   return [
     h('h1', null, R.title),
     table(R.cols.map((c, i) => i === 0 ? { label: c, render: o => h('a', { href: '#/' + kind + '/' + enc(o[R.id]) }, o[R.id]) } : c),
       firstArray(list), { id: kind, rowId: o => o[R.id] }),
-    section('New', h('form', {
-      onsubmit: e => {
-        e.preventDefault();
-        run(async () => {
-          const body = JSON.parse(editor.value);
-          const o = R.create === 'post' ? await api('POST', R.base, body) : await api('PUT', R.base + '/' + enc(name.value), body);
-          location.hash = '#/' + kind + '/' + enc(o[R.id] || name.value);
-        });
-      },
-    }, R.create === 'put' ? field('Name', name) : null, field('Definition (JSON; see the docs for ' + kind + ')', editor),
-    h('button', { id: kind + '-create', type: 'submit' }, 'Create'))),
+    section('New ' + R.one.toLowerCase(), form, rawEditor(kind, {}, create)),
   ];
 }
+
+// Members a GET shows that a PUT or PATCH does not take.
+const READ_ONLY = ['id', 'name', 'created_at', 'updated_at', 'state', 'state_reason', 'state_reason_detail', 'stats', 'shard_status',
+  'next_fire_times', 'last_fired_at', 'last_tick', 'tenant', 'lag', 'status', 'cursor', 'files', 'last_error', 'last_error_at', 'inbound_path', 'shards_status', 'position'];
 
 async function resourcePage(kind, id) {
   const R = RESOURCES[kind];
   const path = R.base + '/' + enc(id);
   const o = await api('GET', path);
+  const save = async body => { await api(R.edit, path, body); setTimeout(() => flash('Saved.', 'ok')); await render(); };
+  const { form } = resourceForm(kind, o, save);
   const editable = Object.fromEntries(Object.entries(o).filter(([k]) => !READ_ONLY.includes(k)));
-  const editor = h('textarea', { id: kind + '-edit', rows: 12 }, JSON.stringify(editable, null, 2));
   return [
-    h('h1', null, R.title.replace(/s$/, ''), ' ', h('code', null, id)),
-    o.state ? h('p', null, 'State: ', h('span', { class: 'state ' + o.state }, o.state), o.state_reason ? ' — ' + o.state_reason : '') : null,
+    h('h1', null, R.one, ' ', h('code', null, id)),
+    o.state ? h('p', null, 'State: ', h('span', { id: kind + '-state', class: 'state ' + o.state }, o.state), o.state_reason ? ' — ' + o.state_reason : '') : null,
     h('div', { class: 'actions' },
       R.actions.map(a => button(a[0].toUpperCase() + a.slice(1), () => run(() => api('POST', path + '/' + a), a + ': done.'), { id: kind + '-' + a })),
-      button('Delete', confirmThen('Delete ' + id + '?', () => run(async () => { await api('DELETE', path); location.hash = '#/' + kind; })), { class: 'danger' })),
-    section('Edit', h('form', { onsubmit: e => { e.preventDefault(); run(() => api(R.edit, path, JSON.parse(editor.value)), 'Saved.'); } },
-      editor, h('button', { type: 'submit' }, 'Save'))),
+      button('Delete', confirmThen('Delete ' + id + '?', () => run(async () => { await api('DELETE', path); location.hash = '#/' + kind; })), { id: kind + '-delete', class: 'danger' })),
+    section('Edit', form, rawEditor(kind, editable, save)),
     section('As stored', pre(o)),
   ];
 }
