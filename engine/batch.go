@@ -12,7 +12,8 @@ import (
 // A worker whose sink is a channel.Batcher gathers the events it would send
 // one by one into batches: a batch goes out when it is full (MaxEvents or
 // MaxBytes), when its Linger has passed since its first event, or at once
-// when Linger is zero and the worker has nothing more to hand it now. A
+// when Linger is zero and the worker has nothing more to hand it now (no
+// store read under way). A
 // batch is one call and takes one send slot; the subscription's
 // max_in_flight bounds the calls in flight, and so max_in_flight times
 // MaxEvents bounds its events in flight. Everything after the call is as
@@ -80,18 +81,25 @@ func (b *batcher) full() bool {
 // first was gathered. Zero when nothing is gathered.
 func (w *worker) batchDue() time.Time {
 	b := &w.batch
-	if len(b.gathered) == 0 {
+	if len(b.gathered) == 0 || w.awaitingRead() {
 		return time.Time{}
 	}
 	return b.gathered[0].at.Add(b.limits.Linger)
 }
+
+// awaitingRead reports whether a partial batch without a Linger waits for
+// a store read under way (see readAhead): the worker has more to hand it
+// then, and sending it partial would only make more, smaller calls. The
+// read's return wakes the worker, which then fills the batch or, with
+// nothing more to read, sends it as it is.
+func (w *worker) awaitingRead() bool { return w.batch.limits.Linger == 0 && w.reading != nil }
 
 // sendBatches sends batches while there are full ones, or a partial one
 // whose time has come, and fewer than max_in_flight calls are out.
 func (w *worker) sendBatches(ctx context.Context) {
 	b := &w.batch
 	for len(b.gathered) > 0 && b.calls < w.sub.MaxInFlight {
-		if !b.full() && w.d.cfg.Now().Before(w.batchDue()) {
+		if !b.full() && (w.awaitingRead() || w.d.cfg.Now().Before(w.batchDue())) {
 			return
 		}
 		w.sendBatch(ctx)

@@ -243,7 +243,9 @@ func TestReadAheadUnderWayAtShutdown(t *testing.T) {
 		return began
 	})
 	release()
-	waitFor(t, "the first chunk delivered", 20*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == 256 })
+	// Of the first chunk of 256, two full batches go out; the other 56
+	// wait for the read to fill their batch.
+	waitFor(t, "two batches delivered", 20*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == 200 })
 	// The read ahead never returns by itself: the stop must end it, well
 	// before the drain timeout of a minute.
 	stopped := time.Now()
@@ -255,4 +257,23 @@ func TestReadAheadUnderWayAtShutdown(t *testing.T) {
 	startEnvWith(t, path, nil, []channel.Channel{ch})
 	waitFor(t, "every event delivered", 30*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == n })
 	deliveredOnce(t, ch, n)
+}
+
+// Draining a backlog from the store, the batches go out full: a partial
+// one without a linger waits for the read under way instead of going out
+// at the end of each chunk read.
+func TestReadAheadKeepsBatchesFull(t *testing.T) {
+	t.Parallel()
+	ch := newBatchChannel(channel.BatchLimits{MaxEvents: 100})
+	e := startEnvWith(t, dbPath(t), nil, []channel.Channel{ch})
+	const n = 2000
+	e.topic("full")
+	e.appendStored("full", n, nil)
+	e.subscribe(herald.Subscription{Topic: "full", Channel: "batchtest", MaxInFlight: 4})
+	waitFor(t, "every event delivered", 30*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == n })
+	deliveredOnce(t, ch, n)
+	calls, _, _ := ch.snapshot()
+	if sizes := callSizes(calls); len(calls) != n/100 {
+		t.Errorf("calls of %v events; want %d full batches of 100", sizes, n/100)
+	}
 }
