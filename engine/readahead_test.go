@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -23,13 +24,18 @@ type readGate struct {
 	began     []int64
 	done      []int64
 	holdAbove int64 // reads with afterSeq at or above it wait for ctx (0: none)
+	failing   bool  // reads answer an error, as a store that is down does
 }
 
 func (g *readGate) ReadEvents(ctx context.Context, topic string, afterSeq int64, limit int) ([]herald.Event, error) {
 	g.mu.Lock()
 	g.began = append(g.began, afterSeq)
 	hold := g.holdAbove > 0 && afterSeq >= g.holdAbove
+	failing := g.failing
 	g.mu.Unlock()
+	if failing {
+		return nil, errors.New("the store is down")
+	}
 	if hold {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -146,7 +152,7 @@ func TestReadAheadKeepsPerKeyOrder(t *testing.T) {
 	e.appendStored("ledger", n, func(i int) string { return keys[i%len(keys)] })
 	e.subscribe(herald.Subscription{Topic: "ledger", Channel: "batchtest", MaxInFlight: 4, Ordered: true,
 		Retry: herald.RetryPolicy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
-	waitFor(t, "every event delivered", 60*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == n })
+	waitFor(t, "every event delivered", 3*time.Minute, func() bool { _, d, _ := ch.snapshot(); return len(d) == n })
 	deliveredOnce(t, ch, n)
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -276,4 +282,39 @@ func TestReadAheadKeepsBatchesFull(t *testing.T) {
 	if sizes := callSizes(calls); len(calls) != n/100 {
 		t.Errorf("calls of %v events; want %d full batches of 100", sizes, n/100)
 	}
+}
+
+// A store that answers every read with an error is asked again at a
+// bounded pace, not in a loop that burns a core and floods the log, and
+// once it answers again every event arrives, once.
+func TestReadAheadBacksOffWhileTheStoreFails(t *testing.T) {
+	t.Parallel()
+	ch := newBatchChannel(channel.BatchLimits{MaxEvents: 100})
+	gate := &readGate{failing: true}
+	e := startEnvWith(t, dbPath(t), func(st engine.DispatchStore) engine.DispatchStore { gate.DispatchStore = st; return gate },
+		[]channel.Channel{ch})
+	const n = 500
+	e.topic("down")
+	e.appendStored("down", n, nil)
+	e.subscribe(herald.Subscription{Topic: "down", Channel: "batchtest", MaxInFlight: 1})
+	waitFor(t, "a read tried", 20*time.Second, func() bool {
+		gate.mu.Lock()
+		defer gate.mu.Unlock()
+		return len(gate.began) > 0
+	})
+	gate.mu.Lock()
+	before := len(gate.began)
+	gate.mu.Unlock()
+	const watch = 2 * time.Second
+	time.Sleep(watch) // counting what happens in a span of time: the span is the measurement
+	gate.mu.Lock()
+	tries := len(gate.began) - before
+	gate.failing = false
+	gate.mu.Unlock()
+	// Twice a second for two seconds is 4 tries; a loop makes thousands.
+	if tries > 20 {
+		t.Errorf("%d reads of a failing store in %v; want a few (one per %v)", tries, watch, 500*time.Millisecond)
+	}
+	waitFor(t, "every event delivered once the store answers", 30*time.Second, func() bool { _, d, _ := ch.snapshot(); return len(d) == n })
+	deliveredOnce(t, ch, n)
 }

@@ -111,11 +111,15 @@ type live struct {
 	// (cap 1, so the reader never blocks). See readAhead.
 	reading  *chunkRead
 	readDone chan *chunkRead
-	names    []string        // topic names, for round robin
-	deleted  map[string]bool // topics deleted since the worker started: see dropDeleted
-	rr       int
-	inflight int
-	sends    sync.WaitGroup
+	// readRetryAt is when a store read may be tried again after one
+	// failed (zero: at once): a store that answers every read with an
+	// error is asked again twice a second, not in a loop.
+	readRetryAt time.Time
+	names       []string        // topic names, for round robin
+	deleted     map[string]bool // topics deleted since the worker started: see dropDeleted
+	rr          int
+	inflight    int
+	sends       sync.WaitGroup
 
 	// retrying holds retries in flight, and retries whose outcome is in the
 	// pending settlement: the store still shows those rows as due until
@@ -597,6 +601,9 @@ func (w *worker) loop(ctx context.Context) bool {
 			w.log.Warn("dispatch lease may have lapsed; dropping queued deliveries", "in_flight", w.inflight)
 			return false
 		}
+		if !w.readRetryAt.IsZero() && !w.d.cfg.Now().Before(w.readRetryAt) {
+			w.readRetryAt = time.Time{}
+		}
 		w.fill(ctx)
 		if w.stopped {
 			return false
@@ -743,7 +750,7 @@ func (w *worker) finish() {
 // without a timer).
 func (w *worker) sleepFor() (time.Duration, bool) {
 	var next time.Time
-	for _, t := range []time.Time{w.nextRetryAt, w.rateWaitTill, w.batchDue(), w.flushDue()} {
+	for _, t := range []time.Time{w.nextRetryAt, w.rateWaitTill, w.batchDue(), w.flushDue(), w.readRetryAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -1064,6 +1071,10 @@ func (w *worker) fillTopic(ctx context.Context, name string, p *topicPos) {
 // readAheadMax bounds the events a worker reads from the store in one go.
 const readAheadMax = 256
 
+// readRetryDelay is how long a worker waits to read again after a store
+// read failed.
+const readRetryDelay = 500 * time.Millisecond
+
 // chunkSize is how many events one read asks for: readAheadMax, or a
 // batching sink's whole batch when that is larger, so one read fills a
 // batch; at most what the window has room for.
@@ -1118,7 +1129,7 @@ func (w *worker) nextChunk(ctx context.Context, name string, p *topicPos) bool {
 // pause, a lost lease, shutdown) drops its chunk, and whoever dispatches
 // the subscription next reads those events again.
 func (w *worker) readAhead(ctx context.Context, name string, p *topicPos) {
-	if w.reading != nil || len(p.ahead) > 0 || w.stopped || ctx.Err() != nil {
+	if w.reading != nil || len(p.ahead) > 0 || w.stopped || ctx.Err() != nil || !w.readRetryAt.IsZero() {
 		return
 	}
 	after := p.next - 1
@@ -1160,6 +1171,7 @@ func (w *worker) readReturned(rd *chunkRead) {
 	if rd.err != nil {
 		if w.ctx.Err() == nil {
 			w.log.Warn("read events", "topic", rd.topic, "err", rd.err)
+			w.readRetryAt = w.d.cfg.Now().Add(readRetryDelay)
 		}
 		return
 	}
