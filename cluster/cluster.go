@@ -453,12 +453,20 @@ const (
 
 // listen keeps a commit listener running, reconnecting with backoff. Each
 // new connection starts with a resync: commits made while it was down were
-// not delivered to anyone.
+// not delivered to anyone. A reconnection also calls the
+// OnMembershipChange hooks: subscriptions changed meanwhile were not
+// announced either, and the dispatcher then reads them all rather than
+// wait for its periodic sync.
 func (c *Cluster) listen(ctx context.Context) {
 	delay := minReconnectDelay
+	listening := c.resync
 	for {
 		began := time.Now()
-		err := c.bus.Listen(ctx, c.resync, c.deliver(ctx))
+		err := c.bus.Listen(ctx, listening, c.deliver(ctx))
+		listening = func(ctx context.Context) error {
+			c.changed()
+			return c.resync(ctx)
+		}
 		if ctx.Err() != nil {
 			return
 		}

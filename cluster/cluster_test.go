@@ -266,8 +266,9 @@ func TestClusterMembershipAndWakeups(t *testing.T) {
 }
 
 // When the listener's session dies, the cluster reconnects, resyncs every
-// topic's head (commits made meanwhile were not notified to anyone), and
-// hears later commits again.
+// topic's head (commits made meanwhile were not notified to anyone), calls
+// the membership hooks (subscription changes made meanwhile were not
+// either: the dispatcher reads them all), and hears later commits again.
 func TestClusterListenerReconnects(t *testing.T) {
 	dsn, schema := schemaDSN(t)
 	a, b := newNode(t, dsn, "node-a"), newNode(t, dsn, "node-b")
@@ -280,6 +281,9 @@ func TestClusterListenerReconnects(t *testing.T) {
 	defer admin.Close(context.Background())
 	// Kill every listener of the schema; b's commits between now and a's
 	// reconnect reach nobody, so only a resync can tell a about them.
+	a.mu.Lock()
+	changes := a.changes
+	a.mu.Unlock()
 	var killed int
 	if err := admin.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE application_name = $1 AND query LIKE 'LISTEN%'`, schema).Scan(&killed); err != nil || killed != 2 {
@@ -291,6 +295,11 @@ func TestClusterListenerReconnects(t *testing.T) {
 	if a.metric(t, "herald_cluster_resyncs_total") < 2 {
 		t.Error("no resync after the reconnect")
 	}
+	a.mu.Lock()
+	if a.changes == changes {
+		t.Error("no membership hook after the reconnect: subscription changes made meanwhile would wait for the periodic sync")
+	}
+	a.mu.Unlock()
 	appendTo(t, b.store, "orders", 2)
 	waitUntil(t, "a to hear of orders@3 after reconnecting", func() bool { return a.head("orders") == 3 })
 }

@@ -97,9 +97,10 @@ type DispatcherConfig struct {
 	PollInterval time.Duration
 	// ResyncInterval is how often every subscription is read again, as a
 	// safety net under the notices of changes (this node's API, other
-	// nodes' notifications, membership changes), which are acted on at
-	// once for just the subscriptions they name. Default 1m, or 10m when
-	// Exclusive (no other process changes subscriptions).
+	// nodes' notifications, membership changes, and a full sync when the
+	// cluster's listener reconnects after missing some), which are acted
+	// on at once for just the subscriptions they name. A full sync reads
+	// every subscription: about 0.4 s of CPU at 100,000. Default 10m.
 	ResyncInterval time.Duration
 	// DisableAfter disables a subscription whose deliveries have all failed
 	// for this long. Default herald.DefaultDisableAfter (5 days).
@@ -178,6 +179,12 @@ type Dispatcher struct {
 	running atomic.Int64
 	// cold counts the parked workers without live state (see Cold).
 	cold atomic.Int64
+
+	// headMu guards heads, the newest seq of each topic the workers were
+	// told of: a head announced again (the cluster's resyncs announce
+	// every topic's every 10 s) is not handed to each worker again.
+	headMu sync.Mutex
+	heads  map[string]int64
 
 	// nodeLease is this node's lease as far as the node knows: every
 	// subscription lease it holds rests on it (ADR 0011). Written under
@@ -308,10 +315,7 @@ func NewDispatcher(deps DispatcherDeps, cfg DispatcherConfig) *Dispatcher {
 		cfg.PollInterval = time.Second
 	}
 	if cfg.ResyncInterval <= 0 {
-		cfg.ResyncInterval = time.Minute
-		if cfg.Exclusive {
-			cfg.ResyncInterval = 10 * time.Minute
-		}
+		cfg.ResyncInterval = 10 * time.Minute
 	}
 	if cfg.DisableAfter <= 0 {
 		cfg.DisableAfter = herald.DefaultDisableAfter
@@ -492,8 +496,36 @@ func (d *Dispatcher) OnCommit(events []*herald.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for topic, seq := range heads {
-		d.matching(topic, func(w *worker) { w.noteCommit(topic, seq) })
+		if d.newHead(topic, seq) {
+			d.matching(topic, func(w *worker) { w.noteCommit(topic, seq) })
+		}
 	}
+}
+
+// newHead records the topic's head and reports whether it is newer than
+// every head of the topic the workers were told of. A worker that starts
+// later reads its topic's end from the store, so an old head concerns no
+// one: a resync repeating every topic's head then costs the topics, not
+// the subscriptions.
+func (d *Dispatcher) newHead(topic string, seq int64) bool {
+	d.headMu.Lock()
+	defer d.headMu.Unlock()
+	if seq <= d.heads[topic] {
+		return false
+	}
+	if d.heads == nil {
+		d.heads = make(map[string]int64)
+	}
+	d.heads[topic] = seq
+	return true
+}
+
+// forgetHead drops what newHead kept of a deleted topic: one created
+// again under the name starts from seq 1.
+func (d *Dispatcher) forgetHead(topic string) {
+	d.headMu.Lock()
+	delete(d.heads, topic)
+	d.headMu.Unlock()
 }
 
 // look asks the manager to look at one subscription again now.

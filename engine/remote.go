@@ -12,7 +12,9 @@ import "github.com/heraldhq/herald"
 func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.matching(topic, func(w *worker) { w.noteCommit(topic, headSeq) })
+	if d.newHead(topic, headSeq) {
+		d.matching(topic, func(w *worker) { w.noteCommit(topic, headSeq) })
+	}
 }
 
 // OnTopicDeleted tells the dispatcher that the topic was deleted (the
@@ -39,6 +41,7 @@ func (d *Dispatcher) OnRemoteCommit(topic string, headSeq int64) {
 // the notification) is restarted by its next lease renewal, which the
 // fence gives a new epoch; its unsettled progress is then repeated.
 func (d *Dispatcher) OnTopicDeleted(topic string) {
+	d.forgetHead(topic)
 	d.mu.Lock()
 	var stop []*worker
 	d.matching(topic, func(w *worker) {
