@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -40,7 +41,8 @@ type Client struct {
 	JWT bool
 	// Audience of its tokens; empty: its own id.
 	Audience []string
-	// Claims are added to its tokens (JWT) and introspection answers.
+	// Claims are added to its tokens (JWT) and introspection answers;
+	// a "scope" string joins the scope of introspection answers.
 	Claims map[string]any
 	// Lifetime of its tokens; 0: an hour. Negative issues expired ones.
 	Lifetime time.Duration
@@ -404,6 +406,12 @@ func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.Intros
 	resp.Subject, resp.ClientID, resp.Audience = subject, tok.clientID, tok.audience
 	resp.Expiration = oidc.FromTime(tok.expires)
 	resp.Scope = oidc.SpaceDelimitedArray{"openid"}
+	// A "scope" claim (a space-separated string) is the token's scope.
+	if sc, ok := claims["scope"].(string); ok {
+		resp.Scope = append(resp.Scope, strings.Fields(sc)...)
+		claims = maps.Clone(claims)
+		delete(claims, "scope")
+	}
 	resp.Claims = claims
 	return nil
 }
