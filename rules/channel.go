@@ -151,10 +151,16 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 		if s.rule, err = ParseSpec(sub.Config); err != nil {
 			return nil, err
 		}
-		s.name = ruleName(sub.ID)
+		s.name, s.part = splitPartition(sub.ID)
+		s.parts = s.rule.Partitions()
+		if s.part >= s.parts {
+			return nil, fmt.Errorf("subscription %s: partition %d of a rule with %d", sub.ID, s.part, s.parts)
+		}
 		s.filter, s.keyPath, s.agg = s.rule.filter, s.rule.spec.Key, s.rule.spec.Aggregate
 		s.single = !herald.IsPattern(s.rule.spec.Input)
-		s.maxKeys = s.rule.spec.MaxKeys
+		// Each partition holds its share of the keys.
+		s.maxKeys = (s.rule.spec.MaxKeys + int64(s.parts) - 1) / int64(s.parts)
+		s.owner = PartitionOwner(s.name, s.part)
 	} else {
 		if s.view, err = ParseViewSpec(sub.Config); err != nil {
 			return nil, err
@@ -163,8 +169,8 @@ func (c *Channel) Open(_ context.Context, sub *herald.Subscription) (channel.Sin
 		s.filter, s.keyPath, s.agg = s.view.filter, s.view.spec.Key, *s.view.spec.Aggregate
 		s.single = true
 		s.maxKeys = s.view.spec.MaxKeys
+		s.owner, s.parts = Owner(c.name, s.name), 1
 	}
-	s.owner = Owner(c.name, s.name)
 	return s, nil
 }
 
@@ -191,6 +197,9 @@ type sink struct {
 	agg     Aggregate
 	single  bool // one input topic: the batch's newest seq is the position
 	log     *slog.Logger
+	// part of parts: a partitioned rule's sink applies the events of its
+	// keys only (partitionOf).
+	part, parts int
 
 	mu    sync.Mutex
 	cache map[string]*keyState
@@ -292,8 +301,8 @@ func (s *sink) DeliverBatchAt(ctx context.Context, batch []channel.Delivery, pro
 			}
 		}
 		key, ok := s.keyOf(ev, data, ok)
-		if !ok {
-			skipped++
+		if !ok || s.parts > 1 && partitionOf(key, s.parts) != s.part {
+			skipped++ // no key, or another partition's
 			continue
 		}
 		items = append(items, item{ev: ev, data: data, key: key})

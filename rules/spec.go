@@ -92,12 +92,15 @@ type Spec struct {
 	Key string `json:"key,omitempty"`
 	// Time is the payload field holding the event time (RFC 3339 or Unix
 	// seconds); empty means the time Herald stamped on the event.
-	Time       string    `json:"time,omitempty"`
-	Window     *Window   `json:"window,omitempty"`
-	Aggregate  Aggregate `json:"aggregate"`
-	When       string    `json:"when"`
-	Emit       Emit      `json:"emit"`
-	Partitions int       `json:"partitions,omitempty"`
+	Time      string    `json:"time,omitempty"`
+	Window    *Window   `json:"window,omitempty"`
+	Aggregate Aggregate `json:"aggregate"`
+	When      string    `json:"when"`
+	Emit      Emit      `json:"emit"`
+	// Partitions splits the rule's keys by hash into that many parts,
+	// each run under a lease of its own, so several nodes share the rule
+	// (1 when 0; at most MaxPartitions). It cannot change.
+	Partitions int `json:"partitions,omitempty"`
 	// MaxKeys bounds the keys the state holds (DefaultMaxKeys when 0):
 	// past it, events of new keys are refused (counted, logged) while
 	// known keys go on.
@@ -262,11 +265,11 @@ func (s *Spec) Check() (*Program, error) {
 	if len(s.Emit.Fields) > MaxFields {
 		return nil, herald.FieldErrorf("emit.fields", "at most %d fields", MaxFields)
 	}
-	if s.Partitions > 1 {
-		return nil, herald.FieldErrorf("partitions", "partitions above 1 are not supported yet: a rule runs on one node at a time")
+	if s.Partitions < 0 || s.Partitions > MaxPartitions {
+		return nil, herald.FieldErrorf("partitions", "partitions must be between 1 and %d, got %d", MaxPartitions, s.Partitions)
 	}
-	if s.Partitions < 0 {
-		return nil, herald.FieldErrorf("partitions", "partitions must be 0 or 1")
+	if s.Partitions == 1 {
+		s.Partitions = 0 // one is the default: the same rule either way
 	}
 	if err := checkMaxKeys(&s.MaxKeys); err != nil {
 		return nil, err

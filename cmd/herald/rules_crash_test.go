@@ -61,7 +61,7 @@ func TestRulesCrashStateEqualsModel(t *testing.T) {
 		c := client.New(p.url, client.WithKey(testAdminKey))
 		ctx := t.Context()
 		if round == 0 {
-			setupCrashProcessors(t, c)
+			setupCrashProcessors(t, c, 1)
 		}
 		for key, payload := range inDoubt {
 			if _, err := c.Publish(ctx, "deposits", payload, client.PublishOptions{IdempotencyKey: key, ContentType: "application/json"}); err != nil {
@@ -135,7 +135,9 @@ func TestRulesCrashStateEqualsModel(t *testing.T) {
 	}
 }
 
-func setupCrashProcessors(t *testing.T, c *client.Client) {
+// setupCrashProcessors puts the deposits topic, the flagger (in the given
+// partitions), and the balance and flagged views.
+func setupCrashProcessors(t *testing.T, c *client.Client, partitions int) {
 	t.Helper()
 	ctx := t.Context()
 	if _, _, err := c.PutTopic(ctx, "deposits", client.TopicSettings{}); err != nil {
@@ -150,7 +152,8 @@ func setupCrashProcessors(t *testing.T, c *client.Client) {
 	defs := []struct{ kind, name, def string }{
 		{"rule", "flagger", `{"input": "deposits", "key": "wallet_id", "time": "ts",
 			"window": {"kind": "sliding", "size": "2m"}, "aggregate": {"op": "sum", "field": "amount"},
-			"when": "value > 10000", "emit": {"topic": "wallets.flagged", "type": "wallet.flagged"}}`},
+			"when": "value > 10000", "emit": {"topic": "wallets.flagged", "type": "wallet.flagged"},
+			"partitions": ` + strconv.Itoa(partitions) + `}`},
 		{"view", "balance", `{"input": "deposits", "key": "wallet_id", "aggregate": {"op": "sum", "field": "amount"}}`},
 		{"view", "flagged", `{"input": "wallets.flagged", "key": "wallet_id"}`},
 	}

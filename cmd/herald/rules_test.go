@@ -273,3 +273,71 @@ func sortedMap(m map[string][]int) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestRulePartitionsLifecycle puts a rule in three partitions and checks
+// what a user sees: one rule listed, its parts as subscriptions, the
+// count fixed, pause, rebuild and delete acting on every part, and the
+// position reaching the input's head once every part has applied it.
+func TestRulePartitionsLifecycle(t *testing.T) {
+	t.Parallel()
+	m, _ := testServer(t, t.TempDir(), nil)
+	mustAdmin(t, m, "PUT", "/v1/topics/pay", "application/json", `{}`, 201)
+	rule := func(n int) string {
+		return fmt.Sprintf(`{"input":"pay","key":"who","aggregate":{"op":"count"},"when":"value >= 2",
+			"emit":{"topic":"pay.twice"},"partitions":%d}`, n)
+	}
+	mustAdmin(t, m, "PUT", "/v1/rules/twice", "application/json", rule(3), 201)
+	mustAdmin(t, m, "PUT", "/v1/rules/twice", "application/json", rule(3), 200)
+	if got := mustAdmin(t, m, "PUT", "/v1/rules/twice", "application/json", rule(2), 400); !strings.Contains(got, `"field":"partitions"`) {
+		t.Fatalf("changing the partitions answered %s", got)
+	}
+	list := mustAdmin(t, m, "GET", "/v1/rules", "", "", 200)
+	if strings.Count(list, `"name":`) != 1 || !strings.Contains(list, `"partitions":3`) {
+		t.Fatalf("rules listed: %s", list)
+	}
+	for i := 1; i < 3; i++ {
+		mustAdmin(t, m, "GET", fmt.Sprintf("/v1/subscriptions/rule_twice~%d", i), "", "", 200)
+	}
+	var last int64
+	for i := range 30 {
+		got := mustAdmin(t, m, "POST", "/v1/topics/pay/events", "application/json", fmt.Sprintf(`{"who":"p%d"}`, i%10), 201)
+		var r struct{ Seq int64 }
+		_ = json.Unmarshal([]byte(got), &r)
+		last = r.Seq
+	}
+	waitPosition := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var p struct{ Position int64 }
+			_ = json.Unmarshal([]byte(mustAdmin(t, m, "GET", "/v1/rules/twice", "", "", 200)), &p)
+			if p.Position >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("position %d, want %d", p.Position, want)
+			}
+			select {
+			case <-t.Context().Done():
+				t.Fatal(t.Context().Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	waitPosition(last)
+	twice := mustAdmin(t, m, "GET", "/v1/topics/pay.twice/events", "", "", 200)
+	if n := strings.Count(twice, `"seq":`); n < 10 {
+		t.Fatalf("%d events emitted for 10 keys seen three times each: %s", n, twice)
+	}
+	mustAdmin(t, m, "POST", "/v1/rules/twice/pause", "", "", 200)
+	if got := mustAdmin(t, m, "GET", "/v1/subscriptions/rule_twice~2", "", "", 200); !strings.Contains(got, `"state":"paused"`) {
+		t.Fatalf("a part of a paused rule: %s", got)
+	}
+	mustAdmin(t, m, "POST", "/v1/rules/twice/resume", "", "", 200)
+	mustAdmin(t, m, "POST", "/v1/rules/twice/rebuild", "", "", 202)
+	waitPosition(last)
+	mustAdmin(t, m, "DELETE", "/v1/rules/twice", "", "", 204)
+	for i := 1; i < 3; i++ {
+		mustAdmin(t, m, "GET", fmt.Sprintf("/v1/subscriptions/rule_twice~%d", i), "", "", 404)
+	}
+}
