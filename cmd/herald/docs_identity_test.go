@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -16,7 +17,13 @@ const identityDoc = "../../docs/identity.md"
 // addresses and secrets for the test's.
 func docServe(t *testing.T, block string, fix *strings.Replacer) *Main {
 	t.Helper()
-	line := strings.TrimSpace(fix.Replace(strings.ReplaceAll(block, "\\\n", " ")))
+	var cmd strings.Builder
+	for l := range strings.Lines(block) {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") { // comments
+			cmd.WriteString(l)
+		}
+	}
+	line := strings.TrimSpace(fix.Replace(strings.ReplaceAll(cmd.String(), "\\\n", " ")))
 	words := shellWords(t, line)
 	if len(words) < 2 || words[0] != "herald" || words[1] != "serve" {
 		t.Fatalf("not a herald serve command: %q", line)
@@ -117,5 +124,44 @@ func TestDocsIdentity(t *testing.T) {
 	}
 	if p.Introspects.Load() == 0 {
 		t.Fatal("the opaque token was never introspected")
+	}
+}
+
+// The console's OpenID sign-in as docs/console.md sets it up: the button
+// names the provider, and a sign-in goes to the provider's authorization
+// endpoint for the documented client and redirect URI, with PKCE.
+func TestDocsConsoleOIDC(t *testing.T) {
+	t.Parallel()
+	p := identitytest.New(t)
+	block := docExamples(t, "../../docs/console.md")["console-oidc-serve"]
+	if block == "" {
+		t.Fatal("docs/console.md has no example console-oidc-serve")
+	}
+	m := docServe(t, block, strings.NewReplacer("https://id.example.com/realms/acme-platform", p.Issuer))
+	if m.Config.ConsoleOIDCClientID != "herald-console" || m.Config.OIDCTenantClaim != "tenant" {
+		t.Fatalf("the documented settings: %+v", m.Config)
+	}
+	resp, err := http.Get(m.URL() + "/console/session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct{ OIDC struct{ Name, URL string } }
+	_ = json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if s.OIDC.Name != "Keycloak" || s.OIDC.URL != "/console/oidc/login" {
+		t.Fatalf("the console offers %+v", s.OIDC)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = noFollow.Get(m.URL() + s.OIDC.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	for _, want := range []string{p.Issuer + "/authorize?", "client_id=herald-console",
+		"redirect_uri=" + url.QueryEscape("https://herald.example.com/console/oidc/callback"), "code_challenge_method=S256"} {
+		if !strings.Contains(loc, want) {
+			t.Fatalf("the sign-in goes to %s, which lacks %s", loc, want)
+		}
 	}
 }
