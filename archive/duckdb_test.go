@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,5 +306,64 @@ func TestDuckDBSchemaColumns(t *testing.T) {
 		FROM read_parquet(?, hive_partitioning = true)`, root+"/**/*.parquet"),
 		"orders 1 acme | orders 2 acme | orders 3 none | orders 4 acme | payments 1 none | plain 1 acme"; got != want {
 		t.Errorf("all topics\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestDuckDBTableDDL checks the Athena/Trino table definition (TableDDL,
+// shown in docs/archive.md) against DuckDB's reading of files the writer
+// wrote: the same data columns in order and the same partition columns,
+// each DuckDB type the one the Hive type stands for, and the partition
+// folders' values read as the integers the definition declares.
+func TestDuckDBTableDDL(t *testing.T) {
+	root, _ := writtenParquet(t)
+	ch := New(ChannelConfig{Dir: t.TempDir()}, nil, nil)
+	c, err := parseConfig(validConfig(t, ch, `{"format":"parquet","partition":[{"key":"env","field":"environment"},{"key":"org","field":"organization.id"},{"key":"log_type","field":"log_type"}],"destination":{"type":"local"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, partition := parseDDL(t, TableDDL("logs", "s3://bucket/logs/", c))
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	from := fmt.Sprintf(`read_parquet('%s/**/*.parquet', hive_partitioning = true,
+		hive_types = {'year': INTEGER, 'month': INTEGER, 'day': INTEGER, 'hour': INTEGER})`, root)
+	rows, err := db.QueryContext(t.Context(), `DESCRIBE SELECT * FROM `+from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hive := map[string]string{"VARCHAR": "string", "BIGINT": "bigint", "INTEGER": "int", "TIMESTAMP WITH TIME ZONE": "timestamp",
+		"TIMESTAMPTZ_NS": "timestamp", "TIMESTAMP_NS": "timestamp", "TIMESTAMP": "timestamp", "BOOLEAN": "boolean", "DOUBLE": "double", "BLOB": "binary"}
+	var got []ddlColumn
+	for rows.Next() {
+		var name, typ string
+		var null, key, def, extra sql.NullString
+		if err := rows.Scan(&name, &typ, &null, &key, &def, &extra); err != nil {
+			t.Fatal(err)
+		}
+		ht, ok := hive[typ]
+		if !ok {
+			ht = "DuckDB " + typ
+		}
+		got = append(got, ddlColumn{name, ht})
+	}
+	rows.Close()
+	if len(got) != len(data)+len(partition) {
+		t.Fatalf("DuckDB reads %d columns %v; the DDL has %d and %d partition columns", len(got), got, len(data), len(partition))
+	}
+	for i, d := range data {
+		if got[i] != d {
+			t.Errorf("column %d: DuckDB reads %s %s, the DDL says %s %s", i+1, got[i].name, got[i].typ, d.name, d.typ)
+		}
+	}
+	// DuckDB lists the partition columns by name.
+	slices.SortFunc(partition, func(a, b ddlColumn) int { return strings.Compare(a.name, b.name) })
+	if !slices.Equal(got[len(data):], partition) {
+		t.Errorf("partition columns: DuckDB reads %v, the DDL says %v", got[len(data):], partition)
+	}
+	var at string
+	if err := db.QueryRowContext(t.Context(), `SELECT DISTINCT format('{}-{}-{} {}h', year, month, day, hour) FROM `+from).Scan(&at); err != nil || at != "2026-12-7 15h" {
+		t.Errorf("the date partitions as integers: %q, %v", at, err)
 	}
 }
