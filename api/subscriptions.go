@@ -261,7 +261,7 @@ func (s *Server) configure(ctx context.Context, spec subscriptionSpec, sub *hera
 	if previous != nil && ch.Name() != cmp.Or(sub.Channel, herald.ChannelWebhook) {
 		return herald.FieldErrorf("channel", "the channel of a subscription cannot change; create a new subscription")
 	}
-	canon, err := ch.Validate(ctx, channel.ValidateParams{Config: config, Previous: previous, Admin: admin})
+	canon, err := ch.Validate(ctx, channel.ValidateParams{Config: config, Previous: previous, Admin: admin, Tenant: sub.Tenant})
 	if err != nil {
 		if e, ok := errors.AsType[*herald.Error](err); ok && !topLevel {
 			e.Field = strings.TrimSuffix("config."+e.Field, ".")
@@ -613,6 +613,7 @@ func (s *Server) createSubscription(w http.ResponseWriter, r *http.Request) erro
 		Topic:          spec.Topic,
 		State:          herald.StateActive,
 		OwnerKeyID:     p.keyID,
+		Tenant:         tenantIDOf(tenant), // the channel resolves its templates for it
 		CreatedAt:      now,
 		UpdatedAt:      now,
 		LastActivityAt: now,

@@ -54,7 +54,13 @@ func (s *Server) renderTemplates(w http.ResponseWriter, r *http.Request) error {
 		if err := s.templatesOrUnavailable(); err != nil {
 			return err
 		}
-		n, err := s.templates.Get(r.Context(), req.Template)
+		// A tenant's key previews what its subscriptions would use: its
+		// tenant's template of that name, else the platform's.
+		tenant := principalFrom(r.Context()).tenant
+		n, err := s.templates.Get(r.Context(), tenant, req.Template)
+		if tenant != "" && herald.IsCode(err, herald.CodeNotFound) {
+			n, err = s.templates.Get(r.Context(), "", req.Template)
+		}
 		if err != nil {
 			if herald.IsCode(err, herald.CodeNotFound) {
 				return herald.FieldErrorf("template", "no template is named %q", truncate(req.Template, 64))
@@ -133,11 +139,43 @@ func (s *Server) templatesOrUnavailable() error {
 	return nil
 }
 
+// templateTenant returns whose templates a /v1/templates call reads or
+// changes: a tenant key's own tenant's (naming another in ?tenant= is
+// CodeNotFound, as for one that does not exist), or for an admin the
+// tenant named in ?tenant= (which must exist), else the platform's.
+// Other keys need the admin scope.
+func (s *Server) templateTenant(r *http.Request) (string, error) {
+	if err := s.templatesOrUnavailable(); err != nil {
+		return "", err
+	}
+	p := principalFrom(r.Context())
+	asked := r.URL.Query().Get("tenant")
+	switch {
+	case p.portal:
+		return "", herald.Errorf(herald.CodeForbidden, "a portal link manages webhook endpoints only, not templates")
+	case p.tenant != "":
+		if asked != "" && asked != p.tenant {
+			return "", &herald.Error{Code: herald.CodeNotFound, Field: "tenant", Message: "tenant " + truncate(asked, 80) + " does not exist"}
+		}
+		return p.tenant, nil
+	case !p.scopes.IsAdmin():
+		return "", herald.Errorf(herald.CodeForbidden, "this operation needs the admin scope, or a key bound to a tenant")
+	case asked == "":
+		return "", nil
+	}
+	t, err := s.tenantFor(r, asked)
+	if err != nil {
+		return "", err
+	}
+	return t.ID, nil
+}
+
 // putTemplate answers PUT /v1/templates/{name}: 201 created, 200
 // replaced. Templates that do not parse, or fail on a sample event, are
 // refused with the field at fault.
 func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
-	if err := s.templatesOrUnavailable(); err != nil {
+	tenant, err := s.templateTenant(r)
+	if err != nil {
 		return err
 	}
 	var in templateJSON
@@ -151,7 +189,7 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
 	if in.UpdatedAt != "" {
 		return herald.FieldErrorf("updated_at", "updated_at is read-only")
 	}
-	stored, created, err := s.templates.Put(r.Context(), template.Named{Name: name, Description: in.Description, Topic: in.Topic, EventType: in.EventType,
+	stored, created, err := s.templates.Put(r.Context(), tenant, template.Named{Name: name, Description: in.Description, Topic: in.Topic, EventType: in.EventType,
 		Templates: template.Templates{Subject: in.Subject, Text: in.Text, HTML: in.HTML}})
 	if err != nil {
 		return err
@@ -164,23 +202,26 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) error {
-	if err := s.templatesOrUnavailable(); err != nil {
+	tenant, err := s.templateTenant(r)
+	if err != nil {
 		return err
 	}
-	n, err := s.templates.Get(r.Context(), r.PathValue("name"))
+	n, err := s.templates.Get(r.Context(), tenant, r.PathValue("name"))
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, toTemplateJSON(n))
 }
 
-// listTemplates answers GET /v1/templates: every template (the library
-// holds at most template.MaxNamed), in name order.
+// listTemplates answers GET /v1/templates: every template of the
+// caller's tenant or of the platform (each holds at most
+// template.MaxNamed), in name order.
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
-	if err := s.templatesOrUnavailable(); err != nil {
+	tenant, err := s.templateTenant(r)
+	if err != nil {
 		return err
 	}
-	all, err := s.templates.List(r.Context())
+	all, err := s.templates.List(r.Context(), tenant)
 	if err != nil {
 		return err
 	}
@@ -192,10 +233,11 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
-	if err := s.templatesOrUnavailable(); err != nil {
+	tenant, err := s.templateTenant(r)
+	if err != nil {
 		return err
 	}
-	if err := s.templates.Delete(r.Context(), r.PathValue("name")); err != nil {
+	if err := s.templates.Delete(r.Context(), tenant, r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -207,6 +207,14 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	del, err := s.store.DeleteTenant(r.Context(), id)
+	if s.templates != nil && (err == nil || herald.IsCode(err, herald.CodeNotFound)) {
+		// Its templates are state beside the tenant, not in its
+		// transaction: cleared after it, and again by a repeated DELETE
+		// (404) should this fail.
+		if terr := s.templates.DeleteTenant(r.Context(), id); terr != nil && err == nil {
+			return terr
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -258,6 +266,14 @@ func (s *Server) tenantFor(r *http.Request, asked string) (*herald.Tenant, error
 		return nil, err
 	}
 	return &t, nil
+}
+
+// tenantIDOf is t's id, or "" for none.
+func tenantIDOf(t *herald.Tenant) string {
+	if t == nil {
+		return ""
+	}
+	return t.ID
 }
 
 // checkTenantTopic refuses a subscription of the tenant to a topic or

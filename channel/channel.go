@@ -77,6 +77,10 @@ type ValidateParams struct {
 	// Admin is true when an administrator makes the change: some options
 	// (a trusted internal destination, say) are theirs only.
 	Admin bool
+	// Tenant is the tenant the subscription belongs to ("" for the
+	// platform): a channel resolving names (a template library) looks in
+	// the tenant's first.
+	Tenant string
 	// Internal is true when Herald itself writes the subscription for a
 	// resource of its own (a rule, an archive), not a caller of
 	// /v1/subscriptions. A channel that only such resources may use

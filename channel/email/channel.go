@@ -133,7 +133,7 @@ func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.
 	if err := in.Templates.Validate(true); err != nil {
 		return nil, err
 	}
-	if err := c.cfg.Library.CheckConfig(ctx, in.Template, in.Templates != template.Templates{}); err != nil {
+	if err := c.cfg.Library.CheckConfig(ctx, p.Tenant, in.Template, in.Templates != template.Templates{}); err != nil {
 		return nil, err
 	}
 	if err := in.Schedule.Validate(); err != nil {
@@ -248,7 +248,7 @@ type sink struct {
 // that fails on the event (a missing field) is Rejected: it would fail on
 // every retry.
 func (s *sink) send(ctx context.Context, d template.Data, id string) herald.DeliveryResult {
-	set, fail := s.c.cfg.Library.Choose(ctx, s.own, s.set, s.cfg.Template, d)
+	set, fail := s.c.cfg.Library.Choose(ctx, s.sub.Tenant, s.own, s.set, s.cfg.Template, d)
 	if fail != nil {
 		return *fail
 	}

@@ -262,7 +262,7 @@ func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.
 			in.Keys = prev.Keys
 		}
 	}
-	if err := c.cfg.Library.CheckConfig(ctx, in.Template, in.Title != "" || in.Body != ""); err != nil {
+	if err := c.cfg.Library.CheckConfig(ctx, p.Tenant, in.Template, in.Title != "" || in.Body != ""); err != nil {
 		return nil, err
 	}
 	if err := in.Schedule.Validate(); err != nil {
@@ -469,7 +469,7 @@ type sink struct {
 // the newest event's id, topic and type, and no data).
 func (s *sink) send(ctx context.Context, data template.Data, _ string) herald.DeliveryResult {
 	unsub := data.UnsubscribeURL
-	set, fail := s.c.cfg.Library.Choose(ctx, s.cfg.Title != "" || s.cfg.Body != "", s.set, s.cfg.Template, data)
+	set, fail := s.c.cfg.Library.Choose(ctx, s.sub.Tenant, s.cfg.Title != "" || s.cfg.Body != "", s.set, s.cfg.Template, data)
 	if fail != nil {
 		return *fail
 	}

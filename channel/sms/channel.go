@@ -141,7 +141,7 @@ func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.
 	if err := textTemplates(in.Text).Validate(false); err != nil {
 		return nil, err
 	}
-	if err := c.cfg.Library.CheckConfig(ctx, in.Template, in.Text != ""); err != nil {
+	if err := c.cfg.Library.CheckConfig(ctx, p.Tenant, in.Template, in.Text != ""); err != nil {
 		return nil, err
 	}
 	if err := in.Schedule.Validate(); err != nil {
@@ -220,7 +220,7 @@ type sink struct {
 // send renders and sends one message (one event, or a digest).
 func (s *sink) send(ctx context.Context, d template.Data, _ string) herald.DeliveryResult {
 	unsub := d.UnsubscribeURL
-	set, fail := s.c.cfg.Library.Choose(ctx, s.cfg.Text != "", s.set, s.cfg.Template, d)
+	set, fail := s.c.cfg.Library.Choose(ctx, s.sub.Tenant, s.cfg.Text != "", s.set, s.cfg.Template, d)
 	if fail != nil {
 		return *fail
 	}

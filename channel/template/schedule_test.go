@@ -124,27 +124,57 @@ func TestLibraryResolve(t *testing.T) {
 		}
 		entries[n.Name] = &libEntry{named: n, set: set}
 	}
-	l := &Library{now: time.Now, refresh: time.Hour, loaded: time.Now(), entries: entries}
-	for _, tc := range []struct{ name, topic, typ, want string }{
-		{"", "orders.eu.fr", "paid", "exact"},
-		{"", "orders.eu.de", "paid", "eu-paid"},
-		{"", "orders.eu.de", "refunded", "eu"},
-		{"", "orders.us", "paid", "any-order"},
-		{"", "invoices", "paid", ""},
-		{"named-only", "invoices", "", "named-only"},
+	// Tenant acme has a template of a platform template's name, and one
+	// less specific than the platform's for orders.eu.fr: its own come
+	// first all the same.
+	acme := map[string]*libEntry{}
+	for _, n := range []Named{
+		{Name: "named-only"},
+		{Name: "acme-orders", Topic: "orders.>"},
 	} {
-		set, err := l.Resolve(t.Context(), tc.name, tc.topic, tc.typ)
+		set, err := n.Templates.Parse(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acme["acme:"+n.Name] = &libEntry{named: n, set: set}
+	}
+	now := time.Now()
+	l := &Library{now: time.Now, refresh: time.Hour, cache: map[string]*libCache{
+		"":     {loaded: now, entries: entries},
+		"acme": {loaded: now, entries: map[string]*libEntry{"named-only": acme["acme:named-only"], "acme-orders": acme["acme:acme-orders"]}},
+		"beta": {loaded: now, entries: map[string]*libEntry{}},
+	}}
+	for _, tc := range []struct{ tenant, name, topic, typ, want string }{
+		{"", "", "orders.eu.fr", "paid", "exact"},
+		{"", "", "orders.eu.de", "paid", "eu-paid"},
+		{"", "", "orders.eu.de", "refunded", "eu"},
+		{"", "", "orders.us", "paid", "any-order"},
+		{"", "", "invoices", "paid", ""},
+		{"", "named-only", "invoices", "", "named-only"},
+		{"acme", "", "orders.eu.fr", "paid", "acme:acme-orders"},
+		{"acme", "", "invoices", "paid", ""},
+		{"acme", "named-only", "invoices", "", "acme:named-only"},
+		{"acme", "eu", "invoices", "", "eu"}, // the platform's, by name
+		{"beta", "", "orders.eu.fr", "paid", "exact"},
+		{"beta", "named-only", "invoices", "", "named-only"},
+	} {
+		set, err := l.Resolve(t.Context(), tc.tenant, tc.name, tc.topic, tc.typ)
 		got := ""
 		for name, e := range entries {
 			if set != nil && e.set == set {
 				got = name
 			}
 		}
+		for name, e := range acme {
+			if set != nil && e.set == set {
+				got = name
+			}
+		}
 		if err != nil || got != tc.want {
-			t.Errorf("Resolve(%q, %q, %q) = %q, %v; want %q", tc.name, tc.topic, tc.typ, got, err, tc.want)
+			t.Errorf("Resolve(%q, %q, %q, %q) = %q, %v; want %q", tc.tenant, tc.name, tc.topic, tc.typ, got, err, tc.want)
 		}
 	}
-	if _, err := l.Resolve(t.Context(), "nope", "orders", ""); err == nil {
+	if _, err := l.Resolve(t.Context(), "acme", "nope", "orders", ""); err == nil {
 		t.Error("a missing named template resolved")
 	}
 }

@@ -115,3 +115,20 @@ func TestDocsNotificationsTemplatesAndDigest(t *testing.T) {
 		t.Fatalf("digest: %v\n%s", d.Header, d.Text)
 	}
 }
+
+// The tenant templates example: a tenant's key keeps its own
+// order-shipped beside the platform's, and the admin lists the tenant's.
+func TestDocsNotificationsTenantTemplates(t *testing.T) {
+	t.Parallel()
+	m := notifyServer(t, t.TempDir(), notifyMail(t), nil)
+	mustCall(t, m, testAdminKey, "PUT", "/v1/tenants/acme", `{}`, 201)
+	mustCall(t, m, testAdminKey, "PUT", "/v1/templates/order-shipped", `{"subject":"Platform {{.Payload.id}}"}`, 201)
+	key := mustCall(t, m, testAdminKey, "POST", "/v1/keys", `{"name":"acme","scopes":["subscribe:orders"],"tenant":"acme"}`, 201)["secret"].(string)
+	out := runDocScriptEnv(t, m, docExamples(t, notificationsDoc)["template-tenant"], "ACME_KEY="+key)
+	if strings.Count(out, `"name":"order-shipped"`) != 2 || !strings.Contains(out, "Acme: order") {
+		t.Fatalf("the example printed %s", out)
+	}
+	if got := mustCall(t, m, testAdminKey, "GET", "/v1/templates/order-shipped", "", 200)["subject"]; got != "Platform {{.Payload.id}}" {
+		t.Fatalf("the platform's template became %v", got)
+	}
+}
