@@ -14,39 +14,32 @@ import (
 // on the lease of the node that holds it, one row of dispatch_nodes, so a
 // node keeps all of its subscriptions with one write a second.
 //
-// Locking: a transaction that takes subscription leases locks the rows of
-// dispatch_nodes it reads (its own node's and the holders') before the
-// subscriptions' rows, each set in key order. Renewals lock only their own
-// node's row, and Settle and DeleteTopic only subscription rows, so
-// nothing waits in the other order. A holder's row is locked, not just
-// read, because a taker that finds it lapsed raises its epoch: a renewal
-// the holder sent before the lapse, arriving after, then cannot make the
-// subscriptions it lost live again (see takeNodeLeaseSQL).
+// Locking: a node's own row is written in a statement of its own (an
+// upsert, which also survives another node removing the row meanwhile),
+// never held through a transaction. A transaction that takes subscription
+// leases locks the subscriptions' rows in id order, as Settle does, and
+// only then, at its end, the rows of the holders whose lapsed leases it
+// ends (in node order). So nothing waits for a node row while holding
+// one, and a node's renewal waits at most for the end of such a
+// transaction. The holder's epoch is raised under that lock, and only if
+// the holder's lease is still lapsed then: a renewal the holder sent
+// before the lapse, arriving after, finds the new epoch rather than
+// making the subscriptions it lost live again (see takeNodeLeaseSQL).
 
 // deadNodeLeaseRetention is how long the row of a node whose lease lapsed
 // stays before another node's renewal removes it.
 const deadNodeLeaseRetention = 24 * time.Hour
 
 const (
-	// leaseHoldersSQL lists the other nodes whose leases the subscriptions
-	// ($1) rest on; read without locks, to lock them first.
-	leaseHoldersSQL = `SELECT DISTINCT lease_node FROM subscriptions
-		WHERE id = ANY($1::text[]) AND lease_node <> '' AND lease_node <> $2 AND lease_node_epoch <> 0`
-
-	// newNodeSQL makes the node's row, lapsed, if it has none; an epoch of
-	// a new row is the time, higher than any a removed row had.
-	newNodeSQL = `INSERT INTO dispatch_nodes (node, epoch, expires_at) VALUES ($1, $2, 0) ON CONFLICT (node) DO NOTHING`
-
-	// lockNodesSQL locks the node rows a lease transaction reads, in order.
-	lockNodesSQL = `SELECT node, epoch, expires_at FROM dispatch_nodes WHERE node = ANY($1::text[]) ORDER BY node FOR UPDATE`
-
-	// takeNodeLeaseSQL extends the node's lease ($1) if it is live at $2
-	// (never shortening it), or takes it again under the next epoch, until
-	// $3, and returns the epoch.
-	takeNodeLeaseSQL = `UPDATE dispatch_nodes SET
-			epoch = CASE WHEN expires_at > $2 THEN epoch ELSE epoch + 1 END,
-			expires_at = CASE WHEN expires_at > $2 THEN greatest(expires_at, $3) ELSE $3 END
-		WHERE node = $1 RETURNING epoch`
+	// takeNodeLeaseSQL takes the node's lease ($1) until $4: extended
+	// (never shortened) with the same epoch if it is live at $2, else
+	// under the next epoch, or under $3 (the time, higher than any epoch
+	// a removed row had) for a node with no row.
+	takeNodeLeaseSQL = `INSERT INTO dispatch_nodes AS n (node, epoch, expires_at) VALUES ($1, $3, $4)
+		ON CONFLICT (node) DO UPDATE SET
+			epoch = CASE WHEN n.expires_at > $2 THEN n.epoch ELSE n.epoch + 1 END,
+			expires_at = CASE WHEN n.expires_at > $2 THEN greatest(n.expires_at, $4) ELSE $4 END
+		RETURNING epoch`
 
 	// lockLeasesSQL locks the subscriptions in id order, as Settle does,
 	// and reads their leases.
@@ -59,87 +52,77 @@ const (
 	leaseFencesSQL = `SELECT DISTINCT f.subscription_id FROM topic_fences f JOIN subscriptions s ON s.id = f.subscription_id
 		WHERE f.subscription_id = ANY($1::text[]) AND f.epoch >= s.lease_epoch`
 
+	// leaseHoldersSQL reads the node leases the locked subscriptions rest
+	// on (other nodes', not an older version's), without locking them.
+	leaseHoldersSQL = `SELECT node, epoch, expires_at FROM dispatch_nodes WHERE node IN (
+		SELECT lease_node FROM subscriptions WHERE id = ANY($1::text[]) AND lease_node <> $2 AND lease_node_epoch <> 0)`
+
+	// endNodeLeaseSQL ends a lapsed node lease for good: its epoch moves
+	// on, if it is still the one ($2) and still lapsed at $3 once locked.
+	endNodeLeaseSQL = `UPDATE dispatch_nodes SET epoch = epoch + 1 WHERE node = $1 AND epoch = $2 AND expires_at <= $3`
+
+	// nodeLeasesSQL reads node leases again, after endNodeLeaseSQL waited
+	// for them.
+	nodeLeasesSQL = `SELECT node, epoch, expires_at FROM dispatch_nodes WHERE node = ANY($1::text[])`
+
 	setLeasesSQL = `UPDATE subscriptions s SET lease_node = $3, lease_node_epoch = $4, lease_expires_at = $5, lease_epoch = v.e
 		FROM unnest($1::text[], $2::bigint[]) AS v(id, e) WHERE s.id = v.id`
 
 	endFencesSQL = `DELETE FROM topic_fences f USING unnest($1::text[], $2::bigint[]) AS v(id, e)
 		WHERE f.subscription_id = v.id AND f.epoch < v.e`
-
-	endNodeLeasesSQL = `UPDATE dispatch_nodes SET epoch = epoch + 1 WHERE node = ANY($1::text[])`
 )
 
 // leaseOutcome is what acquireLeases made of one subscription.
 type leaseOutcome struct {
 	lease  herald.Lease
 	taken  bool
-	found  bool
 	holder string // when not taken: the node whose live lease it rests on
 	until  int64  // and until when
 }
 
-// acquireLeases takes the leases of ids for node in one transaction and
-// returns the outcome of each, by id (see herald.SubscriptionStore's
-// AcquireLease).
-func (s *Store) acquireLeases(ctx context.Context, ids []string, node string, at, until int64) (map[string]*leaseOutcome, error) {
+// nodeRow is a row of dispatch_nodes.
+type nodeRow struct{ epoch, expires int64 }
+
+// takeNodeLease takes or extends node's lease (see takeNodeLeaseSQL).
+func (s *Store) takeNodeLease(ctx context.Context, node string, at, until int64) (int64, error) {
+	var epoch int64
+	err := s.pool.QueryRow(ctx, takeNodeLeaseSQL, node, at, max(at, 1), until).Scan(&epoch)
+	return epoch, err
+}
+
+// readNodes reads rows of dispatch_nodes by node.
+func readNodes(rows pgx.Rows) (map[string]nodeRow, error) {
+	out := make(map[string]nodeRow)
+	var name string
+	var r nodeRow
+	_, err := pgx.ForEachRow(rows, []any{&name, &r.epoch, &r.expires}, func() error {
+		out[name] = r
+		return nil
+	})
+	return out, err
+}
+
+// acquireLeases takes the leases of ids for node, whose own lease
+// takeNodeLease has just taken under nodeEpoch, in one transaction, and
+// returns the outcome of each subscription found, by id (see
+// herald.SubscriptionStore's AcquireLease).
+func (s *Store) acquireLeases(ctx context.Context, ids []string, node string, nodeEpoch, at, until int64) (map[string]*leaseOutcome, error) {
 	out := make(map[string]*leaseOutcome, len(ids))
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		clear(out)
-		rows, err := tx.Query(ctx, leaseHoldersSQL, ids, node)
-		if err != nil {
-			return err
-		}
-		holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		nodes := append(slices.Clone(holders), node)
-		slices.Sort(nodes)
 		b := &pgx.Batch{}
-		b.Queue(newNodeSQL, node, max(at, 1))
-		b.Queue(lockNodesSQL, nodes)
-		b.Queue(takeNodeLeaseSQL, node, at, until)
-		res := tx.SendBatch(ctx, b)
-		if _, err := res.Exec(); err != nil {
-			res.Close()
-			return err
-		}
-		type nodeRow struct{ epoch, expires int64 }
-		locked := make(map[string]nodeRow, len(nodes))
-		rows, err = res.Query()
-		if err != nil {
-			res.Close()
-			return err
-		}
-		var name string
-		var r nodeRow
-		if _, err := pgx.ForEachRow(rows, []any{&name, &r.epoch, &r.expires}, func() error {
-			locked[name] = r
-			return nil
-		}); err != nil {
-			res.Close()
-			return err
-		}
-		var nodeEpoch int64
-		if err := res.QueryRow().Scan(&nodeEpoch); err != nil {
-			res.Close()
-			return err
-		}
-		if err := res.Close(); err != nil {
-			return err
-		}
-
-		b = &pgx.Batch{}
 		b.Queue(lockLeasesSQL, ids)
 		b.Queue(leaseFencesSQL, ids)
-		res = tx.SendBatch(ctx, b)
+		b.Queue(leaseHoldersSQL, ids, node)
+		res := tx.SendBatch(ctx, b)
+		defer res.Close()
 		type subRow struct {
 			id, holder                  string
 			holderEpoch, expires, epoch int64
 		}
 		var subs []subRow
-		rows, err = res.Query()
+		rows, err := res.Query()
 		if err != nil {
-			res.Close()
 			return err
 		}
 		var sr subRow
@@ -147,31 +130,88 @@ func (s *Store) acquireLeases(ctx context.Context, ids []string, node string, at
 			subs = append(subs, sr)
 			return nil
 		}); err != nil {
-			res.Close()
 			return err
 		}
 		fenced := make(map[string]bool)
 		rows, err = res.Query()
 		if err != nil {
-			res.Close()
 			return err
 		}
+		var name string
 		if _, err := pgx.ForEachRow(rows, []any{&name}, func() error {
 			fenced[name] = true
 			return nil
 		}); err != nil {
-			res.Close()
+			return err
+		}
+		rows, err = res.Query()
+		if err != nil {
+			return err
+		}
+		holders, err := readNodes(rows)
+		if err != nil {
 			return err
 		}
 		if err := res.Close(); err != nil {
 			return err
 		}
 
+		// The lapsed node leases to end (by node: the epoch they were
+		// seen under), in node order.
+		lapsed := make(map[string]int64)
+		for _, sub := range subs {
+			if h, ok := holders[sub.holder]; ok && sub.holder != node && sub.holderEpoch != 0 &&
+				h.epoch == sub.holderEpoch && h.expires <= at {
+				lapsed[sub.holder] = h.epoch
+			}
+		}
+		if len(lapsed) > 0 {
+			names := make([]string, 0, len(lapsed))
+			for n := range lapsed {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			b := &pgx.Batch{}
+			for _, n := range names {
+				b.Queue(endNodeLeaseSQL, n, lapsed[n], at)
+			}
+			b.Queue(nodeLeasesSQL, names)
+			res := tx.SendBatch(ctx, b)
+			for range names {
+				if _, err := res.Exec(); err != nil {
+					res.Close()
+					return err
+				}
+			}
+			rows, err := res.Query()
+			if err != nil {
+				res.Close()
+				return err
+			}
+			now, err := readNodes(rows)
+			if err != nil {
+				res.Close()
+				return err
+			}
+			if err := res.Close(); err != nil {
+				return err
+			}
+			for _, n := range names {
+				// Ended now, by this transaction or another, or taken
+				// again under a new epoch: either way the old epoch is
+				// dead. Renewed meanwhile: still live.
+				if r, ok := now[n]; ok {
+					holders[n] = r
+				} else {
+					delete(holders, n)
+				}
+			}
+		}
+
 		var setIDs []string
 		var setEpochs []int64
-		var ended []string
 		for _, sub := range subs {
-			o := &leaseOutcome{found: true}
+			o := &leaseOutcome{}
 			out[sub.id] = o
 			keep := false
 			switch {
@@ -185,22 +225,9 @@ func (s *Store) acquireLeases(ctx context.Context, ids []string, node string, at
 					continue
 				}
 			default:
-				h, ok := locked[sub.holder]
-				switch {
-				case !ok && slices.Contains(holders, sub.holder): // removed long after it lapsed
-				case !ok:
-					// Its holder took it after leaseHoldersSQL read them:
-					// its row is not locked here. Try again later.
-					o.holder, o.until = sub.holder, sub.expires
-					continue
-				case h.epoch != sub.holderEpoch: // ended already, or removed
-				case h.expires > at:
+				if h, ok := holders[sub.holder]; ok && h.epoch == sub.holderEpoch && h.expires > at {
 					o.holder, o.until = sub.holder, h.expires
 					continue
-				default:
-					if !slices.Contains(ended, sub.holder) {
-						ended = append(ended, sub.holder)
-					}
 				}
 			}
 			epoch := sub.epoch
@@ -218,9 +245,6 @@ func (s *Store) acquireLeases(ctx context.Context, ids []string, node string, at
 		b = &pgx.Batch{}
 		b.Queue(setLeasesSQL, setIDs, setEpochs, node, nodeEpoch, until)
 		b.Queue(endFencesSQL, setIDs, setEpochs)
-		if len(ended) > 0 {
-			b.Queue(endNodeLeasesSQL, ended)
-		}
 		return tx.SendBatch(ctx, b).Close()
 	})
 	return out, err
@@ -260,7 +284,11 @@ func (s *Store) AcquireLease(ctx context.Context, id, node string, now time.Time
 	if !validText(id) {
 		return 0, subNotFound(id)
 	}
-	out, err := s.acquireLeases(ctx, []string{id}, node, at, until)
+	nodeEpoch, err := s.takeNodeLease(ctx, node, at, until)
+	if err != nil {
+		return 0, s.fail("acquire lease", err)
+	}
+	out, err := s.acquireLeases(ctx, []string{id}, node, nodeEpoch, at, until)
 	if err != nil {
 		return 0, s.fail("acquire lease", err)
 	}
@@ -288,9 +316,16 @@ func (s *Store) AcquireLeases(ctx context.Context, ids []string, node string, no
 		return nil, err
 	}
 	ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return !validText(id) })
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	nodeEpoch, err := s.takeNodeLease(ctx, node, at, until)
+	if err != nil {
+		return nil, s.fail("acquire leases", err)
+	}
 	var leases []herald.Lease
 	for chunk := range slices.Chunk(ids, 500) {
-		out, err := s.acquireLeases(ctx, chunk, node, at, until)
+		out, err := s.acquireLeases(ctx, chunk, node, nodeEpoch, at, until)
 		if err != nil {
 			return leases, s.fail("acquire leases", err)
 		}
@@ -316,19 +351,14 @@ func (s *Store) RenewNodeLease(ctx context.Context, node string, now time.Time, 
 		return herald.NodeLease{}, err
 	}
 	var out herald.NodeLease
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		out = herald.NodeLease{}
-		b := &pgx.Batch{}
-		b.Queue(newNodeSQL, node, max(at, 1))
-		b.Queue(takeNodeLeaseSQL, node, at, until)
-		b.Queue(`SELECT DISTINCT s.id, s.lease_epoch FROM topic_fences f JOIN subscriptions s ON s.id = f.subscription_id
-			WHERE s.lease_node = $1 AND s.lease_node_epoch = (SELECT epoch FROM dispatch_nodes WHERE node = $1)
-			AND f.epoch >= s.lease_epoch`, node)
-		res := tx.SendBatch(ctx, b)
+	b := &pgx.Batch{}
+	b.Queue(takeNodeLeaseSQL, node, at, max(at, 1), until)
+	b.Queue(`SELECT DISTINCT s.id, s.lease_epoch FROM topic_fences f JOIN subscriptions s ON s.id = f.subscription_id
+		WHERE s.lease_node = $1 AND s.lease_node_epoch = (SELECT epoch FROM dispatch_nodes WHERE node = $1)
+		AND f.epoch >= s.lease_epoch`, node)
+	err = func() error {
+		res := s.pool.SendBatch(ctx, b)
 		defer res.Close()
-		if _, err := res.Exec(); err != nil {
-			return err
-		}
 		if err := res.QueryRow().Scan(&out.Epoch); err != nil {
 			return err
 		}
@@ -344,7 +374,7 @@ func (s *Store) RenewNodeLease(ctx context.Context, node string, now time.Time, 
 			return err
 		}
 		return res.Close()
-	})
+	}()
 	if err != nil {
 		return herald.NodeLease{}, s.fail("renew the node lease", err)
 	}
