@@ -257,6 +257,14 @@ func (c *Channel) Validate(ctx context.Context, p channel.ValidateParams) (json.
 		in.Provider = ProviderWebPush // a PushSubscription as the browser gives it
 	}
 	if in.Provider == prev.Provider {
+		// The config as Public shows it, written back, keeps the stored
+		// endpoint and token: they are shown masked.
+		if in.Endpoint == publicEndpoint(prev.Endpoint) {
+			in.Endpoint = ""
+		}
+		if in.Token == publicToken(prev.Token) {
+			in.Token = ""
+		}
 		in.Endpoint, in.Token = cmpOr(in.Endpoint, prev.Endpoint), cmpOr(in.Token, prev.Token)
 		if in.Keys == nil {
 			in.Keys = prev.Keys
@@ -385,14 +393,26 @@ func (c *Channel) Public(raw json.RawMessage) json.RawMessage {
 		Template string `json:"template,omitempty"`
 		template.Schedule
 	}{Provider: cfg.Provider, Title: cfg.Title, Body: cfg.Body, URL: cfg.URL, TTL: cfg.TTL, Urgency: cfg.Urgency, Template: cfg.Template, Schedule: cfg.Schedule}
-	if u, err := url.Parse(cfg.Endpoint); err == nil && cfg.Endpoint != "" {
-		pub.Endpoint = u.Scheme + "://" + u.Host + "/…"
-	}
-	if n := len(cfg.Token); n > 0 {
-		pub.Token = "…" + cfg.Token[max(n-6, 0):]
-	}
+	pub.Endpoint, pub.Token = publicEndpoint(cfg.Endpoint), publicToken(cfg.Token)
 	b, _ := json.Marshal(pub)
 	return b
+}
+
+// publicEndpoint is a Web Push endpoint as Public shows it: the push
+// service, not the capability URL of the browser's subscription.
+func publicEndpoint(endpoint string) string {
+	if u, err := url.Parse(endpoint); err == nil && endpoint != "" {
+		return u.Scheme + "://" + u.Host + "/…"
+	}
+	return ""
+}
+
+// publicToken is a device token as Public shows it: its last characters.
+func publicToken(token string) string {
+	if n := len(token); n > 0 {
+		return "…" + token[max(n-6, 0):]
+	}
+	return ""
 }
 
 // Destination is the push service's host, so one slow service does not

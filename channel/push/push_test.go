@@ -87,6 +87,8 @@ type browser struct {
 	status int // what the service answers next; 0 = 201
 	got    []map[string]any
 	hdrs   []http.Header
+	paths  []string // the endpoint's path of each
+	plain  [][]byte // each notification as decrypted
 	errs   []string
 }
 
@@ -156,6 +158,8 @@ func (b *browser) serve(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	b.got = append(b.got, m)
 	b.hdrs = append(b.hdrs, r.Header.Clone())
+	b.paths = append(b.paths, r.URL.Path)
+	b.plain = append(b.plain, plain)
 	status := b.status
 	b.mu.Unlock()
 	if status == 0 {
@@ -505,13 +509,14 @@ func TestFCM(t *testing.T) {
 
 // apnsServer is Apple's service over HTTP/2 with TLS.
 type apnsServer struct {
-	key    *ecdsa.PublicKey
-	mu     sync.Mutex
-	tokens map[string]int // provider tokens seen
-	got    []map[string]any
-	hdrs   []http.Header
-	answer func(device string) (int, string)
-	errs   []string
+	key     *ecdsa.PublicKey
+	mu      sync.Mutex
+	tokens  map[string]int // provider tokens seen
+	got     []map[string]any
+	hdrs    []http.Header
+	devices []string // the device token of each
+	answer  func(device string) (int, string)
+	errs    []string
 }
 
 func (a *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -544,6 +549,7 @@ func (a *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.tokens[tok]++
 	a.got = append(a.got, body)
 	a.hdrs = append(a.hdrs, r.Header.Clone())
+	a.devices = append(a.devices, device)
 	status, answer := 200, ""
 	if a.answer != nil {
 		status, answer = a.answer(device)
