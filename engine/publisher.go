@@ -302,6 +302,12 @@ func (p *Publisher) publishDelayed(ctx context.Context, params PublishParams, no
 	for i, e := range events {
 		due := params.DeliverAt[i]
 		if !due.After(now) {
+			// Its due time came while the request waited (it was stamped
+			// when it arrived): it joins the log now, and its time says
+			// so, never a time before its due time.
+			if e.Time.Before(due) {
+				e.Time = now
+			}
 			immediate = append(immediate, e)
 			nowIdx = append(nowIdx, i)
 			continue

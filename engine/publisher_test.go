@@ -150,3 +150,33 @@ func counter(t *testing.T, reg *prometheus.Registry, name, source string) float6
 	t.Fatalf("no %s{source=%q}", name, source)
 	return 0
 }
+
+// An event whose due time passed between its stamping (the API stamps an
+// event when the request arrives) and the publish joins the log at once,
+// with a time at or after its due time, never before it.
+func TestPublisherDueTimePassedWhileWaiting(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	p, st, _ := newPublisher(t, engine.PublisherConfig{Delayed: noDelayedStore{}, Now: func() time.Time { return now }})
+	arrived, due := now.Add(-2*time.Second), now.Add(-time.Second)
+	e := &herald.Event{Topic: "orders", Payload: []byte("a"), ContentType: "text/plain", Time: arrived}
+	res, err := p.Publish(t.Context(), engine.PublishParams{Events: []*herald.Event{e}, DeliverAt: []time.Time{due}})
+	if err != nil || len(res) != 1 || res[0].Seq != 1 {
+		t.Fatalf("Publish = %+v, %v; want it in the log at once, seq 1", res, err)
+	}
+	got, err := st.ReadEvents(t.Context(), "orders", 0, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("log %+v, %v; want the event", got, err)
+	}
+	if got[0].Time.Before(due) {
+		t.Errorf("the event's time is %s, before its due time %s", got[0].Time, due)
+	}
+}
+
+// noDelayedStore keeps no delayed event: a test whose events are all due
+// fails if one is scheduled.
+type noDelayedStore struct{}
+
+func (noDelayedStore) ScheduleEvents(context.Context, []herald.ScheduledEvent) ([]herald.AppendResult, error) {
+	return nil, herald.Errorf(herald.CodeUnsupported, "no event should be scheduled")
+}
