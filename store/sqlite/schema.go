@@ -232,8 +232,7 @@ func (s *Store) GetState(ctx context.Context, owner, key string) (herald.StateEn
 	}
 	e := herald.StateEntry{Key: key}
 	var at int64
-	err := s.reader.QueryRowContext(ctx, `SELECT seq, updated_at, value FROM state WHERE owner = ? AND key = ?`, owner, key).
-		Scan(&e.Seq, &at, &e.Value)
+	err := s.rGetState.QueryRowContext(ctx, owner, key).Scan(&e.Seq, &at, &e.Value)
 	if errors.Is(err, sql.ErrNoRows) {
 		return herald.StateEntry{}, herald.Errorf(herald.CodeNotFound, "no state for key %q", key)
 	}
@@ -322,7 +321,7 @@ func (s *Store) StatePosition(ctx context.Context, owner string) (int64, error) 
 		return 0, err
 	}
 	var seq int64
-	err := s.reader.QueryRowContext(ctx, `SELECT seq FROM state_positions WHERE owner = ?`, owner).Scan(&seq)
+	err := s.rStatePos.QueryRowContext(ctx, owner).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

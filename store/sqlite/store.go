@@ -80,6 +80,8 @@ type Store struct {
 	rSeqAtTime  *sql.Stmt
 
 	rGetSub       *sql.Stmt
+	rGetState     *sql.Stmt // a view read: prepared once, not per read
+	rStatePos     *sql.Stmt
 	rCursors      *sql.Stmt
 	rDueRetries   *sql.Stmt
 	rRetryKeys    *sql.Stmt
@@ -199,6 +201,8 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.rSeqAtTime = rprep(`SELECT t.head_seq, (SELECT min(e.seq) FROM events e WHERE e.topic_id = t.id AND e.time >= ?)
 		FROM topics t WHERE t.name = ?`)
 	s.rGetSub = rprep(getSubSQL)
+	s.rGetState = rprep(`SELECT seq, updated_at, value FROM state WHERE owner = ? AND key = ?`)
+	s.rStatePos = rprep(`SELECT seq FROM state_positions WHERE owner = ?`)
 	s.rCursors = rprep(cursorsSQL)
 	s.rDueRetries = rprep(dueRetriesSQL)
 	s.rRetryKeys = rprep(retryKeysSQL)
