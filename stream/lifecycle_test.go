@@ -109,7 +109,9 @@ func TestRetentionGapIsReported(t *testing.T) {
 // the documented reason, while a reading client gets every event and
 // publishing never waits for either.
 func TestSlowConsumerIsCutOffAndOthersAreNot(t *testing.T) {
-	n := startNode(t, nodeOptions{cfg: stream.Config{QueueSize: 8, WriteTimeout: time.Minute}})
+	// No pings: a client that does not read answers no ping either, and on a
+	// loaded machine the pong timeout could close it before its queue fills.
+	n := startNode(t, nodeOptions{cfg: stream.Config{QueueSize: 8, WriteTimeout: time.Minute, PingInterval: time.Hour}})
 	n.createTopic("orders.eu", 0)
 	slow := smallWindowClient(t)
 	slowWS, _, err := n.dialWSWith(slow, "reader", "")
