@@ -79,6 +79,7 @@ type SourceShard struct {
 type SourceShardStatus struct {
 	Lag         int64 // messages waiting in the service; -1 when unknown
 	EventsIn    int64 // events published (duplicates included) since the runner started
+	Duplicates  int64 // of EventsIn, those Herald had already (a redelivery), since the runner started
 	Errors      int64 // errors since the runner started
 	LastError   string
 	LastErrorAt time.Time

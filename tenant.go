@@ -28,6 +28,7 @@ type TenantLimits struct {
 	DeliveriesPerSecond float64 // deliveries per second over all its subscriptions, on each node
 	MaxInFlight         int     // deliveries in flight at once over all its subscriptions, on each node
 	PublishRate         float64 // events per second its callers and sources may publish, on each node
+	MaxSources          int     // sources the tenant may have
 }
 
 // Tenant limits on what a tenant's own fields may hold.

@@ -210,7 +210,7 @@ type Server struct {
 	auditTopic atomic.Bool
 
 	// tenantMu serialises this node's creations of tenant subscriptions
-	// with their quota check.
+	// and sources with their quota checks.
 	tenantMu      sync.Mutex
 	schedules     Schedules
 	scheduleWake  func()

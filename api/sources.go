@@ -53,6 +53,7 @@ type sourceShardJSON struct {
 	LeaseExpiresAt string `json:"lease_expires_at,omitempty"`
 	Lag            int64  `json:"lag"`
 	EventsIn       int64  `json:"events_in"`
+	Duplicates     int64  `json:"duplicates"`
 	Errors         int64  `json:"errors"`
 	LastError      string `json:"last_error,omitempty"`
 	LastErrorAt    string `json:"last_error_at,omitempty"`
@@ -81,6 +82,7 @@ type sourceJSON struct {
 	InboundURL   string            `json:"inbound_path,omitempty"`
 	Lag          int64             `json:"lag"`
 	EventsIn     int64             `json:"events_in"`
+	Duplicates   int64             `json:"duplicates"`
 	Errors       int64             `json:"errors"`
 	LastError    string            `json:"last_error,omitempty"`
 	LastErrorAt  string            `json:"last_error_at,omitempty"`
@@ -182,7 +184,7 @@ func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus
 		if sh.Shard >= max(src.Shards, 1) {
 			continue // a shard of an earlier, larger shard count
 		}
-		j := sourceShardJSON{Shard: sh.Shard, Node: sh.Node, Lag: sh.Lag, EventsIn: sh.EventsIn, Errors: sh.Errors, LastError: sh.LastError}
+		j := sourceShardJSON{Shard: sh.Shard, Node: sh.Node, Lag: sh.Lag, EventsIn: sh.EventsIn, Duplicates: sh.Duplicates, Errors: sh.Errors, LastError: sh.LastError}
 		if !sh.LeaseExpiresAt.IsZero() {
 			j.LeaseExpiresAt = formatTime(sh.LeaseExpiresAt)
 		}
@@ -206,6 +208,7 @@ func (s *Server) toSourceJSON(ctx context.Context, src herald.Source, withStatus
 		}
 		out.ShardStatus = append(out.ShardStatus, j)
 		out.EventsIn += sh.EventsIn
+		out.Duplicates += sh.Duplicates
 		out.Errors += sh.Errors
 		if sh.Lag >= 0 {
 			lag += sh.Lag
@@ -349,17 +352,33 @@ func (s *Server) createSource(w http.ResponseWriter, r *http.Request) error {
 	if tenant != nil {
 		src.Tenant = tenant.ID
 	}
-	if existing, err := st.ListSources(r.Context(), "", herald.MaxSources); err != nil {
-		return err
-	} else if len(existing) >= herald.MaxSources {
-		return herald.Errorf(herald.CodeConflict, "this server has %d sources, the limit; delete one first", len(existing))
-	}
-	if err := st.CreateSource(r.Context(), src); err != nil {
+	if err := s.createWithinLimits(r.Context(), st, tenant, src); err != nil {
 		return err
 	}
 	s.sourcesChanged()
 	w.Header().Set("Location", "/v1/sources/"+src.ID)
 	return writeJSON(w, http.StatusCreated, s.toSourceJSON(r.Context(), src, false))
+}
+
+// createWithinLimits stores src unless the server has herald.MaxSources
+// sources or its tenant its limits.sources (CodeConflict). A tenant's
+// check and insert are serialised on this node, as for subscriptions.
+func (s *Server) createWithinLimits(ctx context.Context, st herald.SourceStore, tenant *herald.Tenant, src herald.Source) error {
+	if tenant != nil {
+		s.tenantMu.Lock()
+		defer s.tenantMu.Unlock()
+	}
+	existing, err := st.ListSources(ctx, "", herald.MaxSources)
+	if err != nil {
+		return err
+	}
+	if len(existing) >= herald.MaxSources {
+		return herald.Errorf(herald.CodeConflict, "this server has %d sources, the limit; delete one first", len(existing))
+	}
+	if err := checkTenantSources(tenant, existing); err != nil {
+		return err
+	}
+	return st.CreateSource(ctx, src)
 }
 
 func (s *Server) listSources(w http.ResponseWriter, r *http.Request) error {

@@ -18,6 +18,7 @@ type tenantLimitsJSON struct {
 	RateLimit        float64 `json:"rate_limit"`
 	MaxInFlight      int     `json:"max_in_flight"`
 	PublishRate      float64 `json:"publish_rate"`
+	Sources          int     `json:"sources"`
 }
 
 // tenantJSON is a tenant on the wire, and the body of PUT.
@@ -39,7 +40,7 @@ func toTenantJSON(t herald.Tenant) tenantJSON {
 	return tenantJSON{
 		ID: t.ID, Name: t.Name, Metadata: meta, TopicPrefix: t.TopicPattern,
 		Limits: tenantLimitsJSON{MaxSubscriptions: t.Limits.MaxSubscriptions, RateLimit: t.Limits.DeliveriesPerSecond,
-			MaxInFlight: t.Limits.MaxInFlight, PublishRate: t.Limits.PublishRate},
+			MaxInFlight: t.Limits.MaxInFlight, PublishRate: t.Limits.PublishRate, Sources: t.Limits.MaxSources},
 		CreatedAt: formatTime(t.CreatedAt), UpdatedAt: formatTime(t.UpdatedAt),
 	}
 }
@@ -121,12 +122,14 @@ func (s *Server) putTenant(w http.ResponseWriter, r *http.Request) error {
 		return herald.FieldErrorf("limits.max_in_flight", "limits.max_in_flight must be from 0 (no limit) to %d, got %d", herald.MaxMaxInFlight, l.MaxInFlight)
 	case l.PublishRate < 0 || l.PublishRate > herald.MaxRateLimit || math.IsNaN(l.PublishRate):
 		return herald.FieldErrorf("limits.publish_rate", "limits.publish_rate must be from 0 (no limit) to %d events per second, got %v", herald.MaxRateLimit, l.PublishRate)
+	case l.Sources < 0 || l.Sources > herald.MaxSources:
+		return herald.FieldErrorf("limits.sources", "limits.sources must be from 0 (no limit) to %d, got %d", herald.MaxSources, l.Sources)
 	}
 	now := s.now().UTC()
 	t, created, err := s.store.PutTenant(r.Context(), herald.Tenant{
 		ID: id, Name: req.Name, Metadata: req.Metadata, TopicPattern: pattern,
 		Limits: herald.TenantLimits{MaxSubscriptions: l.MaxSubscriptions, DeliveriesPerSecond: l.RateLimit, MaxInFlight: l.MaxInFlight,
-			PublishRate: l.PublishRate},
+			PublishRate: l.PublishRate, MaxSources: l.Sources},
 		CreatedAt: now, UpdatedAt: now,
 	})
 	if err != nil {
@@ -284,6 +287,26 @@ func checkTenantTopic(t *herald.Tenant, topic string) error {
 	}
 	return &herald.Error{Code: herald.CodeForbidden, Field: "topic",
 		Message: "tenant " + t.ID + " may subscribe only to topics matching " + t.TopicPattern + ", not " + truncate(topic, 300)}
+}
+
+// checkTenantSources refuses a new source of a tenant that has
+// limits.sources of them already; stored is every source of the server.
+// tenantMu is held by the caller, so one node does not overshoot it.
+func checkTenantSources(t *herald.Tenant, stored []herald.Source) error {
+	if t == nil || t.Limits.MaxSources == 0 {
+		return nil
+	}
+	n := 0
+	for _, src := range stored {
+		if src.Tenant == t.ID {
+			n++
+		}
+	}
+	if n >= t.Limits.MaxSources {
+		return &herald.Error{Code: herald.CodeConflict, Field: "tenant",
+			Message: "tenant " + t.ID + " has " + strconv.Itoa(n) + " sources, its limit (limits.sources); delete one or raise the limit"}
+	}
+	return nil
 }
 
 // checkTenantQuota refuses a new subscription of a tenant at its limit.

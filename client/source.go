@@ -35,6 +35,7 @@ type SourceShard struct {
 	LeaseExpiresAt string `json:"lease_expires_at,omitempty"`
 	Lag            int64  `json:"lag"`
 	EventsIn       int64  `json:"events_in"`
+	Duplicates     int64  `json:"duplicates"` // of EventsIn, redeliveries Herald absorbed
 	Errors         int64  `json:"errors"`
 	LastError      string `json:"last_error,omitempty"`
 	LastErrorAt    string `json:"last_error_at,omitempty"`
@@ -58,6 +59,7 @@ type Source struct {
 	InboundPath string          `json:"inbound_path,omitempty"`
 	Lag         int64           `json:"lag"` // -1 when unknown
 	EventsIn    int64           `json:"events_in"`
+	Duplicates  int64           `json:"duplicates"` // of EventsIn, redeliveries Herald absorbed
 	Errors      int64           `json:"errors"`
 	LastError   string          `json:"last_error,omitempty"`
 	LastErrorAt string          `json:"last_error_at,omitempty"`
@@ -85,7 +87,16 @@ func (c *Client) CreateSource(ctx context.Context, spec SourceSpec) (Source, err
 
 // ListSources returns a page of sources after cursor ("" for the first).
 func (c *Client) ListSources(ctx context.Context, cursor string, limit int) (SourcePage, error) {
+	return c.ListTenantSources(ctx, "", cursor, limit)
+}
+
+// ListTenantSources is ListSources of one tenant's sources only (every
+// source for ""). A tenant's key lists only its own tenant's anyway.
+func (c *Client) ListTenantSources(ctx context.Context, tenant, cursor string, limit int) (SourcePage, error) {
 	q := url.Values{}
+	if tenant != "" {
+		q.Set("tenant", tenant)
+	}
 	if cursor != "" {
 		q.Set("cursor", cursor)
 	}

@@ -13,6 +13,8 @@ type TenantLimits struct {
 	MaxSubscriptions int     `json:"max_subscriptions"`
 	RateLimit        float64 `json:"rate_limit"`    // deliveries per second over its subscriptions, per node
 	MaxInFlight      int     `json:"max_in_flight"` // deliveries in flight over its subscriptions, per node
+	PublishRate      float64 `json:"publish_rate"`  // events per second its keys and sources may publish, per node
+	Sources          int     `json:"sources"`       // sources it may have
 }
 
 // TenantSpec is what PutTenant writes: the whole tenant.

@@ -26,9 +26,11 @@ type PublisherConfig struct {
 	}
 	// Tenants, when set, holds each tenant's publishes to its
 	// limits.publish_rate (TenantLimits implements it): AllowPublish
-	// returns a CodeRateLimited error when the events do not fit now.
+	// returns a CodeRateLimited error when the events do not fit now;
+	// WaitPublish waits until they do (PublishParams.WaitRate).
 	Tenants interface {
 		AllowPublish(tenant string, n int) error
+		WaitPublish(ctx context.Context, tenant string, n int) error
 	}
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -82,6 +84,11 @@ type PublishParams struct {
 	// Tenant is the tenant of the caller that publishes ("" for the
 	// platform's own), whose usage the events count in.
 	Tenant string
+	// WaitRate says the caller can hold its events (a source, whose
+	// messages wait in their service): when the tenant's publish rate is
+	// used up, Publish waits until the events fit, or ctx ends, instead of
+	// failing with CodeRateLimited.
+	WaitRate bool
 }
 
 // Publisher is the one path by which anything becomes an event: the HTTP
@@ -148,7 +155,8 @@ func NewPublisher(topics TopicSource, appender Appender, cfg PublisherConfig, lo
 // payload over its topic's max_event_bytes, CodeNotFound for an unknown
 // topic (unless AutoCreateTopics), CodeConflict for an event id that names
 // a different event, CodeRateLimited (with RetryAfter) when the tenant's
-// publish rate is used up, CodeUnavailable when the committer is stopping. On an
+// publish rate is used up (unless WaitRate), CodeUnavailable when the
+// committer is stopping. On an
 // error nothing is stored.
 func (p *Publisher) Publish(ctx context.Context, params PublishParams) ([]herald.AppendResult, error) {
 	events := params.Events
@@ -241,7 +249,13 @@ func (p *Publisher) check(ctx context.Context, params PublishParams) (time.Time,
 		}
 	}
 	if p.cfg.Tenants != nil && params.Tenant != "" && !params.System {
-		if err := p.cfg.Tenants.AllowPublish(params.Tenant, len(events)); err != nil {
+		var err error
+		if params.WaitRate {
+			err = p.cfg.Tenants.WaitPublish(ctx, params.Tenant, len(events))
+		} else {
+			err = p.cfg.Tenants.AllowPublish(params.Tenant, len(events))
+		}
+		if err != nil {
 			return time.Time{}, err
 		}
 	}

@@ -55,6 +55,7 @@ type TenantLimits struct {
 	done   chan struct{}
 
 	refused  *prometheus.CounterVec
+	waited   *prometheus.CounterVec
 	held     *prometheus.CounterVec
 	inFlight *prometheus.GaugeVec
 }
@@ -91,6 +92,10 @@ func NewTenantLimits(store TenantLister, cfg TenantLimitsConfig, logger *slog.Lo
 			Name: "herald_tenant_publish_refused_total",
 			Help: "Publishes refused (429) because the tenant's limits.publish_rate was used up; tenants not in metrics.tenant-labels count as tenant=\"_other\".",
 		}, []string{"tenant"}),
+		waited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_tenant_publish_wait_seconds_total",
+			Help: "Time the tenant's sources waited for its limits.publish_rate before committing their events; tenants not in metrics.tenant-labels count as tenant=\"_other\".",
+		}, []string{"tenant"}),
 		held: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_tenant_deliveries_held_total",
 			Help: "Times a subscription held its deliveries back because its tenant's limit (rate_limit or max_in_flight) was reached, by limit; tenants not in metrics.tenant-labels count as tenant=\"_other\".",
@@ -101,7 +106,7 @@ func NewTenantLimits(store TenantLister, cfg TenantLimitsConfig, logger *slog.Lo
 		}, []string{"tenant"}),
 	}
 	if reg != nil {
-		reg.MustRegister(l.refused, l.held, l.inFlight)
+		reg.MustRegister(l.refused, l.waited, l.held, l.inFlight)
 	}
 	return l
 }
@@ -242,6 +247,47 @@ func (l *TenantLimits) AllowPublish(tenant string, n int) error {
 	l.refused.WithLabelValues(l.cfg.Label(tenant)).Inc()
 	return &herald.Error{Code: herald.CodeRateLimited, Field: "tenant", RetryAfter: max(wait, time.Second),
 		Message: fmt.Sprintf("tenant %s may publish %v events per second (limits.publish_rate); try again later", tenant, perSecond)}
+}
+
+// WaitPublish takes n events from the tenant's publish rate, waiting as
+// long as they need: a caller that can hold its events, as a source can in
+// its service, is slowed to the rate instead of refused. It takes at most
+// one second's worth at a time, so n events past the burst take n /
+// publish_rate seconds. When ctx ends it returns ctx's error, giving back
+// what it had reserved and not waited for.
+func (l *TenantLimits) WaitPublish(ctx context.Context, tenant string, n int) error {
+	var waited time.Duration
+	defer func() {
+		if waited > 0 {
+			l.waited.WithLabelValues(l.cfg.Label(tenant)).Add(waited.Seconds())
+		}
+	}()
+	for n > 0 && tenant != "" {
+		now := l.cfg.Now()
+		l.mu.Lock()
+		g := l.tenants[tenant]
+		if g == nil || g.publish == nil {
+			l.mu.Unlock()
+			return nil
+		}
+		k := min(n, g.publish.Burst())
+		res := g.publish.ReserveN(now, k)
+		l.mu.Unlock()
+		if d := res.DelayFrom(now); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				res.CancelAt(l.cfg.Now())
+				waited += l.cfg.Now().Sub(now)
+				return ctx.Err()
+			case <-t.C:
+				waited += d
+			}
+		}
+		n -= k
+	}
+	return nil
 }
 
 // room caps n, the sends a worker of the tenant could start, by the

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -54,4 +55,55 @@ func TestTenantPublishRate(t *testing.T) {
 			t.Fatalf("the platform has no limit: %v", err)
 		}
 	}
+}
+
+// TestTenantPublishWait checks WaitPublish in a bubble: the burst passes at
+// once, more waits for the rate (every event counted, not one second's
+// worth per batch), a canceled wait returns ctx's error and gives back
+// what it reserved, and a tenant without a limit never waits.
+func TestTenantPublishWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewTenantLimits(tenantList{
+			{ID: "acme", Limits: herald.TenantLimits{PublishRate: 10}},
+			{ID: "beta"},
+		}, TenantLimitsConfig{}, nil, nil)
+		if err := l.load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := l.WaitPublish(t.Context(), "acme", 10); err != nil || time.Since(start) != 0 {
+			t.Fatalf("the burst: %v after %v, want at once", err, time.Since(start))
+		}
+		// 25 more at 10/s: 2.5s, though a batch is refused no more than
+		// one second's worth by AllowPublish.
+		if err := l.WaitPublish(t.Context(), "acme", 25); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 2500*time.Millisecond {
+			t.Fatalf("25 events past the burst took %v, want 2.5s", got)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		if err := l.WaitPublish(ctx, "acme", 10); err != context.DeadlineExceeded {
+			t.Fatalf("a wait past its context = %v, want DeadlineExceeded", err)
+		}
+		// The canceled reservation was given back: 5 tokens came in the
+		// half second, so 5 more take half a second, not 1.5s.
+		before := time.Now()
+		if err := l.WaitPublish(t.Context(), "acme", 10); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(before); got != 500*time.Millisecond {
+			t.Fatalf("after a canceled wait, 10 events took %v, want 500ms", got)
+		}
+		before = time.Now()
+		for _, tenant := range []string{"beta", "", "unknown"} {
+			if err := l.WaitPublish(t.Context(), tenant, 1_000_000); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if time.Since(before) != 0 {
+			t.Fatalf("tenants without a limit waited %v", time.Since(before))
+		}
+	})
 }

@@ -320,10 +320,11 @@ func (r *Runtime) runLeased(ctx context.Context, runner Runner, s herald.Source,
 		if !live() {
 			return fmt.Errorf("the lease on shard %d ran out before it could be renewed", shard)
 		}
-		err := r.publish(pctx, s, msgs, "source")
+		dups, err := r.publish(pctx, s, msgs, "source")
 		if err == nil {
 			st.mu.Lock()
 			st.EventsIn += int64(len(msgs))
+			st.Duplicates += int64(dups)
 			st.State = herald.ShardRunning
 			st.mu.Unlock()
 		}
@@ -393,25 +394,29 @@ func wait(ctx context.Context, d time.Duration) {
 	}
 }
 
-// publish maps the messages of source s and commits them, all or none.
-func (r *Runtime) publish(ctx context.Context, s herald.Source, msgs []Message, who string) error {
+// publish maps the messages of source s and commits them, all or none,
+// and returns how many were duplicates.
+func (r *Runtime) publish(ctx context.Context, s herald.Source, msgs []Message, who string) (int, error) {
 	if len(msgs) == 0 {
-		return nil
+		return 0, nil
 	}
 	mp, err := r.mapper(s)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	events := make([]*herald.Event, len(msgs))
 	for i := range msgs {
 		events[i] = mp.event(s.ID, &msgs[i])
 	}
 	if err := r.inNamespace(ctx, s, events); err != nil {
-		return err
+		return 0, err
 	}
-	res, err := r.deps.Publisher.Publish(ctx, engine.PublishParams{Events: events, Source: who, Batch: len(events) > 1, Tenant: s.Tenant})
+	// WaitRate: over its tenant's publish rate a running source is slowed
+	// to it, its messages waiting in their service, rather than failed.
+	res, err := r.deps.Publisher.Publish(ctx, engine.PublishParams{Events: events, Source: who, Batch: len(events) > 1,
+		Tenant: s.Tenant, WaitRate: true})
 	if err != nil {
-		return fmt.Errorf("publish %d events: %w", len(events), err)
+		return 0, fmt.Errorf("publish %d events: %w", len(events), err)
 	}
 	dups := 0
 	for _, x := range res {
@@ -421,7 +426,7 @@ func (r *Runtime) publish(ctx context.Context, s herald.Source, msgs []Message, 
 	}
 	r.m.in.WithLabelValues(s.ID, s.Kind).Add(float64(len(res)))
 	r.m.dups.WithLabelValues(s.ID, s.Kind).Add(float64(dups))
-	return nil
+	return dups, nil
 }
 
 // inNamespace refuses the events of a tenant's source whose topics are

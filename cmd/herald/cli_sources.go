@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,7 +17,8 @@ const sourcesOverview = `Usage: herald sources <subverb> [arguments]
   create --kind K --topic T [--config JSON|@FILE] [--mapping JSON|@FILE]
          [--shards N] [--description D] [--paused]
                   create a source (outbox, webhook, kafka, ...)
-  list            list the sources with their state and lag
+  list [--tenant ID]
+                  list the sources with their state and lag
   get ID          show a source with its status: lag, counts, last error
   update ID [--config ...] [--topic T] [--mapping ...] [--shards N] [--description D]
                   change a source; a config without its secret keeps it
@@ -191,16 +193,18 @@ Delete source ID. What it has not taken stays in its service.`)
 }
 
 func sourcesList(ctx context.Context, c *cli, args []string) error {
-	fs := c.flagSet("sources list", `herald sources list
+	fs := c.flagSet("sources list", `herald sources list [--tenant ID]
 
 List the sources with their state, lag and last error.`)
+	tenant := ""
+	fs.StringVar(&tenant, "tenant", "", "list only tenant `ID`'s sources")
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err
 	}
 	var all []client.Source
 	cursor := ""
 	for {
-		page, err := c.client().ListSources(ctx, cursor, 1000)
+		page, err := c.client().ListTenantSources(ctx, tenant, cursor, 1000)
 		if err != nil {
 			return err
 		}
@@ -217,9 +221,10 @@ List the sources with their state, lag and last error.`)
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tTOPIC\tSTATE\tSHARDS\tLAG\tEVENTS IN\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tKIND\tTOPIC\tTENANT\tSTATE\tSHARDS\tLAG\tEVENTS IN\tDUPLICATES\tLAST ERROR")
 	for _, s := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", s.ID, s.Kind, cell(s.Topic), s.State, s.Shards, lagText(s.Lag), s.EventsIn, cell(s.LastError))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", s.ID, s.Kind, cell(s.Topic), cmp.Or(s.Tenant, "-"), s.State, s.Shards,
+			lagText(s.Lag), s.EventsIn, s.Duplicates, cell(s.LastError))
 	}
 	return tw.Flush()
 }
@@ -251,6 +256,7 @@ func (c *cli) printSource(s client.Source) error {
 	}
 	fmt.Fprintf(tw, "lag:\t%s\n", lagText(s.Lag))
 	fmt.Fprintf(tw, "events in:\t%d\n", s.EventsIn)
+	fmt.Fprintf(tw, "duplicates:\t%d\n", s.Duplicates)
 	fmt.Fprintf(tw, "errors:\t%d\n", s.Errors)
 	if s.LastError != "" {
 		fmt.Fprintf(tw, "last error:\t%s (%s)\n", cell(s.LastError), s.LastErrorAt)

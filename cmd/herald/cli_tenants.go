@@ -38,7 +38,7 @@ func tenantsVerb(ctx context.Context, c *cli, args []string) error {
 func tenantsPut(ctx context.Context, c *cli, args []string) error {
 	var spec client.TenantSpec
 	var meta []string
-	fs := c.flagSet("tenants put", `herald tenants put ID [--name N] [--metadata K=V...] [--topic-prefix P] [--max-subscriptions N] [--rate-limit R] [--max-in-flight N]
+	fs := c.flagSet("tenants put", `herald tenants put ID [--name N] [--metadata K=V...] [--topic-prefix P] [--max-subscriptions N] [--rate-limit R] [--max-in-flight N] [--publish-rate R] [--max-sources N]
 
 Create the tenant ID, or replace it: options left out are cleared. ID is 1 to
 64 lowercase letters, digits, '_' or '-'.`)
@@ -48,6 +48,8 @@ Create the tenant ID, or replace it: options left out are cleared. ID is 1 to
 	fs.Var(intFlag{&spec.Limits.MaxSubscriptions}, "max-subscriptions", "at most `N` subscriptions (default 0: no limit)")
 	fs.Var(floatFlag{&spec.Limits.RateLimit}, "rate-limit", "at most `R` deliveries per second over its subscriptions, per node (default 0: no limit)")
 	fs.Var(intFlag{&spec.Limits.MaxInFlight}, "max-in-flight", "at most `N` deliveries in flight over its subscriptions, per node (default 0: no limit)")
+	fs.Var(floatFlag{&spec.Limits.PublishRate}, "publish-rate", "at most `R` events per second from its keys and sources, per node (default 0: no limit)")
+	fs.Var(intFlag{&spec.Limits.Sources}, "max-sources", "at most `N` sources (default 0: no limit)")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
@@ -91,6 +93,8 @@ func printTenant(c *cli, t client.Tenant) error {
 	fmt.Fprintf(tw, "max subscriptions:\t%s\n", limit(float64(t.Limits.MaxSubscriptions)))
 	fmt.Fprintf(tw, "rate limit:\t%s\n", limit(t.Limits.RateLimit))
 	fmt.Fprintf(tw, "max in flight:\t%s\n", limit(float64(t.Limits.MaxInFlight)))
+	fmt.Fprintf(tw, "publish rate:\t%s\n", limit(t.Limits.PublishRate))
+	fmt.Fprintf(tw, "max sources:\t%s\n", limit(float64(t.Limits.Sources)))
 	fmt.Fprintf(tw, "created:\t%s\n", formatTime(t.CreatedAt))
 	fmt.Fprintf(tw, "updated:\t%s\n", formatTime(t.UpdatedAt))
 	return tw.Flush()

@@ -31,7 +31,7 @@ func TestDocsTenants(t *testing.T) {
 		return out
 	}
 	if got := run("tenant-put"); got["id"] != "acme" || got["topic_prefix"] != "tenants.acme.>" ||
-		got["limits"].(map[string]any)["publish_rate"] != 100.0 {
+		got["limits"].(map[string]any)["publish_rate"] != 100.0 || got["limits"].(map[string]any)["sources"] != 5.0 {
 		t.Fatalf("tenant-put: %v", got)
 	}
 	key := run("tenant-key")

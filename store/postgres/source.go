@@ -236,9 +236,10 @@ func (s *Store) ReportSource(ctx context.Context, id string, shard int, epoch in
 	if !validText(st.LastError) {
 		st.LastError = "(an error whose text cannot be stored)"
 	}
-	n, err := s.exec(ctx, `UPDATE source_shards SET lag = $4, events_in = $5, errors = $6, last_error = $7, last_error_at = $8, reported_at = $9, state = $10
+	n, err := s.exec(ctx, `UPDATE source_shards SET lag = $4, events_in = $5, errors = $6, last_error = $7, last_error_at = $8, reported_at = $9, state = $10,
+		duplicates = $11
 		WHERE source_id = $1 AND shard = $2 AND lease_epoch = $3`,
-		id, int32(shard), epoch, st.Lag, st.EventsIn, st.Errors, st.LastError, nanos(st.LastErrorAt), nanos(st.ReportedAt), string(st.State))
+		id, int32(shard), epoch, st.Lag, st.EventsIn, st.Errors, st.LastError, nanos(st.LastErrorAt), nanos(st.ReportedAt), string(st.State), st.Duplicates)
 	if err != nil {
 		return s.fail("report source", err)
 	}
@@ -264,7 +265,7 @@ func (s *Store) SourceShards(ctx context.Context, id string) ([]herald.SourceSha
 	if !validText(id) {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT shard, lease_node, lease_expires_at, lease_epoch, lag, events_in, errors, last_error, last_error_at, reported_at, state
+	rows, err := s.pool.Query(ctx, `SELECT shard, lease_node, lease_expires_at, lease_epoch, lag, events_in, duplicates, errors, last_error, last_error_at, reported_at, state
 		FROM source_shards WHERE source_id = $1 ORDER BY shard`, id)
 	if err != nil {
 		return nil, s.fail("list source shards", err)
@@ -275,7 +276,7 @@ func (s *Store) SourceShards(ctx context.Context, id string) ([]herald.SourceSha
 		sh := herald.SourceShard{SourceID: id}
 		var shard int32
 		var expires, errAt, reported int64
-		if err := rows.Scan(&shard, &sh.Node, &expires, &sh.Epoch, &sh.Lag, &sh.EventsIn, &sh.Errors, &sh.LastError, &errAt, &reported, &sh.State); err != nil {
+		if err := rows.Scan(&shard, &sh.Node, &expires, &sh.Epoch, &sh.Lag, &sh.EventsIn, &sh.Duplicates, &sh.Errors, &sh.LastError, &errAt, &reported, &sh.State); err != nil {
 			return nil, s.fail("list source shards", err)
 		}
 		sh.Shard = int(shard)

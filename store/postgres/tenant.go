@@ -12,20 +12,20 @@ import (
 )
 
 const tenantColumns = `id, name, metadata, topic_pattern, max_subscriptions, deliveries_per_second, max_in_flight,
-	created_at, updated_at, publish_rate`
+	created_at, updated_at, publish_rate, max_sources`
 
 func scanTenant(row pgx.Row) (herald.Tenant, error) {
 	var t herald.Tenant
 	var meta []byte
-	var maxSubs, maxInFlight, created, updated int64
+	var maxSubs, maxInFlight, created, updated, maxSources int64
 	if err := row.Scan(&t.ID, &t.Name, &meta, &t.TopicPattern, &maxSubs,
-		&t.Limits.DeliveriesPerSecond, &maxInFlight, &created, &updated, &t.Limits.PublishRate); err != nil {
+		&t.Limits.DeliveriesPerSecond, &maxInFlight, &created, &updated, &t.Limits.PublishRate, &maxSources); err != nil {
 		return herald.Tenant{}, err
 	}
 	if err := json.Unmarshal(meta, &t.Metadata); err != nil {
 		return herald.Tenant{}, fmt.Errorf("tenant %s: stored metadata: %w", t.ID, err)
 	}
-	t.Limits.MaxSubscriptions, t.Limits.MaxInFlight = int(maxSubs), int(maxInFlight)
+	t.Limits.MaxSubscriptions, t.Limits.MaxInFlight, t.Limits.MaxSources = int(maxSubs), int(maxInFlight), int(maxSources)
 	t.CreatedAt, t.UpdatedAt = fromNanos(created), fromNanos(updated)
 	return t, nil
 }
@@ -71,13 +71,13 @@ func (s *Store) PutTenant(ctx context.Context, t herald.Tenant) (herald.Tenant, 
 		// xmax is 0 in a row version an INSERT made, and the locking
 		// transaction's id in one ON CONFLICT DO UPDATE made.
 		row := tx.QueryRow(ctx, `INSERT INTO tenants (`+tenantColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 			ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, metadata = EXCLUDED.metadata,
 				topic_pattern = EXCLUDED.topic_pattern, max_subscriptions = EXCLUDED.max_subscriptions,
 				deliveries_per_second = EXCLUDED.deliveries_per_second, max_in_flight = EXCLUDED.max_in_flight,
-				updated_at = EXCLUDED.updated_at, publish_rate = EXCLUDED.publish_rate
+				updated_at = EXCLUDED.updated_at, publish_rate = EXCLUDED.publish_rate, max_sources = EXCLUDED.max_sources
 			RETURNING (xmax = 0)`, t.ID, t.Name, metaJSON, t.TopicPattern, int64(t.Limits.MaxSubscriptions),
-			t.Limits.DeliveriesPerSecond, int64(t.Limits.MaxInFlight), nanos(t.CreatedAt), nanos(t.UpdatedAt), t.Limits.PublishRate)
+			t.Limits.DeliveriesPerSecond, int64(t.Limits.MaxInFlight), nanos(t.CreatedAt), nanos(t.UpdatedAt), t.Limits.PublishRate, int64(t.Limits.MaxSources))
 		if err := row.Scan(&created); err != nil {
 			return err
 		}

@@ -211,9 +211,9 @@ func (s *Store) ReportSource(ctx context.Context, id string, shard int, epoch in
 		return err
 	}
 	err := s.withTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE source_shards SET lag = ?, events_in = ?, errors = ?, last_error = ?, last_error_at = ?, reported_at = ?, state = ?
+		res, err := tx.ExecContext(ctx, `UPDATE source_shards SET lag = ?, events_in = ?, duplicates = ?, errors = ?, last_error = ?, last_error_at = ?, reported_at = ?, state = ?
 			WHERE source_id = ? AND shard = ? AND lease_epoch = ?`,
-			st.Lag, st.EventsIn, st.Errors, st.LastError, nanos(st.LastErrorAt), nanos(st.ReportedAt), string(st.State), id, shard, epoch)
+			st.Lag, st.EventsIn, st.Duplicates, st.Errors, st.LastError, nanos(st.LastErrorAt), nanos(st.ReportedAt), string(st.State), id, shard, epoch)
 		if err != nil {
 			return err
 		}
@@ -236,7 +236,7 @@ func (s *Store) SourceShards(ctx context.Context, id string) ([]herald.SourceSha
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := s.reader.QueryContext(ctx, `SELECT shard, lease_node, lease_expires_at, lease_epoch, lag, events_in, errors, last_error, last_error_at, reported_at, state
+	rows, err := s.reader.QueryContext(ctx, `SELECT shard, lease_node, lease_expires_at, lease_epoch, lag, events_in, duplicates, errors, last_error, last_error_at, reported_at, state
 		FROM source_shards WHERE source_id = ? ORDER BY shard`, id)
 	if err != nil {
 		return nil, s.fail("list source shards", err)
@@ -246,7 +246,7 @@ func (s *Store) SourceShards(ctx context.Context, id string) ([]herald.SourceSha
 	for rows.Next() {
 		sh := herald.SourceShard{SourceID: id}
 		var expires, errAt, reported int64
-		if err := rows.Scan(&sh.Shard, &sh.Node, &expires, &sh.Epoch, &sh.Lag, &sh.EventsIn, &sh.Errors, &sh.LastError, &errAt, &reported, &sh.State); err != nil {
+		if err := rows.Scan(&sh.Shard, &sh.Node, &expires, &sh.Epoch, &sh.Lag, &sh.EventsIn, &sh.Duplicates, &sh.Errors, &sh.LastError, &errAt, &reported, &sh.State); err != nil {
 			return nil, s.fail("list source shards", err)
 		}
 		sh.LeaseExpiresAt, sh.LastErrorAt, sh.ReportedAt = fromNanos(expires), fromNanos(errAt), fromNanos(reported)

@@ -12,14 +12,14 @@ import (
 )
 
 const tenantColumns = `id, name, metadata, topic_pattern, max_subscriptions, deliveries_per_second, max_in_flight,
-	created_at, updated_at, publish_rate`
+	created_at, updated_at, publish_rate, max_sources`
 
 func scanTenant(sc interface{ Scan(...any) error }) (herald.Tenant, error) {
 	var t herald.Tenant
 	var meta string
 	var created, updated int64
 	if err := sc.Scan(&t.ID, &t.Name, &meta, &t.TopicPattern, &t.Limits.MaxSubscriptions,
-		&t.Limits.DeliveriesPerSecond, &t.Limits.MaxInFlight, &created, &updated, &t.Limits.PublishRate); err != nil {
+		&t.Limits.DeliveriesPerSecond, &t.Limits.MaxInFlight, &created, &updated, &t.Limits.PublishRate, &t.Limits.MaxSources); err != nil {
 		return herald.Tenant{}, err
 	}
 	if err := json.Unmarshal([]byte(meta), &t.Metadata); err != nil {
@@ -60,15 +60,15 @@ func (s *Store) PutTenant(ctx context.Context, t herald.Tenant) (herald.Tenant, 
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			created = true
-			_, err = tx.ExecContext(ctx, `INSERT INTO tenants (`+tenantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			_, err = tx.ExecContext(ctx, `INSERT INTO tenants (`+tenantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				t.ID, t.Name, string(meta), t.TopicPattern, t.Limits.MaxSubscriptions, t.Limits.DeliveriesPerSecond,
-				t.Limits.MaxInFlight, nanos(t.CreatedAt), nanos(t.UpdatedAt), t.Limits.PublishRate)
+				t.Limits.MaxInFlight, nanos(t.CreatedAt), nanos(t.UpdatedAt), t.Limits.PublishRate, t.Limits.MaxSources)
 		case err == nil:
 			t.CreatedAt = fromNanos(createdAt)
 			_, err = tx.ExecContext(ctx, `UPDATE tenants SET name = ?, metadata = ?, topic_pattern = ?, max_subscriptions = ?,
-				deliveries_per_second = ?, max_in_flight = ?, updated_at = ?, publish_rate = ? WHERE id = ?`,
+				deliveries_per_second = ?, max_in_flight = ?, updated_at = ?, publish_rate = ?, max_sources = ? WHERE id = ?`,
 				t.Name, string(meta), t.TopicPattern, t.Limits.MaxSubscriptions, t.Limits.DeliveriesPerSecond,
-				t.Limits.MaxInFlight, nanos(t.UpdatedAt), t.Limits.PublishRate, t.ID)
+				t.Limits.MaxInFlight, nanos(t.UpdatedAt), t.Limits.PublishRate, t.Limits.MaxSources, t.ID)
 		}
 		if err != nil {
 			return err

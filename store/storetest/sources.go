@@ -117,7 +117,7 @@ func RunSources(t *testing.T, open func(t *testing.T) herald.SourceStore) {
 		if e, err := s.AcquireSourceLease(ctx, "src_l", 1, "n2", at, 10*time.Second); err != nil || e != 1 {
 			t.Fatalf("lease of shard 1: %d, %v", e, err)
 		}
-		st := herald.SourceShardStatus{Lag: 5, EventsIn: 10, Errors: 1, LastError: "boom", LastErrorAt: at, ReportedAt: at, State: herald.ShardRetrying}
+		st := herald.SourceShardStatus{Lag: 5, EventsIn: 10, Duplicates: 3, Errors: 1, LastError: "boom", LastErrorAt: at, ReportedAt: at, State: herald.ShardRetrying}
 		if err := s.ReportSource(ctx, "src_l", 0, e1, st); err != nil {
 			t.Fatalf("ReportSource: %v", err)
 		}
@@ -134,7 +134,7 @@ func RunSources(t *testing.T, open func(t *testing.T) herald.SourceStore) {
 		if err != nil || len(shards) != 2 {
 			t.Fatalf("SourceShards = %v, %v", shards, err)
 		}
-		if sh := shards[0]; sh.Shard != 0 || sh.Node != "n2" || sh.Epoch != e2 || sh.Lag != 5 || sh.EventsIn != 10 ||
+		if sh := shards[0]; sh.Shard != 0 || sh.Node != "n2" || sh.Epoch != e2 || sh.Lag != 5 || sh.EventsIn != 10 || sh.Duplicates != 3 ||
 			sh.Errors != 1 || sh.LastError != "boom" || !sh.LastErrorAt.Equal(at) || sh.State != herald.ShardRetrying {
 			t.Fatalf("shard 0 = %+v", sh)
 		}

@@ -27,7 +27,7 @@ func runTenants(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 		ctx := t.Context()
 		acme := herald.Tenant{ID: "acme", Name: "Acme \u00e9", Metadata: map[string]string{"plan": "gold", "region": "eu"},
 			TopicPattern: "tenants.acme.>",
-			Limits:       herald.TenantLimits{MaxSubscriptions: 3, DeliveriesPerSecond: 2.5, MaxInFlight: 4, PublishRate: 7.5},
+			Limits:       herald.TenantLimits{MaxSubscriptions: 3, DeliveriesPerSecond: 2.5, MaxInFlight: 4, PublishRate: 7.5, MaxSources: 5},
 			CreatedAt:    at(0), UpdatedAt: at(0)}
 		got, created, err := s.PutTenant(ctx, acme)
 		if err != nil || !created {
@@ -48,7 +48,7 @@ func runTenants(t *testing.T, open func(t *testing.T) SubscriptionTestStore) {
 		// An update keeps CreatedAt and replaces the rest.
 		upd := acme
 		upd.Name, upd.Metadata, upd.TopicPattern = "Acme Ltd", map[string]string{"plan": "silver"}, ""
-		upd.Limits = herald.TenantLimits{MaxSubscriptions: 10}
+		upd.Limits = herald.TenantLimits{MaxSubscriptions: 10, MaxSources: 2}
 		upd.CreatedAt, upd.UpdatedAt = at(50), at(60)
 		got, created, err = s.PutTenant(ctx, upd)
 		if err != nil || created {
