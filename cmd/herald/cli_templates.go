@@ -51,7 +51,8 @@ email, sms and push channels use it when their config names it
 given) match the event. The templates are Go templates over the event
 (docs/notifications.md); one that does not parse or names a field events
 lack is refused. Each of --subject, --text and --html takes the text or
-@FILE. Needs an admin key.`)
+@FILE. Needs an admin key (the platform's templates) or a key bound to a
+tenant (that tenant's, used by its subscriptions before the platform's).`)
 	fs.StringVar(&t.Description, "description", "", "what the template is for (`TEXT`)")
 	fs.StringVar(&t.Topic, "topic", "", "apply it to events of `TOPIC` (a topic or pattern) of subscriptions that name no template")
 	fs.StringVar(&t.EventType, "event-type", "", "with --topic, only to events of `TYPE`")
