@@ -391,6 +391,17 @@ export interface SocketOptions extends StreamHooks<number> {
   /** Where the user's server-side subscriptions resume from, by topic (from a previous socket's userPositions). */
   userPositions?: Record<string, number>;
   /**
+   * A server-side subscription started on this connection (frame
+   * "subscribed", id "user:<topic>", with after_seq): from then on a
+   * reconnect resumes it from there even before its first event.
+   * Without the hook the frame goes to onFrame.
+   */
+  onUserSubscribed?: (frame: { op: 'subscribed'; id: string; topic: string; after_seq?: number; recovered?: boolean }) => void;
+  /** A server-side subscription removed while connected (without the hook: onFrame). */
+  onUserUnsubscribed?: (frame: { op: 'unsubscribed'; id: string }) => void;
+  /** Events of a server-side subscription passed retention before they were read (without the hook: onFrame). */
+  onUserGap?: (frame: { op: 'gap'; sub: string; topic: string; missed_from: number; missed_to: number; first_seq: number }) => void;
+  /**
    * After this many ms without a frame from the server, send a ping; after
    * twice as many, give the connection up and reconnect (default 30000;
    * 0 turns it off).

@@ -331,14 +331,30 @@ export class HeraldSocket {
       }
       case 'subscribed':
         this.#attempt = 0;
-        this.#subs.get(f.id)?._subscribed(f);
+        if (this.#subs.has(f.id)) this.#subs.get(f.id)._subscribed(f);
+        else if (userTopic(f.id) !== undefined) {
+          // Where a server-side subscription starts: a reconnect before
+          // its first event resumes from here, not live.
+          const t = userTopic(f.id);
+          if (this.#userPositions[t] === undefined && Number.isSafeInteger(f.after_seq)) this.#userPositions[t] = f.after_seq;
+          this.#userHook(this.#hooks.onUserSubscribed, f);
+        } else this.#other(f);
         return;
       case 'gap':
-        this.#subs.get(f.sub)?._gap(f);
+        if (this.#subs.has(f.sub)) this.#subs.get(f.sub)._gap(f);
+        else if (userTopic(f.sub) !== undefined) {
+          // What the gap skipped is gone: resume after it.
+          if (Number.isSafeInteger(f.first_seq) && f.first_seq > 0) this.#userPositions[userTopic(f.sub)] = f.first_seq - 1;
+          this.#userHook(this.#hooks.onUserGap, f);
+        } else this.#other(f);
         return;
       case 'unsubscribed': {
         const sub = this.#subs.get(f.id);
         if (sub?._closing) this.#subs.delete(f.id);
+        else if (!sub && userTopic(f.id) !== undefined) {
+          delete this.#userPositions[userTopic(f.id)];
+          this.#userHook(this.#hooks.onUserUnsubscribed, f);
+        }
         return;
       }
       case 'error':
@@ -348,6 +364,12 @@ export class HeraldSocket {
       default:
         this.#other(f);
     }
+  }
+
+  /** A control frame of a server-side subscription goes to its hook, or else to onFrame. */
+  #userHook(hook, f) {
+    if (typeof hook === 'function') callHook(hook, this.#reportError, f);
+    else this.#other(f);
   }
 
   /** Frames this client does not know, or events of subscriptions it did not make, go to onFrame. */
@@ -485,4 +507,9 @@ export class Subscription {
     const { op, sub, ...gap } = f;
     callHook(this._hooks.onGap, (e) => this.#socket._callbackError(e), gap);
   }
+}
+
+/** The topic of a frame about one of the user's server-side subscriptions ("user:<topic>"), or undefined. */
+function userTopic(id) {
+  return typeof id === 'string' && id.startsWith('user:') && id.length > 5 ? id.slice(5) : undefined;
 }

@@ -71,3 +71,40 @@ test("a user's socket gets its server-side subscriptions and resumes them", { sk
   sock.close();
   await h.deleteUserSubscription(user, topic);
 });
+
+test("a user's socket dropped before its first event resumes from where its subscription started", { skip: needsHerald }, async () => {
+  const h = admin();
+  const user = `v${process.pid}`;
+  const topic = `accounts.${user}.balance`;
+  await h.putTopic(topic);
+  await h.publish(topic, { balance: 1 });
+  await h.publish(topic, { balance: 2 });
+  await h.putUserSubscription(user, topic);
+  const { token } = await h.createToken({ user, scopes: ['read:accounts.{user}.>'] });
+
+  const got = [];
+  const started = [];
+  const browser = new Herald({ url, token, backoff });
+  let sock = browser.socket({ onUserEvent: (e) => got.push(e), onUserSubscribed: (f) => started.push(f) });
+  await waitFor('the server-side subscription started', () => started.length === 1);
+  assert.deepEqual([started[0].id, started[0].after_seq], [`user:${topic}`, 2]);
+  // No event yet, and still a position: where the subscription started.
+  const positions = sock.userPositions;
+  assert.deepEqual(positions, { [topic]: 2 });
+  sock.close();
+
+  await h.publish(topic, { balance: 3 }); // while no socket is open
+  sock = browser.socket({ onUserEvent: (e) => got.push(e), userPositions: positions });
+  await waitFor('the event published while away', () => got.length === 1);
+  assert.deepEqual(got.map((e) => [e.seq, e.data.balance]), [[3, 3]]);
+
+  // Removed while connected: its position goes, and the hook (or onFrame) hears it.
+  const frames = [];
+  sock.close();
+  sock = browser.socket({ onUserEvent: (e) => got.push(e), onFrame: (f) => frames.push(f), userPositions: sock.userPositions });
+  await waitFor('the subscription restarted', () => frames.some((f) => f.op === 'subscribed'));
+  await h.deleteUserSubscription(user, topic);
+  await waitFor('the unsubscribed frame', () => frames.some((f) => f.op === 'unsubscribed' && f.id === `user:${topic}`));
+  assert.deepEqual(sock.userPositions, {});
+  sock.close();
+});
