@@ -104,7 +104,7 @@ var samples = map[string][3]string{
 	"console.oidc.client-id":           {"herald-console", "0oa1b2c3", ""},
 	"console.oidc.client-secret":       {"s3cret-value", "another secret", ""},
 	"console.oidc.redirect-url":        {"https://herald.example.com/console/oidc/callback", "http://localhost:8480/console/oidc/callback", ""},
-	"console.oidc.scopes":              {"openid profile email", "openid groups", "openid"},
+	"console.oidc.scopes":              {"openid groups", "openid", "openid profile email"},
 	"auth.oidc.issuer":                 {"https://id.example.com", "https://login.example.org/realms/ops", ""},
 	"auth.oidc.audience":               {"herald", "herald,herald-staging", ""},
 	"auth.oidc.subject-claim":          {"email", "preferred_username", "sub"},
