@@ -207,15 +207,29 @@ func (b *browser) waitText(selector, want string, refresh bool) {
 // form of the last one.
 func (b *browser) fill(fields map[string]string, submit string) {
 	b.t.Helper()
-	for sel, v := range fields {
-		b.wait("field "+sel, func() bool {
-			var ok bool
-			b.eval(fmt.Sprintf(`(() => { const el = document.querySelector(%q); if (!el) return false;
-				el.value = %q; el.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`, sel, v), &ok)
-			return ok
-		})
+	// Every field set and the button clicked in one evaluation, once all
+	// are there: a view still rendering (a navigation a moment earlier)
+	// could otherwise replace the form between two evaluations, and the
+	// click would submit an empty form.
+	js, err := json.Marshal(fields)
+	if err != nil {
+		b.t.Fatal(err)
 	}
-	b.click(submit)
+	b.wait("form with "+submit, func() bool {
+		var ok bool
+		b.eval(fmt.Sprintf(`(() => {
+			const fields = %s, btn = document.querySelector(%q);
+			if (!btn || btn.disabled || Object.keys(fields).some(sel => !document.querySelector(sel))) return false;
+			for (const [sel, v] of Object.entries(fields)) {
+				const el = document.querySelector(sel);
+				el.value = v;
+				el.dispatchEvent(new Event('input', {bubbles: true}));
+			}
+			btn.click();
+			return true;
+		})()`, js, submit), &ok)
+		return ok
+	})
 }
 
 // click clicks the element once it is there.
